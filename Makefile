@@ -1,0 +1,88 @@
+# qubes-lite: the one build.
+#
+#   make            every program into build/bin/
+#   make test       install/check dependencies, build, run every test
+#   make check      the same tests against an ASan+UBSan build (build/san/)
+#   make fuzz       fuzz each target for FUZZ_SECONDS (default 60)
+#   make bench      benchmarks, each beside its peer measured in the same run
+#   make demo       the agents at work on this machine
+#
+# Variables: BUILD (output dir), SAN=1 (sanitizers), CC, V=1 (verbose).
+
+BUILD ?= build
+SAN ?= 0
+CC ?= gcc
+PKG_CONFIG ?= pkg-config
+PYTHON ?= /usr/bin/python3
+FUZZ_SECONDS ?= 60
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+BIN := $(BUILD)/bin
+OBJ := $(BUILD)/obj
+GEN := $(BUILD)/gen
+LIB := $(BUILD)/lib
+
+WARNINGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wmissing-prototypes \
+	-Wstrict-prototypes -Wno-unused-parameter -Wimplicit-fallthrough
+HARDEN := -fstack-protector-strong -fstack-clash-protection -fcf-protection -fPIE \
+	-D_FORTIFY_SOURCE=2
+CFLAGS_BASE := -std=gnu11 -g -MD -MP $(WARNINGS) -D_GNU_SOURCE
+LDFLAGS_BASE := -pie -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack
+
+ifeq ($(SAN),1)
+OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN := -fsanitize=address,undefined
+HARDEN := $(filter-out -D_FORTIFY_SOURCE=2,$(HARDEN))
+else
+OPT := -O2
+LDSAN :=
+endif
+
+pc_cflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
+pc_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
+
+CFLAGS := $(CFLAGS_BASE) $(OPT) $(HARDEN) -I$(GEN) -Iproto $(call pc_cflags,libprotobuf-c libsystemd) $(EXTRA_CFLAGS)
+LDFLAGS := $(LDFLAGS_BASE) $(LDSAN) $(EXTRA_LDFLAGS)
+
+PROGRAMS :=
+TEST_PROGRAMS :=
+
+.PHONY: all clean test check fuzz bench demo deps format
+.DEFAULT_GOAL := all
+
+include proto/proto.mk
+include guest/guest.mk
+include host/host.mk
+include tests/tests.mk
+
+all: $(PROGRAMS)
+
+# Generic compile rule; generated headers must exist before any object.
+$(OBJ)/%.o: %.c | $(GEN)/qubes-lite.pb-c.h
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) $(CFLAGS_$(firstword $(subst /, ,$<))) -c -o $@ $<
+
+deps:
+	$(Q)scripts/deps.sh
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all tests
+	$(Q)BUILD=$(BUILD) scripts/run-tests.sh
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=build/san SAN=1 all tests
+	$(Q)BUILD=build/san SAN=1 scripts/run-tests.sh
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,52 @@
+/* Transport addresses and the sockets behind them.
+ *
+ *   vsock:CID:PORT   connect to (or listen on) CID:PORT
+ *   vsock::PORT      listen on PORT on any CID
+ *   unix:PATH        a stream socket in the file system
+ *
+ * Every socket is created close-on-exec. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <linux/vm_sockets.h>
+
+typedef struct Addr {
+    int family;                           /* AF_UNIX or AF_VSOCK */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_un un;
+        struct sockaddr_vm vm;
+    };
+    socklen_t len;
+} Addr;
+
+#define ADDR_STR_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) + 16)
+#define VSOCK_RESERVED_PORT_MAX 1023u     /* binding below this needs privilege */
+#define VSOCK_RESERVED_PORT_MIN 512u
+
+/* -EINVAL for anything that is not one of the forms above. */
+int addr_parse(const char *s, Addr *ret);
+const char *addr_format(const Addr *a, char *buf, size_t size);
+
+/* Creates, binds and listens. A stale unix socket file is replaced. */
+int addr_listen(const Addr *a, int *ret_fd);
+
+/* Connects. flags: ADDR_NONBLOCK (connect may return -EINPROGRESS with
+ * *ret_fd set), ADDR_RESERVED_PORT (vsock: bind a source port below 1024
+ * first, so the peer can tell a privileged host process). */
+#define ADDR_NONBLOCK 1
+#define ADDR_RESERVED_PORT 2
+int addr_connect(const Addr *a, int flags, int *ret_fd);
+
+/* The first socket passed by systemd (sd_listen_fds), made close-on-exec;
+ * -ENOENT when none was passed. */
+int addr_listen_fd_from_systemd(int *ret_fd);
+
+/* Peer identity. */
+int peer_ucred(int fd, uid_t *ret_uid, gid_t *ret_gid, pid_t *ret_pid);
+int peer_vsock(int fd, uint32_t *ret_cid, uint32_t *ret_port);
+/* AF_UNIX, AF_VSOCK of a connected or listening socket. */
+int socket_family(int fd);

@@ -1,0 +1,196 @@
+/* Small runtime helpers every program shares. */
+#include "util.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+int parse_uint(const char *s, unsigned long long min, unsigned long long max,
+               unsigned long long *ret) {
+    char *end;
+    unsigned long long v;
+
+    if (!s || !*s || !isdigit((unsigned char)*s)) {
+        return -EINVAL;
+    }
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return -EINVAL;
+    }
+    if (v < min || v > max) {
+        return -ERANGE;
+    }
+    *ret = v;
+    return 0;
+}
+
+int fd_nonblock(int fd, bool nonblock) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) {
+        return -errno;
+    }
+    int nflags = nonblock ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    if (nflags != flags && fcntl(fd, F_SETFL, nflags) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+int fd_cloexec(int fd, bool cloexec) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) {
+        return -errno;
+    }
+    int nflags = cloexec ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+    if (nflags != flags && fcntl(fd, F_SETFD, nflags) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+int loop_write(int fd, const void *buf, size_t n) {
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int loop_read_exact(int fd, void *buf, size_t n, bool *ret_eof) {
+    uint8_t *p = buf;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, p + got, n - got);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (k == 0) {
+            if (got == 0 && ret_eof) {
+                *ret_eof = true;
+                return 0;
+            }
+            return -EPIPE;
+        }
+        got += (size_t)k;
+    }
+    if (ret_eof) {
+        *ret_eof = false;
+    }
+    return 0;
+}
+
+int send_with_fd(int sock, const void *buf, size_t n, int fd) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control = {0};
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (n == 0) {
+        return -EINVAL;
+    }
+    if (fd >= 0) {
+        mh.msg_control = control.buf;
+        mh.msg_controllen = sizeof(control.buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    for (;;) {
+        ssize_t k = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        /* The fd travels with the first byte; the rest is plain data. */
+        if ((size_t)k < n) {
+            return loop_write(sock, (const uint8_t *)buf + k, n - (size_t)k);
+        }
+        return 0;
+    }
+}
+
+ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr mh = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control.buf,
+        .msg_controllen = sizeof(control.buf),
+    };
+    ssize_t k;
+
+    do {
+        k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        return -errno;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            continue;
+        }
+        size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfds; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            /* Keep the first fd only when the caller expects one and has
+             * none yet: every other fd is closed, never leaked. */
+            if (ret_fd && *ret_fd < 0) {
+                *ret_fd = fd;
+            } else {
+                close(fd);
+            }
+        }
+    }
+    if (mh.msg_flags & MSG_CTRUNC) {
+        return -EBADMSG;
+    }
+    return k;
+}
+
+char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize) {
+    size_t o = 0;
+    if (bufsize == 0) {
+        return buf;
+    }
+    for (size_t i = 0; i < len && o + 5 < bufsize; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            buf[o++] = (char)c;
+        } else {
+            o += (size_t)snprintf(buf + o, bufsize - o, "\\x%02x", c);
+        }
+    }
+    if (o + 5 >= bufsize && len > 0) {
+        /* Truncated: say so rather than silently cutting a peer string. */
+        if (bufsize > 4) {
+            o = MIN(o, bufsize - 4);
+            memcpy(buf + o, "...", 3);
+            o += 3;
+        }
+    }
+    buf[MIN(o, bufsize - 1)] = '\0';
+    return buf;
+}

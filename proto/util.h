@@ -1,0 +1,107 @@
+/* Small runtime helpers every program shares: cleanup attributes, fd and
+ * time helpers. */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define _unused_ __attribute__((unused))
+#define _noreturn_ __attribute__((noreturn))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _cleanup_(f) __attribute__((cleanup(f)))
+
+/* Take ownership out of a variable that has a cleanup attribute. */
+#define TAKE_PTR(p)                                                            \
+    ({                                                                         \
+        __typeof__(p) _taken = (p);                                            \
+        (p) = NULL;                                                            \
+        _taken;                                                                \
+    })
+#define TAKE_FD(fd)                                                            \
+    ({                                                                         \
+        int _taken = (fd);                                                     \
+        (fd) = -EBADF;                                                         \
+        _taken;                                                                \
+    })
+
+static inline void freep(void *p) {
+    free(*(void **)p);
+}
+
+/* Closes and keeps errno: cleanup must never change the error we report. */
+static inline int safe_close(int fd) {
+    if (fd >= 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    return -EBADF;
+}
+
+static inline void closep(int *fd) {
+    *fd = safe_close(*fd);
+}
+
+static inline void close_pair(int p[2]) {
+    p[0] = safe_close(p[0]);
+    p[1] = safe_close(p[1]);
+}
+
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_close_pair_ _cleanup_(close_pair)
+
+/* Declares name##p(), a cleanup function calling func on a non-NULL pointer. */
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                \
+    static inline void func##p(type *p) {                                      \
+        if (*p) {                                                              \
+            func(*p);                                                          \
+        }                                                                      \
+    }
+
+static inline uint64_t now_usec(clockid_t clock) {
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000ULL;
+}
+
+static inline bool streq(const char *a, const char *b) {
+    return strcmp(a, b) == 0;
+}
+
+static inline bool startswith(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Parses a whole decimal number in [min, max]. */
+int parse_uint(const char *s, unsigned long long min, unsigned long long max,
+               unsigned long long *ret);
+
+/* fd helpers: all return 0 or a negative errno. */
+int fd_nonblock(int fd, bool nonblock);
+int fd_cloexec(int fd, bool cloexec);
+/* Writes all of buf, retrying on EINTR and partial writes (blocking fd). */
+int loop_write(int fd, const void *buf, size_t n);
+/* Reads exactly n bytes; -EPIPE on EOF before n bytes (0 bytes: returns 0
+ * and sets *ret_eof when ret_eof is given). */
+int loop_read_exact(int fd, void *buf, size_t n, bool *ret_eof);
+
+/* Sends buf with one fd attached (SCM_RIGHTS); blocking, all of buf. */
+int send_with_fd(int sock, const void *buf, size_t n, int fd);
+/* recvmsg() that accepts at most one fd; any fd beyond what fits is
+ * closed. Returns bytes read (0 on EOF) or a negative errno. *ret_fd is
+ * set to a received fd (CLOEXEC) or left alone. */
+ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd);
+
+/* Copies s into a printable form for logs: at most max bytes, anything
+ * outside printable ASCII escaped. Returns buf. */
+char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize);

@@ -1,0 +1,140 @@
+"""The agent protocol from Python, for tests that play a peer.
+
+The message classes are generated from proto/qubes-lite.proto with protoc
+into $BUILD/gen/py at import time, so the tests speak exactly the schema
+the C programs are built from.
+"""
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+GENPY = os.path.join(BUILD, "gen", "py")
+PROTO = os.path.join(ROOT, "proto", "qubes-lite.proto")
+
+FRAME_MAX = 1024 * 1024
+DATA_MAX = 64 * 1024
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+
+
+def _load_pb():
+    os.makedirs(GENPY, exist_ok=True)
+    out = os.path.join(GENPY, "qubes_lite_pb2.py")
+    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(PROTO):
+        subprocess.run(["protoc", "--proto_path", os.path.dirname(PROTO),
+                        "--python_out", GENPY, PROTO], check=True)
+    if GENPY not in sys.path:
+        sys.path.insert(0, GENPY)
+    import qubes_lite_pb2  # noqa: E402
+    return qubes_lite_pb2
+
+
+pb = _load_pb()
+
+
+class Closed(Exception):
+    """The peer closed the connection."""
+
+
+def encode(name, **fields):
+    """One frame: 4-byte big-endian length + Envelope with field `name` set."""
+    env = pb.Envelope()
+    sub = getattr(env, name)
+    sub.SetInParent()
+    for k, v in fields.items():
+        attr = getattr(sub, k)
+        if isinstance(v, dict):
+            getattr(sub, k).SetInParent()
+            for kk, vv in v.items():
+                setattr(getattr(sub, k), kk, vv)
+        elif isinstance(v, (list, tuple)):
+            del attr[:]
+            attr.extend(v)
+        else:
+            setattr(sub, k, v)
+    body = env.SerializeToString()
+    return struct.pack(">I", len(body)) + body
+
+
+class Conn:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    @classmethod
+    def unix(cls, path, timeout=10):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(path)
+        return cls(s)
+
+    def close(self):
+        self.sock.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, name, **fields):
+        self.sock.sendall(encode(name, **fields))
+
+    def hello(self, major=VERSION_MAJOR, minor=VERSION_MINOR):
+        """Sends Hello and checks the peer's Hello."""
+        self.send("hello", major=major, minor=minor, software="qlwire-test")
+        name, msg = self.recv()
+        assert name == "hello", (name, msg)
+        return msg
+
+    def _fill(self, n, deadline):
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame from peer")
+            r, _, _ = select.select([self.sock], [], [], left)
+            if not r:
+                continue
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise Closed()
+            self.buf += chunk
+
+    def recv(self, timeout=10):
+        """Returns (field name, message) of the next Envelope."""
+        deadline = time.monotonic() + timeout
+        self._fill(4, deadline)
+        (n,) = struct.unpack(">I", self.buf[:4])
+        assert n <= FRAME_MAX, n
+        self._fill(4 + n, deadline)
+        body, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
+        env = pb.Envelope()
+        env.ParseFromString(body)
+        name = env.WhichOneof("msg")
+        return name, getattr(env, name)
+
+    def recv_until_exit(self, timeout=30):
+        """Collects stdout/stderr until Exited; returns (out, err, exited, others)."""
+        out, err, others = bytearray(), bytearray(), []
+        deadline = time.monotonic() + timeout
+        while True:
+            name, msg = self.recv(timeout=max(0.01, deadline - time.monotonic()))
+            if name == "data":
+                (out if msg.stream == pb.STREAM_STDOUT else err).extend(msg.data)
+            elif name == "exited":
+                return bytes(out), bytes(err), msg, others
+            else:
+                others.append((name, msg))
+
+    def expect_closed(self, timeout=10):
+        """Asserts the peer closes (after draining whatever it still sends)."""
+        deadline = time.monotonic() + timeout
+        frames = []
+        try:
+            while True:
+                frames.append(self.recv(timeout=max(0.01, deadline - time.monotonic())))
+        except (Closed, ConnectionResetError):
+            return frames
