@@ -27,6 +27,11 @@ typedef struct Addr {
 #define VSOCK_RESERVED_PORT_MAX 1023u     /* binding below this needs privilege */
 #define VSOCK_RESERVED_PORT_MIN 512u
 
+/* The guest agent's vsock port, and the host's CID as guests see it. */
+#define GUEST_AGENT_VSOCK_PORT 5200u
+#define DEFAULT_RUNTIME_DIR "/run/qubes-lite"
+#define DEFAULT_CONFIG_DIR "/etc/qubes-lite"
+
 /* -EINVAL for anything that is not one of the forms above. */
 int addr_parse(const char *s, Addr *ret);
 const char *addr_format(const Addr *a, char *buf, size_t size);

@@ -1,0 +1,26 @@
+"""Shared pytest set-up for the integration tests: where the programs are.
+
+Fixtures that start the guest agent live in guestfix.py, those for the host
+agent and vm-run in hostfix.py; both are loaded here as plugins.
+"""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+BIN = os.path.join(BUILD, "bin")
+
+
+def program(name):
+    """Path of a built program; fails clearly when it was not built."""
+    path = os.path.join(BIN, name)
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(f"{path} not built (run make)")
+    return path
+
+
+pytest_plugins = [m for m in ("guestfix", "hostfix")
+                  if os.path.exists(os.path.join(HERE, m + ".py"))]
