@@ -79,6 +79,14 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build/san SAN=1 all tests
 	$(Q)BUILD=build/san SAN=1 scripts/run-tests.sh
 
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD=$(BUILD) scripts/demo.sh
+
 clean:
 	rm -rf build
 

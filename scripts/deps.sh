@@ -1,0 +1,51 @@
+#!/bin/bash
+# Checks the Debian packages qubes-lite needs to build and test, and installs
+# the missing ones when run as root (otherwise names them and fails).
+#
+#   scripts/deps.sh            build + test packages
+#   scripts/deps.sh --print    list them, one per line
+set -euo pipefail
+
+BUILD_PKGS=(
+    gcc make pkg-config
+    libprotobuf-c-dev protobuf-c-compiler   # the wire protocol
+    libsystemd-dev                          # sd-event, sd_listen_fds, sd_notify, sd-bus
+    libwayland-dev                          # guest: wait for the Wayland display
+    libjansson-dev                          # host: JSON configuration
+)
+TEST_PKGS=(
+    libcmocka-dev                           # C unit tests
+    python3 python3-pytest python3-pytest-timeout
+    python3-protobuf protobuf-compiler      # tests speak the protocol from Python
+    clang libclang-rt-14-dev                # libFuzzer and sanitizers
+    qemu-system-x86 busybox-static          # VM tests under TCG
+    weston                                  # a real Wayland compositor, headless
+    openssh-server openssh-client           # benchmark peer
+    socat util-linux bsdutils procps
+)
+
+if [ "${1:-}" = --print ]; then
+    printf '%s\n' "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    exit 0
+fi
+
+missing=()
+for p in "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"; do
+    if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "qubes-lite: missing Debian packages: ${missing[*]}" >&2
+    echo "qubes-lite: install them with: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+    exit 1
+fi
+
+echo "qubes-lite: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# A fresh machine may have no package lists yet; an old list may name
+# versions the archive no longer has. Update once, then install.
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}"
