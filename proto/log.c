@@ -63,7 +63,7 @@ int log_level_from_string(const char *s) {
     return -EINVAL;
 }
 
-static void log_write(int level, int error, const char *fmt, va_list ap) {
+_printf_(3, 0) static void log_write(int level, int error, const char *fmt, va_list ap) {
     char msg[2048];
     int saved = errno;
     if (error < 0) {
