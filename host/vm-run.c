@@ -1,0 +1,684 @@
+/* vm-run: run a command in a VM as if it ran here. Asks the VM's host
+ * agent for a connection to the guest agent (received over SCM_RIGHTS),
+ * keeps the host-agent connection open as a lease, and relays stdio,
+ * signals and the terminal size until the command exits. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "config.h"
+#include "util.h"
+#include "vmrun-opts.h"
+#include "wire.h"
+
+#define SOFTWARE "vm-run 0.1"
+#define EXIT_OWN_ERROR 255
+#define STDIN_WINDOW (256u * 1024u)
+#define CHUNK WIRE_DATA_MAX
+/* Incoming frames are read in bulk: room for the largest frame and more. */
+#define RBUF_SIZE (2u * (WIRE_FRAME_MAX + WIRE_HEADER_SIZE))
+/* Stop reading stdin while this much is queued for the guest. */
+#define OUT_HIGH (4u * WIRE_DATA_MAX)
+#define WAIT_NOTICE_MS 1000
+#define EXIT_ACK_TIMEOUT_MS 5000
+
+typedef struct Timing {
+    uint64_t start, host, connected, guest_ready, started, first_byte, exited;
+    uint64_t vm_start_us, guest_wait_us;
+} Timing;
+
+typedef struct Session {
+    const VmRunOptions *opts;
+    int sock;                             /* the guest agent connection */
+    WireWriter out;
+    uint8_t *rbuf;
+    size_t rstart, rend;
+    bool got_hello, started, exited;
+    bool stdin_done;                      /* EOF seen and StdinClose queued */
+    uint32_t credit;                      /* stdin bytes we may still send */
+    uint8_t *inbuf;
+    uint32_t pending_signals;             /* arrived before Started */
+    MsgExited result;
+    Timing *timing;
+} Session;
+
+static const char *vm_name = "?";
+static struct termios saved_termios;
+static bool termios_saved;
+static int signal_pipe[2] = {-EBADF, -EBADF};
+static volatile sig_atomic_t signal_seen;
+
+static void restore_terminal(void) {
+    if (termios_saved) {
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_termios);
+        termios_saved = false;
+    }
+}
+
+/* vm-run's own errors: one line, exit 255. */
+_noreturn_ _printf_(1, 2) static void fail(const char *fmt, ...) {
+    va_list ap;
+    restore_terminal();
+    fputs("vm-run: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(EXIT_OWN_ERROR);
+}
+
+static const char *wire_error_name(WireError e) {
+    static const char *const names[] = {
+        [WIRE_ERR_UNSPECIFIED] = "UNSPECIFIED", [WIRE_ERR_PROTOCOL] = "PROTOCOL",
+        [WIRE_ERR_VERSION] = "VERSION",         [WIRE_ERR_TOO_LARGE] = "TOO_LARGE",
+        [WIRE_ERR_DENIED] = "DENIED",           [WIRE_ERR_INVALID] = "INVALID",
+        [WIRE_ERR_UNAVAILABLE] = "UNAVAILABLE", [WIRE_ERR_INTERNAL] = "INTERNAL",
+        [WIRE_ERR_SHUTTING_DOWN] = "SHUTTING_DOWN",
+    };
+    return (unsigned)e < ELEMENTSOF(names) ? names[e] : "UNSPECIFIED";
+}
+
+/* Peer text, printable and bounded. */
+static const char *peer_text(const char *s, char *buf, size_t size) {
+    return str_sanitize(s, strlen(s), buf, size);
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static void on_signal(int signo) {
+    int saved = errno;
+    uint8_t b = (uint8_t)signo;
+    signal_seen = 1;
+    (void)!write(signal_pipe[1], &b, 1);
+    errno = saved;
+}
+
+static void signals_setup(void) {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH};
+    /* No SA_RESTART: a blocked write to stdout returns so that the
+     * signal is forwarded even while the reader of our stdout is slow. */
+    struct sigaction sa = {.sa_handler = on_signal};
+
+    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        fail("cannot create a pipe: %m");
+    }
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+/* ---- host agent --------------------------------------------------------- */
+
+static void check_vm_known(const char *vm, const char *sock_path) {
+    struct stat st;
+    char *cfg = NULL;
+
+    if (!config_vm_name_valid(vm)) {
+        fail("no VM named '%s'", vm);
+    }
+    if (asprintf(&cfg, "%s/vms/%s.json", config_dir(), vm) < 0) {
+        fail("out of memory");
+    }
+    bool have_cfg = stat(cfg, &st) == 0;
+    free(cfg);
+    if (!have_cfg && lstat(sock_path, &st) < 0) {
+        fail("no VM named '%s'", vm);
+    }
+}
+
+static void host_error(const Msg *m) {
+    char buf[512];
+    peer_text(m->error.message, buf, sizeof(buf));
+    if (m->error.code == WIRE_ERR_DENIED) {
+        fail("the host agent of VM '%s' denied access: %s (DENIED)", vm_name, buf);
+    }
+    fail("VM '%s': %s (%s)", vm_name, buf, wire_error_name(m->error.code));
+}
+
+/* Connects to the host agent and returns the guest agent connection;
+ * *ret_host is the lease, kept open until we exit. */
+static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
+    _cleanup_close_ int fd = -EBADF;
+    char addr_str[ADDR_STR_MAX + 8];
+    Addr addr;
+    Msg m;
+    int guest_fd = -EBADF;
+    int r;
+
+    snprintf(addr_str, sizeof(addr_str), "unix:%s", sock_path);
+    if (addr_parse(addr_str, &addr) < 0) {
+        fail("the socket path %s is too long", sock_path);
+    }
+    r = addr_connect(&addr, 0, &fd);
+    if (r < 0) {
+        errno = -r;
+        fail("cannot reach the host agent of VM '%s' at %s: %m", vm_name, sock_path);
+    }
+    t->host = now_usec(CLOCK_MONOTONIC);
+
+    /* A refused peer is told so and closed: read that answer even when
+     * our own Hello no longer goes through. */
+    Msg hello = msg_hello(SOFTWARE);
+    (void)wire_send(fd, &hello);
+    r = wire_recv(fd, &m, NULL);
+    if (r < 0) {
+        errno = -r;
+        fail("the host agent of VM '%s' closed the connection: %m", vm_name);
+    }
+    if (m.type == MSG_ERROR) {
+        host_error(&m);
+    }
+    if (m.type != MSG_HELLO) {
+        fail("protocol error: the host agent sent %s instead of Hello", msg_type_name(m.type));
+    }
+    if (wire_check_hello(&m) < 0) {
+        fail("the host agent speaks protocol version %u, vm-run %u", m.hello.major,
+             WIRE_VERSION_MAJOR);
+    }
+    msg_done(&m);
+
+    Msg connect = {.type = MSG_CONNECT};
+    r = wire_send(fd, &connect);
+    if (r < 0) {
+        errno = -r;
+        fail("cannot talk to the host agent of VM '%s': %m", vm_name);
+    }
+
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    r = poll(&p, 1, WAIT_NOTICE_MS);
+    if (r == 0) {
+        fprintf(stderr, "vm-run: waiting for VM '%s' to start...\n", vm_name);
+    }
+    r = wire_recv(fd, &m, &guest_fd);
+    if (r < 0) {
+        errno = -r;
+        fail("the host agent of VM '%s' closed the connection: %m", vm_name);
+    }
+    if (m.type == MSG_ERROR) {
+        safe_close(guest_fd);
+        host_error(&m);
+    }
+    if (m.type != MSG_CONNECTED) {
+        fail("protocol error: the host agent sent %s instead of Connected",
+             msg_type_name(m.type));
+    }
+    if (guest_fd < 0) {
+        fail("protocol error: the host agent sent no connection with Connected");
+    }
+    t->connected = now_usec(CLOCK_MONOTONIC);
+    t->vm_start_us = m.connected.vm_start_us;
+    t->guest_wait_us = m.connected.guest_wait_us;
+    msg_done(&m);
+    *ret_host = TAKE_FD(fd);
+    return guest_fd;
+}
+
+/* ---- terminal ----------------------------------------------------------- */
+
+static void window_size(uint16_t *rows, uint16_t *cols) {
+    static const int fds[] = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
+    for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+        struct winsize ws;
+        if (ioctl(fds[i], TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+            *rows = ws.ws_row;
+            *cols = ws.ws_col;
+            return;
+        }
+    }
+    *rows = 24;
+    *cols = 80;
+}
+
+static bool term_valid(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) {
+        return false;
+    }
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+_-") == n;
+}
+
+static void terminal_raw(void) {
+    struct termios t;
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_termios) < 0) {
+        return;
+    }
+    termios_saved = true;
+    t = saved_termios;
+    cfmakeraw(&t);
+    tcsetattr(STDIN_FILENO, TCSADRAIN, &t);
+}
+
+/* ---- the session -------------------------------------------------------- */
+
+static int session_queue(Session *s, const Msg *m) {
+    int r = wire_writer_queue(&s->out, m);
+    if (r < 0) {
+        errno = -r;
+        fail("cannot queue %s: %m", msg_type_name(m->type));
+    }
+    return 0;
+}
+
+static void session_flush(Session *s) {
+    int r = wire_writer_flush(&s->out, s->sock);
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+        errno = -r;
+        fail("cannot write to the guest agent of VM '%s': %m", vm_name);
+    }
+    /* A closed connection shows up on the reading side, with any
+     * Error the agent sent before closing. */
+    if (r < 0) {
+        wire_writer_done(&s->out);
+    }
+}
+
+static void session_send_signal(Session *s, int signo) {
+    Msg m = {.type = MSG_SIGNAL, .signo = (uint32_t)signo};
+    session_queue(s, &m);
+}
+
+/* Forwards the signals that arrived. */
+static void session_signals(Session *s) {
+    uint8_t buf[64];
+    ssize_t n;
+
+    signal_seen = 0;
+    while ((n = read(signal_pipe[0], buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            int signo = buf[i];
+            if (signo == SIGWINCH) {
+                if (s->opts->tty && s->started) {
+                    Msg m = {.type = MSG_RESIZE};
+                    window_size(&m.resize.rows, &m.resize.cols);
+                    session_queue(s, &m);
+                }
+            } else if (s->started) {
+                session_send_signal(s, signo);
+            } else {
+                s->pending_signals |= 1u << signo;
+            }
+        }
+    }
+    session_flush(s);
+}
+
+/* Writes all of a Data chunk to fd 1 or 2, blocking: the socket is not
+ * read meanwhile (backpressure), but signals still interrupt the write
+ * and are forwarded. */
+static void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
+    while (n > 0) {
+        if (signal_seen) {
+            session_signals(s);
+        }
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN) {
+                /* Our stdout was handed to us non-blocking: wait for it. */
+                struct pollfd pf[2] = {
+                    {.fd = fd, .events = POLLOUT},
+                    {.fd = signal_pipe[0], .events = POLLIN},
+                };
+                (void)poll(pf, 2, -1);
+                continue;
+            }
+            if (errno == EPIPE && fd == STDOUT_FILENO) {
+                /* Whoever read our output is gone: end as a local program
+                 * in a pipeline would, which also ends the session. */
+                restore_terminal();
+                signal(SIGPIPE, SIG_DFL);
+                raise(SIGPIPE);
+            }
+            /* stderr unwritable: nowhere to report it; drop the output. */
+            return;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void session_started(Session *s) {
+    s->started = true;
+    for (int signo = 1; signo < 32; signo++) {
+        if (s->pending_signals & (1u << signo)) {
+            session_send_signal(s, signo);
+        }
+    }
+    s->pending_signals = 0;
+}
+
+static void guest_error(const Msg *m) {
+    char buf[512];
+    peer_text(m->error.message, buf, sizeof(buf));
+    fail("the guest agent of VM '%s' refused: %s (%s)", vm_name, buf,
+         wire_error_name(m->error.code));
+}
+
+static void session_handle(Session *s, const Msg *m) {
+    uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+    if (m->type == MSG_ERROR) {
+        guest_error(m);
+    }
+    if (!s->got_hello) {
+        if (m->type != MSG_HELLO) {
+            fail("protocol error: the guest agent sent %s before Hello", msg_type_name(m->type));
+        }
+        if (wire_check_hello(m) < 0) {
+            fail("the guest agent of VM '%s' speaks protocol version %u, vm-run %u", vm_name,
+                 m->hello.major, WIRE_VERSION_MAJOR);
+        }
+        s->got_hello = true;
+        s->timing->guest_ready = now;
+        return;
+    }
+    switch (m->type) {
+    case MSG_STARTED:
+        if (s->started) {
+            break;
+        }
+        s->timing->started = now;
+        session_started(s);
+        return;
+    case MSG_DATA:
+        if (!s->started || m->data.stream == WIRE_STDIN) {
+            break;
+        }
+        if (!s->timing->first_byte) {
+            s->timing->first_byte = now;
+        }
+        session_output(s, m->data.stream == WIRE_STDOUT ? STDOUT_FILENO : STDERR_FILENO,
+                       m->data.data, m->data.size);
+        return;
+    case MSG_STDIN_ACK:
+        if (!s->started || m->stdin_ack > STDIN_WINDOW - s->credit) {
+            fail("protocol error: the guest agent acknowledged more stdin than was sent");
+        }
+        s->credit += m->stdin_ack;
+        return;
+    case MSG_EXITED:
+        s->exited = true;
+        s->result = m->exited;
+        s->timing->exited = now;
+        return;
+    default:
+        break;
+    }
+    fail("protocol error: unexpected %s from the guest agent", msg_type_name(m->type));
+}
+
+/* Reads what the socket has and handles every whole frame. */
+static void session_read(Session *s) {
+    if (RBUF_SIZE - s->rend < WIRE_FRAME_MAX + WIRE_HEADER_SIZE) {
+        memmove(s->rbuf, s->rbuf + s->rstart, s->rend - s->rstart);
+        s->rend -= s->rstart;
+        s->rstart = 0;
+    }
+    ssize_t k = read(s->sock, s->rbuf + s->rend, RBUF_SIZE - s->rend);
+    if (k < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            return;
+        }
+        if (errno != ECONNRESET) {
+            fail("cannot read from the guest agent of VM '%s': %m", vm_name);
+        }
+        k = 0;
+    }
+    if (k == 0) {
+        fail("the guest agent of VM '%s' closed the connection before the command exited",
+             vm_name);
+    }
+    s->rend += (size_t)k;
+
+    while (!s->exited && s->rend - s->rstart >= WIRE_HEADER_SIZE) {
+        uint32_t n;
+        Msg m;
+        if (wire_header_parse(s->rbuf + s->rstart, &n) < 0) {
+            fail("protocol error: the guest agent sent a frame over %u bytes", WIRE_FRAME_MAX);
+        }
+        if (s->rend - s->rstart < WIRE_HEADER_SIZE + n) {
+            break;
+        }
+        int r = wire_decode(s->rbuf + s->rstart + WIRE_HEADER_SIZE, n, &m);
+        if (r < 0) {
+            errno = -r;
+            fail("protocol error: undecodable frame from the guest agent: %m");
+        }
+        s->rstart += WIRE_HEADER_SIZE + n;
+        session_handle(s, &m);
+        msg_done(&m);
+    }
+    if (s->rstart == s->rend) {
+        s->rstart = s->rend = 0;
+    }
+}
+
+static void session_read_stdin(Session *s) {
+    size_t want = MIN((size_t)CHUNK, (size_t)s->credit);
+    ssize_t k = read(STDIN_FILENO, s->inbuf, want);
+
+    if (k < 0 && (errno == EINTR || errno == EAGAIN)) {
+        return;
+    }
+    if (k <= 0) {
+        /* EOF, or an error (closed stdin, hung-up terminal): no more input. */
+        Msg m = {.type = MSG_STDIN_CLOSE};
+        session_queue(s, &m);
+        s->stdin_done = true;
+        return;
+    }
+    Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDIN, .data = s->inbuf, .size = (size_t)k}};
+    session_queue(s, &m);
+    s->credit -= (uint32_t)k;
+}
+
+static void session_run(Session *s) {
+    while (!s->exited) {
+        struct pollfd pf[3];
+        nfds_t n = 0;
+        int i_sock, i_sig, i_in = -1;
+
+        if (signal_seen) {
+            session_signals(s);
+        }
+        i_sock = (int)n;
+        pf[n++] = (struct pollfd){
+            .fd = s->sock,
+            .events = POLLIN | (wire_writer_pending(&s->out) ? POLLOUT : 0),
+        };
+        i_sig = (int)n;
+        pf[n++] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
+        if (s->started && !s->stdin_done && s->credit > 0 &&
+            wire_writer_pending(&s->out) < OUT_HIGH) {
+            i_in = (int)n;
+            pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
+        }
+        if (poll(pf, n, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            fail("poll() failed: %m");
+        }
+        if (pf[i_sig].revents) {
+            session_signals(s);
+        }
+        if (i_in >= 0 && pf[i_in].revents) {
+            if (pf[i_in].revents & POLLNVAL) {
+                Msg m = {.type = MSG_STDIN_CLOSE};
+                session_queue(s, &m);
+                s->stdin_done = true;
+            } else {
+                session_read_stdin(s);
+            }
+        }
+        if (wire_writer_pending(&s->out)) {
+            session_flush(s);
+        }
+        if (pf[i_sock].revents & (POLLIN | POLLHUP | POLLERR)) {
+            session_read(s);
+        }
+    }
+}
+
+/* ExitAck, best effort and bounded: the result is ours already. */
+static void session_ack(Session *s) {
+    Msg m = {.type = MSG_EXIT_ACK};
+    uint64_t deadline = now_usec(CLOCK_MONOTONIC) + EXIT_ACK_TIMEOUT_MS * 1000ULL;
+
+    if (wire_writer_queue(&s->out, &m) < 0) {
+        return;
+    }
+    while (wire_writer_pending(&s->out)) {
+        int r = wire_writer_flush(&s->out, s->sock);
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        if (r <= 0 || now >= deadline) {
+            return;
+        }
+        struct pollfd p = {.fd = s->sock, .events = POLLOUT};
+        (void)poll(&p, 1, (int)((deadline - now) / 1000) + 1);
+    }
+}
+
+static int exit_status(const MsgExited *e) {
+    switch (e->kind) {
+    case EXIT_CODE:
+        return (int)e->code;
+    case EXIT_SIGNAL:
+        return 128 + (int)e->signo;
+    case EXIT_START_FAILED:
+        return e->start_errno == ENOENT ? 127 : 126;
+    }
+    return EXIT_OWN_ERROR;
+}
+
+static void print_ms(const char *what, uint64_t start, uint64_t at, const char *note) {
+    if (!at) {
+        fprintf(stderr, "vm-run:   %-18s -%s\n", what, note ? note : "");
+        return;
+    }
+    fprintf(stderr, "vm-run:   %-18s %9.3f ms%s\n", what, (double)(at - start) / 1000.0,
+            note ? note : "");
+}
+
+static void print_timing(const Timing *t) {
+    char note[96];
+    fprintf(stderr, "vm-run: timing (since vm-run started):\n");
+    print_ms("connect", t->start, t->host, NULL);
+    if (t->vm_start_us) {
+        snprintf(note, sizeof(note), " (VM start took %.3f ms)",
+                 (double)t->vm_start_us / 1000.0);
+        print_ms("VM start", t->start, t->connected, note);
+    } else {
+        print_ms("VM start", t->start, 0, " (already running)");
+    }
+    snprintf(note, sizeof(note), " (host agent waited %.3f ms for it)",
+             (double)t->guest_wait_us / 1000.0);
+    print_ms("guest agent ready", t->start, t->guest_ready, note);
+    print_ms("exec", t->start, t->started, NULL);
+    print_ms("first byte", t->start, t->first_byte, t->first_byte ? NULL : " (no output)");
+    print_ms("exit", t->start, t->exited, NULL);
+}
+
+int main(int argc, char **argv) {
+    VmRunOptions opts;
+    Timing timing = {.start = now_usec(CLOCK_MONOTONIC)};
+    char err[256];
+    _cleanup_free_ char *sock_path = NULL;
+    _cleanup_close_ int host_fd = -EBADF;
+    int r;
+
+    r = vmrun_parse_args(argc, argv, &opts, err, sizeof(err));
+    if (r < 0) {
+        fail("%s", err);
+    }
+    if (opts.help) {
+        fputs(vmrun_usage, stdout);
+        return 0;
+    }
+    vm_name = opts.vm;
+    /* Broken connections are errors we report, not signals. */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (asprintf(&sock_path, "%s/%s.sock", config_runtime_dir(), opts.vm) < 0) {
+        fail("out of memory");
+    }
+    check_vm_known(opts.vm, sock_path);
+
+    int guest_fd = host_connect(sock_path, &timing, &host_fd);
+
+    Session s = {
+        .opts = &opts,
+        .sock = guest_fd,
+        .credit = STDIN_WINDOW,
+        .timing = &timing,
+        .rbuf = malloc(RBUF_SIZE),
+        .inbuf = malloc(CHUNK),
+    };
+    if (!s.rbuf || !s.inbuf) {
+        fail("out of memory");
+    }
+    r = fd_nonblock(guest_fd, true);
+    if (r < 0) {
+        errno = -r;
+        fail("cannot set up the guest connection: %m");
+    }
+
+    Msg hello = msg_hello(SOFTWARE);
+    Msg exec = {
+        .type = MSG_EXEC,
+        .exec = {
+            .argc = opts.argc,
+            .argv = opts.argv,
+            .envc = opts.envc,
+            .env = opts.env,
+            .cwd = opts.cwd,
+            .user = opts.user,
+            .stdin_window = STDIN_WINDOW,
+        },
+    };
+    if (opts.tty) {
+        const char *term = getenv("TERM");
+        exec.exec.pty = true;
+        window_size(&exec.exec.rows, &exec.exec.cols);
+        exec.exec.term = (term && term_valid(term)) ? term : NULL;
+    }
+    /* Hello and Exec go out together; the agent's Hello is checked first
+     * when the replies come in. */
+    session_queue(&s, &hello);
+    if (wire_writer_queue(&s.out, &exec) < 0) {
+        fail("the command line is too long");
+    }
+    signals_setup();
+    if (opts.tty) {
+        atexit(restore_terminal);
+        terminal_raw();
+    }
+    session_flush(&s);
+    session_run(&s);
+
+    session_ack(&s);
+    restore_terminal();
+    s.sock = safe_close(s.sock);
+    if (opts.timing) {
+        print_timing(&timing);
+    }
+    wire_writer_done(&s.out);
+    free(s.rbuf);
+    free(s.inbuf);
+    vmrun_options_done(&opts);
+    return exit_status(&s.result);
+}

@@ -1,0 +1,27 @@
+/* vm-run's command line, parsed into a plain struct (no I/O, testable). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define VMRUN_ENV_MAX 4096u
+
+typedef struct VmRunOptions {
+    bool help;
+    bool tty;                             /* -t: run on a pty */
+    bool timing;                          /* --timing */
+    const char *user;                     /* -u, NULL: the agent's default */
+    const char *cwd;                      /* -w, NULL: the user's home */
+    char **env;                           /* -e K=V entries, NULL-terminated */
+    size_t envc;
+    const char *vm;
+    char **argv;                          /* CMD ARG..., points into the caller's argv */
+    size_t argc;
+} VmRunOptions;
+
+/* Parses argv. Returns 0 (check ->help), or -EINVAL with a one-line reason
+ * in err (without the "vm-run: " prefix). Strings point into argv. */
+int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t errsize);
+void vmrun_options_done(VmRunOptions *o);
+
+extern const char vmrun_usage[];
