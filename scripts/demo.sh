@@ -1,0 +1,162 @@
+#!/bin/bash
+# make demo: vm-run at work against a live guest agent, on this machine.
+#
+# There is no VM yet: the guest agent runs as an unprivileged process in its
+# own user, PID, mount, UTS and IPC namespaces (uid 0 and PID 1 inside, as in
+# a VM, and nobody outside), listening on a unix socket instead of vsock.
+# The host agent runs beside it with --no-vmm, exactly as it runs on a host,
+# and vm-run talks to the host agent. Works started as root (the agent
+# drops to nobody) or as an ordinary user (it stays that user); either way
+# nothing is installed and everything lives in one temporary directory.
+#
+#   scripts/demo.sh            BUILD (environment) names the build dir
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+BIN=$(cd "$BUILD/bin" 2>/dev/null && pwd) || {
+    echo "demo: $BUILD/bin missing (run make first)" >&2
+    exit 1
+}
+for p in qubes-lite-guest-agent qubes-lite-host-agent vm-run; do
+    [ -x "$BIN/$p" ] || { echo "demo: $BIN/$p not built (run make first)" >&2; exit 1; }
+done
+for t in unshare setpriv script hostname; do
+    command -v "$t" >/dev/null || { echo "demo: $t not found (util-linux, hostname)" >&2; exit 1; }
+done
+
+VM=demo
+tmp=$(mktemp -d -t qubes-lite-demo.XXXXXX)
+pids=()
+
+cleanup() {
+    local pid
+    trap - EXIT INT TERM
+    # Only what this script started, by pid, newest first.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        pid=${pids[i]}
+        kill -TERM "$pid" 2>/dev/null || continue
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; }
+
+wait_socket() {   # path pid what
+    for _ in $(seq 100); do
+        [ -S "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || { echo "demo: $3 exited:" >&2; cat "$tmp/$3.log" >&2; exit 1; }
+        sleep 0.05
+    done
+    echo "demo: $3 did not listen on $1:" >&2
+    cat "$tmp/$3.log" >&2
+    exit 1
+}
+
+# --- The guest agent, in its namespaces ------------------------------------
+#
+# Who runs it: as root we drop to nobody first (setpriv), so that the agent
+# is unprivileged outside; as anyone else it simply stays that user. Then
+# `unshare --map-root-user` maps that one uid to 0 in a new user namespace:
+# inside, the agent is root (it may set the hostname of its own UTS
+# namespace, mount its own /proc) and PID 1 of its own PID namespace, as in
+# a VM. Outside it holds no privilege at all.
+#
+# Who may connect: the guest agent checks SO_PEERCRED against --allow-uid
+# (root only by default). The kernel translates the peer's uid into the
+# agent's user namespace, and that namespace maps only the agent's own uid,
+# so the host agent (root, or our user, outside) is seen as the overflow
+# uid (/proc/sys/kernel/overflowuid, 65534) — and so would be any other
+# outside uid. We therefore allow that uid and let the file system be the
+# gate: the socket lives in a 0700 directory owned by the agent's own uid,
+# which only it and root can enter. (In a VM there is no such ambiguity:
+# the agent listens on vsock and accepts only the host's CID from a port
+# below 1024.)
+#
+# The binary is copied into the temporary directory so that nobody can run
+# it even when this checkout lives under a private home directory.
+overflow=$(cat /proc/sys/kernel/overflowuid 2>/dev/null || echo 65534)
+chmod 0711 "$tmp"
+mkdir -m 0700 "$tmp/guest"
+install -m 0755 "$BIN/qubes-lite-guest-agent" "$tmp/guest/"
+drop=()
+if [ "$(id -u)" -eq 0 ]; then
+    nobody=$(id -u nobody 2>/dev/null || echo 65534)
+    nogroup=$(id -g nobody 2>/dev/null || echo 65534)
+    chown "$nobody:$nogroup" "$tmp/guest"
+    drop=(setpriv --reuid="$nobody" --regid="$nogroup" --clear-groups --)
+fi
+guest_sock=$tmp/guest/guest.sock
+(
+    cd "$tmp/guest"
+    # --kill-child: should the unshare parent die, the agent dies with it.
+    exec env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
+        "${drop[@]}" \
+        unshare --user --map-root-user --pid --fork --kill-child --mount-proc --uts --ipc -- \
+        /bin/sh -c 'hostname "$0" && exec "$@"' "$VM" \
+        "$tmp/guest/qubes-lite-guest-agent" --listen "unix:$guest_sock" --allow-uid "$overflow"
+) >"$tmp/guest-agent.log" 2>&1 &
+unshare_pid=$!
+pids+=("$unshare_pid")
+wait_socket "$guest_sock" "$unshare_pid" guest-agent
+# unshare --fork waits for its child and ignores SIGTERM; the child (the
+# agent, PID 1 inside) is what we stop. A PID 1 gets from outside only the
+# signals it handles, and SIGKILL: cleanup() falls back to that.
+guest_pid=$(cat "/proc/$unshare_pid/task/$unshare_pid/children")
+guest_pid=${guest_pid%% *}
+pids+=("$guest_pid")
+
+# --- The host agent, as on a host ---------------------------------------------
+#
+# It runs as we do and accepts root and the configured user (SO_PEERCRED of
+# vm-run, which runs as we do too: no namespace in between, no ambiguity).
+export QUBES_LITE_CONFIG_DIR=$tmp/config QUBES_LITE_RUNTIME_DIR=$tmp/run
+mkdir -p "$QUBES_LITE_CONFIG_DIR/vms" "$QUBES_LITE_RUNTIME_DIR"
+printf '{"user": "%s"}\n' "$(id -un)" >"$QUBES_LITE_CONFIG_DIR/host.json"
+printf '{"id": 3, "name": "%s"}\n' "$VM" >"$QUBES_LITE_CONFIG_DIR/vms/$VM.json"
+"$BIN/qubes-lite-host-agent" --vm "$VM" --no-vmm \
+    --listen "unix:$QUBES_LITE_RUNTIME_DIR/$VM.sock" --guest "unix:$guest_sock" \
+    </dev/null >"$tmp/host-agent.log" 2>&1 &
+host_pid=$!
+pids+=("$host_pid")
+wait_socket "$QUBES_LITE_RUNTIME_DIR/$VM.sock" "$host_pid" host-agent
+export PATH=$BIN:$PATH
+
+say "The guest agent is pid $guest_pid, user $(ps -o user= -p "$guest_pid") outside and root inside its namespaces; the host agent is pid $host_pid"
+show "vm-run $VM uname -a"
+vm-run "$VM" uname -a
+
+say "Inside, the agent's user namespace makes the command root; its PID namespace makes the agent PID 1"
+show "vm-run $VM id"
+vm-run "$VM" id
+show "vm-run $VM ps -o pid,user,comm"
+vm-run "$VM" ps -o pid,user,comm
+
+say "Exit status comes back as the command's own"
+show "vm-run $VM sh -c 'exit 3'; echo \$?"
+rc=0
+vm-run "$VM" sh -c 'exit 3' || rc=$?
+echo "$rc"
+
+say "stdin and stdout stream both ways: a pipe through the agent"
+show "seq 1 100000 | vm-run $VM sort -rn | head -3"
+# head leaves after three lines; what that does to the writers is not the point.
+seq 1 100000 | vm-run "$VM" sort -rn | head -3 || true
+
+say "With -t the command gets a terminal of its own (script gives us one here)"
+show "vm-run -t $VM sh -c 'tty; stty size'"
+script -qec "stty rows 24 cols 80; vm-run -t $VM sh -c 'tty; stty size'" /dev/null </dev/null | tr -d '\r'
+
+say "--timing says where the time went"
+show "vm-run --timing $VM true"
+vm-run --timing "$VM" true
+
+say "Done; stopping the agents"

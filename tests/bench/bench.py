@@ -1,0 +1,568 @@
+#!/usr/bin/python3
+"""qubes-lite benchmarks: every figure beside its peer, measured in the same run.
+
+Starts the guest agent and the host agent (--no-vmm) in a temporary
+directory exactly as the integration tests do, with a VM named "bench",
+then measures:
+
+  - the round trip of `vm-run bench true` against spawning `true` locally
+    with the same harness, and against `ssh 127.0.0.1 true` to an sshd
+    started here with key authentication;
+  - the throughput of `vm-run bench cat` against a local `cat`, both fed by
+    `head -c SIZE /dev/zero` and read by the same byte-counting sink;
+  - the guest agent's memory (VmRSS, VmHWM) while it streams SIZE bytes to
+    a reader that is slower than the producer, against its idle memory.
+
+Timings on a small VM are noisy: every figure is a median over several
+rounds with the two sides interleaved, and no goal fails the run; the table
+says whether each goal was met. See README.md beside this file.
+
+    /usr/bin/python3 tests/bench/bench.py [--quick] [--json FILE]
+
+BUILD (environment) names the build directory (default: build).
+"""
+import argparse
+import json
+import os
+import platform
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BIN = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bin")
+VM = "bench"
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+# Goals (from the design): printed, never enforced.
+GOAL_SPAWN_RATIO = 3.0        # vm-run true at most 3x a local spawn of true
+GOAL_SSH_SPEEDUP = 30.0       # vm-run true at least 30x faster than ssh true
+GOAL_THROUGHPUT = 0.50        # vm-run cat at least 50 % of a local cat
+GOAL_RSS_MAX = 4 * MIB        # guest agent RSS during a bulk transfer
+GOAL_RSS_SPREAD = 512 * KIB   # "flat": RSS varies by at most this much
+
+FULL = dict(spawn_rounds=5, spawn_per_round=60, ssh_per_round=8,
+            cat_rounds=3, cat_size=2 * GIB,
+            rss_size=2 * GIB, idle_seconds=1.0)
+QUICK = dict(spawn_rounds=2, spawn_per_round=10, ssh_per_round=3,
+             cat_rounds=1, cat_size=64 * MIB,
+             rss_size=32 * MIB, idle_seconds=0.3)
+
+SLOW_READ = 64 * KIB          # the slow reader reads this much ...
+SLOW_SLEEP = 0.001            # ... then sleeps this long
+SAMPLE_PERIOD = 0.1           # memory sampling period
+
+
+class BenchError(Exception):
+    pass
+
+
+# --------------------------------------------------------------- formatting
+
+def fmt_time(s):
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def fmt_rate(bps):
+    return f"{bps / GIB:.2f} GiB/s" if bps >= GIB else f"{bps / MIB:.0f} MiB/s"
+
+
+def fmt_mem(b):
+    return f"{b / MIB:.2f} MiB" if b >= MIB else f"{b / KIB:.0f} KiB"
+
+
+def fmt_size(b):
+    if b % GIB == 0:
+        return f"{b // GIB} GiB"
+    return f"{b // MIB} MiB" if b % MIB == 0 else f"{b} B"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+# ------------------------------------------------------------------- stack
+
+def program(name):
+    path = os.path.join(BIN, name)
+    if not os.access(path, os.X_OK):
+        raise BenchError(f"{path} not built (run make)")
+    return path
+
+
+def wait_socket(path, proc, log, timeout=10.0):
+    """Waits until something accepts on the unix socket at path."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{proc.args[0]} exited with {proc.returncode}:\n"
+                             + tail(log))
+        if os.path.exists(path):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+        time.sleep(0.02)
+    raise BenchError(f"nothing listens on {path} after {timeout:.0f} s:\n" + tail(log))
+
+
+def tail(path, n=20):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def stop(proc, timeout=5.0):
+    """Stops one process we started, by its pid: SIGTERM, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Stack:
+    """The guest agent on unix:<tmp>/guest.sock and the host agent (--no-vmm)
+    attached to it, with their configuration and runtime dirs in tmp."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.guest = self.host = None
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        self.config = os.path.join(tmp, "config")
+        self.runtime = os.path.join(tmp, "run")
+        os.makedirs(os.path.join(self.config, "vms"))
+        os.makedirs(self.runtime)
+        with open(os.path.join(self.config, "host.json"), "w") as f:
+            json.dump({"user": self.user}, f)
+        with open(os.path.join(self.config, "vms", VM + ".json"), "w") as f:
+            json.dump({"id": 3, "name": VM}, f)
+        self.env = dict(os.environ,
+                        QUBES_LITE_CONFIG_DIR=self.config,
+                        QUBES_LITE_RUNTIME_DIR=self.runtime)
+        self.vm_run = program("vm-run")
+
+    def start(self):
+        guest_sock = os.path.join(self.tmp, "guest.sock")
+        host_sock = os.path.join(self.runtime, VM + ".sock")
+        glog = os.path.join(self.tmp, "guest-agent.log")
+        hlog = os.path.join(self.tmp, "host-agent.log")
+        # The host agent runs as we do; the guest agent must accept our uid
+        # (root is accepted by default, naming it again is harmless).
+        self.guest = subprocess.Popen(
+            [program("qubes-lite-guest-agent"), "--listen", "unix:" + guest_sock,
+             "--allow-uid", str(os.getuid())],
+            stdin=subprocess.DEVNULL, stdout=open(glog, "w"), stderr=subprocess.STDOUT,
+            env=self.env)
+        wait_socket(guest_sock, self.guest, glog)
+        self.host = subprocess.Popen(
+            [program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
+             "--listen", "unix:" + host_sock, "--guest", "unix:" + guest_sock],
+            stdin=subprocess.DEVNULL, stdout=open(hlog, "w"), stderr=subprocess.STDOUT,
+            env=self.env)
+        wait_socket(host_sock, self.host, hlog)
+        # Ready only when a whole session goes through.
+        deadline = time.monotonic() + 10
+        while True:
+            r = subprocess.run(self.cmd("true"), env=self.env, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"vm-run {VM} true: exit {r.returncode}: {r.stderr.strip()}\n"
+                                 f"guest agent:\n{tail(glog)}host agent:\n{tail(hlog)}")
+            time.sleep(0.05)
+
+    def cmd(self, *argv):
+        return [self.vm_run, VM, *argv]
+
+    def stop(self):
+        stop(self.host)
+        stop(self.guest)
+
+
+class Sshd:
+    """An sshd of our own on 127.0.0.1, key authentication only, everything
+    (host key, user key, authorized_keys, config) in tmp."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "ssh")
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not (os.access(sshd, os.X_OK) and shutil.which("ssh") and shutil.which("ssh-keygen")):
+            raise BenchError("openssh-server/openssh-client not installed")
+        os.makedirs(self.dir, mode=0o700)
+        hostkey = os.path.join(self.dir, "host_ed25519")
+        self.key = os.path.join(self.dir, "id_ed25519")
+        for k in (hostkey, self.key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench",
+                            "-f", k], check=True, stdin=subprocess.DEVNULL)
+        authorized = os.path.join(self.dir, "authorized_keys")
+        shutil.copyfile(self.key + ".pub", authorized)
+        # sshd running as root checks its privilege-separation directory.
+        if os.getuid() == 0 and not os.path.isdir("/run/sshd"):
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = os.path.join(self.dir, "sshd_config")
+        with open(conf, "w") as f:
+            f.write(f"""\
+ListenAddress 127.0.0.1
+Port {self.port}
+HostKey {hostkey}
+PidFile none
+AuthorizedKeysFile {authorized}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+PrintMotd no
+PrintLastLog no
+UseDNS no
+# bash sources ~/.bashrc for commands run by sshd unless SHLVL is set;
+# the peer measured is ssh itself, not the user's shell start-up files.
+AcceptEnv SHLVL
+LogLevel ERROR
+""")
+        self.log = os.path.join(self.dir, "sshd.log")
+        self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", conf],
+                                     stdin=subprocess.DEVNULL, stdout=open(self.log, "w"),
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            r = subprocess.run(self.cmd("true"), stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"ssh to our sshd failed: {r.stderr.strip()}\n{tail(self.log)}")
+            time.sleep(0.1)
+
+    def cmd(self, *argv):
+        return ["ssh", "-F", "/dev/null", "-p", str(self.port), "-i", self.key,
+                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+                "-o", "LogLevel=ERROR", "-o", "SetEnv=SHLVL=1",
+                "-l", pwd.getpwuid(os.getuid()).pw_name, "127.0.0.1", *argv]
+
+    def stop(self):
+        stop(self.proc)
+
+
+# ------------------------------------------------------------ measurements
+
+def timed_run(argv, env):
+    """Wall time of one spawn-and-wait of argv, stdio on /dev/null."""
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise BenchError(f"{' '.join(argv)}: exit {p.returncode}: "
+                         f"{p.stderr.decode(errors='replace').strip()}")
+    return dt
+
+
+def bench_spawn(stack, sshd, cfg, rows, details):
+    """Round trip of `true`: locally, through vm-run, through ssh."""
+    env = stack.env
+    local, ours, ssh = [], [], []
+    for argv in (["true"], stack.cmd("true")):      # warm caches
+        for _ in range(3):
+            timed_run(argv, env)
+    for _ in range(cfg["spawn_rounds"]):
+        for _ in range(cfg["spawn_per_round"]):     # interleaved, same conditions
+            local.append(timed_run(["true"], env))
+            ours.append(timed_run(stack.cmd("true"), env))
+        if sshd:
+            for _ in range(cfg["ssh_per_round"]):
+                ssh.append(timed_run(sshd.cmd("true"), env))
+    m_local, m_ours = median(local), median(ours)
+    details.append(("spawn true, local", local))
+    details.append((f"vm-run {VM} true", ours))
+    rows.append(dict(figure=f"`vm-run {VM} true` vs local spawn of `true`",
+                     ours=fmt_time(m_ours), peer=fmt_time(m_local),
+                     ratio=f"{m_ours / m_local:.2f}×", goal=f"≤ {GOAL_SPAWN_RATIO:g}×",
+                     met=m_ours / m_local <= GOAL_SPAWN_RATIO,
+                     raw=dict(ours_s=m_ours, peer_s=m_local)))
+    if sshd:
+        m_ssh = median(ssh)
+        details.append(("ssh 127.0.0.1 true", ssh))
+        rows.append(dict(figure=f"`vm-run {VM} true` vs `ssh 127.0.0.1 true`",
+                         ours=fmt_time(m_ours), peer=fmt_time(m_ssh),
+                         ratio=f"{m_ssh / m_ours:.1f}× faster",
+                         goal=f"≥ {GOAL_SSH_SPEEDUP:g}× faster",
+                         met=m_ssh / m_ours >= GOAL_SSH_SPEEDUP,
+                         raw=dict(ours_s=m_ours, peer_s=m_ssh)))
+
+
+def count_sink(fd, bufsize=1 * MIB):
+    """Reads fd to EOF; returns the number of bytes."""
+    buf = bytearray(bufsize)
+    total = 0
+    while True:
+        n = os.readv(fd, [buf])
+        if n == 0:
+            return total
+        total += n
+
+
+def timed_pipe(middle, size, env):
+    """`head -c size /dev/zero | middle | sink`: (seconds, bytes counted)."""
+    t0 = time.perf_counter()
+    gen = subprocess.Popen(["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE)
+    mid = subprocess.Popen(middle, stdin=gen.stdout, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env)
+    gen.stdout.close()
+    n = count_sink(mid.stdout.fileno())
+    mid.stdout.close()
+    err = mid.stderr.read()
+    mid.wait()
+    gen.wait()
+    dt = time.perf_counter() - t0
+    if mid.returncode != 0 or gen.returncode != 0 or n != size:
+        raise BenchError(f"{' '.join(middle)}: exit {mid.returncode}, {n} of {size} bytes: "
+                         f"{err.decode(errors='replace').strip()}")
+    return dt, n
+
+
+def bench_cat(stack, cfg, rows, details):
+    size = cfg["cat_size"]
+    local, ours = [], []
+    for _ in range(cfg["cat_rounds"]):
+        dt, n = timed_pipe(["cat"], size, stack.env)
+        local.append(n / dt)
+        dt, n = timed_pipe(stack.cmd("cat"), size, stack.env)
+        ours.append(n / dt)
+    m_local, m_ours = median(local), median(ours)
+    details.append((f"cat {fmt_size(size)}, local (B/s)", local))
+    details.append((f"vm-run {VM} cat {fmt_size(size)} (B/s)", ours))
+    rows.append(dict(figure=f"`vm-run {VM} cat` of {fmt_size(size)} vs local `cat`",
+                     ours=fmt_rate(m_ours), peer=fmt_rate(m_local),
+                     ratio=f"{100 * m_ours / m_local:.0f} %",
+                     goal=f"≥ {100 * GOAL_THROUGHPUT:.0f} %",
+                     met=m_ours / m_local >= GOAL_THROUGHPUT,
+                     raw=dict(ours_Bps=m_ours, peer_Bps=m_local)))
+
+
+def read_mem(pid):
+    """(VmRSS, VmHWM) of pid in bytes."""
+    vals = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                vals[key] = int(rest.split()[0]) * KIB
+    return vals["VmRSS"], vals["VmHWM"]
+
+
+def bench_rss(stack, cfg, rows, details):
+    """Guest agent memory while it streams to a reader slower than the source."""
+    pid = stack.guest.pid
+    size = cfg["rss_size"]
+    idle = []
+    end = time.monotonic() + cfg["idle_seconds"]
+    while time.monotonic() < end:
+        idle.append(read_mem(pid))
+        time.sleep(SAMPLE_PERIOD)
+
+    proc = subprocess.Popen(stack.cmd("head", "-c", str(size), "/dev/zero"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=stack.env)
+    got = [0]
+
+    def slow_reader():
+        buf = bytearray(SLOW_READ)
+        fd = proc.stdout.fileno()
+        while True:
+            n = os.readv(fd, [buf])
+            if n == 0:
+                return
+            got[0] += n
+            time.sleep(SLOW_SLEEP)
+
+    reader = threading.Thread(target=slow_reader, daemon=True)
+    t0 = time.monotonic()
+    reader.start()
+    busy = []
+    while reader.is_alive():
+        try:
+            busy.append(read_mem(pid))
+        except OSError:
+            break
+        reader.join(SAMPLE_PERIOD)
+    dt = time.monotonic() - t0
+    err = proc.stderr.read()
+    proc.wait()
+    if proc.returncode != 0 or got[0] != size:
+        raise BenchError(f"vm-run {VM} head -c {size}: exit {proc.returncode}, "
+                         f"{got[0]} bytes: {err.decode(errors='replace').strip()}")
+
+    idle_rss = median([r for r, _ in idle])
+    idle_hwm = max(h for _, h in idle)
+    rss = [r for r, _ in busy] or [idle_rss]
+    hwm = max([h for _, h in busy] or [idle_hwm])
+    # Flatness: the first second holds the session's set-up (buffers that
+    # are allocated once); what matters is whether memory keeps growing.
+    steady = rss[int(1 / SAMPLE_PERIOD):] or rss
+    spread = max(steady) - min(steady)
+    idle_spread = max(r for r, _ in idle) - min(r for r, _ in idle)
+    details.append(("guest agent VmRSS idle (B)", [r for r, _ in idle]))
+    details.append((f"guest agent VmRSS streaming {fmt_size(size)} in {dt:.1f} s (B)", rss))
+    label = f"{fmt_size(size)} to a slow reader"
+    rows.append(dict(figure=f"guest agent VmRSS max, {label}, vs idle",
+                     ours=fmt_mem(max(rss)), peer=fmt_mem(idle_rss),
+                     ratio=f"{max(rss) / idle_rss:.2f}×", goal=f"≤ {fmt_mem(GOAL_RSS_MAX)}",
+                     met=max(rss) <= GOAL_RSS_MAX,
+                     raw=dict(ours_B=max(rss), peer_B=idle_rss)))
+    rows.append(dict(figure=f"guest agent VmHWM, {label}, vs idle",
+                     ours=fmt_mem(hwm), peer=fmt_mem(idle_hwm),
+                     ratio=f"{hwm / idle_hwm:.2f}×", goal=f"≤ {fmt_mem(GOAL_RSS_MAX)}",
+                     met=hwm <= GOAL_RSS_MAX,
+                     raw=dict(ours_B=hwm, peer_B=idle_hwm)))
+    rows.append(dict(figure=f"guest agent VmRSS spread, {label}, vs idle",
+                     ours=fmt_mem(spread), peer=fmt_mem(idle_spread), ratio="—",
+                     goal=f"flat: ≤ {fmt_mem(GOAL_RSS_SPREAD)}",
+                     met=spread <= GOAL_RSS_SPREAD,
+                     raw=dict(ours_B=spread, peer_B=idle_spread,
+                              samples=len(rss), seconds=dt)))
+
+
+# ------------------------------------------------------------------ output
+
+def print_table(rows):
+    head = ("figure", "ours", "peer", "ratio", "goal", "met?")
+    cells = [head] + [(r["figure"], r["ours"], r["peer"], r["ratio"], r["goal"],
+                       "skipped" if r["met"] is None else ("yes" if r["met"] else "NO"))
+                      for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    line = lambda c: "| " + " | ".join(s.ljust(w) for s, w in zip(c, widths)) + " |"
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for c in cells[1:]:
+        print(line(c))
+
+
+def print_details(details):
+    print("\nsamples: n, median, min, p90, max")
+    for name, xs in details:
+        if "B/s" in name:
+            f = fmt_rate
+        elif "(B)" in name:
+            f = fmt_mem
+        else:
+            f = fmt_time
+        print(f"  {name}: n={len(xs)} {f(median(xs))} "
+              f"[{f(min(xs))} .. {f(quantile(xs, 0.9))} .. {f(max(xs))}]")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="few rounds and small sizes: a smoke test in seconds")
+    ap.add_argument("--size", type=int, help="bytes per bulk transfer (cat and memory)")
+    ap.add_argument("--rounds", type=int, help="rounds of every timing")
+    ap.add_argument("--no-ssh", action="store_true", help="skip the ssh peer")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.size:
+        cfg["cat_size"] = cfg["rss_size"] = args.size
+    if args.rounds:
+        cfg["spawn_rounds"] = cfg["cat_rounds"] = args.rounds
+
+    tmp = tempfile.mkdtemp(prefix="qubes-lite-bench.")
+    stack = sshd = None
+    rows, details, notes = [], [], []
+
+    def on_signal(signo, _frame):
+        raise KeyboardInterrupt(f"signal {signo}")
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack = Stack(tmp)
+        stack.start()
+        if args.no_ssh:
+            notes.append("ssh peer skipped (--no-ssh)")
+        else:
+            sshd = Sshd(tmp)
+            try:
+                sshd.start()
+            except (BenchError, OSError, subprocess.CalledProcessError) as e:
+                notes.append(f"ssh peer skipped: {e}")
+                sshd.stop()
+                sshd = None
+        print(f"qubes-lite bench ({'quick' if args.quick else 'full'}): "
+              f"{platform.node()}, Linux {platform.release()}, {os.cpu_count()} CPUs, "
+              f"{cfg['spawn_rounds']}×{cfg['spawn_per_round']} spawns, "
+              f"{cfg['cat_rounds']}× {fmt_size(cfg['cat_size'])} cat, "
+              f"{fmt_size(cfg['rss_size'])} slow stream", flush=True)
+        bench_spawn(stack, sshd, cfg, rows, details)
+        if sshd is None:
+            rows.append(dict(figure=f"`vm-run {VM} true` vs `ssh 127.0.0.1 true`",
+                             ours="—", peer="—", ratio="—",
+                             goal=f"≥ {GOAL_SSH_SPEEDUP:g}× faster", met=None))
+        bench_cat(stack, cfg, rows, details)
+        bench_rss(stack, cfg, rows, details)
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if sshd:
+            sshd.stop()
+        if stack:
+            stack.stop()
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print_table(rows)
+    for n in notes:
+        print(f"note: {n}")
+    print_details(details)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(mode="quick" if args.quick else "full", config=cfg,
+                           rows=[{k: v for k, v in r.items()} for r in rows],
+                           samples={name: xs for name, xs in details}), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
