@@ -56,9 +56,15 @@ static inline void close_pair(int p[2]) {
     p[1] = safe_close(p[1]);
 }
 
+/* The cleanup attribute passes a pointer to the array, not its first
+ * element. */
+static inline void close_pairp(int (*p)[2]) {
+    close_pair(*p);
+}
+
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
-#define _cleanup_close_pair_ _cleanup_(close_pair)
+#define _cleanup_close_pair_ _cleanup_(close_pairp)
 
 /* Declares name##p(), a cleanup function calling func on a non-NULL pointer. */
 #define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                \
