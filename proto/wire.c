@@ -17,6 +17,7 @@ typedef Qubeslite__Envelope Envelope;
 typedef struct Budget {
     ProtobufCAllocator allocator;
     size_t used, limit;
+    bool exhausted;                       /* an allocation was refused */
 } Budget;
 
 typedef struct Decoded {
@@ -30,10 +31,12 @@ static void *budget_alloc(void *data, size_t size) {
     Budget *b = data;
     size_t total;
     if (__builtin_add_overflow(size, BUDGET_HDR, &total) || total > b->limit - b->used) {
+        b->exhausted = true;
         return NULL;
     }
     uint8_t *p = malloc(total);
     if (!p) {
+        b->exhausted = true;
         return NULL;
     }
     memcpy(p, &total, sizeof(total));
@@ -431,9 +434,10 @@ int wire_decode(const uint8_t *body, size_t size, Msg *ret) {
     d->budget.limit = WIRE_DECODE_BUDGET;
     d->env = qubeslite__envelope__unpack(&d->budget.allocator, size, body);
     if (!d->env) {
-        /* protobuf-c does not tell a failed allocation from bad input;
-         * a budget that is nearly spent means the former. */
-        r = d->budget.used + WIRE_FRAME_MAX > d->budget.limit ? -ENOMEM : -EBADMSG;
+        /* protobuf-c does not tell a failed allocation from bad input, and
+         * it has freed everything by now (used is back to 0): remember
+         * the refusal itself. */
+        r = d->budget.exhausted ? -ENOMEM : -EBADMSG;
         free(d);
         return r;
     }
