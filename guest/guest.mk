@@ -1,0 +1,18 @@
+# guest/: qubes-lite-guest-agent, which runs inside each VM.
+
+GUEST_SRCS := guest/main.c guest/session.c guest/spawn.c guest/idle.c guest/power.c \
+	guest/wayland.c
+GUEST_OBJS := $(GUEST_SRCS:%.c=$(OBJ)/%.o)
+GUEST_AGENT := $(BIN)/qubes-lite-guest-agent
+
+CFLAGS_guest := $(call pc_cflags,wayland-client)
+
+PROGRAMS += $(GUEST_AGENT)
+
+$(GUEST_AGENT): $(GUEST_OBJS) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(GUEST_OBJS) $(PROTO_LIB) $(PROTO_LIBS) $(call pc_libs,wayland-client)
+
+# Unit tests (tests/unit/test-NAME.c): the guest objects each one links.
+UNIT_OBJS_test-idle := $(OBJ)/guest/idle.o

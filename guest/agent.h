@@ -1,0 +1,49 @@
+/* The guest agent's shared state: options, the event loop, idle tracking
+ * and the connection count. Sessions report to it through the agent_*()
+ * calls below. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "idle.h"
+
+#define AGENT_ALLOW_UID_MAX 64
+#define AGENT_CONN_MAX 1024u
+
+typedef struct Session Session;
+
+typedef struct AgentOptions {
+    const char *listen;
+    unsigned idle_timeout_s;
+    const char *poweroff_command;
+    uid_t allow_uid[AGENT_ALLOW_UID_MAX];
+    size_t n_allow_uid;
+    bool allow_local_cid;
+    const char *default_user;
+    unsigned wayland_timeout_s;
+    unsigned kill_grace_s;
+} AgentOptions;
+
+typedef struct Agent {
+    sd_event *event;
+    AgentOptions opt;
+    Idle idle;
+    sd_event_source *idle_timer;
+    sd_event_source *listen_src;
+    unsigned n_conns;
+    Session *sessions;
+    bool powering_off;
+} Agent;
+
+/* A session's Exec began / ended being live (idle tracking). */
+void agent_live_begin(Agent *a);
+void agent_live_end(Agent *a);
+/* A connection was closed (its slot may be reused). */
+void agent_conn_closed(Agent *a);
+/* Powers the VM off (once). */
+int agent_power_off(Agent *a, const char *why);
+/* The clock idle time and uptime are measured on. */
+uint64_t agent_now(void);

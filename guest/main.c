@@ -1,0 +1,376 @@
+/* qubes-lite-guest-agent: runs programs inside the VM for the host.
+ *
+ * One event loop (sd-event) serves every connection; each connection is a
+ * session (session.c). This file holds the command line, the listening
+ * socket, peer authentication, idle poweroff and Status. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "addr.h"
+#include "agent.h"
+#include "idle.h"
+#include "log.h"
+#include "power.h"
+#include "session.h"
+#include "util.h"
+#include "wire.h"
+
+#define PROGRAM "qubes-lite-guest-agent"
+
+static void help(void) {
+    printf("Usage: %s [OPTION]...\n"
+           "Runs programs inside the VM on behalf of the host agent.\n\n"
+           "  --listen ADDR             vsock:CID:PORT, vsock::PORT or unix:PATH (default: the\n"
+           "                            socket passed by systemd, else vsock::%u)\n"
+           "  --idle-timeout SECONDS    power off after this long without a live session\n"
+           "                            (0, the default: never)\n"
+           "  --poweroff-command CMD    run CMD with /bin/sh -c instead of asking systemd\n"
+           "  --allow-uid UID           also accept this uid on unix sockets (root always)\n"
+           "  --allow-local-cid         accept vsock peers on the local CID (tests)\n"
+           "  --default-user NAME       user for an Exec without one (default: our own)\n"
+           "  --wayland-timeout SECONDS how long wait_wayland waits (default 30)\n"
+           "  --kill-grace SECONDS      SIGHUP to SIGKILL delay after a client is gone\n"
+           "                            (default 5)\n"
+           "  --log-level LEVEL         error, warning, info (default) or debug\n"
+           "  --help                    this text\n",
+           PROGRAM, GUEST_AGENT_VSOCK_PORT);
+}
+
+static void parse_args(int argc, char **argv, AgentOptions *o) {
+    enum {
+        OPT_LISTEN = 0x100,
+        OPT_IDLE_TIMEOUT,
+        OPT_POWEROFF_COMMAND,
+        OPT_ALLOW_UID,
+        OPT_ALLOW_LOCAL_CID,
+        OPT_DEFAULT_USER,
+        OPT_WAYLAND_TIMEOUT,
+        OPT_KILL_GRACE,
+        OPT_LOG_LEVEL,
+        OPT_HELP,
+    };
+    static const struct option options[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"poweroff-command", required_argument, NULL, OPT_POWEROFF_COMMAND},
+        {"allow-uid", required_argument, NULL, OPT_ALLOW_UID},
+        {"allow-local-cid", no_argument, NULL, OPT_ALLOW_LOCAL_CID},
+        {"default-user", required_argument, NULL, OPT_DEFAULT_USER},
+        {"wayland-timeout", required_argument, NULL, OPT_WAYLAND_TIMEOUT},
+        {"kill-grace", required_argument, NULL, OPT_KILL_GRACE},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, OPT_HELP},
+        {},
+    };
+    unsigned long long v;
+    int c, r;
+
+    while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+        switch (c) {
+        case OPT_LISTEN:
+            o->listen = optarg;
+            break;
+        case OPT_IDLE_TIMEOUT:
+            if (parse_uint(optarg, 0, 365ULL * 24 * 3600, &v) < 0) {
+                die("--idle-timeout: not a number of seconds: %s", optarg);
+            }
+            o->idle_timeout_s = (unsigned)v;
+            break;
+        case OPT_POWEROFF_COMMAND:
+            o->poweroff_command = optarg;
+            break;
+        case OPT_ALLOW_UID:
+            if (parse_uint(optarg, 0, UINT32_MAX - 1, &v) < 0) {
+                die("--allow-uid: not a uid: %s", optarg);
+            }
+            if (o->n_allow_uid >= AGENT_ALLOW_UID_MAX) {
+                die("--allow-uid: at most %d", AGENT_ALLOW_UID_MAX);
+            }
+            o->allow_uid[o->n_allow_uid++] = (uid_t)v;
+            break;
+        case OPT_ALLOW_LOCAL_CID:
+            o->allow_local_cid = true;
+            break;
+        case OPT_DEFAULT_USER:
+            o->default_user = optarg;
+            break;
+        case OPT_WAYLAND_TIMEOUT:
+            if (parse_uint(optarg, 0, 3600, &v) < 0) {
+                die("--wayland-timeout: not a number of seconds: %s", optarg);
+            }
+            o->wayland_timeout_s = (unsigned)v;
+            break;
+        case OPT_KILL_GRACE:
+            if (parse_uint(optarg, 0, 3600, &v) < 0) {
+                die("--kill-grace: not a number of seconds: %s", optarg);
+            }
+            o->kill_grace_s = (unsigned)v;
+            break;
+        case OPT_LOG_LEVEL:
+            r = log_level_from_string(optarg);
+            if (r < 0) {
+                die("--log-level: unknown level: %s", optarg);
+            }
+            log_set_max_level(r);
+            break;
+        case OPT_HELP:
+            help();
+            exit(EXIT_SUCCESS);
+        default:
+            fprintf(stderr, "Try '%s --help'.\n", PROGRAM);
+            exit(EXIT_FAILURE);
+        }
+    }
+    if (optind < argc) {
+        die("unexpected argument: %s", argv[optind]);
+    }
+}
+
+/* ---- idle and poweroff --------------------------------------------------------- */
+
+uint64_t agent_now(void) {
+    /* Boot time: the VM's uptime, and idle time keeps counting across a
+     * suspended host. */
+    return now_usec(CLOCK_BOOTTIME);
+}
+
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Agent *a = userdata;
+    if (idle_expired(&a->idle, agent_now())) {
+        log_info("No live session for %u s", a->opt.idle_timeout_s);
+        (void)agent_power_off(a, "idle timeout");
+    }
+    return 0;
+}
+
+static void agent_idle_rearm(Agent *a) {
+    uint64_t deadline = idle_deadline_usec(&a->idle);
+    if (!a->idle_timer) {
+        return;
+    }
+    if (deadline == IDLE_NEVER || a->powering_off) {
+        (void)sd_event_source_set_enabled(a->idle_timer, SD_EVENT_OFF);
+        return;
+    }
+    (void)sd_event_source_set_time(a->idle_timer, deadline);
+    (void)sd_event_source_set_enabled(a->idle_timer, SD_EVENT_ONESHOT);
+}
+
+void agent_live_begin(Agent *a) {
+    idle_session_begin(&a->idle, agent_now());
+    agent_idle_rearm(a);
+}
+
+void agent_live_end(Agent *a) {
+    idle_session_end(&a->idle, agent_now());
+    agent_idle_rearm(a);
+}
+
+int agent_power_off(Agent *a, const char *why) {
+    if (a->powering_off) {
+        return 0;
+    }
+    a->powering_off = true;
+    agent_idle_rearm(a);
+    log_notice("Powering off: %s", why);
+    return power_off(a->event, a->opt.poweroff_command);
+}
+
+/* ---- accepting ---------------------------------------------------------------- */
+
+static void agent_update_listen(Agent *a) {
+    (void)sd_event_source_set_enabled(a->listen_src,
+                                      a->n_conns < AGENT_CONN_MAX ? SD_EVENT_ON : SD_EVENT_OFF);
+}
+
+void agent_conn_closed(Agent *a) {
+    if (a->n_conns > 0) {
+        a->n_conns--;
+    }
+    agent_update_listen(a);
+}
+
+/* Who may talk to us: on vsock the host (or the local CID when asked for)
+ * from a reserved port; on unix sockets root and the allowed uids. */
+static int agent_check_peer(Agent *a, int fd, char *why, size_t size) {
+    int family = socket_family(fd);
+    int r;
+
+    if (family == AF_VSOCK) {
+        uint32_t cid, port;
+        r = peer_vsock(fd, &cid, &port);
+        if (r < 0) {
+            return r;
+        }
+        bool cid_ok = cid == VMADDR_CID_HOST || (a->opt.allow_local_cid && cid == VMADDR_CID_LOCAL);
+        if (!cid_ok || port > VSOCK_RESERVED_PORT_MAX) {
+            snprintf(why, size, "vsock peer %u:%u refused", cid, port);
+            return -EPERM;
+        }
+        return 0;
+    }
+    if (family == AF_UNIX) {
+        uid_t uid;
+        r = peer_ucred(fd, &uid, NULL, NULL);
+        if (r < 0) {
+            return r;
+        }
+        if (uid == 0) {
+            return 0;
+        }
+        for (size_t i = 0; i < a->opt.n_allow_uid; i++) {
+            if (a->opt.allow_uid[i] == uid) {
+                return 0;
+            }
+        }
+        snprintf(why, size, "uid %u refused", (unsigned)uid);
+        return -EPERM;
+    }
+    snprintf(why, size, "unsupported socket family %d", family);
+    return -EAFNOSUPPORT;
+}
+
+static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *userdata) {
+    Agent *a = userdata;
+
+    while (a->n_conns < AGENT_CONN_MAX) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                break;
+            }
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warning_errno(-errno, "accept: %m");
+                break;
+            }
+            log_debug_errno(-errno, "accept: %m");  /* ECONNABORTED and the like */
+            continue;
+        }
+        char why[128] = "";
+        int r = agent_check_peer(a, fd, why, sizeof(why));
+        if (r < 0) {
+            log_warning("Refusing a connection: %s", why[0] ? why : strerror(-r));
+            r = session_new_refused(a, fd, WIRE_ERR_DENIED, "permission denied");
+        } else {
+            r = session_new(a, fd);
+        }
+        if (r < 0) {
+            log_warning_errno(r, "Failed to set up a session: %m");
+        }
+    }
+    agent_update_listen(a);
+    return 0;
+}
+
+static int agent_listen(Agent *a, int *ret_fd) {
+    Addr addr;
+    int r;
+
+    if (!a->opt.listen) {
+        r = addr_listen_fd_from_systemd(ret_fd);
+        if (r != -ENOENT) {
+            if (r < 0) {
+                return log_error_errno(r, "Failed to take the socket from systemd: %m");
+            }
+            return 0;
+        }
+    }
+    char def[32];
+    const char *s = a->opt.listen;
+    if (!s) {
+        snprintf(def, sizeof(def), "vsock::%u", GUEST_AGENT_VSOCK_PORT);
+        s = def;
+    }
+    r = addr_parse(s, &addr);
+    if (r < 0) {
+        return log_error_errno(r, "Bad address: %s", s);
+    }
+    r = addr_listen(&addr, ret_fd);
+    if (r < 0) {
+        return log_error_errno(r, "Failed to listen on %s: %m", s);
+    }
+    log_info("Listening on %s", s);
+    return 0;
+}
+
+/* Children get pipes and ptys that must not land on 0-2. */
+static void ensure_std_fds(void) {
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int n = open("/dev/null", O_RDWR);
+            if (n < 0) {
+                die("Cannot open /dev/null: %m");
+            }
+            if (n != fd) {
+                die("Unexpected fd %d for /dev/null", n);
+            }
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    Agent a = {
+        .opt = {.wayland_timeout_s = 30, .kill_grace_s = 5},
+    };
+    _cleanup_close_ int lfd = -EBADF;
+    sigset_t mask;
+    int r;
+
+    log_setup(PROGRAM);
+    parse_args(argc, argv, &a.opt);
+    ensure_std_fds();
+
+    /* Writing to a program that closed its stdin is an EPIPE, not death;
+     * sockets use MSG_NOSIGNAL. Children restore the default. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+
+    r = sd_event_default(&a.event);
+    if (r < 0) {
+        die("Failed to create the event loop: %s", strerror(-r));
+    }
+    (void)sd_event_add_signal(a.event, NULL, SIGTERM, NULL, NULL);
+    (void)sd_event_add_signal(a.event, NULL, SIGINT, NULL, NULL);
+
+    idle_init(&a.idle, agent_now(), (uint64_t)a.opt.idle_timeout_s * 1000000ULL);
+    if (a.opt.idle_timeout_s > 0) {
+        r = sd_event_add_time(a.event, &a.idle_timer, CLOCK_BOOTTIME, IDLE_NEVER, 100000,
+                              on_idle_timer, &a);
+        if (r < 0) {
+            die("Failed to set up the idle timer: %s", strerror(-r));
+        }
+        agent_idle_rearm(&a);
+    }
+
+    if (agent_listen(&a, &lfd) < 0) {
+        return EXIT_FAILURE;
+    }
+    r = sd_event_add_io(a.event, &a.listen_src, lfd, EPOLLIN, on_accept, &a);
+    if (r < 0) {
+        die("Failed to watch the listening socket: %s", strerror(-r));
+    }
+
+    (void)sd_notify(0, "READY=1\nSTATUS=Accepting sessions");
+    r = sd_event_loop(a.event);
+    if (r < 0) {
+        log_error_errno(r, "Event loop failed: %m");
+    }
+    (void)sd_notify(0, "STOPPING=1");
+
+    session_free_all(&a);
+    power_done();
+    a.listen_src = sd_event_source_disable_unref(a.listen_src);
+    a.idle_timer = sd_event_source_disable_unref(a.idle_timer);
+    a.event = sd_event_unref(a.event);
+    return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,12 @@
+/* Powering the VM off: systemd over D-Bus, or a command (tests, guests
+ * without systemd). */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+/* Starts the poweroff and returns; the request completes in the event
+ * loop. command: NULL for D-Bus (logind's PowerOff, then systemd's
+ * Manager.PowerOff if logind is not there), else run with /bin/sh -c. */
+int power_off(sd_event *e, const char *command);
+/* Releases what power_off() holds (bus connection, child watch). */
+void power_done(void);

@@ -1,0 +1,1136 @@
+/* Sessions: see session.h.
+ *
+ * A session has two lifetimes: the connection's (Hello → request → reply
+ * or Exec stream → close) and the program's (spawn → exit → reaped). The
+ * session is freed once both are over. The program's leader is kept as a
+ * zombie until then, so that its pid (and thus its process group id)
+ * cannot be reused while we might still signal the group. */
+#include "session.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <termios.h>
+
+#include "log.h"
+#include "spawn.h"
+#include "util.h"
+
+#define HELLO_TIMEOUT_USEC (10ULL * 1000000ULL)     /* Hello and the request */
+#define EXIT_ACK_TIMEOUT_USEC (10ULL * 1000000ULL)
+#define LINGER_USEC (2ULL * 1000000ULL)            /* flushing a last reply */
+#define OUTPUT_PENDING_MAX (2u * WIRE_DATA_MAX)      /* stop reading the program above */
+#define STDIN_UNWINDOWED_MAX (4u * WIRE_DATA_MAX)    /* without a window: stop reading */
+#define FRAMES_PER_DISPATCH 16
+#define CHUNKS_PER_DISPATCH 4
+/* A Data frame header: length (4), Envelope tag (1), Data length (≤3),
+ * stream tag and value (2), bytes tag (1), bytes length (≤3). */
+#define DATA_HDR_MAX 14u
+
+typedef enum ConnState {
+    CONN_HELLO = 1 << 0,                  /* waiting for the client's Hello */
+    CONN_REQUEST = 1 << 1,                /* waiting for the one request */
+    CONN_RUNNING = 1 << 2,                /* Exec accepted, Exited not sent yet */
+    CONN_EXITED = 1 << 3,                 /* Exited sent, waiting for ExitAck */
+    CONN_CLOSING = 1 << 4,                /* flushing a last frame, then close */
+    CONN_CLOSED = 1 << 5,
+} ConnState;
+
+typedef struct StdinChunk {
+    struct StdinChunk *next;
+    Msg msg;                              /* a decoded Data frame: no copy */
+    size_t off;
+} StdinChunk;
+
+struct Session {
+    Agent *agent;
+    Session *prev, *next;
+    unsigned id;
+
+    ConnState state;
+    int fd;
+    sd_event_source *io;
+    WireReader rd;
+    WireWriter wr;
+    sd_event_source *timer;
+    bool shut_wr;
+    const char *fail_message;
+
+    /* The program. */
+    bool has_child, live, aborting, grace_done, reaped, exited;
+    pid_t pid;
+    int pidfd;
+    sd_event_source *pid_src;
+    siginfo_t si;
+    int err_fd;
+    sd_event_source *err_src;
+    uint8_t report[SPAWN_REPORT_MAX];
+    size_t report_len;
+    bool started, start_failed;
+    int start_errno;
+    bool pty;
+    int out_fd[2];                        /* stdout (or the pty master), stderr */
+    sd_event_source *out_src[2];
+    int in_fd;
+    sd_event_source *in_src;
+    StdinChunk *in_head, *in_tail;
+    size_t in_buffered;
+    uint32_t window;
+    bool in_close_wanted, in_last_newline;
+    unsigned veof_pending;
+    bool veof_armed;
+    sd_event_source *grace;
+};
+
+static unsigned session_next_id;
+
+static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *userdata);
+static void session_maybe_free(Session *s);
+static void session_update(Session *s);
+static void closing_io(Session *s, uint32_t revents);
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static sd_event *session_event(Session *s) {
+    return s->agent->event;
+}
+
+static int session_arm(Session *s, sd_event_source **slot, uint64_t usec,
+                       sd_event_time_handler_t cb) {
+    *slot = sd_event_source_disable_unref(*slot);
+    return sd_event_add_time_relative(session_event(s), slot, CLOCK_MONOTONIC, usec, 10000, cb, s);
+}
+
+static int session_queue(Session *s, const Msg *m) {
+    return wire_writer_queue(&s->wr, m);
+}
+
+static void stdin_discard(Session *s) {
+    while (s->in_head) {
+        StdinChunk *c = s->in_head;
+        s->in_head = c->next;
+        msg_done(&c->msg);
+        free(c);
+    }
+    s->in_tail = NULL;
+    s->in_buffered = 0;
+}
+
+static void stdin_close(Session *s) {
+    s->in_src = sd_event_source_disable_unref(s->in_src);
+    s->in_fd = safe_close(s->in_fd);
+    s->veof_pending = 0;
+}
+
+static void output_close(Session *s, int i) {
+    s->out_src[i] = sd_event_source_disable_unref(s->out_src[i]);
+    s->out_fd[i] = safe_close(s->out_fd[i]);
+}
+
+static void session_live_end(Session *s) {
+    if (s->live) {
+        s->live = false;
+        agent_live_end(s->agent);
+    }
+}
+
+/* Kills the group and the leader itself (before setsid() in the child the
+ * group does not exist yet). The leader is unreaped, so both ids are ours. */
+static void child_signal(Session *s, int signo) {
+    if (!s->has_child || s->reaped) {
+        return;
+    }
+    (void)kill(-s->pid, signo);
+    (void)kill(s->pid, signo);
+}
+
+static void child_reap(Session *s) {
+    if (!s->has_child || s->reaped) {
+        return;
+    }
+    siginfo_t si = {0};
+    (void)waitid(P_PIDFD, s->pidfd, &si, WEXITED | WNOHANG);
+    s->reaped = true;
+    s->pid_src = sd_event_source_disable_unref(s->pid_src);
+    s->pidfd = safe_close(s->pidfd);
+}
+
+/* ---- the connection -------------------------------------------------------- */
+
+static void conn_close(Session *s) {
+    if (s->state == CONN_CLOSED) {
+        return;
+    }
+    s->io = sd_event_source_disable_unref(s->io);
+    s->timer = sd_event_source_disable_unref(s->timer);
+    s->fd = safe_close(s->fd);
+    wire_reader_done(&s->rd);
+    wire_writer_done(&s->wr);
+    s->state = CONN_CLOSED;
+    agent_conn_closed(s->agent);
+}
+
+static int on_grace(sd_event_source *src, uint64_t usec, void *userdata) {
+    Session *s = userdata;
+    s->grace = sd_event_source_disable_unref(s->grace);
+    s->grace_done = true;
+    log_debug("session %u: grace over, killing process group %d", s->id, (int)s->pid);
+    child_signal(s, SIGKILL);
+    if (s->exited) {
+        child_reap(s);
+    }
+    session_maybe_free(s);
+    return 0;
+}
+
+/* The client is gone (or broke the protocol) before acknowledging the
+ * exit: the program's group gets SIGHUP now and SIGKILL after the grace
+ * period. */
+static void child_abort(Session *s) {
+    if (!s->has_child || s->reaped || s->aborting) {
+        return;
+    }
+    s->aborting = true;
+    session_live_end(s);
+    stdin_discard(s);
+    stdin_close(s);
+    output_close(s, 0);
+    output_close(s, 1);
+    s->err_src = sd_event_source_disable_unref(s->err_src);
+    s->err_fd = safe_close(s->err_fd);
+    log_debug("session %u: client gone, hanging up process group %d", s->id, (int)s->pid);
+    child_signal(s, SIGHUP);
+    child_signal(s, SIGCONT);             /* a stopped group must see the HUP */
+    int r = session_arm(s, &s->grace, (uint64_t)s->agent->opt.kill_grace_s * 1000000ULL, on_grace);
+    if (r < 0) {
+        log_warning_errno(r, "session %u: no grace timer, killing now: %m", s->id);
+        s->grace_done = true;
+        child_signal(s, SIGKILL);
+        if (s->exited) {
+            child_reap(s);
+        }
+    }
+}
+
+/* The connection failed or ended: close it, wind the program down. May
+ * free s. */
+static void session_lost(Session *s, int error) {
+    if (error != -ECONNRESET && error != -EPIPE) {
+        log_debug_errno(error, "session %u: connection lost: %m", s->id);
+    }
+    child_abort(s);
+    conn_close(s);
+    session_maybe_free(s);
+}
+
+static int on_linger(sd_event_source *src, uint64_t usec, void *userdata) {
+    Session *s = userdata;
+    s->timer = sd_event_source_disable_unref(s->timer);
+    conn_close(s);
+    session_maybe_free(s);
+    return 0;
+}
+
+/* Sends what is queued, then closes. Never frees s: callers follow with
+ * session_maybe_free(). */
+static void conn_begin_close(Session *s) {
+    if (s->state == CONN_CLOSING || s->state == CONN_CLOSED) {
+        return;
+    }
+    s->state = CONN_CLOSING;
+    wire_reader_done(&s->rd);
+    if (session_arm(s, &s->timer, LINGER_USEC, on_linger) < 0) {
+        conn_close(s);
+        return;
+    }
+    closing_io(s, 0);
+}
+
+/* Error reply, then close; the program, if any, is wound down. May free s. */
+static void session_fail(Session *s, WireError code, const char *message) {
+    Msg m = msg_error(code, message);
+    log_info("session %u: %s", s->id, message);
+    (void)session_queue(s, &m);
+    child_abort(s);
+    conn_begin_close(s);
+    session_maybe_free(s);
+}
+
+/* ---- Exited ---------------------------------------------------------------- */
+
+static int on_exit_ack_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+    Session *s = userdata;
+    s->timer = sd_event_source_disable_unref(s->timer);
+    log_debug("session %u: no ExitAck", s->id);
+    session_lost(s, -ETIMEDOUT);
+    return 0;
+}
+
+/* Sends Exited once the program exited (or failed to start) and its output
+ * reached EOF. */
+static int session_try_finish(Session *s) {
+    Msg m = {.type = MSG_EXITED};
+
+    if (s->state != CONN_RUNNING || s->aborting || !s->exited || s->err_fd >= 0 ||
+        s->out_fd[0] >= 0 || s->out_fd[1] >= 0) {
+        return 0;
+    }
+    if (s->start_failed) {
+        m.exited.kind = EXIT_START_FAILED;
+        m.exited.start_errno = (uint32_t)s->start_errno;
+    } else if (s->si.si_code == CLD_EXITED) {
+        m.exited.kind = EXIT_CODE;
+        m.exited.code = (uint32_t)s->si.si_status & 0xff;
+    } else {
+        m.exited.kind = EXIT_SIGNAL;
+        m.exited.signo = (uint32_t)s->si.si_status;
+        m.exited.core_dumped = s->si.si_code == CLD_DUMPED;
+        if (m.exited.signo == 0 || m.exited.signo > 64) {
+            m.exited.signo = SIGKILL;
+        }
+    }
+    stdin_discard(s);
+    stdin_close(s);
+    int r = session_queue(s, &m);
+    if (r < 0) {
+        return r;
+    }
+    session_live_end(s);
+    s->state = CONN_EXITED;
+    return session_arm(s, &s->timer, EXIT_ACK_TIMEOUT_USEC, on_exit_ack_timeout);
+}
+
+/* ---- the program's stdin ----------------------------------------------------- */
+
+static int stdin_write_veof(Session *s) {
+    struct termios t;
+    uint8_t c[2];
+    while (s->veof_pending > 0) {
+        if (tcgetattr(s->in_fd, &t) < 0) {
+            return -errno;
+        }
+        c[0] = t.c_cc[VEOF] ? t.c_cc[VEOF] : 4;
+        ssize_t k = write(s->in_fd, c, 1);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        s->veof_pending--;
+    }
+    return 0;
+}
+
+/* Writes queued stdin to the program, acknowledging what was written. */
+static int stdin_pump(Session *s) {
+    size_t done = 0;
+    int r = 0;
+
+    while (s->in_fd >= 0 && s->in_head) {
+        StdinChunk *c = s->in_head;
+        ssize_t k = write(s->in_fd, c->msg.data.data + c->off, c->msg.data.size - c->off);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN) {
+                break;
+            }
+            /* The program closed its stdin: what is queued is consumed. */
+            log_debug_errno(-errno, "session %u: stdin: %m", s->id);
+            done += s->in_buffered;
+            stdin_discard(s);
+            stdin_close(s);
+            break;
+        }
+        done += (size_t)k;
+        s->in_buffered -= (size_t)k;
+        c->off += (size_t)k;
+        if (c->off == c->msg.data.size) {
+            s->in_last_newline = c->msg.data.data[c->msg.data.size - 1] == '\n';
+            s->in_head = c->next;
+            if (!s->in_head) {
+                s->in_tail = NULL;
+            }
+            msg_done(&c->msg);
+            free(c);
+        }
+    }
+    if (s->in_fd >= 0 && !s->in_head && s->in_close_wanted) {
+        if (s->pty) {
+            if (!s->veof_armed) {
+                /* On a pty, EOF is VEOF at the start of a line; after a
+                 * partial line the first VEOF only pushes the line. */
+                s->veof_armed = true;
+                s->veof_pending = s->in_last_newline ? 1 : 2;
+            }
+            if (stdin_write_veof(s) != -EAGAIN) {
+                stdin_close(s);
+            }
+        } else {
+            stdin_close(s);
+        }
+    }
+    if (done > 0 && s->window > 0) {
+        Msg m = {.type = MSG_STDIN_ACK, .stdin_ack = (uint32_t)done};
+        r = session_queue(s, &m);
+        if (r < 0) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+static int on_stdin_writable(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+    Session *s = userdata;
+    int r = stdin_pump(s);
+    if (r < 0) {
+        session_lost(s, r);
+        return 0;
+    }
+    session_update(s);
+    return 0;
+}
+
+/* ---- the program's output ---------------------------------------------------- */
+
+static size_t varint_size(uint32_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *varint_put(uint8_t *p, uint32_t v) {
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Room for n more bytes at the end of the writer's buffer. */
+static int writer_reserve(WireWriter *w, size_t n) {
+    if (w->start == w->end) {
+        w->start = w->end = 0;
+    }
+    if (w->alloc - w->end >= n) {
+        return 0;
+    }
+    if (w->start > 0) {
+        memmove(w->buf, w->buf + w->start, w->end - w->start);
+        w->end -= w->start;
+        w->start = 0;
+    }
+    if (w->alloc - w->end >= n) {
+        return 0;
+    }
+    size_t want = MAX(w->alloc * 2, w->end + n);
+    uint8_t *nb = realloc(w->buf, want);
+    if (!nb) {
+        return -ENOMEM;
+    }
+    w->buf = nb;
+    w->alloc = want;
+    return 0;
+}
+
+/* Reads one chunk of output straight into the connection's output queue
+ * as a Data frame: the bytes are copied once, by the kernel, on the way
+ * in. Returns the bytes read, 0 on EOF, -EAGAIN, or an error. */
+static ssize_t output_read_frame(Session *s, int i) {
+    WireWriter *w = &s->wr;
+    int r = writer_reserve(w, DATA_HDR_MAX + WIRE_DATA_MAX);
+    if (r < 0) {
+        return r;
+    }
+    uint8_t *base = w->buf + w->end;
+    ssize_t k;
+    do {
+        k = read(s->out_fd[i], base + DATA_HDR_MAX, WIRE_DATA_MAX);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        return errno == EIO ? 0 : -errno;  /* EIO: the pty's last slave closed */
+    }
+    if (k == 0) {
+        return 0;
+    }
+    uint32_t n = (uint32_t)k;
+    uint32_t data_len = 2 + 1 + (uint32_t)varint_size(n) + n;
+    uint32_t body_len = 1 + (uint32_t)varint_size(data_len) + data_len;
+    size_t hdr = WIRE_HEADER_SIZE + 1 + varint_size(data_len) + 2 + 1 + varint_size(n);
+    if (hdr < DATA_HDR_MAX) {
+        memmove(base + hdr, base + DATA_HDR_MAX, n);
+    }
+    uint8_t *p = base;
+    *p++ = (uint8_t)(body_len >> 24);
+    *p++ = (uint8_t)(body_len >> 16);
+    *p++ = (uint8_t)(body_len >> 8);
+    *p++ = (uint8_t)body_len;
+    *p++ = (4 << 3) | 2;                  /* Envelope.data, length-delimited */
+    p = varint_put(p, data_len);
+    *p++ = (1 << 3) | 0;                  /* Data.stream, varint */
+    *p++ = i == 0 ? 1 : 2;                /* STREAM_STDOUT, STREAM_STDERR */
+    *p++ = (2 << 3) | 2;                  /* Data.data, length-delimited */
+    p = varint_put(p, n);
+    w->end += hdr + n;
+    return k;
+}
+
+static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+    Session *s = userdata;
+    int i = fd == s->out_fd[0] ? 0 : 1;
+    int r = 0;
+
+    for (int n = 0; n < CHUNKS_PER_DISPATCH; n++) {
+        if (wire_writer_pending(&s->wr) >= OUTPUT_PENDING_MAX) {
+            break;
+        }
+        ssize_t k = output_read_frame(s, i);
+        if (k == -EAGAIN) {
+            break;
+        }
+        if (k <= 0) {
+            if (k < 0 && k != -ENOMEM) {
+                log_debug_errno((int)k, "session %u: output: %m", s->id);
+            }
+            if (k == -ENOMEM) {
+                r = (int)k;
+            }
+            output_close(s, i);
+            break;
+        }
+        r = wire_writer_flush(&s->wr, s->fd);
+        if (r < 0) {
+            break;
+        }
+    }
+    if (r >= 0) {
+        r = session_try_finish(s);
+    }
+    if (r < 0) {
+        session_lost(s, r);
+        return 0;
+    }
+    session_update(s);
+    return 0;
+}
+
+/* ---- the program's start and exit --------------------------------------------- */
+
+static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+    Session *s = userdata;
+    int r;
+
+    for (;;) {
+        ssize_t k = read(s->err_fd, s->report + s->report_len, sizeof(s->report) - s->report_len);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k < 0 && errno == EAGAIN) {
+            return 0;
+        }
+        if (k > 0) {
+            s->report_len += (size_t)k;
+            if (s->report_len < sizeof(s->report)) {
+                continue;
+            }
+        }
+        break;                            /* EOF, error, or a report too long */
+    }
+    s->err_src = sd_event_source_disable_unref(s->err_src);
+    s->err_fd = safe_close(s->err_fd);
+
+    if (s->report_len == 0) {
+        Msg m = {.type = MSG_STARTED, .started_pid = s->pid};
+        s->started = true;
+        r = session_queue(s, &m);
+        log_debug("session %u: started %d", s->id, (int)s->pid);
+    } else {
+        const char *msg;
+        size_t len;
+        int e;
+        if (spawn_parse_report(s->report, s->report_len, &e, &msg, &len) < 0) {
+            e = EIO;
+            msg = "qubes-lite: cannot start the program\n";
+            len = strlen(msg);
+        }
+        s->start_failed = true;
+        s->start_errno = e;
+        output_close(s, 0);
+        output_close(s, 1);
+        stdin_discard(s);
+        stdin_close(s);
+        Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)msg,
+                                            .size = len}};
+        r = session_queue(s, &m);
+        log_debug("session %u: start failed: %.*s", s->id, (int)(len > 0 ? len - 1 : 0), msg);
+    }
+    if (r >= 0) {
+        r = wire_writer_flush(&s->wr, s->fd);
+    }
+    if (r >= 0) {
+        r = session_try_finish(s);
+    }
+    if (r < 0) {
+        session_lost(s, r);
+        return 0;
+    }
+    session_update(s);
+    return 0;
+}
+
+static int on_child(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+    Session *s = userdata;
+    siginfo_t si = {0};
+
+    /* Peek only: the zombie keeps the pid and group id ours. */
+    if (waitid(P_PIDFD, s->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+        log_warning_errno(-errno, "session %u: waitid: %m", s->id);
+        si.si_pid = s->pid;
+        si.si_code = CLD_KILLED;
+        si.si_status = SIGKILL;
+    }
+    if (si.si_pid == 0) {
+        return 0;
+    }
+    s->si = si;
+    s->exited = true;
+    (void)sd_event_source_set_enabled(s->pid_src, SD_EVENT_OFF);
+    if (s->aborting) {
+        if (s->grace_done) {
+            child_reap(s);
+            session_maybe_free(s);
+        }
+        return 0;
+    }
+    int r = session_try_finish(s);
+    if (r >= 0) {
+        r = wire_writer_flush(&s->wr, s->fd);
+    }
+    if (r < 0) {
+        session_lost(s, r);
+        return 0;
+    }
+    session_update(s);
+    return 0;
+}
+
+/* ---- requests ---------------------------------------------------------------- */
+
+static int handle_hello(Session *s, Msg *m) {
+    if (wire_check_hello(m) < 0) {
+        s->fail_message = "incompatible protocol major version";
+        return -EPROTONOSUPPORT;
+    }
+    s->state = CONN_REQUEST;
+    return 0;
+}
+
+static int handle_exec(Session *s, Msg *m) {
+    Agent *a = s->agent;
+    Spawned sp;
+    int r;
+
+    s->timer = sd_event_source_disable_unref(s->timer);
+    if (a->powering_off) {
+        s->fail_message = "the VM is shutting down";
+        return -ESHUTDOWN;
+    }
+    SpawnOptions o = {
+        .default_user = a->opt.default_user,
+        .wayland_timeout_usec = (uint64_t)a->opt.wayland_timeout_s * 1000000ULL,
+    };
+    r = spawn_start(&m->exec, &o, &sp);
+    if (r < 0) {
+        char buf[256];
+        log_error_errno(r, "session %u: cannot start a program: %m", s->id);
+        snprintf(buf, sizeof(buf), "qubes-lite: cannot start %s: %s\n", m->exec.argv[0],
+                 strerror(-r));
+        Msg d = {.type = MSG_DATA,
+                 .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)buf, .size = strlen(buf)}};
+        Msg x = {.type = MSG_EXITED, .exited = {.kind = EXIT_START_FAILED, .start_errno = (uint32_t)-r}};
+        if ((r = session_queue(s, &d)) < 0 || (r = session_queue(s, &x)) < 0) {
+            return r;
+        }
+        s->state = CONN_EXITED;
+        return session_arm(s, &s->timer, EXIT_ACK_TIMEOUT_USEC, on_exit_ack_timeout);
+    }
+
+    s->has_child = true;
+    s->pid = sp.pid;
+    s->pidfd = sp.pidfd;
+    s->err_fd = sp.err_fd;
+    s->in_fd = sp.stdin_fd;
+    s->out_fd[0] = sp.stdout_fd;
+    s->out_fd[1] = sp.stderr_fd;
+    s->pty = m->exec.pty;
+    s->window = m->exec.stdin_window;
+    s->in_last_newline = true;
+    s->state = CONN_RUNNING;
+    s->live = true;
+    agent_live_begin(a);
+    if (log_get_max_level() >= LOG_DEBUG) {
+        char name[64];
+        log_debug("session %u: exec \"%s\" as pid %d", s->id,
+                  str_sanitize(m->exec.argv[0], strlen(m->exec.argv[0]), name, sizeof(name)),
+                  (int)s->pid);
+    }
+
+    /* From here on every failure is handled by winding the child down. */
+    sd_event *e = session_event(s);
+    if ((r = sd_event_add_io(e, &s->pid_src, s->pidfd, EPOLLIN, on_child, s)) < 0 ||
+        (r = sd_event_add_io(e, &s->err_src, s->err_fd, EPOLLIN, on_start_report, s)) < 0 ||
+        (r = sd_event_add_io(e, &s->in_src, s->in_fd, EPOLLOUT, on_stdin_writable, s)) < 0) {
+        return r;
+    }
+    (void)sd_event_source_set_enabled(s->in_src, SD_EVENT_OFF);
+    for (int i = 0; i < 2; i++) {
+        if (s->out_fd[i] < 0) {
+            continue;
+        }
+        r = sd_event_add_io(e, &s->out_src[i], s->out_fd[i], EPOLLIN, on_output, s);
+        if (r < 0) {
+            return r;
+        }
+        (void)sd_event_source_set_enabled(s->out_src[i], SD_EVENT_OFF);
+    }
+    return 0;
+}
+
+static int handle_data(Session *s, Msg *m) {
+    if (m->data.stream != WIRE_STDIN) {
+        s->fail_message = "Data from the client must be stdin";
+        return -EINVAL;
+    }
+    if (s->in_close_wanted) {
+        s->fail_message = "stdin Data after StdinClose";
+        return -EPROTO;
+    }
+    if (s->state == CONN_EXITED) {
+        return 0;                         /* raced with the exit */
+    }
+    if (s->window > 0 && s->in_buffered + m->data.size > s->window) {
+        s->fail_message = "stdin window exceeded";
+        return -EPROTO;
+    }
+    if (s->in_fd < 0 || s->start_failed) {
+        /* Nobody reads it any more: consumed. */
+        if (s->window > 0) {
+            Msg ack = {.type = MSG_STDIN_ACK, .stdin_ack = (uint32_t)m->data.size};
+            return session_queue(s, &ack);
+        }
+        return 0;
+    }
+    StdinChunk *c = calloc(1, sizeof(*c));
+    if (!c) {
+        return -ENOMEM;
+    }
+    c->msg = *m;
+    m->_storage = m->_env = NULL;         /* moved */
+    if (s->in_tail) {
+        s->in_tail->next = c;
+    } else {
+        s->in_head = c;
+    }
+    s->in_tail = c;
+    s->in_buffered += c->msg.data.size;
+    return stdin_pump(s);
+}
+
+static int handle_stdin_close(Session *s, Msg *m) {
+    if (s->in_close_wanted) {
+        s->fail_message = "StdinClose twice";
+        return -EPROTO;
+    }
+    s->in_close_wanted = true;
+    if (s->state == CONN_EXITED) {
+        return 0;
+    }
+    return stdin_pump(s);
+}
+
+static int handle_resize(Session *s, Msg *m) {
+    if (s->state != CONN_RUNNING || !s->pty || s->out_fd[0] < 0) {
+        return 0;
+    }
+    struct winsize ws = {.ws_row = m->resize.rows, .ws_col = m->resize.cols};
+    if (ioctl(s->out_fd[0], TIOCSWINSZ, &ws) < 0) {
+        log_debug_errno(-errno, "session %u: TIOCSWINSZ: %m", s->id);
+    }
+    return 0;
+}
+
+static int handle_signal(Session *s, Msg *m) {
+    if (s->state != CONN_RUNNING || s->exited) {
+        return 0;
+    }
+    if (s->started) {
+        (void)kill(-s->pid, (int)m->signo);
+    } else {
+        (void)kill(s->pid, (int)m->signo);  /* not in its own group yet, maybe */
+    }
+    return 0;
+}
+
+static int handle_exit_ack(Session *s, Msg *m) {
+    child_reap(s);
+    conn_close(s);
+    return 1;                             /* s may be freed by the caller now */
+}
+
+static int handle_status(Session *s, Msg *m) {
+    Agent *a = s->agent;
+    uint64_t now = agent_now();
+    Msg r = {
+        .type = MSG_STATUS,
+        .status = {
+            .uptime_ms = now / 1000,
+            .live_sessions = idle_live(&a->idle),
+            .idle_ms = idle_elapsed_usec(&a->idle, now) / 1000,
+            .idle_timeout_s = a->opt.idle_timeout_s,
+        },
+    };
+    s->timer = sd_event_source_disable_unref(s->timer);
+    int q = session_queue(s, &r);
+    if (q < 0) {
+        return q;
+    }
+    conn_begin_close(s);
+    return 1;
+}
+
+static int handle_ping(Session *s, Msg *m) {
+    Msg r = {.type = MSG_PONG, .nonce = m->nonce};
+    s->timer = sd_event_source_disable_unref(s->timer);
+    int q = session_queue(s, &r);
+    if (q < 0) {
+        return q;
+    }
+    conn_begin_close(s);
+    return 1;
+}
+
+static int handle_shutdown(Session *s, Msg *m) {
+    Msg r = {.type = MSG_SHUTDOWN_REPLY};
+    Agent *a = s->agent;
+    s->timer = sd_event_source_disable_unref(s->timer);
+    int q = session_queue(s, &r);
+    if (q < 0) {
+        return q;
+    }
+    conn_begin_close(s);
+    (void)agent_power_off(a, "a Shutdown request");
+    return 1;
+}
+
+/* Which message is accepted in which state: checked before any handler.
+ * Handlers return 0 to go on reading, 1 when the connection is done (s may
+ * be gone), negative errno for a protocol error. */
+static const struct {
+    MsgType type;
+    unsigned states;
+    int (*handler)(Session *s, Msg *m);
+} handlers[] = {
+    {MSG_HELLO, CONN_HELLO, handle_hello},
+    {MSG_EXEC, CONN_REQUEST, handle_exec},
+    {MSG_STATUS_REQUEST, CONN_REQUEST, handle_status},
+    {MSG_PING, CONN_REQUEST, handle_ping},
+    {MSG_SHUTDOWN, CONN_REQUEST, handle_shutdown},
+    {MSG_DATA, CONN_RUNNING | CONN_EXITED, handle_data},
+    {MSG_STDIN_CLOSE, CONN_RUNNING | CONN_EXITED, handle_stdin_close},
+    {MSG_RESIZE, CONN_RUNNING | CONN_EXITED, handle_resize},
+    {MSG_SIGNAL, CONN_RUNNING | CONN_EXITED, handle_signal},
+    {MSG_EXIT_ACK, CONN_EXITED, handle_exit_ack},
+};
+
+static WireError error_code(int r) {
+    switch (r) {
+    case -E2BIG:
+        return WIRE_ERR_TOO_LARGE;
+    case -EINVAL:
+        return WIRE_ERR_INVALID;
+    case -EPROTONOSUPPORT:
+        return WIRE_ERR_VERSION;
+    case -ESHUTDOWN:
+        return WIRE_ERR_SHUTTING_DOWN;
+    case -EBADMSG:
+    case -EPROTO:
+        return WIRE_ERR_PROTOCOL;
+    default:
+        return WIRE_ERR_INTERNAL;
+    }
+}
+
+static int session_dispatch(Session *s, Msg *m) {
+    for (size_t i = 0; i < ELEMENTSOF(handlers); i++) {
+        if (handlers[i].type != m->type) {
+            continue;
+        }
+        if (!(handlers[i].states & s->state)) {
+            break;
+        }
+        return handlers[i].handler(s, m);
+    }
+    s->fail_message = "unexpected message";
+    log_debug("session %u: unexpected %s in state %#x", s->id, msg_type_name(m->type),
+              (unsigned)s->state);
+    return -EPROTO;
+}
+
+/* ---- connection I/O ---------------------------------------------------------- */
+
+static bool conn_reads(const Session *s) {
+    switch (s->state) {
+    case CONN_HELLO:
+    case CONN_REQUEST:
+    case CONN_EXITED:
+        return true;
+    case CONN_RUNNING:
+        return s->window > 0 || s->in_buffered < STDIN_UNWINDOWED_MAX;
+    case CONN_CLOSING:
+        return s->shut_wr;
+    default:
+        return false;
+    }
+}
+
+static void session_update(Session *s) {
+    if (s->state == CONN_CLOSED) {
+        return;
+    }
+    size_t pending = wire_writer_pending(&s->wr);
+    uint32_t ev = (conn_reads(s) ? EPOLLIN : 0) | (pending > 0 ? EPOLLOUT : 0);
+    if (ev) {
+        (void)sd_event_source_set_io_events(s->io, ev);
+        (void)sd_event_source_set_enabled(s->io, SD_EVENT_ON);
+    } else {
+        (void)sd_event_source_set_enabled(s->io, SD_EVENT_OFF);
+    }
+    bool reading = s->state == CONN_RUNNING && s->started && pending < OUTPUT_PENDING_MAX;
+    for (int i = 0; i < 2; i++) {
+        if (s->out_src[i]) {
+            (void)sd_event_source_set_enabled(s->out_src[i], reading ? SD_EVENT_ON : SD_EVENT_OFF);
+        }
+    }
+    if (s->in_src) {
+        bool want = s->in_head || s->veof_pending > 0;
+        (void)sd_event_source_set_enabled(s->in_src, want ? SD_EVENT_ON : SD_EVENT_OFF);
+    }
+}
+
+/* Never frees s. */
+static void closing_io(Session *s, uint32_t revents) {
+    if (!s->shut_wr) {
+        int r = wire_writer_flush(&s->wr, s->fd);
+        if (r < 0) {
+            conn_close(s);
+            return;
+        }
+        if (r > 0) {
+            return;
+        }
+        /* All said: half-close so the peer sees EOF after our last frame,
+         * then drain what it still sends until it closes too. */
+        (void)shutdown(s->fd, SHUT_WR);
+        s->shut_wr = true;
+    }
+    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        static uint8_t scratch[WIRE_DATA_MAX];
+        for (int n = 0; n < FRAMES_PER_DISPATCH; n++) {
+            ssize_t k = read(s->fd, scratch, sizeof(scratch));
+            if (k < 0 && errno == EINTR) {
+                continue;
+            }
+            if (k < 0 && errno == EAGAIN) {
+                break;
+            }
+            if (k <= 0) {
+                conn_close(s);
+                return;
+            }
+        }
+    }
+    session_update(s);
+}
+
+static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+    Session *s = userdata;
+    int r;
+
+    if (s->state == CONN_CLOSING) {
+        closing_io(s, revents);
+        session_maybe_free(s);
+        return 0;
+    }
+    if (revents & EPOLLOUT) {
+        r = wire_writer_flush(&s->wr, s->fd);
+        if (r < 0) {
+            session_lost(s, r);
+            return 0;
+        }
+    }
+    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        for (int n = 0; n < FRAMES_PER_DISPATCH && conn_reads(s); n++) {
+            Msg m = {0};
+            r = wire_reader_read(&s->rd, s->fd, &m);
+            if (r == 0) {
+                break;
+            }
+            if (r == -E2BIG || r == -EBADMSG || r == -EINVAL || r == -ENOMEM) {
+                session_fail(s, error_code(r),
+                             r == -E2BIG     ? "frame too large"
+                             : r == -EINVAL  ? "invalid message"
+                                             : "undecodable frame");
+                return 0;
+            }
+            if (r < 0) {
+                session_lost(s, r);
+                return 0;
+            }
+            s->fail_message = NULL;
+            r = session_dispatch(s, &m);
+            msg_done(&m);
+            if (r > 0) {
+                session_maybe_free(s);
+                return 0;
+            }
+            if (r < 0) {
+                session_fail(s, error_code(r), s->fail_message ? s->fail_message : strerror(-r));
+                return 0;
+            }
+        }
+    }
+    r = wire_writer_flush(&s->wr, s->fd);
+    if (r < 0) {
+        session_lost(s, r);
+        return 0;
+    }
+    session_update(s);
+    return 0;
+}
+
+static int on_hello_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+    Session *s = userdata;
+    s->timer = sd_event_source_disable_unref(s->timer);
+    session_fail(s, WIRE_ERR_PROTOCOL, "timed out waiting for Hello and a request");
+    return 0;
+}
+
+/* ---- lifetime ---------------------------------------------------------------- */
+
+static void session_free(Session *s) {
+    if (!s) {
+        return;
+    }
+    Agent *a = s->agent;
+    if (s->has_child && !s->reaped) {
+        /* Only at agent exit: nothing may outlive us. */
+        child_signal(s, SIGKILL);
+        siginfo_t si;
+        (void)waitid(P_PIDFD, s->pidfd, &si, WEXITED);
+        s->reaped = true;
+    }
+    session_live_end(s);
+    conn_close(s);
+    stdin_discard(s);
+    stdin_close(s);
+    output_close(s, 0);
+    output_close(s, 1);
+    s->err_src = sd_event_source_disable_unref(s->err_src);
+    s->err_fd = safe_close(s->err_fd);
+    s->pid_src = sd_event_source_disable_unref(s->pid_src);
+    s->pidfd = safe_close(s->pidfd);
+    s->grace = sd_event_source_disable_unref(s->grace);
+    if (s->prev) {
+        s->prev->next = s->next;
+    } else {
+        a->sessions = s->next;
+    }
+    if (s->next) {
+        s->next->prev = s->prev;
+    }
+    free(s);
+}
+
+static void session_maybe_free(Session *s) {
+    if (s->state == CONN_CLOSED && (!s->has_child || s->reaped)) {
+        log_debug("session %u: done", s->id);
+        session_free(s);
+    }
+}
+
+static int session_alloc(Agent *a, int fd, Session **ret) {
+    Session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        safe_close(fd);
+        return -ENOMEM;
+    }
+    s->agent = a;
+    s->id = ++session_next_id;
+    s->fd = fd;
+    s->pidfd = s->err_fd = s->in_fd = s->out_fd[0] = s->out_fd[1] = -EBADF;
+    s->state = CONN_HELLO;
+    s->next = a->sessions;
+    if (a->sessions) {
+        a->sessions->prev = s;
+    }
+    a->sessions = s;
+    a->n_conns++;
+    int r = sd_event_add_io(a->event, &s->io, fd, EPOLLIN, on_conn_io, s);
+    if (r < 0) {
+        s->state = CONN_CLOSING;          /* conn_close() must count it */
+        conn_close(s);
+        session_free(s);
+        return r;
+    }
+    *ret = s;
+    return 0;
+}
+
+int session_new(Agent *a, int fd) {
+    Session *s;
+    int r = session_alloc(a, fd, &s);
+    if (r < 0) {
+        return r;
+    }
+    Msg hello = msg_hello("qubes-lite-guest-agent 0.1");
+    r = session_queue(s, &hello);
+    if (r >= 0) {
+        r = session_arm(s, &s->timer, HELLO_TIMEOUT_USEC, on_hello_timeout);
+    }
+    if (r >= 0) {
+        r = wire_writer_flush(&s->wr, s->fd);
+    }
+    if (r < 0) {
+        session_lost(s, r);
+        return r;
+    }
+    session_update(s);
+    return 0;
+}
+
+int session_new_refused(Agent *a, int fd, WireError code, const char *message) {
+    Session *s;
+    int r = session_alloc(a, fd, &s);
+    if (r < 0) {
+        return r;
+    }
+    session_fail(s, code, message);
+    return 0;
+}
+
+void session_free_all(Agent *a) {
+    while (a->sessions) {
+        session_free(a->sessions);
+    }
+}
