@@ -171,26 +171,35 @@ ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
 }
 
 char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize) {
-    size_t o = 0;
+    size_t o = 0, i;
     if (bufsize == 0) {
         return buf;
     }
-    for (size_t i = 0; i < len && o + 5 < bufsize; i++) {
+    for (i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f && c != '\\') {
-            buf[o++] = (char)c;
-        } else {
-            o += (size_t)snprintf(buf + o, bufsize - o, "\\x%02x", c);
+        size_t k = (c >= 0x20 && c < 0x7f && c != '\\') ? 1 : 4;
+        if (o + k >= bufsize) {
+            break; /* keep room for the NUL */
         }
+        if (k == 1) {
+            buf[o] = (char)c;
+        } else {
+            snprintf(buf + o, 5, "\\x%02x", c);
+        }
+        o += k;
     }
-    if (o + 5 >= bufsize && len > 0) {
-        /* Truncated: say so rather than silently cutting a peer string. */
-        if (bufsize > 4) {
-            o = MIN(o, bufsize - 4);
+    if (i < len) {
+        /* Truncated: say so rather than silently cutting a peer string.
+         * Drop whole characters until "..." fits; a backslash in the output
+         * only ever starts a 4-byte escape, so escapes are never cut. */
+        while (o > 0 && o + 3 >= bufsize) {
+            o -= (o >= 4 && buf[o - 4] == '\\') ? 4 : 1;
+        }
+        if (o + 3 < bufsize) {
             memcpy(buf + o, "...", 3);
             o += 3;
         }
     }
-    buf[MIN(o, bufsize - 1)] = '\0';
+    buf[o] = '\0';
     return buf;
 }
