@@ -1,0 +1,52 @@
+# tests/fuzz/: libFuzzer targets, one per parser of peer input.
+#
+#   make fuzz-build   every target into $(BUILD)/fuzz/ (clang)
+#   make fuzz         each target for FUZZ_SECONDS over its seed corpus;
+#                     new inputs go to tests/fuzz/scratch/TARGET, crashes to
+#                     $(BUILD)/fuzz/artifacts/, the committed corpus is
+#                     never written
+#
+# The targets and the protocol library are compiled with clang
+# (-fsanitize=fuzzer,address,undefined) into objects of their own, apart
+# from the gcc objects of the normal build.
+
+FUZZ_CC ?= clang
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_OBJ := $(FUZZ_DIR)/obj
+FUZZ_SCRATCH := tests/fuzz/scratch
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
+FUZZ_TARGETS := $(FUZZ_SRCS:tests/fuzz/%.c=%)
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -I$(GEN) -Iproto \
+	-Itests/fuzz $(call pc_cflags,libprotobuf-c libsystemd)
+FUZZ_COMMON_OBJS := $(PROTO_SRCS:%.c=$(FUZZ_OBJ)/%.o) $(FUZZ_OBJ)/gen/qubes-lite.pb-c.o \
+	$(FUZZ_OBJ)/tests/fuzz/oracle.o
+
+.PHONY: fuzz-build fuzz
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_OBJ)/%.o: %.c | $(GEN)/qubes-lite.pb-c.h
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+# Generated code is not ours to hold to our warning set.
+$(FUZZ_OBJ)/gen/qubes-lite.pb-c.o: $(GEN)/qubes-lite.pb-c.c
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(filter-out -Werror,$(FUZZ_CFLAGS)) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BINS): $(FUZZ_DIR)/%: $(FUZZ_OBJ)/tests/fuzz/%.o $(FUZZ_COMMON_OBJS)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(PROTO_LIBS)
+
+fuzz: fuzz-build
+	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
+		echo "  FUZZ    $$t for $(FUZZ_SECONDS)s"; \
+		mkdir -p $(FUZZ_SCRATCH)/$$t $(FUZZ_DIR)/artifacts; \
+		$(FUZZ_DIR)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- \
+			$(FUZZ_SCRATCH)/$$t tests/fuzz/corpus/$$t; \
+	done
