@@ -4,8 +4,9 @@
  *   vmhelper echo-server PORT             accept on vsock::PORT, echo each
  *                                         connection until EOF (forever)
  *   vmhelper echo-client CID PORT TEXT    send TEXT, print what comes back
- *   vmhelper probe CID PORT [-u UID] [-p SRCPORT] [-t SECONDS]
- *       Connect (as UID, from SRCPORT if given), send Hello and Ping in the
+ *   vmhelper probe CID PORT [-u UID] [-p SRCPORT|reserved] [-t SECONDS]
+ *       Connect (as UID, from SRCPORT if given; "reserved": the first free
+ *       port below 1024), send Hello and Ping in the
  *       agent protocol, read frames until EOF or the timeout and print
  *       one summary line:  PROBE pong | PROBE denied <message> |
  *       PROBE error <code> <message> | PROBE eof | PROBE connect-failed <why>
@@ -58,10 +59,14 @@ static int vsock_connect(unsigned cid, unsigned port, long srcport) {
     int s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return -errno;
-    if (srcport >= 0) {
-        struct sockaddr_vm b = {.svm_family = AF_VSOCK, .svm_port = (unsigned)srcport,
+    /* srcport -2: the first free reserved port, from 1023 down (a port
+     * just closed can linger for a while, so a fixed one may be busy). */
+    for (long p = srcport == -2 ? 1023 : srcport; p >= 0; p--) {
+        struct sockaddr_vm b = {.svm_family = AF_VSOCK, .svm_port = (unsigned)p,
                                 .svm_cid = VMADDR_CID_ANY};
-        if (bind(s, (struct sockaddr *)&b, sizeof b) < 0) {
+        if (bind(s, (struct sockaddr *)&b, sizeof b) == 0)
+            break;
+        if (srcport != -2 || errno != EADDRINUSE || p <= 512) {
             int e = errno;
             close(s);
             return -e;
@@ -347,7 +352,7 @@ static int cmd_pty(char **argv) {
 
 static void usage(void) {
     fprintf(stderr, "usage: vmhelper cid | echo-server PORT | echo-client CID PORT TEXT |\n"
-                    "       probe CID PORT [-u UID] [-p SRCPORT] [-t SECONDS] | pty CMD [ARG...]\n");
+                    "       probe CID PORT [-u UID] [-p SRCPORT|reserved] [-t SECONDS] | pty CMD [ARG...]\n");
     exit(2);
 }
 
@@ -373,7 +378,7 @@ int main(int argc, char **argv) {
             if (o == 'u')
                 uid = atol(optarg);
             else if (o == 'p')
-                src = atol(optarg);
+                src = strcmp(optarg, "reserved") ? atol(optarg) : -2;
             else if (o == 't')
                 t = atof(optarg);
             else

@@ -30,7 +30,7 @@ VSOCK_MODULES = ["vsock", "vmw_vsock_virtio_transport_common",
                  "vmw_vsock_virtio_transport", "vsock_loopback"]
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
-nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+nobody:x:65534:65534:nobody:/:/bin/sh
 """
 GROUP = """root:x:0:
 nogroup:x:65534:

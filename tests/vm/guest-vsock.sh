@@ -1,0 +1,179 @@
+#!/bin/sh
+# Runs INSIDE the TCG guest as /test.sh (see test_vsock.py): the real guest
+# agent, host agent and vm-run talking over real AF_VSOCK on CID 1
+# (vsock_loopback). Prints one line per check:
+#     QL-CHECK <name> PASS|FAIL|SKIP <detail>
+# and, when anything failed, the daemons' logs as QL-LOG lines.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+[ -f /etc/ql-test.env ] && . /etc/ql-test.env   # sanitizer options from the host
+
+T=${QL_CMD_TIMEOUT:-60}           # seconds any one command may take
+L=/tmp/ql-logs
+CONF=/tmp/ql-config
+RUN=/run/qubes-lite
+PORT=5200                         # the guest agent's vsock port
+PORT_DENY=5201                    # a guest agent without --allow-local-cid
+mkdir -p $L $CONF/vms $RUN
+echo '{"user": "root"}' > $CONF/host.json
+echo '{"id": 3, "name": "test"}' > $CONF/vms/test.json
+echo '{"id": 4, "name": "denied"}' > $CONF/vms/denied.json
+export QUBES_LITE_CONFIG_DIR=$CONF QUBES_LITE_RUNTIME_DIR=$RUN
+
+FAILED=0
+up() { cut -d' ' -f1 /proc/uptime; }
+check() {  # name PASS|FAIL|SKIP detail...
+    n=$1 r=$2; shift 2
+    echo "QL-CHECK $n $r $* (t=$(up))"
+    [ "$r" = FAIL ] && FAILED=1
+    return 0
+}
+# vmrun NAME ARGS...: runs vm-run with the timeout, stdout/stderr to
+# $L/NAME.out/.err, sets $rc.
+vmrun() {
+    n=$1; shift
+    timeout $T vm-run "$@" >$L/$n.out 2>$L/$n.err </dev/null
+    rc=$?
+}
+firstline() { head -c 300 "$1" | tr '\n\r' '  '; }
+waitfor() {  # SECONDS PID CMD...: retry CMD every 0.1 s until it succeeds;
+             # give up early when process PID has exited
+    w=$1 pid=$2; shift 2
+    end=$(($(cut -d. -f1 /proc/uptime) + w))
+    while [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        kill -0 $pid 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+alive() { kill -0 $1 2>/dev/null && echo running || echo exited; }
+
+# --- the path itself: modules, CID, a plain echo over CID 1 --------------
+cid=$(vmhelper cid 2>&1)
+[ "$cid" = 1 ] && check vsock-local-cid PASS "local CID 1" || check vsock-local-cid FAIL "got '$cid'"
+vmhelper echo-server 5100 &
+ECHO=$!
+got=$(timeout 20 vmhelper echo-client 1 5100 ql-loopback 2>&1)
+kill $ECHO 2>/dev/null
+[ "$got" = ql-loopback ] && check vsock-loopback PASS "echo over CID 1" \
+    || check vsock-loopback FAIL "got '$got'"
+
+# --- the daemons ---------------------------------------------------------
+qubes-lite-guest-agent --listen vsock::$PORT --allow-local-cid >$L/guest-agent.log 2>&1 &
+GA=$!
+if waitfor 30 $GA sh -c "vmhelper probe 1 $PORT -p reserved -t 5 | grep -q '^PROBE pong'"; then
+    check guest-agent-ping PASS "Ping/Pong from a reserved port as root"
+else
+    check guest-agent-ping FAIL "$(vmhelper probe 1 $PORT -p reserved -t 5 2>&1); guest agent $(alive $GA)"
+fi
+qubes-lite-host-agent --vm test --no-vmm --foreground --listen unix:$RUN/test.sock \
+    --guest vsock:1:$PORT >$L/host-agent.log 2>&1 &
+HA=$!
+if waitfor 30 $HA test -S $RUN/test.sock; then
+    check host-agent-listening PASS "$RUN/test.sock"
+else
+    check host-agent-listening FAIL "no $RUN/test.sock; host agent $(alive $HA)"
+fi
+
+# --- vm-run through the host agent to the guest agent --------------------
+vmrun echo test echo hello from the guest
+out=$(cat $L/echo.out)
+[ $rc = 0 ] && [ "$out" = "hello from the guest" ] && check echo PASS "stdout '$out'" \
+    || check echo FAIL "rc=$rc stdout '$out' stderr '$(firstline $L/echo.err)'"
+
+vmrun exit test sh -c 'exit 7'
+[ $rc = 7 ] && check exit-code PASS "exit 7 -> 7" \
+    || check exit-code FAIL "rc=$rc stderr '$(firstline $L/exit.err)'"
+
+vmrun missing test no-such-program-ql
+[ $rc = 127 ] && [ -s $L/missing.err ] && check missing-program PASS "127, stderr '$(firstline $L/missing.err)'" \
+    || check missing-program FAIL "rc=$rc stderr '$(firstline $L/missing.err)'"
+
+vmrun streams test sh -c 'echo to-stderr >&2; echo to-stdout'
+[ $rc = 0 ] && [ "$(cat $L/streams.out)" = to-stdout ] && [ "$(cat $L/streams.err)" = to-stderr ] \
+    && check stderr PASS "stdout and stderr kept apart" \
+    || check stderr FAIL "rc=$rc stdout '$(firstline $L/streams.out)' stderr '$(firstline $L/streams.err)'"
+
+MIB=${QL_STDIN_MIB:-4}
+head -c $((MIB * 1048576)) /dev/urandom > /tmp/stdin.bin
+want=$(sha256sum < /tmp/stdin.bin | cut -d' ' -f1)
+t0=$(up)
+timeout $T vm-run test cat </tmp/stdin.bin >/tmp/stdout.bin 2>$L/cat.err
+rc=$?
+t1=$(up)
+got=$(sha256sum < /tmp/stdout.bin | cut -d' ' -f1)
+secs=$(echo "$t1 $t0" | awk '{ printf "%.2f", $1 - $2 }')
+[ $rc = 0 ] && [ "$got" = "$want" ] \
+    && check stdin-checksum PASS "$MIB MiB through cat, sha256 ${want%${want#????????????}}…, ${secs}s" \
+    || check stdin-checksum FAIL "rc=$rc $(wc -c </tmp/stdout.bin) bytes back, sha256 $got want $want, stderr '$(firstline $L/cat.err)'"
+rm -f /tmp/stdin.bin /tmp/stdout.bin
+
+vmrun signal test sh -c 'kill -TERM $$'
+[ $rc = 143 ] && check signal PASS "SIGTERM -> 143" \
+    || check signal FAIL "rc=$rc stderr '$(firstline $L/signal.err)'"
+
+vmrun user -u nobody test id -un
+[ $rc = 0 ] && [ "$(cat $L/user.out)" = nobody ] && check run-as-user PASS "-u nobody: $(cat $L/user.out)" \
+    || check run-as-user FAIL "rc=$rc stdout '$(firstline $L/user.out)' stderr '$(firstline $L/user.err)'"
+
+# A terminal: vm-run -t needs one on its own side, vmhelper pty gives it one.
+if command -v vmhelper >/dev/null; then
+    timeout $T vmhelper pty vm-run -t test tty >$L/pty.out 2>&1 </dev/null
+    rc=$?
+    out=$(tr -d '\r' < $L/pty.out)
+    case "$out" in
+    /dev/pts/*) [ $rc = 0 ] && check pty PASS "tty in the guest: $out" \
+                    || check pty FAIL "rc=$rc output '$out'" ;;
+    *) check pty FAIL "rc=$rc output '$(firstline $L/pty.out)'" ;;
+    esac
+else
+    check pty SKIP "no pty tool in the guest"
+fi
+
+# --- who may connect -----------------------------------------------------
+p=$(timeout 20 vmhelper probe 1 $PORT -u 65534 -p 40000 -t 10 2>&1)
+case "$p" in
+"PROBE denied"*) check denied-unreserved-port PASS "uid 65534 from port 40000: $p" ;;
+*) check denied-unreserved-port FAIL "uid 65534 from port 40000: $p" ;;
+esac
+
+qubes-lite-guest-agent --listen vsock::$PORT_DENY >$L/guest-agent-strict.log 2>&1 &
+GA2=$!
+qubes-lite-host-agent --vm denied --no-vmm --foreground --listen unix:$RUN/denied.sock \
+    --guest vsock:1:$PORT_DENY >$L/host-agent-strict.log 2>&1 &
+HA2=$!
+waitfor 30 $HA2 test -S $RUN/denied.sock
+# The strict agent must be listening before the probe means anything: a
+# connect with nobody listening fails (ECONNRESET), a refused peer is DENIED.
+waitfor 30 $GA2 sh -c "! vmhelper probe 1 $PORT_DENY -p reserved -t 10 | grep -q '^PROBE connect-failed'"
+p=$(timeout 20 vmhelper probe 1 $PORT_DENY -p reserved -t 10 2>&1)
+case "$p" in
+"PROBE denied"*) check denied-local-cid-probe PASS "root from a reserved port, no --allow-local-cid: $p" ;;
+*) check denied-local-cid-probe FAIL "root from a reserved port, no --allow-local-cid: $p; strict guest agent $(alive $GA2)" ;;
+esac
+vmrun denied denied echo should-not-run
+if [ $rc = 255 ] && grep -qi denied $L/denied.err && ! grep -q should-not-run $L/denied.out; then
+    check denied-local-cid PASS "vm-run 255: $(firstline $L/denied.err)"
+else
+    check denied-local-cid FAIL "rc=$rc stdout '$(firstline $L/denied.out)' stderr '$(firstline $L/denied.err)'"
+fi
+
+# The refusals did not hurt the agents.
+vmrun again test echo still serving
+[ $rc = 0 ] && [ "$(cat $L/again.out)" = "still serving" ] && kill -0 $GA 2>/dev/null && kill -0 $HA 2>/dev/null \
+    && check still-serving PASS "both agents alive and answering" \
+    || check still-serving FAIL "rc=$rc stdout '$(firstline $L/again.out)'; guest agent $(alive $GA), host agent $(alive $HA)"
+
+# Sanitizer builds: nothing reported by any program.
+if grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:' $L/* >/tmp/san 2>/dev/null; then
+    check no-sanitizer-reports FAIL "in $(tr '\n' ' ' < /tmp/san)"
+else
+    check no-sanitizer-reports PASS "no ASan/LSan/UBSan report in any log"
+fi
+
+if [ $FAILED = 1 ]; then
+    for f in $L/*; do
+        [ -s "$f" ] && tail -n 60 "$f" | sed "s|^|QL-LOG $(basename $f): |"
+    done
+fi
+exit $FAILED
