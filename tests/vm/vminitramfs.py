@@ -158,6 +158,7 @@ def build(out, kernel, test_script=None, binaries=(), modules=VSOCK_MODULES,
     if shared_libs(busybox):
         raise InitramfsError(f"{busybox} is dynamically linked; install busybox-static")
     with tempfile.TemporaryDirectory(prefix="qlvm-initramfs-") as r:
+        os.chmod(r, 0o755)            # becomes the guest's /, mkdtemp made it 0700
         for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp",
                   "run", "etc", "root", "lib/modules", "var/tmp"):
             os.makedirs(os.path.join(r, d), exist_ok=True)
