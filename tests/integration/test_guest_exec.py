@@ -1,0 +1,347 @@
+"""Guest agent: running programs, exit paths, stdio, environment, users."""
+import errno
+import os
+import resource
+import signal
+import stat
+import tempfile
+
+import pytest
+
+import qlwire
+from guestfix import pid_alive, stream, wait_for
+from qlwire import pb
+
+
+def test_exit_code(guest_agent):
+    g = guest_agent()
+    c = g.start(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    name, msg = c.recv()
+    assert name == "started" and msg.pid > 0
+    out, err, ex, others = c.recv_until_exit()
+    assert (out, err) == (b"out\n", b"err\n")
+    assert ex.WhichOneof("result") == "code" and ex.code == 7
+    c.send("exit_ack")
+    c.expect_closed()
+
+
+def test_exit_zero_no_output(guest_agent):
+    g = guest_agent()
+    out, err, ex, others = g.run(["true"])
+    assert (out, err) == (b"", b"")
+    assert ex.WhichOneof("result") == "code" and ex.code == 0
+    assert [n for n, _ in others] == ["started"]
+
+
+def test_exit_signal(guest_agent):
+    g = guest_agent()
+    out, err, ex, _ = g.run(["sh", "-c", "ulimit -c 0; kill -TERM $$"])
+    assert ex.WhichOneof("result") == "signal"
+    assert ex.signal.signo == signal.SIGTERM and not ex.signal.core_dumped
+
+
+def test_exit_signal_core_dumped(guest_agent):
+    with open("/proc/sys/kernel/core_pattern") as f:
+        pattern = f.read().strip()
+    if pattern.startswith("|") or "/" in pattern:
+        pytest.skip(f"core_pattern {pattern!r} does not write into the cwd")
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if hard != resource.RLIM_INFINITY and hard < 1 << 20:
+        pytest.skip("core dumps are limited by the hard rlimit")
+    g = guest_agent()
+    d = tempfile.mkdtemp(prefix="qlg-core-")
+    try:
+        out, err, ex, _ = g.run(["sh", "-c", "ulimit -c unlimited; kill -SEGV $$"], cwd=d.encode())
+        assert ex.WhichOneof("result") == "signal"
+        assert ex.signal.signo == signal.SIGSEGV
+        assert ex.signal.core_dumped
+    finally:
+        for f in os.listdir(d):
+            os.unlink(os.path.join(d, f))
+        os.rmdir(d)
+
+
+def test_command_not_found_127(guest_agent):
+    g = guest_agent()
+    c = g.start(["no-such-command-ql"])
+    out, err, ex, others = c.recv_until_exit()
+    assert others == []                   # no Started for a program that never ran
+    assert err == b"qubes-lite: no-such-command-ql: command not found\n"
+    assert ex.WhichOneof("result") == "start_errno" and ex.start_errno == errno.ENOENT
+    c.send("exit_ack")
+    c.expect_closed()
+
+
+def test_missing_path_127(guest_agent):
+    g = guest_agent()
+    out, err, ex, others = g.run(["/nonexistent/ql/prog"])
+    assert ex.start_errno == errno.ENOENT
+    assert err == b"qubes-lite: /nonexistent/ql/prog: No such file or directory\n"
+
+
+def test_not_executable_126(guest_agent, tmp_path):
+    g = guest_agent()
+    p = tmp_path / "notexec"
+    p.write_text("#!/bin/sh\necho no\n")
+    p.chmod(0o644)
+    out, err, ex, others = g.run([str(p)])
+    assert ex.WhichOneof("result") == "start_errno" and ex.start_errno == errno.EACCES
+    assert err == f"qubes-lite: {p}: Permission denied\n".encode()
+    assert out == b""
+
+
+def test_bad_cwd(guest_agent):
+    g = guest_agent()
+    out, err, ex, _ = g.run(["true"], cwd=b"/nonexistent-ql-dir")
+    assert ex.WhichOneof("result") == "start_errno" and ex.start_errno == errno.ENOENT
+    assert err.startswith(b"qubes-lite: cd: /nonexistent-ql-dir:")
+
+
+def test_path_lookup_uses_request_path(guest_agent, tmp_path):
+    g = guest_agent()
+    prog = tmp_path / "ql-hello"
+    prog.write_text("#!/bin/sh\necho found \"$@\"\n")
+    prog.chmod(0o755)
+    out, err, ex, _ = g.run(["ql-hello", "a b"], env=[f"PATH={tmp_path}:/usr/bin:/bin".encode()])
+    assert (out, ex.code) == (b"found a b\n", 0), err
+
+
+def test_argv_not_through_a_shell(guest_agent):
+    g = guest_agent()
+    out, err, ex, _ = g.run(["echo", "$HOME", "`id`", "a;b"])
+    assert out == b"$HOME `id` a;b\n"
+
+
+def test_environment_and_cwd(guest_agent):
+    g = guest_agent()
+    script = 'echo "$HOME|$USER|$LOGNAME|$SHELL|$XDG_RUNTIME_DIR|$FOO|$USER_OVERRIDE"; pwd; id -u'
+    out, err, ex, _ = g.run(["sh", "-c", script], cwd=b"/tmp",
+                            env=[b"FOO=bar=baz", b"USER_OVERRIDE=x"])
+    assert ex.code == 0, err
+    lines = out.decode().splitlines()
+    home, user, logname, shell, xdg, foo, over = lines[0].split("|")
+    assert user == logname == "root" and home == "/root"
+    assert shell and xdg == "/run/user/0"
+    assert (foo, over) == ("bar=baz", "x")
+    assert lines[1:] == ["/tmp", "0"]
+
+
+def test_request_env_overrides_login_env(guest_agent):
+    g = guest_agent()
+    out, _, ex, _ = g.run(["sh", "-c", 'echo "$HOME $XDG_RUNTIME_DIR"'],
+                          env=[b"HOME=/elsewhere", b"XDG_RUNTIME_DIR=/tmp/x"])
+    assert out == b"/elsewhere /tmp/x\n"
+
+
+def test_default_cwd_is_home(guest_agent):
+    g = guest_agent()
+    out, _, ex, _ = g.run(["pwd"])
+    assert out == b"/root\n"
+
+
+def test_user_nobody(guest_agent):
+    g = guest_agent()
+    out, err, ex, _ = g.run(["sh", "-c", 'id -u; id -g; echo "$USER $HOME $XDG_RUNTIME_DIR"; pwd'],
+                            user="nobody")
+    assert ex.code == 0, err
+    assert out.decode().splitlines() == ["65534", "65534", "nobody /nonexistent /run/user/65534", "/"]
+
+
+def test_numeric_user(guest_agent):
+    g = guest_agent()
+    out, err, ex, _ = g.run(["id", "-u"], user="65534")
+    assert out == b"65534\n", err
+
+
+def test_default_user_option(guest_agent):
+    g = guest_agent("--default-user", "nobody")
+    out, _, _, _ = g.run(["id", "-un"])
+    assert out == b"nobody\n"
+    out, _, _, _ = g.run(["id", "-un"], user="root")
+    assert out == b"root\n"
+
+
+def test_unknown_user(guest_agent):
+    g = guest_agent()
+    out, err, ex, _ = g.run(["true"], user="no-such-user-ql")
+    assert ex.WhichOneof("result") == "start_errno" and ex.start_errno not in (0, errno.ENOENT)
+    assert b"no-such-user-ql" in err
+
+
+def drop_to_nobody():
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)
+
+
+def test_unprivileged_agent_cannot_switch_user(guest_agent):
+    # The agent itself runs as nobody; the client (root) is allowed.
+    g = guest_agent(preexec=drop_to_nobody, dir_mode=0o777)
+    out, err, ex, others = g.run(["id", "-u"], user="root")
+    assert ex.WhichOneof("result") == "start_errno" and ex.start_errno == errno.EPERM
+    assert b"qubes-lite: cannot run as root: Operation not permitted" in err
+    # Its own user is fine.
+    out, err, ex, _ = g.run(["id", "-u"])
+    assert out == b"65534\n", err
+
+
+def test_explicit_stdin_close(guest_agent):
+    g = guest_agent()
+    data = b"x" * 300000
+    out, err, ex, _ = g.run(["wc", "-c"], stdin=data)
+    assert out.strip() == b"300000" and ex.code == 0
+
+
+def test_stdin_close_without_data(guest_agent):
+    g = guest_agent()
+    out, _, ex, _ = g.run(["wc", "-c"])
+    assert out.strip() == b"0"
+
+
+def test_stdin_acks_match_window(guest_agent):
+    g = guest_agent()
+    c = g.start(["cat"], stdin_window=200000)
+    block = os.urandom(1 << 16)
+    sent, got, err, ex, acks = stream(c, 3 * 1024 * 1024, block, window=200000)
+    assert sent == got and ex.code == 0
+    assert acks == 3 * 1024 * 1024
+    c.send("exit_ack")
+    c.expect_closed()
+
+
+@pytest.mark.parametrize("window", [256 * 1024, 64 * 1024 + 7])
+def test_100mib_through_cat(guest_agent, window):
+    g = guest_agent()
+    c = g.start(["cat"], stdin_window=window)
+    block = os.urandom(1 << 20) + b"tail"
+    sent, got, err, ex, acks = stream(c, 100 * 1024 * 1024, block, window=window)
+    assert err == b""
+    assert sent == got
+    assert ex.WhichOneof("result") == "code" and ex.code == 0
+    c.send("exit_ack")
+    c.expect_closed()
+
+
+def test_output_memory_stays_flat_with_slow_reader(guest_agent):
+    """A program writing much more than the client reads: the agent holds
+    only a bounded amount (RSS stays small) and loses nothing."""
+    g = guest_agent()
+    total = 64 * 1024 * 1024
+    c = g.start(["head", "-c", str(total), "/dev/zero"])
+    c.sock.settimeout(120)
+    got = 0
+    peak = 0
+    buf = bytearray()
+    reads = 0
+    from guestfix import frames
+    import time
+    while True:
+        data = c.sock.recv(256 * 1024)
+        assert data
+        buf += data
+        reads += 1
+        if reads % 16 == 0:
+            time.sleep(0.01)              # a slow reader
+            peak = max(peak, g.rss_kib())
+        done = False
+        for name, msg in frames(buf):
+            if name == "data":
+                got += len(msg.data)
+            elif name == "exited":
+                done = True
+        if done:
+            break
+    assert got == total
+    # Bounded: well under the output size (sanitizer builds are bigger).
+    limit = 64 * 1024 if "san" in os.environ.get("BUILD", "") else 16 * 1024
+    assert peak < limit, peak
+    c.send("exit_ack")
+    c.expect_closed()
+
+
+def test_signal_forwarded_to_group(guest_agent, tmp_path):
+    g = guest_agent()
+    pids = tmp_path / "pids"
+    script = f"sleep 1000 & echo $! > {pids}.tmp; sleep 1000 & echo $! >> {pids}.tmp; " \
+             f"mv {pids}.tmp {pids}; echo ready; wait"
+    c = g.start(["sh", "-c", script])
+    assert c.recv()[0] == "started"
+    name, msg = c.recv()
+    assert (name, msg.data) == ("data", b"ready\n")
+    children = [int(x) for x in pids.read_text().split()]
+    assert all(pid_alive(p) for p in children)
+    c.send("signal", signo=signal.SIGTERM)
+    out, err, ex, _ = c.recv_until_exit(timeout=30)
+    assert ex.WhichOneof("result") == "signal" and ex.signal.signo == signal.SIGTERM
+    wait_for(lambda: not any(pid_alive(p) for p in children), timeout=30, what="children gone")
+    c.send("exit_ack")
+    c.expect_closed()
+
+
+def test_signal_not_stuck_behind_unread_stdin(guest_agent):
+    """The program never reads stdin; the client fills its window; a Signal
+    still gets through."""
+    g = guest_agent()
+    c = g.start(["sleep", "1000"], stdin_window=1024 * 1024)
+    assert c.recv()[0] == "started"
+    for _ in range(16):
+        c.send("data", stream=pb.STREAM_STDIN, data=b"z" * 65536)
+    c.send("signal", signo=signal.SIGINT)
+    out, err, ex, _ = c.recv_until_exit(timeout=30)
+    assert ex.signal.signo == signal.SIGINT
+    c.send("exit_ack")
+    c.expect_closed()
+
+
+@pytest.mark.parametrize("ignore_hup", [False, True])
+def test_disconnect_kills_whole_group(guest_agent, tmp_path, ignore_hup):
+    g = guest_agent("--kill-grace", "1")
+    pids = tmp_path / "pids"
+    trap = 'trap "" HUP; ' if ignore_hup else ""
+    script = (f"{trap}(sleep 1000 & echo $! >> {pids}.tmp; sleep 1000) & "
+              f"sleep 1000 & echo $! >> {pids}.tmp; echo $$ >> {pids}.tmp; "
+              f"mv {pids}.tmp {pids}; echo ready; wait")
+    c = g.start(["sh", "-c", script])
+    assert c.recv()[0] == "started"
+    name, msg = c.recv()
+    assert msg.data == b"ready\n"
+    wait_for(lambda: pids.exists(), what="pid file")
+    procs = [int(x) for x in pids.read_text().split()]
+    assert len(procs) == 3 and all(pid_alive(p) for p in procs)
+    c.close()
+    wait_for(lambda: not any(pid_alive(p) for p in procs), timeout=30, what="group gone")
+    # The session is gone too: the agent is back to its idle fd count.
+    c2 = g.connect()
+    c2.send("status_request")
+    name, st = c2.recv()
+    assert name == "status"
+
+
+def test_many_concurrent_sessions_and_fds(guest_agent):
+    g = guest_agent()
+    g.run(["true"])                       # the event loop's timer fds are made lazily
+    before = g.fd_count()
+    conns = []
+    try:
+        for i in range(200):
+            conns.append(g.start(["cat"]))
+        for c in conns:
+            assert c.recv(timeout=60)[0] == "started"
+        st = g.connect()
+        st.send("status_request")
+        name, msg = st.recv()
+        assert name == "status" and msg.live_sessions == 200
+        st.close()
+        for i, c in enumerate(conns):
+            c.send("data", stream=pb.STREAM_STDIN, data=f"session {i}\n".encode())
+            c.send("stdin_close")
+        for i, c in enumerate(conns):
+            out, err, ex, _ = c.recv_until_exit(timeout=60)
+            assert out == f"session {i}\n".encode() and ex.code == 0
+            c.send("exit_ack")
+        for c in conns:
+            c.expect_closed(timeout=60)
+    finally:
+        for c in conns:
+            c.close()
+    wait_for(lambda: g.fd_count() == before, timeout=30, what=f"fd count back to {before}")
