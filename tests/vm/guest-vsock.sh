@@ -7,7 +7,7 @@
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
 [ -f /etc/ql-test.env ] && . /etc/ql-test.env   # sanitizer options from the host
 
-T=${QL_CMD_TIMEOUT:-60}           # seconds any one command may take
+T=${QL_CMD_TIMEOUT:-30}           # seconds any one command may take
 L=/tmp/ql-logs
 CONF=/tmp/ql-config
 RUN=/run/qubes-lite

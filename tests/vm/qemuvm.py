@@ -1,6 +1,9 @@
 """Boots one throw-away qemu TCG guest and returns its serial output.
 
     python3 tests/vm/qemuvm.py VMLINUX INITRD [TIMEOUT]
+    python3 tests/vm/qemuvm.py --shell VMLINUX INITRD
+        the same guest on this terminal; after /test.sh it leaves a shell
+        (`poweroff -f` or Ctrl-A X ends it)
 
 The guest has no network device and no disk: the kernel (a PVH vmlinux),
 the initramfs and the serial console are all it gets. Its /init is
@@ -73,6 +76,8 @@ def run(vmlinux, initrd, timeout=120, append="", memory=512, log=None):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--shell":
+        os.execv(qemu_binary(), command(sys.argv[2], sys.argv[3], "ql.shell"))
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     r = run(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 120)

@@ -11,8 +11,8 @@ per check; each expected name below is its own test here.
 Skipped (with the reason) when qemu or the Debian kernel package cannot be
 had; failed when the programs under test were not built.
 Environment: BUILD (default build), QL_VM_TIMEOUT (seconds for the whole
-guest run, default 300), QL_CMD_TIMEOUT (seconds per command in the guest,
-default 60), QL_STDIN_MIB (stdin check size, default 4), ASAN_OPTIONS,
+guest run, default 180), QL_CMD_TIMEOUT (seconds per command in the guest,
+default 30), QL_STDIN_MIB (stdin check size, default 4), ASAN_OPTIONS,
 UBSAN_OPTIONS and LSAN_OPTIONS (passed into the guest).
 """
 import os
@@ -92,16 +92,16 @@ def _tail(text, n=40):
 def vm():
     import time
     run = Run()
-    try:
-        qemuvm.qemu_binary()
-        kernel = vmkernel.ensure_kernel()
-    except (qemuvm.QemuUnavailable, vmkernel.KernelUnavailable) as e:
-        pytest.skip(f"VM tests need qemu and the Debian kernel: {e}")
     missing = [p for p in PROGRAMS if not os.access(os.path.join(BIN, p), os.X_OK)]
     if missing:
         run.error = (f"not built: {', '.join(os.path.join(BIN, p) for p in missing)} "
                      "(run make)")
         return run
+    try:
+        qemuvm.qemu_binary()
+        kernel = vmkernel.ensure_kernel()
+    except (qemuvm.QemuUnavailable, vmkernel.KernelUnavailable) as e:
+        pytest.skip(f"VM tests need qemu and the Debian kernel: {e}")
     t0 = time.monotonic()
     try:
         helper = build_helper()
@@ -120,7 +120,7 @@ def vm():
     run.build_s = time.monotonic() - t0
     run.log = os.path.join(WORK, "vsock-test.console.log")
     run.result = qemuvm.run(kernel.vmlinux, initrd,
-                            timeout=float(os.environ.get("QL_VM_TIMEOUT", "300")),
+                            timeout=float(os.environ.get("QL_VM_TIMEOUT", "180")),
                             log=run.log)
     for line in run.result.lines():
         m = CHECK_RE.match(line.strip())

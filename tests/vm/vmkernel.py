@@ -46,6 +46,13 @@ def cache_dir():
     return os.path.join(ROOT, os.environ.get("BUILD", "build"), "vm")
 
 
+def _default_cache():
+    """build/vm: where a plain `make test` keeps the kernel. Other BUILD
+    directories (build/san for `make check`) reuse it when it is ready
+    rather than fetching and unpacking the same 400 MB again."""
+    return os.path.join(ROOT, "build", "vm")
+
+
 def _run(cmd, **kw):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, **kw)
@@ -74,10 +81,10 @@ def _find_deb(dirs, pkg):
     return None
 
 
-def fetch_deb(debdir, pkg):
-    """The package's .deb: from our cache, apt's cache, or apt-get download."""
+def fetch_deb(debdir, pkg, more_dirs=()):
+    """The package's .deb: from our caches, apt's cache, or apt-get download."""
     os.makedirs(debdir, exist_ok=True)
-    deb = _find_deb([debdir, "/var/cache/apt/archives"], pkg)
+    deb = _find_deb([debdir, *more_dirs, "/var/cache/apt/archives"], pkg)
     if deb:
         return deb
     # No glob: an exact name fetches only the candidate version (a glob
@@ -138,13 +145,18 @@ def _cached(cache):
 
 def ensure_kernel(cache=None, log=None):
     """The cached kernel, fetching and preparing it on first use."""
-    cache = cache or cache_dir()
-    k = _cached(cache)
+    if cache is None:
+        cache = cache_dir()
+        k = _cached(cache) or (None if os.environ.get("QL_VM_CACHE")
+                               else _cached(_default_cache()))
+    else:
+        k = _cached(cache)
     if k:
         return k
     say = log or (lambda m: None)
     pkg = kernel_package()
-    deb = fetch_deb(os.path.join(cache, "debs"), pkg)
+    deb = fetch_deb(os.path.join(cache, "debs"), pkg,
+                    [os.path.join(_default_cache(), "debs")])
     say(f"unpacking {os.path.basename(deb)}")
     root = os.path.join(cache, "kernel")
     shutil.rmtree(root, ignore_errors=True)
