@@ -1,0 +1,274 @@
+"""Guest agent: the protocol's edges: bad frames, order, versions, peers,
+control requests."""
+import os
+import socket
+import struct
+import time
+
+import pytest
+
+import qlwire
+from guestfix import wait_for
+from qlwire import pb
+
+
+def expect_error(c, code, timeout=30):
+    """The next frame is Error(code), then the connection closes."""
+    name, msg = c.recv(timeout=timeout)
+    assert name == "error", (name, msg)
+    assert msg.code == code, msg
+    assert c.expect_closed(timeout=timeout) == []
+    return msg
+
+
+@pytest.fixture
+def bystander(guest_agent):
+    """An agent, and a session (cat) that must keep working throughout."""
+    g = guest_agent()
+    c = g.start(["cat"], stdin_window=1 << 20)
+    assert c.recv()[0] == "started"
+    yield g
+    c.send("data", stream=pb.STREAM_STDIN, data=b"still here\n")
+    got = {}
+    while len(got) < 2:
+        name, msg = c.recv()
+        got[name] = msg
+    assert got["data"].data == b"still here\n"
+    assert got["stdin_ack"].bytes == 11
+    c.send("stdin_close")
+    out, err, ex, _ = c.recv_until_exit()
+    assert ex.code == 0
+    c.send("exit_ack")
+    c.expect_closed()
+
+
+def test_oversized_frame(bystander):
+    c = bystander.connect()
+    c.send_raw(struct.pack(">I", qlwire.FRAME_MAX + 1))
+    msg = expect_error(c, pb.ERROR_TOO_LARGE)
+
+
+def test_oversized_frame_before_hello(bystander):
+    c = bystander.connect(hello=False)
+    name, _ = c.recv()
+    assert name == "hello"
+    c.send_raw(struct.pack(">I", 0xFFFFFFFF) + b"x" * 100)
+    expect_error(c, pb.ERROR_TOO_LARGE)
+
+
+def test_undecodable_frame(bystander):
+    c = bystander.connect()
+    garbage = b"\xff\xff\xff\xff\x0f" * 10
+    c.send_raw(struct.pack(">I", len(garbage)) + garbage)
+    expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_empty_envelope(bystander):
+    c = bystander.connect()
+    c.send_raw(struct.pack(">I", 0))
+    expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_invalid_exec(bystander):
+    c = bystander.connect()
+    c.send("exec", argv=[])
+    expect_error(c, pb.ERROR_INVALID)
+
+
+def test_invalid_exec_bad_pty(bystander):
+    c = bystander.connect()
+    c.send("exec", argv=[b"true"], pty={"rows": 0, "cols": 80})
+    expect_error(c, pb.ERROR_INVALID)
+
+
+def test_exec_before_hello(bystander):
+    c = bystander.connect(hello=False)
+    assert c.recv()[0] == "hello"
+    c.send("exec", argv=[b"true"])
+    expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_data_before_exec(bystander):
+    c = bystander.connect()
+    c.send("data", stream=pb.STREAM_STDIN, data=b"x")
+    expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_two_requests(bystander):
+    c = bystander.connect()
+    c.send("exec", argv=[b"sleep", b"1000"])
+    assert c.recv()[0] == "started"
+    c.send("exec", argv=[b"true"])
+    expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_exit_ack_before_exit(bystander):
+    c = bystander.connect()
+    c.send("exec", argv=[b"sleep", b"1000"])
+    assert c.recv()[0] == "started"
+    c.send("exit_ack")
+    expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_stdout_data_from_client(bystander):
+    c = bystander.connect()
+    c.send("exec", argv=[b"cat"])
+    assert c.recv()[0] == "started"
+    c.send("data", stream=pb.STREAM_STDOUT, data=b"x")
+    expect_error(c, pb.ERROR_INVALID)
+
+
+def test_stdin_window_exceeded(bystander):
+    c = bystander.connect()
+    c.send("exec", argv=[b"sleep", b"1000"], stdin_window=1000)
+    assert c.recv()[0] == "started"
+    c.send("data", stream=pb.STREAM_STDIN, data=b"x" * 1001)
+    expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_data_after_stdin_close(bystander):
+    c = bystander.connect()
+    c.send("exec", argv=[b"sleep", b"1000"])
+    assert c.recv()[0] == "started"
+    c.send("stdin_close")
+    c.send("data", stream=pb.STREAM_STDIN, data=b"x")
+    expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_wrong_hello_major(bystander):
+    c = bystander.connect(hello=False)
+    name, msg = c.recv()
+    assert name == "hello" and msg.major == qlwire.VERSION_MAJOR
+    c.send("hello", major=qlwire.VERSION_MAJOR + 1, minor=0, software="future")
+    expect_error(c, pb.ERROR_VERSION)
+
+
+def test_newer_minor_is_fine(bystander):
+    c = bystander.connect(hello=False)
+    assert c.recv()[0] == "hello"
+    c.send("hello", major=qlwire.VERSION_MAJOR, minor=99, software="newer")
+    c.send("ping", nonce=5)
+    assert c.recv() [1].nonce == 5
+
+
+def test_protocol_error_kills_its_program(guest_agent, tmp_path):
+    g = guest_agent("--kill-grace", "1")
+    c = g.start(["sleep", "1000"])
+    name, st = c.recv()
+    assert name == "started"
+    c.send("exec", argv=[b"true"])
+    expect_error(c, pb.ERROR_PROTOCOL)
+    wait_for(lambda: not os.path.exists(f"/proc/{st.pid}"), what="program gone")
+
+
+def test_hello_timeout(bystander):
+    c = bystander.connect(hello=False, timeout=60)
+    assert c.recv()[0] == "hello"
+    start = time.monotonic()
+    expect_error(c, pb.ERROR_PROTOCOL, timeout=60)
+    assert time.monotonic() - start > 5
+
+
+def test_client_hangs_up_mid_frame(bystander):
+    c = bystander.connect()
+    c.send_raw(struct.pack(">I", 1000) + b"\x12")
+    c.close()
+
+
+def run_as_nobody(fn):
+    """Runs fn() in a child with uid/gid 65534; returns its exit status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            fn()
+            os._exit(0)
+        except BaseException as e:    # noqa: B902 - report anything
+            import traceback
+            traceback.print_exc()
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_refused_peer(bystander):
+    g = bystander
+    os.chmod(g.dir, 0o755)
+    os.chmod(g.sock, 0o777)
+
+    def client():
+        c = qlwire.Conn.unix(g.sock, timeout=30)
+        name, msg = c.recv()
+        assert name == "error" and msg.code == pb.ERROR_DENIED, (name, msg)
+        c.expect_closed()
+
+    assert run_as_nobody(client) == 0
+    # Root is still served.
+    c = g.connect()
+    c.send("ping", nonce=1)
+    assert c.recv()[0] == "pong"
+
+
+def test_allowed_uid(guest_agent):
+    g = guest_agent("--allow-uid", "65534")
+    os.chmod(g.dir, 0o755)
+    os.chmod(g.sock, 0o777)
+
+    def client():
+        c = qlwire.Conn.unix(g.sock, timeout=30)
+        c.hello()
+        c.send("exec", argv=[b"id", b"-u"], user="nobody")
+        out, err, ex, _ = c.recv_until_exit()
+        assert out == b"65534\n" and ex.code == 0, (out, err)
+        c.send("exit_ack")
+        c.expect_closed()
+
+    assert run_as_nobody(client) == 0
+
+
+def test_ping(guest_agent):
+    g = guest_agent()
+    c = g.connect()
+    c.send("ping", nonce=0xDEADBEEFCAFE)
+    name, msg = c.recv()
+    assert name == "pong" and msg.nonce == 0xDEADBEEFCAFE
+    assert c.expect_closed() == []
+
+
+def test_status(guest_agent):
+    g = guest_agent("--idle-timeout", "3600")
+    c = g.connect()
+    c.send("status_request")
+    name, st = c.recv()
+    assert name == "status"
+    assert st.live_sessions == 0 and st.idle_timeout_s == 3600
+    assert st.uptime_ms > 0
+    c.expect_closed()
+
+    run = g.start(["sleep", "1000"])
+    assert run.recv()[0] == "started"
+    c = g.connect()
+    c.send("status_request")
+    name, st = c.recv()
+    assert st.live_sessions == 1 and st.idle_ms == 0
+    run.send("signal", signo=9)
+    run.recv_until_exit()
+    run.send("exit_ack")
+    time.sleep(0.3)
+    c = g.connect()
+    c.send("status_request")
+    name, st = c.recv()
+    assert st.live_sessions == 0 and st.idle_ms >= 200
+
+
+def test_many_bad_peers_at_once(bystander):
+    """A crowd of broken peers: each gets its Error; the agent serves on."""
+    conns = []
+    for i in range(50):
+        c = bystander.connect()
+        conns.append(c)
+        c.send_raw(struct.pack(">I", 3) + b"\xff\xff\xff")
+    for c in conns:
+        expect_error(c, pb.ERROR_PROTOCOL)
