@@ -1,0 +1,37 @@
+"""Runs every cmocka unit test binary built by `make tests`.
+
+Each $BUILD/tests/unit/test-* binary is one test here; a failure shows the
+binary's own cmocka output. BUILD (default build) is relative to the
+repository root.
+"""
+import glob
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+UNIT_DIR = os.path.join(BUILD, "tests", "unit")
+SOURCES = sorted(os.path.basename(p)[:-2]
+                 for p in glob.glob(os.path.join(ROOT, "tests", "unit", "test-*.c")))
+TIMEOUT = 300
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_unit(name, tmp_path):
+    binary = os.path.join(UNIT_DIR, name)
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"{binary} is not built: run `make tests` (BUILD={BUILD})")
+    try:
+        proc = subprocess.run([binary], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace")
+        pytest.fail(f"{name} did not finish in {TIMEOUT}s:\n{out}")
+    out = proc.stdout.decode(errors="replace")
+    if proc.returncode != 0:
+        pytest.fail(f"{name} exited with {proc.returncode}:\n{out}", pytrace=False)
+    # cmocka prints one PASSED line per group; make sure tests actually ran.
+    assert "PASSED" in out, f"{name} printed no cmocka summary:\n{out}"
