@@ -72,14 +72,15 @@ wait_socket() {   # path pid what
 #
 # Who may connect: the guest agent checks SO_PEERCRED against --allow-uid
 # (root only by default). The kernel translates the peer's uid into the
-# agent's user namespace, and that namespace maps only the agent's own uid,
-# so the host agent (root, or our user, outside) is seen as the overflow
-# uid (/proc/sys/kernel/overflowuid, 65534) — and so would be any other
-# outside uid. We therefore allow that uid and let the file system be the
-# gate: the socket lives in a 0700 directory owned by the agent's own uid,
-# which only it and root can enter. (In a VM there is no such ambiguity:
-# the agent listens on vsock and accepts only the host's CID from a port
-# below 1024.)
+# agent's user namespace, and that namespace maps only the agent's own uid.
+# Started as root, the host agent stays root outside and is therefore seen
+# as the overflow uid (/proc/sys/kernel/overflowuid, 65534) — as would be
+# any other outside uid but nobody's. We allow that uid and let the file
+# system be the gate: the socket lives in a 0700 directory owned by the
+# agent's uid, which only that uid and root can enter. (Started as an
+# ordinary user, the host agent has the agent's own uid, which is 0 inside
+# and accepted anyway.) In a VM there is no such ambiguity: the agent
+# listens on vsock and accepts only the host's CID from a port below 1024.
 #
 # The binary is copied into the temporary directory so that nobody can run
 # it even when this checkout lives under a private home directory.
@@ -155,8 +156,74 @@ say "With -t the command gets a terminal of its own (script gives us one here)"
 show "vm-run -t $VM sh -c 'tty; stty size'"
 script -qec "stty rows 24 cols 80; vm-run -t $VM sh -c 'tty; stty size'" /dev/null </dev/null | tr -d '\r'
 
-say "--timing says where the time went"
+say "Signals are forwarded: Ctrl-C (SIGINT) reaches the command, which dies of it"
+show "vm-run $VM sleep 30   # SIGINT after half a second"
+rc=0
+timeout --preserve-status -s INT 0.5 vm-run "$VM" sleep 30 || rc=$?
+echo "exit status $rc (128 + SIGINT)"
+
+say "--timing says where the time went (on stderr)"
 show "vm-run --timing $VM true"
-vm-run --timing "$VM" true
+vm-run --timing "$VM" true 2>&1
+
+if [ -x /usr/bin/python3 ]; then
+    say "The guest agent's Status (what vm-list will show), asked while one session runs"
+    vm-run "$VM" sleep 2 &
+    pids+=("$!")
+    sleep 0.3
+    /usr/bin/python3 - "$guest_sock" <<'PY'
+# A Status request by hand: the protocol is small enough to speak without a
+# protobuf library (Envelope field 1 = Hello, 12 = StatusRequest, 13 = Status).
+import socket, struct, sys
+
+def varint(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+def fields(buf):
+    i = 0
+    while i < len(buf):
+        key = shift = 0
+        while True:
+            b = buf[i]; i += 1; key |= (b & 0x7F) << shift; shift += 7
+            if b < 0x80:
+                break
+        num, wtype = key >> 3, key & 7
+        val = shift = 0
+        while True:
+            b = buf[i]; i += 1; val |= (b & 0x7F) << shift; shift += 7
+            if b < 0x80:
+                break
+        if wtype == 2:
+            yield num, buf[i:i + val]; i += val
+        else:
+            yield num, val
+
+def frame(num, payload):
+    body = varint(num << 3 | 2) + varint(len(payload)) + payload
+    return struct.pack(">I", len(body)) + body
+
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(frame(1, b"\x08\x01\x10\x00") + frame(12, b""))
+f = s.makefile("rb")
+while True:
+    n = struct.unpack(">I", f.read(4))[0]
+    (num, payload), = fields(f.read(n))
+    if num == 13:
+        st = dict(fields(payload))
+        print(f"uptime (of the machine, in a VM the VM's) {st.get(1, 0) / 1000:.1f} s, live sessions {st.get(2, 0)}, "
+              f"idle {st.get(3, 0) / 1000:.1f} s, idle timeout {st.get(4, 0)} s (0: not disposable)")
+        break
+    if num == 11:
+        sys.exit(f"error: {dict(fields(payload)).get(2, b'').decode()}")
+PY
+    wait "$!" 2>/dev/null || true
+fi
 
 say "Done; stopping the agents"
