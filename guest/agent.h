@@ -36,6 +36,7 @@ typedef struct Agent {
     unsigned n_conns;
     Session *sessions;
     bool powering_off;
+    bool accept_paused;
 } Agent;
 
 /* A session's Exec began / ended being live (idle tracking). */

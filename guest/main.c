@@ -186,8 +186,28 @@ int agent_power_off(Agent *a, const char *why) {
 /* ---- accepting ---------------------------------------------------------------- */
 
 static void agent_update_listen(Agent *a) {
-    (void)sd_event_source_set_enabled(a->listen_src,
-                                      a->n_conns < AGENT_CONN_MAX ? SD_EVENT_ON : SD_EVENT_OFF);
+    bool on = a->n_conns < AGENT_CONN_MAX && !a->accept_paused;
+    (void)sd_event_source_set_enabled(a->listen_src, on ? SD_EVENT_ON : SD_EVENT_OFF);
+}
+
+static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
+    Agent *a = userdata;
+    a->accept_paused = false;
+    agent_update_listen(a);
+    return 0;
+}
+
+/* Out of fds or memory: a level-triggered listener would spin, so stop
+ * accepting for a moment; sessions ending free what we need. */
+static void agent_pause_accept(Agent *a) {
+    if (a->accept_paused) {
+        return;
+    }
+    int r = sd_event_add_time_relative(a->event, NULL, CLOCK_MONOTONIC, 250000, 10000,
+                                       on_accept_resume, a);
+    if (r >= 0) {
+        a->accept_paused = true;
+    }
 }
 
 void agent_conn_closed(Agent *a) {
@@ -248,6 +268,7 @@ static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *user
             }
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_warning_errno(-errno, "accept: %m");
+                agent_pause_accept(a);
                 break;
             }
             log_debug_errno(-errno, "accept: %m");  /* ECONNABORTED and the like */
