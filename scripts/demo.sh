@@ -46,8 +46,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+say() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
 show() { printf '$ %s\n' "$*"; }
 
 wait_socket() {   # path pid what
@@ -131,15 +134,17 @@ pids+=("$host_pid")
 wait_socket "$QUBES_LITE_RUNTIME_DIR/$VM.sock" "$host_pid" host-agent
 export PATH=$BIN:$PATH
 
-say "The guest agent is pid $guest_pid, user $(ps -o user= -p "$guest_pid") outside and root inside its namespaces; the host agent is pid $host_pid"
+say "The guest agent is pid $guest_pid, user $(stat -c %U "/proc/$guest_pid") outside and root inside its namespaces; the host agent is pid $host_pid"
 show "vm-run $VM uname -a"
 vm-run "$VM" uname -a
 
 say "Inside, the agent's user namespace makes the command root; its PID namespace makes the agent PID 1"
 show "vm-run $VM id"
 vm-run "$VM" id
-show "vm-run $VM ps -o pid,user,comm"
-vm-run "$VM" ps -o pid,user,comm
+if command -v ps >/dev/null; then
+    show "vm-run $VM ps -o pid,user,comm"
+    vm-run "$VM" ps -o pid,user,comm
+fi
 
 say "Exit status comes back as the command's own"
 show "vm-run $VM sh -c 'exit 3'; echo \$?"
