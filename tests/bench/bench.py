@@ -137,6 +137,14 @@ def tail(path, n=20):
         return ""
 
 
+def kill(*procs):
+    """Kills what is still running of the processes we started, by pid."""
+    for p in procs:
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def stop(proc, timeout=5.0):
     """Stops one process we started, by its pid: SIGTERM, then SIGKILL."""
     if proc is None or proc.poll() is not None:
@@ -355,15 +363,19 @@ def timed_pipe(middle, size, env):
     """`head -c size /dev/zero | middle | sink`: (seconds, bytes counted)."""
     t0 = time.perf_counter()
     gen = subprocess.Popen(["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE)
-    mid = subprocess.Popen(middle, stdin=gen.stdout, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, env=env)
-    gen.stdout.close()
-    n = count_sink(mid.stdout.fileno())
-    mid.stdout.close()
-    err = mid.stderr.read()
-    mid.wait()
-    gen.wait()
-    dt = time.perf_counter() - t0
+    mid = None
+    try:
+        mid = subprocess.Popen(middle, stdin=gen.stdout, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+        gen.stdout.close()
+        n = count_sink(mid.stdout.fileno())
+        mid.stdout.close()
+        err = mid.stderr.read()
+        mid.wait()
+        gen.wait()
+        dt = time.perf_counter() - t0
+    finally:
+        kill(mid, gen)
     if mid.returncode != 0 or gen.returncode != 0 or n != size:
         raise BenchError(f"{' '.join(middle)}: exit {mid.returncode}, {n} of {size} bytes: "
                          f"{err.decode(errors='replace').strip()}")
@@ -400,19 +412,9 @@ def read_mem(pid):
     return vals["VmRSS"], vals["VmHWM"]
 
 
-def bench_rss(stack, cfg, rows, details):
-    """Guest agent memory while it streams to a reader slower than the source."""
-    pid = stack.guest.pid
-    size = cfg["rss_size"]
-    idle = []
-    end = time.monotonic() + cfg["idle_seconds"]
-    while time.monotonic() < end:
-        idle.append(read_mem(pid))
-        time.sleep(SAMPLE_PERIOD)
-
-    proc = subprocess.Popen(stack.cmd("head", "-c", str(size), "/dev/zero"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=stack.env)
+def stream_slowly(proc, pid):
+    """Reads proc's stdout to the end, slowly, sampling pid's memory meanwhile:
+    (samples, seconds, bytes read)."""
     got = [0]
 
     def slow_reader():
@@ -436,11 +438,30 @@ def bench_rss(stack, cfg, rows, details):
             break
         reader.join(SAMPLE_PERIOD)
     dt = time.monotonic() - t0
-    err = proc.stderr.read()
     proc.wait()
-    if proc.returncode != 0 or got[0] != size:
+    return busy, dt, got[0]
+
+
+def bench_rss(stack, cfg, rows, details):
+    """Guest agent memory while it streams to a reader slower than the source."""
+    pid = stack.guest.pid
+    size = cfg["rss_size"]
+    idle = []
+    end = time.monotonic() + cfg["idle_seconds"]
+    while time.monotonic() < end:
+        idle.append(read_mem(pid))
+        time.sleep(SAMPLE_PERIOD)
+
+    proc = subprocess.Popen(stack.cmd("head", "-c", str(size), "/dev/zero"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=stack.env)
+    try:
+        busy, dt, got = stream_slowly(proc, pid)
+    finally:
+        kill(proc)
+    if proc.returncode != 0 or got != size:
         raise BenchError(f"vm-run {VM} head -c {size}: exit {proc.returncode}, "
-                         f"{got[0]} bytes: {err.decode(errors='replace').strip()}")
+                         f"{got} bytes: {proc.stderr.read().decode(errors='replace').strip()}")
 
     idle_rss = median([r for r, _ in idle])
     idle_hwm = max(h for _, h in idle)
@@ -551,6 +572,9 @@ def main():
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
     finally:
         if sshd:
             sshd.stop()
