@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -77,6 +78,17 @@ static void roundtrip(const Msg *m, Msg *ret) {
         msg_done(ret);
         fail_msg("%s decodes to a different message", msg_type_name(m->type));
     }
+}
+
+static int count_fds(void) {
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    while (readdir(d)) {
+        n++;
+    }
+    closedir(d);
+    return n;
 }
 
 static void socket_pair(int sv[2], int flags) {
@@ -1011,6 +1023,17 @@ static void test_send_recv_fd(void **state) {
     assert_int_equal(wire_send_fd(sv[0], &connected, p[1]), 0);
     assert_int_equal(wire_recv(sv[1], &m, NULL), 0);
     msg_done(&m);
+
+    /* A frame that is refused takes its fd down with it. */
+    {
+        const uint8_t junk[] = {0, 0, 0, 1, 0xff};
+        int before = count_fds();
+        int left = -EBADF;
+        assert_int_equal(send_with_fd(sv[0], junk, sizeof(junk), p[1]), 0);
+        assert_int_equal(wire_recv(sv[1], &m, &left), -EBADMSG);
+        assert_int_equal(left, -EBADF);
+        assert_int_equal(count_fds(), before);
+    }
 
     /* No fd sent: ret_fd stays as it was. */
     int none = -EBADF;
