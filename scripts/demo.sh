@@ -159,7 +159,11 @@ seq 1 100000 | vm-run "$VM" sort -rn | head -3 || true
 
 say "With -t the command gets a terminal of its own (script gives us one here)"
 show "vm-run -t $VM sh -c 'tty; stty size'"
-script -qec "stty rows 24 cols 80; vm-run -t $VM sh -c 'tty; stty size'" /dev/null </dev/null | tr -d '\r'
+# script(1) provides the terminal vm-run passes on (24x80). vm-run's stdin
+# stays off it: script turns the EOF of its own stdin into an EOF character
+# typed on that terminal, which would race into the command's input.
+script -qec "stty rows 24 cols 80; vm-run -t $VM sh -c 'tty; stty size' </dev/null" \
+    /dev/null </dev/null | tr -d '\r'
 
 say "Signals are forwarded: Ctrl-C (SIGINT) reaches the command, which dies of it"
 show "vm-run $VM sleep 30   # SIGINT after half a second"
