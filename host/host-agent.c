@@ -536,13 +536,21 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
     return sd_event_exit(a->event, 0);
 }
 
-/* The default socket: <runtime dir>/<vm>.sock, created here. */
-static int agent_listen_unix(Agent *a, const Addr *addr, bool create_dir) {
+/* A unix socket we create: the default <runtime dir>/<vm>.sock or
+ * --listen unix:PATH. Its directory is created when missing (one level,
+ * like /run/qubes-lite under a fresh /run). */
+static int agent_listen_unix(Agent *a, const Addr *addr) {
     const char *path = addr->un.sun_path;
+    _cleanup_free_ char *dir = strdup(path);
+    char *slash;
     int r;
 
-    if (create_dir) {
-        const char *dir = config_runtime_dir();
+    if (!dir) {
+        return log_error_errno(-ENOMEM, "Out of memory");
+    }
+    slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
         if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
             return log_error_errno(-errno, "Cannot create %s: %m", dir);
         }
@@ -581,7 +589,7 @@ static int agent_listen(Agent *a, const char *listen_arg) {
             return log_error_errno(r, "Invalid --listen address '%s'", listen_arg);
         }
         if (addr.family == AF_UNIX) {
-            return agent_listen_unix(a, &addr, false);
+            return agent_listen_unix(a, &addr);
         }
         r = addr_listen(&addr, &a->listen_fd);
         if (r < 0) {
@@ -601,7 +609,7 @@ static int agent_listen(Agent *a, const char *listen_arg) {
     if (r < 0) {
         return log_error_errno(r, "The socket path %s is too long", buf + 5);
     }
-    return agent_listen_unix(a, &addr, true);
+    return agent_listen_unix(a, &addr);
 }
 
 static void agent_done(Agent *a) {

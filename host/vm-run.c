@@ -395,7 +395,9 @@ static void session_handle(Session *s, const Msg *m) {
         session_started(s);
         return;
     case MSG_DATA:
-        if (!s->started || m->data.stream == WIRE_STDIN) {
+        /* Output may come before Started: the reason a program could not
+         * be started, as a shell would print it. */
+        if (m->data.stream == WIRE_STDIN) {
             break;
         }
         if (!s->timing->first_byte) {

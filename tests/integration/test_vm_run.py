@@ -1,0 +1,315 @@
+"""vm-run end to end: vm-run -> qubes-lite-host-agent -> qubes-lite-guest-agent,
+all real programs, over unix sockets in a temporary directory."""
+import errno
+import fcntl
+import hashlib
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+
+from hostfix import VM, wait_for
+
+
+def lines(b):
+    return b.decode(errors="replace").splitlines()
+
+
+def test_output_and_exit_code(stack):
+    r = stack.vm_run(VM, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert r.returncode == 3, r
+    assert r.stdout == b"out\n"
+    assert r.stderr == b"err\n"
+
+
+def test_options_after_the_command_belong_to_it(stack):
+    r = stack.vm_run(VM, "echo", "-t", "-e", "x", "--timing")
+    assert r.returncode == 0, r
+    assert r.stdout == b"-t -e x --timing\n"
+    assert r.stderr == b""
+
+
+def test_missing_program_is_127(stack):
+    r = stack.vm_run(VM, "no-such-program-here")
+    assert r.returncode == 127, r
+    assert b"no-such-program-here" in r.stderr
+
+
+def test_not_executable_is_126(stack):
+    r = stack.vm_run(VM, "/etc/passwd")
+    assert r.returncode == 126, r
+    assert b"/etc/passwd" in r.stderr
+
+
+def test_killed_by_signal_is_128_plus_n(stack):
+    r = stack.vm_run(VM, "sh", "-c", "kill -TERM $$")
+    assert r.returncode == 128 + signal.SIGTERM, r
+    r = stack.vm_run(VM, "sh", "-c", "kill -KILL $$")
+    assert r.returncode == 128 + signal.SIGKILL, r
+
+
+def test_stdin_from_a_pipe(stack):
+    r = stack.vm_run(VM, "cat", input=b"hello\nworld\n")
+    assert r.returncode == 0, r
+    assert r.stdout == b"hello\nworld\n"
+
+
+def test_stdin_eof_reaches_the_program(stack):
+    # The program only finishes once it has seen the end of its input.
+    r = stack.vm_run(VM, "sh", "-c", "wc -c; echo done", input=b"x" * 1000)
+    assert r.returncode == 0, r
+    assert r.stdout.split() == [b"1000", b"done"]
+
+
+def test_empty_stdin(stack):
+    r = stack.vm_run(VM, "cat")
+    assert r.returncode == 0, r
+    assert r.stdout == b""
+
+
+def test_100_mib_through_cat(stack, tmp_path):
+    src = tmp_path / "in"
+    dst = tmp_path / "out"
+    h = hashlib.sha256()
+    block = os.urandom(1 << 20)
+    with open(src, "wb") as f:
+        for i in range(100):
+            chunk = block[i:] + block[:i]
+            h.update(chunk)
+            f.write(chunk)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        r = stack.vm_run(VM, "cat", stdin=fin, stdout=fout, timeout=600)
+    assert r.returncode == 0, r
+    assert os.path.getsize(dst) == 100 << 20
+    h2 = hashlib.sha256()
+    with open(dst, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h2.update(chunk)
+    assert h2.hexdigest() == h.hexdigest()
+
+
+def test_large_output_with_small_input(stack):
+    r = stack.vm_run(VM, "head", "-c", str(20 << 20), "/dev/zero", timeout=600)
+    assert r.returncode == 0, r
+    assert len(r.stdout) == 20 << 20
+
+
+def run_on_pty(stack, args, rows=33, cols=101, timeout=60):
+    """Runs vm-run with a pty as its stdin/stdout/stderr; returns (status, output)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = dict(stack.env, TERM="xterm-256color")
+    p = subprocess.Popen(stack.vm_run_args(*args), stdin=slave, stdout=slave, stderr=slave,
+                         env=env, start_new_session=True)
+    stack.clients.append(p)
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.5)
+        if r:
+            try:
+                data = os.read(master, 65536)
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    break
+                raise
+            if not data:
+                break
+            out += data
+        elif p.poll() is not None:
+            # Drain what is left, then stop.
+            while select.select([master], [], [], 0.2)[0]:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out += data
+            break
+    status = p.wait(timeout=timeout)
+    os.close(master)
+    return status, bytes(out)
+
+
+def test_tty_has_the_window_size_and_a_pty(stack):
+    status, out = run_on_pty(stack, ["-t", VM, "sh", "-c", "stty size; tty; echo $TERM"])
+    assert status == 0, out
+    text = out.decode(errors="replace").replace("\r", "")
+    assert "33 101\n" in text, text
+    assert "/dev/pts/" in text, text
+    assert "xterm-256color" in text, text
+
+
+def test_without_tty_there_is_no_terminal(stack):
+    r = stack.vm_run(VM, "tty")
+    assert r.returncode == 1, r
+    assert b"not a tty" in r.stdout
+
+
+def test_tty_restores_the_terminal(stack):
+    master, slave = os.openpty()
+    before = termios.tcgetattr(slave)
+    p = subprocess.Popen(stack.vm_run_args("-t", VM, "true"), stdin=slave, stdout=slave,
+                         stderr=slave, env=stack.env, start_new_session=True)
+    stack.clients.append(p)
+    assert p.wait(timeout=60) == 0
+    after = termios.tcgetattr(slave)
+    os.close(slave)
+    os.close(master)
+    assert before == after
+
+
+def wait_live_sessions(stack, n):
+    wait_for(lambda: stack.guest_status().live_sessions == n,
+             what=f"{n} live session(s) in the guest")
+
+
+def test_sigint_is_forwarded(stack):
+    p = stack.popen(VM, "sleep", "100", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_live_sessions(stack, 1)
+    os.kill(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGINT, err
+    assert out == b""
+
+
+def test_sigterm_is_forwarded_and_can_be_handled(stack):
+    script = "trap 'echo got TERM; exit 42' TERM; echo ready; while :; do sleep 0.1; done"
+    p = stack.popen(VM, "sh", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    os.kill(p.pid, signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 42, err
+    assert out == b"got TERM\n"
+
+
+def test_env_workdir_and_user(stack):
+    r = stack.vm_run("-e", "FOO=bar baz", "-e", "EMPTY=", "-w", "/tmp", "-u", "nobody", VM,
+                     "sh", "-c", 'echo "$FOO"; echo "[$EMPTY]"; pwd; id -un')
+    assert r.returncode == 0, r
+    assert lines(r.stdout) == ["bar baz", "[]", "/tmp", "nobody"]
+
+
+def test_unknown_vm(stack):
+    r = stack.vm_run("nosuchvm", "true")
+    assert r.returncode == 255
+    assert lines(r.stderr) == ["vm-run: no VM named 'nosuchvm'"]
+    r = stack.vm_run("../etc/x", "true")
+    assert r.returncode == 255
+    assert lines(r.stderr) == ["vm-run: no VM named '../etc/x'"]
+
+
+def test_usage_errors(stack):
+    r = stack.vm_run()
+    assert r.returncode == 255
+    assert len(lines(r.stderr)) == 1 and lines(r.stderr)[0].startswith("vm-run: ")
+    r = stack.vm_run(VM)
+    assert r.returncode == 255
+    assert len(lines(r.stderr)) == 1
+    r = stack.vm_run("--no-such-option", VM, "true")
+    assert r.returncode == 255
+    assert len(lines(r.stderr)) == 1
+    r = stack.vm_run("--help")
+    assert r.returncode == 0
+    assert b"Usage: vm-run" in r.stdout
+
+
+def test_host_agent_not_running(host_stack):
+    s = host_stack()
+    s.host.stop()
+    r = s.vm_run(VM, "true")
+    assert r.returncode == 255
+    err = lines(r.stderr)
+    assert len(err) == 1, err
+    assert err[0].startswith("vm-run: cannot reach the host agent of VM 'test'"), err
+
+
+def test_guest_agent_down(host_stack):
+    s = host_stack(start_guest=False, guest_timeout=2)
+    r = s.vm_run(VM, "true")
+    assert r.returncode == 255, r
+    err = [l for l in lines(r.stderr) if "waiting for VM" not in l]
+    assert len(err) == 1, r.stderr
+    assert err[0].startswith("vm-run: "), err
+    assert "guest agent" in err[0] and "did not answer" in err[0], err
+    # The host agent is still serving.
+    st = s.host_status()
+    assert st.running is False
+    assert st.leases == 0
+
+
+def test_waits_for_a_guest_that_comes_late(host_stack):
+    s = host_stack(start_guest=False)
+    p = s.popen(VM, "echo", "late", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2)
+    s.start_guest()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert out == b"late\n"
+    assert lines(err) == ["vm-run: waiting for VM 'test' to start..."]
+
+
+def test_refused_peer(host_stack):
+    # The socket's mode keeps other users out in the first place; open it
+    # up so that the host agent's own check (SO_PEERCRED) is what refuses.
+    s = host_stack(dir_mode=0o755)
+    os.chmod(s.run_dir, 0o755)
+    os.chmod(s.sock, 0o666)
+    r = s.vm_run(VM, "true", user=65534, group=65534, extra_groups=[])
+    assert r.returncode == 255, r
+    err = lines(r.stderr)
+    assert len(err) == 1, err
+    assert err[0].startswith("vm-run: ") and "DENIED" in err[0], err
+    # The refusal did not disturb anyone else.
+    assert s.vm_run(VM, "true").returncode == 0
+
+
+def test_leases_are_counted(stack):
+    n = 3
+    procs = [stack.popen(VM, "sleep", "100") for _ in range(n)]
+    wait_for(lambda: stack.host_status().leases == n, what=f"{n} leases")
+    st = stack.host_status()
+    assert st.vm == VM
+    assert st.running is True
+    assert st.idle_ms == 0
+    for p in procs:
+        os.kill(p.pid, signal.SIGTERM)
+    for p in procs:
+        assert p.wait(timeout=60) == 128 + signal.SIGTERM
+    wait_for(lambda: stack.host_status().leases == 0, what="no leases")
+    first = stack.host_status().idle_ms
+    time.sleep(0.2)
+    assert stack.host_status().idle_ms > first
+
+
+def test_timing(stack):
+    r = stack.vm_run("--timing", VM, "echo", "hi")
+    assert r.returncode == 0, r
+    assert r.stdout == b"hi\n"
+    text = r.stderr.decode()
+    for what in ("connect", "VM start", "guest agent ready", "exec", "first byte", "exit"):
+        assert what in text, text
+
+
+def test_many_sessions_at_once(stack):
+    procs = [stack.popen(VM, "sh", "-c", f"sleep 0.5; echo {i}", stdout=subprocess.PIPE)
+             for i in range(8)]
+    for i, p in enumerate(procs):
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        assert out == f"{i}\n".encode()
+
+
+def test_stdout_closed_early(stack):
+    # vm-run ends like a local program in a pipeline whose reader left.
+    p = subprocess.Popen(f"{stack.vm_run_args(VM, 'yes')[0]} {VM} yes | head -n 3",
+                         shell=True, stdout=subprocess.PIPE, env=stack.env)
+    out, _ = p.communicate(timeout=120)
+    assert out == b"y\ny\ny\n"
+    wait_live_sessions(stack, 0)
