@@ -94,7 +94,7 @@ class Daemon:
 
 class HostStack:
     def __init__(self, user=DEFAULT_USER, start_guest=True, guest_timeout=60,
-                 dir_mode=0o700):
+                 dir_mode=0o700, guest_args=()):
         # Short path: unix socket paths are limited to 108 bytes.
         self.dir = tempfile.mkdtemp(prefix="qlh-")
         os.chmod(self.dir, dir_mode)
@@ -115,6 +115,7 @@ class HostStack:
         self.host = None
         self.clients = []
         self.guest_timeout = guest_timeout
+        self.guest_args = list(guest_args)
         if start_guest:
             self.start_guest()
         self.start_host()
@@ -126,7 +127,7 @@ class HostStack:
 
     def start_guest(self):
         args = [program("qubes-lite-guest-agent"), "--listen", "unix:" + self.guest_sock,
-                "--log-level", "debug", "--kill-grace", "2"]
+                "--log-level", "debug", "--kill-grace", "2"] + self.guest_args
         self.guest = Daemon("guest agent", args, self.env,
                             os.path.join(self.dir, "guest.log"), "Listening on")
 

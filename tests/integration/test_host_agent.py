@@ -1,0 +1,271 @@
+"""qubes-lite-host-agent with the test playing the client: exact message
+sequences, the guest socket handed over with SCM_RIGHTS, leases, refusals."""
+import os
+import socket
+import stat
+import struct
+import subprocess
+
+import qlwire
+from conftest import program
+from hostfix import VM, wait_for
+from qlwire import pb
+
+
+def recv_frame_with_fd(sock, timeout=60):
+    """One frame and the fd that came with it (or None)."""
+    sock.settimeout(timeout)
+    fds = []
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        want = 4 - len(buf) if len(buf) < 4 else 4 + struct.unpack(">I", buf[:4])[0] - len(buf)
+        data, more, _, _ = socket.recv_fds(sock, want, 4)
+        if not data:
+            raise qlwire.Closed()
+        buf += data
+        fds += more
+    env = pb.Envelope()
+    env.ParseFromString(buf[4:])
+    name = env.WhichOneof("msg")
+    assert len(fds) <= 1, fds
+    return name, getattr(env, name), (fds[0] if fds else None)
+
+
+def connect_and_get_guest(stack):
+    c = stack.connect_host()
+    c.send("connect")
+    name, msg, fd = recv_frame_with_fd(c.sock)
+    assert name == "connected", (name, msg)
+    assert fd is not None
+    assert msg.vm_start_us == 0
+    return c, socket.socket(fileno=fd)
+
+
+def test_connect_hands_over_a_guest_connection(stack):
+    c, g = connect_and_get_guest(stack)
+    try:
+        gc = qlwire.Conn(g)
+        gc.hello()
+        gc.send("exec", argv=[b"echo", b"via fd"])
+        gc.send("stdin_close")
+        out, err, exited, _ = gc.recv_until_exit(timeout=60)
+        assert out == b"via fd\n"
+        assert exited.WhichOneof("result") == "code" and exited.code == 0
+        gc.send("exit_ack")
+    finally:
+        g.close()
+        c.close()
+
+
+def test_the_host_agent_keeps_no_copy_of_the_guest_socket(stack):
+    # A first client makes the event loop create its timer fd.
+    c, g = connect_and_get_guest(stack)
+    g.close()
+    c.close()
+    wait_for(lambda: stack.host_status().leases == 0, what="no lease")
+    base = len(os.listdir(f"/proc/{stack.host.pid}/fd"))
+    conns = [connect_and_get_guest(stack) for _ in range(5)]
+    # Each lease costs the host agent one fd: the client connection.
+    assert len(os.listdir(f"/proc/{stack.host.pid}/fd")) == base + 5
+    for c, g in conns:
+        g.close()
+        c.close()
+    wait_for(lambda: len(os.listdir(f"/proc/{stack.host.pid}/fd")) == base,
+             what="the host agent to close the leases")
+
+
+def test_host_status_and_leases(stack):
+    st = stack.host_status()
+    assert st.vm == VM
+    assert st.leases == 0
+    c1, g1 = connect_and_get_guest(stack)
+    c2, g2 = connect_and_get_guest(stack)
+    g1.close()
+    g2.close()
+    # The lease is the host-agent connection, not the guest one.
+    st = stack.host_status()
+    assert st.leases == 2
+    assert st.running is True
+    assert st.idle_ms == 0
+    c1.close()
+    wait_for(lambda: stack.host_status().leases == 1, what="one lease")
+    c2.close()
+    wait_for(lambda: stack.host_status().leases == 0, what="no lease")
+
+
+def test_host_status_closes_the_connection(stack):
+    c = stack.connect_host()
+    c.send("host_status_request")
+    name, _ = c.recv()
+    assert name == "host_status"
+    assert c.expect_closed() == []
+    c.close()
+
+
+def test_version_mismatch(stack):
+    c = stack.connect_host(hello=False)
+    c.send("hello", major=99, minor=0, software="future")
+    frames = c.expect_closed()
+    names = [n for n, _ in frames]
+    assert names == ["hello", "error"], frames
+    assert frames[1][1].code == pb.ERROR_VERSION
+    c.close()
+    assert stack.host_status().vm == VM
+
+
+def test_out_of_order_and_garbage(stack):
+    c = stack.connect_host(hello=False)
+    c.send("connect")                      # before Hello
+    frames = c.expect_closed()
+    assert [n for n, _ in frames] == ["hello", "error"]
+    assert frames[1][1].code == pb.ERROR_PROTOCOL
+    c.close()
+
+    c = stack.connect_host()
+    c.send("exec", argv=[b"true"])         # not a host-agent request
+    frames = c.expect_closed()
+    assert [n for n, _ in frames] == ["error"]
+    assert frames[0][1].code == pb.ERROR_PROTOCOL
+    c.close()
+
+    c = stack.connect_host()
+    c.send_raw(struct.pack(">I", 5) + b"\xff\xff\xff\xff\xff")
+    frames = c.expect_closed()
+    assert [n for n, _ in frames] == ["error"]
+    c.close()
+
+    c = stack.connect_host()
+    c.send_raw(struct.pack(">I", 2 << 20))
+    frames = c.expect_closed()
+    assert [n for n, _ in frames] == ["error"]
+    assert frames[0][1].code == pb.ERROR_TOO_LARGE
+    c.close()
+
+    # Everyone else is still served.
+    c, g = connect_and_get_guest(stack)
+    g.close()
+    c.close()
+
+
+def test_message_during_a_lease_ends_it(stack):
+    c, g = connect_and_get_guest(stack)
+    g.close()
+    c.send("connect")
+    frames = c.expect_closed()
+    assert [n for n, _ in frames] == ["error"]
+    c.close()
+    wait_for(lambda: stack.host_status().leases == 0, what="no lease")
+
+
+def test_guest_unreachable_is_unavailable(host_stack):
+    s = host_stack(start_guest=False, guest_timeout=1)
+    c = s.connect_host()
+    c.send("connect")
+    name, msg = c.recv(timeout=60)
+    assert name == "error"
+    assert msg.code == pb.ERROR_UNAVAILABLE
+    assert "did not answer" in msg.message and "guest agent" in msg.message
+    c.expect_closed()
+    c.close()
+
+
+def test_client_gone_while_waiting(host_stack):
+    s = host_stack(start_guest=False)
+    c = s.connect_host()
+    c.send("connect")
+    wait_for(lambda: s.host_status().leases == 1, what="a waiting lease")
+    c.close()
+    wait_for(lambda: s.host_status().leases == 0, what="no lease")
+
+
+def test_refused_peer_gets_denied(host_stack):
+    s = host_stack(dir_mode=0o755)
+    os.chmod(s.run_dir, 0o755)
+    os.chmod(s.sock, 0o666)
+    script = (
+        "import socket, struct, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({s.sock!r})\n"
+        "buf = b''\n"
+        "while True:\n"
+        "    d = s.recv(4096)\n"
+        "    if not d: break\n"
+        "    buf += d\n"
+        "sys.stdout.buffer.write(buf)\n"
+    )
+    r = subprocess.run(["/usr/bin/python3", "-c", script], user=65534, group=65534,
+                       extra_groups=[], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (n,) = struct.unpack(">I", r.stdout[:4])
+    env = pb.Envelope()
+    env.ParseFromString(r.stdout[4:4 + n])
+    assert env.WhichOneof("msg") == "error"
+    assert env.error.code == pb.ERROR_DENIED
+    assert len(r.stdout) == 4 + n
+
+
+def test_configured_user_is_accepted(host_stack):
+    s = host_stack(user="nobody", dir_mode=0o755)
+    os.chmod(s.run_dir, 0o755)
+    st = os.stat(s.sock)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == 65534
+    # The guest agent sees the host agent (root) as its peer, whoever the
+    # client is: the host agent is the one that connected.
+    r = s.vm_run(VM, "echo", "ok", user=65534, group=65534, extra_groups=[])
+    assert r.returncode == 0, r
+    assert r.stdout == b"ok\n"
+
+
+def test_socket_is_owned_by_the_configured_user(stack):
+    st = os.stat(stack.sock)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == 1                  # daemon
+
+
+def test_default_socket_path(host_stack, tmp_path):
+    s = host_stack()
+    env = dict(s.env, QUBES_LITE_RUNTIME_DIR=str(tmp_path / "rt"))
+    p = subprocess.Popen([program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
+                          "--guest", "unix:" + s.guest_sock], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (tmp_path / "rt" / "test.sock").exists() or p.poll() is not None,
+                 what="the default socket")
+        assert p.poll() is None
+        env2 = dict(s.env, QUBES_LITE_RUNTIME_DIR=str(tmp_path / "rt"))
+        r = subprocess.run([program("vm-run"), VM, "echo", "default"], env=env2,
+                           capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+        assert r.returncode == 0, r
+        assert r.stdout == b"default\n"
+    finally:
+        p.terminate()
+        assert p.wait(timeout=60) == 0
+
+
+def test_without_no_vmm_it_says_so(stack):
+    r = subprocess.run([program("qubes-lite-host-agent"), "--vm", VM], env=stack.env,
+                       capture_output=True, timeout=60)
+    assert r.returncode != 0
+    err = r.stderr.decode().splitlines()
+    assert len(err) == 1, err
+    assert "--no-vmm" in err[0]
+
+
+def test_bad_configuration_names_file_and_key(host_stack):
+    s = host_stack()
+    s.write_json("vms/test.json", {"id": 4, "name": "test"})
+    r = subprocess.run([program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
+                        "--listen", "unix:" + os.path.join(s.dir, "other.sock")],
+                       env=s.env, capture_output=True, timeout=60)
+    assert r.returncode != 0
+    err = r.stderr.decode()
+    assert "vms/test.json" in err and "'id'" in err and "odd" in err, err
+
+
+def test_help(stack):
+    r = subprocess.run([program("qubes-lite-host-agent"), "--help"], capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0
+    assert b"--vm NAME" in r.stdout
