@@ -92,9 +92,21 @@ def test_pty_signal_to_group(guest_agent):
     name, st = c.recv()
     assert name == "started"
     collect_until(c, b"ready")
-    # Until sleep runs, the shell would only note the SIGINT and go on.
+    # Until sleep runs (exec'd, not just forked), the shell would only note
+    # the SIGINT and go on.
     children = f"/proc/{st.pid}/task/{st.pid}/children"
-    wait_for(lambda: open(children).read().split(), what="sleep started")
+
+    def sleep_running():
+        for pid in open(children).read().split():
+            try:
+                status = open(f"/proc/{pid}/status").read()
+                if "Name:\tsleep\n" in status and "SigCgt:\t0000000000000000\n" in status:
+                    return True
+            except FileNotFoundError:
+                pass
+        return False
+
+    wait_for(sleep_running, what="sleep started")
     c.send("signal", signo=signal.SIGINT)
     out, err, ex, _ = c.recv_until_exit(timeout=30)
     assert ex.WhichOneof("result") == "signal" and ex.signal.signo == signal.SIGINT
