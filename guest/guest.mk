@@ -16,3 +16,5 @@ $(GUEST_AGENT): $(GUEST_OBJS) $(PROTO_LIB)
 
 # Unit tests (tests/unit/test-NAME.c): the guest objects each one links.
 UNIT_OBJS_test-idle := $(OBJ)/guest/idle.o
+UNIT_OBJS_test-spawn := $(OBJ)/guest/spawn.o $(OBJ)/guest/wayland.o
+UNIT_LIBS_test-spawn := $(call pc_libs,wayland-client)

@@ -945,7 +945,7 @@ static void closing_io(Session *s, uint32_t revents) {
         s->shut_wr = true;
     }
     if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        static uint8_t scratch[WIRE_DATA_MAX];
+        static uint8_t scratch[16 * 1024];
         for (int n = 0; n < FRAMES_PER_DISPATCH; n++) {
             ssize_t k = read(s->fd, scratch, sizeof(scratch));
             if (k < 0 && errno == EINTR) {

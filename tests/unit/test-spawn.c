@@ -1,0 +1,147 @@
+/* guest/spawn: the start-up report, and starting real programs. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "guest/spawn.h"
+#include "util.h"
+
+static void test_parse_report(void **state) {
+    uint8_t buf[64];
+    int32_t e = ENOENT;
+    const char *msg;
+    size_t len;
+    int err;
+
+    memcpy(buf, &e, 4);
+    memcpy(buf + 4, "x: not found\n", 13);
+    assert_int_equal(spawn_parse_report(buf, 17, &err, &msg, &len), 0);
+    assert_int_equal(err, ENOENT);
+    assert_int_equal(len, 13);
+    assert_memory_equal(msg, "x: not found\n", 13);
+
+    /* Too short, no message, errno out of range. */
+    assert_int_equal(spawn_parse_report(buf, 3, &err, &msg, &len), -EBADMSG);
+    assert_int_equal(spawn_parse_report(buf, 4, &err, &msg, &len), -EBADMSG);
+    e = 0;
+    memcpy(buf, &e, 4);
+    assert_int_equal(spawn_parse_report(buf, 17, &err, &msg, &len), -EBADMSG);
+    e = 5000;
+    memcpy(buf, &e, 4);
+    assert_int_equal(spawn_parse_report(buf, 17, &err, &msg, &len), -EBADMSG);
+    e = -1;
+    memcpy(buf, &e, 4);
+    assert_int_equal(spawn_parse_report(buf, 17, &err, &msg, &len), -EBADMSG);
+    assert_int_equal(spawn_parse_report(buf, SPAWN_REPORT_MAX + 1, &err, &msg, &len), -EBADMSG);
+}
+
+/* Reads fd (non-blocking) to EOF. */
+static size_t drain(int fd, char *buf, size_t size) {
+    size_t got = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        assert_true(poll(&p, 1, 30000) == 1);
+        ssize_t k = read(fd, buf + got, size - got);
+        if (k < 0 && errno == EAGAIN) {
+            continue;
+        }
+        assert_true(k >= 0);
+        if (k == 0 || got + (size_t)k == size) {
+            return got + (size_t)k;
+        }
+        got += (size_t)k;
+    }
+}
+
+static int wait_status(Spawned *sp) {
+    int status;
+    assert_int_equal(waitpid(sp->pid, &status, 0), sp->pid);
+    return status;
+}
+
+static void spawned_close(Spawned *sp) {
+    safe_close(sp->pidfd);
+    safe_close(sp->err_fd);
+    safe_close(sp->stdin_fd);
+    safe_close(sp->stdout_fd);
+    safe_close(sp->stderr_fd);
+}
+
+static void test_start_and_output(void **state) {
+    char *argv[] = {"sh", "-c", "echo \"$QL_X\"; echo e >&2; exit 3", NULL};
+    char *env[] = {"QL_X=hello", NULL};
+    MsgExec x = {.argc = 3, .argv = argv, .envc = 1, .env = env, .cwd = "/"};
+    SpawnOptions o = {0};
+    Spawned sp;
+    char buf[256];
+
+    assert_int_equal(spawn_start(&x, &o, &sp), 0);
+    assert_true(sp.pid > 0 && sp.pidfd >= 0 && sp.stderr_fd >= 0);
+    /* Exec succeeded: the report pipe closes without a word. */
+    assert_int_equal(drain(sp.err_fd, buf, sizeof(buf)), 0);
+    assert_int_equal(drain(sp.stdout_fd, buf, sizeof(buf)), 6);
+    assert_memory_equal(buf, "hello\n", 6);
+    assert_int_equal(drain(sp.stderr_fd, buf, sizeof(buf)), 2);
+    int status = wait_status(&sp);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 3);
+    spawned_close(&sp);
+}
+
+static void test_not_found_report(void **state) {
+    char *argv[] = {"no-such-program-ql", NULL};
+    char *env[] = {NULL};
+    MsgExec x = {.argc = 1, .argv = argv, .env = env};
+    SpawnOptions o = {0};
+    Spawned sp;
+    uint8_t buf[SPAWN_REPORT_MAX];
+    const char *msg;
+    size_t len;
+    int err;
+
+    assert_int_equal(spawn_start(&x, &o, &sp), 0);
+    size_t n = drain(sp.err_fd, (char *)buf, sizeof(buf));
+    assert_int_equal(spawn_parse_report(buf, n, &err, &msg, &len), 0);
+    assert_int_equal(err, ENOENT);
+    const char *want = "qubes-lite: no-such-program-ql: command not found\n";
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(msg, want, len);
+    wait_status(&sp);
+    spawned_close(&sp);
+}
+
+static void test_own_session(void **state) {
+    char *argv[] = {"sleep", "1000", NULL};
+    char *env[] = {NULL};
+    MsgExec x = {.argc = 2, .argv = argv, .env = env};
+    SpawnOptions o = {0};
+    Spawned sp;
+    char buf[16];
+
+    assert_int_equal(spawn_start(&x, &o, &sp), 0);
+    assert_int_equal(drain(sp.err_fd, buf, sizeof(buf)), 0);
+    assert_int_equal(getsid(sp.pid), sp.pid);
+    assert_int_equal(getpgid(sp.pid), sp.pid);
+    assert_int_equal(kill(-sp.pid, SIGTERM), 0);
+    int status = wait_status(&sp);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+    spawned_close(&sp);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_report),
+        cmocka_unit_test(test_start_and_output),
+        cmocka_unit_test(test_not_found_report),
+        cmocka_unit_test(test_own_session),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
