@@ -247,6 +247,9 @@ def test_guest_agent_down(host_stack):
 def test_waits_for_a_guest_that_comes_late(host_stack):
     s = host_stack(start_guest=False)
     p = s.popen(VM, "echo", "late", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # vm-run has asked (a lease), and has waited over a second before the
+    # guest agent exists.
+    wait_for(lambda: s.host_status().leases == 1, what="vm-run's Connect")
     time.sleep(2)
     s.start_guest()
     out, err = p.communicate(timeout=120)
@@ -273,6 +276,8 @@ def test_refused_peer(host_stack):
 def test_leases_are_counted(stack):
     n = 3
     procs = [stack.popen(VM, "sleep", "100") for _ in range(n)]
+    # Live in the guest: every vm-run has sent Exec and handles signals.
+    wait_live_sessions(stack, n)
     wait_for(lambda: stack.host_status().leases == n, what=f"{n} leases")
     st = stack.host_status()
     assert st.vm == VM
@@ -313,3 +318,27 @@ def test_stdout_closed_early(stack):
     out, _ = p.communicate(timeout=120)
     assert out == b"y\ny\ny\n"
     wait_live_sessions(stack, 0)
+
+
+def test_signal_is_not_stuck_behind_unread_stdin(stack):
+    # The program never reads its stdin, so the stdin window fills up;
+    # the signal still gets through.
+    with open("/dev/zero", "rb") as zero:
+        p = stack.popen(VM, "sleep", "100", stdin=zero, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE)
+        wait_live_sessions(stack, 1)
+        time.sleep(0.5)
+        os.kill(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGINT, err
+
+
+def test_signal_is_forwarded_while_stdout_is_blocked(stack):
+    # Nobody reads vm-run's stdout: its writes block, signals still go out.
+    p = stack.popen(VM, "yes", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_live_sessions(stack, 1)
+    time.sleep(1)
+    os.kill(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGINT, err
+    assert out.startswith(b"y\ny\n")
