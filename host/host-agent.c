@@ -32,6 +32,7 @@
 /* Replies are a few dozen bytes; anything beyond this means the client
  * does not read. */
 #define CLIENT_OUT_MAX (64u * 1024u)
+#define ACCEPT_PAUSE_USEC (200 * 1000ULL)
 
 
 typedef struct Agent Agent;
@@ -76,6 +77,8 @@ struct Agent {
     char guest_str[ADDR_STR_MAX];
     uint64_t guest_timeout;
     int listen_fd;
+    sd_event_source *listen_src;
+    sd_event_source *accept_pause;        /* re-enables accepting after EMFILE */
     char *socket_path;                    /* a unix socket we created, unlinked at exit */
     Client *clients;
     unsigned leases;
@@ -510,16 +513,42 @@ static int agent_accept_one(Agent *a, int fd) {
     return 1;
 }
 
+static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
+    Agent *a = userdata;
+    return sd_event_source_set_enabled(a->listen_src, SD_EVENT_ON);
+}
+
+/* Out of fds: stop accepting for a moment instead of spinning on a
+ * listening socket that stays readable. */
+static void agent_pause_accepting(Agent *a) {
+    int r = sd_event_source_set_enabled(a->listen_src, SD_EVENT_OFF);
+    if (r >= 0 && !a->accept_pause) {
+        r = sd_event_add_time_relative(a->event, &a->accept_pause, CLOCK_MONOTONIC,
+                                       ACCEPT_PAUSE_USEC, 0, on_accept_resume, a);
+    } else if (r >= 0) {
+        r = sd_event_source_set_time_relative(a->accept_pause, ACCEPT_PAUSE_USEC);
+        if (r >= 0) {
+            r = sd_event_source_set_enabled(a->accept_pause, SD_EVENT_ONESHOT);
+        }
+    }
+    if (r < 0) {
+        log_error_errno(r, "Cannot pause accepting: %m");
+    }
+}
+
 static int on_listen_io(sd_event_source *s, int lfd, uint32_t revents, void *userdata) {
     Agent *a = userdata;
 
     for (;;) {
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            if (errno == EINTR) {
+            if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            if (errno != EAGAIN) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warning_errno(-errno, "Cannot accept a client, pausing: %m");
+                agent_pause_accepting(a);
+            } else if (errno != EAGAIN) {
                 log_warning_errno(-errno, "accept() failed: %m");
             }
             return 0;
@@ -616,6 +645,8 @@ static void agent_done(Agent *a) {
     while (a->clients) {
         client_free(a->clients);
     }
+    sd_event_source_disable_unref(a->accept_pause);
+    sd_event_source_disable_unref(a->listen_src);
     if (a->socket_path) {
         unlink(a->socket_path);
         free(a->socket_path);
@@ -766,7 +797,7 @@ int main(int argc, char **argv) {
     if (r < 0) {
         goto out;
     }
-    r = sd_event_add_io(a.event, NULL, a.listen_fd, EPOLLIN, on_listen_io, &a);
+    r = sd_event_add_io(a.event, &a.listen_src, a.listen_fd, EPOLLIN, on_listen_io, &a);
     if (r >= 0) {
         r = sd_event_add_signal(a.event, NULL, SIGTERM, on_signal, &a);
     }

@@ -50,12 +50,12 @@ def wait_for(pred, timeout=60, interval=0.05, what="condition"):
 class Daemon:
     """A daemon started by pid with its output in a log file."""
 
-    def __init__(self, name, args, env, log_path, ready_text):
+    def __init__(self, name, args, env, log_path, ready_text, preexec=None):
         self.name = name
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=preexec)
         self.pid = self.proc.pid
         try:
             wait_for(lambda: ready_text in self.log_text() or self.proc.poll() is not None,
@@ -131,12 +131,12 @@ class HostStack:
         self.guest = Daemon("guest agent", args, self.env,
                             os.path.join(self.dir, "guest.log"), "Listening on")
 
-    def start_host(self, *extra):
+    def start_host(self, *extra, preexec=None):
         args = [program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
                 "--listen", "unix:" + self.sock, "--guest", "unix:" + self.guest_sock,
                 "--guest-timeout", str(self.guest_timeout), "--log-level", "debug"]
         self.host = Daemon("host agent", args + list(extra), self.env,
-                           os.path.join(self.dir, "host.log"), "serving")
+                           os.path.join(self.dir, "host.log"), "serving", preexec=preexec)
 
     # ---- vm-run --------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """qubes-lite-host-agent with the test playing the client: exact message
 sequences, the guest socket handed over with SCM_RIGHTS, leases, refusals."""
 import os
+import resource
 import socket
 import stat
 import struct
@@ -277,3 +278,30 @@ def test_help(stack):
                        timeout=60)
     assert r.returncode == 0
     assert b"--vm NAME" in r.stdout
+
+
+def test_out_of_fds_pauses_accepting_then_recovers(host_stack):
+    s = host_stack()
+    s.host.stop()
+
+    def few_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+
+    s.start_host(preexec=few_fds)
+    held = []
+    try:
+        # More leases than the host agent has fds for: the last ones wait
+        # in the listen backlog.
+        for _ in range(20):
+            c = qlwire.Conn.unix(s.sock, timeout=60)
+            c.send("hello", major=1, minor=0, software="t")
+            c.send("connect")
+            held.append(c)
+        wait_for(lambda: "pausing" in s.host.log_text(), what="the host agent to pause")
+    finally:
+        for c in held:
+            c.close()
+    # Everyone gone: accepting resumes and status works again.
+    wait_for(lambda: s.host_status().leases == 0, what="the host agent to recover")
+    r = s.vm_run(VM, "echo", "ok")
+    assert r.returncode == 0, r
