@@ -342,3 +342,31 @@ def test_signal_is_forwarded_while_stdout_is_blocked(stack):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 128 + signal.SIGINT, err
     assert out.startswith(b"y\ny\n")
+
+
+def test_window_size_changes_are_forwarded(stack):
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
+    script = "trap 'stty size' WINCH; echo ready; while :; do sleep 0.1; done"
+    p = subprocess.Popen(stack.vm_run_args("-t", VM, "sh", "-c", script), stdin=slave,
+                         stdout=slave, stderr=slave, env=stack.env, start_new_session=True)
+    stack.clients.append(p)
+    os.close(slave)
+    out = bytearray()
+
+    def read_until(needle, timeout=60):
+        deadline = time.monotonic() + timeout
+        while needle not in out:
+            assert time.monotonic() < deadline, out
+            if select.select([master], [], [], 0.5)[0]:
+                out.extend(os.read(master, 65536))
+
+    try:
+        read_until(b"ready")
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 132, 0, 0))
+        os.kill(p.pid, signal.SIGWINCH)
+        read_until(b"41 132")
+        os.kill(p.pid, signal.SIGTERM)
+        assert p.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        os.close(master)
