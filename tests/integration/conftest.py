@@ -1,7 +1,7 @@
 """Shared pytest set-up for the integration tests: where the programs are.
 
 Fixtures that start the guest agent live in guestfix.py, those for the host
-agent and vm-run in hostfix.py; both are loaded here as plugins.
+agent and vm-run in hostfix.py; both are imported here.
 """
 import os
 import sys
@@ -22,5 +22,7 @@ def program(name):
     return path
 
 
-pytest_plugins = [m for m in ("guestfix", "hostfix")
-                  if os.path.exists(os.path.join(HERE, m + ".py"))]
+# Fixtures are plain imports: pytest_plugins is only allowed in a
+# top-level conftest, and the tests are run from the project root.
+from guestfix import *  # noqa: E402,F401,F403
+from hostfix import *  # noqa: E402,F401,F403
