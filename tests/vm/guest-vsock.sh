@@ -130,6 +130,58 @@ else
     check pty SKIP "no pty tool in the guest"
 fi
 
+# Output the other way: a file the guest program reads, through vm-run's stdout.
+head -c $((MIB * 2 * 1048576)) /dev/urandom > /tmp/bulk.bin
+want=$(sha256sum < /tmp/bulk.bin | cut -d' ' -f1)
+t0=$(up)
+timeout $T vm-run test cat /tmp/bulk.bin >/tmp/bulk.out 2>$L/bulk.err </dev/null
+rc=$?
+secs=$(echo "$(up) $t0" | awk '{ printf "%.2f", $1 - $2 }')
+got=$(sha256sum < /tmp/bulk.out | cut -d' ' -f1)
+[ $rc = 0 ] && [ "$got" = "$want" ] \
+    && check stdout-bulk PASS "$((MIB * 2)) MiB of stdout intact, ${secs}s" \
+    || check stdout-bulk FAIL "rc=$rc $(wc -c </tmp/bulk.out) bytes, stderr '$(firstline $L/bulk.err)'"
+rm -f /tmp/bulk.bin /tmp/bulk.out
+
+# running ARGS: a process whose whole command line is ARGS exists (not
+# merely vm-run, whose own command line holds ARGS too).
+running() { ps -o args | grep -qx "$1"; }
+
+# Ctrl-C: SIGINT to vm-run reaches the program, which says so and exits 42.
+# (vmhelper sigdfl undoes the SIGINT ignore a shell gives `&` jobs, then
+# execs vm-run, so $! is vm-run.)
+vmhelper sigdfl vm-run test sh -c 'trap "echo got-INT; exit 42" INT; sleep 1001' \
+    >$L/sigint.out 2>$L/sigint.err </dev/null &
+VR=$!
+if waitfor 20 $VR running 'sleep 1001'; then
+    kill -INT $VR
+    waitfor $T $$ sh -c "! kill -0 $VR" || kill -KILL $VR
+    wait $VR
+    rc=$?
+    [ $rc = 42 ] && grep -q got-INT $L/sigint.out \
+        && check signal-forward PASS "SIGINT forwarded, the program's trap ran, exit 42" \
+        || check signal-forward FAIL "rc=$rc stdout '$(firstline $L/sigint.out)' stderr '$(firstline $L/sigint.err)'"
+else
+    kill -KILL $VR 2>/dev/null; wait $VR
+    check signal-forward FAIL "the program never started: stderr '$(firstline $L/sigint.err)'"
+fi
+
+# A client that vanishes ends its session: the program is gone soon after.
+vm-run test sleep 1002 >/dev/null 2>$L/hangup.err </dev/null &
+VR=$!
+if waitfor 20 $VR running 'sleep 1002'; then
+    kill -KILL $VR; wait $VR 2>/dev/null
+    t0=$(up)
+    if waitfor 20 $GA sh -c "! ps -o args | grep -qx 'sleep 1002'"; then
+        check disconnect-cleanup PASS "program gone $(echo "$(up) $t0" | awk '{ printf "%.2f", $1 - $2 }')s after vm-run was killed"
+    else
+        check disconnect-cleanup FAIL "'sleep 1002' still running 20 s after vm-run was killed"
+    fi
+else
+    kill $VR 2>/dev/null; wait $VR
+    check disconnect-cleanup FAIL "the program never started: stderr '$(firstline $L/hangup.err)'"
+fi
+
 # --- who may connect -----------------------------------------------------
 p=$(timeout 20 vmhelper probe 1 $PORT -u 65534 -p 40000 -t 10 2>&1)
 case "$p" in

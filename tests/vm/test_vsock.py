@@ -49,6 +49,9 @@ CHECKS = [
     "signal",
     "run-as-user",
     "pty",
+    "stdout-bulk",             # a few MiB of output back through vm-run
+    "signal-forward",          # SIGINT to vm-run reaches the program
+    "disconnect-cleanup",      # killing vm-run ends the program in the guest
     "denied-unreserved-port",  # uid 65534 from port 40000 gets Error(DENIED)
     "denied-local-cid-probe",  # without --allow-local-cid, CID 1 gets Error(DENIED)
     "denied-local-cid",        # ... and vm-run through it exits 255 saying so

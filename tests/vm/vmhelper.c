@@ -14,6 +14,9 @@
  *   vmhelper pty CMD [ARG...]             run CMD on a new pty (24x80) as
  *                                         its controlling terminal, copy
  *                                         its output to stdout, exit as it did
+ *   vmhelper sigdfl CMD [ARG...]          exec CMD with every signal at its
+ *                                         default action and none blocked (a
+ *                                         shell's `&` ignores SIGINT/SIGQUIT)
  *
  * The probe carries its own few lines of protobuf encoding so that it needs
  * nothing but libc; it knows just enough of the schema in
@@ -350,9 +353,21 @@ static int cmd_pty(char **argv) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+static int cmd_sigdfl(char **argv) {
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL); /* fails harmlessly for KILL, STOP, 32, 33 */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvp(argv[0], argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    return 127;
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: vmhelper cid | echo-server PORT | echo-client CID PORT TEXT |\n"
-                    "       probe CID PORT [-u UID] [-p SRCPORT|reserved] [-t SECONDS] | pty CMD [ARG...]\n");
+                    "       probe CID PORT [-u UID] [-p SRCPORT|reserved] [-t SECONDS] |\n"
+                    "       pty CMD [ARG...] | sigdfl CMD [ARG...]\n");
     exit(2);
 }
 
@@ -369,6 +384,8 @@ int main(int argc, char **argv) {
         return cmd_echo_client((unsigned)atoi(argv[2]), (unsigned)atoi(argv[3]), argv[4]);
     if (!strcmp(c, "pty") && argc >= 3)
         return cmd_pty(argv + 2);
+    if (!strcmp(c, "sigdfl") && argc >= 3)
+        return cmd_sigdfl(argv + 2);
     if (!strcmp(c, "probe") && argc >= 4) {
         long uid = -1, src = -1;
         double t = 10;
