@@ -558,7 +558,8 @@ def main():
                 sshd.stop()
                 sshd = None
         print(f"qubes-lite bench ({'quick' if args.quick else 'full'}): "
-              f"{platform.node()}, Linux {platform.release()}, {os.cpu_count()} CPUs, "
+              f"{platform.node()}, Linux {platform.release()}, {os.cpu_count()} CPUs "
+              f"(load {os.getloadavg()[0]:.2f}), "
               f"{cfg['spawn_rounds']}×{cfg['spawn_per_round']} spawns, "
               f"{cfg['cat_rounds']}× {fmt_size(cfg['cat_size'])} cat, "
               f"{fmt_size(cfg['rss_size'])} slow stream", flush=True)
