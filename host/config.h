@@ -10,10 +10,10 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "paths.h"
 #include "util.h"
 
 #define CONFIG_ERROR_MAX 512
-#define CONFIG_VM_NAME_MAX 12u
 #define CONFIG_VM_ID_MIN 3u
 #define CONFIG_VM_ID_MAX 255u
 
@@ -31,14 +31,6 @@ typedef struct VmConfig {
     char *name;
     unsigned id;                          /* odd, 3..255; also the vsock CID */
 } VmConfig;
-
-/* $QUBES_LITE_CONFIG_DIR when set and non-empty, else DEFAULT_CONFIG_DIR. */
-const char *config_dir(void);
-/* $QUBES_LITE_RUNTIME_DIR when set and non-empty, else DEFAULT_RUNTIME_DIR. */
-const char *config_runtime_dir(void);
-
-/* [a-z][a-z0-9-]{0,11}: the TAP interface is vm-<name>, 15 bytes at most. */
-bool config_vm_name_valid(const char *name);
 
 /* Loads <dir>/host.json. -ENOENT when the file does not exist (callers
  * decide whether that is fine); -EINVAL, -ENOMEM, ... otherwise, with

@@ -12,12 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
-#include "addr.h"
-#include "config.h"
+#include "paths.h"
 #include "util.h"
 #include "vmrun-opts.h"
 #include "wire.h"
@@ -147,31 +148,54 @@ static void host_error(const Msg *m) {
     fail("VM '%s': %s (%s)", vm_name, buf, wire_error_name(m->error.code));
 }
 
+/* A blocking connection to the host agent's unix socket. vm-run talks to
+ * nothing else directly, so it needs neither the address parser nor the
+ * libraries behind it (a short start matters for `vm-run VM true`). */
+static int unix_connect(const char *path, int *ret_fd) {
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+    _cleanup_close_ int fd = -EBADF;
+
+    if (n >= sizeof(un.sun_path)) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(un.sun_path, path, n);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    while (connect(fd, (struct sockaddr *)&un,
+                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1)) < 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
 /* Connects to the host agent and returns the guest agent connection;
  * *ret_host is the lease, kept open until we exit. */
 static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
     _cleanup_close_ int fd = -EBADF;
-    char addr_str[ADDR_STR_MAX + 8];
-    Addr addr;
     Msg m;
     int guest_fd = -EBADF;
     int r;
 
-    snprintf(addr_str, sizeof(addr_str), "unix:%s", sock_path);
-    if (addr_parse(addr_str, &addr) < 0) {
-        fail("the socket path %s is too long", sock_path);
-    }
-    r = addr_connect(&addr, 0, &fd);
+    r = unix_connect(sock_path, &fd);
     if (r < 0) {
         errno = -r;
         fail("cannot reach the host agent of VM '%s' at %s: %m", vm_name, sock_path);
     }
     t->host = now_usec(CLOCK_MONOTONIC);
 
-    /* A refused peer is told so and closed: read that answer even when
-     * our own Hello no longer goes through. */
+    /* Hello and Connect go out together. A refused peer is told so and
+     * closed: read that answer even when our frames no longer go through. */
     Msg hello = msg_hello(SOFTWARE);
-    (void)wire_send(fd, &hello);
+    Msg connect = {.type = MSG_CONNECT};
+    if (wire_send(fd, &hello) >= 0) {
+        (void)wire_send(fd, &connect);
+    }
     r = wire_recv(fd, &m, NULL);
     if (r < 0) {
         errno = -r;
@@ -188,13 +212,6 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
              WIRE_VERSION_MAJOR);
     }
     msg_done(&m);
-
-    Msg connect = {.type = MSG_CONNECT};
-    r = wire_send(fd, &connect);
-    if (r < 0) {
-        errno = -r;
-        fail("cannot talk to the host agent of VM '%s': %m", vm_name);
-    }
 
     struct pollfd p = {.fd = fd, .events = POLLIN};
     r = poll(&p, 1, WAIT_NOTICE_MS);
