@@ -35,18 +35,20 @@ vmrun() {
     rc=$?
 }
 firstline() { head -c 300 "$1" | tr '\n\r' '  '; }
+# gone PID: the process has exited (reaped, or a zombie not yet reaped).
+gone() { [ ! -d /proc/$1 ] || [ "$(cut -d' ' -f3 /proc/$1/stat 2>/dev/null)" = Z ]; }
 waitfor() {  # SECONDS PID CMD...: retry CMD every 0.1 s until it succeeds;
              # give up early when process PID has exited
     w=$1 pid=$2; shift 2
     end=$(($(cut -d. -f1 /proc/uptime) + w))
     while [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do
         "$@" >/dev/null 2>&1 && return 0
-        kill -0 $pid 2>/dev/null || return 1
+        gone $pid && return 1
         sleep 0.1
     done
     return 1
 }
-alive() { kill -0 $1 2>/dev/null && echo running || echo exited; }
+alive() { gone $1 && echo exited || echo running; }
 
 # --- the path itself: modules, CID, a plain echo over CID 1 --------------
 cid=$(vmhelper cid 2>&1)
@@ -155,7 +157,7 @@ vmhelper sigdfl vm-run test sh -c 'trap "echo got-INT; exit 42" INT; sleep 1001'
 VR=$!
 if waitfor 20 $VR running 'sleep 1001'; then
     kill -INT $VR
-    waitfor $T $$ sh -c "! kill -0 $VR" || kill -KILL $VR
+    waitfor $T $$ gone $VR || kill -KILL $VR
     wait $VR
     rc=$?
     [ $rc = 42 ] && grep -q got-INT $L/sigint.out \
@@ -216,9 +218,29 @@ fi
 
 # The refusals did not hurt the agents.
 vmrun again test echo still serving
-[ $rc = 0 ] && [ "$(cat $L/again.out)" = "still serving" ] && kill -0 $GA 2>/dev/null && kill -0 $HA 2>/dev/null \
+[ $rc = 0 ] && [ "$(cat $L/again.out)" = "still serving" ] && ! gone $GA && ! gone $HA \
     && check still-serving PASS "both agents alive and answering" \
     || check still-serving FAIL "rc=$rc stdout '$(firstline $L/again.out)'; guest agent $(alive $GA), host agent $(alive $HA)"
+
+# SIGTERM stops each daemon cleanly (exit 0), which also lets LeakSanitizer
+# look at them before the check below.
+bad=
+for p in $GA $HA $GA2 $HA2; do
+    kill -TERM $p 2>/dev/null
+done
+for n in guest-agent:$GA host-agent:$HA strict-guest-agent:$GA2 strict-host-agent:$HA2; do
+    p=${n#*:}
+    if waitfor 10 $$ gone $p; then
+        wait $p
+        r=$?
+        [ $r = 0 ] || bad="$bad ${n%:*} exit $r;"
+    else
+        bad="$bad ${n%:*} still running 10 s after SIGTERM;"
+        kill -KILL $p 2>/dev/null
+    fi
+done
+[ -z "$bad" ] && check clean-exit PASS "both guest agents and both host agents exit 0 on SIGTERM" \
+    || check clean-exit FAIL "$bad"
 
 # Sanitizer builds: nothing reported by any program.
 if grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:' $L/* >/tmp/san 2>/dev/null; then

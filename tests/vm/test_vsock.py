@@ -56,6 +56,7 @@ CHECKS = [
     "denied-local-cid-probe",  # without --allow-local-cid, CID 1 gets Error(DENIED)
     "denied-local-cid",        # ... and vm-run through it exits 255 saying so
     "still-serving",
+    "clean-exit",              # every daemon exits 0 on SIGTERM
     "no-sanitizer-reports",
 ]
 CHECK_RE = re.compile(r"^QL-CHECK (\S+) (PASS|FAIL|SKIP) ?(.*)$")
