@@ -509,10 +509,11 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
             output_close(s, i);
             break;
         }
+    }
+    /* One send for what this round read: fewer, larger writes mean fewer
+     * wake-ups on both ends. */
+    if (r >= 0) {
         r = wire_writer_flush(&s->wr, s->fd);
-        if (r < 0) {
-            break;
-        }
     }
     if (r >= 0) {
         r = session_try_finish(s);
