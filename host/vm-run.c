@@ -381,7 +381,10 @@ static void session_started(Session *s) {
 static void guest_error(const Msg *m) {
     char buf[512];
     peer_text(m->error.message, buf, sizeof(buf));
-    fail("the guest agent of VM '%s' refused: %s (%s)", vm_name, buf,
+    if (m->error.code == WIRE_ERR_DENIED) {
+        fail("the guest agent of VM '%s' denied access: %s (DENIED)", vm_name, buf);
+    }
+    fail("the guest agent of VM '%s' reported an error: %s (%s)", vm_name, buf,
          wire_error_name(m->error.code));
 }
 

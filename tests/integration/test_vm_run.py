@@ -370,3 +370,24 @@ def test_window_size_changes_are_forwarded(stack):
         assert p.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
         os.close(master)
+
+
+def test_guest_agent_gone_before_exit(stack):
+    p = stack.popen(VM, "sleep", "100", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_live_sessions(stack, 1)
+    stack.guest.stop()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 255, err
+    err = lines(err)
+    assert len(err) == 1, err
+    assert err[0].startswith("vm-run: ") and "guest agent" in err[0], err
+
+
+def test_guest_agent_error_is_one_line(stack):
+    # The guest agent refuses what fails its validation (here a user name
+    # the protocol does not allow); vm-run reports it in one line.
+    r = stack.vm_run("-u", "bad name", VM, "true")
+    assert r.returncode == 255, r
+    err = lines(r.stderr)
+    assert len(err) == 1, err
+    assert err[0].startswith("vm-run: the guest agent of VM 'test'"), err
