@@ -70,8 +70,10 @@ def run(vmlinux, initrd, timeout=120, append="", memory=512, log=None):
     wall = time.monotonic() - t0
     text = out.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "")
     if log:
-        with open(log, "w") as f:
+        tmp = f"{log}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
             f.write(text)
+        os.replace(tmp, log)
     return Result(text, None if timed_out else proc.returncode, timed_out, wall)
 
 

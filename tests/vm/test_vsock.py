@@ -80,11 +80,12 @@ def build_helper():
         return out
     os.makedirs(WORK, exist_ok=True)
     cc = os.environ.get("CC", "gcc")
+    tmp = f"{out}.{os.getpid()}.tmp"     # concurrent runs share $BUILD/vm
     r = subprocess.run([cc, "-O2", "-static", "-Wall", "-Wextra", "-Werror",
-                        "-o", out + ".tmp", src], capture_output=True, text=True)
+                        "-o", tmp, src], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"building {out} with {cc} -static failed:\n{r.stderr}")
-    os.replace(out + ".tmp", out)
+    os.replace(tmp, out)
     return out
 
 
@@ -114,7 +115,7 @@ def vm():
         for k in ("QL_CMD_TIMEOUT", "QL_STDIN_MIB"):
             if os.environ.get(k):
                 env += f"export {k}={shlex.quote(os.environ[k])}\n"
-        initrd = os.path.join(WORK, "vsock-test.cpio.gz")
+        initrd = os.path.join(WORK, f"vsock-test.{os.getpid()}.cpio.gz")
         vminitramfs.build(initrd, kernel, os.path.join(HERE, "guest-vsock.sh"),
                           [helper] + [os.path.join(BIN, p) for p in PROGRAMS],
                           files={"/etc/ql-test.env": env.encode()})
@@ -123,9 +124,12 @@ def vm():
         return run
     run.build_s = time.monotonic() - t0
     run.log = os.path.join(WORK, "vsock-test.console.log")
-    run.result = qemuvm.run(kernel.vmlinux, initrd,
-                            timeout=float(os.environ.get("QL_VM_TIMEOUT", "180")),
-                            log=run.log)
+    try:
+        run.result = qemuvm.run(kernel.vmlinux, initrd,
+                                timeout=float(os.environ.get("QL_VM_TIMEOUT", "180")),
+                                log=run.log)
+    finally:
+        os.unlink(initrd)
     for line in run.result.lines():
         m = CHECK_RE.match(line.strip())
         if m:

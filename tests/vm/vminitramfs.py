@@ -220,7 +220,7 @@ def build(out, kernel, test_script=None, binaries=(), modules=VSOCK_MODULES,
             for n in sorted(dirnames) + sorted(filenames):
                 entries.append(n if rel == "." else os.path.join(rel, n))
         listing = "".join(e + "\n" for e in ["."] + entries).encode()
-        tmp = out + ".tmp"
+        tmp = f"{out}.{os.getpid()}.tmp"
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         cpio = subprocess.run([busybox, "cpio", "-o", "-H", "newc"], cwd=r,
                               input=listing, capture_output=True)

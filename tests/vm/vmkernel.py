@@ -12,6 +12,7 @@ bzImage costs under TCG. Everything is cached: a second call does no work
 and needs no network. Raises KernelUnavailable with a one-line reason when
 apt or the network cannot provide the package.
 """
+import fcntl
 import glob
 import lzma
 import os
@@ -153,7 +154,13 @@ def ensure_kernel(cache=None, log=None):
         k = _cached(cache)
     if k:
         return k
-    say = log or (lambda m: None)
+    os.makedirs(cache, exist_ok=True)
+    with open(os.path.join(cache, "kernel.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # one fetch at a time
+        return _cached(cache) or _prepare(cache, log or (lambda m: None))
+
+
+def _prepare(cache, say):
     pkg = kernel_package()
     deb = fetch_deb(os.path.join(cache, "debs"), pkg,
                     [os.path.join(_default_cache(), "debs")])
