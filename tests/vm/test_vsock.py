@@ -8,8 +8,8 @@ over vsock:1:5200 (vsock_loopback), and vm-run goes through the host
 agent. The script prints one `QL-CHECK <name> PASS|FAIL|SKIP <detail>` line
 per check; each expected name below is its own test here.
 
-Skipped (with the reason) when qemu or the Debian kernel package cannot be
-had; failed when the programs under test were not built.
+Skipped (with the reason) when qemu, busybox-static or the Debian kernel
+package cannot be had; failed when the programs under test were not built.
 Environment: BUILD (default build), QL_VM_TIMEOUT (seconds for the whole
 guest run, default 180), QL_CMD_TIMEOUT (seconds per command in the guest,
 default 30), QL_STDIN_MIB (stdin check size, default 4), ASAN_OPTIONS,
@@ -104,9 +104,11 @@ def vm():
         return run
     try:
         qemuvm.qemu_binary()
+        vminitramfs.static_busybox()
         kernel = vmkernel.ensure_kernel()
-    except (qemuvm.QemuUnavailable, vmkernel.KernelUnavailable) as e:
-        pytest.skip(f"VM tests need qemu and the Debian kernel: {e}")
+    except (qemuvm.QemuUnavailable, vminitramfs.BusyboxUnavailable,
+            vmkernel.KernelUnavailable) as e:
+        pytest.skip(f"VM tests need qemu, busybox-static and the Debian kernel: {e}")
     t0 = time.monotonic()
     try:
         helper = build_helper()

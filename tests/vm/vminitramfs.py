@@ -139,6 +139,20 @@ def shared_libs(binary):
     return libs
 
 
+class BusyboxUnavailable(InitramfsError):
+    pass
+
+
+def static_busybox():
+    """Path of a statically linked busybox, or BusyboxUnavailable."""
+    busybox = shutil.which("busybox")
+    if not busybox:
+        raise BusyboxUnavailable("busybox not found (apt-get install busybox-static)")
+    if shared_libs(busybox):
+        raise BusyboxUnavailable(f"{busybox} is dynamically linked (apt-get install busybox-static)")
+    return busybox
+
+
 def _copy(src, dst, mode=None):
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     shutil.copyfile(src, dst)         # follows symlinks
@@ -152,11 +166,7 @@ def build(out, kernel, test_script=None, binaries=(), modules=VSOCK_MODULES,
     binaries: host paths, installed as /bin/<basename>.
     files: {guest path: host path or bytes} for anything else.
     """
-    busybox = shutil.which("busybox")
-    if not busybox:
-        raise InitramfsError("busybox not found (apt-get install busybox-static)")
-    if shared_libs(busybox):
-        raise InitramfsError(f"{busybox} is dynamically linked; install busybox-static")
+    busybox = static_busybox()
     with tempfile.TemporaryDirectory(prefix="qlvm-initramfs-") as r:
         os.chmod(r, 0o755)            # becomes the guest's /, mkdtemp made it 0700
         for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp",
