@@ -7,7 +7,7 @@
 set -euo pipefail
 
 BUILD_PKGS=(
-    gcc make pkg-config
+    gcc libc6-dev make pkg-config
     libprotobuf-c-dev protobuf-c-compiler   # the wire protocol
     libsystemd-dev                          # sd-event, sd_listen_fds, sd_notify, sd-bus
     libwayland-dev                          # guest: wait for the Wayland display
