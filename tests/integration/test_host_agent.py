@@ -305,3 +305,54 @@ def test_out_of_fds_pauses_accepting_then_recovers(host_stack):
     wait_for(lambda: s.host_status().leases == 0, what="the host agent to recover")
     r = s.vm_run(VM, "echo", "ok")
     assert r.returncode == 0, r
+
+
+def test_systemd_socket_and_ready_notification(host_stack):
+    """Socket activation: the listening socket comes as fd 3 (LISTEN_FDS),
+    and READY=1 goes to NOTIFY_SOCKET once the agent serves."""
+    s = host_stack()
+    lpath = os.path.join(s.dir, "activated.sock")
+    npath = os.path.join(s.dir, "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(lpath)
+    listener.listen(16)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(npath)
+    notify.settimeout(60)
+    lfd = listener.fileno()
+    env = dict(s.env, LISTEN_FDS="1", NOTIFY_SOCKET=npath)
+    agent = program("qubes-lite-host-agent")
+    # A small launcher puts the socket on fd 3 and execs the agent with
+    # its own pid as LISTEN_PID, as systemd would.
+    launcher = ("import os, sys\n"
+                "os.dup2(int(sys.argv[1]), 3)\n"
+                "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+                "os.execv(sys.argv[2], sys.argv[2:])\n")
+    p = subprocess.Popen(["/usr/bin/python3", "-c", launcher, str(lfd), agent, "--vm", VM,
+                          "--no-vmm", "--guest", "unix:" + s.guest_sock],
+                         env=env, pass_fds=(lfd,), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    try:
+        try:
+            msg = notify.recv(4096)
+        except TimeoutError:
+            p.kill()
+            raise AssertionError(p.communicate()[0])
+        assert b"READY=1" in msg.split(b"\n")
+        env2 = dict(s.env, QUBES_LITE_RUNTIME_DIR=s.dir)
+        r = subprocess.run([program("vm-run"), "activated", "true"], env=env2,
+                           capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+        # "activated" is not a configured VM but its socket exists: vm-run
+        # goes by the socket.
+        assert r.returncode == 0, r
+        # The socket file is systemd's: the agent leaves it in place.
+        p.terminate()
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out
+        assert os.path.exists(lpath)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        listener.close()
+        notify.close()
