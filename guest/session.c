@@ -8,6 +8,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,6 +86,13 @@ struct Session {
     unsigned veof_pending;
     bool veof_armed;
     sd_event_source *grace;
+
+    /* A Data frame whose bytes go from a pipe to the socket by splice():
+     * its header, then sp_left bytes of out_fd[sp_stream]. */
+    bool sp_active, wire_broken;
+    int sp_stream;
+    uint8_t sp_hdr[DATA_HDR_MAX];
+    size_t sp_hdr_len, sp_hdr_off, sp_left;
 };
 
 static unsigned session_next_id;
@@ -128,6 +136,11 @@ static void stdin_close(Session *s) {
 }
 
 static void output_close(Session *s, int i) {
+    if (s->sp_active && s->sp_stream == i) {
+        /* Mid-frame: the connection cannot carry anything coherent now. */
+        s->sp_active = false;
+        s->wire_broken = true;
+    }
     s->out_src[i] = sd_event_source_disable_unref(s->out_src[i]);
     s->out_fd[i] = safe_close(s->out_fd[i]);
 }
@@ -444,6 +457,25 @@ static int writer_reserve(WireWriter *w, size_t n) {
     return 0;
 }
 
+/* Writes the header of a Data frame carrying n bytes of stream i (0:
+ * stdout, 1: stderr) to p; returns its size, at most DATA_HDR_MAX. */
+static size_t data_header(uint8_t *p, int i, uint32_t n) {
+    uint8_t *start = p;
+    uint32_t data_len = 2 + 1 + (uint32_t)varint_size(n) + n;
+    uint32_t body_len = 1 + (uint32_t)varint_size(data_len) + data_len;
+    *p++ = (uint8_t)(body_len >> 24);
+    *p++ = (uint8_t)(body_len >> 16);
+    *p++ = (uint8_t)(body_len >> 8);
+    *p++ = (uint8_t)body_len;
+    *p++ = (4 << 3) | 2;                  /* Envelope.data, length-delimited */
+    p = varint_put(p, data_len);
+    *p++ = (1 << 3) | 0;                  /* Data.stream, varint */
+    *p++ = i == 0 ? 1 : 2;                /* STREAM_STDOUT, STREAM_STDERR */
+    *p++ = (2 << 3) | 2;                  /* Data.data, length-delimited */
+    p = varint_put(p, n);
+    return (size_t)(p - start);
+}
+
 /* Reads one chunk of output straight into the connection's output queue
  * as a Data frame: the bytes are copied once, by the kernel, on the way
  * in. Returns the bytes read, 0 on EOF, -EAGAIN, or an error. */
@@ -464,26 +496,93 @@ static ssize_t output_read_frame(Session *s, int i) {
     if (k == 0) {
         return 0;
     }
-    uint32_t n = (uint32_t)k;
-    uint32_t data_len = 2 + 1 + (uint32_t)varint_size(n) + n;
-    uint32_t body_len = 1 + (uint32_t)varint_size(data_len) + data_len;
-    size_t hdr = WIRE_HEADER_SIZE + 1 + varint_size(data_len) + 2 + 1 + varint_size(n);
-    if (hdr < DATA_HDR_MAX) {
-        memmove(base + hdr, base + DATA_HDR_MAX, n);
+    uint8_t hdr[DATA_HDR_MAX];
+    size_t h = data_header(hdr, i, (uint32_t)k);
+    if (h < DATA_HDR_MAX) {
+        memmove(base + h, base + DATA_HDR_MAX, (size_t)k);
     }
-    uint8_t *p = base;
-    *p++ = (uint8_t)(body_len >> 24);
-    *p++ = (uint8_t)(body_len >> 16);
-    *p++ = (uint8_t)(body_len >> 8);
-    *p++ = (uint8_t)body_len;
-    *p++ = (4 << 3) | 2;                  /* Envelope.data, length-delimited */
-    p = varint_put(p, data_len);
-    *p++ = (1 << 3) | 0;                  /* Data.stream, varint */
-    *p++ = i == 0 ? 1 : 2;                /* STREAM_STDOUT, STREAM_STDERR */
-    *p++ = (2 << 3) | 2;                  /* Data.data, length-delimited */
-    p = varint_put(p, n);
-    w->end += hdr + n;
+    memcpy(base, hdr, h);
+    w->end += h + (size_t)k;
     return k;
+}
+
+/* Whether splice() from a pipe into a stream socket works here: tried once
+ * on a socketpair. */
+static bool splice_supported(void) {
+    static int cached = -1;
+    if (cached >= 0) {
+        return cached;
+    }
+    int sv[2] = {-EBADF, -EBADF}, p[2] = {-EBADF, -EBADF};
+    cached = 0;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0 &&
+        pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0 && write(p[1], "x", 1) == 1 &&
+        splice(p[0], NULL, sv[0], NULL, 1, SPLICE_F_NONBLOCK | SPLICE_F_MOVE) == 1) {
+        cached = 1;
+    }
+    close_pair(sv);
+    close_pair(p);
+    return cached;
+}
+
+/* Starts a spliced Data frame for what the pipe holds now. 1 when one was
+ * started, 0 when the read path must be used (EOF, or nothing there). */
+static int output_splice_begin(Session *s, int i) {
+    int avail = 0;
+    if (ioctl(s->out_fd[i], FIONREAD, &avail) < 0 || avail <= 0) {
+        return 0;
+    }
+    uint32_t n = MIN((uint32_t)avail, WIRE_DATA_MAX);
+    s->sp_hdr_len = data_header(s->sp_hdr, i, n);
+    s->sp_hdr_off = 0;
+    s->sp_left = n;
+    s->sp_stream = i;
+    s->sp_active = true;
+    return 1;
+}
+
+static size_t session_pending(const Session *s) {
+    size_t n = wire_writer_pending(&s->wr);
+    if (s->sp_active) {
+        n += s->sp_hdr_len - s->sp_hdr_off + s->sp_left;
+    }
+    return n;
+}
+
+/* Sends what is queued, in order: a spliced frame in progress first (it
+ * was started with nothing else queued), then the writer. 0 when all is
+ * out, 1 when the socket is full, negative errno on failure. */
+static int session_flush(Session *s) {
+    if (s->wire_broken) {
+        return -EPIPE;
+    }
+    while (s->sp_active) {
+        ssize_t k;
+        if (s->sp_hdr_off < s->sp_hdr_len) {
+            k = send(s->fd, s->sp_hdr + s->sp_hdr_off, s->sp_hdr_len - s->sp_hdr_off,
+                     MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE);
+            if (k > 0) {
+                s->sp_hdr_off += (size_t)k;
+            }
+        } else {
+            k = splice(s->out_fd[s->sp_stream], NULL, s->fd, NULL, s->sp_left,
+                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (k == 0) {
+                return -EIO;              /* the pipe lost bytes it announced */
+            }
+            if (k > 0) {
+                s->sp_left -= (size_t)k;
+                s->sp_active = s->sp_left > 0;
+            }
+        }
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno == EAGAIN ? 1 : -errno;
+        }
+    }
+    return wire_writer_flush(&s->wr, s->fd);
 }
 
 static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -492,8 +591,18 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
     int r = 0;
 
     for (int n = 0; n < CHUNKS_PER_DISPATCH; n++) {
-        if (wire_writer_pending(&s->wr) >= OUTPUT_PENDING_MAX) {
+        if (s->sp_active || session_pending(s) >= OUTPUT_PENDING_MAX) {
             break;
+        }
+        /* Nothing queued: the bytes can go pipe to socket without passing
+         * through us. Otherwise (or on a pty) read them into the queue. */
+        if (!s->pty && wire_writer_pending(&s->wr) == 0 && splice_supported() &&
+            output_splice_begin(s, i) > 0) {
+            r = session_flush(s);
+            if (r != 0) {
+                break;
+            }
+            continue;
         }
         ssize_t k = output_read_frame(s, i);
         if (k == -EAGAIN) {
@@ -513,7 +622,7 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
     /* One send for what this round read: fewer, larger writes mean fewer
      * wake-ups on both ends. */
     if (r >= 0) {
-        r = wire_writer_flush(&s->wr, s->fd);
+        r = session_flush(s);
     }
     if (r >= 0) {
         r = session_try_finish(s);
@@ -577,7 +686,7 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
         log_debug("session %u: start failed: %.*s", s->id, (int)(len > 0 ? len - 1 : 0), msg);
     }
     if (r >= 0) {
-        r = wire_writer_flush(&s->wr, s->fd);
+        r = session_flush(s);
     }
     if (r >= 0) {
         r = session_try_finish(s);
@@ -616,7 +725,7 @@ static int on_child(sd_event_source *src, int fd, uint32_t revents, void *userda
     }
     int r = session_try_finish(s);
     if (r >= 0) {
-        r = wire_writer_flush(&s->wr, s->fd);
+        r = session_flush(s);
     }
     if (r < 0) {
         session_lost(s, r);
@@ -909,7 +1018,7 @@ static void session_update(Session *s) {
     if (s->state == CONN_CLOSED) {
         return;
     }
-    size_t pending = wire_writer_pending(&s->wr);
+    size_t pending = session_pending(s);
     uint32_t ev = (conn_reads(s) ? EPOLLIN : 0) | (pending > 0 ? EPOLLOUT : 0);
     if (ev) {
         (void)sd_event_source_set_io_events(s->io, ev);
@@ -932,7 +1041,7 @@ static void session_update(Session *s) {
 /* Never frees s. */
 static void closing_io(Session *s, uint32_t revents) {
     if (!s->shut_wr) {
-        int r = wire_writer_flush(&s->wr, s->fd);
+        int r = session_flush(s);
         if (r < 0) {
             conn_close(s);
             return;
@@ -974,7 +1083,7 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
         return 0;
     }
     if (revents & EPOLLOUT) {
-        r = wire_writer_flush(&s->wr, s->fd);
+        r = session_flush(s);
         if (r < 0) {
             session_lost(s, r);
             return 0;
@@ -1011,7 +1120,7 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
             }
         }
     }
-    r = wire_writer_flush(&s->wr, s->fd);
+    r = session_flush(s);
     if (r < 0) {
         session_lost(s, r);
         return 0;
@@ -1110,7 +1219,7 @@ int session_new(Agent *a, int fd) {
         r = session_arm(s, &s->timer, HELLO_TIMEOUT_USEC, on_hello_timeout);
     }
     if (r >= 0) {
-        r = wire_writer_flush(&s->wr, s->fd);
+        r = session_flush(s);
     }
     if (r < 0) {
         session_lost(s, r);
