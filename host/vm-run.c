@@ -589,7 +589,7 @@ static int exit_status(const MsgExited *e) {
 
 static void print_ms(const char *what, uint64_t start, uint64_t at, const char *note) {
     if (!at) {
-        fprintf(stderr, "vm-run:   %-18s -%s\n", what, note ? note : "");
+        fprintf(stderr, "vm-run:   %-18s %9s   %s\n", what, "-", note ? note : "");
         return;
     }
     fprintf(stderr, "vm-run:   %-18s %9.3f ms%s\n", what, (double)(at - start) / 1000.0,
@@ -605,13 +605,13 @@ static void print_timing(const Timing *t) {
                  (double)t->vm_start_us / 1000.0);
         print_ms("VM start", t->start, t->connected, note);
     } else {
-        print_ms("VM start", t->start, 0, " (already running)");
+        print_ms("VM start", t->start, 0, "(already running)");
     }
     snprintf(note, sizeof(note), " (host agent waited %.3f ms for it)",
              (double)t->guest_wait_us / 1000.0);
     print_ms("guest agent ready", t->start, t->guest_ready, note);
     print_ms("exec", t->start, t->started, NULL);
-    print_ms("first byte", t->start, t->first_byte, t->first_byte ? NULL : " (no output)");
+    print_ms("first byte", t->start, t->first_byte, t->first_byte ? NULL : "(no output)");
     print_ms("exit", t->start, t->exited, NULL);
 }
 
