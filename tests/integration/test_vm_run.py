@@ -391,3 +391,17 @@ def test_guest_agent_error_is_one_line(stack):
     err = lines(r.stderr)
     assert len(err) == 1, err
     assert err[0].startswith("vm-run: the guest agent of VM 'test'"), err
+
+
+def test_many_clients_wait_for_a_late_guest(host_stack):
+    s = host_stack(start_guest=False)
+    n = 5
+    procs = [s.popen(VM, "echo", str(i), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(n)]
+    wait_for(lambda: s.host_status().leases == n, what=f"{n} waiting clients")
+    s.start_guest()
+    for i, p in enumerate(procs):
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert out == f"{i}\n".encode()
+    wait_for(lambda: s.host_status().leases == 0, what="no lease")
