@@ -50,12 +50,14 @@ def wait_for(pred, timeout=60, interval=0.05, what="condition"):
 class Daemon:
     """A daemon started by pid with its output in a log file."""
 
-    def __init__(self, name, args, env, log_path, ready_text, preexec=None):
+    def __init__(self, name, args, env, log_path, ready_text, preexec=None, user=None):
         self.name = name
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=preexec)
+                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=preexec,
+                                     **({} if user is None else
+                                        dict(user=user, group=user, extra_groups=[])))
         self.pid = self.proc.pid
         try:
             wait_for(lambda: ready_text in self.log_text() or self.proc.poll() is not None,
@@ -94,7 +96,7 @@ class Daemon:
 
 class HostStack:
     def __init__(self, user=DEFAULT_USER, start_guest=True, guest_timeout=60,
-                 dir_mode=0o700, guest_args=()):
+                 dir_mode=0o700, guest_args=(), run_as=None):
         # Short path: unix socket paths are limited to 108 bytes.
         self.dir = tempfile.mkdtemp(prefix="qlh-")
         os.chmod(self.dir, dir_mode)
@@ -103,6 +105,11 @@ class HostStack:
         self.sock = os.path.join(self.run_dir, VM + ".sock")
         self.guest_sock = os.path.join(self.dir, "guest.sock")
         os.makedirs(os.path.join(self.etc, "vms"))
+        # run_as: a uid that runs both daemons (unprivileged stack).
+        self.run_as = run_as
+        if run_as is not None:
+            os.chmod(self.dir, 0o755)
+            os.chown(self.dir, run_as, run_as)
         host = {} if user is None else {"user": user}
         self.write_json("host.json", host)
         self.write_json(f"vms/{VM}.json", {"id": VM_ID, "name": VM})
@@ -129,14 +136,15 @@ class HostStack:
         args = [program("qubes-lite-guest-agent"), "--listen", "unix:" + self.guest_sock,
                 "--log-level", "debug", "--kill-grace", "2"] + self.guest_args
         self.guest = Daemon("guest agent", args, self.env,
-                            os.path.join(self.dir, "guest.log"), "Listening on")
+                            os.path.join(self.dir, "guest.log"), "Listening on", user=self.run_as)
 
     def start_host(self, *extra, preexec=None):
         args = [program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
                 "--listen", "unix:" + self.sock, "--guest", "unix:" + self.guest_sock,
                 "--guest-timeout", str(self.guest_timeout), "--log-level", "debug"]
         self.host = Daemon("host agent", args + list(extra), self.env,
-                           os.path.join(self.dir, "host.log"), "serving", preexec=preexec)
+                           os.path.join(self.dir, "host.log"), "serving", preexec=preexec,
+                           user=self.run_as)
 
     # ---- vm-run --------------------------------------------------------
 

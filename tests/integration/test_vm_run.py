@@ -405,3 +405,15 @@ def test_many_clients_wait_for_a_late_guest(host_stack):
         assert p.returncode == 0, err
         assert out == f"{i}\n".encode()
     wait_for(lambda: s.host_status().leases == 0, what="no lease")
+
+
+def test_whole_stack_unprivileged(host_stack):
+    # Both agents and vm-run as nobody: nothing needs root in a temporary
+    # directory (the guest agent is told to accept its own uid).
+    nobody = 65534
+    s = host_stack(run_as=nobody, guest_args=["--allow-uid", str(nobody)])
+    r = s.vm_run(VM, "sh", "-c", "id -u; echo err >&2; exit 5", user=nobody, group=nobody,
+                 extra_groups=[])
+    assert r.returncode == 5, r
+    assert r.stdout == b"65534\n"
+    assert r.stderr == b"err\n"
