@@ -27,6 +27,9 @@
 
 /* ---- in the child -------------------------------------------------------- */
 
+/* Where child_fail() reports: the error pipe, wherever it is right now. */
+static int child_report_fd = ERR_FD;
+
 _printf_(2, 3) _noreturn_ static void child_fail(int err, const char *fmt, ...) {
     uint8_t buf[SPAWN_REPORT_MAX];
     int32_t e = err > 0 ? err : EIO;
@@ -42,7 +45,7 @@ _printf_(2, 3) _noreturn_ static void child_fail(int err, const char *fmt, ...) 
     size_t len = MIN((size_t)n, sizeof(buf) - sizeof(e) - 2);
     buf[sizeof(e) + len] = '\n';
     /* One write below PIPE_BUF: the parent sees all of it or nothing. */
-    (void)!write(ERR_FD, buf, sizeof(e) + len + 1);
+    (void)!write(child_report_fd, buf, sizeof(e) + len + 1);
     _exit(127);
 }
 
@@ -62,21 +65,27 @@ static void child_setup_fds(const int stdio[3], int err_fd) {
     int tmp[3];
     /* Move everything above ERR_FD first so the dup2s below cannot clobber
      * a source. */
+    child_report_fd = err_fd;
     int e = fcntl(err_fd, F_DUPFD_CLOEXEC, 10);
+    if (e < 0) {
+        child_fail(errno, "qubes-lite: cannot set up stdio: %s", strerror(errno));
+    }
+    child_report_fd = e;
     for (int i = 0; i < 3; i++) {
         tmp[i] = fcntl(stdio[i], F_DUPFD, 10);
-        if (tmp[i] < 0 || e < 0) {
-            _exit(127);
+        if (tmp[i] < 0) {
+            child_fail(errno, "qubes-lite: cannot set up stdio: %s", strerror(errno));
         }
     }
     for (int i = 0; i < 3; i++) {
         if (dup2(tmp[i], i) < 0) {
-            _exit(127);
+            child_fail(errno, "qubes-lite: cannot set up stdio: %s", strerror(errno));
         }
     }
     if (dup3(e, ERR_FD, O_CLOEXEC) < 0) {
-        _exit(127);
+        child_fail(errno, "qubes-lite: cannot set up stdio: %s", strerror(errno));
     }
+    child_report_fd = ERR_FD;
     close_range(ERR_FD + 1, ~0U, 0);
 }
 
