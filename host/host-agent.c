@@ -364,32 +364,47 @@ static int client_send_status(Client *c) {
     return client_queue(c, &m);
 }
 
+static int handle_hello(Client *c, const Msg *m) {
+    char buf[128];
+
+    if (wire_check_hello(m) < 0) {
+        snprintf(buf, sizeof(buf), "protocol version %u is not supported (this is %u)",
+                 m->hello.major, WIRE_VERSION_MAJOR);
+        return client_fail(c, WIRE_ERR_VERSION, buf);
+    }
+    c->state = CLIENT_REQUEST;
+    return 0;
+}
+
+static int handle_connect(Client *c, const Msg *m) {
+    sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+    return client_start_connect(c);
+}
+
+static int handle_host_status(Client *c, const Msg *m) {
+    sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+    return client_send_status(c);
+}
+
+/* What a client may send, and when. Anything else ends the connection
+ * with Error(PROTOCOL). */
+static const struct {
+    MsgType type;
+    ClientState state;
+    int (*handler)(Client *c, const Msg *m);
+} client_dispatch[] = {
+    {MSG_HELLO, CLIENT_HELLO, handle_hello},
+    {MSG_CONNECT, CLIENT_REQUEST, handle_connect},
+    {MSG_HOST_STATUS_REQUEST, CLIENT_REQUEST, handle_host_status},
+};
+
 static int client_handle(Client *c, const Msg *m) {
     char buf[128];
 
-    switch (c->state) {
-    case CLIENT_HELLO:
-        if (m->type != MSG_HELLO) {
-            break;
+    for (size_t i = 0; i < ELEMENTSOF(client_dispatch); i++) {
+        if (client_dispatch[i].type == m->type && client_dispatch[i].state == c->state) {
+            return client_dispatch[i].handler(c, m);
         }
-        if (wire_check_hello(m) < 0) {
-            snprintf(buf, sizeof(buf), "protocol version %u is not supported (this is %u)",
-                     m->hello.major, WIRE_VERSION_MAJOR);
-            return client_fail(c, WIRE_ERR_VERSION, buf);
-        }
-        c->state = CLIENT_REQUEST;
-        return 0;
-    case CLIENT_REQUEST:
-        sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-        if (m->type == MSG_CONNECT) {
-            return client_start_connect(c);
-        }
-        if (m->type == MSG_HOST_STATUS_REQUEST) {
-            return client_send_status(c);
-        }
-        break;
-    default:
-        break;
     }
     snprintf(buf, sizeof(buf), "unexpected %s", msg_type_name(m->type));
     log_info("Client pid %d sent %s out of order, dropping it", (int)c->pid,
