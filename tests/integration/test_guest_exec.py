@@ -298,23 +298,24 @@ def test_disconnect_kills_whole_group(guest_agent, tmp_path, ignore_hup):
     g = guest_agent("--kill-grace", "1")
     pids = tmp_path / "pids"
     trap = 'trap "" HUP; ' if ignore_hup else ""
-    script = (f"{trap}(sleep 1000 & echo $! >> {pids}.tmp; sleep 1000) & "
-              f"sleep 1000 & echo $! >> {pids}.tmp; echo $$ >> {pids}.tmp; "
-              f"mv {pids}.tmp {pids}; echo ready; wait")
+    # Three processes in the group: the shell, a sleep, and a subshell with
+    # a sleep of its own (the subshell writes its line asynchronously).
+    script = (f"{trap}(sleep 1000 & echo $! >> {pids}; sleep 1000) & "
+              f"sleep 1000 & echo $! >> {pids}; echo $$ >> {pids}; echo ready; wait")
     c = g.start(["sh", "-c", script])
     assert c.recv()[0] == "started"
     name, msg = c.recv()
     assert msg.data == b"ready\n"
-    wait_for(lambda: pids.exists(), what="pid file")
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3, what="pid file")
     procs = [int(x) for x in pids.read_text().split()]
-    assert len(procs) == 3 and all(pid_alive(p) for p in procs)
+    assert all(pid_alive(p) for p in procs)
     c.close()
     wait_for(lambda: not any(pid_alive(p) for p in procs), timeout=30, what="group gone")
-    # The session is gone too: the agent is back to its idle fd count.
+    # The session no longer counts as live.
     c2 = g.connect()
     c2.send("status_request")
     name, st = c2.recv()
-    assert name == "status"
+    assert name == "status" and st.live_sessions == 0
 
 
 def test_many_concurrent_sessions_and_fds(guest_agent):
