@@ -767,8 +767,11 @@ static int handle_exec(Session *s, Msg *m) {
         snprintf(buf, sizeof(buf), "qubes-lite: cannot start %s: %s\n", m->exec.argv[0],
                  strerror(-r));
         Msg d = {.type = MSG_DATA,
-                 .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)buf, .size = strlen(buf)}};
-        Msg x = {.type = MSG_EXITED, .exited = {.kind = EXIT_START_FAILED, .start_errno = (uint32_t)-r}};
+                 .data = {.stream = WIRE_STDERR,
+                          .data = (const uint8_t *)buf,
+                          .size = strlen(buf)}};
+        Msg x = {.type = MSG_EXITED,
+                 .exited = {.kind = EXIT_START_FAILED, .start_errno = (uint32_t)-r}};
         if ((r = session_queue(s, &d)) < 0 || (r = session_queue(s, &x)) < 0) {
             return r;
         }

@@ -177,7 +177,8 @@ static char **child_environment(const MsgExec *x, const struct passwd *pw) {
     env_set(envp, &n, xasprintf("HOME=%s", pw->pw_dir));
     env_set(envp, &n, xasprintf("USER=%s", pw->pw_name));
     env_set(envp, &n, xasprintf("LOGNAME=%s", pw->pw_name));
-    env_set(envp, &n, xasprintf("SHELL=%s", pw->pw_shell && pw->pw_shell[0] ? pw->pw_shell : "/bin/sh"));
+    const char *shell = pw->pw_shell && pw->pw_shell[0] ? pw->pw_shell : "/bin/sh";
+    env_set(envp, &n, xasprintf("SHELL=%s", shell));
     env_set(envp, &n, xasprintf("PATH=%s", path));
     env_set(envp, &n, xasprintf("XDG_RUNTIME_DIR=/run/user/%u", (unsigned)pw->pw_uid));
     if (x->pty) {
