@@ -97,8 +97,10 @@ class Daemon:
 class HostStack:
     def __init__(self, user=DEFAULT_USER, start_guest=True, guest_timeout=60,
                  dir_mode=0o700, guest_args=(), run_as=None):
-        # Short path: unix socket paths are limited to 108 bytes.
-        self.dir = tempfile.mkdtemp(prefix="qlh-")
+        # Short path: unix socket paths are limited to 108 bytes. Stacks
+        # that other users take part in live where those users can reach.
+        shared = run_as is not None or dir_mode & 0o005 == 0o005
+        self.dir = tempfile.mkdtemp(prefix="qlh-", dir="/tmp" if shared else None)
         os.chmod(self.dir, dir_mode)
         self.etc = os.path.join(self.dir, "etc")
         self.run_dir = os.path.join(self.dir, "run")
@@ -107,6 +109,7 @@ class HostStack:
         os.makedirs(os.path.join(self.etc, "vms"))
         # run_as: a uid that runs both daemons (unprivileged stack).
         self.run_as = run_as
+        self.shared = shared
         if run_as is not None:
             os.chmod(self.dir, 0o755)
             os.chown(self.dir, run_as, run_as)
@@ -127,19 +130,32 @@ class HostStack:
             self.start_guest()
         self.start_host()
 
+    def program(self, name):
+        """The program's path; for stacks other users take part in, a copy
+        in our directory, so that they need no access to the build tree."""
+        path = program(name)
+        if not self.shared:
+            return path
+        copy = os.path.join(self.dir, "bin", name)
+        if not os.path.exists(copy):
+            os.makedirs(os.path.dirname(copy), mode=0o755, exist_ok=True)
+            shutil.copy2(path, copy)
+            os.chmod(copy, 0o755)
+        return copy
+
     def write_json(self, rel, obj):
         import json
         with open(os.path.join(self.etc, rel), "w") as f:
             json.dump(obj, f)
 
     def start_guest(self):
-        args = [program("qubes-lite-guest-agent"), "--listen", "unix:" + self.guest_sock,
+        args = [self.program("qubes-lite-guest-agent"), "--listen", "unix:" + self.guest_sock,
                 "--log-level", "debug", "--kill-grace", "2"] + self.guest_args
         self.guest = Daemon("guest agent", args, self.env,
                             os.path.join(self.dir, "guest.log"), "Listening on", user=self.run_as)
 
     def start_host(self, *extra, preexec=None):
-        args = [program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
+        args = [self.program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
                 "--listen", "unix:" + self.sock, "--guest", "unix:" + self.guest_sock,
                 "--guest-timeout", str(self.guest_timeout), "--log-level", "debug"]
         self.host = Daemon("host agent", args + list(extra), self.env,
@@ -149,7 +165,7 @@ class HostStack:
     # ---- vm-run --------------------------------------------------------
 
     def vm_run_args(self, *args):
-        return [program("vm-run")] + [str(a) for a in args]
+        return [self.program("vm-run")] + [str(a) for a in args]
 
     def vm_run(self, *args, input=None, timeout=120, **kw):
         """Runs vm-run to completion; returns the CompletedProcess (bytes)."""
