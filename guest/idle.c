@@ -19,6 +19,12 @@ void idle_session_end(Idle *i, uint64_t now_usec) {
     }
 }
 
+void idle_restart(Idle *i, uint64_t now_usec) {
+    if (i->live == 0) {
+        i->since_usec = now_usec;
+    }
+}
+
 unsigned idle_live(const Idle *i) {
     return i->live;
 }

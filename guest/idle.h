@@ -19,6 +19,9 @@ typedef struct Idle {
 void idle_init(Idle *i, uint64_t now_usec, uint64_t timeout_usec);
 void idle_session_begin(Idle *i, uint64_t now_usec);
 void idle_session_end(Idle *i, uint64_t now_usec);
+/* Starts the idle period again (a poweroff that failed is retried only
+ * after a whole timeout). */
+void idle_restart(Idle *i, uint64_t now_usec);
 unsigned idle_live(const Idle *i);
 /* Time with no live session: 0 while one is live. */
 uint64_t idle_elapsed_usec(const Idle *i, uint64_t now_usec);

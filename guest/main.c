@@ -173,6 +173,14 @@ void agent_live_end(Agent *a) {
     agent_idle_rearm(a);
 }
 
+/* The VM did not go down: serve again, and let the idle timer try again. */
+static void agent_power_off_failed(void *userdata) {
+    Agent *a = userdata;
+    a->powering_off = false;
+    idle_restart(&a->idle, agent_now());
+    agent_idle_rearm(a);
+}
+
 int agent_power_off(Agent *a, const char *why) {
     if (a->powering_off) {
         return 0;
@@ -180,7 +188,11 @@ int agent_power_off(Agent *a, const char *why) {
     a->powering_off = true;
     agent_idle_rearm(a);
     log_notice("Powering off: %s", why);
-    return power_off(a->event, a->opt.poweroff_command);
+    int r = power_off(a->event, a->opt.poweroff_command, agent_power_off_failed, a);
+    if (r < 0) {
+        agent_power_off_failed(a);
+    }
+    return r;
 }
 
 /* ---- accepting ---------------------------------------------------------------- */

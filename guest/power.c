@@ -15,11 +15,20 @@
 static sd_bus *power_bus;
 static sd_event_source *power_child;
 static int power_pidfd = -EBADF;
+static PowerFailed power_failed;
+static void *power_userdata;
+
+static void power_report_failure(void) {
+    if (power_failed) {
+        power_failed(power_userdata);
+    }
+}
 
 static int on_systemd_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
     const sd_bus_error *e = sd_bus_message_get_error(m);
     if (e) {
         log_error("systemd refused to power off: %s", e->message ? e->message : e->name);
+        power_report_failure();
     }
     return 0;
 }
@@ -37,6 +46,7 @@ static int on_logind_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_
                                  "PowerOff", on_systemd_reply, NULL, "");
     if (r < 0) {
         log_error_errno(r, "Failed to ask systemd to power off: %m");
+        power_report_failure();
     }
     return 0;
 }
@@ -73,6 +83,7 @@ static int on_command_exit(sd_event_source *s, int fd, uint32_t revents, void *u
     } else {
         log_error("Poweroff command failed (%s %d)", si.si_code == CLD_EXITED ? "status" : "signal",
                   si.si_status);
+        power_report_failure();
     }
     power_child = sd_event_source_disable_unref(power_child);
     power_pidfd = safe_close(power_pidfd);
@@ -114,7 +125,9 @@ static int power_off_command(sd_event *e, const char *command) {
     return 0;
 }
 
-int power_off(sd_event *e, const char *command) {
+int power_off(sd_event *e, const char *command, PowerFailed on_failed, void *userdata) {
+    power_failed = on_failed;
+    power_userdata = userdata;
     if (command) {
         return power_off_command(e, command);
     }

@@ -74,3 +74,24 @@ def test_shutdown_request(guest_agent, tmp_path):
     assert name == "shutdown_reply"
     c.expect_closed()
     wait_for(lambda: flag.exists(), timeout=30, what="poweroff")
+
+
+def test_failed_poweroff_serves_again(guest_agent, tmp_path):
+    """A poweroff command that fails: new sessions are served again, and
+    the idle poweroff is tried again after another timeout."""
+    count = tmp_path / "count"
+    g = guest_agent("--idle-timeout", "2", "--poweroff-command", f"echo x >> {count}; exit 1")
+    wait_for(lambda: count.exists(), timeout=60, what="first poweroff attempt")
+    wait_for(lambda: len(count.read_text().split()) >= 2, timeout=60, what="second attempt")
+    # A session may just meet an attempt in progress (SHUTTING_DOWN): retry.
+    for _ in range(20):
+        c = g.start(["echo", "up"])
+        name, msg = c.recv()
+        if name == "started":
+            out, err, ex, _ = c.recv_until_exit()
+            assert out == b"up\n"
+            c.send("exit_ack")
+            return
+        assert name == "error" and msg.code == pb.ERROR_SHUTTING_DOWN
+        time.sleep(0.2)
+    raise AssertionError("never served again")

@@ -89,6 +89,20 @@ static void test_huge_timeout_does_not_overflow(void **state) {
     assert_false(idle_expired(&i, UINT64_MAX - 1));
 }
 
+static void test_restart(void **state) {
+    Idle i;
+    idle_init(&i, 0, 10 * SEC);
+    idle_restart(&i, 12 * SEC);
+    assert_int_equal(idle_deadline_usec(&i), 22 * SEC);
+    assert_int_equal(idle_elapsed_usec(&i, 13 * SEC), 1 * SEC);
+    /* While a session is live there is nothing to restart. */
+    idle_session_begin(&i, 13 * SEC);
+    idle_restart(&i, 14 * SEC);
+    assert_true(idle_deadline_usec(&i) == IDLE_NEVER);
+    idle_session_end(&i, 15 * SEC);
+    assert_int_equal(idle_deadline_usec(&i), 25 * SEC);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_timeout_never_expires),
@@ -99,6 +113,7 @@ int main(void) {
         cmocka_unit_test(test_unbalanced_end_is_harmless),
         cmocka_unit_test(test_clock_before_start),
         cmocka_unit_test(test_huge_timeout_does_not_overflow),
+        cmocka_unit_test(test_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
