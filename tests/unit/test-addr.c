@@ -64,12 +64,12 @@ static void test_parse_unix(void **state) {
 static void test_parse_rejects(void **state) {
     const char *bad[] = {
         "",
-        "unix:",             /* empty path */
-        "vsock:x:1",         /* CID not a number */
-        "vsock:1:",          /* no port */
-        "vsock:1",           /* no port separator */
-        "vsock:",            /* nothing */
-        "vsock::",           /* no port, any CID */
+        "unix:",              /* empty path */
+        "vsock:x:1",          /* CID not a number */
+        "vsock:1:",           /* no port */
+        "vsock:1",            /* no port separator */
+        "vsock:",             /* nothing */
+        "vsock::",            /* no port, any CID */
         "vsock:1:4294967295", /* VMADDR_PORT_ANY */
         "vsock:1:4294967296", /* over 32 bits */
         "vsock:4294967296:1",
@@ -80,7 +80,7 @@ static void test_parse_rejects(void **state) {
         "vsock:1:0x10",
         "vsock:1:2:3",
         "vsock:99999999999999999999:1",
-        "tcp:127.0.0.1:22",  /* unknown scheme */
+        "tcp:127.0.0.1:22", /* unknown scheme */
         "UNIX:/x",
         "/run/sock",
         "unix",
@@ -97,8 +97,12 @@ static void test_parse_rejects(void **state) {
 }
 
 static void test_format_roundtrip(void **state) {
-    const char *good[] = {"vsock:3:5200", "vsock::5200", "vsock:2:1023", "unix:/x",
-                          "unix:/run/qubes-lite/banking.sock", "vsock:4294967294:7"};
+    const char *good[] = {"vsock:3:5200",
+                          "vsock::5200",
+                          "vsock:2:1023",
+                          "unix:/x",
+                          "unix:/run/qubes-lite/banking.sock",
+                          "vsock:4294967294:7"};
     char buf[ADDR_STR_MAX];
     for (size_t i = 0; i < ELEMENTSOF(good); i++) {
         Addr a, b;
@@ -205,6 +209,7 @@ static void test_systemd_none(void **state) {
 }
 
 int main(void) {
+    /* clang-format off */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_vsock),
         cmocka_unit_test(test_parse_unix),
@@ -213,5 +218,6 @@ int main(void) {
         cmocka_unit_test(test_listen_connect_unix),
         cmocka_unit_test(test_systemd_none),
     };
+    /* clang-format on */
     return cmocka_run_group_tests_name("addr", tests, NULL, NULL);
 }

@@ -40,8 +40,18 @@ static void test_parse_uint(void **state) {
 }
 
 static void test_parse_uint_rejects(void **state) {
-    const char *bad[] = {"", "-1", "+1", " 1", "1 ", "1x", "0x10", "1.0", "abc",
-                         "18446744073709551616", "99999999999999999999999", "\n1"};
+    const char *bad[] = {"",
+                         "-1",
+                         "+1",
+                         " 1",
+                         "1 ",
+                         "1x",
+                         "0x10",
+                         "1.0",
+                         "abc",
+                         "18446744073709551616",
+                         "99999999999999999999999",
+                         "\n1"};
     unsigned long long v = 42;
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
         int r = parse_uint(bad[i], 0, ULLONG_MAX, &v);

@@ -237,8 +237,7 @@ static void test_roundtrip_all(void **state) {
                   .stdin_window = 65536}},
         {.type = MSG_EXEC, .exec = {.argc = 1, .argv = one, .envc = 0, .env = one + 1}},
         {.type = MSG_EXEC,
-         .exec = {.argc = 1, .argv = one, .env = one + 1, .pty = true, .rows = 65535,
-                  .cols = 1}},
+         .exec = {.argc = 1, .argv = one, .env = one + 1, .pty = true, .rows = 65535, .cols = 1}},
         {.type = MSG_STARTED, .started_pid = 1234},
         {.type = MSG_DATA, .data = {.stream = WIRE_STDIN, .data = bytes, .size = 1}},
         {.type = MSG_DATA, .data = {.stream = WIRE_STDOUT, .data = bytes, .size = 1000}},
@@ -257,8 +256,8 @@ static void test_roundtrip_all(void **state) {
         msg_error(WIRE_ERR_SHUTTING_DOWN, ""),
         {.type = MSG_STATUS_REQUEST},
         {.type = MSG_STATUS,
-         .status = {.uptime_ms = UINT64_MAX, .live_sessions = 3, .idle_ms = 5,
-                    .idle_timeout_s = 600}},
+         .status =
+             {.uptime_ms = UINT64_MAX, .live_sessions = 3, .idle_ms = 5, .idle_timeout_s = 600}},
         {.type = MSG_PING, .nonce = 0x0123456789abcdefULL},
         {.type = MSG_PONG, .nonce = 1},
         {.type = MSG_SHUTDOWN},
@@ -267,8 +266,8 @@ static void test_roundtrip_all(void **state) {
         {.type = MSG_CONNECTED, .connected = {.vm_start_us = 1500000, .guest_wait_us = 20}},
         {.type = MSG_HOST_STATUS_REQUEST},
         {.type = MSG_HOST_STATUS,
-         .host_status = {.vm = "banking", .running = true, .leases = 2, .uptime_ms = 10,
-                         .idle_ms = 20}},
+         .host_status =
+             {.vm = "banking", .running = true, .leases = 2, .uptime_ms = 10, .idle_ms = 20}},
     };
     bool seen[_MSG_TYPE_MAX] = {false};
 
@@ -290,8 +289,14 @@ static void test_roundtrip_exec_fields(void **state) {
     char *argv[] = {"env", "x", NULL};
     char *env[] = {"K=V", NULL};
     Msg m = {.type = MSG_EXEC,
-             .exec = {.argc = 2, .argv = argv, .envc = 1, .env = env, .cwd = "/",
-                      .pty = true, .rows = 1, .cols = 2}};
+             .exec = {.argc = 2,
+                      .argv = argv,
+                      .envc = 1,
+                      .env = env,
+                      .cwd = "/",
+                      .pty = true,
+                      .rows = 1,
+                      .cols = 2}};
     Msg back;
     roundtrip(&m, &back);
     assert_int_equal(back.exec.argc, 2);
@@ -314,8 +319,8 @@ static void test_encode_rejects(void **state) {
     uint8_t *buf = NULL;
     size_t n;
     Msg empty = {.type = MSG_DATA, .data = {.stream = WIRE_STDOUT, .data = &b, .size = 0}};
-    Msg big = {.type = MSG_DATA, .data = {.stream = WIRE_STDOUT, .data = &b,
-                                          .size = WIRE_DATA_MAX + 1}};
+    Msg big = {.type = MSG_DATA,
+               .data = {.stream = WIRE_STDOUT, .data = &b, .size = WIRE_DATA_MAX + 1}};
     Msg kind = {.type = MSG_EXITED, .exited = {.kind = 0}};
     Msg type = {.type = _MSG_TYPE_MAX};
     assert_int_equal(wire_encode(&empty, &buf, &n), -EINVAL);
@@ -460,10 +465,11 @@ static void test_exec_cwd(void **state) {
 }
 
 static void test_exec_user(void **state) {
-    const char *good[] = {"root", "user", "a", "1000", "first.last", "svc_x-1", "A",
-                          "abcdefghijklmnopqrstuvwxyz012345"};
-    const char *bad[] = {"-root", "a b", "a/b", "root:x", "ab\n", "\xc3\xa9",
-                         "abcdefghijklmnopqrstuvwxyz0123456", "$USER", "a\x7f"};
+    const char *good[] = {"root",       "user",    "a", "1000",
+                          "first.last", "svc_x-1", "A", "abcdefghijklmnopqrstuvwxyz012345"};
+    const char *bad[] = {
+        "-root", "a b",  "a/b", "root:x", "ab\n", "\xc3\xa9", "abcdefghijklmnopqrstuvwxyz0123456",
+        "$USER", "a\x7f"};
     ExecEnv x;
     Msg m;
     for (size_t i = 0; i < ELEMENTSOF(good); i++) {
