@@ -884,7 +884,9 @@ static int handle_resize(Session *s, Msg *m) {
 }
 
 static int handle_signal(Session *s, Msg *m) {
-    if (s->state != CONN_RUNNING || s->exited) {
+    /* Also after the leader exited while others in its group still hold
+     * the output open: the unreaped leader keeps the group id ours. */
+    if (s->state != CONN_RUNNING || !s->has_child || s->reaped) {
         return 0;
     }
     if (s->started) {

@@ -346,3 +346,20 @@ def test_many_concurrent_sessions_and_fds(guest_agent):
         for c in conns:
             c.close()
     wait_for(lambda: g.fd_count() == before, timeout=30, what=f"fd count back to {before}")
+
+
+def test_signal_after_leader_exit_reaches_the_group(guest_agent):
+    """The shell is gone but a background child holds stdout open: a
+    Signal still reaches the group, and then Exited comes."""
+    g = guest_agent()
+    c = g.start(["sh", "-c", "sleep 1000 & echo started"])
+    name, st = c.recv()
+    assert name == "started"
+    name, msg = c.recv()
+    assert msg.data == b"started\n"
+    wait_for(lambda: not pid_alive(st.pid), what="the shell's exit")
+    c.send("signal", signo=signal.SIGTERM)
+    out, err, ex, _ = c.recv_until_exit(timeout=30)
+    assert ex.WhichOneof("result") == "code" and ex.code == 0   # the shell's own status
+    c.send("exit_ack")
+    c.expect_closed()
