@@ -140,6 +140,7 @@ ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
         .msg_controllen = sizeof(control.buf),
     };
     ssize_t k;
+    int got = -EBADF;
 
     do {
         k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
@@ -157,15 +158,20 @@ ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
             memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
             /* Keep the first fd only when the caller expects one and has
              * none yet: every other fd is closed, never leaked. */
-            if (ret_fd && *ret_fd < 0) {
-                *ret_fd = fd;
+            if (ret_fd && *ret_fd < 0 && got < 0) {
+                got = fd;
             } else {
                 close(fd);
             }
         }
     }
     if (mh.msg_flags & MSG_CTRUNC) {
+        /* Refused: the fd we would have kept is closed too. */
+        safe_close(got);
         return -EBADMSG;
+    }
+    if (got >= 0) {
+        *ret_fd = got;
     }
     return k;
 }
