@@ -527,6 +527,9 @@ static int agent_accept_one(Agent *a, int fd) {
         return log_error_errno(r, "Cannot set up a client: %m");
     }
     log_debug("Client pid %d (uid %u) connected", (int)pid, (unsigned)uid);
+    /* Clients send their request right after connecting: serve it (and
+     * send our Hello) now rather than one loop iteration later. */
+    on_client_io(c->io, fd, EPOLLIN | EPOLLOUT, c);
     return 1;
 }
 
