@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* Same rule as the protocol's user field: a portable user name. */
 static bool user_name_valid(const char *s) {
     size_t n = strlen(s);
@@ -49,8 +48,8 @@ static int load_object(const char *path, json_t **ret, ConfigError *err) {
     root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
     fclose(f);
     if (!root) {
-        return config_fail(err, -EINVAL, "%s:%d:%d: invalid JSON: %s", path, jerr.line,
-                           jerr.column, jerr.text);
+        return config_fail(err, -EINVAL, "%s:%d:%d: invalid JSON: %s", path, jerr.line, jerr.column,
+                           jerr.text);
     }
     if (!json_is_object(root)) {
         return config_fail(err, -EINVAL, "%s: must hold a JSON object", path);

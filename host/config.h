@@ -22,14 +22,14 @@ typedef struct ConfigError {
 } ConfigError;
 
 typedef struct HostConfig {
-    char *user;                           /* NULL: no user besides root */
+    char *user; /* NULL: no user besides root */
     uid_t user_uid;
     gid_t user_gid;
 } HostConfig;
 
 typedef struct VmConfig {
     char *name;
-    unsigned id;                          /* odd, 3..255; also the vsock CID */
+    unsigned id; /* odd, 3..255; also the vsock CID */
 } VmConfig;
 
 /* Loads <dir>/host.json. -ENOENT when the file does not exist (callers

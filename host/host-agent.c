@@ -34,16 +34,15 @@
 #define CLIENT_OUT_MAX (64u * 1024u)
 #define ACCEPT_PAUSE_USEC (200 * 1000ULL)
 
-
 typedef struct Agent Agent;
 typedef struct Client Client;
 
 typedef enum ClientState {
-    CLIENT_HELLO,                         /* waiting for the client's Hello */
-    CLIENT_REQUEST,                       /* waiting for Connect or HostStatusRequest */
-    CLIENT_CONNECTING,                    /* trying the guest agent */
-    CLIENT_LEASE,                         /* Connected sent; the connection is a lease */
-    CLIENT_CLOSING,                       /* last reply queued, then close */
+    CLIENT_HELLO,      /* waiting for the client's Hello */
+    CLIENT_REQUEST,    /* waiting for Connect or HostStatusRequest */
+    CLIENT_CONNECTING, /* trying the guest agent */
+    CLIENT_LEASE,      /* Connected sent; the connection is a lease */
+    CLIENT_CLOSING,    /* last reply queued, then close */
 } ClientState;
 
 struct Client {
@@ -53,7 +52,7 @@ struct Client {
     uid_t uid;
     pid_t pid;
     sd_event_source *io;
-    sd_event_source *timer;               /* handshake timeout, then connect backoff */
+    sd_event_source *timer; /* handshake timeout, then connect backoff */
     WireReader reader;
     WireWriter writer;
     ClientState state;
@@ -64,7 +63,7 @@ struct Client {
     uint64_t connect_start, deadline, backoff;
     int last_error;
     unsigned attempts;
-    int handoff_fd;                       /* connected guest socket not yet sent */
+    int handoff_fd; /* connected guest socket not yet sent */
     MsgConnected connected;
 };
 
@@ -78,8 +77,8 @@ struct Agent {
     uint64_t guest_timeout;
     int listen_fd;
     sd_event_source *listen_src;
-    sd_event_source *accept_pause;        /* re-enables accepting after EMFILE */
-    char *socket_path;                    /* a unix socket we created, unlinked at exit */
+    sd_event_source *accept_pause; /* re-enables accepting after EMFILE */
+    char *socket_path;             /* a unix socket we created, unlinked at exit */
     Client *clients;
     unsigned leases;
     uint64_t start, last_lease_end;
@@ -189,11 +188,11 @@ static int client_flush(Client *c) {
         c->handoff_fd = safe_close(c->handoff_fd);
         c->state = CLIENT_LEASE;
         sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-        log_debug("Handed the guest connection to pid %d (uid %u) after %u attempt(s)",
-                  (int)c->pid, (unsigned)c->uid, c->attempts);
+        log_debug("Handed the guest connection to pid %d (uid %u) after %u attempt(s)", (int)c->pid,
+                  (unsigned)c->uid, c->attempts);
     }
     if (c->state == CLIENT_CLOSING && wire_writer_pending(&c->writer) == 0) {
-        return -ECONNRESET;               /* done: close */
+        return -ECONNRESET; /* done: close */
     }
     return 0;
 }
@@ -235,8 +234,9 @@ static int client_guest_failed(Client *c, int r) {
     c->guest_io = NULL;
     c->guest_fd = safe_close(c->guest_fd);
     if (now >= c->deadline) {
-        log_warning_errno(r, "Guest agent of VM '%s' at %s did not answer within %" PRIu64
-                             " s, giving up for pid %d: %m",
+        log_warning_errno(r,
+                          "Guest agent of VM '%s' at %s did not answer within %" PRIu64
+                          " s, giving up for pid %d: %m",
                           a->vm_name, a->guest_str, a->guest_timeout / 1000000, (int)c->pid);
         snprintf(msg, sizeof(msg),
                  "the guest agent of VM '%s' did not answer within %" PRIu64 " s (%s: %s)",
@@ -324,7 +324,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         r = -ETIMEDOUT;
         break;
     default:
-        r = -ETIMEDOUT;                   /* a closing client that does not read */
+        r = -ETIMEDOUT; /* a closing client that does not read */
         break;
     }
     if (r < 0 || client_update_events(c) < 0) {
@@ -352,13 +352,14 @@ static int client_send_status(Client *c) {
     uint64_t now = now_mono();
     Msg m = {
         .type = MSG_HOST_STATUS,
-        .host_status = {
-            .vm = a->vm_name,
-            .running = a->guest_up,
-            .leases = a->leases,
-            .uptime_ms = a->guest_up ? (now - a->guest_up_since) / 1000 : 0,
-            .idle_ms = a->leases > 0 ? 0 : (now - a->last_lease_end) / 1000,
-        },
+        .host_status =
+            {
+                .vm = a->vm_name,
+                .running = a->guest_up,
+                .leases = a->leases,
+                .uptime_ms = a->guest_up ? (now - a->guest_up_since) / 1000 : 0,
+                .idle_ms = a->leases > 0 ? 0 : (now - a->last_lease_end) / 1000,
+            },
     };
     c->state = CLIENT_CLOSING;
     return client_queue(c, &m);
@@ -420,7 +421,7 @@ static int client_read(Client *c) {
             return 0;
         }
         if (r == -ECONNRESET || r == -EPIPE) {
-            return r;                     /* gone; a lease ends here */
+            return r; /* gone; a lease ends here */
         }
         if (r == -E2BIG) {
             return client_fail(c, WIRE_ERR_TOO_LARGE, "frame too large");
@@ -518,11 +519,11 @@ static int agent_accept_one(Agent *a, int fd) {
         r = sd_event_add_io(a->event, &c->io, fd, EPOLLIN | EPOLLOUT, on_client_io, c);
     }
     if (r >= 0) {
-        r = sd_event_add_time_relative(a->event, &c->timer, CLOCK_MONOTONIC,
-                                       HANDSHAKE_TIMEOUT_USEC, 0, on_timer, c);
+        r = sd_event_add_time_relative(a->event, &c->timer, CLOCK_MONOTONIC, HANDSHAKE_TIMEOUT_USEC,
+                                       0, on_timer, c);
     }
     if (r < 0) {
-        c->fd = -EBADF;                   /* the caller closes it */
+        c->fd = -EBADF; /* the caller closes it */
         client_free(c);
         return log_error_errno(r, "Cannot set up a client: %m");
     }

@@ -41,15 +41,15 @@ typedef struct Timing {
 
 typedef struct Session {
     const VmRunOptions *opts;
-    int sock;                             /* the guest agent connection */
+    int sock; /* the guest agent connection */
     WireWriter out;
     uint8_t *rbuf;
     size_t rstart, rend;
     bool got_hello, started, exited;
-    bool stdin_done;                      /* EOF seen and StdinClose queued */
-    uint32_t credit;                      /* stdin bytes we may still send */
+    bool stdin_done; /* EOF seen and StdinClose queued */
+    uint32_t credit; /* stdin bytes we may still send */
     uint8_t *inbuf;
-    uint32_t pending_signals;             /* arrived before Started */
+    uint32_t pending_signals; /* arrived before Started */
     MsgExited result;
     Timing *timing;
 } Session;
@@ -81,10 +81,14 @@ _noreturn_ _printf_(1, 2) static void fail(const char *fmt, ...) {
 
 static const char *wire_error_name(WireError e) {
     static const char *const names[] = {
-        [WIRE_ERR_UNSPECIFIED] = "UNSPECIFIED", [WIRE_ERR_PROTOCOL] = "PROTOCOL",
-        [WIRE_ERR_VERSION] = "VERSION",         [WIRE_ERR_TOO_LARGE] = "TOO_LARGE",
-        [WIRE_ERR_DENIED] = "DENIED",           [WIRE_ERR_INVALID] = "INVALID",
-        [WIRE_ERR_UNAVAILABLE] = "UNAVAILABLE", [WIRE_ERR_INTERNAL] = "INTERNAL",
+        [WIRE_ERR_UNSPECIFIED] = "UNSPECIFIED",
+        [WIRE_ERR_PROTOCOL] = "PROTOCOL",
+        [WIRE_ERR_VERSION] = "VERSION",
+        [WIRE_ERR_TOO_LARGE] = "TOO_LARGE",
+        [WIRE_ERR_DENIED] = "DENIED",
+        [WIRE_ERR_INVALID] = "INVALID",
+        [WIRE_ERR_UNAVAILABLE] = "UNAVAILABLE",
+        [WIRE_ERR_INTERNAL] = "INTERNAL",
         [WIRE_ERR_SHUTTING_DOWN] = "SHUTTING_DOWN",
     };
     return (unsigned)e < ELEMENTSOF(names) ? names[e] : "UNSPECIFIED";
@@ -228,8 +232,7 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
         host_error(&m);
     }
     if (m.type != MSG_CONNECTED) {
-        fail("protocol error: the host agent sent %s instead of Connected",
-             msg_type_name(m.type));
+        fail("protocol error: the host agent sent %s instead of Connected", msg_type_name(m.type));
     }
     if (guest_fd < 0) {
         fail("protocol error: the host agent sent no connection with Connected");
@@ -461,8 +464,7 @@ static void session_read(Session *s) {
         k = 0;
     }
     if (k == 0) {
-        fail("the guest agent of VM '%s' closed the connection before the command exited",
-             vm_name);
+        fail("the guest agent of VM '%s' closed the connection before the command exited", vm_name);
     }
     s->rend += (size_t)k;
 
@@ -601,8 +603,7 @@ static void print_timing(const Timing *t) {
     fprintf(stderr, "vm-run: timing (since vm-run started):\n");
     print_ms("connect", t->start, t->host, NULL);
     if (t->vm_start_us) {
-        snprintf(note, sizeof(note), " (VM start took %.3f ms)",
-                 (double)t->vm_start_us / 1000.0);
+        snprintf(note, sizeof(note), " (VM start took %.3f ms)", (double)t->vm_start_us / 1000.0);
         print_ms("VM start", t->start, t->connected, note);
     } else {
         print_ms("VM start", t->start, 0, "(already running)");
@@ -662,15 +663,16 @@ int main(int argc, char **argv) {
     Msg hello = msg_hello(SOFTWARE);
     Msg exec = {
         .type = MSG_EXEC,
-        .exec = {
-            .argc = opts.argc,
-            .argv = opts.argv,
-            .envc = opts.envc,
-            .env = opts.env,
-            .cwd = opts.cwd,
-            .user = opts.user,
-            .stdin_window = STDIN_WINDOW,
-        },
+        .exec =
+            {
+                .argc = opts.argc,
+                .argv = opts.argv,
+                .envc = opts.envc,
+                .env = opts.env,
+                .cwd = opts.cwd,
+                .user = opts.user,
+                .stdin_window = STDIN_WINDOW,
+            },
     };
     if (opts.tty) {
         const char *term = getenv("TERM");

@@ -8,14 +8,14 @@
 
 typedef struct VmRunOptions {
     bool help;
-    bool tty;                             /* -t: run on a pty */
-    bool timing;                          /* --timing */
-    const char *user;                     /* -u, NULL: the agent's default */
-    const char *cwd;                      /* -w, NULL: the user's home */
-    char **env;                           /* -e K=V entries, NULL-terminated */
+    bool tty;         /* -t: run on a pty */
+    bool timing;      /* --timing */
+    const char *user; /* -u, NULL: the agent's default */
+    const char *cwd;  /* -w, NULL: the user's home */
+    char **env;       /* -e K=V entries, NULL-terminated */
     size_t envc;
     const char *vm;
-    char **argv;                          /* CMD ARG..., points into the caller's argv */
+    char **argv; /* CMD ARG..., points into the caller's argv */
     size_t argc;
 } VmRunOptions;
 

@@ -45,7 +45,7 @@ static void test_vm_name_valid(void **state) {
     assert_true(config_vm_name_valid("a"));
     assert_true(config_vm_name_valid("banking"));
     assert_true(config_vm_name_valid("sys-net-2"));
-    assert_true(config_vm_name_valid("abcdefghijkl")); /* 12 */
+    assert_true(config_vm_name_valid("abcdefghijkl"));   /* 12 */
     assert_false(config_vm_name_valid("abcdefghijklm")); /* 13 */
     assert_false(config_vm_name_valid(""));
     assert_false(config_vm_name_valid(NULL));
@@ -168,14 +168,10 @@ static void test_vm_missing_or_bad_name(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vm_name_valid),
-        cmocka_unit_test(test_dirs_from_environment),
-        cmocka_unit_test(test_host_ok),
-        cmocka_unit_test(test_host_errors),
-        cmocka_unit_test(test_host_missing),
-        cmocka_unit_test(test_vm_ok),
-        cmocka_unit_test(test_vm_errors),
-        cmocka_unit_test(test_vm_missing_or_bad_name),
+        cmocka_unit_test(test_vm_name_valid), cmocka_unit_test(test_dirs_from_environment),
+        cmocka_unit_test(test_host_ok),       cmocka_unit_test(test_host_errors),
+        cmocka_unit_test(test_host_missing),  cmocka_unit_test(test_vm_ok),
+        cmocka_unit_test(test_vm_errors),     cmocka_unit_test(test_vm_missing_or_bad_name),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

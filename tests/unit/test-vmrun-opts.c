@@ -13,7 +13,7 @@
 
 #define ARGV(...) ((char *[]){"vm-run", __VA_ARGS__, NULL})
 #define ARGC(...) ((int)(sizeof((char *[]){"vm-run", __VA_ARGS__}) / sizeof(char *)))
-#define PARSE(o, err, ...)                                                                   \
+#define PARSE(o, err, ...)                                                                         \
     vmrun_parse_args(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (o), (err), sizeof(err))
 
 static void test_minimal(void **state) {
@@ -36,8 +36,8 @@ static void test_minimal(void **state) {
 static void test_all_options(void **state) {
     VmRunOptions o;
     char err[256] = "";
-    assert_int_equal(PARSE(&o, err, "-t", "-u", "alice", "-e", "A=1", "--env", "B=", "-w",
-                           "/tmp", "--timing", "vault", "sh", "-c", "echo hi"),
+    assert_int_equal(PARSE(&o, err, "-t", "-u", "alice", "-e", "A=1", "--env", "B=", "-w", "/tmp",
+                           "--timing", "vault", "sh", "-c", "echo hi"),
                      0);
     assert_true(o.tty);
     assert_true(o.timing);
