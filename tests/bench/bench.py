@@ -402,14 +402,15 @@ def bench_cat(stack, cfg, rows, details):
 
 
 def read_mem(pid):
-    """(VmRSS, VmHWM) of pid in bytes."""
+    """VmRSS, VmHWM and RssAnon (the process's own memory, without the
+    shared libraries' pages) of pid, in bytes."""
     vals = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon"):
                 vals[key] = int(rest.split()[0]) * KIB
-    return vals["VmRSS"], vals["VmHWM"]
+    return vals
 
 
 def stream_slowly(proc, pid):
@@ -463,17 +464,19 @@ def bench_rss(stack, cfg, rows, details):
         raise BenchError(f"vm-run {VM} head -c {size}: exit {proc.returncode}, "
                          f"{got} bytes: {proc.stderr.read().decode(errors='replace').strip()}")
 
-    idle_rss = median([r for r, _ in idle])
-    idle_hwm = max(h for _, h in idle)
-    rss = [r for r, _ in busy] or [idle_rss]
-    hwm = max([h for _, h in busy] or [idle_hwm])
+    idle_rss = median([m["VmRSS"] for m in idle])
+    idle_hwm = max(m["VmHWM"] for m in idle)
+    rss = [m["VmRSS"] for m in busy] or [idle_rss]
+    hwm = max([m["VmHWM"] for m in busy] or [idle_hwm])
     # Flatness: the first second holds the session's set-up (buffers that
     # are allocated once); what matters is whether memory keeps growing.
     steady = rss[int(1 / SAMPLE_PERIOD):] or rss
     spread = max(steady) - min(steady)
-    idle_spread = max(r for r, _ in idle) - min(r for r, _ in idle)
-    details.append(("guest agent VmRSS idle (B)", [r for r, _ in idle]))
+    idle_spread = max(m["VmRSS"] for m in idle) - min(m["VmRSS"] for m in idle)
+    details.append(("guest agent VmRSS idle (B)", [m["VmRSS"] for m in idle]))
     details.append((f"guest agent VmRSS streaming {fmt_size(size)} in {dt:.1f} s (B)", rss))
+    details.append(("guest agent RssAnon idle (B)", [m["RssAnon"] for m in idle]))
+    details.append(("guest agent RssAnon streaming (B)", [m["RssAnon"] for m in busy]))
     label = f"{fmt_size(size)} to a slow reader"
     rows.append(dict(figure=f"guest agent VmRSS max, {label}, vs idle",
                      ours=fmt_mem(max(rss)), peer=fmt_mem(idle_rss),
@@ -511,6 +514,9 @@ def print_table(rows):
 def print_details(details):
     print("\nsamples: n, median, min, p90, max")
     for name, xs in details:
+        if not xs:
+            print(f"  {name}: no samples")
+            continue
         if "B/s" in name:
             f = fmt_rate
         elif "(B)" in name:
