@@ -137,12 +137,25 @@ def tail(path, n=20):
         return ""
 
 
+def daemon(argv, log, env=None):
+    """Starts a long-running program of ours, its output into the file log."""
+    with open(log, "w") as f:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f,
+                                stderr=subprocess.STDOUT, env=env)
+
+
 def kill(*procs):
-    """Kills what is still running of the processes we started, by pid."""
+    """Kills what is still running of the processes we started, by pid, and
+    closes our ends of their pipes."""
     for p in procs:
-        if p is not None and p.poll() is None:
+        if p is None:
+            continue
+        if p.poll() is None:
             p.kill()
             p.wait()
+        for f in (p.stdout, p.stderr):
+            if f:
+                f.close()
 
 
 def stop(proc, timeout=5.0):
@@ -188,17 +201,12 @@ class Stack:
         hlog = os.path.join(self.tmp, "host-agent.log")
         # The host agent runs as we do; the guest agent must accept our uid
         # (root is accepted by default, naming it again is harmless).
-        self.guest = subprocess.Popen(
-            [program("qubes-lite-guest-agent"), "--listen", "unix:" + guest_sock,
-             "--allow-uid", str(os.getuid())],
-            stdin=subprocess.DEVNULL, stdout=open(glog, "w"), stderr=subprocess.STDOUT,
-            env=self.env)
+        self.guest = daemon([program("qubes-lite-guest-agent"), "--listen", "unix:" + guest_sock,
+                             "--allow-uid", str(os.getuid())], glog, self.env)
         wait_socket(guest_sock, self.guest, glog)
-        self.host = subprocess.Popen(
-            [program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
-             "--listen", "unix:" + host_sock, "--guest", "unix:" + guest_sock],
-            stdin=subprocess.DEVNULL, stdout=open(hlog, "w"), stderr=subprocess.STDOUT,
-            env=self.env)
+        self.host = daemon([program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
+                            "--listen", "unix:" + host_sock, "--guest", "unix:" + guest_sock],
+                           hlog, self.env)
         wait_socket(host_sock, self.host, hlog)
         # Ready only when a whole session goes through.
         deadline = time.monotonic() + 10
@@ -270,9 +278,7 @@ AcceptEnv SHLVL
 LogLevel ERROR
 """)
         self.log = os.path.join(self.dir, "sshd.log")
-        self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", conf],
-                                     stdin=subprocess.DEVNULL, stdout=open(self.log, "w"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = daemon([sshd, "-D", "-e", "-f", conf], self.log)
         deadline = time.monotonic() + 10
         while True:
             r = subprocess.run(self.cmd("true"), stdin=subprocess.DEVNULL,
@@ -369,7 +375,6 @@ def timed_pipe(middle, size, env):
                                stderr=subprocess.PIPE, env=env)
         gen.stdout.close()
         n = count_sink(mid.stdout.fileno())
-        mid.stdout.close()
         err = mid.stderr.read()
         mid.wait()
         gen.wait()
@@ -458,11 +463,12 @@ def bench_rss(stack, cfg, rows, details):
                             stderr=subprocess.PIPE, env=stack.env)
     try:
         busy, dt, got = stream_slowly(proc, pid)
+        err = proc.stderr.read()
     finally:
         kill(proc)
     if proc.returncode != 0 or got != size:
         raise BenchError(f"vm-run {VM} head -c {size}: exit {proc.returncode}, "
-                         f"{got} bytes: {proc.stderr.read().decode(errors='replace').strip()}")
+                         f"{got} bytes: {err.decode(errors='replace').strip()}")
 
     idle_rss = median([m["VmRSS"] for m in idle])
     idle_hwm = max(m["VmHWM"] for m in idle)
