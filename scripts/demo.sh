@@ -30,7 +30,7 @@ pids=()
 
 cleanup() {
     local pid
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM HUP PIPE
     # Only what this script started, by pid, newest first.
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         pid=${pids[i]}
