@@ -178,7 +178,7 @@ class Stack:
         self.tmp = tmp
         self.guest = self.host = None
         self.user = pwd.getpwuid(os.getuid()).pw_name
-        self.config = os.path.join(tmp, "config")
+        self.config = os.path.join(tmp, "etc")
         self.runtime = os.path.join(tmp, "run")
         os.makedirs(os.path.join(self.config, "vms"))
         os.makedirs(self.runtime)
