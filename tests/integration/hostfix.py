@@ -126,9 +126,16 @@ class HostStack:
         self.clients = []
         self.guest_timeout = guest_timeout
         self.guest_args = list(guest_args)
-        if start_guest:
-            self.start_guest()
-        self.start_host()
+        try:
+            if start_guest:
+                self.start_guest()
+            self.start_host()
+        except BaseException:
+            # Nothing may outlive a stack that failed to come up.
+            if self.guest is not None:
+                self.guest.stop(check=False)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def program(self, name):
         """The program's path; for stacks other users take part in, a copy
