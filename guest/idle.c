@@ -12,7 +12,7 @@ void idle_session_begin(Idle *i, uint64_t now_usec) {
 
 void idle_session_end(Idle *i, uint64_t now_usec) {
     if (i->live == 0) {
-        return;                           /* unbalanced: keep the count sane */
+        return; /* unbalanced: keep the count sane */
     }
     if (--i->live == 0) {
         i->since_usec = now_usec;

@@ -11,8 +11,8 @@
 #define IDLE_NEVER UINT64_MAX
 
 typedef struct Idle {
-    uint64_t timeout_usec;                /* 0: never idle out */
-    uint64_t since_usec;                  /* last time the count dropped to 0 */
+    uint64_t timeout_usec; /* 0: never idle out */
+    uint64_t since_usec;   /* last time the count dropped to 0 */
     unsigned live;
 } Idle;
 

@@ -283,7 +283,7 @@ static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *user
                 agent_pause_accept(a);
                 break;
             }
-            log_debug_errno(-errno, "accept: %m");  /* ECONNABORTED and the like */
+            log_debug_errno(-errno, "accept: %m"); /* ECONNABORTED and the like */
             continue;
         }
         char why[128] = "";

@@ -22,11 +22,11 @@
 #include "spawn.h"
 #include "util.h"
 
-#define HELLO_TIMEOUT_USEC (10ULL * 1000000ULL)     /* Hello and the request */
+#define HELLO_TIMEOUT_USEC (10ULL * 1000000ULL) /* Hello and the request */
 #define EXIT_ACK_TIMEOUT_USEC (10ULL * 1000000ULL)
-#define LINGER_USEC (2ULL * 1000000ULL)            /* flushing a last reply */
-#define OUTPUT_PENDING_MAX (2u * WIRE_DATA_MAX)      /* stop reading the program above */
-#define STDIN_UNWINDOWED_MAX (4u * WIRE_DATA_MAX)    /* without a window: stop reading */
+#define LINGER_USEC (2ULL * 1000000ULL)           /* flushing a last reply */
+#define OUTPUT_PENDING_MAX (2u * WIRE_DATA_MAX)   /* stop reading the program above */
+#define STDIN_UNWINDOWED_MAX (4u * WIRE_DATA_MAX) /* without a window: stop reading */
 #define FRAMES_PER_DISPATCH 16
 #define CHUNKS_PER_DISPATCH 4
 /* A Data frame header: length (4), Envelope tag (1), Data length (≤3),
@@ -34,17 +34,17 @@
 #define DATA_HDR_MAX 14u
 
 typedef enum ConnState {
-    CONN_HELLO = 1 << 0,                  /* waiting for the client's Hello */
-    CONN_REQUEST = 1 << 1,                /* waiting for the one request */
-    CONN_RUNNING = 1 << 2,                /* Exec accepted, Exited not sent yet */
-    CONN_EXITED = 1 << 3,                 /* Exited sent, waiting for ExitAck */
-    CONN_CLOSING = 1 << 4,                /* flushing a last frame, then close */
+    CONN_HELLO = 1 << 0,   /* waiting for the client's Hello */
+    CONN_REQUEST = 1 << 1, /* waiting for the one request */
+    CONN_RUNNING = 1 << 2, /* Exec accepted, Exited not sent yet */
+    CONN_EXITED = 1 << 3,  /* Exited sent, waiting for ExitAck */
+    CONN_CLOSING = 1 << 4, /* flushing a last frame, then close */
     CONN_CLOSED = 1 << 5,
 } ConnState;
 
 typedef struct StdinChunk {
     struct StdinChunk *next;
-    Msg msg;                              /* a decoded Data frame: no copy */
+    Msg msg; /* a decoded Data frame: no copy */
     size_t off;
 } StdinChunk;
 
@@ -75,7 +75,7 @@ struct Session {
     bool started, start_failed;
     int start_errno;
     bool pty;
-    int out_fd[2];                        /* stdout (or the pty master), stderr */
+    int out_fd[2]; /* stdout (or the pty master), stderr */
     sd_event_source *out_src[2];
     int in_fd;
     sd_event_source *in_src;
@@ -218,7 +218,7 @@ static void child_abort(Session *s) {
     s->err_fd = safe_close(s->err_fd);
     log_debug("session %u: client gone, hanging up process group %d", s->id, (int)s->pid);
     child_signal(s, SIGHUP);
-    child_signal(s, SIGCONT);             /* a stopped group must see the HUP */
+    child_signal(s, SIGCONT); /* a stopped group must see the HUP */
     int r = session_arm(s, &s->grace, (uint64_t)s->agent->opt.kill_grace_s * 1000000ULL, on_grace);
     if (r < 0) {
         log_warning_errno(r, "session %u: no grace timer, killing now: %m", s->id);
@@ -467,11 +467,11 @@ static size_t data_header(uint8_t *p, int i, uint32_t n) {
     *p++ = (uint8_t)(body_len >> 16);
     *p++ = (uint8_t)(body_len >> 8);
     *p++ = (uint8_t)body_len;
-    *p++ = (4 << 3) | 2;                  /* Envelope.data, length-delimited */
+    *p++ = (4 << 3) | 2; /* Envelope.data, length-delimited */
     p = varint_put(p, data_len);
-    *p++ = (1 << 3) | 0;                  /* Data.stream, varint */
-    *p++ = i == 0 ? 1 : 2;                /* STREAM_STDOUT, STREAM_STDERR */
-    *p++ = (2 << 3) | 2;                  /* Data.data, length-delimited */
+    *p++ = (1 << 3) | 0;   /* Data.stream, varint */
+    *p++ = i == 0 ? 1 : 2; /* STREAM_STDOUT, STREAM_STDERR */
+    *p++ = (2 << 3) | 2;   /* Data.data, length-delimited */
     p = varint_put(p, n);
     return (size_t)(p - start);
 }
@@ -491,7 +491,7 @@ static ssize_t output_read_frame(Session *s, int i) {
         k = read(s->out_fd[i], base + DATA_HDR_MAX, WIRE_DATA_MAX);
     } while (k < 0 && errno == EINTR);
     if (k < 0) {
-        return errno == EIO ? 0 : -errno;  /* EIO: the pty's last slave closed */
+        return errno == EIO ? 0 : -errno; /* EIO: the pty's last slave closed */
     }
     if (k == 0) {
         return 0;
@@ -568,7 +568,7 @@ static int session_flush(Session *s) {
             k = splice(s->out_fd[s->sp_stream], NULL, s->fd, NULL, s->sp_left,
                        SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
             if (k == 0) {
-                return -EIO;              /* the pipe lost bytes it announced */
+                return -EIO; /* the pipe lost bytes it announced */
             }
             if (k > 0) {
                 s->sp_left -= (size_t)k;
@@ -655,7 +655,7 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
                 continue;
             }
         }
-        break;                            /* EOF, error, or a report too long */
+        break; /* EOF, error, or a report too long */
     }
     s->err_src = sd_event_source_disable_unref(s->err_src);
     s->err_fd = safe_close(s->err_fd);
@@ -680,8 +680,8 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
         output_close(s, 1);
         stdin_discard(s);
         stdin_close(s);
-        Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)msg,
-                                            .size = len}};
+        Msg m = {.type = MSG_DATA,
+                 .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)msg, .size = len}};
         r = session_queue(s, &m);
         log_debug("session %u: start failed: %.*s", s->id, (int)(len > 0 ? len - 1 : 0), msg);
     }
@@ -766,10 +766,9 @@ static int handle_exec(Session *s, Msg *m) {
         log_error_errno(r, "session %u: cannot start a program: %m", s->id);
         snprintf(buf, sizeof(buf), "qubes-lite: cannot start %s: %s\n", m->exec.argv[0],
                  strerror(-r));
-        Msg d = {.type = MSG_DATA,
-                 .data = {.stream = WIRE_STDERR,
-                          .data = (const uint8_t *)buf,
-                          .size = strlen(buf)}};
+        Msg d = {
+            .type = MSG_DATA,
+            .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)buf, .size = strlen(buf)}};
         Msg x = {.type = MSG_EXITED,
                  .exited = {.kind = EXIT_START_FAILED, .start_errno = (uint32_t)-r}};
         if ((r = session_queue(s, &d)) < 0 || (r = session_queue(s, &x)) < 0) {
@@ -830,7 +829,7 @@ static int handle_data(Session *s, Msg *m) {
         return -EPROTO;
     }
     if (s->state == CONN_EXITED) {
-        return 0;                         /* raced with the exit */
+        return 0; /* raced with the exit */
     }
     if (s->window > 0 && s->in_buffered + m->data.size > s->window) {
         s->fail_message = "stdin window exceeded";
@@ -849,7 +848,7 @@ static int handle_data(Session *s, Msg *m) {
         return -ENOMEM;
     }
     c->msg = *m;
-    m->_storage = m->_env = NULL;         /* moved */
+    m->_storage = m->_env = NULL; /* moved */
     if (s->in_tail) {
         s->in_tail->next = c;
     } else {
@@ -892,7 +891,7 @@ static int handle_signal(Session *s, Msg *m) {
     if (s->started) {
         (void)kill(-s->pid, (int)m->signo);
     } else {
-        (void)kill(s->pid, (int)m->signo);  /* not in its own group yet, maybe */
+        (void)kill(s->pid, (int)m->signo); /* not in its own group yet, maybe */
     }
     return 0;
 }
@@ -900,7 +899,7 @@ static int handle_signal(Session *s, Msg *m) {
 static int handle_exit_ack(Session *s, Msg *m) {
     child_reap(s);
     conn_close(s);
-    return 1;                             /* s may be freed by the caller now */
+    return 1; /* s may be freed by the caller now */
 }
 
 static int handle_status(Session *s, Msg *m) {
@@ -908,12 +907,13 @@ static int handle_status(Session *s, Msg *m) {
     uint64_t now = agent_now();
     Msg r = {
         .type = MSG_STATUS,
-        .status = {
-            .uptime_ms = now / 1000,
-            .live_sessions = idle_live(&a->idle),
-            .idle_ms = idle_elapsed_usec(&a->idle, now) / 1000,
-            .idle_timeout_s = a->opt.idle_timeout_s,
-        },
+        .status =
+            {
+                .uptime_ms = now / 1000,
+                .live_sessions = idle_live(&a->idle),
+                .idle_ms = idle_elapsed_usec(&a->idle, now) / 1000,
+                .idle_timeout_s = a->opt.idle_timeout_s,
+            },
     };
     s->timer = sd_event_source_disable_unref(s->timer);
     int q = session_queue(s, &r);
@@ -1103,9 +1103,9 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
             }
             if (r == -E2BIG || r == -EBADMSG || r == -EINVAL || r == -ENOMEM) {
                 session_fail(s, error_code(r),
-                             r == -E2BIG     ? "frame too large"
-                             : r == -EINVAL  ? "invalid message"
-                                             : "undecodable frame");
+                             r == -E2BIG    ? "frame too large"
+                             : r == -EINVAL ? "invalid message"
+                                            : "undecodable frame");
                 return 0;
             }
             if (r < 0) {
@@ -1203,7 +1203,7 @@ static int session_alloc(Agent *a, int fd, Session **ret) {
     a->n_conns++;
     int r = sd_event_add_io(a->event, &s->io, fd, EPOLLIN, on_conn_io, s);
     if (r < 0) {
-        s->state = CONN_CLOSING;          /* conn_close() must count it */
+        s->state = CONN_CLOSING; /* conn_close() must count it */
         conn_close(s);
         session_free(s);
         return r;

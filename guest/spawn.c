@@ -214,7 +214,7 @@ _noreturn_ static void child_run(const MsgExec *x, const SpawnOptions *o, const 
             child_fail(e, "qubes-lite: cd: %s: %s", x->cwd, strerror(e));
         }
     } else if (!pw->pw_dir || chdir(pw->pw_dir) < 0) {
-        (void)!chdir("/");                /* as login does without a home */
+        (void)!chdir("/"); /* as login does without a home */
     }
 
     if (x->wait_wayland) {
@@ -226,7 +226,7 @@ _noreturn_ static void child_run(const MsgExec *x, const SpawnOptions *o, const 
         }
     }
 
-    environ = envp;                       /* execvp looks PATH up here */
+    environ = envp; /* execvp looks PATH up here */
     execvp(x->argv[0], x->argv);
     int e = errno;
     if (e == ENOENT && !strchr(x->argv[0], '/')) {

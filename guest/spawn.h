@@ -10,17 +10,17 @@
 #include "wire.h"
 
 typedef struct SpawnOptions {
-    const char *default_user;             /* NULL: the agent's own user */
+    const char *default_user; /* NULL: the agent's own user */
     uint64_t wayland_timeout_usec;
 } SpawnOptions;
 
 typedef struct Spawned {
-    pid_t pid;                            /* also the process group and session id */
+    pid_t pid; /* also the process group and session id */
     int pidfd;
-    int err_fd;                           /* EOF without data: exec succeeded */
-    int stdin_fd;                         /* pty: a dup of the master */
-    int stdout_fd;                        /* pty: the master */
-    int stderr_fd;                        /* pty: -EBADF */
+    int err_fd;    /* EOF without data: exec succeeded */
+    int stdin_fd;  /* pty: a dup of the master */
+    int stdout_fd; /* pty: the master */
+    int stderr_fd; /* pty: -EBADF */
 } Spawned;
 
 /* Everything returned is non-blocking and close-on-exec. */
