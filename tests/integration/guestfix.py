@@ -60,6 +60,7 @@ class GuestAgent:
         self.log_path = os.path.join(self.dir, "agent.log")
         self.args = [AGENT, "--listen", "unix:" + self.sock, "--log-level", "debug"] + list(args)
         self.log = open(self.log_path, "wb")
+        self.stopped = False
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
@@ -90,6 +91,9 @@ class GuestAgent:
         return 0
 
     def stop(self, check=True):
+        if self.stopped:
+            return
+        self.stopped = True
         if self.proc.poll() is None:
             os.kill(self.pid, signal.SIGTERM)
             try:

@@ -272,3 +272,18 @@ def test_many_bad_peers_at_once(bystander):
         c.send_raw(struct.pack(">I", 3) + b"\xff\xff\xff")
     for c in conns:
         expect_error(c, pb.ERROR_PROTOCOL)
+
+
+def test_large_exec_frame_is_fine(guest_agent):
+    """An Exec close to the 1 MiB frame limit is served."""
+    g = guest_agent()
+    env = [f"QL_{i}={'v' * 200}".encode() for i in range(4000)]
+    frame = qlwire.encode("exec", argv=[b"sh", b"-c", b'echo "$QL_3999" | wc -c'], env=env)
+    assert 700 * 1024 < len(frame) <= qlwire.FRAME_MAX + 4
+    c = g.connect()
+    c.send_raw(frame)
+    c.send("stdin_close")
+    out, err, ex, _ = c.recv_until_exit()
+    assert out == b"201\n" and ex.code == 0, err
+    c.send("exit_ack")
+    c.expect_closed()
