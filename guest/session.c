@@ -101,6 +101,7 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
 static void session_maybe_free(Session *s);
 static void session_update(Session *s);
 static void closing_io(Session *s, uint32_t revents);
+static int session_flush(Session *s);
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -403,6 +404,9 @@ static int stdin_pump(Session *s) {
 static int on_stdin_writable(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
     Session *s = userdata;
     int r = stdin_pump(s);
+    if (r >= 0) {
+        r = session_flush(s); /* the StdinAck: credit back at once */
+    }
     if (r < 0) {
         session_lost(s, r);
         return 0;
