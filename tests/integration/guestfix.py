@@ -18,6 +18,7 @@ import time
 import pytest
 
 import qlwire
+from procs import wait_for, pid_alive  # noqa: F401 (re-exported to tests)
 from qlwire import pb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,27 +27,6 @@ BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 AGENT = os.path.join(BUILD, "bin", "qubes-lite-guest-agent")
 
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
-
-
-def wait_for(pred, timeout=30, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
-def pid_alive(pid):
-    """True while pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class GuestAgent:

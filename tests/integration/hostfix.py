@@ -25,6 +25,7 @@ import time
 import pytest
 
 import qlwire
+from procs import wait_for  # noqa: F401 (re-exported to tests)
 from conftest import program
 
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
@@ -34,17 +35,6 @@ VM_ID = 3
 # A user other than root who may use the VM; tests that need a refused
 # peer run vm-run as nobody (65534).
 DEFAULT_USER = "daemon"
-
-
-def wait_for(pred, timeout=60, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 class Daemon:

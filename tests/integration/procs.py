@@ -1,0 +1,24 @@
+"""Waiting on processes and conditions, shared by the fixture modules."""
+import time
+
+
+def wait_for(pred, timeout=60, interval=0.05, what="condition"):
+    """Polls pred until it returns something true; returns that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except FileNotFoundError:
+        return False
