@@ -29,9 +29,6 @@
 #define STDIN_UNWINDOWED_MAX (4u * WIRE_DATA_MAX) /* without a window: stop reading */
 #define FRAMES_PER_DISPATCH 16
 #define CHUNKS_PER_DISPATCH 4
-/* A Data frame header: length (4), Envelope tag (1), Data length (≤3),
- * stream tag and value (2), bytes tag (1), bytes length (≤3). */
-#define DATA_HDR_MAX 14u
 
 typedef enum ConnState {
     CONN_HELLO = 1 << 0,   /* waiting for the client's Hello */
@@ -87,12 +84,6 @@ struct Session {
     bool veof_armed;
     sd_event_source *grace;
 
-    /* A Data frame whose bytes go from a pipe to the socket by splice():
-     * its header, then sp_left bytes of out_fd[sp_stream]. */
-    bool sp_active, wire_broken;
-    int sp_stream;
-    uint8_t sp_hdr[DATA_HDR_MAX];
-    size_t sp_hdr_len, sp_hdr_off, sp_left;
 };
 
 static unsigned session_next_id;
@@ -137,10 +128,9 @@ static void stdin_close(Session *s) {
 }
 
 static void output_close(Session *s, int i) {
-    if (s->sp_active && s->sp_stream == i) {
-        /* Mid-frame: the connection cannot carry anything coherent now. */
-        s->sp_active = false;
-        s->wire_broken = true;
+    if (s->out_fd[i] >= 0) {
+        /* A frame spliced from it cannot be completed any more. */
+        wire_writer_splice_abort(&s->wr, s->out_fd[i]);
     }
     s->out_src[i] = sd_event_source_disable_unref(s->out_src[i]);
     s->out_fd[i] = safe_close(s->out_fd[i]);
@@ -417,99 +407,6 @@ static int on_stdin_writable(sd_event_source *src, int fd, uint32_t revents, voi
 
 /* ---- the program's output ---------------------------------------------------- */
 
-static size_t varint_size(uint32_t v) {
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *varint_put(uint8_t *p, uint32_t v) {
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
-/* Room for n more bytes at the end of the writer's buffer. */
-static int writer_reserve(WireWriter *w, size_t n) {
-    if (w->start == w->end) {
-        w->start = w->end = 0;
-    }
-    if (w->alloc - w->end >= n) {
-        return 0;
-    }
-    if (w->start > 0) {
-        memmove(w->buf, w->buf + w->start, w->end - w->start);
-        w->end -= w->start;
-        w->start = 0;
-    }
-    if (w->alloc - w->end >= n) {
-        return 0;
-    }
-    size_t want = MAX(w->alloc * 2, w->end + n);
-    uint8_t *nb = realloc(w->buf, want);
-    if (!nb) {
-        return -ENOMEM;
-    }
-    w->buf = nb;
-    w->alloc = want;
-    return 0;
-}
-
-/* Writes the header of a Data frame carrying n bytes of stream i (0:
- * stdout, 1: stderr) to p; returns its size, at most DATA_HDR_MAX. */
-static size_t data_header(uint8_t *p, int i, uint32_t n) {
-    uint8_t *start = p;
-    uint32_t data_len = 2 + 1 + (uint32_t)varint_size(n) + n;
-    uint32_t body_len = 1 + (uint32_t)varint_size(data_len) + data_len;
-    *p++ = (uint8_t)(body_len >> 24);
-    *p++ = (uint8_t)(body_len >> 16);
-    *p++ = (uint8_t)(body_len >> 8);
-    *p++ = (uint8_t)body_len;
-    *p++ = (4 << 3) | 2; /* Envelope.data, length-delimited */
-    p = varint_put(p, data_len);
-    *p++ = (1 << 3) | 0;   /* Data.stream, varint */
-    *p++ = i == 0 ? 1 : 2; /* STREAM_STDOUT, STREAM_STDERR */
-    *p++ = (2 << 3) | 2;   /* Data.data, length-delimited */
-    p = varint_put(p, n);
-    return (size_t)(p - start);
-}
-
-/* Reads one chunk of output straight into the connection's output queue
- * as a Data frame: the bytes are copied once, by the kernel, on the way
- * in. Returns the bytes read, 0 on EOF, -EAGAIN, or an error. */
-static ssize_t output_read_frame(Session *s, int i) {
-    WireWriter *w = &s->wr;
-    int r = writer_reserve(w, DATA_HDR_MAX + WIRE_DATA_MAX);
-    if (r < 0) {
-        return r;
-    }
-    uint8_t *base = w->buf + w->end;
-    ssize_t k;
-    do {
-        k = read(s->out_fd[i], base + DATA_HDR_MAX, WIRE_DATA_MAX);
-    } while (k < 0 && errno == EINTR);
-    if (k < 0) {
-        return errno == EIO ? 0 : -errno; /* EIO: the pty's last slave closed */
-    }
-    if (k == 0) {
-        return 0;
-    }
-    uint8_t hdr[DATA_HDR_MAX];
-    size_t h = data_header(hdr, i, (uint32_t)k);
-    if (h < DATA_HDR_MAX) {
-        memmove(base + h, base + DATA_HDR_MAX, (size_t)k);
-    }
-    memcpy(base, hdr, h);
-    w->end += h + (size_t)k;
-    return k;
-}
-
 /* Whether splice() from a pipe into a stream socket works here: tried once
  * on a socketpair. */
 static bool splice_supported(void) {
@@ -537,55 +434,28 @@ static int output_splice_begin(Session *s, int i) {
         return 0;
     }
     uint32_t n = MIN((uint32_t)avail, WIRE_DATA_MAX);
-    s->sp_hdr_len = data_header(s->sp_hdr, i, n);
-    s->sp_hdr_off = 0;
-    s->sp_left = n;
-    s->sp_stream = i;
-    s->sp_active = true;
-    return 1;
+    return wire_writer_splice_data(&s->wr, s->out_fd[i], i == 0 ? WIRE_STDOUT : WIRE_STDERR, n) <
+                   0
+               ? 0
+               : 1;
+}
+
+/* Reads one chunk of output straight into the connection's output queue
+ * as a Data frame. Returns the bytes read, 0 on EOF, -EAGAIN, or an
+ * error. */
+static ssize_t output_read_frame(Session *s, int i) {
+    ssize_t k = wire_writer_read_data(&s->wr, s->out_fd[i], i == 0 ? WIRE_STDOUT : WIRE_STDERR,
+                                      WIRE_DATA_MAX);
+    return k == -EIO ? 0 : k; /* EIO: the pty's last slave closed */
 }
 
 static size_t session_pending(const Session *s) {
-    size_t n = wire_writer_pending(&s->wr);
-    if (s->sp_active) {
-        n += s->sp_hdr_len - s->sp_hdr_off + s->sp_left;
-    }
-    return n;
+    return wire_writer_pending(&s->wr);
 }
 
-/* Sends what is queued, in order: a spliced frame in progress first (it
- * was started with nothing else queued), then the writer. 0 when all is
+/* Sends what is queued, a spliced frame in progress first. 0 when all is
  * out, 1 when the socket is full, negative errno on failure. */
 static int session_flush(Session *s) {
-    if (s->wire_broken) {
-        return -EPIPE;
-    }
-    while (s->sp_active) {
-        ssize_t k;
-        if (s->sp_hdr_off < s->sp_hdr_len) {
-            k = send(s->fd, s->sp_hdr + s->sp_hdr_off, s->sp_hdr_len - s->sp_hdr_off,
-                     MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE);
-            if (k > 0) {
-                s->sp_hdr_off += (size_t)k;
-            }
-        } else {
-            k = splice(s->out_fd[s->sp_stream], NULL, s->fd, NULL, s->sp_left,
-                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-            if (k == 0) {
-                return -EIO; /* the pipe lost bytes it announced */
-            }
-            if (k > 0) {
-                s->sp_left -= (size_t)k;
-                s->sp_active = s->sp_left > 0;
-            }
-        }
-        if (k < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno == EAGAIN ? 1 : -errno;
-        }
-    }
     return wire_writer_flush(&s->wr, s->fd);
 }
 
@@ -595,7 +465,7 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
     int r = 0;
 
     for (int n = 0; n < CHUNKS_PER_DISPATCH; n++) {
-        if (s->sp_active || session_pending(s) >= OUTPUT_PENDING_MAX) {
+        if (wire_writer_splicing(&s->wr) || session_pending(s) >= OUTPUT_PENDING_MAX) {
             break;
         }
         /* Nothing queued: the bytes can go pipe to socket without passing

@@ -31,6 +31,7 @@
 #define RBUF_SIZE (2u * (WIRE_FRAME_MAX + WIRE_HEADER_SIZE))
 /* Stop reading stdin while this much is queued for the guest. */
 #define OUT_HIGH (4u * WIRE_DATA_MAX)
+#define STDIN_CHUNKS_PER_ROUND 4
 #define WAIT_NOTICE_MS 1000
 #define EXIT_ACK_TIMEOUT_MS 5000
 
@@ -48,7 +49,6 @@ typedef struct Session {
     bool got_hello, started, exited;
     bool stdin_done; /* EOF seen and StdinClose queued */
     uint32_t credit; /* stdin bytes we may still send */
-    uint8_t *inbuf;
     uint32_t pending_signals; /* arrived before Started */
     MsgExited result;
     Timing *timing;
@@ -477,6 +477,22 @@ static void session_read(Session *s) {
         if (s->rend - s->rstart < WIRE_HEADER_SIZE + n) {
             break;
         }
+        /* Output in a plain Data frame is taken where it lies; anything
+         * else is decoded. */
+        WireStream stream;
+        uint32_t size;
+        int h = wire_data_header_parse(s->rbuf + s->rstart, s->rend - s->rstart,
+                                       WIRE_STREAM_BIT(WIRE_STDOUT) | WIRE_STREAM_BIT(WIRE_STDERR),
+                                       &stream, &size);
+        if (h > 0 && s->got_hello) {
+            m = (Msg){
+                .type = MSG_DATA,
+                .data = {.stream = stream, .data = s->rbuf + s->rstart + h, .size = size},
+            };
+            s->rstart += WIRE_HEADER_SIZE + n;
+            session_handle(s, &m);
+            continue;
+        }
         int r = wire_decode(s->rbuf + s->rstart + WIRE_HEADER_SIZE, n, &m);
         if (r < 0) {
             errno = -r;
@@ -491,23 +507,39 @@ static void session_read(Session *s) {
     }
 }
 
+/* Reads stdin straight into Data frames in the output queue, several
+ * while the window and the queue allow, so that one send carries them. */
 static void session_read_stdin(Session *s) {
-    size_t want = MIN((size_t)CHUNK, (size_t)s->credit);
-    ssize_t k = read(STDIN_FILENO, s->inbuf, want);
+    for (int i = 0; i < STDIN_CHUNKS_PER_ROUND; i++) {
+        size_t want = MIN((size_t)CHUNK, (size_t)s->credit);
+        int avail = 0;
+        /* poll() said one read would not block; stdin may well be a
+         * blocking fd, so read again only what is there. */
+        if (i > 0 && (ioctl(STDIN_FILENO, FIONREAD, &avail) < 0 || avail <= 0)) {
+            return;
+        }
+        ssize_t k = wire_writer_read_data(&s->out, STDIN_FILENO, WIRE_STDIN, want);
 
-    if (k < 0 && (errno == EINTR || errno == EAGAIN)) {
-        return;
+        if (k == -EINTR || k == -EAGAIN) {
+            return;
+        }
+        if (k == -ENOMEM) {
+            fail("cannot queue Data: %s", strerror(ENOMEM));
+        }
+        if (k <= 0) {
+            /* EOF, or an error (closed stdin, hung-up terminal): no more input. */
+            Msg m = {.type = MSG_STDIN_CLOSE};
+            session_queue(s, &m);
+            s->stdin_done = true;
+            return;
+        }
+        s->credit -= (uint32_t)k;
+        if (s->credit == 0 || wire_writer_pending(&s->out) >= OUT_HIGH || (size_t)k < want) {
+            /* A short read: the pipe is empty for now (a terminal gives a
+             * line at a time); do not wait in read() for more. */
+            return;
+        }
     }
-    if (k <= 0) {
-        /* EOF, or an error (closed stdin, hung-up terminal): no more input. */
-        Msg m = {.type = MSG_STDIN_CLOSE};
-        session_queue(s, &m);
-        s->stdin_done = true;
-        return;
-    }
-    Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDIN, .data = s->inbuf, .size = (size_t)k}};
-    session_queue(s, &m);
-    s->credit -= (uint32_t)k;
 }
 
 static void session_run(Session *s) {
@@ -649,9 +681,8 @@ int main(int argc, char **argv) {
         .credit = STDIN_WINDOW,
         .timing = &timing,
         .rbuf = malloc(RBUF_SIZE),
-        .inbuf = malloc(CHUNK),
     };
-    if (!s.rbuf || !s.inbuf) {
+    if (!s.rbuf) {
         fail("out of memory");
     }
     r = fd_nonblock(guest_fd, true);
@@ -702,7 +733,6 @@ int main(int argc, char **argv) {
     }
     wire_writer_done(&s.out);
     free(s.rbuf);
-    free(s.inbuf);
     vmrun_options_done(&opts);
     return exit_status(&s.result);
 }

@@ -3,8 +3,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "qubes-lite.pb-c.h"
 #include "util.h"
@@ -678,6 +680,124 @@ int wire_header_parse(const uint8_t hdr[WIRE_HEADER_SIZE], uint32_t *ret_size) {
     return 0;
 }
 
+/* ---- Data frames without protobuf-c ----------------------------------- */
+
+#define TAG_ENVELOPE_DATA ((4u << 3) | 2u) /* Envelope.data, length-delimited */
+#define TAG_DATA_STREAM ((1u << 3) | 0u)   /* Data.stream, varint */
+#define TAG_DATA_BYTES ((2u << 3) | 2u)    /* Data.data, length-delimited */
+
+static size_t varint_size(uint32_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *varint_put(uint8_t *p, uint32_t v) {
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* A minimal varint of at most 3 bytes (a Data's lengths need no more) from
+ * the n bytes at p: its length, or 0 when there is none. */
+static size_t varint_get(const uint8_t *p, size_t n, uint32_t *ret) {
+    uint32_t v = 0;
+    for (size_t i = 0; i < 3 && i < n; i++) {
+        v |= (uint32_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            if (i > 0 && p[i] == 0) {
+                return 0; /* not minimal: left to protobuf-c */
+            }
+            *ret = v;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+size_t wire_data_header(uint8_t hdr[WIRE_DATA_HEADER_MAX], WireStream stream, uint32_t size) {
+    uint8_t *p = hdr;
+    uint32_t data_len = (stream != WIRE_STDIN ? 2u : 0u) + 1u + (uint32_t)varint_size(size) + size;
+    uint32_t body = 1u + (uint32_t)varint_size(data_len) + data_len;
+    uint32_t be = htonl(body);
+
+    memcpy(p, &be, sizeof(be));
+    p += sizeof(be);
+    *p++ = TAG_ENVELOPE_DATA;
+    p = varint_put(p, data_len);
+    if (stream != WIRE_STDIN) {
+        /* STREAM_STDIN is proto3's default, which wire_encode omits too. */
+        *p++ = TAG_DATA_STREAM;
+        *p++ = (uint8_t)stream;
+    }
+    *p++ = TAG_DATA_BYTES;
+    p = varint_put(p, size);
+    return (size_t)(p - hdr);
+}
+
+/* The part before the payload of a frame body of body_size bytes, of which
+ * the n bytes at untrusted hold the start, when it is exactly what
+ * wire_data_header() writes: its length, else 0. */
+static size_t data_body_prefix(const uint8_t *untrusted, size_t n, uint32_t body_size,
+                               unsigned streams, WireStream *ret_stream, uint32_t *ret_size) {
+    uint32_t data_len, size;
+    WireStream stream = WIRE_STDIN;
+    size_t off, k, data_start;
+
+    if (n < 1 || untrusted[0] != TAG_ENVELOPE_DATA) {
+        return 0;
+    }
+    k = varint_get(untrusted + 1, n - 1, &data_len);
+    if (k == 0) {
+        return 0;
+    }
+    off = data_start = 1 + k;
+    if (n - off >= 1 && untrusted[off] == TAG_DATA_STREAM) {
+        if (n - off < 2 || (untrusted[off + 1] != WIRE_STDOUT && untrusted[off + 1] != WIRE_STDERR)) {
+            return 0;
+        }
+        stream = (WireStream)untrusted[off + 1];
+        off += 2;
+    }
+    if (n - off < 1 || untrusted[off] != TAG_DATA_BYTES) {
+        return 0;
+    }
+    off++;
+    k = varint_get(untrusted + off, n - off, &size);
+    if (k == 0) {
+        return 0;
+    }
+    off += k;
+    if (size == 0 || size > WIRE_DATA_MAX || !(streams & WIRE_STREAM_BIT(stream))) {
+        return 0;
+    }
+    /* One Data holding exactly these two fields, and nothing after it. */
+    if ((uint64_t)data_len != (uint64_t)(off - data_start) + size ||
+        (uint64_t)body_size != (uint64_t)off + size) {
+        return 0;
+    }
+    *ret_stream = stream;
+    *ret_size = size;
+    return off;
+}
+
+int wire_data_header_parse(const uint8_t *p, size_t n, unsigned streams, WireStream *ret_stream,
+                           uint32_t *ret_size) {
+    uint32_t body;
+    if (n < WIRE_HEADER_SIZE || wire_header_parse(p, &body) < 0) {
+        return 0;
+    }
+    size_t k = data_body_prefix(p + WIRE_HEADER_SIZE, n - WIRE_HEADER_SIZE, body, streams,
+                                ret_stream, ret_size);
+    return k ? (int)(WIRE_HEADER_SIZE + k) : 0;
+}
+
 Msg msg_hello(const char *software) {
     return (Msg){
         .type = MSG_HELLO,
@@ -800,6 +920,25 @@ int wire_reader_read(WireReader *r, int fd, Msg *ret) {
                 r->body_got = 0;
             }
             if (r->body_got == r->body_size) {
+                WireStream stream;
+                uint32_t size;
+                size_t pre = data_body_prefix(r->body, r->body_size, r->body_size,
+                                            WIRE_STREAM_BIT(WIRE_STDIN) |
+                                                WIRE_STREAM_BIT(WIRE_STDOUT) |
+                                                WIRE_STREAM_BIT(WIRE_STDERR),
+                                            &stream, &size);
+                if (pre > 0) {
+                    /* A plain Data frame: its payload is used where it lies
+                     * and the body goes with the message (msg_done). */
+                    *ret = (Msg){
+                        .type = MSG_DATA,
+                        .data = {.stream = stream, .data = r->body + pre, .size = size},
+                        ._env = r->body,
+                    };
+                    r->body = NULL;
+                    r->hdr_got = 0;
+                    return 1;
+                }
                 int q = wire_decode(r->body, r->body_size, ret);
                 free(r->body);
                 r->body = NULL;
@@ -833,6 +972,33 @@ void wire_reader_done(WireReader *r) {
     *r = (WireReader){0};
 }
 
+/* Room for n more bytes at the end of the queue. */
+static int writer_reserve(WireWriter *w, size_t n) {
+    if (w->start == w->end) {
+        w->start = w->end = 0;
+    }
+    if (w->alloc - w->end >= n) {
+        return 0;
+    }
+    /* Compact first; grow only when that is not enough. */
+    if (w->start > 0) {
+        memmove(w->buf, w->buf + w->start, w->end - w->start);
+        w->end -= w->start;
+        w->start = 0;
+    }
+    if (w->alloc - w->end >= n) {
+        return 0;
+    }
+    size_t want = MAX(w->alloc * 2, w->end + n);
+    uint8_t *nb = realloc(w->buf, want);
+    if (!nb) {
+        return -ENOMEM;
+    }
+    w->buf = nb;
+    w->alloc = want;
+    return 0;
+}
+
 int wire_writer_queue(WireWriter *w, const Msg *m) {
     _cleanup_free_ uint8_t *buf = NULL;
     size_t n;
@@ -840,32 +1006,114 @@ int wire_writer_queue(WireWriter *w, const Msg *m) {
     if (r < 0) {
         return r;
     }
-    if (w->start == w->end) {
-        w->start = w->end = 0;
-    }
-    if (w->alloc - w->end < n) {
-        /* Compact first; grow only when that is not enough. */
-        if (w->start > 0) {
-            memmove(w->buf, w->buf + w->start, w->end - w->start);
-            w->end -= w->start;
-            w->start = 0;
-        }
-        if (w->alloc - w->end < n) {
-            size_t want = MAX(w->alloc * 2, w->end + n);
-            uint8_t *nb = realloc(w->buf, want);
-            if (!nb) {
-                return -ENOMEM;
-            }
-            w->buf = nb;
-            w->alloc = want;
-        }
+    r = writer_reserve(w, n);
+    if (r < 0) {
+        return r;
     }
     memcpy(w->buf + w->end, buf, n);
     w->end += n;
     return 0;
 }
 
+ssize_t wire_writer_read_data(WireWriter *w, int fd, WireStream stream, size_t max) {
+    uint8_t hdr[WIRE_DATA_HEADER_MAX];
+    ssize_t k;
+
+    max = MIN(max, (size_t)WIRE_DATA_MAX);
+    if (max == 0) {
+        return -EINVAL;
+    }
+    int r = writer_reserve(w, WIRE_DATA_HEADER_MAX + max);
+    if (r < 0) {
+        return r;
+    }
+    /* Read behind room for the longest header, then slide the payload
+     * down to the header's real length. */
+    uint8_t *base = w->buf + w->end;
+    do {
+        k = read(fd, base + WIRE_DATA_HEADER_MAX, max);
+    } while (k < 0 && errno == EINTR);
+    if (k <= 0) {
+        return k < 0 ? -errno : 0;
+    }
+    size_t h = wire_data_header(hdr, stream, (uint32_t)k);
+    if (h < WIRE_DATA_HEADER_MAX) {
+        memmove(base + h, base + WIRE_DATA_HEADER_MAX, (size_t)k);
+    }
+    memcpy(base, hdr, h);
+    w->end += h + (size_t)k;
+    return k;
+}
+
+int wire_writer_splice_data(WireWriter *w, int pipe_fd, WireStream stream, uint32_t size) {
+    if (wire_writer_pending(w) > 0 || w->broken) {
+        return -EBUSY;
+    }
+    if (size == 0 || size > WIRE_DATA_MAX) {
+        return -EINVAL;
+    }
+    w->sp_hdr_len = (uint8_t)wire_data_header(w->sp_hdr, stream, size);
+    w->sp_hdr_off = 0;
+    w->sp_left = size;
+    w->sp_fd = pipe_fd;
+    w->sp_active = true;
+    return 0;
+}
+
+void wire_writer_splice_abort(WireWriter *w, int pipe_fd) {
+    if (w->sp_active && w->sp_fd == pipe_fd) {
+        /* Mid-frame: the connection cannot carry anything coherent now. */
+        w->sp_active = false;
+        w->broken = true;
+    }
+}
+
+bool wire_writer_splicing(const WireWriter *w) {
+    return w->sp_active;
+}
+
+/* Sends the spliced frame in progress. 0 when it is out, 1 when the socket
+ * is full, negative errno on failure. */
+static int writer_flush_splice(WireWriter *w, int fd) {
+    while (w->sp_active) {
+        ssize_t k;
+        if (w->sp_hdr_off < w->sp_hdr_len) {
+            k = send(fd, w->sp_hdr + w->sp_hdr_off, w->sp_hdr_len - w->sp_hdr_off,
+                     MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE);
+            if (k > 0) {
+                w->sp_hdr_off += (uint8_t)k;
+            }
+        } else {
+            k = splice(w->sp_fd, NULL, fd, NULL, w->sp_left, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (k == 0) {
+                /* The pipe lost bytes it announced. */
+                w->sp_active = false;
+                w->broken = true;
+                return -EIO;
+            }
+            if (k > 0) {
+                w->sp_left -= (uint32_t)k;
+                w->sp_active = w->sp_left > 0;
+            }
+        }
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno == EAGAIN ? 1 : -errno;
+        }
+    }
+    return 0;
+}
+
 int wire_writer_flush(WireWriter *w, int fd) {
+    if (w->broken) {
+        return -EPIPE;
+    }
+    int r = writer_flush_splice(w, fd);
+    if (r != 0) {
+        return r;
+    }
     while (w->start < w->end) {
         ssize_t k = send(fd, w->buf + w->start, w->end - w->start, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k < 0 && errno == ENOTSOCK) {
@@ -887,7 +1135,11 @@ int wire_writer_flush(WireWriter *w, int fd) {
 }
 
 size_t wire_writer_pending(const WireWriter *w) {
-    return w->end - w->start;
+    size_t n = w->end - w->start;
+    if (w->sp_active) {
+        n += (size_t)(w->sp_hdr_len - w->sp_hdr_off) + w->sp_left;
+    }
+    return n;
 }
 
 void wire_writer_done(WireWriter *w) {

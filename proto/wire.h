@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define WIRE_VERSION_MAJOR 1
 #define WIRE_VERSION_MINOR 0
@@ -173,6 +174,30 @@ int wire_encode(const Msg *m, uint8_t **ret_buf, size_t *ret_size);
 /* Parses a frame header. -E2BIG when the announced body is over the cap. */
 int wire_header_parse(const uint8_t hdr[WIRE_HEADER_SIZE], uint32_t *ret_size);
 
+/* Data frames without protobuf-c, for bulk transfers: a sender writes
+ * this header and then the payload (from its own buffer, or by splice()
+ * from a pipe); a receiver that recognises the header takes the payload as
+ * it lies. The header is the frame length, the Envelope's Data field and
+ * the Data fields before the payload (stream, omitted for stdin as
+ * wire_encode omits it, and the bytes' tag and length): at most
+ * WIRE_DATA_HEADER_MAX bytes. */
+#define WIRE_DATA_HEADER_MAX 14u
+#define WIRE_STREAM_BIT(s) (1u << (s))
+
+/* Writes the header of a Data frame carrying size bytes (1..WIRE_DATA_MAX)
+ * of stream and returns its length. */
+size_t wire_data_header(uint8_t hdr[WIRE_DATA_HEADER_MAX], WireStream stream, uint32_t size);
+
+/* Recognises the header of a Data frame in the first n bytes of p (the
+ * frame's 4-byte length included): returns the header length and fills
+ * *ret_stream and *ret_size when the frame has exactly the layout
+ * wire_data_header() writes, its stream is in streams (WIRE_STREAM_BIT()s)
+ * and it carries 1..WIRE_DATA_MAX bytes; wire_decode() would give the same
+ * Data for it. Returns 0 for anything else, and when n is too short to
+ * tell: such a frame must go through wire_decode(). */
+int wire_data_header_parse(const uint8_t *p, size_t n, unsigned streams, WireStream *ret_stream,
+                           uint32_t *ret_size);
+
 /* Convenience constructors. */
 Msg msg_hello(const char *software);
 Msg msg_error(WireError code, const char *message);
@@ -210,11 +235,35 @@ void wire_reader_done(WireReader *r);
 typedef struct WireWriter {
     uint8_t *buf;
     size_t start, end, alloc;
+    /* A Data frame whose payload goes from a pipe to the socket by
+     * splice(): its header, then sp_left bytes of sp_fd. Started only with
+     * nothing queued; whatever is queued meanwhile goes after it. */
+    bool sp_active, broken;
+    int sp_fd;
+    uint32_t sp_left;
+    uint8_t sp_hdr[WIRE_DATA_HEADER_MAX];
+    uint8_t sp_hdr_len, sp_hdr_off;
 } WireWriter;
 
 int wire_writer_queue(WireWriter *w, const Msg *m);
-/* Writes as much as the socket takes. 0 when all flushed, 1 when bytes
- * remain (wait for EPOLLOUT), negative errno on failure. */
+/* Reads up to max bytes (at most WIRE_DATA_MAX) of fd straight into a Data
+ * frame of stream at the end of the queue: the bytes are copied once, by
+ * the kernel. Returns the bytes read, 0 at EOF, or a negative errno
+ * (-EAGAIN included); nothing is queued unless bytes were read. */
+ssize_t wire_writer_read_data(WireWriter *w, int fd, WireStream stream, size_t max);
+/* Starts a Data frame of stream whose size bytes (1..WIRE_DATA_MAX) the
+ * pipe pipe_fd holds now and will be spliced to the socket by the flushes.
+ * -EBUSY unless nothing is pending. */
+int wire_writer_splice_data(WireWriter *w, int pipe_fd, WireStream stream, uint32_t size);
+/* The pipe fd of a spliced frame in progress is going away: the frame
+ * cannot be completed, and every flush fails with -EPIPE from now on. */
+void wire_writer_splice_abort(WireWriter *w, int pipe_fd);
+/* Whether a spliced frame is in progress. */
+bool wire_writer_splicing(const WireWriter *w);
+/* Writes as much as the socket takes, a spliced frame in progress first.
+ * 0 when all flushed, 1 when bytes remain (wait for EPOLLOUT), negative
+ * errno on failure (-EIO when a pipe lost bytes it announced). */
 int wire_writer_flush(WireWriter *w, int fd);
+/* Bytes not yet written, a spliced frame's included. */
 size_t wire_writer_pending(const WireWriter *w);
 void wire_writer_done(WireWriter *w);
