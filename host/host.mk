@@ -26,3 +26,8 @@ UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/vmrun-opts.o
 UNIT_LIBS_test-vmrun-opts :=
 UNIT_OBJS_test-config := $(OBJ)/host/config.o $(OBJ)/host/paths.o
 UNIT_LIBS_test-config := $(HOST_LIBS)
+
+# The VMM command line (crosvm), for --print-command and the lifecycle.
+HOST_AGENT_OBJS += $(OBJ)/host/crosvm.o
+UNIT_OBJS_test-crosvm := $(OBJ)/host/crosvm.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
+UNIT_LIBS_test-crosvm := $(HOST_LIBS)
