@@ -541,6 +541,11 @@ static void parse_device(Parser *p, json_t *item, const char *key, DeviceKind ki
             }
             continue;
         }
+        if (kind == DEVICE_DISK && streq(k, "root")) {
+            /* crosvm takes one root block device: the rootDisk. */
+            problem(p, -EINVAL, kb, "only rootDisk is the root device");
+            continue;
+        }
         if (kind == DEVICE_ROOT_DISK && (streq(k, "ro") || streq(k, "root"))) {
             problem(p, -EINVAL, kb, "%s",
                     streq(k, "ro") ? "set by rootDiskReadonly, not here"

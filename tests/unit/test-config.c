@@ -394,6 +394,8 @@ static void test_vm_bad_values(void **state) {
                "key 'pciDevices[0].path': '/sys/bus/pci/devices/0000:01:00.0' is not a PCI");
     expect_vmj("{'id': 3, 'pciDevices': [{'path': '01:00.8'}]}", "key 'pciDevices[0].path'");
     expect_vmj("{'id': 3, 'pciDevices': [{'path': '01:00'}]}", "key 'pciDevices[0].path'");
+    expect_vmj("{'id': 3, 'additionalDisks': [{'path': '/a', 'root': true}]}",
+               "key 'additionalDisks[0].root': only rootDisk is the root device");
     /* rootDisk: ro comes from rootDiskReadonly, root is implied. */
     expect_vmj("{'id': 3, 'rootDisk': {'path': '/r', 'ro': false}}",
                "key 'rootDisk.ro': set by rootDiskReadonly");
@@ -702,6 +704,15 @@ static void test_check_all_problems(void **state) {
         lines += *c == '\n';
     }
     assert_int_equal(lines, 10);
+    free(out);
+    cdir_remove();
+
+    /* A host.json that is not JSON is one problem, named. */
+    cdir_new();
+    cwrite("host.json", "{'user': ");
+    out = check(&n);
+    expect_in(out, "host.json: 1:9: invalid JSON");
+    assert_int_equal(n, 1);
     free(out);
     cdir_remove();
 
