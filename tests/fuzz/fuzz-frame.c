@@ -59,6 +59,7 @@ static void decode_in_memory(const uint8_t *p, size_t n, Outcome *o) {
             o->end = -EPIPE;
             return;
         }
+        oracle_data_fast_path(p + off, n - off);
         int r = wire_header_parse(p + off, &len);
         if (r < 0) {
             o->end = r;

@@ -19,6 +19,12 @@ void oracle_decode_result(int r);
  * body decodes to a message equal to m. Aborts (a finding) otherwise. */
 void oracle_roundtrip(const Msg *m);
 
+/* The Data fast path (wire_data_header_parse) on a frame, its 4-byte
+ * header included, of which n bytes are at frame: whatever it recognises
+ * must be a whole frame that wire_decode decodes to the same Data, and any
+ * allowed streams mask must agree with the stream found. Aborts otherwise. */
+void oracle_data_fast_path(const uint8_t *frame, size_t n);
+
 /* Decodes an Envelope made of one length-delimited field (field number
  * field, payload data) and, when it decodes, runs the round-trip oracle.
  * Lets a target hand the fuzzer one message type's fields directly.

@@ -592,6 +592,204 @@ static void test_data(void **state) {
     assert_int_equal(decode_env(&e, NULL), -EINVAL);
 }
 
+/* The hand-built Data header: for every stream and the size boundaries it
+ * is byte for byte what wire_encode writes, and the parser gives it back. */
+static void test_data_header(void **state) {
+    static uint8_t payload[WIRE_DATA_MAX];
+    static const uint32_t sizes[] = {1, 2, 127, 128, 16383, 16384, 65535, WIRE_DATA_MAX};
+    memset(payload, 'x', sizeof(payload));
+    for (int st = WIRE_STDIN; st <= WIRE_STDERR; st++) {
+        for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
+            Msg m = {.type = MSG_DATA,
+                     .data = {.stream = (WireStream)st, .data = payload, .size = sizes[i]}};
+            _cleanup_free_ uint8_t *buf = NULL;
+            uint8_t hdr[WIRE_DATA_HEADER_MAX];
+            size_t n;
+            assert_int_equal(wire_encode(&m, &buf, &n), 0);
+            size_t h = wire_data_header(hdr, (WireStream)st, sizes[i]);
+            assert_true(h <= WIRE_DATA_HEADER_MAX);
+            assert_int_equal(h + sizes[i], n);
+            assert_memory_equal(hdr, buf, h);
+
+            WireStream got_stream;
+            uint32_t got_size;
+            /* The whole frame, and the header alone, are recognised. */
+            assert_int_equal(wire_data_header_parse(buf, n, 7u, &got_stream, &got_size), (int)h);
+            assert_int_equal(got_stream, st);
+            assert_int_equal(got_size, sizes[i]);
+            assert_int_equal(wire_data_header_parse(buf, h, WIRE_STREAM_BIT(st), &got_stream,
+                                                    &got_size),
+                             (int)h);
+            /* Too short to tell, or a stream not allowed here. */
+            assert_int_equal(wire_data_header_parse(buf, h - 1, 7u, &got_stream, &got_size), 0);
+            assert_int_equal(
+                wire_data_header_parse(buf, n, 7u & ~WIRE_STREAM_BIT(st), &got_stream, &got_size),
+                0);
+        }
+    }
+}
+
+/* Anything but the exact layout is left to wire_decode. */
+static void test_data_header_parse_rejects(void **state) {
+    WireStream st;
+    uint32_t size;
+    /* body 6: Envelope.data(4) { stream 1, data "ab" } */
+    uint8_t ok[] = {0, 0, 0, 8, 0x22, 6, 0x08, 1, 0x12, 2, 'a', 'b'};
+    assert_int_equal(wire_data_header_parse(ok, sizeof(ok), 7u, &st, &size), 10);
+    assert_int_equal(size, 2);
+
+    uint8_t v[sizeof(ok)];
+#define REJECT(idx, val)                                                                           \
+    do {                                                                                           \
+        memcpy(v, ok, sizeof(ok));                                                                 \
+        v[idx] = (val);                                                                            \
+        assert_int_equal(wire_data_header_parse(v, sizeof(v), 7u, &st, &size), 0);               \
+    } while (0)
+    REJECT(3, 9);    /* frame longer than the Data: more fields after it */
+    REJECT(3, 7);    /* frame shorter than the Data */
+    REJECT(4, 0x1a); /* another Envelope field */
+    REJECT(5, 7);    /* Data length off by one */
+    REJECT(7, 0);    /* stream 0 written out: valid, but not our layout */
+    REJECT(7, 3);    /* no such stream */
+    REJECT(6, 0x10); /* a field other than stream */
+    REJECT(8, 0x1a); /* a field other than data */
+    REJECT(9, 3);    /* data length past the frame */
+#undef REJECT
+    /* Empty data. */
+    uint8_t empty[] = {0, 0, 0, 6, 0x22, 4, 0x08, 1, 0x12, 0};
+    assert_int_equal(wire_data_header_parse(empty, sizeof(empty), 7u, &st, &size), 0);
+    /* A length as a non-minimal varint. */
+    uint8_t long_varint[] = {0, 0, 0, 9, 0x22, 7, 0x08, 1, 0x12, 0x82, 0x00, 'a', 'b'};
+    assert_int_equal(wire_data_header_parse(long_varint, sizeof(long_varint), 7u, &st, &size), 0);
+    Msg m;
+    assert_int_equal(wire_decode(long_varint + 4, sizeof(long_varint) - 4, &m), 0);
+    msg_done(&m);
+    /* Over the frame cap, and over WIRE_DATA_MAX. */
+    uint8_t big[] = {0, 0x10, 0, 1, 0x22};
+    assert_int_equal(wire_data_header_parse(big, sizeof(big), 7u, &st, &size), 0);
+    uint8_t huge[WIRE_DATA_HEADER_MAX];
+    size_t h = wire_data_header(huge, WIRE_STDOUT, WIRE_DATA_MAX);
+    huge[h - 1]++; /* 65536 is 0x80 0x80 0x04: 0x05 claims 81920 bytes */
+    assert_int_equal(wire_data_header_parse(huge, h, 7u, &st, &size), 0);
+}
+
+/* A Data frame read through WireReader (its fast path) equals the decoded
+ * one, and so does one the fast path leaves to wire_decode. */
+static void test_reader_data_fast_path(void **state) {
+    _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
+    WireReader rd = {0};
+    uint8_t hdr[WIRE_DATA_HEADER_MAX];
+    uint8_t payload[1000];
+    Msg m;
+    for (size_t i = 0; i < sizeof(payload); i++) {
+        payload[i] = (uint8_t)i;
+    }
+    socket_pair(sv, SOCK_NONBLOCK);
+    for (int st = WIRE_STDIN; st <= WIRE_STDERR; st++) {
+        size_t h = wire_data_header(hdr, (WireStream)st, sizeof(payload));
+        assert_int_equal(write(sv[1], hdr, h), (ssize_t)h);
+        assert_int_equal(write(sv[1], payload, sizeof(payload)), (ssize_t)sizeof(payload));
+        assert_int_equal(wire_reader_read(&rd, sv[0], &m), 1);
+        assert_int_equal(m.type, MSG_DATA);
+        assert_int_equal(m.data.stream, st);
+        assert_int_equal(m.data.size, sizeof(payload));
+        assert_memory_equal(m.data.data, payload, sizeof(payload));
+        msg_done(&m);
+    }
+    /* Stream 0 written out: decoded by protobuf-c, same message. */
+    uint8_t explicit0[] = {0, 0, 0, 7, 0x22, 5, 0x08, 0, 0x12, 1, 'z'};
+    assert_int_equal(write(sv[1], explicit0, sizeof(explicit0)), (ssize_t)sizeof(explicit0));
+    assert_int_equal(wire_reader_read(&rd, sv[0], &m), 1);
+    assert_int_equal(m.type, MSG_DATA);
+    assert_int_equal(m.data.stream, WIRE_STDIN);
+    assert_int_equal(m.data.size, 1);
+    msg_done(&m);
+    /* Bad stream: the same error as wire_decode's. */
+    uint8_t bad[] = {0, 0, 0, 7, 0x22, 5, 0x08, 3, 0x12, 1, 'z'};
+    assert_int_equal(write(sv[1], bad, sizeof(bad)), (ssize_t)sizeof(bad));
+    assert_int_equal(wire_reader_read(&rd, sv[0], &m), -EINVAL);
+    wire_reader_done(&rd);
+}
+
+/* A spliced frame goes out whole before what was queued after it. */
+static void test_writer_splice(void **state) {
+    _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
+    _cleanup_close_pair_ int p[2] = {-EBADF, -EBADF};
+    WireWriter w = {0};
+    WireReader rd = {0};
+    Msg m;
+    socket_pair(sv, SOCK_NONBLOCK);
+    assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    assert_int_equal(write(p[1], "hello", 5), 5);
+
+    assert_int_equal(wire_writer_splice_data(&w, p[0], WIRE_STDERR, 5), 0);
+    assert_true(wire_writer_splicing(&w));
+    Msg ping = {.type = MSG_PING, .nonce = 9};
+    assert_int_equal(wire_writer_queue(&w, &ping), 0);
+    assert_int_equal(wire_writer_splice_data(&w, p[0], WIRE_STDERR, 1), -EBUSY);
+    assert_int_equal(wire_writer_flush(&w, sv[1]), 0);
+    assert_false(wire_writer_splicing(&w));
+    assert_int_equal(wire_writer_pending(&w), 0);
+
+    assert_int_equal(wire_reader_read(&rd, sv[0], &m), 1);
+    assert_int_equal(m.type, MSG_DATA);
+    assert_int_equal(m.data.stream, WIRE_STDERR);
+    assert_int_equal(m.data.size, 5);
+    assert_memory_equal(m.data.data, "hello", 5);
+    msg_done(&m);
+    assert_int_equal(wire_reader_read(&rd, sv[0], &m), 1);
+    assert_int_equal(m.type, MSG_PING);
+    msg_done(&m);
+
+    /* The pipe announced more than it holds: the frame breaks the wire. */
+    assert_int_equal(write(p[1], "ab", 2), 2);
+    assert_int_equal(wire_writer_splice_data(&w, p[0], WIRE_STDOUT, 3), 0);
+    p[1] = safe_close(p[1]);
+    assert_int_equal(wire_writer_flush(&w, sv[1]), -EIO);
+    assert_int_equal(wire_writer_flush(&w, sv[1]), -EPIPE);
+    wire_writer_done(&w);
+
+    /* Aborted mid-frame: every flush fails from then on. */
+    assert_int_equal(wire_writer_splice_data(&w, p[0], WIRE_STDOUT, 1), 0);
+    wire_writer_splice_abort(&w, p[0] + 100); /* another fd: no effect */
+    assert_true(wire_writer_splicing(&w));
+    wire_writer_splice_abort(&w, p[0]);
+    assert_false(wire_writer_splicing(&w));
+    assert_int_equal(wire_writer_flush(&w, sv[1]), -EPIPE);
+    wire_writer_done(&w);
+    wire_reader_done(&rd);
+}
+
+/* Reading straight into a Data frame. */
+static void test_writer_read_data(void **state) {
+    _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
+    _cleanup_close_pair_ int p[2] = {-EBADF, -EBADF};
+    WireWriter w = {0};
+    WireReader rd = {0};
+    Msg m;
+    socket_pair(sv, SOCK_NONBLOCK);
+    assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    assert_int_equal(wire_writer_read_data(&w, p[0], WIRE_STDIN, 10), -EAGAIN);
+    assert_int_equal(wire_writer_pending(&w), 0);
+    assert_int_equal(write(p[1], "0123456789", 10), 10);
+    assert_int_equal(wire_writer_read_data(&w, p[0], WIRE_STDIN, 4), 4);
+    assert_int_equal(wire_writer_read_data(&w, p[0], WIRE_STDOUT, 100), 6);
+    p[1] = safe_close(p[1]);
+    assert_int_equal(wire_writer_read_data(&w, p[0], WIRE_STDOUT, 100), 0);
+    assert_int_equal(wire_writer_flush(&w, sv[1]), 0);
+    assert_int_equal(wire_reader_read(&rd, sv[0], &m), 1);
+    assert_int_equal(m.data.stream, WIRE_STDIN);
+    assert_int_equal(m.data.size, 4);
+    assert_memory_equal(m.data.data, "0123", 4);
+    msg_done(&m);
+    assert_int_equal(wire_reader_read(&rd, sv[0], &m), 1);
+    assert_int_equal(m.data.stream, WIRE_STDOUT);
+    assert_memory_equal(m.data.data, "456789", 6);
+    msg_done(&m);
+    wire_writer_done(&w);
+    wire_reader_done(&rd);
+}
+
 static void test_started(void **state) {
     Qubeslite__Envelope e = QUBESLITE__ENVELOPE__INIT;
     Qubeslite__Started s = QUBESLITE__STARTED__INIT;
@@ -1126,6 +1324,11 @@ int main(void) {
         cmocka_unit_test(test_exec_term),
         cmocka_unit_test(test_exec_stdin_window),
         cmocka_unit_test(test_data),
+        cmocka_unit_test(test_data_header),
+        cmocka_unit_test(test_data_header_parse_rejects),
+        cmocka_unit_test(test_reader_data_fast_path),
+        cmocka_unit_test(test_writer_splice),
+        cmocka_unit_test(test_writer_read_data),
         cmocka_unit_test(test_started),
         cmocka_unit_test(test_resize),
         cmocka_unit_test(test_signal),
