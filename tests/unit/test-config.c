@@ -740,6 +740,39 @@ static void test_vm_missing_or_bad_name(void **state) {
     assert_null(c);
 }
 
+/* The original README's configurations pass the check as they are. */
+static void test_check_all_readme_examples(void **state) {
+    int n;
+    cdir_new();
+    cwrite("host.json", "{'user': 'root', 'hostNetworking': {'network': '172.16.200.0/24', "
+                        "'nat': {'enable': true, 'interface': 'eth0'}}, "
+                        "'isolatedPciDevices': ['01:00.0', '02:00.0']}");
+    cwrite("vms/banking.json", "{'id': 3, 'name': 'banking', 'memory': 4096, 'cpus': 4, "
+                               "'hostNetworking': true, 'disposable': true, 'idleTimeout': 120, "
+                               "'kernel': '/k'}");
+    cwrite("vms/shopping.json", "{'id': 5, 'name': 'shopping', 'memory': 2048, 'cpus': 2, "
+                                "'hostNetworking': true, 'disposable': true, 'kernel': '/k'}");
+    cwrite("vms/personal.json", "{'id': 7, 'name': 'personal', 'memory': 4096, 'cpus': 4, "
+                                "'kernel': '/k'}");
+    cwrite("vms/vault.json", "{'id': 13, 'name': 'vault', 'memory': 2048, 'kernel': '/k'}");
+    cwrite("vms/untrusted.json", "{'id': 9, 'name': 'untrusted', 'memory': 4096, "
+                                 "'disposable': true, 'idleTimeout': 60, 'kernel': '/k'}");
+    cwrite("vms/sys-usb.json", "{'id': 11, 'name': 'sys-usb', 'memory': 1024, 'kernel': '/k', "
+                               "'pciDevices': [{'path': '01:00.0'}]}");
+    cwrite("vms/sys-net.json", "{'id': 15, 'name': 'sys-net', 'memory': 1024, 'kernel': '/k', "
+                               "'pciDevices': [{'path': '02:00.0'}]}");
+    cwrite("vms/router.json", "{'id': 17, 'name': 'router', 'hostNetworking': true, "
+                              "'kernel': '/k', 'vmNetwork': {'internal': {'router': true, "
+                              "'macAddress': '52:ab:cd:ef:12:34'}}}");
+    cwrite("vms/client-a.json", "{'id': 19, 'kernel': '/k', 'vmNetwork': {'internal': {}}}");
+    cwrite("vms/client-b.json", "{'id': 21, 'kernel': '/k', 'vmNetwork': {'internal': {}}}");
+    char *out = check(&n);
+    assert_string_equal(out, "");
+    assert_int_equal(n, 0);
+    free(out);
+    cdir_remove();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vm_name_valid),
@@ -764,6 +797,7 @@ int main(void) {
         cmocka_unit_test(test_pci_canonical),
         cmocka_unit_test(test_check_all_good),
         cmocka_unit_test(test_check_all_problems),
+        cmocka_unit_test(test_check_all_readme_examples),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

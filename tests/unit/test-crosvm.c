@@ -522,6 +522,69 @@ static void test_whole_everything(void **state) {
     host_config_free(h);
 }
 
+/* The Quick Start's other two VMs: only what differs from banking. */
+static void test_whole_shopping_personal(void **state) {
+    char **argv = build_vm("shopping", "{'id': 5, 'name': 'shopping', 'memory': 2048, "
+                                       "'cpus': 2, 'hostNetworking': true, 'disposable': true, "
+                                       "'kernel': '/boot/bzImage'}");
+    const char *shopping[] = {
+        "crosvm",        "--log-level",
+        "info",          "run",
+        "--cpus",        "num-cores=2",
+        "--mem",         "size=2048",
+        "--vsock",       "cid=5",
+        "--socket",      "/run/qubes-lite/shopping-crosvm.sock",
+        "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
+        "--net",         "tap-name=vm-shopping",
+        "--gpu",         "context-types=cross-domain:virgl2",
+        "/boot/bzImage", NULL,
+    };
+    expect_argv(argv, shopping);
+    vmm_argv_free(argv);
+
+    /* hostNetworking defaults to false: an offline VM has no --net. */
+    argv = build_vm("personal", "{'id': 7, 'name': 'personal', 'memory': 4096, 'cpus': 4, "
+                                "'kernel': '/boot/bzImage'}");
+    const char *personal[] = {
+        "crosvm",        "--log-level",
+        "info",          "run",
+        "--cpus",        "num-cores=4",
+        "--mem",         "size=4096",
+        "--vsock",       "cid=7",
+        "--socket",      "/run/qubes-lite/personal-crosvm.sock",
+        "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
+        "--gpu",         "context-types=cross-domain:virgl2",
+        "/boot/bzImage", NULL,
+    };
+    expect_argv(argv, personal);
+    vmm_argv_free(argv);
+}
+
+/* The README's PCI passthrough configuration: sys-usb and sys-net. */
+static void test_whole_pci_passthrough(void **state) {
+    HostConfig *h = load_host("{'isolatedPciDevices': ['01:00.0', '02:00.0']}");
+    VmConfig *vm = load_vm("sys-net", "{'id': 5, 'name': 'sys-net', 'memory': 1024, "
+                                      "'kernel': '/boot/bzImage', "
+                                      "'pciDevices': [{'path': '02:00.0'}]}");
+    char **argv = build(h, vm);
+    const char *expected[] = {
+        "crosvm",        "--log-level",
+        "info",          "run",
+        "--cpus",        "num-cores=2",
+        "--mem",         "size=1024",
+        "--vsock",       "cid=5",
+        "--socket",      "/run/qubes-lite/sys-net-crosvm.sock",
+        "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
+        "--vfio",        "/sys/bus/pci/devices/0000:02:00.0/",
+        "--gpu",         "context-types=cross-domain:virgl2",
+        "/boot/bzImage", NULL,
+    };
+    expect_argv(argv, expected);
+    vmm_argv_free(argv);
+    vm_config_free(vm);
+    host_config_free(h);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readme_additional_disks),
@@ -540,6 +603,8 @@ int main(void) {
         cmocka_unit_test(test_whole_banking),
         cmocka_unit_test(test_whole_vault),
         cmocka_unit_test(test_whole_everything),
+        cmocka_unit_test(test_whole_shopping_personal),
+        cmocka_unit_test(test_whole_pci_passthrough),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
