@@ -59,6 +59,7 @@ include proto/proto.mk
 include guest/guest.mk
 include host/host.mk
 include tests/tests.mk
+include switch/switch.mk
 
 all: $(PROGRAMS)
 

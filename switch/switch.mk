@@ -1,0 +1,28 @@
+# switch/: vm-switch's building blocks.
+#
+# libvhostuser.a is the vhost-user backend core (messages, validator,
+# dispatch, guest memory, virtqueue walker) plus the virtio-net device
+# description; other programs (a userspace vsock device) link it too.
+
+VHOSTUSER_SRCS := switch/vhost-user.c switch/vu-mem.c switch/vq.c switch/vu-net.c
+VHOSTUSER_OBJS := $(VHOSTUSER_SRCS:%.c=$(OBJ)/%.o)
+VHOSTUSER_LIB := $(LIB)/libvhostuser.a
+
+$(VHOSTUSER_LIB): $(VHOSTUSER_OBJS)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  AR      $@")
+	$(Q)ar rcs $@ $^
+
+all: $(VHOSTUSER_LIB)
+
+# Unit tests (tests/unit/test-NAME.c, built by tests/unit/unit.mk's rule).
+UNIT_OBJS_test-vhost-user := $(VHOSTUSER_OBJS)
+
+UNIT_OBJS_test-vq := $(OBJ)/switch/vq.o $(OBJ)/switch/vu-mem.o
+
+# Fuzz targets (tests/fuzz/fuzz.mk's rule links $^): the switch objects
+# they exercise, compiled by clang like the rest of the fuzz build.
+FUZZ_VHOSTUSER_OBJS := $(VHOSTUSER_SRCS:%.c=$(FUZZ_OBJ)/%.o)
+$(FUZZ_DIR)/fuzz-vhost-msg: $(FUZZ_VHOSTUSER_OBJS)
+$(FUZZ_DIR)/fuzz-vq: $(FUZZ_OBJ)/switch/vq.o $(FUZZ_OBJ)/switch/vu-mem.o
+$(FUZZ_OBJ)/tests/fuzz/fuzz-vhost-msg.o $(FUZZ_OBJ)/tests/fuzz/fuzz-vq.o: FUZZ_CFLAGS += -I.

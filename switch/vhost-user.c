@@ -1,0 +1,788 @@
+/* vhost-user backend core: receive, validate, dispatch. */
+#include "vhost-user.h"
+
+#include <errno.h>
+#include <linux/virtio_ring.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "util.h"
+
+typedef struct VuQueue {
+    unsigned num; /* 0 until SET_VRING_NUM */
+    VuVringAddr addr;
+    bool addr_set;
+    uint16_t base;
+    int kick_fd;
+    int call_fd;
+    int err_fd;
+    bool started; /* kick fd received, ring translated; until GET_VRING_BASE */
+    bool enabled; /* SET_VRING_ENABLE (or implied without PROTOCOL_FEATURES) */
+    Vq *vq;       /* while started */
+} VuQueue;
+
+struct VuDev {
+    VuDevInfo info;
+    uint8_t config[VU_CONFIG_MAX];
+    bool owner;
+    uint64_t features;
+    uint64_t protocol_features;
+    VuMem *mem;
+    VuQueue q[VU_MAX_QUEUES];
+};
+
+/* ---- messages ------------------------------------------------------------ */
+
+void vu_msg_close_fds(VuMsg *m) {
+    for (unsigned i = 0; i < m->n_fds; i++) {
+        m->fds[i] = safe_close(m->fds[i]);
+    }
+    m->n_fds = 0;
+}
+
+/* One recvmsg() into buf, collecting any fds into m. */
+static ssize_t recv_part(int sock, void *buf, size_t n, VuMsg *m) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS)];
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr mh = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = &control,
+        .msg_controllen = sizeof(control),
+    };
+    ssize_t k;
+    do {
+        k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        return -errno;
+    }
+    bool too_many = (mh.msg_flags & MSG_CTRUNC) != 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            continue;
+        }
+        size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfd; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (m->n_fds < VU_MAX_FDS) {
+                m->fds[m->n_fds++] = fd;
+            } else {
+                safe_close(fd);
+                too_many = true;
+            }
+        }
+    }
+    if (too_many) {
+        return -EPROTO;
+    }
+    return k;
+}
+
+static int recv_exact(int sock, void *buf, size_t n, VuMsg *m, bool *ret_eof) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = recv_part(sock, (uint8_t *)buf + got, n - got, m);
+        if (k < 0) {
+            return (int)k;
+        }
+        if (k == 0) {
+            if (got == 0 && ret_eof) {
+                *ret_eof = true;
+                return 0;
+            }
+            return -EPIPE;
+        }
+        got += (size_t)k;
+    }
+    return 0;
+}
+
+int vu_msg_recv(int sock, VuMsg *ret) {
+    VuMsg *m = ret;
+    bool eof = false;
+    int r;
+
+    memset(&m->hdr, 0, sizeof(m->hdr));
+    m->n_fds = 0;
+    r = recv_exact(sock, &m->hdr, sizeof(m->hdr), m, &eof);
+    if (r < 0) {
+        goto fail;
+    }
+    if (eof) {
+        return 0;
+    }
+    if (m->hdr.size > VU_PAYLOAD_MAX) {
+        r = -EMSGSIZE;
+        goto fail;
+    }
+    memset(&m->payload, 0, sizeof(m->payload));
+    r = recv_exact(sock, m->payload.raw, m->hdr.size, m, NULL);
+    if (r < 0) {
+        goto fail;
+    }
+    return 1;
+fail:
+    vu_msg_close_fds(m);
+    return r;
+}
+
+int vu_msg_send(int sock, const VuMsg *m) {
+    uint8_t buf[sizeof(VuMsgHdr) + VU_PAYLOAD_MAX];
+    if (m->hdr.size > VU_PAYLOAD_MAX) {
+        return -EINVAL;
+    }
+    memcpy(buf, &m->hdr, sizeof(m->hdr));
+    memcpy(buf + sizeof(m->hdr), m->payload.raw, m->hdr.size);
+    size_t n = sizeof(m->hdr) + m->hdr.size;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = send(sock, buf + done, n - done, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+/* ---- the dispatch table ---------------------------------------------------- */
+
+typedef enum VuSize {
+    SIZE_NONE,   /* no payload */
+    SIZE_U64,    /* one u64 */
+    SIZE_STATE,  /* VuVringState */
+    SIZE_ADDR,   /* VuVringAddr */
+    SIZE_MEM,    /* 8 + 32 * nregions */
+    SIZE_CONFIG, /* 12 + config.size */
+} VuSize;
+
+typedef enum VuFds {
+    FDS_NONE,  /* never an fd */
+    FDS_VRING, /* one fd, none when the NOFD bit is set */
+    FDS_MEM,   /* one per memory region */
+} VuFds;
+
+typedef enum VuQueueArg {
+    QUEUE_NONE,
+    QUEUE_STATE, /* payload.state.index */
+    QUEUE_ADDR,  /* payload.addr.index */
+    QUEUE_U64,   /* payload.u64 & VU_VRING_IDX_MASK */
+} VuQueueArg;
+
+typedef int (*VuHandlerFn)(VuDev *d, VuMsg *m, VuMsg *reply);
+
+typedef struct VuHandler {
+    const char *name;
+    VuSize size;
+    VuFds fds;
+    VuQueueArg queue;
+    bool needs_owner;        /* only after SET_OWNER */
+    bool replies;            /* has a reply of its own */
+    uint64_t needs_protocol; /* protocol features that must be acked */
+    bool needs_pf_acked;     /* VU_F_PROTOCOL_FEATURES acked by SET_FEATURES */
+    VuHandlerFn fn;
+} VuHandler;
+
+static const VuHandler *handler_for(uint32_t request);
+
+static bool is_pow2(uint64_t n) {
+    return n != 0 && (n & (n - 1)) == 0;
+}
+
+static int expected_size(const VuMsg *m, VuSize kind, uint64_t *ret) {
+    switch (kind) {
+    case SIZE_NONE:
+        *ret = 0;
+        return 0;
+    case SIZE_U64:
+        *ret = sizeof(uint64_t);
+        return 0;
+    case SIZE_STATE:
+        *ret = sizeof(VuVringState);
+        return 0;
+    case SIZE_ADDR:
+        *ret = sizeof(VuVringAddr);
+        return 0;
+    case SIZE_MEM:
+        if (m->hdr.size < 8 || m->payload.mem.nregions == 0 ||
+            m->payload.mem.nregions > VU_MEM_MAX_REGIONS) {
+            return -EINVAL;
+        }
+        *ret = 8 + (uint64_t)m->payload.mem.nregions * sizeof(VuMemRegionDesc);
+        return 0;
+    case SIZE_CONFIG:
+        if (m->hdr.size < VU_CONFIG_HDR_SIZE || m->payload.config.size > VU_CONFIG_MAX) {
+            return -EINVAL;
+        }
+        *ret = VU_CONFIG_HDR_SIZE + (uint64_t)m->payload.config.size;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int vu_msg_validate(const VuDev *d, const VuMsg *m) {
+    const VuHandler *h = handler_for(m->hdr.request);
+    uint64_t size;
+    unsigned want_fds = 0;
+    int r;
+
+    if (!h) {
+        return -EOPNOTSUPP;
+    }
+    /* Header: version 1, no reply bit from the frontend, NEED_REPLY only
+     * once REPLY_ACK was negotiated, nothing else. */
+    if ((m->hdr.flags & VU_VERSION_MASK) != VU_VERSION ||
+        (m->hdr.flags & ~(VU_VERSION_MASK | VU_FLAG_NEED_REPLY)) != 0) {
+        return -EPROTO;
+    }
+    if ((m->hdr.flags & VU_FLAG_NEED_REPLY) &&
+        !(d->protocol_features & (UINT64_C(1) << VU_PROTOCOL_F_REPLY_ACK))) {
+        return -EPROTO;
+    }
+    if (m->hdr.size > VU_PAYLOAD_MAX) {
+        return -EMSGSIZE;
+    }
+    r = expected_size(m, h->size, &size);
+    if (r < 0) {
+        return r;
+    }
+    if (m->hdr.size != size) {
+        return -EBADMSG;
+    }
+
+    /* State: what must come first. */
+    if (h->needs_owner && !d->owner) {
+        return -EPROTO;
+    }
+    if ((d->protocol_features & h->needs_protocol) != h->needs_protocol) {
+        return -EPROTO;
+    }
+    if (h->needs_pf_acked && !(d->features & (UINT64_C(1) << VU_F_PROTOCOL_FEATURES))) {
+        return -EPROTO;
+    }
+
+    /* Queue index. */
+    uint32_t qi = 0;
+    switch (h->queue) {
+    case QUEUE_NONE:
+        break;
+    case QUEUE_STATE:
+        qi = m->payload.state.index;
+        break;
+    case QUEUE_ADDR:
+        qi = m->payload.addr.index;
+        break;
+    case QUEUE_U64:
+        if (m->payload.u64 & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD_MASK)) {
+            return -EINVAL;
+        }
+        qi = (uint32_t)(m->payload.u64 & VU_VRING_IDX_MASK);
+        break;
+    }
+    if (h->queue != QUEUE_NONE && qi >= d->info.n_queues) {
+        return -ERANGE;
+    }
+
+    /* Fds. */
+    switch (h->fds) {
+    case FDS_NONE:
+        want_fds = 0;
+        break;
+    case FDS_VRING:
+        want_fds = (m->payload.u64 & VU_VRING_NOFD_MASK) ? 0 : 1;
+        break;
+    case FDS_MEM:
+        want_fds = m->payload.mem.nregions; /* bounded by expected_size */
+        break;
+    }
+    if (m->n_fds != want_fds) {
+        return -EBADF;
+    }
+
+    /* Values, per request. */
+    switch (m->hdr.request) {
+    case VU_SET_FEATURES:
+        if (m->payload.u64 & ~d->info.features) {
+            return -EINVAL;
+        }
+        break;
+    case VU_SET_PROTOCOL_FEATURES:
+        if (m->payload.u64 & ~d->info.protocol_features) {
+            return -EINVAL;
+        }
+        break;
+    case VU_SET_VRING_NUM:
+        if (!is_pow2(m->payload.state.num) || m->payload.state.num > VQ_MAX_SIZE) {
+            return -EINVAL;
+        }
+        break;
+    case VU_SET_VRING_BASE:
+        /* Split rings: a 16-bit index and nothing above it. */
+        if (m->payload.state.num > UINT16_MAX) {
+            return -EINVAL;
+        }
+        break;
+    case VU_SET_VRING_ENABLE:
+        if (m->payload.state.num > 1) {
+            return -EINVAL;
+        }
+        break;
+    case VU_SET_VRING_ADDR: {
+        const VuVringAddr *a = &m->payload.addr;
+        /* No dirty logging is offered, so no log flag. */
+        if (a->flags != 0 || a->desc % VQ_DESC_ALIGN || a->avail % VQ_AVAIL_ALIGN ||
+            a->used % VQ_USED_ALIGN) {
+            return -EINVAL;
+        }
+        break;
+    }
+    case VU_SET_VRING_KICK:
+        /* We wait on kicks and never poll. */
+        if (m->payload.u64 & VU_VRING_NOFD_MASK) {
+            return -EOPNOTSUPP;
+        }
+        break;
+    case VU_SET_MEM_TABLE:
+        r = vu_mem_check_table(m->payload.mem.regions, m->payload.mem.nregions);
+        if (r < 0) {
+            return r;
+        }
+        break;
+    case VU_GET_CONFIG:
+        /* WRITABLE and LIVE_MIGRATION are the only flags defined. */
+        if (m->payload.config.flags & ~UINT32_C(3)) {
+            return -EINVAL;
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* ---- queues ------------------------------------------------------------------ */
+
+static void queue_stop(VuQueue *q) {
+    if (q->vq) {
+        q->base = vq_last_avail(q->vq);
+        vq_free(q->vq);
+        q->vq = NULL;
+    }
+    q->kick_fd = safe_close(q->kick_fd);
+    q->started = false;
+}
+
+static void queue_reset(VuQueue *q) {
+    queue_stop(q);
+    q->call_fd = safe_close(q->call_fd);
+    q->err_fd = safe_close(q->err_fd);
+    *q = (VuQueue){.kick_fd = -EBADF, .call_fd = -EBADF, .err_fd = -EBADF};
+}
+
+/* Translates the ring's addresses in mem and builds its walker. */
+static int queue_build(const VuDev *d, const VuQueue *q, const VuMem *mem, uint16_t base,
+                       Vq **ret) {
+    void *desc, *avail, *used;
+    int r;
+
+    if (q->num == 0 || !q->addr_set || !mem) {
+        return -EPROTO;
+    }
+    r = vu_mem_uva(mem, q->addr.desc, vq_desc_size(q->num), &desc);
+    if (r < 0) {
+        return r;
+    }
+    r = vu_mem_uva(mem, q->addr.avail, vq_avail_size(q->num), &avail);
+    if (r < 0) {
+        return r;
+    }
+    r = vu_mem_uva(mem, q->addr.used, vq_used_size(q->num), &used);
+    if (r < 0) {
+        return r;
+    }
+    VqConfig c = {
+        .mem = mem,
+        .desc = desc,
+        .avail = avail,
+        .used = used,
+        .last_avail = base,
+        .event_idx = (d->features >> VIRTIO_RING_F_EVENT_IDX) & 1,
+        .indirect = (d->features >> VIRTIO_RING_F_INDIRECT_DESC) & 1,
+    };
+    /* vq_new refuses parts misaligned in our mapping. */
+    return vq_new(&c, q->num, ret);
+}
+
+static VuQueue *msg_queue(VuDev *d, const VuMsg *m, VuQueueArg kind) {
+    switch (kind) {
+    case QUEUE_STATE:
+        return &d->q[m->payload.state.index];
+    case QUEUE_ADDR:
+        return &d->q[m->payload.addr.index];
+    case QUEUE_U64:
+        return &d->q[m->payload.u64 & VU_VRING_IDX_MASK];
+    case QUEUE_NONE:
+        break;
+    }
+    return NULL;
+}
+
+static bool any_started(const VuDev *d) {
+    for (unsigned i = 0; i < d->info.n_queues; i++) {
+        if (d->q[i].started) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- handlers ------------------------------------------------------------------ */
+
+static void reply_u64(VuMsg *reply, uint64_t v) {
+    reply->hdr.size = sizeof(uint64_t);
+    reply->payload.u64 = v;
+}
+
+static int h_get_features(VuDev *d, VuMsg *m, VuMsg *reply) {
+    reply_u64(reply, d->info.features);
+    return 0;
+}
+
+static int h_set_features(VuDev *d, VuMsg *m, VuMsg *reply) {
+    uint64_t ring_bits =
+        (UINT64_C(1) << VIRTIO_RING_F_EVENT_IDX) | (UINT64_C(1) << VIRTIO_RING_F_INDIRECT_DESC);
+    /* A running walker was built for the ring features it had. */
+    if (((d->features ^ m->payload.u64) & ring_bits) && any_started(d)) {
+        return -EBUSY;
+    }
+    d->features = m->payload.u64;
+    return 0;
+}
+
+static int h_set_owner(VuDev *d, VuMsg *m, VuMsg *reply) {
+    d->owner = true;
+    return 0;
+}
+
+/* Deprecated; treated as a device reset: every ring stops and forgets its
+ * set-up, features go back to none. Memory and ownership stay. */
+static int h_reset_owner(VuDev *d, VuMsg *m, VuMsg *reply) {
+    for (unsigned i = 0; i < d->info.n_queues; i++) {
+        queue_reset(&d->q[i]);
+    }
+    d->features = 0;
+    return 0;
+}
+
+static int h_get_protocol_features(VuDev *d, VuMsg *m, VuMsg *reply) {
+    reply_u64(reply, d->info.protocol_features);
+    return 0;
+}
+
+static int h_set_protocol_features(VuDev *d, VuMsg *m, VuMsg *reply) {
+    d->protocol_features = m->payload.u64;
+    return 0;
+}
+
+static int h_get_queue_num(VuDev *d, VuMsg *m, VuMsg *reply) {
+    reply_u64(reply, d->info.n_queues);
+    return 0;
+}
+
+static int h_set_mem_table(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuMem *mem = NULL;
+    Vq *rebuilt[VU_MAX_QUEUES] = {0};
+    int r;
+
+    r = vu_mem_new(m->payload.mem.regions, m->fds, m->payload.mem.nregions, &mem);
+    if (r < 0) {
+        return r;
+    }
+    /* Running rings move to the new mapping, all or none. */
+    for (unsigned i = 0; i < d->info.n_queues; i++) {
+        VuQueue *q = &d->q[i];
+        if (!q->started) {
+            continue;
+        }
+        r = queue_build(d, q, mem, vq_last_avail(q->vq), &rebuilt[i]);
+        if (r < 0) {
+            for (unsigned j = 0; j < i; j++) {
+                vq_free(rebuilt[j]);
+            }
+            vu_mem_free(mem);
+            return r;
+        }
+    }
+    for (unsigned i = 0; i < d->info.n_queues; i++) {
+        if (d->q[i].started) {
+            vq_free(d->q[i].vq);
+            d->q[i].vq = rebuilt[i];
+        }
+    }
+    vu_mem_free(d->mem);
+    d->mem = mem;
+    /* The mappings hold the memory; the fds are closed by the caller. */
+    return 0;
+}
+
+static int h_set_vring_num(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuQueue *q = msg_queue(d, m, QUEUE_STATE);
+    if (q->started) {
+        return -EBUSY;
+    }
+    q->num = m->payload.state.num;
+    return 0;
+}
+
+static int h_set_vring_addr(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuQueue *q = msg_queue(d, m, QUEUE_ADDR);
+    if (q->started) {
+        return -EBUSY;
+    }
+    q->addr = m->payload.addr;
+    q->addr_set = true;
+    return 0;
+}
+
+static int h_set_vring_base(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuQueue *q = msg_queue(d, m, QUEUE_STATE);
+    if (q->started) {
+        return -EBUSY;
+    }
+    q->base = (uint16_t)m->payload.state.num;
+    return 0;
+}
+
+/* Stops the ring and reports where it stopped; the set-up stays, so that
+ * SET_VRING_KICK starts it again without reconnecting. */
+static int h_get_vring_base(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuQueue *q = msg_queue(d, m, QUEUE_STATE);
+    queue_stop(q);
+    reply->hdr.size = sizeof(VuVringState);
+    reply->payload.state = (VuVringState){.index = m->payload.state.index, .num = q->base};
+    return 0;
+}
+
+static int h_set_vring_kick(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuQueue *q = msg_queue(d, m, QUEUE_U64);
+    if (q->started) {
+        /* A new kick fd for a running ring. */
+        safe_close(q->kick_fd);
+        q->kick_fd = TAKE_FD(m->fds[0]);
+        return 0;
+    }
+    Vq *vq;
+    int r = queue_build(d, q, d->mem, q->base, &vq);
+    if (r < 0) {
+        return r;
+    }
+    q->vq = vq;
+    q->kick_fd = TAKE_FD(m->fds[0]);
+    q->started = true;
+    /* Without PROTOCOL_FEATURES a ring starts enabled. */
+    if (!(d->features & (UINT64_C(1) << VU_F_PROTOCOL_FEATURES))) {
+        q->enabled = true;
+    }
+    return 0;
+}
+
+static int h_set_vring_call(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuQueue *q = msg_queue(d, m, QUEUE_U64);
+    safe_close(q->call_fd);
+    q->call_fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+    return 0;
+}
+
+static int h_set_vring_err(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuQueue *q = msg_queue(d, m, QUEUE_U64);
+    safe_close(q->err_fd);
+    q->err_fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+    return 0;
+}
+
+static int h_set_vring_enable(VuDev *d, VuMsg *m, VuMsg *reply) {
+    VuQueue *q = msg_queue(d, m, QUEUE_STATE);
+    q->enabled = m->payload.state.num == 1;
+    return 0;
+}
+
+/* Reads of any offset and size (crosvm reads byte by byte); a read outside
+ * the config space gets an empty reply rather than a disconnect. */
+static int h_get_config(VuDev *d, VuMsg *m, VuMsg *reply) {
+    uint32_t off = m->payload.config.offset;
+    uint32_t len = m->payload.config.size;
+    reply->payload.config.offset = off;
+    reply->payload.config.flags = m->payload.config.flags;
+    if (off > d->info.config_len || len > d->info.config_len - off) {
+        reply->payload.config.size = 0;
+        reply->hdr.size = VU_CONFIG_HDR_SIZE;
+        return 0;
+    }
+    reply->payload.config.size = len;
+    memcpy(reply->payload.config.data, d->config + off, len);
+    reply->hdr.size = VU_CONFIG_HDR_SIZE + len;
+    return 0;
+}
+
+#define H(req, ...) [req] = {.name = #req, __VA_ARGS__}
+
+/* Every request this backend serves. Missing ones (log, IOTLB, inflight,
+ * status, mem slots, SET_CONFIG: none of them offered) are refused. */
+static const VuHandler handlers[VU_REQUEST_MAX] = {
+    H(VU_GET_FEATURES, .size = SIZE_NONE, .replies = true, .fn = h_get_features),
+    H(VU_SET_FEATURES, .size = SIZE_U64, .fn = h_set_features),
+    H(VU_SET_OWNER, .size = SIZE_NONE, .fn = h_set_owner),
+    H(VU_RESET_OWNER, .size = SIZE_NONE, .needs_owner = true, .fn = h_reset_owner),
+    H(VU_SET_MEM_TABLE, .size = SIZE_MEM, .fds = FDS_MEM, .needs_owner = true,
+      .fn = h_set_mem_table),
+    H(VU_SET_VRING_NUM, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
+      .fn = h_set_vring_num),
+    H(VU_SET_VRING_ADDR, .size = SIZE_ADDR, .queue = QUEUE_ADDR, .needs_owner = true,
+      .fn = h_set_vring_addr),
+    H(VU_SET_VRING_BASE, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
+      .fn = h_set_vring_base),
+    H(VU_GET_VRING_BASE, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
+      .replies = true, .fn = h_get_vring_base),
+    H(VU_SET_VRING_KICK, .size = SIZE_U64, .fds = FDS_VRING, .queue = QUEUE_U64,
+      .needs_owner = true, .fn = h_set_vring_kick),
+    H(VU_SET_VRING_CALL, .size = SIZE_U64, .fds = FDS_VRING, .queue = QUEUE_U64,
+      .needs_owner = true, .fn = h_set_vring_call),
+    H(VU_SET_VRING_ERR, .size = SIZE_U64, .fds = FDS_VRING, .queue = QUEUE_U64, .needs_owner = true,
+      .fn = h_set_vring_err),
+    H(VU_GET_PROTOCOL_FEATURES, .size = SIZE_NONE, .replies = true, .fn = h_get_protocol_features),
+    H(VU_SET_PROTOCOL_FEATURES, .size = SIZE_U64, .fn = h_set_protocol_features),
+    H(VU_GET_QUEUE_NUM, .size = SIZE_NONE, .replies = true, .fn = h_get_queue_num),
+    H(VU_SET_VRING_ENABLE, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
+      .needs_pf_acked = true, .fn = h_set_vring_enable),
+    H(VU_GET_CONFIG, .size = SIZE_CONFIG, .replies = true,
+      .needs_protocol = UINT64_C(1) << VU_PROTOCOL_F_CONFIG, .fn = h_get_config),
+};
+
+static const VuHandler *handler_for(uint32_t request) {
+    if (request >= VU_REQUEST_MAX || !handlers[request].fn) {
+        return NULL;
+    }
+    return &handlers[request];
+}
+
+const char *vu_request_name(uint32_t request) {
+    const VuHandler *h = handler_for(request);
+    /* Names as the table spells them, without our prefix. */
+    return h ? h->name + strlen("VU_") : "unknown";
+}
+
+int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply) {
+    const VuHandler *h;
+    int r;
+
+    *ret_has_reply = false;
+    r = vu_msg_validate(d, m);
+    if (r < 0) {
+        vu_msg_close_fds(m);
+        return r;
+    }
+    h = handler_for(m->hdr.request);
+
+    memset(&reply->hdr, 0, sizeof(reply->hdr));
+    reply->hdr.request = m->hdr.request;
+    reply->hdr.flags = VU_VERSION | VU_FLAG_REPLY;
+    reply->n_fds = 0;
+
+    /* NEED_REPLY is read before the handler: SET_PROTOCOL_FEATURES may
+     * change whether REPLY_ACK is on, but this message asked already. */
+    bool ack = !h->replies && (m->hdr.flags & VU_FLAG_NEED_REPLY);
+    r = h->fn(d, m, reply);
+    vu_msg_close_fds(m);
+    if (h->replies) {
+        *ret_has_reply = r >= 0;
+    } else if (ack) {
+        reply_u64(reply, r < 0 ? 1 : 0);
+        *ret_has_reply = true;
+    }
+    return r;
+}
+
+int vu_dev_serve(VuDev *d, int sock) {
+    VuMsg m, reply;
+    bool has_reply;
+    int r, k;
+
+    r = vu_msg_recv(sock, &m);
+    if (r <= 0) {
+        return r;
+    }
+    r = vu_dev_handle(d, &m, &reply, &has_reply);
+    if (has_reply) {
+        k = vu_msg_send(sock, &reply);
+        if (k < 0 && r >= 0) {
+            r = k;
+        }
+    }
+    return r < 0 ? r : 1;
+}
+
+/* ---- device ----------------------------------------------------------------------- */
+
+int vu_dev_new(const VuDevInfo *info, VuDev **ret) {
+    if (info->n_queues == 0 || info->n_queues > VU_MAX_QUEUES || info->config_len > VU_CONFIG_MAX ||
+        (info->config_len > 0 && !info->config)) {
+        return -EINVAL;
+    }
+    VuDev *d = calloc(1, sizeof(*d));
+    if (!d) {
+        return -ENOMEM;
+    }
+    d->info = *info;
+    if (info->config_len > 0) {
+        memcpy(d->config, info->config, info->config_len);
+    }
+    d->info.config = d->config;
+    for (unsigned i = 0; i < VU_MAX_QUEUES; i++) {
+        d->q[i] = (VuQueue){.kick_fd = -EBADF, .call_fd = -EBADF, .err_fd = -EBADF};
+    }
+    *ret = d;
+    return 0;
+}
+
+void vu_dev_free(VuDev *d) {
+    if (!d) {
+        return;
+    }
+    for (unsigned i = 0; i < VU_MAX_QUEUES; i++) {
+        queue_reset(&d->q[i]);
+    }
+    vu_mem_free(d->mem);
+    free(d);
+}
+
+uint64_t vu_dev_features(const VuDev *d) {
+    return d->features;
+}
+
+uint64_t vu_dev_protocol_features(const VuDev *d) {
+    return d->protocol_features;
+}
+
+Vq *vu_dev_queue(VuDev *d, unsigned idx) {
+    if (idx >= d->info.n_queues || !d->q[idx].started || !d->q[idx].enabled) {
+        return NULL;
+    }
+    return d->q[idx].vq;
+}
+
+int vu_dev_kick_fd(const VuDev *d, unsigned idx) {
+    return idx < d->info.n_queues ? d->q[idx].kick_fd : -EBADF;
+}
+
+int vu_dev_call_fd(const VuDev *d, unsigned idx) {
+    return idx < d->info.n_queues ? d->q[idx].call_fd : -EBADF;
+}

@@ -1,0 +1,313 @@
+/* Split virtqueue walker over untrusted guest rings. */
+#include "vq.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <linux/virtio_ring.h>
+#include <stdlib.h>
+
+#include "util.h"
+
+struct Vq {
+    const VuMem *mem;
+    unsigned num; /* 1..VQ_MAX_SIZE */
+    struct vring_desc *desc;
+    struct vring_avail *avail;
+    struct vring_used *used;
+    uint16_t last_avail;
+    uint16_t used_idx;       /* next used entry we write (shadow of used->idx) */
+    uint16_t signalled_used; /* used_idx when we last decided to notify */
+    bool signalled_valid;    /* signalled_used means something */
+    bool event_idx;
+    bool indirect;
+    int broken;
+};
+
+/* Keeps the compiler from re-reading shared memory in place of a local
+ * copy it made: everything below acts on values read exactly once. */
+#define barrier() __asm__ __volatile__("" ::: "memory")
+
+uint64_t vq_desc_size(unsigned num) {
+    return (uint64_t)num * sizeof(struct vring_desc);
+}
+
+uint64_t vq_avail_size(unsigned num) {
+    return sizeof(struct vring_avail) + (uint64_t)num * sizeof(uint16_t) + sizeof(uint16_t);
+}
+
+uint64_t vq_used_size(unsigned num) {
+    return sizeof(struct vring_used) + (uint64_t)num * sizeof(struct vring_used_elem) +
+           sizeof(uint16_t);
+}
+
+static bool is_pow2(unsigned n) {
+    return n != 0 && (n & (n - 1)) == 0;
+}
+
+int vq_new(const VqConfig *c, unsigned num, Vq **ret) {
+    if (!c->mem || !c->desc || !c->avail || !c->used || !is_pow2(num) || num > VQ_MAX_SIZE) {
+        return -EINVAL;
+    }
+    if ((uintptr_t)c->desc % VQ_DESC_ALIGN || (uintptr_t)c->avail % VQ_AVAIL_ALIGN ||
+        (uintptr_t)c->used % VQ_USED_ALIGN) {
+        return -EINVAL;
+    }
+    Vq *vq = calloc(1, sizeof(*vq));
+    if (!vq) {
+        return -ENOMEM;
+    }
+    *vq = (Vq){
+        .mem = c->mem,
+        .num = num,
+        .desc = c->desc,
+        .avail = c->avail,
+        .used = c->used,
+        .last_avail = c->last_avail,
+        .used_idx = c->last_avail,
+        .event_idx = c->event_idx,
+        .indirect = c->indirect,
+    };
+    *ret = vq;
+    return 0;
+}
+
+void vq_free(Vq *vq) {
+    free(vq);
+}
+
+static int vq_break(Vq *vq, int error) {
+    if (vq->broken == 0) {
+        vq->broken = error;
+    }
+    return vq->broken;
+}
+
+static uint16_t load16(const uint16_t *p) {
+    return le16toh(__atomic_load_n(p, __ATOMIC_RELAXED));
+}
+
+static uint16_t load16_acquire(const uint16_t *p) {
+    return le16toh(__atomic_load_n(p, __ATOMIC_ACQUIRE));
+}
+
+static void store16(uint16_t *p, uint16_t v) {
+    __atomic_store_n(p, htole16(v), __ATOMIC_RELAXED);
+}
+
+/* The driver's used_event and our avail_event sit after each ring. */
+static uint16_t *used_event_ptr(Vq *vq) {
+    return &vq->avail->ring[vq->num];
+}
+
+static uint16_t *avail_event_ptr(Vq *vq) {
+    return (uint16_t *)&vq->used->ring[vq->num];
+}
+
+typedef struct Desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+} Desc;
+
+/* One copy of a descriptor: the guest may rewrite it while we look. The
+ * table may be unaligned (indirect tables), hence memcpy. */
+static void read_desc(const struct vring_desc *table, unsigned i, Desc *ret) {
+    struct vring_desc raw;
+    memcpy(&raw, &table[i], sizeof(raw));
+    barrier();
+    ret->addr = le64toh(raw.addr);
+    ret->len = le32toh(raw.len);
+    ret->flags = le16toh(raw.flags);
+    ret->next = le16toh(raw.next);
+}
+
+/* Adds the buffer [addr, addr+len) to elem, split at region boundaries. */
+static int add_buffer(Vq *vq, VqElem *elem, uint64_t addr, uint32_t len, bool writable) {
+    if (!writable && elem->n_in > 0) {
+        /* Device-readable buffers must all come before writable ones. */
+        return -EPROTO;
+    }
+    uint64_t left = len;
+    while (left > 0) {
+        void *p;
+        uint64_t got;
+        if (vu_mem_gpa(vq->mem, addr, left, &p, &got) < 0) {
+            return -EPROTO;
+        }
+        unsigned n = elem->n_out + elem->n_in;
+        if (n >= VQ_MAX_SEGS) {
+            return -E2BIG;
+        }
+        elem->seg[n] = (VqSeg){.base = p, .len = (uint32_t)got};
+        if (writable) {
+            elem->n_in++;
+            elem->in_len += got;
+        } else {
+            elem->n_out++;
+            elem->out_len += got;
+        }
+        left -= got;
+        addr += got; /* no overflow: the region held [addr, addr+got) */
+    }
+    return 0;
+}
+
+static int walk_chain(Vq *vq, uint16_t head, VqElem *elem) {
+    const struct vring_desc *table = vq->desc;
+    unsigned table_len = vq->num;
+    unsigned i = head;
+    unsigned seen = 0;
+    bool in_indirect = false;
+
+    *elem = (VqElem){.head = head};
+    for (;;) {
+        Desc d;
+        /* A chain visits each entry of its table at most once; more
+         * means a loop. */
+        if (seen >= table_len) {
+            return -EPROTO;
+        }
+        seen++;
+        read_desc(table, i, &d);
+
+        if (d.flags & VRING_DESC_F_INDIRECT) {
+            void *p;
+            if (!vq->indirect || in_indirect || (d.flags & VRING_DESC_F_NEXT) ||
+                elem->n_out + elem->n_in > 0) {
+                return -EPROTO;
+            }
+            if (d.len == 0 || d.len % sizeof(struct vring_desc) != 0 ||
+                d.len / sizeof(struct vring_desc) > vq->num) {
+                return -EPROTO;
+            }
+            if (vu_mem_gpa_whole(vq->mem, d.addr, d.len, &p) < 0) {
+                return -EPROTO;
+            }
+            table = p;
+            table_len = d.len / sizeof(struct vring_desc);
+            i = 0;
+            seen = 0;
+            in_indirect = true;
+            continue;
+        }
+
+        if (d.len > 0) {
+            int r = add_buffer(vq, elem, d.addr, d.len, d.flags & VRING_DESC_F_WRITE);
+            if (r < 0) {
+                return r;
+            }
+        }
+        if (!(d.flags & VRING_DESC_F_NEXT)) {
+            return 0;
+        }
+        if (d.next >= table_len) {
+            return -EPROTO;
+        }
+        i = d.next;
+    }
+}
+
+int vq_pop(Vq *vq, VqElem *elem) {
+    if (vq->broken) {
+        return vq->broken;
+    }
+    /* Acquire: the entries the driver published before idx are visible. */
+    uint16_t avail_idx = load16_acquire(&vq->avail->idx);
+    uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
+    if (pending == 0) {
+        return 0;
+    }
+    if (pending > vq->num) {
+        return vq_break(vq, -EPROTO);
+    }
+    uint16_t head = load16(&vq->avail->ring[vq->last_avail & (vq->num - 1)]);
+    barrier();
+    if (head >= vq->num) {
+        return vq_break(vq, -EPROTO);
+    }
+    int r = walk_chain(vq, head, elem);
+    if (r < 0) {
+        return vq_break(vq, r);
+    }
+    vq->last_avail++;
+    return 1;
+}
+
+int vq_rewind(Vq *vq, unsigned n) {
+    if (vq->broken) {
+        return vq->broken;
+    }
+    /* Only chains taken since the last used entry can go back. */
+    if (n > (uint16_t)(vq->last_avail - vq->used_idx)) {
+        return -EINVAL;
+    }
+    vq->last_avail -= n;
+    return 0;
+}
+
+int vq_push(Vq *vq, uint16_t head, uint32_t len) {
+    if (vq->broken) {
+        return vq->broken;
+    }
+    if (head >= vq->num || vq->used_idx == vq->last_avail) {
+        /* More used entries than chains taken: our bug, not the guest's. */
+        return -EINVAL;
+    }
+    struct vring_used_elem *u = &vq->used->ring[vq->used_idx & (vq->num - 1)];
+    __atomic_store_n(&u->id, htole32(head), __ATOMIC_RELAXED);
+    __atomic_store_n(&u->len, htole32(len), __ATOMIC_RELAXED);
+    vq->used_idx++;
+    return 0;
+}
+
+void vq_flush(Vq *vq) {
+    /* Release: the entries are visible before the index that covers them. */
+    __atomic_store_n(&vq->used->idx, htole16(vq->used_idx), __ATOMIC_RELEASE);
+}
+
+bool vq_need_notify(Vq *vq) {
+    /* Our used->idx store must be ordered before reading what the driver
+     * asked for, or both sides could miss each other. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (!vq->event_idx) {
+        uint16_t flags = load16(&vq->avail->flags);
+        return !(flags & VRING_AVAIL_F_NO_INTERRUPT);
+    }
+    uint16_t old = vq->signalled_used;
+    uint16_t new = vq->used_idx;
+    bool valid = vq->signalled_valid;
+    vq->signalled_used = new;
+    vq->signalled_valid = true;
+    if (!valid) {
+        return true;
+    }
+    uint16_t event = load16(used_event_ptr(vq));
+    return (uint16_t)(new - event - 1) < (uint16_t)(new - old);
+}
+
+void vq_disable_notify(Vq *vq) {
+    if (!vq->event_idx) {
+        store16(&vq->used->flags, VRING_USED_F_NO_NOTIFY);
+    }
+    /* With EVENT_IDX, an avail_event left behind already suppresses kicks. */
+}
+
+bool vq_enable_notify(Vq *vq) {
+    if (vq->event_idx) {
+        store16(avail_event_ptr(vq), vq->last_avail);
+    } else {
+        store16(&vq->used->flags, 0);
+    }
+    /* The flag must be visible before we look at avail->idx again. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return load16_acquire(&vq->avail->idx) != vq->last_avail;
+}
+
+uint16_t vq_last_avail(const Vq *vq) {
+    return vq->last_avail;
+}
+
+int vq_broken(const Vq *vq) {
+    return vq->broken;
+}
