@@ -26,3 +26,20 @@ FUZZ_VHOSTUSER_OBJS := $(VHOSTUSER_SRCS:%.c=$(FUZZ_OBJ)/%.o)
 $(FUZZ_DIR)/fuzz-vhost-msg: $(FUZZ_VHOSTUSER_OBJS)
 $(FUZZ_DIR)/fuzz-vq: $(FUZZ_OBJ)/switch/vq.o $(FUZZ_OBJ)/switch/vu-mem.o
 $(FUZZ_OBJ)/tests/fuzz/fuzz-vhost-msg.o $(FUZZ_OBJ)/tests/fuzz/fuzz-vq.o: FUZZ_CFLAGS += -I.
+
+# libvmswitch.a: what only vm-switch itself uses (frame rings between
+# children).
+SWITCH_SRCS := switch/ring.c
+SWITCH_OBJS := $(SWITCH_SRCS:%.c=$(OBJ)/%.o)
+SWITCH_LIB := $(LIB)/libvmswitch.a
+
+$(SWITCH_LIB): $(SWITCH_OBJS)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  AR      $@")
+	$(Q)ar rcs $@ $^
+
+all: $(SWITCH_LIB)
+
+UNIT_OBJS_test-ring := $(OBJ)/switch/ring.o
+$(FUZZ_DIR)/fuzz-ring: $(FUZZ_OBJ)/switch/ring.o
+$(FUZZ_OBJ)/tests/fuzz/fuzz-ring.o: FUZZ_CFLAGS += -I.

@@ -1,0 +1,85 @@
+/* Single-producer single-consumer frame ring in a sealed memfd, shared by
+ * two vm-switch children. RING_SLOTS slots, each a full frame plus its
+ * header. The producer publishes once per batch (release), the consumer
+ * releases the slots it took once per batch; each side keeps a cached copy
+ * of the other's index and reads it again only when the ring looks full or
+ * empty.
+ *
+ * Wakeups cannot be lost: a side about to sleep raises its "wait" flag,
+ * issues a full fence and looks at the ring again; the other side stores
+ * its index, issues a full fence and reads the flag. One of them sees the
+ * other's store. The eventfds themselves belong to the caller:
+ * ring_producer_publish() and ring_consumer_release() say when to signal.
+ *
+ * The ring is a trust boundary: the peer is another process that may be
+ * compromised. Indexes that do not make sense break the ring (-EPROTO);
+ * a slot whose length does not fit is reported (-EBADMSG) and skipped. A
+ * frame's bytes may change while we read them: copy before inspecting. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RING_SLOTS 64u
+#define RING_SLOT_SIZE 2048u
+#define RING_SLOT_HDR 8u
+/* Largest frame a slot holds (an Ethernet frame with a VLAN tag fits). */
+#define RING_FRAME_MAX (RING_SLOT_SIZE - RING_SLOT_HDR)
+
+typedef enum RingRole {
+    RING_PRODUCER,
+    RING_CONSUMER,
+} RingRole;
+
+typedef struct Ring Ring;
+
+/* Size of the shared memory of one ring. */
+size_t ring_shm_size(void);
+/* A new ring: a memfd of ring_shm_size() bytes, zeroed, sealed against
+ * shrinking, growing and further sealing. */
+int ring_memfd_new(int *ret_fd);
+/* Maps a ring memfd for one side. Refuses an fd of the wrong size or
+ * without the seals (a peer could shrink it under us: SIGBUS), or whose
+ * indexes are already inconsistent. The fd is not consumed. */
+int ring_attach(int fd, RingRole role, Ring **ret);
+void ring_free(Ring *r);
+
+/* 0, or -EPROTO once the peer was caught corrupting the indexes. */
+int ring_broken(const Ring *r);
+
+/* Producer. A slot to write the next frame into (RING_FRAME_MAX bytes):
+ * 0, -ENOBUFS when the ring is full, -EPROTO when broken. */
+int ring_producer_slot(Ring *r, void **ret_data);
+/* Finishes the frame written into the slot: len bytes (<= RING_FRAME_MAX)
+ * and flags for the consumer. Not visible before ring_producer_publish. */
+int ring_producer_commit(Ring *r, uint32_t len, uint32_t flags);
+/* Makes every committed frame visible at once. Returns true when the
+ * consumer sleeps and must be woken (its eventfd written). */
+bool ring_producer_publish(Ring *r);
+/* Before sleeping on a full ring: true when still full (sleep until the
+ * consumer signals), false when space appeared meanwhile. */
+bool ring_producer_prepare_wait(Ring *r);
+
+typedef struct RingFrame {
+    const uint8_t *data; /* in shared memory: the producer may still write */
+    uint32_t len;        /* <= RING_FRAME_MAX */
+    uint32_t flags;
+} RingFrame;
+
+/* Consumer. The next frame: 1 and *ret filled, 0 when empty, -EBADMSG for
+ * a slot with an impossible length (call ring_consumer_next to skip it),
+ * -EPROTO when broken. */
+int ring_consumer_peek(Ring *r, RingFrame *ret);
+/* Done with the frame peek returned (or the bad slot). */
+void ring_consumer_next(Ring *r);
+/* Peek, copy the frame into buf (bufsize >= len needed, else -ENOBUFS and
+ * the frame stays), next. Same returns as peek. */
+int ring_consumer_pop_copy(Ring *r, void *buf, size_t bufsize, size_t *ret_len,
+                           uint32_t *ret_flags);
+/* Hands the slots taken so far back to the producer. Returns true when the
+ * producer waits for space and must be woken. */
+bool ring_consumer_release(Ring *r);
+/* Before sleeping on an empty ring: true when still empty (sleep until the
+ * producer signals), false when a frame arrived meanwhile. */
+bool ring_consumer_prepare_wait(Ring *r);
