@@ -28,8 +28,8 @@ $(FUZZ_DIR)/fuzz-vq: $(FUZZ_OBJ)/switch/vq.o $(FUZZ_OBJ)/switch/vu-mem.o
 $(FUZZ_OBJ)/tests/fuzz/fuzz-vhost-msg.o $(FUZZ_OBJ)/tests/fuzz/fuzz-vq.o: FUZZ_CFLAGS += -I.
 
 # libvmswitch.a: what only vm-switch itself uses (frame rings between
-# children).
-SWITCH_SRCS := switch/ring.c
+# children, <vm>.conf, the forwarding policy).
+SWITCH_SRCS := switch/ring.c switch/config.c switch/policy.c
 SWITCH_OBJS := $(SWITCH_SRCS:%.c=$(OBJ)/%.o)
 SWITCH_LIB := $(LIB)/libvmswitch.a
 
@@ -43,3 +43,7 @@ all: $(SWITCH_LIB)
 UNIT_OBJS_test-ring := $(OBJ)/switch/ring.o
 $(FUZZ_DIR)/fuzz-ring: $(FUZZ_OBJ)/switch/ring.o
 $(FUZZ_OBJ)/tests/fuzz/fuzz-ring.o: FUZZ_CFLAGS += -I.
+UNIT_OBJS_test-switch-config := $(OBJ)/switch/config.o
+UNIT_OBJS_test-policy := $(OBJ)/switch/policy.o
+$(FUZZ_DIR)/fuzz-switch-config: $(FUZZ_OBJ)/switch/config.o
+$(FUZZ_OBJ)/tests/fuzz/fuzz-switch-config.o: FUZZ_CFLAGS += -I.
