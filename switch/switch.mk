@@ -47,3 +47,4 @@ UNIT_OBJS_test-switch-config := $(OBJ)/switch/config.o
 UNIT_OBJS_test-policy := $(OBJ)/switch/policy.o
 $(FUZZ_DIR)/fuzz-switch-config: $(FUZZ_OBJ)/switch/config.o
 $(FUZZ_OBJ)/tests/fuzz/fuzz-switch-config.o: FUZZ_CFLAGS += -I.
+UNIT_OBJS_test-vhost-testpmd := $(VHOSTUSER_OBJS)
