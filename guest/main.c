@@ -269,6 +269,34 @@ static int agent_check_peer(Agent *a, int fd, char *why, size_t size) {
     return -EAFNOSUPPORT;
 }
 
+/* A refused peer gets no session and takes no connection slot: whoever can
+ * reach the port but may not use it must not be able to crowd out the host
+ * agent. One Error frame goes into the fresh socket's empty buffer (the fd
+ * is non-blocking, so this never waits), then the connection is closed.
+ * The warning is rate-limited for the same reason. */
+static void agent_refuse(int fd, const char *why) {
+    static uint64_t window_start;
+    static unsigned logged, suppressed;
+    uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+    if (now - window_start >= 1000000ULL) {
+        if (suppressed > 0) {
+            log_warning("Refused %u more connections in the last second", suppressed);
+        }
+        window_start = now;
+        logged = suppressed = 0;
+    }
+    if (logged < 5) {
+        logged++;
+        log_warning("Refusing a connection: %s", why);
+    } else {
+        suppressed++;
+    }
+    Msg m = msg_error(WIRE_ERR_DENIED, "permission denied");
+    (void)wire_send(fd, &m);
+    safe_close(fd);
+}
+
 static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *userdata) {
     Agent *a = userdata;
 
@@ -289,11 +317,10 @@ static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *user
         char why[128] = "";
         int r = agent_check_peer(a, fd, why, sizeof(why));
         if (r < 0) {
-            log_warning("Refusing a connection: %s", why[0] ? why : strerror(-r));
-            r = session_new_refused(a, fd, WIRE_ERR_DENIED, "permission denied");
-        } else {
-            r = session_new(a, fd);
+            agent_refuse(fd, why[0] ? why : strerror(-r));
+            continue;
         }
+        r = session_new(a, fd);
         if (r < 0) {
             log_warning_errno(r, "Failed to set up a session: %m");
         }

@@ -287,3 +287,66 @@ def test_large_exec_frame_is_fine(guest_agent):
     assert out == b"201\n" and ex.code == 0, err
     c.send("exit_ack")
     c.expect_closed()
+
+
+def test_refused_peers_take_no_slots(bystander):
+    """Refused connections are closed at once: a peer that may reach the
+    socket but not use it cannot fill the agent's connection slots."""
+    import resource
+    import select
+
+    g = bystander
+    os.chmod(g.dir, 0o755)
+    os.chmod(g.sock, 0o777)
+    before = len(os.listdir(f"/proc/{g.proc.pid}/fd"))
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            held = []
+            for _ in range(1100):
+                # Plain blocking sockets: select() stops at fd 1024.
+                sk = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sk.settimeout(30)
+                sk.connect(g.sock)
+                data = b""
+                while chunk := sk.recv(4096):
+                    data += chunk
+                (n,) = struct.unpack(">I", data[:4])
+                env = pb.Envelope()
+                env.ParseFromString(data[4:4 + n])
+                assert env.WhichOneof("msg") == "error", env
+                assert env.error.code == pb.ERROR_DENIED, env
+                held.append(sk)         # keep our end open
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)
+            status = 0
+        except BaseException:           # noqa: B902 - report anything
+            import traceback
+            traceback.print_exc()
+        os._exit(status)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        r, _, _ = select.select([ready_r], [], [], 120)
+        assert r and os.read(ready_r, 1) == b"1", "the refused client failed"
+        during = len(os.listdir(f"/proc/{g.proc.pid}/fd"))
+        # All 1100 are still open on the client side; the agent holds none.
+        assert during <= before + 2, (before, during)
+        c = g.connect()
+        c.send("ping", nonce=7)
+        name, msg = c.recv()
+        assert name == "pong" and msg.nonce == 7
+    finally:
+        os.close(done_w)
+        _, status = os.waitpid(pid, 0)
+        os.close(ready_r)
+    assert os.waitstatus_to_exitcode(status) == 0
