@@ -12,6 +12,7 @@ BUILD_PKGS=(
     libsystemd-dev                          # sd-event, sd_listen_fds, sd_notify, sd-bus
     libwayland-dev                          # guest: wait for the Wayland display
     libjansson-dev                          # host: JSON configuration
+    libseccomp-dev libcap-dev               # vm-switch sandbox
 )
 TEST_PKGS=(
     libcmocka-dev                           # C unit tests
@@ -21,6 +22,7 @@ TEST_PKGS=(
     qemu-system-x86 busybox-static          # VM tests under TCG
     weston                                  # a real Wayland compositor, headless
     openssh-server openssh-client           # benchmark peer
+    dpdk-dev                                # dpdk-testpmd: a real vhost-user peer
     socat util-linux bsdutils procps
 )
 
