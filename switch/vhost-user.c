@@ -188,7 +188,7 @@ typedef struct VuHandler {
     bool needs_owner;        /* only after SET_OWNER */
     bool replies;            /* has a reply of its own */
     uint64_t needs_protocol; /* protocol features that must be acked */
-    bool needs_pf_acked;     /* VU_F_PROTOCOL_FEATURES acked by SET_FEATURES */
+    bool needs_pf_offered;   /* only for devices offering VU_F_PROTOCOL_FEATURES */
     VuHandlerFn fn;
 } VuHandler;
 
@@ -266,7 +266,9 @@ int vu_msg_validate(const VuDev *d, const VuMsg *m) {
     if ((d->protocol_features & h->needs_protocol) != h->needs_protocol) {
         return -EPROTO;
     }
-    if (h->needs_pf_acked && !(d->features & (UINT64_C(1) << VU_F_PROTOCOL_FEATURES))) {
+    /* qemu sends SET_VRING_ENABLE as soon as the backend offers
+     * PROTOCOL_FEATURES, before any SET_FEATURES: offered is enough. */
+    if (h->needs_pf_offered && !(d->info.features & (UINT64_C(1) << VU_F_PROTOCOL_FEATURES))) {
         return -EPROTO;
     }
 
@@ -662,7 +664,7 @@ static const VuHandler handlers[VU_REQUEST_MAX] = {
     H(VU_SET_PROTOCOL_FEATURES, .size = SIZE_U64, .fn = h_set_protocol_features),
     H(VU_GET_QUEUE_NUM, .size = SIZE_NONE, .replies = true, .fn = h_get_queue_num),
     H(VU_SET_VRING_ENABLE, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
-      .needs_pf_acked = true, .fn = h_set_vring_enable),
+      .needs_pf_offered = true, .fn = h_set_vring_enable),
     H(VU_GET_CONFIG, .size = SIZE_CONFIG, .replies = true,
       .needs_protocol = UINT64_C(1) << VU_PROTOCOL_F_CONFIG, .fn = h_get_config),
 };

@@ -384,10 +384,9 @@ static VuVringAddr ring_addr(uint32_t index) {
                          .used = USER_BASE + USED_OFF};
 }
 
-/* Owner, features, mem table, and queue 1 set up and kicked. */
-static void start_ring(Fixture *f, uint64_t features, int kick, int call) {
+/* Features, mem table, and queue 1 set up and kicked. */
+static void start_ring_after_owner(Fixture *f, uint64_t features, int kick, int call) {
     MemMsg mm = one_region();
-    assert_int_equal(req(f, VU_SET_OWNER, NULL, 0), 1);
     assert_int_equal(req_u64(f, VU_SET_FEATURES, features), 1);
     assert_int_equal(set_mem(f, &mm, &f->memfd, 1), 1);
     assert_int_equal(req_state(f, VU_SET_VRING_NUM, 1, QSIZE), 1);
@@ -397,6 +396,12 @@ static void start_ring(Fixture *f, uint64_t features, int kick, int call) {
     uint64_t v = 1;
     assert_int_equal(req_fds(f, VU_SET_VRING_CALL, VU_VERSION, &v, 8, &call, 1), 1);
     assert_int_equal(req_fds(f, VU_SET_VRING_KICK, VU_VERSION, &v, 8, &kick, 1), 1);
+}
+
+/* Owner, then as above. */
+static void start_ring(Fixture *f, uint64_t features, int kick, int call) {
+    assert_int_equal(req(f, VU_SET_OWNER, NULL, 0), 1);
+    start_ring_after_owner(f, features, kick, call);
 }
 
 /* Puts one device-readable buffer of len bytes at BUF_OFF in the ring. */
@@ -503,10 +508,48 @@ static void test_vring_starts_enabled_without_protocol_features(void **state) {
     int kick = eventfd(0, EFD_CLOEXEC), call = eventfd(0, EFD_CLOEXEC);
     start_ring(f, 1ull << VIRTIO_F_VERSION_1, kick, call);
     assert_non_null(vu_dev_queue(f->dev, 1));
-    /* SET_VRING_ENABLE needs PROTOCOL_FEATURES acked. */
-    assert_int_equal(req_state(f, VU_SET_VRING_ENABLE, 1, 0), -EPROTO);
     close(kick);
     close(call);
+}
+
+/* qemu 7.2 enables the rings when the device is realized, before any
+ * SET_FEATURES, and does not enable them again once they start. */
+static void test_vring_enable_before_features(void **state) {
+    Fixture *f = *state;
+    int kick = eventfd(0, EFD_CLOEXEC), call = eventfd(0, EFD_CLOEXEC);
+    assert_int_equal(req(f, VU_SET_OWNER, NULL, 0), 1);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(req_state(f, VU_SET_VRING_ENABLE, 0, 0), 1);
+        assert_int_equal(req_state(f, VU_SET_VRING_ENABLE, 1, 1), 1);
+    }
+    start_ring_after_owner(f, vu_net_features(), kick, call);
+    assert_non_null(vu_dev_queue(f->dev, 1));
+    /* Stopped and started again, it stays enabled. */
+    VuVringState st;
+    assert_int_equal(req_state(f, VU_GET_VRING_BASE, 1, 0), 1);
+    read_reply(f, VU_GET_VRING_BASE, &st, sizeof(st));
+    assert_null(vu_dev_queue(f->dev, 1));
+    uint64_t v = 1;
+    assert_int_equal(req_fds(f, VU_SET_VRING_KICK, VU_VERSION, &v, 8, &kick, 1), 1);
+    assert_non_null(vu_dev_queue(f->dev, 1));
+    close(kick);
+    close(call);
+}
+
+/* A device that does not offer PROTOCOL_FEATURES has no SET_VRING_ENABLE. */
+static void test_vring_enable_needs_protocol_features_offered(void **state) {
+    Fixture *f = *state;
+    VuDevInfo info = {.features = 1ull << VIRTIO_F_VERSION_1, .n_queues = 1};
+    vu_dev_free(f->dev);
+    assert_int_equal(vu_dev_new(&info, &f->dev), 0);
+    assert_int_equal(req(f, VU_SET_OWNER, NULL, 0), 1);
+    assert_int_equal(req_state(f, VU_SET_VRING_ENABLE, 0, 1), -EPROTO);
+    assert_int_equal(get_u64(f, VU_GET_QUEUE_NUM), 1);
+    assert_int_equal(get_u64(f, VU_GET_PROTOCOL_FEATURES), 0);
+    /* No config space: every read is empty. */
+    uint64_t pf = 0;
+    assert_int_equal(req_u64(f, VU_SET_PROTOCOL_FEATURES, 1ull << VU_PROTOCOL_F_CONFIG), -EINVAL);
+    assert_int_equal(req_u64(f, VU_SET_PROTOCOL_FEATURES, pf), 1);
 }
 
 static void test_vring_rejects(void **state) {
@@ -560,7 +603,8 @@ static void test_vring_rejects(void **state) {
     a.used = GUEST_BASE + USED_OFF; /* a guest address where a user one belongs */
     assert_int_equal(req(f, VU_SET_VRING_ADDR, &a, sizeof(a)), 1);
     assert_int_equal(req_fds(f, VU_SET_VRING_KICK, VU_VERSION, &v, 8, &efd, 1), -EFAULT);
-    assert_int_equal(req(f, VU_SET_VRING_ENABLE, &v, 8), -EPROTO);
+    assert_int_equal(req_state(f, VU_SET_VRING_ENABLE, 2, 1), -ERANGE);
+    assert_int_equal(req_state(f, VU_SET_VRING_ENABLE, 0, 2), -EINVAL);
     assert_null(vu_dev_queue(f->dev, 0));
     close(efd);
 }
@@ -683,6 +727,8 @@ int main(void) {
         T(test_mem_table_two_regions),
         T(test_vring_lifecycle),
         T(test_vring_starts_enabled_without_protocol_features),
+        T(test_vring_enable_before_features),
+        T(test_vring_enable_needs_protocol_features_offered),
         T(test_vring_rejects),
         T(test_get_config),
         T(test_reply_ack),
