@@ -154,7 +154,9 @@ int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply);
 const char *vu_request_name(uint32_t request);
 
 /* Receives one message from sock, handles it, sends its reply. 1 when a
- * message was handled, 0 on EOF, negative errno otherwise. */
+ * message was handled, 0 on EOF, negative errno otherwise. Call it (and
+ * vu_dev_handle) only when no chain is popped and not yet pushed: a new
+ * memory table or a stop rebuilds the walkers from the next avail index. */
 int vu_dev_serve(VuDev *d, int sock);
 
 /* Acked features (SET_FEATURES) and protocol features. */
