@@ -415,6 +415,10 @@ static json_t *get_object(Parser *p, json_t *obj, const char *prefix, const char
 
 /* ---- free-form attribute sets ------------------------------------------------------------ */
 
+/* Pairs keep the order of the file: jansson iterates objects in insertion
+ * order (always, since 2.8). builtins.toJSON writes attribute sets sorted
+ * by name, which crosvm does not mind. */
+
 static void kv_list_done(ConfigKvList *l) {
     for (size_t i = 0; i < l->n; i++) {
         free(l->v[i].key);
