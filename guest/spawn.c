@@ -10,7 +10,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -24,6 +26,9 @@
 #define DEFAULT_TERM "xterm-256color"
 #define ERR_FD 3
 #define SPAWN_PIPE_SIZE (256 * 1024)
+/* The stack a child started with CLONE_VM runs on until it execs: execvp
+ * may put a copy of argv (up to WIRE_ARGV_MAX pointers) on it. */
+#define CHILD_STACK_SIZE (256 * 1024)
 
 /* ---- in the child -------------------------------------------------------- */
 
@@ -101,19 +106,6 @@ static int env_set(char **envp, size_t *n, char *entry) {
     return 0;
 }
 
-static char *xasprintf(const char *fmt, ...) _printf_(1, 2);
-static char *xasprintf(const char *fmt, ...) {
-    char *s;
-    va_list ap;
-    va_start(ap, fmt);
-    int r = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (r < 0) {
-        child_fail(ENOMEM, "qubes-lite: out of memory");
-    }
-    return s;
-}
-
 static const char *env_get(char *const *envp, const char *key) {
     size_t klen = strlen(key);
     for (; *envp; envp++) {
@@ -163,27 +155,47 @@ static void child_become(const struct passwd *pw) {
     }
 }
 
-static char **child_environment(const MsgExec *x, const struct passwd *pw) {
+/* The login-like environment. The strings it allocates are also listed in
+ * owned[] (at most ENV_OWNED_MAX, NULL-terminated) so that a caller that
+ * outlives the child can free them. NULL when out of memory. */
+#define ENV_OWNED_MAX 8
+static char **environment_build(const MsgExec *x, const struct passwd *pw,
+                                char *owned[ENV_OWNED_MAX]) {
     char **envp = calloc(8 + x->envc + 1, sizeof(char *));
-    size_t n = 0;
+    size_t n = 0, n_owned = 0;
     const char *path = getenv("PATH");
+    const char *shell = pw->pw_shell && pw->pw_shell[0] ? pw->pw_shell : "/bin/sh";
+    char *e[7] = {NULL};
+    size_t ne = 0;
+    int r = 0;
 
     if (!envp) {
-        child_fail(ENOMEM, "qubes-lite: out of memory");
+        return NULL;
     }
     if (!path || !path[0]) {
         path = pw->pw_uid == 0 ? DEFAULT_PATH_ROOT : DEFAULT_PATH_USER;
     }
-    env_set(envp, &n, xasprintf("HOME=%s", pw->pw_dir));
-    env_set(envp, &n, xasprintf("USER=%s", pw->pw_name));
-    env_set(envp, &n, xasprintf("LOGNAME=%s", pw->pw_name));
-    const char *shell = pw->pw_shell && pw->pw_shell[0] ? pw->pw_shell : "/bin/sh";
-    env_set(envp, &n, xasprintf("SHELL=%s", shell));
-    env_set(envp, &n, xasprintf("PATH=%s", path));
-    env_set(envp, &n, xasprintf("XDG_RUNTIME_DIR=/run/user/%u", (unsigned)pw->pw_uid));
+    r |= asprintf(&e[ne++], "HOME=%s", pw->pw_dir);
+    r |= asprintf(&e[ne++], "USER=%s", pw->pw_name);
+    r |= asprintf(&e[ne++], "LOGNAME=%s", pw->pw_name);
+    r |= asprintf(&e[ne++], "SHELL=%s", shell);
+    r |= asprintf(&e[ne++], "PATH=%s", path);
+    r |= asprintf(&e[ne++], "XDG_RUNTIME_DIR=/run/user/%u", (unsigned)pw->pw_uid);
     if (x->pty) {
-        env_set(envp, &n, xasprintf("TERM=%s", x->term ? x->term : DEFAULT_TERM));
+        r |= asprintf(&e[ne++], "TERM=%s", x->term ? x->term : DEFAULT_TERM);
     }
+    if (r < 0) {
+        /* asprintf leaves a failed pointer undefined: free only what the
+         * successful calls gave, which we cannot tell apart; give up and
+         * let the caller report it (a leak only when memory ran out). */
+        free(envp);
+        return NULL;
+    }
+    for (size_t i = 0; i < ne; i++) {
+        env_set(envp, &n, e[i]);
+        owned[n_owned++] = e[i];
+    }
+    owned[n_owned] = NULL;
     for (size_t i = 0; i < x->envc; i++) {
         env_set(envp, &n, x->env[i]);
     }
@@ -191,12 +203,34 @@ static char **child_environment(const MsgExec *x, const struct passwd *pw) {
     return envp;
 }
 
-_noreturn_ static void child_run(const MsgExec *x, const SpawnOptions *o, const int stdio[3],
-                                 int err_fd) {
+static char **child_environment(const MsgExec *x, const struct passwd *pw) {
+    char *owned[ENV_OWNED_MAX];
+    char **envp = environment_build(x, pw, owned);
+    if (!envp) {
+        child_fail(ENOMEM, "qubes-lite: out of memory");
+    }
+    return envp;
+}
+
+typedef struct ChildArgs {
+    const MsgExec *x;
+    const SpawnOptions *o;
+    const int *stdio;
+    int err_fd;
+    /* Set by the parent for a child that shares its memory (CLONE_VM):
+     * the user, who is the agent's own, and the environment. Such a child
+     * neither allocates nor looks anything up. NULL: the child does it. */
+    const struct passwd *pw;
+    char **envp;
+} ChildArgs;
+
+_noreturn_ static void child_run(const ChildArgs *a) {
     extern char **environ;
+    const MsgExec *x = a->x;
+    const SpawnOptions *o = a->o;
 
     child_reset_signals();
-    child_setup_fds(stdio, err_fd);
+    child_setup_fds(a->stdio, a->err_fd);
     if (setsid() < 0) {
         child_fail(errno, "qubes-lite: setsid: %s", strerror(errno));
     }
@@ -204,9 +238,14 @@ _noreturn_ static void child_run(const MsgExec *x, const SpawnOptions *o, const 
         child_fail(errno, "qubes-lite: cannot take the terminal: %s", strerror(errno));
     }
 
-    struct passwd *pw = child_lookup_user(x->user ? x->user : o->default_user);
-    child_become(pw);
-    char **envp = child_environment(x, pw);
+    const struct passwd *pw = a->pw;
+    char **envp = a->envp;
+    if (!pw) {
+        struct passwd *looked_up = child_lookup_user(x->user ? x->user : o->default_user);
+        child_become(looked_up);
+        envp = child_environment(x, looked_up);
+        pw = looked_up;
+    }
 
     if (x->cwd) {
         if (chdir(x->cwd) < 0) {
@@ -233,6 +272,93 @@ _noreturn_ static void child_run(const MsgExec *x, const SpawnOptions *o, const 
         child_fail(e, "qubes-lite: %s: command not found", x->argv[0]);
     }
     child_fail(e, "qubes-lite: %s: %s", x->argv[0], strerror(e));
+}
+
+static int child_trampoline(void *arg) {
+    child_run(arg);
+}
+
+/* ---- in the agent ---------------------------------------------------------- */
+
+/* The common case -- no Wayland wait, the agent's own user -- is started
+ * the way posix_spawn() does: a child sharing our memory (CLONE_VM) while
+ * we wait for it to exec or fail (CLONE_VFORK). No page tables are copied
+ * and no page is copied on write afterwards. Since we are suspended until
+ * then, the child runs only steps that cannot block for long, and
+ * everything it would allocate or look up is done here first. Returns the
+ * user when this applies, else NULL (the child then looks the user up and
+ * reports any failure itself, as for a switch of user or a Wayland wait,
+ * which take fork()). */
+static const struct passwd *spawn_plain_user(const MsgExec *x, const SpawnOptions *o) {
+    const char *name = x->user ? x->user : o->default_user;
+    unsigned long long uid;
+    struct passwd *pw;
+
+    if (x->wait_wayland) {
+        return NULL;
+    }
+    if (!name) {
+        pw = getpwuid(geteuid());
+    } else if (parse_uint(name, 0, UINT32_MAX - 1, &uid) == 0) {
+        pw = getpwuid((uid_t)uid);
+    } else {
+        pw = getpwnam(name);
+    }
+    if (!pw || pw->pw_uid != geteuid() || pw->pw_gid != getegid()) {
+        return NULL;
+    }
+    return pw;
+}
+
+static uint8_t *child_stack(void) {
+    static uint8_t *stack;
+    if (!stack) {
+        /* One guard page below; only the pages a child touches are used. */
+        void *p = mmap(NULL, CHILD_STACK_SIZE + 4096, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) {
+            return NULL;
+        }
+        if (mprotect(p, 4096, PROT_NONE) < 0) {
+            munmap(p, CHILD_STACK_SIZE + 4096);
+            return NULL;
+        }
+        stack = p;
+    }
+    return stack + 4096 + CHILD_STACK_SIZE;
+}
+
+/* Starts the child sharing our memory; returns its pid, or -1 when this
+ * way is not available (then fork()). */
+static pid_t spawn_clone_vm(ChildArgs *a) {
+    extern char **environ;
+    char *owned[ENV_OWNED_MAX];
+    uint8_t *stack_top = child_stack();
+    sigset_t all, old;
+
+    if (!stack_top) {
+        return -1;
+    }
+    a->envp = environment_build(a->x, a->pw, owned);
+    if (!a->envp) {
+        return -1;
+    }
+    /* No handler of ours may run in the child on our memory: everything
+     * is blocked until it has reset its dispositions to the defaults. */
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    char **saved_environ = environ;
+    pid_t pid = clone(child_trampoline, stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
+    int e = errno;
+    environ = saved_environ; /* the child pointed it at its environment */
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    for (size_t i = 0; owned[i]; i++) {
+        free(owned[i]);
+    }
+    free(a->envp);
+    a->envp = NULL;
+    errno = e;
+    return pid;
 }
 
 /* ---- in the agent ---------------------------------------------------------- */
@@ -296,12 +422,21 @@ int spawn_start(const MsgExec *x, const SpawnOptions *o, Spawned *ret) {
         stdio[2] = err[1];
     }
 
-    pid_t pid = fork();
-    if (pid < 0) {
-        return -errno;
+    ChildArgs a = {.x = x, .o = o, .stdio = stdio, .err_fd = errp[1]};
+    pid_t pid = -1;
+    a.pw = spawn_plain_user(x, o);
+    if (a.pw) {
+        pid = spawn_clone_vm(&a);
     }
-    if (pid == 0) {
-        child_run(x, o, stdio, errp[1]);
+    if (pid < 0) {
+        a.pw = NULL;
+        pid = fork();
+        if (pid < 0) {
+            return -errno;
+        }
+        if (pid == 0) {
+            child_run(&a);
+        }
     }
 
     /* The child is ours and unreaped until we wait for it: the pidfd
