@@ -197,9 +197,15 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
      * closed: read that answer even when our frames no longer go through. */
     Msg hello = msg_hello(SOFTWARE);
     Msg connect = {.type = MSG_CONNECT};
-    if (wire_send(fd, &hello) >= 0) {
-        (void)wire_send(fd, &connect);
+    WireWriter w = {0};
+    /* One write: the host agent wakes once and finds both. */
+    if (wire_writer_queue(&w, &hello) >= 0 && wire_writer_queue(&w, &connect) >= 0) {
+        while (wire_writer_flush(&w, fd) == 1) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            (void)poll(&p, 1, -1);
+        }
     }
+    wire_writer_done(&w);
     r = wire_recv(fd, &m, NULL);
     if (r < 0) {
         errno = -r;
