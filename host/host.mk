@@ -1,6 +1,9 @@
 # host/: qubes-lite-host-agent and vm-run.
 
 HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
+# vfio: the pre-start IOMMU group check and --bind-vfio (sysfs). Objects are
+# added before the link rule below: its prerequisites are expanded there.
+HOST_AGENT_OBJS += $(OBJ)/host/vfio.o
 VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/paths.o
 HOST_LIBS := $(call pc_libs,jansson)
 # vm-run starts for every command: it links only what it uses (not
@@ -31,3 +34,5 @@ UNIT_LIBS_test-config := $(HOST_LIBS)
 HOST_AGENT_OBJS += $(OBJ)/host/crosvm.o
 UNIT_OBJS_test-crosvm := $(OBJ)/host/crosvm.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
 UNIT_LIBS_test-crosvm := $(HOST_LIBS)
+UNIT_OBJS_test-vfio := $(OBJ)/host/vfio.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
+UNIT_LIBS_test-vfio := $(HOST_LIBS)
