@@ -21,6 +21,16 @@
 #include "util.h"
 #include "wayland.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* The children's stack is shared memory reused by one child after the
+ * other, none of which returns: AddressSanitizer's shadow of it still holds
+ * the last child's redzones. */
+#define CHILD_STACK_UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
+#else
+#define CHILD_STACK_UNPOISON(p, n) ((void)0)
+#endif
+
 #define DEFAULT_PATH_ROOT "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define DEFAULT_PATH_USER "/usr/local/bin:/usr/bin:/bin"
 #define DEFAULT_TERM "xterm-256color"
@@ -339,6 +349,7 @@ static pid_t spawn_clone_vm(ChildArgs *a) {
     if (!stack_top) {
         return -1;
     }
+    CHILD_STACK_UNPOISON(stack_top - CHILD_STACK_SIZE, CHILD_STACK_SIZE);
     a->envp = environment_build(a->x, a->pw, owned);
     if (!a->envp) {
         return -1;
