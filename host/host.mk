@@ -1,9 +1,9 @@
 # host/: qubes-lite-host-agent and vm-run.
 
-HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
-# vfio: the pre-start IOMMU group check and --bind-vfio (sysfs). Objects are
-# added before the link rule below: its prerequisites are expanded there.
-HOST_AGENT_OBJS += $(OBJ)/host/vfio.o
+# Every object is listed here, before the link rule: a rule's prerequisites
+# are expanded where it stands.
+HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/paths.o \
+	$(OBJ)/host/crosvm.o $(OBJ)/host/vfio.o
 VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/paths.o
 HOST_LIBS := $(call pc_libs,jansson)
 # vm-run starts for every command: it links only what it uses (not
@@ -30,8 +30,7 @@ UNIT_LIBS_test-vmrun-opts :=
 UNIT_OBJS_test-config := $(OBJ)/host/config.o $(OBJ)/host/paths.o
 UNIT_LIBS_test-config := $(HOST_LIBS)
 
-# The VMM command line (crosvm), for --print-command and the lifecycle.
-HOST_AGENT_OBJS += $(OBJ)/host/crosvm.o
+# The crosvm command line against golden argv lists.
 UNIT_OBJS_test-crosvm := $(OBJ)/host/crosvm.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
 UNIT_LIBS_test-crosvm := $(HOST_LIBS)
 UNIT_OBJS_test-vfio := $(OBJ)/host/vfio.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
