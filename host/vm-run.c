@@ -25,7 +25,7 @@
 
 #define SOFTWARE "vm-run 0.1"
 #define EXIT_OWN_ERROR 255
-#define STDIN_WINDOW (512u * 1024u)
+#define STDIN_WINDOW (256u * 1024u)
 #define CHUNK WIRE_DATA_MAX
 /* Incoming frames are read in bulk: room for the largest frame and more. */
 #define RBUF_SIZE (2u * (WIRE_FRAME_MAX + WIRE_HEADER_SIZE))
