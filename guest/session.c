@@ -898,7 +898,14 @@ static void session_update(Session *s) {
         return;
     }
     size_t pending = session_pending(s);
-    uint32_t ev = (conn_reads(s) ? EPOLLIN : 0) | (pending > 0 ? EPOLLOUT : 0);
+    bool reads = conn_reads(s);
+    uint32_t ev = (reads ? EPOLLIN : 0) | (pending > 0 ? EPOLLOUT : 0);
+    if (s->state == CONN_RUNNING && !reads) {
+        /* Not reading (unwindowed stdin is full), but a client that goes
+         * away must still end the session. Not while CLOSING: the
+         * level-triggered RDHUP would spin during the linger. */
+        ev |= EPOLLRDHUP;
+    }
     if (ev) {
         (void)sd_event_source_set_io_events(s->io, ev);
         (void)sd_event_source_set_enabled(s->io, SD_EVENT_ON);
@@ -959,6 +966,13 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
     if (s->state == CONN_CLOSING) {
         closing_io(s, revents);
         session_maybe_free(s);
+        return 0;
+    }
+    if ((revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && s->state == CONN_RUNNING &&
+        !conn_reads(s)) {
+        /* Only RDHUP was asked for: the client hung up (or half-closed,
+         * which ends the session as EOF does). */
+        session_lost(s, -ECONNRESET);
         return 0;
     }
     if (revents & EPOLLOUT) {

@@ -383,3 +383,22 @@ def _pgid(pid):
             return int(f.read().rsplit(")", 1)[1].split()[2])
     except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
         return None
+
+
+def test_disconnect_noticed_while_unwindowed_stdin_is_full(guest_agent):
+    """Without a window the agent stops reading the connection once 256 KiB
+    of stdin wait for the program; a client that goes away then must still
+    end the session: the program is killed and the session is not live."""
+    g = guest_agent("--kill-grace", "1")
+    c = g.start(["sleep", "320"], stdin_window=0)
+    name, msg = c.recv()
+    assert name == "started"
+    pid = msg.pid
+    for _ in range(9):
+        c.send("data", stream=pb.STREAM_STDIN, data=b"z" * 65536)
+    c.close()
+    wait_for(lambda: not pid_alive(pid), timeout=15, what="the program gone")
+    c2 = g.connect()
+    c2.send("status_request")
+    name, st = c2.recv()
+    assert name == "status" and st.live_sessions == 0
