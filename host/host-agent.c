@@ -19,8 +19,10 @@
 
 #include "addr.h"
 #include "config.h"
+#include "crosvm.h"
 #include "log.h"
 #include "util.h"
+#include "vfio.h"
 #include "wire.h"
 
 #define SOFTWARE "qubes-lite-host-agent 0.1"
@@ -685,8 +687,16 @@ static void agent_done(Agent *a) {
 
 static void help(void) {
     printf("Usage: qubes-lite-host-agent --vm NAME [OPTION]...\n"
+           "       qubes-lite-host-agent --check\n"
+           "       qubes-lite-host-agent --vm NAME --print-command\n"
+           "       qubes-lite-host-agent --bind-vfio\n"
            "Broker between vm-run and friends and the guest agent of one VM.\n"
            "\n"
+           "  --check               validate host.json and every vms/*.json, one line\n"
+           "                        per problem; exit 1 if there is any\n"
+           "  --print-command       print the VM's crosvm command line, one argument\n"
+           "                        per line, and exit\n"
+           "  --bind-vfio           bind host.json's isolatedPciDevices to vfio-pci\n"
            "  --vm NAME             the VM (configuration: vms/NAME.json)\n"
            "  --listen ADDR         listen on ADDR (unix:PATH); default: the socket\n"
            "                        passed by systemd, else RUNTIME_DIR/NAME.sock\n"
@@ -703,6 +713,64 @@ static void help(void) {
            DEFAULT_RUNTIME_DIR);
 }
 
+/* --check: every problem of every file, one line each. */
+static int run_check(void) {
+    int n = config_check_all(config_dir(), stderr);
+    if (n < 0) {
+        log_error_errno(n, "Cannot read %s: %m", config_dir());
+        return EXIT_FAILURE;
+    }
+    if (n > 0) {
+        log_error("%d problem%s in %s", n, n == 1 ? "" : "s", config_dir());
+        return EXIT_FAILURE;
+    }
+    return EXIT_SUCCESS;
+}
+
+/* host.json is optional: without it the defaults apply. */
+static int load_host_or_defaults(HostConfig **ret, ConfigError *cerr) {
+    int r = config_load_host(config_dir(), ret, cerr);
+    if (r == -ENOENT) {
+        r = config_host_defaults(ret);
+        if (r < 0) {
+            snprintf(cerr->message, sizeof(cerr->message), "out of memory");
+        }
+    }
+    return r;
+}
+
+static int run_print_command(const char *name) {
+    _cleanup_(host_config_freep) HostConfig *host = NULL;
+    _cleanup_(vm_config_freep) VmConfig *vm = NULL;
+    ConfigError cerr;
+
+    if (load_host_or_defaults(&host, &cerr) < 0) {
+        die("%s", cerr.message);
+    }
+    int r = config_load_vm(config_dir(), name, &vm, &cerr);
+    if (r == -ENOENT) {
+        die("No VM named '%s' (%s)", name, cerr.message);
+    }
+    if (r < 0) {
+        die("%s", cerr.message);
+    }
+    r = crosvm_print_command(host, vm, stdout, &cerr);
+    if (r < 0) {
+        die("%s", cerr.message);
+    }
+    return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+static int run_bind_vfio(void) {
+    _cleanup_(host_config_freep) HostConfig *host = NULL;
+    ConfigError cerr;
+
+    if (load_host_or_defaults(&host, &cerr) < 0) {
+        die("%s", cerr.message);
+    }
+    return vfio_bind_all(&host->isolated_pci_devices, stderr) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
 int main(int argc, char **argv) {
     enum {
         ARG_VM = 0x100,
@@ -712,8 +780,14 @@ int main(int argc, char **argv) {
         ARG_NO_VMM,
         ARG_FOREGROUND,
         ARG_LOG_LEVEL,
+        ARG_CHECK,
+        ARG_PRINT_COMMAND,
+        ARG_BIND_VFIO,
     };
     static const struct option longopts[] = {
+        {"check", no_argument, NULL, ARG_CHECK},
+        {"print-command", no_argument, NULL, ARG_PRINT_COMMAND},
+        {"bind-vfio", no_argument, NULL, ARG_BIND_VFIO},
         {"vm", required_argument, NULL, ARG_VM},
         {"listen", required_argument, NULL, ARG_LISTEN},
         {"guest", required_argument, NULL, ARG_GUEST},
@@ -727,6 +801,7 @@ int main(int argc, char **argv) {
     Agent a = {.listen_fd = -EBADF, .guest_timeout = GUEST_TIMEOUT_DEFAULT_S * 1000000ULL};
     const char *listen_arg = NULL, *guest_arg = NULL;
     bool no_vmm = false;
+    int mode = 0; /* 0: serve, else ARG_CHECK, ARG_PRINT_COMMAND or ARG_BIND_VFIO */
     ConfigError cerr;
     sigset_t mask;
     int c, r;
@@ -755,6 +830,14 @@ int main(int argc, char **argv) {
             break;
         case ARG_FOREGROUND:
             break;
+        case ARG_CHECK:
+        case ARG_PRINT_COMMAND:
+        case ARG_BIND_VFIO:
+            if (mode != 0 && mode != c) {
+                die("--check, --print-command and --bind-vfio exclude each other");
+            }
+            mode = c;
+            break;
         case ARG_LOG_LEVEL:
             r = log_level_from_string(optarg);
             if (r < 0) {
@@ -772,6 +855,18 @@ int main(int argc, char **argv) {
     }
     if (optind < argc) {
         die("Unexpected argument '%s'", argv[optind]);
+    }
+    if (mode == ARG_CHECK) {
+        return run_check();
+    }
+    if (mode == ARG_BIND_VFIO) {
+        return run_bind_vfio();
+    }
+    if (mode == ARG_PRINT_COMMAND) {
+        if (!a.vm_name) {
+            die("--print-command needs --vm NAME");
+        }
+        return run_print_command(a.vm_name);
     }
     if (!a.vm_name) {
         die("--vm NAME is required");
