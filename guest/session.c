@@ -79,6 +79,11 @@ struct Session {
     StdinChunk *in_head, *in_tail;
     size_t in_buffered;
     uint32_t window;
+    /* Stdin written (or dropped) and not acknowledged yet, and the queued
+     * bytes up to the end of the StdinAck frame still queued (0: none).
+     * One ack frame at a time: a client that does not read cannot make
+     * us queue one per write. */
+    size_t ack_bytes, ack_queued;
     bool in_close_wanted, in_last_newline;
     unsigned veof_pending;
     bool veof_armed;
@@ -93,6 +98,7 @@ static void session_maybe_free(Session *s);
 static void session_update(Session *s);
 static void closing_io(Session *s, uint32_t revents);
 static int session_flush(Session *s);
+static int ack_queue(Session *s);
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -300,7 +306,13 @@ static int session_try_finish(Session *s) {
     }
     stdin_discard(s);
     stdin_close(s);
-    int r = session_queue(s, &m);
+    int r = 0;
+    if (s->ack_bytes > 0) {
+        r = ack_queue(s); /* before Exited, so at most two at this point */
+    }
+    if (r >= 0) {
+        r = session_queue(s, &m);
+    }
     if (r < 0) {
         return r;
     }
@@ -381,14 +393,10 @@ static int stdin_pump(Session *s) {
             stdin_close(s);
         }
     }
-    if (done > 0 && s->window > 0) {
-        Msg m = {.type = MSG_STDIN_ACK, .stdin_ack = (uint32_t)done};
-        r = session_queue(s, &m);
-        if (r < 0) {
-            return r;
-        }
+    if (s->window > 0) {
+        s->ack_bytes += done; /* sent by session_flush() */
     }
-    return 0;
+    return r;
 }
 
 static int on_stdin_writable(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -453,10 +461,37 @@ static size_t session_pending(const Session *s) {
     return wire_writer_pending(&s->wr);
 }
 
-/* Sends what is queued, a spliced frame in progress first. 0 when all is
+/* Queues a StdinAck for the stdin acknowledged so far. */
+static int ack_queue(Session *s) {
+    Msg m = {.type = MSG_STDIN_ACK, .stdin_ack = (uint32_t)s->ack_bytes};
+    int r = session_queue(s, &m);
+    if (r < 0) {
+        return r;
+    }
+    s->ack_bytes = 0;
+    s->ack_queued = session_pending(s);
+    return 0;
+}
+
+/* Sends what is queued, a spliced frame in progress first, and the stdin
+ * acknowledged so far once no StdinAck is queued any more. 0 when all is
  * out, 1 when the socket is full, negative errno on failure. */
 static int session_flush(Session *s) {
-    return wire_writer_flush(&s->wr, s->fd);
+    for (;;) {
+        if (s->ack_bytes > 0 && s->ack_queued == 0) {
+            int r = ack_queue(s);
+            if (r < 0) {
+                return r;
+            }
+        }
+        size_t before = session_pending(s);
+        int r = wire_writer_flush(&s->wr, s->fd);
+        size_t sent = before - MIN(before, session_pending(s));
+        s->ack_queued -= MIN(s->ack_queued, sent);
+        if (r != 0 || s->ack_bytes == 0) {
+            return r;
+        }
+    }
 }
 
 static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -712,8 +747,7 @@ static int handle_data(Session *s, Msg *m) {
     if (s->in_fd < 0 || s->start_failed) {
         /* Nobody reads it any more: consumed. */
         if (s->window > 0) {
-            Msg ack = {.type = MSG_STDIN_ACK, .stdin_ack = (uint32_t)m->data.size};
-            return session_queue(s, &ack);
+            s->ack_bytes += m->data.size;
         }
         return 0;
     }

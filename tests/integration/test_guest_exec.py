@@ -402,3 +402,45 @@ def test_disconnect_noticed_while_unwindowed_stdin_is_full(guest_agent):
     c2.send("status_request")
     name, st = c2.recv()
     assert name == "status" and st.live_sessions == 0
+
+
+def test_stdin_acks_bounded_when_client_does_not_read(guest_agent):
+    """Many one-byte stdin chunks to a program that reads them at once,
+    from a client that reads nothing back: the agent keeps at most one
+    StdinAck queued (it adds up the bytes), not one per write."""
+    import time
+    g = guest_agent()
+    n = 1 << 20
+    c = g.start(["sh", "-c", "exec cat >/dev/null"], stdin_window=n)
+    name, msg = c.recv()
+    assert name == "started"
+    pid = msg.pid
+    base = g.rss_kib()
+    frame = qlwire.encode("data", stream=pb.STREAM_STDIN, data=b"x")
+    c.sock.settimeout(300)
+    c.sock.sendall(frame * n + qlwire.encode("stdin_close"))
+    wait_for(lambda: not pid_alive(pid), timeout=300, what="cat done")
+    time.sleep(0.2)
+    grown = g.rss_kib() - base
+    if "san" not in os.environ.get("BUILD", ""):
+        assert grown < 2048, grown   # one ack per write: about 8 MiB
+    from guestfix import frames
+    buf = bytearray(c.buf)
+    c.buf = b""
+    acks = ack_frames = 0
+    done = False
+    while not done:
+        data = c.sock.recv(1 << 20)
+        assert data
+        buf += data
+        for name, msg in frames(buf):
+            if name == "stdin_ack":
+                acks += msg.bytes
+                ack_frames += 1
+            elif name == "exited":
+                assert msg.code == 0
+                done = True
+    assert acks == n
+    assert ack_frames < n // 16, ack_frames
+    c.send("exit_ack")
+    c.expect_closed()
