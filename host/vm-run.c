@@ -34,6 +34,10 @@
 #define STDIN_CHUNKS_PER_ROUND 4
 #define WAIT_NOTICE_MS 1000
 #define EXIT_ACK_TIMEOUT_MS 5000
+/* After SIGHUP or SIGTERM (or any signal before Started), how long the
+ * guest has to end the command before we give up on it: the guest
+ * agent's kill grace (5 s) and a margin. */
+#define GIVE_UP_MS 8000
 
 typedef struct Timing {
     uint64_t start, host, connected, guest_ready, started, first_byte, exited;
@@ -50,6 +54,8 @@ typedef struct Session {
     bool stdin_done; /* EOF seen and StdinClose queued */
     uint32_t credit; /* stdin bytes we may still send */
     uint32_t pending_signals; /* arrived before Started */
+    uint64_t give_up_at;      /* CLOCK_MONOTONIC usec; 0: no deadline */
+    int give_up_signo;
     MsgExited result;
     Timing *timing;
 } Session;
@@ -315,7 +321,30 @@ static void session_send_signal(Session *s, int signo) {
     session_queue(s, &m);
 }
 
-/* Forwards the signals that arrived. */
+/* The guest did not end the command within GIVE_UP_MS of a signal that
+ * asks us to end: close the connection (and the lease with our exit) and
+ * exit as if killed by that signal. */
+static void session_check_give_up(Session *s) {
+    if (s->give_up_at == 0 || now_usec(CLOCK_MONOTONIC) < s->give_up_at) {
+        return;
+    }
+    restore_terminal();
+    s->sock = safe_close(s->sock);
+    exit(128 + s->give_up_signo);
+}
+
+/* Milliseconds until the give-up deadline, for poll(); -1 without one. */
+static int session_give_up_timeout(const Session *s) {
+    if (s->give_up_at == 0) {
+        return -1;
+    }
+    uint64_t now = now_usec(CLOCK_MONOTONIC);
+    return now >= s->give_up_at ? 0 : (int)((s->give_up_at - now + 999) / 1000);
+}
+
+/* Forwards the signals that arrived. SIGHUP and SIGTERM, and any signal
+ * before Started, also start the give-up deadline: a hung or hostile
+ * guest must not keep us (and our lease) alive for ever. */
 static void session_signals(Session *s) {
     uint8_t buf[64];
     ssize_t n;
@@ -330,10 +359,17 @@ static void session_signals(Session *s) {
                     window_size(&m.resize.rows, &m.resize.cols);
                     session_queue(s, &m);
                 }
-            } else if (s->started) {
-                session_send_signal(s, signo);
             } else {
-                s->pending_signals |= 1u << signo;
+                if (s->started) {
+                    session_send_signal(s, signo);
+                } else {
+                    s->pending_signals |= 1u << signo;
+                }
+                if (s->give_up_at == 0 &&
+                    (signo == SIGHUP || signo == SIGTERM || !s->started)) {
+                    s->give_up_at = now_usec(CLOCK_MONOTONIC) + GIVE_UP_MS * 1000ULL;
+                    s->give_up_signo = signo;
+                }
             }
         }
     }
@@ -348,6 +384,7 @@ static void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
         if (signal_seen) {
             session_signals(s);
         }
+        session_check_give_up(s);
         ssize_t k = write(fd, p, n);
         if (k < 0) {
             if (errno == EINTR) {
@@ -359,7 +396,8 @@ static void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
                     {.fd = fd, .events = POLLOUT},
                     {.fd = signal_pipe[0], .events = POLLIN},
                 };
-                (void)poll(pf, 2, -1);
+                (void)poll(pf, 2, session_give_up_timeout(s));
+                session_check_give_up(s);
                 continue;
             }
             if (errno == EPIPE && fd == STDOUT_FILENO) {
@@ -569,12 +607,13 @@ static void session_run(Session *s) {
             i_in = (int)n;
             pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
         }
-        if (poll(pf, n, -1) < 0) {
+        if (poll(pf, n, session_give_up_timeout(s)) < 0) {
             if (errno == EINTR) {
                 continue;
             }
             fail("poll() failed: %m");
         }
+        session_check_give_up(s);
         if (pf[i_sig].revents) {
             session_signals(s);
         }

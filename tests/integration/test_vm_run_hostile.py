@@ -1,0 +1,83 @@
+"""vm-run against a hung or hostile guest agent, played from Python: it
+must not be kept alive for ever (nor its host-agent lease with it)."""
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import qlwire
+from hostfix import VM, wait_for
+
+GIVE_UP_S = 8      # vm-run's GIVE_UP_MS
+MARGIN_S = 7
+
+
+class FakeGuest:
+    """A unix listener that sends Hello (and Started, if asked) to each
+    connection, then ignores everything it is sent."""
+
+    def __init__(self, path, started):
+        self.started = started
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(path)
+        self.lsock.listen(8)
+        self.conns = []
+        self.got_exec = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self.talk, args=(c,), daemon=True).start()
+
+    def talk(self, c):
+        try:
+            c.sendall(qlwire.encode("hello", major=qlwire.VERSION_MAJOR,
+                                    minor=qlwire.VERSION_MINOR, software="fake guest"))
+            if self.started:
+                c.sendall(qlwire.encode("started", pid=4242))
+            self.got_exec.set()
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def close(self):
+        self.lsock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("signo,started", [
+    (signal.SIGHUP, True),
+    (signal.SIGTERM, True),
+    (signal.SIGINT, False),   # before Started, every signal counts
+])
+def test_vm_run_gives_up_on_a_guest_that_ignores_signals(host_stack, signo, started):
+    s = host_stack(start_guest=False)
+    guest = FakeGuest(s.guest_sock, started)
+    try:
+        p = s.popen(VM, "sleep", "1000", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert guest.got_exec.wait(60)
+        wait_for(lambda: s.host_status().leases == 1, what="vm-run's lease")
+        time.sleep(0.5)
+        assert p.poll() is None
+        t0 = time.monotonic()
+        p.send_signal(signo)
+        try:
+            p.communicate(timeout=GIVE_UP_S + MARGIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail("vm-run still running after the grace")
+        assert p.returncode == 128 + signo
+        assert time.monotonic() - t0 >= GIVE_UP_S - 1
+        wait_for(lambda: s.host_status().leases == 0, what="the lease released")
+    finally:
+        guest.close()
