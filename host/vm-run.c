@@ -68,7 +68,9 @@ static volatile sig_atomic_t signal_seen;
 
 static void restore_terminal(void) {
     if (termios_saved) {
-        tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_termios);
+        /* FLUSH: input we did not read (a terminal's answers to queries
+         * the guest sent last) must not reach the shell after us. */
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_termios);
         termios_saved = false;
     }
 }

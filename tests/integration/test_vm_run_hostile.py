@@ -81,3 +81,62 @@ def test_vm_run_gives_up_on_a_guest_that_ignores_signals(host_stack, signo, star
         wait_for(lambda: s.host_status().leases == 0, what="the lease released")
     finally:
         guest.close()
+
+
+def test_tty_input_left_unread_is_flushed_at_exit(host_stack):
+    """Input vm-run did not read before the command exited (such as a
+    terminal's answers to queries the guest sent last) is discarded when
+    the terminal is restored, not left for the shell to read."""
+    import fcntl
+    import os
+    import termios
+    from guestfix import frames
+    from qlwire import pb
+
+    s = host_stack(start_guest=False)
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(s.guest_sock)
+    lsock.listen(1)
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen(s.vm_run_args("-t", VM, "cat"), stdin=slave, stdout=slave,
+                             stderr=slave, env=s.env, start_new_session=True)
+        s.clients.append(p)
+        lsock.settimeout(60)
+        c, _ = lsock.accept()
+        c.settimeout(60)
+        c.sendall(qlwire.encode("hello", major=qlwire.VERSION_MAJOR,
+                                minor=qlwire.VERSION_MINOR, software="fake guest")
+                  + qlwire.encode("started", pid=4242))
+        wait_for(lambda: not termios.tcgetattr(slave)[3] & termios.ICANON, what="raw mode")
+        # More than the 256 KiB window: the guest acknowledges nothing, so
+        # vm-run stops reading and the rest stays in the terminal's queue.
+        window = 256 * 1024
+        filler = (b"x" * 1023 + b"\n") * (window // 1024 + 2)
+        writer = threading.Thread(target=lambda: os.write(master, filler), daemon=True)
+        fcntl.fcntl(master, fcntl.F_SETFL, fcntl.fcntl(master, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        writer.start()
+        buf = bytearray()
+        got = 0
+        while got < window:
+            data = c.recv(1 << 20)
+            assert data
+            buf += data
+            for name, msg in frames(buf):
+                if name == "data" and msg.stream == pb.STREAM_STDIN:
+                    got += len(msg.data)
+        time.sleep(0.5)
+        c.sendall(qlwire.encode("exited", code=0))
+        assert p.wait(timeout=30) == 0
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ICANON
+        attrs[6][termios.VMIN] = 0
+        attrs[6][termios.VTIME] = 0
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        left = os.read(slave, 65536)
+        assert left == b"", len(left)
+        c.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+        lsock.close()
