@@ -1024,7 +1024,8 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
                 break;
             }
             if (r == -E2BIG || r == -EBADMSG || r == -EINVAL || r == -ENOMEM) {
-                session_fail(s, error_code(r),
+                /* -ENOMEM here is the decode budget: the peer's fault. */
+                session_fail(s, r == -ENOMEM ? WIRE_ERR_PROTOCOL : error_code(r),
                              r == -E2BIG    ? "frame too large"
                              : r == -EINVAL ? "invalid message"
                                             : "undecodable frame");

@@ -350,3 +350,28 @@ def test_refused_peers_take_no_slots(bystander):
         _, status = os.waitpid(pid, 0)
         os.close(ready_r)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_frame_over_the_decode_budget_is_a_protocol_error(bystander):
+    """A frame under the size limit whose decoding would take more memory
+    than the per-frame budget is the peer's fault: Error(PROTOCOL), as the
+    host agent says, not INTERNAL."""
+    c = bystander.connect()
+    # Exec (field 1 of Exec: argv) with ~500,000 empty entries: each costs
+    # the decoder far more than its two bytes on the wire.
+    exec_body = b"\x0a\x00" * ((qlwire.FRAME_MAX - 64) // 2)
+    tag = (pb.Envelope.DESCRIPTOR.fields_by_name["exec"].number << 3) | 2
+
+    def varint(n):
+        out = b""
+        while True:
+            b = n & 0x7f
+            n >>= 7
+            if n:
+                out += bytes([b | 0x80])
+            else:
+                return out + bytes([b])
+    body = varint(tag) + varint(len(exec_body)) + exec_body
+    assert len(body) <= qlwire.FRAME_MAX
+    c.send_raw(struct.pack(">I", len(body)) + body)
+    expect_error(c, pb.ERROR_PROTOCOL)
