@@ -21,6 +21,7 @@
 #include "log.h"
 #include "spawn.h"
 #include "util.h"
+#include "wire.h"
 
 #define HELLO_TIMEOUT_USEC (10ULL * 1000000ULL) /* Hello and the request */
 #define EXIT_ACK_TIMEOUT_USEC (10ULL * 1000000ULL)
@@ -1154,16 +1155,6 @@ int session_new(Agent *a, int fd) {
         return r;
     }
     session_update(s);
-    return 0;
-}
-
-int session_new_refused(Agent *a, int fd, WireError code, const char *message) {
-    Session *s;
-    int r = session_alloc(a, fd, &s);
-    if (r < 0) {
-        return r;
-    }
-    session_fail(s, code, message);
     return 0;
 }
 
