@@ -29,6 +29,12 @@
 #define OUTPUT_PENDING_MAX (2u * WIRE_DATA_MAX)   /* stop reading the program above */
 #define STDIN_UNWINDOWED_MAX (4u * WIRE_DATA_MAX) /* without a window: stop reading */
 #define FRAMES_PER_DISPATCH 16
+/* Stdin chunks under STDIN_COPY_MAX bytes are copied into buffers of
+ * STDIN_BUF_SIZE rather than kept as decoded frames: a frame costs some
+ * hundred bytes besides its payload, and queued stdin must cost about
+ * what the window allows, whatever the chunk sizes. */
+#define STDIN_COPY_MAX 1024u
+#define STDIN_BUF_SIZE (16u * 1024u)
 #define CHUNKS_PER_DISPATCH 4
 
 typedef enum ConnState {
@@ -42,8 +48,11 @@ typedef enum ConnState {
 
 typedef struct StdinChunk {
     struct StdinChunk *next;
-    Msg msg; /* a decoded Data frame: no copy */
-    size_t off;
+    Msg msg; /* a decoded Data frame (no copy), unless a buffer */
+    const uint8_t *data;
+    size_t size, off;
+    size_t cap;    /* a buffer (> 0): buf holds size bytes of cap */
+    uint8_t buf[];
 } StdinChunk;
 
 struct Session {
@@ -351,7 +360,7 @@ static int stdin_pump(Session *s) {
 
     while (s->in_fd >= 0 && s->in_head) {
         StdinChunk *c = s->in_head;
-        ssize_t k = write(s->in_fd, c->msg.data.data + c->off, c->msg.data.size - c->off);
+        ssize_t k = write(s->in_fd, c->data + c->off, c->size - c->off);
         if (k < 0) {
             if (errno == EINTR) {
                 continue;
@@ -369,8 +378,8 @@ static int stdin_pump(Session *s) {
         done += (size_t)k;
         s->in_buffered -= (size_t)k;
         c->off += (size_t)k;
-        if (c->off == c->msg.data.size) {
-            s->in_last_newline = c->msg.data.data[c->msg.data.size - 1] == '\n';
+        if (c->off == c->size) {
+            s->in_last_newline = c->data[c->size - 1] == '\n';
             s->in_head = c->next;
             if (!s->in_head) {
                 s->in_tail = NULL;
@@ -752,19 +761,40 @@ static int handle_data(Session *s, Msg *m) {
         }
         return 0;
     }
-    StdinChunk *c = calloc(1, sizeof(*c));
-    if (!c) {
-        return -ENOMEM;
-    }
-    c->msg = *m;
-    m->_storage = m->_env = NULL; /* moved */
-    if (s->in_tail) {
-        s->in_tail->next = c;
+    size_t n = m->data.size;
+    StdinChunk *t = s->in_tail;
+    if (t && t->cap > 0 && t->cap - t->size >= n) {
+        /* Room in the last buffer (only buffers have a cap). */
+        memcpy(t->buf + t->size, m->data.data, n);
+        t->size += n;
     } else {
-        s->in_head = c;
+        StdinChunk *c;
+        if (n < STDIN_COPY_MAX) {
+            c = calloc(1, sizeof(*c) + STDIN_BUF_SIZE);
+            if (!c) {
+                return -ENOMEM;
+            }
+            c->cap = STDIN_BUF_SIZE;
+            c->data = c->buf;
+            memcpy(c->buf, m->data.data, n);
+        } else {
+            c = calloc(1, sizeof(*c));
+            if (!c) {
+                return -ENOMEM;
+            }
+            c->msg = *m;
+            m->_storage = m->_env = NULL; /* moved */
+            c->data = c->msg.data.data;
+        }
+        c->size = n;
+        if (t) {
+            t->next = c;
+        } else {
+            s->in_head = c;
+        }
+        s->in_tail = c;
     }
-    s->in_tail = c;
-    s->in_buffered += c->msg.data.size;
+    s->in_buffered += n;
     return stdin_pump(s);
 }
 

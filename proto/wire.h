@@ -19,7 +19,7 @@
 #define WIRE_ARGV_MAX 4096u
 #define WIRE_ENV_MAX 4096u
 #define WIRE_STRING_MAX 4096u            /* user, TERM, messages, software */
-#define WIRE_STDIN_WINDOW_MAX (16u * 1024u * 1024u)
+#define WIRE_STDIN_WINDOW_MAX (4u * 1024u * 1024u) /* queued stdin costs about this */
 
 typedef enum MsgType {
     MSG_HELLO = 1,

@@ -444,3 +444,40 @@ def test_stdin_acks_bounded_when_client_does_not_read(guest_agent):
     assert ack_frames < n // 16, ack_frames
     c.send("exit_ack")
     c.expect_closed()
+
+
+def test_queued_stdin_memory_is_about_the_window(guest_agent):
+    """A window's worth of one-byte stdin chunks for a program that does
+    not read them: what the agent holds is about the window, not a decoded
+    frame (some hundred bytes) per byte."""
+    import time
+    g = guest_agent()
+    window = 512 * 1024
+    c = g.start(["sleep", "1000"], stdin_window=window)
+    assert c.recv()[0] == "started"
+    import threading
+    base = g.rss_kib()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.01):
+            peak[0] = max(peak[0], g.rss_kib())
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        frame = qlwire.encode("data", stream=pb.STREAM_STDIN, data=b"z")
+        c.sock.settimeout(120)
+        c.sock.sendall(frame * window)
+        # A Signal is handled after all the Data before it.
+        c.send("signal", signo=signal.SIGTERM)
+        out, err, ex, _ = c.recv_until_exit(timeout=120)
+    finally:
+        done.set()
+        sampler.join()
+    assert ex.signal.signo == signal.SIGTERM
+    grown = max(peak[0], g.rss_kib()) - base
+    if "san" not in os.environ.get("BUILD", ""):
+        assert grown < 3 * 1024, grown   # a frame per byte: about 60 MiB
+    c.send("exit_ack")
+    c.expect_closed()

@@ -561,6 +561,10 @@ static void test_exec_stdin_window(void **state) {
     assert_int_equal(decode_env(&x.env, NULL), 0);
     x.exec.stdin_window = WIRE_STDIN_WINDOW_MAX + 1;
     assert_int_equal(decode_env(&x.env, NULL), -EINVAL);
+    /* 4 MiB: an agent holds about the window per session. */
+    assert_int_equal(WIRE_STDIN_WINDOW_MAX, 4u * 1024u * 1024u);
+    x.exec.stdin_window = 16u * 1024u * 1024u;
+    assert_int_equal(decode_env(&x.env, NULL), -EINVAL);
 }
 
 /* ---- validation: the other messages --------------------------------------- */
