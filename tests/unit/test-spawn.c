@@ -6,7 +6,14 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -136,12 +143,65 @@ static void test_own_session(void **state) {
     spawned_close(&sp);
 }
 
+/* In a child of ours, with close_range() failing as before Linux 5.9
+ * (ENOSYS): the program still gets only its stdio, neither the temporary
+ * copies of it nor a stray inherited fd. 0 when so. */
+static int fds_without_close_range(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_close_range, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) {
+        return 2;
+    }
+    if (syscall(__NR_close_range, 100, 100, 0) != -1 || errno != ENOSYS) {
+        return 3;
+    }
+    if (dup2(STDERR_FILENO, 20) != 20) { /* inherited, not close-on-exec */
+        return 4;
+    }
+    char *argv[] = {"sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '", NULL};
+    char *env[] = {NULL};
+    MsgExec x = {.argc = 3, .argv = argv, .env = env, .cwd = "/"};
+    SpawnOptions o = {0};
+    Spawned sp;
+    char buf[256] = {0};
+    if (spawn_start(&x, &o, &sp) < 0) {
+        return 5;
+    }
+    size_t n = drain(sp.stdout_fd, buf, sizeof(buf) - 1);
+    int status;
+    (void)waitpid(sp.pid, &status, 0);
+    if (n != strlen("0 1 2 ") || memcmp(buf, "0 1 2 ", n) != 0) {
+        fprintf(stderr, "the program's fds: %s\n", buf);
+        return 1;
+    }
+    return 0;
+}
+
+static void test_only_stdio_without_close_range(void **state) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        _exit(fds_without_close_range());
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_report),
         cmocka_unit_test(test_start_and_output),
         cmocka_unit_test(test_not_found_report),
         cmocka_unit_test(test_own_session),
+        cmocka_unit_test(test_only_stdio_without_close_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
