@@ -198,18 +198,29 @@ static struct passwd *child_lookup_user(const char *name) {
 }
 
 static void child_become(const struct passwd *pw) {
-    if (pw->pw_uid == geteuid() && pw->pw_gid == getegid()) {
-        return;
-    }
     if (geteuid() != 0) {
+        /* Unprivileged: only as ourselves, groups and all. */
+        if (pw->pw_uid == geteuid() && pw->pw_gid == getegid()) {
+            return;
+        }
         child_fail(EPERM, "qubes-lite: cannot run as %s: %s", pw->pw_name, strerror(EPERM));
     }
-    /* Groups first, while we still may set them; then gid, then uid. */
+    /* Groups first, while we still may set them, also when the user is
+     * ours (the program gets its user's groups, not the agent's); then
+     * gid, then uid. */
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 ||
         setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
         setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
         int e = errno;
         child_fail(e, "qubes-lite: cannot run as %s: %s", pw->pw_name, strerror(e));
+    }
+    /* Trust but verify: all three ids must be the user's now. */
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+    if (getresuid(&ru, &eu, &su) < 0 || getresgid(&rg, &eg, &sg) < 0 || ru != pw->pw_uid ||
+        eu != pw->pw_uid || su != pw->pw_uid || rg != pw->pw_gid || eg != pw->pw_gid ||
+        sg != pw->pw_gid) {
+        child_fail(EPERM, "qubes-lite: cannot run as %s: %s", pw->pw_name, strerror(EPERM));
     }
 }
 
@@ -347,6 +358,44 @@ static int child_trampoline(void *arg) {
  * user when this applies, else NULL (the child then looks the user up and
  * reports any failure itself, as for a switch of user or a Wayland wait,
  * which take fork()). */
+/* Whether our supplementary groups are exactly pw's (as initgroups()
+ * would set them), or cannot be changed anyway (unprivileged). */
+static bool groups_are_users(const struct passwd *pw) {
+    if (geteuid() != 0) {
+        return true;
+    }
+    int n_want = 0;
+    (void)getgrouplist(pw->pw_name, pw->pw_gid, NULL, &n_want);
+    int n_have = getgroups(0, NULL);
+    if (n_want <= 0 || n_have < 0) {
+        return false;
+    }
+    _cleanup_free_ gid_t *want = calloc((size_t)n_want, sizeof(gid_t));
+    _cleanup_free_ gid_t *have = calloc((size_t)n_have + 1, sizeof(gid_t));
+    if (!want || !have || getgrouplist(pw->pw_name, pw->pw_gid, want, &n_want) < 0) {
+        return false;
+    }
+    n_have = getgroups(n_have, have);
+    if (n_have < 0) {
+        return false;
+    }
+    /* The same sets: every one of either is in the other. */
+    for (int pass = 0; pass < 2; pass++) {
+        const gid_t *a = pass ? have : want, *b = pass ? want : have;
+        int na = pass ? n_have : n_want, nb = pass ? n_want : n_have;
+        for (int i = 0; i < na; i++) {
+            bool found = false;
+            for (int j = 0; j < nb && !found; j++) {
+                found = a[i] == b[j];
+            }
+            if (!found) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 static const struct passwd *spawn_plain_user(const MsgExec *x, const SpawnOptions *o) {
     const char *name = x->user ? x->user : o->default_user;
     unsigned long long uid;
@@ -363,6 +412,11 @@ static const struct passwd *spawn_plain_user(const MsgExec *x, const SpawnOption
         pw = getpwnam(name);
     }
     if (!pw || pw->pw_uid != geteuid() || pw->pw_gid != getegid()) {
+        return NULL;
+    }
+    /* A root agent with other groups than the user's: the child sets
+     * them (initgroups() looks them up, which a CLONE_VM child may not). */
+    if (!groups_are_users(pw)) {
         return NULL;
     }
     return pw;

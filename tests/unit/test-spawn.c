@@ -2,11 +2,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <poll.h>
@@ -195,6 +198,115 @@ static void test_only_stdio_without_close_range(void **state) {
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* Runs f in a child of ours (it may change the child's credentials or
+ * install a seccomp filter) and checks that it returned 0. */
+static void in_child(int (*f)(void)) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        _exit(f());
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* A root agent with a supplementary group its user does not have: the
+ * program, run as that same user, has exactly the user's groups. */
+static int groups_of_own_user(void) {
+    gid_t extra = 54321;
+    if (setgroups(1, &extra) < 0) {
+        return 2;
+    }
+    struct passwd *pw = getpwuid(0);
+    gid_t want[64];
+    int n_want = 64;
+    if (!pw || getgrouplist(pw->pw_name, pw->pw_gid, want, &n_want) < 0) {
+        return 3;
+    }
+    char *argv[] = {"id", "-G", NULL};
+    char *env[] = {NULL};
+    MsgExec x = {.argc = 2, .argv = argv, .env = env, .cwd = "/"};
+    SpawnOptions o = {0};
+    Spawned sp;
+    char buf[1024] = {0};
+    if (spawn_start(&x, &o, &sp) < 0) {
+        return 4;
+    }
+    (void)drain(sp.stdout_fd, buf, sizeof(buf) - 1);
+    int status;
+    (void)waitpid(sp.pid, &status, 0);
+    /* id -G: the effective gid first, then the others. */
+    int n = 0;
+    for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
+        gid_t g = (gid_t)strtoul(tok, NULL, 10);
+        bool found = false;
+        for (int i = 0; i < n_want; i++) {
+            found = found || want[i] == g;
+        }
+        if (!found) {
+            fprintf(stderr, "the program has group %u\n", (unsigned)g);
+            return 1;
+        }
+        n++;
+    }
+    return n > 0 ? 0 : 5;
+}
+
+static void test_own_user_gets_its_groups(void **state) {
+    if (geteuid() != 0) {
+        skip();
+    }
+    in_child(groups_of_own_user);
+}
+
+/* setresuid() that claims success without changing anything (a seccomp
+ * filter returns 0 for it): the program must not start. */
+static int setresuid_lies(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_setresuid, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) {
+        return 2;
+    }
+    char *argv[] = {"true", NULL};
+    char *env[] = {NULL};
+    MsgExec x = {.argc = 1, .argv = argv, .env = env, .cwd = "/", .user = "nobody"};
+    SpawnOptions o = {0};
+    Spawned sp;
+    uint8_t buf[SPAWN_REPORT_MAX];
+    const char *msg;
+    size_t len;
+    int err;
+    if (spawn_start(&x, &o, &sp) < 0) {
+        return 3;
+    }
+    size_t n = drain(sp.err_fd, (char *)buf, sizeof(buf));
+    int status;
+    (void)waitpid(sp.pid, &status, 0);
+    if (n == 0) {
+        fprintf(stderr, "the program started with a uid that did not change\n");
+        return 1;
+    }
+    if (spawn_parse_report(buf, n, &err, &msg, &len) < 0 || err != EPERM) {
+        return 4;
+    }
+    return 0;
+}
+
+static void test_ids_are_checked_after_the_switch(void **state) {
+    if (geteuid() != 0 || !getpwnam("nobody")) {
+        skip();
+    }
+    in_child(setresuid_lies);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_report),
@@ -202,6 +314,8 @@ int main(void) {
         cmocka_unit_test(test_not_found_report),
         cmocka_unit_test(test_own_session),
         cmocka_unit_test(test_only_stdio_without_close_range),
+        cmocka_unit_test(test_own_user_gets_its_groups),
+        cmocka_unit_test(test_ids_are_checked_after_the_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
