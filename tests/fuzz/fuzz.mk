@@ -50,3 +50,10 @@ fuzz: fuzz-build
 			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- \
 			$(FUZZ_SCRATCH)/$$t tests/fuzz/corpus/$$t; \
 	done
+
+# fuzz-host-config: the host's JSON configuration and the crosvm command
+# line built from it (clang objects of host/, and jansson).
+FUZZ_HOST_CONFIG_OBJS := $(FUZZ_OBJ)/host/config.o $(FUZZ_OBJ)/host/paths.o $(FUZZ_OBJ)/host/crosvm.o
+$(FUZZ_DIR)/fuzz-host-config: $(FUZZ_HOST_CONFIG_OBJS)
+$(FUZZ_DIR)/fuzz-host-config: PROTO_LIBS += $(call pc_libs,jansson)
+$(FUZZ_OBJ)/tests/fuzz/fuzz-host-config.o $(FUZZ_HOST_CONFIG_OBJS): FUZZ_CFLAGS += -I. $(call pc_cflags,jansson)
