@@ -81,22 +81,6 @@ static const char *key_index(char buf[static KEY_MAX], const char *prefix, size_
 
 /* ---- small value checks -------------------------------------------------------------------- */
 
-/* Same rule as the protocol's user field: a portable user name. */
-static bool user_name_valid(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 32 || s[0] == '-') {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static bool log_level_valid(const char *s) {
     static const char *const levels[] = {"error", "warn", "info", "debug", "trace"};
     for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
@@ -161,24 +145,11 @@ static bool has_control(const char *s) {
     return false;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* n hex digits at s into *ret. */
 static bool hexn(const char *s, size_t n, unsigned *ret) {
     unsigned v = 0;
     for (size_t i = 0; i < n; i++) {
-        int h = hexval(s[i]);
+        int h = unhexchar(s[i]);
         if (h < 0) {
             return false;
         }

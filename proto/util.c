@@ -209,3 +209,31 @@ char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize) {
     buf[o] = '\0';
     return buf;
 }
+
+bool user_name_valid(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 32 || s[0] == '-') {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int unhexchar(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}

@@ -108,6 +108,13 @@ int send_with_fd(int sock, const void *buf, size_t n, int fd);
  * set to a received fd (CLOEXEC) or left alone. */
 ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd);
 
+/* A portable user name: [A-Za-z0-9_.-], 1 to 32 characters, no leading '-'.
+ * The one rule for the protocol's user field and the configuration. */
+bool user_name_valid(const char *s);
+
+/* The value of one hex digit, or -1. */
+int unhexchar(char c);
+
 /* Copies s into a printable form for logs: at most max bytes, anything
  * outside printable ASCII escaped. Returns buf. */
 char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize);

@@ -119,21 +119,6 @@ static bool text_ok(const char *s, size_t max) {
     return true;
 }
 
-static bool user_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 32 || s[0] == '-') {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static bool term_ok(const char *s) {
     size_t n = strlen(s);
     if (n == 0 || n > 64) {
@@ -206,7 +191,7 @@ static int validate_exec(const Qubeslite__Exec *e, Msg *m) {
     if (e->cwd.len > 0 && (e->cwd.len > 4095 || e->cwd.data[0] != '/' || !bytes_no_nul(&e->cwd))) {
         return -EINVAL;
     }
-    if (e->user && e->user[0] && !user_ok(e->user)) {
+    if (e->user && e->user[0] && !user_name_valid(e->user)) {
         return -EINVAL;
     }
     if (e->pty) {

@@ -23,26 +23,13 @@ _printf_(3, 4) static int fail(char *err, size_t err_size, const char *fmt, ...)
     return -EINVAL;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 int vm_conf_parse_mac(const char *s, uint8_t ret[6]) {
     uint8_t mac[6];
     if (strlen(s) != 17) {
         return -EINVAL;
     }
     for (int i = 0; i < 6; i++) {
-        int hi = hexval(s[3 * i]), lo = hexval(s[3 * i + 1]);
+        int hi = unhexchar(s[3 * i]), lo = unhexchar(s[3 * i + 1]);
         if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':')) {
             return -EINVAL;
         }
