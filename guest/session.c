@@ -275,6 +275,7 @@ static void conn_begin_close(Session *s) {
 static void session_fail(Session *s, WireError code, const char *message) {
     Msg m = msg_error(code, message);
     log_info("session %u: %s", s->id, message);
+    s->ack_bytes = 0; /* the Error is the last word */
     (void)session_queue(s, &m);
     child_abort(s);
     conn_begin_close(s);
