@@ -5,6 +5,7 @@
  * This build only attaches to a guest agent that is already running
  * (--no-vmm); starting the VMM is a later step. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <getopt.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -167,6 +169,49 @@ static int client_fail(Client *c, WireError code, const char *message) {
     return r;
 }
 
+/* Sends Connected with the guest connection riding on its first byte.
+ * -EAGAIN when the socket took nothing (try again later). A partial send
+ * cannot be resumed by sending the frame again (the fd would go twice, the
+ * bytes too) and is as unlikely as a full socket for a first short frame:
+ * the client is dropped. */
+static int client_send_handoff(Client *c) {
+    Msg m = {.type = MSG_CONNECTED, .connected = c->connected};
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t n;
+    int r = wire_encode(&m, &buf, &n);
+    if (r < 0) {
+        return r;
+    }
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control = {0};
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr mh = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control.buf,
+        .msg_controllen = sizeof(control.buf),
+    };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &c->handoff_fd, sizeof(int));
+    ssize_t k;
+    do {
+        k = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        return -errno;
+    }
+    if ((size_t)k < n) {
+        log_warning("Client pid %d took only part of Connected, dropping it", (int)c->pid);
+        return -EPROTO;
+    }
+    return 0;
+}
+
 /* Writes what is queued, then the hand-off. Returns <0 when the client
  * must be dropped, 0 otherwise. */
 static int client_flush(Client *c) {
@@ -178,8 +223,7 @@ static int client_flush(Client *c) {
         return 0;
     }
     if (c->handoff_fd >= 0) {
-        Msg m = {.type = MSG_CONNECTED, .connected = c->connected};
-        r = wire_send_fd(c->fd, &m, c->handoff_fd);
+        r = client_send_handoff(c);
         if (r == -EAGAIN) {
             return 0;
         }
@@ -606,8 +650,22 @@ static int agent_listen_unix(Agent *a, const Addr *addr) {
         if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
             return log_error_errno(-errno, "Cannot create %s: %m", dir);
         }
+        /* One that was there may be anyone's: it must be a directory (not
+         * a symlink) of ours that nobody else may write to, or the socket
+         * could be swapped under us. */
+        struct stat st;
+        if (lstat(dir, &st) < 0) {
+            return log_error_errno(-errno, "Cannot check %s: %m", dir);
+        }
+        if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0022)) {
+            return log_error_errno(-EPERM,
+                                   "%s must be a directory owned by uid %u that only it may "
+                                   "write to",
+                                   dir, (unsigned)geteuid());
+        }
     }
-    /* Born 0600: nobody may connect before the owner is right. */
+    /* Born 0600 (umask 0177): nobody may connect before the owner is
+     * right, and no chmod by path is needed after. */
     mode_t old = umask(0177);
     r = addr_listen(addr, &a->listen_fd);
     umask(old);
@@ -619,7 +677,9 @@ static int agent_listen_unix(Agent *a, const Addr *addr) {
         return log_error_errno(-ENOMEM, "Out of memory");
     }
     if (a->host && a->host->user && a->host->user_uid != geteuid()) {
-        if (chown(path, a->host->user_uid, a->host->user_gid) < 0) {
+        /* Not through a symlink put in the socket's place. */
+        if (fchownat(AT_FDCWD, path, a->host->user_uid, a->host->user_gid,
+                     AT_SYMLINK_NOFOLLOW) < 0) {
             if (errno != EPERM || geteuid() == 0) {
                 return log_error_errno(-errno, "Cannot hand %s to user '%s': %m", path,
                                        a->host->user);
@@ -628,9 +688,6 @@ static int agent_listen_unix(Agent *a, const Addr *addr) {
             log_warning("Not root: %s stays owned by uid %u, user '%s' cannot connect", path,
                         (unsigned)geteuid(), a->host->user);
         }
-    }
-    if (chmod(path, 0600) < 0) {
-        return log_error_errno(-errno, "Cannot set the mode of %s: %m", path);
     }
     return 0;
 }

@@ -7,6 +7,8 @@ import stat
 import struct
 import subprocess
 
+import pytest
+
 import qlwire
 from conftest import program
 from hostfix import VM, wait_for
@@ -356,3 +358,34 @@ def test_systemd_socket_and_ready_notification(host_stack):
             p.wait()
         listener.close()
         notify.close()
+
+
+@pytest.mark.parametrize("kind", ["world-writable", "group-writable", "symlink", "other-owner"])
+def test_unsafe_runtime_directory_is_refused(host_stack, tmp_path, kind):
+    """The socket's directory must be a directory of ours that nobody else
+    may write to: otherwise someone could swap the socket, or have the
+    agent chown something else through a symlink."""
+    s = host_stack()
+    rt = tmp_path / "rt"
+    if kind == "symlink":
+        target = tmp_path / "elsewhere"
+        target.mkdir(mode=0o700)
+        rt.symlink_to(target)
+    else:
+        rt.mkdir()
+        os.chmod(rt, {"world-writable": 0o1777, "group-writable": 0o770}.get(kind, 0o755))
+        if kind == "other-owner":
+            os.chown(rt, 65534, 65534)
+    p = subprocess.Popen([program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
+                          "--listen", "unix:" + str(rt / "test.sock"),
+                          "--guest", "unix:" + s.guest_sock], env=s.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        pytest.fail(f"the host agent serves from an unsafe directory ({kind})")
+    assert p.returncode != 0
+    assert str(rt).encode() in out, out
+    assert not (tmp_path / "elsewhere" / "test.sock").exists()
