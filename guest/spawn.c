@@ -349,7 +349,7 @@ static int child_trampoline(void *arg) {
 
 /* ---- in the agent ---------------------------------------------------------- */
 
-/* The common case -- no Wayland wait, the agent's own user -- is started
+/* The case of no Wayland wait and an unprivileged agent's own user is started
  * the way posix_spawn() does: a child sharing our memory (CLONE_VM) while
  * we wait for it to exec or fail (CLONE_VFORK). No page tables are copied
  * and no page is copied on write afterwards. Since we are suspended until
@@ -358,44 +358,6 @@ static int child_trampoline(void *arg) {
  * user when this applies, else NULL (the child then looks the user up and
  * reports any failure itself, as for a switch of user or a Wayland wait,
  * which take fork()). */
-/* Whether our supplementary groups are exactly pw's (as initgroups()
- * would set them), or cannot be changed anyway (unprivileged). */
-static bool groups_are_users(const struct passwd *pw) {
-    if (geteuid() != 0) {
-        return true;
-    }
-    int n_want = 0;
-    (void)getgrouplist(pw->pw_name, pw->pw_gid, NULL, &n_want);
-    int n_have = getgroups(0, NULL);
-    if (n_want <= 0 || n_have < 0) {
-        return false;
-    }
-    _cleanup_free_ gid_t *want = calloc((size_t)n_want, sizeof(gid_t));
-    _cleanup_free_ gid_t *have = calloc((size_t)n_have + 1, sizeof(gid_t));
-    if (!want || !have || getgrouplist(pw->pw_name, pw->pw_gid, want, &n_want) < 0) {
-        return false;
-    }
-    n_have = getgroups(n_have, have);
-    if (n_have < 0) {
-        return false;
-    }
-    /* The same sets: every one of either is in the other. */
-    for (int pass = 0; pass < 2; pass++) {
-        const gid_t *a = pass ? have : want, *b = pass ? want : have;
-        int na = pass ? n_have : n_want, nb = pass ? n_want : n_have;
-        for (int i = 0; i < na; i++) {
-            bool found = false;
-            for (int j = 0; j < nb && !found; j++) {
-                found = a[i] == b[j];
-            }
-            if (!found) {
-                return false;
-            }
-        }
-    }
-    return true;
-}
-
 static const struct passwd *spawn_plain_user(const MsgExec *x, const SpawnOptions *o) {
     const char *name = x->user ? x->user : o->default_user;
     unsigned long long uid;
@@ -414,9 +376,11 @@ static const struct passwd *spawn_plain_user(const MsgExec *x, const SpawnOption
     if (!pw || pw->pw_uid != geteuid() || pw->pw_gid != getegid()) {
         return NULL;
     }
-    /* A root agent with other groups than the user's: the child sets
-     * them (initgroups() looks them up, which a CLONE_VM child may not). */
-    if (!groups_are_users(pw)) {
+    /* A root agent gives the program its user's groups (initgroups()),
+     * its own user too. That lookup is the forked child's: a CLONE_VM
+     * child may not look anything up, and doing it here would load the
+     * NSS group modules into the agent for good (some 600 KiB of RSS). */
+    if (geteuid() == 0) {
         return NULL;
     }
     return pw;
