@@ -248,6 +248,18 @@ static void session_lost(Session *s, int error) {
     session_maybe_free(s);
 }
 
+/* The end of every event handler: a failure on the way loses the session,
+ * otherwise the sources are re-armed for what the session waits for now.
+ * Returns 0, as sd-event wants from a handler that dealt with its error. */
+static int session_settle(Session *s, int r) {
+    if (r < 0) {
+        session_lost(s, r);
+        return 0;
+    }
+    session_update(s);
+    return 0;
+}
+
 static int on_linger(sd_event_source *src, uint64_t usec, void *userdata) {
     Session *s = userdata;
     s->timer = sd_event_source_disable_unref(s->timer);
@@ -416,12 +428,7 @@ static int on_stdin_writable(sd_event_source *src, int fd, uint32_t revents, voi
     if (r >= 0) {
         r = session_flush(s); /* the StdinAck: credit back at once */
     }
-    if (r < 0) {
-        session_lost(s, r);
-        return 0;
-    }
-    session_update(s);
-    return 0;
+    return session_settle(s, r);
 }
 
 /* ---- the program's output ---------------------------------------------------- */
@@ -547,12 +554,7 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
     if (r >= 0) {
         r = session_try_finish(s);
     }
-    if (r < 0) {
-        session_lost(s, r);
-        return 0;
-    }
-    session_update(s);
-    return 0;
+    return session_settle(s, r);
 }
 
 /* ---- the program's start and exit --------------------------------------------- */
@@ -611,12 +613,7 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
     if (r >= 0) {
         r = session_try_finish(s);
     }
-    if (r < 0) {
-        session_lost(s, r);
-        return 0;
-    }
-    session_update(s);
-    return 0;
+    return session_settle(s, r);
 }
 
 static int on_child(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -647,12 +644,7 @@ static int on_child(sd_event_source *src, int fd, uint32_t revents, void *userda
     if (r >= 0) {
         r = session_flush(s);
     }
-    if (r < 0) {
-        session_lost(s, r);
-        return 0;
-    }
-    session_update(s);
-    return 0;
+    return session_settle(s, r);
 }
 
 /* ---- requests ---------------------------------------------------------------- */
@@ -1081,12 +1073,7 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
         }
     }
     r = session_flush(s);
-    if (r < 0) {
-        session_lost(s, r);
-        return 0;
-    }
-    session_update(s);
-    return 0;
+    return session_settle(s, r);
 }
 
 static int on_hello_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
