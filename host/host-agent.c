@@ -402,6 +402,7 @@ static int client_send_status(Client *c) {
             {
                 .vm = a->vm_name,
                 .running = a->guest_up,
+                .state = a->guest_up ? VM_RUNNING : VM_STOPPED,
                 .leases = a->leases,
                 .uptime_ms = a->guest_up ? (now - a->guest_up_since) / 1000 : 0,
                 .idle_ms = a->leases > 0 ? 0 : (now - a->last_lease_end) / 1000,

@@ -98,6 +98,11 @@ const char *msg_type_name(MsgType t) {
         [MSG_CONNECTED] = "Connected",
         [MSG_HOST_STATUS_REQUEST] = "HostStatusRequest",
         [MSG_HOST_STATUS] = "HostStatus",
+        [MSG_HOST_START] = "HostStart",
+        [MSG_HOST_STOP] = "HostStop",
+        [MSG_HOST_STOPPED] = "HostStopped",
+        [MSG_CONSOLE_ATTACH] = "ConsoleAttach",
+        [MSG_CONSOLE_ATTACHED] = "ConsoleAttached",
     };
     if ((int)t <= 0 || t >= _MSG_TYPE_MAX) {
         return "unknown";
@@ -398,6 +403,43 @@ static int validate(const Envelope *env, Msg *m) {
         m->host_status.leases = env->host_status->leases;
         m->host_status.uptime_ms = env->host_status->uptime_ms;
         m->host_status.idle_ms = env->host_status->idle_ms;
+        if ((unsigned)env->host_status->state > VM_STOPPING) {
+            return -EINVAL;
+        }
+        m->host_status.state = (VmState)env->host_status->state;
+        m->host_status.live_sessions = env->host_status->live_sessions;
+        m->host_status.idle_timeout_s = env->host_status->idle_timeout_s;
+        return 0;
+    case QUBESLITE__ENVELOPE__MSG_HOST_START:
+        m->type = MSG_HOST_START;
+        return 0;
+    case QUBESLITE__ENVELOPE__MSG_HOST_STOP:
+        m->type = MSG_HOST_STOP;
+        return 0;
+    case QUBESLITE__ENVELOPE__MSG_HOST_STOPPED:
+        if ((unsigned)env->host_stopped->method > STOP_KILLED) {
+            return -EINVAL;
+        }
+        m->type = MSG_HOST_STOPPED;
+        m->host_stopped.method = (StopMethod)env->host_stopped->method;
+        m->host_stopped.stop_ms = env->host_stopped->stop_ms;
+        return 0;
+    case QUBESLITE__ENVELOPE__MSG_CONSOLE_ATTACH: {
+        const Qubeslite__ConsoleAttach *a = env->console_attach;
+        if (a->rows > UINT16_MAX || a->cols > UINT16_MAX || (a->rows == 0) != (a->cols == 0)) {
+            return -EINVAL;
+        }
+        m->type = MSG_CONSOLE_ATTACH;
+        m->console_attach.rows = (uint16_t)a->rows;
+        m->console_attach.cols = (uint16_t)a->cols;
+        return 0;
+    }
+    case QUBESLITE__ENVELOPE__MSG_CONSOLE_ATTACHED:
+        if (env->console_attached->scrollback > WIRE_SCROLLBACK_MAX) {
+            return -EINVAL;
+        }
+        m->type = MSG_CONSOLE_ATTACHED;
+        m->console_scrollback = env->console_attached->scrollback;
         return 0;
     default:
         return -EBADMSG;
@@ -477,6 +519,11 @@ int wire_encode(const Msg *m, uint8_t **ret_buf, size_t *ret_size) {
     Qubeslite__Connected connected = QUBESLITE__CONNECTED__INIT;
     Qubeslite__HostStatusRequest host_status_request = QUBESLITE__HOST_STATUS_REQUEST__INIT;
     Qubeslite__HostStatus host_status = QUBESLITE__HOST_STATUS__INIT;
+    Qubeslite__HostStart host_start = QUBESLITE__HOST_START__INIT;
+    Qubeslite__HostStop host_stop = QUBESLITE__HOST_STOP__INIT;
+    Qubeslite__HostStopped host_stopped = QUBESLITE__HOST_STOPPED__INIT;
+    Qubeslite__ConsoleAttach console_attach = QUBESLITE__CONSOLE_ATTACH__INIT;
+    Qubeslite__ConsoleAttached console_attached = QUBESLITE__CONSOLE_ATTACHED__INIT;
     _cleanup_free_ ProtobufCBinaryData *argv = NULL, *envv = NULL;
 
     switch (m->type) {
@@ -631,8 +678,36 @@ int wire_encode(const Msg *m, uint8_t **ret_buf, size_t *ret_size) {
         host_status.leases = m->host_status.leases;
         host_status.uptime_ms = m->host_status.uptime_ms;
         host_status.idle_ms = m->host_status.idle_ms;
+        host_status.state = (Qubeslite__VmState)m->host_status.state;
+        host_status.live_sessions = m->host_status.live_sessions;
+        host_status.idle_timeout_s = m->host_status.idle_timeout_s;
         env.msg_case = QUBESLITE__ENVELOPE__MSG_HOST_STATUS;
         env.host_status = &host_status;
+        break;
+    case MSG_HOST_START:
+        env.msg_case = QUBESLITE__ENVELOPE__MSG_HOST_START;
+        env.host_start = &host_start;
+        break;
+    case MSG_HOST_STOP:
+        env.msg_case = QUBESLITE__ENVELOPE__MSG_HOST_STOP;
+        env.host_stop = &host_stop;
+        break;
+    case MSG_HOST_STOPPED:
+        host_stopped.method = (Qubeslite__StopMethod)m->host_stopped.method;
+        host_stopped.stop_ms = m->host_stopped.stop_ms;
+        env.msg_case = QUBESLITE__ENVELOPE__MSG_HOST_STOPPED;
+        env.host_stopped = &host_stopped;
+        break;
+    case MSG_CONSOLE_ATTACH:
+        console_attach.rows = m->console_attach.rows;
+        console_attach.cols = m->console_attach.cols;
+        env.msg_case = QUBESLITE__ENVELOPE__MSG_CONSOLE_ATTACH;
+        env.console_attach = &console_attach;
+        break;
+    case MSG_CONSOLE_ATTACHED:
+        console_attached.scrollback = m->console_scrollback;
+        env.msg_case = QUBESLITE__ENVELOPE__MSG_CONSOLE_ATTACHED;
+        env.console_attached = &console_attached;
         break;
     default:
         return -EINVAL;

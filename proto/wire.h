@@ -43,6 +43,11 @@ typedef enum MsgType {
     MSG_CONNECTED,
     MSG_HOST_STATUS_REQUEST,
     MSG_HOST_STATUS,
+    MSG_HOST_START,
+    MSG_HOST_STOP,
+    MSG_HOST_STOPPED,
+    MSG_CONSOLE_ATTACH,
+    MSG_CONSOLE_ATTACHED,
     _MSG_TYPE_MAX,
 } MsgType;
 
@@ -120,13 +125,38 @@ typedef struct MsgConnected {
     uint64_t guest_wait_us;
 } MsgConnected;
 
+typedef enum VmState {
+    VM_STOPPED = 0,
+    VM_STARTING = 1,
+    VM_RUNNING = 2,
+    VM_STOPPING = 3,
+} VmState;
+
+typedef enum StopMethod {
+    STOP_NOT_RUNNING = 0,
+    STOP_GUEST_POWEROFF = 1,
+    STOP_VMM_STOP = 2,
+    STOP_KILLED = 3,
+} StopMethod;
+
+/* Console replay and the reply's count are bounded by this. */
+#define WIRE_SCROLLBACK_MAX (1024u * 1024u)
+
 typedef struct MsgHostStatus {
     const char *vm;
     bool running;
     uint32_t leases;
     uint64_t uptime_ms;
     uint64_t idle_ms;
+    VmState state;                        /* a known state */
+    uint32_t live_sessions;
+    uint32_t idle_timeout_s;
 } MsgHostStatus;
+
+typedef struct MsgHostStopped {
+    StopMethod method;                    /* a known method */
+    uint64_t stop_ms;
+} MsgHostStopped;
 
 typedef struct Msg {
     MsgType type;
@@ -147,6 +177,11 @@ typedef struct Msg {
         bool connect_no_start;
         MsgConnected connected;
         MsgHostStatus host_status;
+        MsgHostStopped host_stopped;
+        struct {
+            uint16_t rows, cols;          /* both 0 (unknown) or both set */
+        } console_attach;
+        uint32_t console_scrollback;      /* <= WIRE_SCROLLBACK_MAX */
     };
     /* Owned storage the pointers above refer to; release with msg_done(). */
     void *_storage;

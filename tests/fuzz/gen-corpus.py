@@ -89,16 +89,21 @@ def error(code=1, message="malformed frame"):
     return cat(vi(1, code) if code else b"", ld(2, message) if message else b"")
 
 
-def host_status(vm="banking", running=True, leases=1, uptime=1000, idle=0):
+def host_status(vm="banking", running=True, leases=1, uptime=1000, idle=0, state=None,
+                sessions=0, timeout=0):
+    if state is None:
+        state = 2 if running else 0
     return cat(ld(1, vm) if vm else b"", vi(2, 1) if running else b"",
                vi(3, leases) if leases else b"", vi(4, uptime) if uptime else b"",
-               vi(5, idle) if idle else b"")
+               vi(5, idle) if idle else b"", vi(6, state) if state else b"",
+               vi(7, sessions) if sessions else b"", vi(8, timeout) if timeout else b"")
 
 
 # Envelope fields.
 HELLO, EXEC, STARTED, DATA, STDIN_CLOSE, STDIN_ACK, RESIZE, SIGNAL, EXITED, EXIT_ACK, \
     ERROR, STATUS_REQUEST, STATUS, PING, PONG, SHUTDOWN, SHUTDOWN_REPLY, CONNECT, \
-    CONNECTED, HOST_STATUS_REQUEST, HOST_STATUS = range(1, 22)
+    CONNECTED, HOST_STATUS_REQUEST, HOST_STATUS, HOST_START, HOST_STOP, HOST_STOPPED, \
+    CONSOLE_ATTACH, CONSOLE_ATTACHED = range(1, 27)
 
 
 def env(field, body=b""):
@@ -229,6 +234,10 @@ HOST_STATUS_SEEDS = {
     "vm-64": host_status(vm="v" * 64),
     "vm-65": host_status(vm="v" * 65),
     "vm-esc": host_status(vm="vm\x1b[31m"),
+    "starting": host_status(running=False, state=1),
+    "stopping": host_status(running=False, state=3),
+    "state-4": host_status(state=4),
+    "sessions": host_status(sessions=3, timeout=60, idle=1000),
     "empty": b"",
 }
 
@@ -256,6 +265,14 @@ ALL_MESSAGES = {
     "connected": env(CONNECTED, cat(vi(1, 1500000), vi(2, 20000))),
     "host-status-request": env(HOST_STATUS_REQUEST),
     "host-status": env(HOST_STATUS, host_status()),
+    "host-start": env(HOST_START),
+    "host-stop": env(HOST_STOP),
+    "host-stopped": env(HOST_STOPPED, cat(vi(1, 2), vi(2, 1200))),
+    "host-stopped-bad": env(HOST_STOPPED, vi(1, 9)),
+    "console-attach": env(CONSOLE_ATTACH, cat(vi(1, 24), vi(2, 80))),
+    "console-attach-half": env(CONSOLE_ATTACH, vi(1, 24)),
+    "console-attached": env(CONSOLE_ATTACHED, vi(1, 65536)),
+    "console-attached-big": env(CONSOLE_ATTACHED, vi(1, (1 << 20) + 1)),
 }
 
 

@@ -94,13 +94,26 @@ bool msg_equal(const Msg *a, const Msg *b) {
                a->host_status.running == b->host_status.running &&
                a->host_status.leases == b->host_status.leases &&
                a->host_status.uptime_ms == b->host_status.uptime_ms &&
-               a->host_status.idle_ms == b->host_status.idle_ms;
+               a->host_status.idle_ms == b->host_status.idle_ms &&
+               a->host_status.state == b->host_status.state &&
+               a->host_status.live_sessions == b->host_status.live_sessions &&
+               a->host_status.idle_timeout_s == b->host_status.idle_timeout_s;
+    case MSG_HOST_STOPPED:
+        return a->host_stopped.method == b->host_stopped.method &&
+               a->host_stopped.stop_ms == b->host_stopped.stop_ms;
+    case MSG_CONSOLE_ATTACH:
+        return a->console_attach.rows == b->console_attach.rows &&
+               a->console_attach.cols == b->console_attach.cols;
+    case MSG_CONSOLE_ATTACHED:
+        return a->console_scrollback == b->console_scrollback;
     case MSG_STDIN_CLOSE:
     case MSG_EXIT_ACK:
     case MSG_STATUS_REQUEST:
     case MSG_SHUTDOWN:
     case MSG_SHUTDOWN_REPLY:
     case MSG_HOST_STATUS_REQUEST:
+    case MSG_HOST_START:
+    case MSG_HOST_STOP:
         return true;
     case _MSG_TYPE_MAX:
         break;
@@ -184,6 +197,24 @@ static void check_promises(const Msg *m) {
     case MSG_HOST_STATUS:
         if (!printable(m->host_status.vm)) {
             finding("HostStatus vm not printable", m, 0);
+        }
+        if (m->host_status.state > VM_STOPPING) {
+            finding("HostStatus state out of range", m, 0);
+        }
+        break;
+    case MSG_HOST_STOPPED:
+        if (m->host_stopped.method > STOP_KILLED) {
+            finding("HostStopped method out of range", m, 0);
+        }
+        break;
+    case MSG_CONSOLE_ATTACH:
+        if ((m->console_attach.rows == 0) != (m->console_attach.cols == 0)) {
+            finding("ConsoleAttach half a size", m, 0);
+        }
+        break;
+    case MSG_CONSOLE_ATTACHED:
+        if (m->console_scrollback > WIRE_SCROLLBACK_MAX) {
+            finding("ConsoleAttached scrollback over the cap", m, 0);
         }
         break;
     default:

@@ -267,7 +267,20 @@ static void test_roundtrip_all(void **state) {
         {.type = MSG_HOST_STATUS_REQUEST},
         {.type = MSG_HOST_STATUS,
          .host_status =
-             {.vm = "banking", .running = true, .leases = 2, .uptime_ms = 10, .idle_ms = 20}},
+             {.vm = "banking",
+              .running = true,
+              .leases = 2,
+              .uptime_ms = 10,
+              .idle_ms = 20,
+              .state = VM_RUNNING,
+              .live_sessions = 4,
+              .idle_timeout_s = 60}},
+        {.type = MSG_HOST_START},
+        {.type = MSG_HOST_STOP},
+        {.type = MSG_HOST_STOPPED, .host_stopped = {.method = STOP_VMM_STOP, .stop_ms = 1200}},
+        {.type = MSG_CONSOLE_ATTACH, .console_attach = {.rows = 24, .cols = 80}},
+        {.type = MSG_CONSOLE_ATTACH},
+        {.type = MSG_CONSOLE_ATTACHED, .console_scrollback = 65536},
     };
     bool seen[_MSG_TYPE_MAX] = {false};
 
@@ -961,6 +974,43 @@ static void test_host_status(void **state) {
     assert_int_equal(decode_env(&e, NULL), -EINVAL);
     h.vm = "vm\x1b[31m";
     assert_int_equal(decode_env(&e, NULL), -EINVAL);
+    h.vm = "vm";
+    h.state = QUBESLITE__VM_STATE__VM_STATE_STOPPING;
+    assert_int_equal(decode_env(&e, NULL), 0);
+    h.state = (Qubeslite__VmState)4;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
+}
+
+static void test_host_stopped(void **state) {
+    Qubeslite__Envelope e = QUBESLITE__ENVELOPE__INIT;
+    Qubeslite__HostStopped h = QUBESLITE__HOST_STOPPED__INIT;
+    e.msg_case = QUBESLITE__ENVELOPE__MSG_HOST_STOPPED;
+    e.host_stopped = &h;
+    h.method = QUBESLITE__STOP_METHOD__STOP_KILLED;
+    assert_int_equal(decode_env(&e, NULL), 0);
+    h.method = (Qubeslite__StopMethod)4;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
+}
+
+static void test_console_attach(void **state) {
+    Qubeslite__Envelope e = QUBESLITE__ENVELOPE__INIT;
+    Qubeslite__ConsoleAttach a = QUBESLITE__CONSOLE_ATTACH__INIT;
+    Qubeslite__ConsoleAttached d = QUBESLITE__CONSOLE_ATTACHED__INIT;
+    e.msg_case = QUBESLITE__ENVELOPE__MSG_CONSOLE_ATTACH;
+    e.console_attach = &a;
+    assert_int_equal(decode_env(&e, NULL), 0); /* size unknown */
+    a.rows = 24;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL); /* half a size */
+    a.cols = UINT16_MAX;
+    assert_int_equal(decode_env(&e, NULL), 0);
+    a.cols = UINT16_MAX + 1u;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
+    e.msg_case = QUBESLITE__ENVELOPE__MSG_CONSOLE_ATTACHED;
+    e.console_attached = &d;
+    d.scrollback = WIRE_SCROLLBACK_MAX;
+    assert_int_equal(decode_env(&e, NULL), 0);
+    d.scrollback = WIRE_SCROLLBACK_MAX + 1;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
 }
 
 /* ---- the allocation budget ------------------------------------------------ */
@@ -1340,6 +1390,8 @@ int main(void) {
         cmocka_unit_test(test_error),
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_host_status),
+        cmocka_unit_test(test_host_stopped),
+        cmocka_unit_test(test_console_attach),
         cmocka_unit_test(test_budget_exceeded),
         cmocka_unit_test(test_budget_not_exceeded),
         cmocka_unit_test(test_reader_byte_by_byte),
