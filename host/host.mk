@@ -7,8 +7,19 @@ HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/pat
 VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/paths.o
 HOST_LIBS := $(call pc_libs,jansson)
 # vm-run starts for every command: it links only what it uses (not
-# libsystemd nor jansson), which keeps `vm-run VM true` short.
+# libsystemd nor jansson), which keeps `vm-run VM true` short. It is also
+# linked static-pie (still position independent, so still randomised): no
+# dynamic loader, no libraries to map and relocate, about 200 µs less per
+# start, a third of a local spawn of `true`. It needs nothing of libc that
+# a static binary cannot have (no NSS, no iconv, no dlopen). The sanitizer
+# runtimes want a dynamic binary: SAN=1 links it as the others.
+ifeq ($(SAN),1)
+VM_RUN_LDFLAGS := $(LDFLAGS)
 VM_RUN_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
+else
+VM_RUN_LDFLAGS := $(filter-out -pie,$(LDFLAGS)) -static-pie
+VM_RUN_LIBS := $(call pc_libs,libprotobuf-c)
+endif
 
 CFLAGS_host := $(call pc_cflags,jansson)
 
@@ -22,7 +33,7 @@ $(BIN)/qubes-lite-host-agent: $(HOST_AGENT_OBJS) $(PROTO_LIB)
 $(BIN)/vm-run: $(VM_RUN_OBJS) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(VM_RUN_LIBS)
+	$(Q)$(CC) $(VM_RUN_LDFLAGS) -o $@ $^ $(VM_RUN_LIBS)
 
 # Unit tests (tests/unit/test-<module>.c, built by the generic rule).
 UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/vmrun-opts.o
