@@ -9,6 +9,7 @@
 #include <systemd/sd-event.h>
 
 #include "idle.h"
+#include "users.h"
 
 #define AGENT_ALLOW_UID_MAX 64
 #define AGENT_CONN_MAX 1024u
@@ -37,6 +38,7 @@ typedef struct Agent {
     Session *sessions;
     bool powering_off;
     bool accept_paused;
+    UserCache *users; /* root only: the users programs run as */
 } Agent;
 
 /* A session's Exec began / ended being live (idle tracking). */

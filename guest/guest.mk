@@ -1,7 +1,7 @@
 # guest/: qubes-lite-guest-agent, which runs inside each VM.
 
 GUEST_SRCS := guest/main.c guest/session.c guest/spawn.c guest/idle.c guest/power.c \
-	guest/wayland.c
+	guest/wayland.c guest/users.c
 GUEST_OBJS := $(GUEST_SRCS:%.c=$(OBJ)/%.o)
 GUEST_AGENT := $(BIN)/qubes-lite-guest-agent
 
@@ -16,5 +16,6 @@ $(GUEST_AGENT): $(GUEST_OBJS) $(PROTO_LIB)
 
 # Unit tests (tests/unit/test-NAME.c): the guest objects each one links.
 UNIT_OBJS_test-idle := $(OBJ)/guest/idle.o
-UNIT_OBJS_test-spawn := $(OBJ)/guest/spawn.o $(OBJ)/guest/wayland.o
+UNIT_OBJS_test-spawn := $(OBJ)/guest/spawn.o $(OBJ)/guest/wayland.o $(OBJ)/guest/users.o
 UNIT_LIBS_test-spawn := $(call pc_libs,wayland-client)
+UNIT_OBJS_test-users := $(OBJ)/guest/users.o

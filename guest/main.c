@@ -402,6 +402,15 @@ int main(int argc, char **argv) {
     (void)sd_event_add_signal(a.event, NULL, SIGTERM, NULL, NULL);
     (void)sd_event_add_signal(a.event, NULL, SIGINT, NULL, NULL);
 
+    /* Only root switches users; an unprivileged agent runs programs as
+     * itself and looks itself up at each Exec, without the group modules. */
+    if (geteuid() == 0) {
+        r = user_cache_new(a.event, &a.users);
+        if (r < 0) {
+            die("Failed to set up the user cache: %s", strerror(-r));
+        }
+    }
+
     idle_init(&a.idle, agent_now(), (uint64_t)a.opt.idle_timeout_s * 1000000ULL);
     if (a.opt.idle_timeout_s > 0) {
         r = sd_event_add_time(a.event, &a.idle_timer, CLOCK_BOOTTIME, IDLE_NEVER, 100000,
@@ -428,6 +437,7 @@ int main(int argc, char **argv) {
     (void)sd_notify(0, "STOPPING=1");
 
     session_free_all(&a);
+    a.users = user_cache_free(a.users);
     power_done();
     a.listen_src = sd_event_source_disable_unref(a.listen_src);
     a.idle_timer = sd_event_source_disable_unref(a.idle_timer);

@@ -671,6 +671,7 @@ static int handle_exec(Session *s, Msg *m) {
     SpawnOptions o = {
         .default_user = a->opt.default_user,
         .wayland_timeout_usec = (uint64_t)a->opt.wayland_timeout_s * 1000000ULL,
+        .user = user_cache_get(a->users, m->exec.user ? m->exec.user : a->opt.default_user),
     };
     r = spawn_start(&m->exec, &o, &sp);
     if (r < 0) {

@@ -19,6 +19,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "users.h"
 #include "util.h"
 #include "wayland.h"
 
@@ -175,26 +176,49 @@ static const char *env_get(char *const *envp, const char *key) {
 }
 
 static struct passwd *child_lookup_user(const char *name) {
-    struct passwd *pw;
-    unsigned long long uid;
-
-    errno = 0;
-    if (!name) {
-        pw = getpwuid(geteuid());
-        if (!pw) {
-            child_fail(errno ?: ESRCH, "qubes-lite: uid %u: no such user", (unsigned)geteuid());
-        }
-        return pw;
-    }
-    if (parse_uint(name, 0, UINT32_MAX - 1, &uid) == 0) {
-        pw = getpwuid((uid_t)uid);
-    } else {
-        pw = getpwnam(name);
+    struct passwd *pw = user_lookup(name);
+    if (!pw && !name) {
+        child_fail(errno ?: ESRCH, "qubes-lite: uid %u: no such user", (unsigned)geteuid());
     }
     if (!pw) {
         child_fail(errno ?: ESRCH, "qubes-lite: %s: no such user", name);
     }
     return pw;
+}
+
+/* The ids checked after the switch: all three must be the user's now. */
+static void child_verify_ids(const struct passwd *pw) {
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+    if (getresuid(&ru, &eu, &su) < 0 || getresgid(&rg, &eg, &sg) < 0 || ru != pw->pw_uid ||
+        eu != pw->pw_uid || su != pw->pw_uid || rg != pw->pw_gid || eg != pw->pw_gid ||
+        sg != pw->pw_gid) {
+        child_fail(EPERM, "qubes-lite: cannot run as %s: %s", pw->pw_name, strerror(EPERM));
+    }
+}
+
+/* A root agent's child switching to a user whose record (groups included)
+ * the agent has: no lookup. Raw system calls: they change this task's ids
+ * only, which is what a child sharing the agent's memory must do (the libc
+ * wrappers would try to change every thread of the process it believes it
+ * is). */
+#ifdef SYS_setgroups32
+#define SYS_SETGROUPS SYS_setgroups32
+#define SYS_SETRESGID SYS_setresgid32
+#define SYS_SETRESUID SYS_setresuid32
+#else
+#define SYS_SETGROUPS SYS_setgroups
+#define SYS_SETRESGID SYS_setresgid
+#define SYS_SETRESUID SYS_setresuid
+#endif
+static void child_become_record(const UserRecord *u, const struct passwd *pw) {
+    if (syscall(SYS_SETGROUPS, u->n_groups, u->groups) < 0 ||
+        syscall(SYS_SETRESGID, u->gid, u->gid, u->gid) < 0 ||
+        syscall(SYS_SETRESUID, u->uid, u->uid, u->uid) < 0) {
+        int e = errno;
+        child_fail(e, "qubes-lite: cannot run as %s: %s", u->name, strerror(e));
+    }
+    child_verify_ids(pw);
 }
 
 static void child_become(const struct passwd *pw) {
@@ -214,14 +238,8 @@ static void child_become(const struct passwd *pw) {
         int e = errno;
         child_fail(e, "qubes-lite: cannot run as %s: %s", pw->pw_name, strerror(e));
     }
-    /* Trust but verify: all three ids must be the user's now. */
-    uid_t ru, eu, su;
-    gid_t rg, eg, sg;
-    if (getresuid(&ru, &eu, &su) < 0 || getresgid(&rg, &eg, &sg) < 0 || ru != pw->pw_uid ||
-        eu != pw->pw_uid || su != pw->pw_uid || rg != pw->pw_gid || eg != pw->pw_gid ||
-        sg != pw->pw_gid) {
-        child_fail(EPERM, "qubes-lite: cannot run as %s: %s", pw->pw_name, strerror(EPERM));
-    }
+    /* Trust but verify. */
+    child_verify_ids(pw);
 }
 
 /* The login-like environment. The strings it allocates are also listed in
@@ -286,10 +304,13 @@ typedef struct ChildArgs {
     const SpawnOptions *o;
     const int *stdio;
     int err_fd;
-    /* Set by the parent for a child that shares its memory (CLONE_VM):
-     * the user, who is the agent's own, and the environment. Such a child
-     * neither allocates nor looks anything up. NULL: the child does it. */
+    /* Set by the parent when it has the user: from the agent's record of
+     * it (rec, for a root agent), or the agent's own user (unprivileged).
+     * The environment is built by the parent for a child that shares its
+     * memory (CLONE_VM): such a child neither allocates nor looks anything
+     * up. pw NULL: the child does it all. */
     const struct passwd *pw;
+    const UserRecord *rec;
     char **envp;
 } ChildArgs;
 
@@ -309,7 +330,12 @@ _noreturn_ static void child_run(const ChildArgs *a) {
 
     const struct passwd *pw = a->pw;
     char **envp = a->envp;
-    if (!pw) {
+    if (pw && a->rec) {
+        child_become_record(a->rec, pw);
+        if (!envp) {
+            envp = child_environment(x, pw);
+        }
+    } else if (!pw) {
         struct passwd *looked_up = child_lookup_user(x->user ? x->user : o->default_user);
         child_become(looked_up);
         envp = child_environment(x, looked_up);
@@ -349,41 +375,50 @@ static int child_trampoline(void *arg) {
 
 /* ---- in the agent ---------------------------------------------------------- */
 
-/* The case of no Wayland wait and an unprivileged agent's own user is started
- * the way posix_spawn() does: a child sharing our memory (CLONE_VM) while
- * we wait for it to exec or fail (CLONE_VFORK). No page tables are copied
- * and no page is copied on write afterwards. Since we are suspended until
- * then, the child runs only steps that cannot block for long, and
- * everything it would allocate or look up is done here first. Returns the
- * user when this applies, else NULL (the child then looks the user up and
- * reports any failure itself, as for a switch of user or a Wayland wait,
- * which take fork()). */
-static const struct passwd *spawn_plain_user(const MsgExec *x, const SpawnOptions *o) {
-    const char *name = x->user ? x->user : o->default_user;
-    unsigned long long uid;
-    struct passwd *pw;
-
-    if (x->wait_wayland) {
-        return NULL;
-    }
-    if (!name) {
-        pw = getpwuid(geteuid());
-    } else if (parse_uint(name, 0, UINT32_MAX - 1, &uid) == 0) {
-        pw = getpwuid((uid_t)uid);
-    } else {
-        pw = getpwnam(name);
-    }
-    if (!pw || pw->pw_uid != geteuid() || pw->pw_gid != getegid()) {
-        return NULL;
-    }
-    /* A root agent gives the program its user's groups (initgroups()),
-     * its own user too. That lookup is the forked child's: a CLONE_VM
-     * child may not look anything up, and doing it here would load the
-     * NSS group modules into the agent for good (some 600 KiB of RSS). */
+/* A child that runs no Wayland wait and keeps the agent's uid is started
+ * the way posix_spawn() does: sharing our memory (CLONE_VM) while we wait
+ * for it to exec or fail (CLONE_VFORK). No page tables are copied and no
+ * page is copied on write afterwards. Since we are suspended until then,
+ * the child runs only steps that cannot block for long, and everything it
+ * would allocate or look up is done here first. A child that switches to
+ * another uid is forked instead: from the switch to its exec, that user's
+ * processes may signal it, and one that stopped it (SIGSTOP) would hold
+ * the agent suspended for as long as it liked.
+ *
+ * The user comes from the agent's record of it (a root agent, users.h:
+ * the groups are in it, nobody looks anything up), else, for an
+ * unprivileged agent, from a lookup here: such an agent runs programs as
+ * itself only, groups and all, and needs none of the group modules. Sets
+ * a->pw (and a->rec) when the user is known here; returns whether the
+ * child may share our memory. Otherwise the child looks the user up and
+ * reports any failure itself. */
+static bool spawn_plan(const MsgExec *x, const SpawnOptions *o, struct passwd *rec_pw,
+                       ChildArgs *a) {
     if (geteuid() == 0) {
-        return NULL;
+        const UserRecord *u = o->user;
+        if (!u) {
+            return false;
+        }
+        *rec_pw = (struct passwd){
+            .pw_name = (char *)u->name,
+            .pw_uid = u->uid,
+            .pw_gid = u->gid,
+            .pw_dir = (char *)u->dir,
+            .pw_shell = (char *)u->shell,
+        };
+        a->pw = rec_pw;
+        a->rec = u;
+        return !x->wait_wayland && u->uid == geteuid();
     }
-    return pw;
+    if (x->wait_wayland) {
+        return false;
+    }
+    struct passwd *pw = user_lookup(x->user ? x->user : o->default_user);
+    if (!pw || pw->pw_uid != geteuid() || pw->pw_gid != getegid()) {
+        return false;
+    }
+    a->pw = pw;
+    return true;
 }
 
 static uint8_t *child_stack(void) {
@@ -500,13 +535,15 @@ int spawn_start(const MsgExec *x, const SpawnOptions *o, Spawned *ret) {
     }
 
     ChildArgs a = {.x = x, .o = o, .stdio = stdio, .err_fd = errp[1]};
+    struct passwd rec_pw;
     pid_t pid = -1;
-    a.pw = spawn_plain_user(x, o);
-    if (a.pw) {
+    if (spawn_plan(x, o, &rec_pw, &a)) {
         pid = spawn_clone_vm(&a);
     }
     if (pid < 0) {
-        a.pw = NULL;
+        if (!a.rec) {
+            a.pw = NULL; /* the child looks the user up */
+        }
         pid = fork();
         if (pid < 0) {
             return -errno;

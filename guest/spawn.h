@@ -9,9 +9,16 @@
 
 #include "wire.h"
 
+typedef struct UserRecord UserRecord;
+
 typedef struct SpawnOptions {
     const char *default_user; /* NULL: the agent's own user */
     uint64_t wayland_timeout_usec;
+    /* The Exec's user (x->user, else default_user) with its groups, when a
+     * current record is at hand (users.h): then a root agent's child sets
+     * the ids from it without looking anything up. NULL: the child looks
+     * the user up. */
+    const UserRecord *user;
 } SpawnOptions;
 
 typedef struct Spawned {
