@@ -316,4 +316,5 @@ const VmmOps vmm_crosvm = {
     .name = "crosvm",
     .argv = vmm_crosvm_argv,
     .stop_argv = vmm_crosvm_stop_argv,
+    .control_socket = vmm_crosvm_control_socket,
 };

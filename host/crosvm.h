@@ -31,6 +31,9 @@ typedef struct VmmOps {
     int (*argv)(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ConfigError *err);
     /* The argv of a command that asks the running VM to stop. */
     int (*stop_argv)(const VmConfig *vm, char ***ret_argv);
+    /* The VMM's control socket (malloc'ed; NULL when out of memory), which
+     * the host agent removes once the VMM has exited. */
+    char *(*control_socket)(const VmConfig *vm);
 } VmmOps;
 
 extern const VmmOps vmm_crosvm;

@@ -1,9 +1,14 @@
 /* qubes-lite-host-agent: one per VM. Accepts vm-run and friends on the
- * VM's command socket, connects them to the guest agent and hands them the
- * connected socket (SCM_RIGHTS), then holds their connection as a lease.
+ * VM's command socket; starts the VMM (crosvm) on the first Connect or on
+ * HostStart, supervises it and stops it (HostStop, the idle backstop of
+ * disposable VMs, SIGTERM); connects clients to the guest agent and hands
+ * them the connected socket (SCM_RIGHTS), then holds their connection as a
+ * lease; relays the serial console (console.c).
  *
- * This build only attaches to a guest agent that is already running
- * (--no-vmm); starting the VMM is a later step. */
+ * With --no-vmm it only attaches to a guest agent that is already
+ * running. With --foreground the VMM runs at once on our stdio (no console
+ * relay) and we exit with its status. Otherwise we exit 0 once the VMM
+ * has exited, so that a systemd socket re-arms. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -15,13 +20,17 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
+#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 #include "addr.h"
 #include "config.h"
+#include "console.h"
 #include "crosvm.h"
+#include "guestcall.h"
 #include "log.h"
 #include "util.h"
 #include "vfio.h"
@@ -30,24 +39,49 @@
 #define SOFTWARE "qubes-lite-host-agent 0.1"
 #define BACKOFF_MIN_USEC (20 * 1000ULL)
 #define BACKOFF_MAX_USEC (500 * 1000ULL)
+#define USEC_PER_SEC UINT64_C(1000000)
 #define GUEST_TIMEOUT_DEFAULT_S 60u
+#define SHUTDOWN_TIMEOUT_DEFAULT_S 30u
+#define VMM_STOP_TIMEOUT_DEFAULT_S 10u
+#define KILL_TIMEOUT_DEFAULT_S 5u
+#define IDLE_GRACE_DEFAULT_S 30u
+/* Socket-activated with the VM stopped and nobody connected: exit after
+ * this long, the socket re-arms. */
+#define LINGER_USEC (10 * USEC_PER_SEC)
+/* One probe of the guest agent, a Status asked for HostStatus, and the
+ * Shutdown request are each bounded by these. */
+#define PROBE_TIMEOUT_USEC (2 * USEC_PER_SEC)
+#define STATUS_TIMEOUT_USEC (500 * 1000ULL)
+#define SHUTDOWN_CALL_TIMEOUT_USEC (5 * USEC_PER_SEC)
 /* A client that says nothing useful for this long is dropped. */
-#define HANDSHAKE_TIMEOUT_USEC (30 * 1000000ULL)
+#define HANDSHAKE_TIMEOUT_USEC (30 * USEC_PER_SEC)
 /* Replies are a few dozen bytes; anything beyond this means the client
  * does not read. */
 #define CLIENT_OUT_MAX (64u * 1024u)
 #define ACCEPT_PAUSE_USEC (200 * 1000ULL)
+/* A line of the VMM's stderr longer than this is passed on in pieces. */
+#define VMM_LINE_MAX 1024u
 
 typedef struct Agent Agent;
 typedef struct Client Client;
 
 typedef enum ClientState {
     CLIENT_HELLO,      /* waiting for the client's Hello */
-    CLIENT_REQUEST,    /* waiting for Connect or HostStatusRequest */
+    CLIENT_REQUEST,    /* waiting for its request */
+    CLIENT_WAIT_VM,    /* Connect or HostStart: the VM is starting */
     CLIENT_CONNECTING, /* trying the guest agent */
     CLIENT_LEASE,      /* Connected sent; the connection is a lease */
+    CLIENT_STATUS,     /* HostStatusRequest: asking the guest agent */
+    CLIENT_STOP_WAIT,  /* HostStop: the VM is stopping */
     CLIENT_CLOSING,    /* last reply queued, then close */
 } ClientState;
+
+typedef enum StopPhase {
+    STOP_PHASE_NONE,
+    STOP_PHASE_SHUTDOWN, /* the guest agent was asked to power off */
+    STOP_PHASE_VMM_STOP, /* the VMM's stop command */
+    STOP_PHASE_KILL,     /* SIGKILL */
+} StopPhase;
 
 struct Client {
     Agent *agent;
@@ -56,19 +90,22 @@ struct Client {
     uid_t uid;
     pid_t pid;
     sd_event_source *io;
-    sd_event_source *timer; /* handshake timeout, then connect backoff */
+    sd_event_source *timer; /* handshake timeout, VM start deadline, connect backoff */
     WireReader reader;
     WireWriter writer;
     ClientState state;
+    MsgType request;
     bool leased;
     /* Guest connection attempt. */
     int guest_fd;
     sd_event_source *guest_io;
     uint64_t connect_start, deadline, backoff;
+    uint64_t vm_wait_start; /* waited for the VM to start since; 0: it ran */
     int last_error;
     unsigned attempts;
     int handoff_fd; /* connected guest socket not yet sent */
     MsgConnected connected;
+    GuestCall *status_call;
 };
 
 struct Agent {
@@ -76,9 +113,11 @@ struct Agent {
     const char *vm_name;
     HostConfig *host;
     VmConfig *vm;
+    const VmmOps *vmm;
     Addr guest;
     char guest_str[ADDR_STR_MAX];
     uint64_t guest_timeout;
+    bool no_vmm, foreground, activated;
     int listen_fd;
     sd_event_source *listen_src;
     sd_event_source *accept_pause; /* re-enables accepting after EMFILE */
@@ -88,11 +127,47 @@ struct Agent {
     uint64_t start, last_lease_end;
     bool guest_up;
     uint64_t guest_up_since;
+    /* The VM. */
+    VmState state;
+    pid_t vmm_pid;
+    sd_event_source *vmm_child;
+    uint64_t vmm_start;
+    Console *console;
+    char *control_path;
+    int vmm_stderr;
+    sd_event_source *vmm_stderr_src;
+    char line[VMM_LINE_MAX];
+    size_t line_len;
+    GuestCall *probe;
+    sd_event_source *probe_timer;
+    uint64_t probe_backoff;
+    bool ready_sent;
+    /* Stopping it. */
+    StopPhase stop_phase;
+    uint64_t stop_start;
+    sd_event_source *stop_timer;
+    GuestCall *shutdown_call;
+    uint64_t shutdown_timeout, vmm_stop_timeout, kill_timeout, idle_grace;
+    sd_event_source *idle_timer;
+    sd_event_source *linger_timer;
+    int exit_code;
 };
 
 static uint64_t now_mono(void) {
     return now_usec(CLOCK_MONOTONIC);
 }
+
+static const char *vm_state_name(VmState s) {
+    static const char *const names[] = {"stopped", "starting", "running", "stopping"};
+    return (size_t)s < ELEMENTSOF(names) ? names[s] : "?";
+}
+
+static bool agent_vm_up(const Agent *a) {
+    return a->state == VM_STARTING || a->state == VM_RUNNING;
+}
+
+static void agent_idle_update(Agent *a);
+static void agent_linger_update(Agent *a);
 
 static void client_free(Client *c) {
     Agent *a;
@@ -120,12 +195,18 @@ static void client_free(Client *c) {
     sd_event_source_disable_unref(c->io);
     sd_event_source_disable_unref(c->timer);
     sd_event_source_disable_unref(c->guest_io);
+    guest_call_free(c->status_call);
     safe_close(c->guest_fd);
     safe_close(c->handoff_fd);
     safe_close(c->fd);
     wire_reader_done(&c->reader);
     wire_writer_done(&c->writer);
+    bool leased = c->leased;
     free(c);
+    if (leased) {
+        agent_idle_update(a);
+    }
+    agent_linger_update(a);
 }
 
 /* Sets what we wait for on the client socket from its state. */
@@ -148,6 +229,21 @@ static int client_queue(Client *c, const Msg *m) {
     return wire_writer_queue(&c->writer, m);
 }
 
+static int client_arm_timer(Client *c, uint64_t usec) {
+    int r = sd_event_source_set_time(c->timer, usec);
+    if (r >= 0) {
+        r = sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+    }
+    return r;
+}
+
+/* The last reply is queued: close once it is written, and bound how long
+ * an unread reply keeps the client around. */
+static int client_closing(Client *c) {
+    c->state = CLIENT_CLOSING;
+    return client_arm_timer(c, now_mono() + HANDSHAKE_TIMEOUT_USEC);
+}
+
 /* Queues a last reply; the client is closed once it is written. */
 static int client_fail(Client *c, WireError code, const char *message) {
     Msg m = msg_error(code, message);
@@ -156,17 +252,11 @@ static int client_fail(Client *c, WireError code, const char *message) {
     sd_event_source_disable_unref(c->guest_io);
     c->guest_io = NULL;
     c->guest_fd = safe_close(c->guest_fd);
-    c->state = CLIENT_CLOSING;
     r = client_queue(c, &m);
     if (r < 0) {
         return r;
     }
-    /* Bound how long an unread error keeps the client around. */
-    r = sd_event_source_set_time_relative(c->timer, HANDSHAKE_TIMEOUT_USEC);
-    if (r >= 0) {
-        r = sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
-    }
-    return r;
+    return client_closing(c);
 }
 
 /* Sends Connected with the guest connection riding on its first byte.
@@ -243,6 +333,20 @@ static int client_flush(Client *c) {
     return 0;
 }
 
+/* After a change made outside the client's own event handler: write, and
+ * drop the client when that fails. */
+static void client_kick(Client *c, int r) {
+    if (r >= 0) {
+        r = client_flush(c);
+    }
+    if (r >= 0) {
+        r = client_update_events(c);
+    }
+    if (r < 0) {
+        client_free(c);
+    }
+}
+
 static void agent_guest_state(Agent *a, bool up) {
     if (up && !a->guest_up) {
         a->guest_up_since = now_mono();
@@ -254,11 +358,13 @@ static int client_guest_connected(Client *c, int fd) {
     Agent *a = c->agent;
     uint64_t now = now_mono();
 
-    agent_guest_state(a, true);
+    if (a->no_vmm) {
+        agent_guest_state(a, true);
+    }
     c->handoff_fd = fd;
     c->connected = (MsgConnected){
-        .vm_start_us = 0,
-        .guest_wait_us = now - c->connect_start,
+        .vm_start_us = c->vm_wait_start ? now - c->vm_wait_start : 0,
+        .guest_wait_us = now - (c->vm_wait_start ? c->vm_wait_start : c->connect_start),
     };
     return client_flush(c);
 }
@@ -274,7 +380,9 @@ static int client_guest_failed(Client *c, int r) {
     uint64_t now = now_mono();
     char msg[512];
 
-    agent_guest_state(a, false);
+    if (a->no_vmm) {
+        agent_guest_state(a, false);
+    }
     c->last_error = r;
     sd_event_source_disable_unref(c->guest_io);
     c->guest_io = NULL;
@@ -283,10 +391,10 @@ static int client_guest_failed(Client *c, int r) {
         log_warning_errno(r,
                           "Guest agent of VM '%s' at %s did not answer within %" PRIu64
                           " s, giving up for pid %d: %m",
-                          a->vm_name, a->guest_str, a->guest_timeout / 1000000, (int)c->pid);
+                          a->vm_name, a->guest_str, a->guest_timeout / USEC_PER_SEC, (int)c->pid);
         snprintf(msg, sizeof(msg),
                  "the guest agent of VM '%s' did not answer within %" PRIu64 " s (%s: %s)",
-                 a->vm_name, a->guest_timeout / 1000000, a->guest_str, strerror(-r));
+                 a->vm_name, a->guest_timeout / USEC_PER_SEC, a->guest_str, strerror(-r));
         return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
     }
     if (c->attempts == 1) {
@@ -295,11 +403,7 @@ static int client_guest_failed(Client *c, int r) {
     }
     uint64_t wait = MIN(c->backoff, c->deadline - now);
     c->backoff = MIN(c->backoff * 2, BACKOFF_MAX_USEC);
-    int q = sd_event_source_set_time(c->timer, now + wait);
-    if (q >= 0) {
-        q = sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
-    }
-    return q;
+    return client_arm_timer(c, now + wait);
 }
 
 static int on_guest_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -342,13 +446,33 @@ static int client_try_guest(Client *c) {
             return r;
         }
         /* An attempt in progress is bounded by the deadline. */
-        r = sd_event_source_set_time(c->timer, c->deadline);
-        if (r >= 0) {
-            r = sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
-        }
-        return r;
+        return client_arm_timer(c, c->deadline);
     }
     return client_guest_failed(c, r);
+}
+
+/* Connect once the guest agent may answer. */
+static int client_begin_guest(Client *c) {
+    Agent *a = c->agent;
+
+    c->state = CLIENT_CONNECTING;
+    c->connect_start = now_mono();
+    c->deadline = c->connect_start + a->guest_timeout;
+    c->backoff = BACKOFF_MIN_USEC;
+    return client_try_guest(c);
+}
+
+static int client_vm_wait_timeout(Client *c) {
+    Agent *a = c->agent;
+    char msg[256];
+
+    log_warning("VM '%s': the guest agent did not answer within %" PRIu64 " s, giving up for "
+                "pid %d",
+                a->vm_name, a->guest_timeout / USEC_PER_SEC, (int)c->pid);
+    snprintf(msg, sizeof(msg),
+             "the guest agent of VM '%s' did not answer within %" PRIu64 " s of its start (%s)",
+             a->vm_name, a->guest_timeout / USEC_PER_SEC, a->guest_str);
+    return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
 }
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -363,6 +487,9 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         } else {
             r = client_try_guest(c);
         }
+        break;
+    case CLIENT_WAIT_VM:
+        r = client_vm_wait_timeout(c);
         break;
     case CLIENT_HELLO:
     case CLIENT_REQUEST:
@@ -379,38 +506,662 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
     return 0;
 }
 
-static int client_start_connect(Client *c) {
-    Agent *a = c->agent;
-
-    c->state = CLIENT_CONNECTING;
-    c->leased = true;
-    a->leases++;
-    c->connect_start = now_mono();
-    c->deadline = c->connect_start + a->guest_timeout;
-    c->backoff = BACKOFF_MIN_USEC;
-    log_debug("Connect from pid %d (uid %u), %u lease(s)", (int)c->pid, (unsigned)c->uid,
-              a->leases);
-    return client_try_guest(c);
+static uint32_t agent_idle_timeout_s(const Agent *a) {
+    return a->vm->disposable ? a->vm->idle_timeout : 0;
 }
 
-static int client_send_status(Client *c) {
+static int client_send_status(Client *c, uint32_t live_sessions) {
     Agent *a = c->agent;
     uint64_t now = now_mono();
+    bool up = a->no_vmm ? a->guest_up : a->state == VM_RUNNING;
+    uint64_t since = a->no_vmm ? a->guest_up_since : a->vmm_start;
     Msg m = {
         .type = MSG_HOST_STATUS,
         .host_status =
             {
                 .vm = a->vm_name,
-                .running = a->guest_up,
-                .state = a->guest_up ? VM_RUNNING : VM_STOPPED,
+                .running = up,
+                .state = a->no_vmm ? (up ? VM_RUNNING : VM_STOPPED) : a->state,
                 .leases = a->leases,
-                .uptime_ms = a->guest_up ? (now - a->guest_up_since) / 1000 : 0,
+                .uptime_ms = (a->no_vmm ? up : a->state != VM_STOPPED) ? (now - since) / 1000 : 0,
                 .idle_ms = a->leases > 0 ? 0 : (now - a->last_lease_end) / 1000,
+                .live_sessions = live_sessions,
+                .idle_timeout_s = agent_idle_timeout_s(a),
             },
     };
-    c->state = CLIENT_CLOSING;
-    return client_queue(c, &m);
+    int r = client_queue(c, &m);
+    if (r < 0) {
+        return r;
+    }
+    return client_closing(c);
 }
+
+/* ---- status ------------------------------------------------------------- */
+
+static void on_status_done(GuestCall *call, int r, const Msg *reply, void *userdata) {
+    Client *c = userdata;
+    uint32_t live = r == 0 ? reply->status.live_sessions : 0;
+
+    if (r < 0) {
+        log_debug("VM '%s': no Status from the guest agent: %s", c->agent->vm_name,
+                  strerror(-r));
+    }
+    guest_call_free(TAKE_PTR(c->status_call));
+    client_kick(c, client_send_status(c, live));
+}
+
+/* HostStatus, with the guest agent's live sessions when it runs (asked
+ * with a short timeout; 0 when it does not answer). */
+static int client_request_status(Client *c) {
+    Agent *a = c->agent;
+    bool ask = a->no_vmm ? a->guest_up : a->state == VM_RUNNING;
+
+    sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+    if (!ask) {
+        return client_send_status(c, 0);
+    }
+    c->state = CLIENT_STATUS;
+    int r = guest_call_start(a->event, &a->guest, MSG_STATUS_REQUEST, STATUS_TIMEOUT_USEC,
+                             on_status_done, c, &c->status_call);
+    if (r < 0) {
+        return client_send_status(c, 0);
+    }
+    return 0;
+}
+
+/* ---- the VMM's stderr --------------------------------------------------- */
+
+static void vmm_line(Agent *a, bool flush_partial) {
+    char *nl;
+    while ((nl = memchr(a->line, '\n', a->line_len))) {
+        *nl = '\0';
+        log_info("%s: %s", a->vmm->name, a->line);
+        size_t used = (size_t)(nl - a->line) + 1;
+        memmove(a->line, nl + 1, a->line_len - used);
+        a->line_len -= used;
+    }
+    if (a->line_len > 0 && (flush_partial || a->line_len == sizeof(a->line) - 1)) {
+        a->line[a->line_len] = '\0';
+        log_info("%s: %s", a->vmm->name, a->line);
+        a->line_len = 0;
+    }
+}
+
+static void vmm_stderr_close(Agent *a) {
+    vmm_line(a, true);
+    a->vmm_stderr_src = sd_event_source_disable_unref(a->vmm_stderr_src);
+    a->vmm_stderr = safe_close(a->vmm_stderr);
+}
+
+/* Reads what the VMM wrote to stderr; 0 at EOF or error, 1 otherwise. */
+static int vmm_stderr_read(Agent *a) {
+    ssize_t k = read(a->vmm_stderr, a->line + a->line_len, sizeof(a->line) - 1 - a->line_len);
+    if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return 1;
+    }
+    if (k <= 0) {
+        return 0;
+    }
+    a->line_len += (size_t)k;
+    vmm_line(a, false);
+    return 1;
+}
+
+static int on_vmm_stderr(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+    Agent *a = userdata;
+    if (vmm_stderr_read(a) == 0) {
+        vmm_stderr_close(a);
+    }
+    return 0;
+}
+
+/* Where the VMM's stderr goes: the journal (its own stream, tagged with
+ * the VMM's name) under systemd, else a pipe whose lines we log. */
+static int vmm_stderr_open(Agent *a, int *ret_write) {
+    int p[2];
+    int r;
+
+    if (getenv("JOURNAL_STREAM")) {
+        char ident[64];
+        snprintf(ident, sizeof(ident), "%s-%s", a->vmm->name, a->vm_name);
+        int fd = sd_journal_stream_fd(ident, LOG_INFO, 0);
+        if (fd >= 0) {
+            *ret_write = fd;
+            return 0;
+        }
+        log_debug_errno(fd, "No journal stream for the VMM, relaying its stderr: %m");
+    }
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        return -errno;
+    }
+    r = fd_nonblock(p[0], true);
+    if (r >= 0) {
+        r = sd_event_add_io(a->event, &a->vmm_stderr_src, p[0], EPOLLIN, on_vmm_stderr, a);
+    }
+    if (r < 0) {
+        close_pair(p);
+        return r;
+    }
+    a->vmm_stderr = p[0];
+    a->line_len = 0;
+    *ret_write = p[1];
+    return 0;
+}
+
+/* ---- starting the VMM ----------------------------------------------------- */
+
+static void agent_vm_answered(Agent *a);
+
+static int on_probe_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void agent_probe_retry(Agent *a, int r);
+
+static void on_probe_done(GuestCall *call, int r, const Msg *reply, void *userdata) {
+    Agent *a = userdata;
+
+    guest_call_free(TAKE_PTR(a->probe));
+    if (a->state != VM_STARTING) {
+        return;
+    }
+    if (r == 0) {
+        agent_vm_answered(a);
+        return;
+    }
+    agent_probe_retry(a, r);
+}
+
+/* The guest agent did not answer (r): try again after a backoff, as long
+ * as the VM is starting. */
+static void agent_probe_retry(Agent *a, int r) {
+    log_debug("VM '%s': guest agent at %s not answering yet: %s", a->vm_name, a->guest_str,
+              strerror(-r));
+    a->probe_backoff = a->probe_backoff ? MIN(a->probe_backoff * 2, BACKOFF_MAX_USEC)
+                                        : BACKOFF_MIN_USEC;
+    if (!a->probe_timer) {
+        r = sd_event_add_time_relative(a->event, &a->probe_timer, CLOCK_MONOTONIC,
+                                       a->probe_backoff, 0, on_probe_timer, a);
+    } else {
+        r = sd_event_source_set_time_relative(a->probe_timer, a->probe_backoff);
+        if (r >= 0) {
+            r = sd_event_source_set_enabled(a->probe_timer, SD_EVENT_ONESHOT);
+        }
+    }
+    if (r < 0) {
+        log_error_errno(r, "Cannot schedule a probe of the guest agent: %m");
+    }
+}
+
+static void agent_probe(Agent *a) {
+    int r = guest_call_start(a->event, &a->guest, MSG_PING, PROBE_TIMEOUT_USEC, on_probe_done, a,
+                             &a->probe);
+    if (r < 0) {
+        agent_probe_retry(a, r);
+    }
+}
+
+static int on_probe_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Agent *a = userdata;
+    if (a->state == VM_STARTING && !a->probe) {
+        agent_probe(a);
+    }
+    return 0;
+}
+
+static void agent_probe_stop(Agent *a) {
+    guest_call_free(TAKE_PTR(a->probe));
+    if (a->probe_timer) {
+        sd_event_source_set_enabled(a->probe_timer, SD_EVENT_OFF);
+    }
+}
+
+static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
+
+/* Forks and execs argv. stdin/stdout: `io` (both) or ours when -1;
+ * stderr: `err` or ours when -1. The child gets a clean signal state;
+ * `new_session` detaches it from our terminal. */
+static int spawn(char **argv, int in, int out, int err, bool new_session, pid_t *ret_pid) {
+    pid_t pid = fork();
+    if (pid < 0) {
+        return -errno;
+    }
+    if (pid == 0) {
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        if (new_session) {
+            (void)setsid();
+        }
+        if ((in >= 0 && dup2(in, STDIN_FILENO) < 0) || (out >= 0 && dup2(out, STDOUT_FILENO) < 0) ||
+            (err >= 0 && dup2(err, STDERR_FILENO) < 0)) {
+            _exit(127);
+        }
+        execvp(argv[0], argv);
+        fprintf(stderr, "cannot execute %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    *ret_pid = pid;
+    return 0;
+}
+
+/* Starts the VMM; on failure fills why (for the clients) and logs. */
+static int agent_start_vm(Agent *a, char *why, size_t why_size) {
+    _cleanup_(vmm_argv_freep) char **argv = NULL;
+    _cleanup_close_ int master = -EBADF, slave = -EBADF, err_fd = -EBADF;
+    _cleanup_free_ char *console_path = NULL;
+    ConfigError cerr;
+    VfioError verr;
+    pid_t pid = 0;
+    int r;
+
+    r = vfio_check_vm(a->vm, &verr);
+    if (r < 0) {
+        snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, verr.message);
+        return log_error_errno(r, "%s", why);
+    }
+    r = a->vmm->argv(a->host, a->vm, &argv, &cerr);
+    if (r < 0) {
+        snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, cerr.message);
+        return log_error_errno(r, "%s", why);
+    }
+    if (mkdir(config_runtime_dir(), 0755) < 0 && errno != EEXIST) {
+        r = -errno;
+        snprintf(why, why_size, "cannot start VM '%s': cannot create %s: %s", a->vm_name,
+                 config_runtime_dir(), strerror(errno));
+        return log_error_errno(r, "%s", why);
+    }
+    free(a->control_path);
+    a->control_path = a->vmm->control_socket(a->vm);
+    if (!a->control_path) {
+        snprintf(why, why_size, "out of memory");
+        return log_error_errno(-ENOMEM, "Cannot start VM '%s': %m", a->vm_name);
+    }
+    /* A control socket left by a VMM that did not clean up. */
+    (void)unlink(a->control_path);
+
+    if (!a->foreground) {
+        r = console_open_pty(&master, &slave);
+        if (r < 0) {
+            snprintf(why, why_size, "cannot start VM '%s': no pty for its console: %s",
+                     a->vm_name, strerror(-r));
+            return log_error_errno(r, "%s", why);
+        }
+        if (asprintf(&console_path, "%s/%s-console", config_runtime_dir(), a->vm_name) < 0) {
+            console_path = NULL;
+            snprintf(why, why_size, "out of memory");
+            return log_error_errno(-ENOMEM, "Cannot start VM '%s': %m", a->vm_name);
+        }
+        r = console_new(a->event, a->vm_name, TAKE_FD(master), console_path,
+                        a->host && a->host->user ? a->host->user_uid : (uid_t)-1, &a->console);
+        if (r < 0) {
+            snprintf(why, why_size, "cannot start VM '%s': cannot serve its console on %s: %s",
+                     a->vm_name, console_path, strerror(-r));
+            return log_error_errno(r, "%s", why);
+        }
+        r = vmm_stderr_open(a, &err_fd);
+        if (r < 0) {
+            snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, strerror(-r));
+            return log_error_errno(r, "%s", why);
+        }
+    }
+    r = spawn(argv, slave, slave, err_fd, !a->foreground, &pid);
+    if (r < 0) {
+        snprintf(why, why_size, "cannot start VM '%s': fork: %s", a->vm_name, strerror(-r));
+        return log_error_errno(r, "%s", why);
+    }
+    r = sd_event_add_child(a->event, &a->vmm_child, pid, WEXITED, on_vmm_exit, a);
+    if (r < 0) {
+        /* Unwatched, it could not be stopped: do not leave it running. */
+        kill(pid, SIGKILL);
+        (void)waitpid(pid, NULL, 0);
+        snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, strerror(-r));
+        return log_error_errno(r, "Cannot watch the VMM: %m");
+    }
+    a->vmm_pid = pid;
+    a->vmm_start = now_mono();
+    a->state = VM_STARTING;
+    if (a->leases == 0) {
+        a->last_lease_end = a->vmm_start;
+    }
+    log_info("VM '%s': started %s (pid %d), waiting for the guest agent at %s", a->vm_name,
+             argv[0], (int)pid, a->guest_str);
+    (void)sd_notifyf(0, "STATUS=Starting VM %s", a->vm_name);
+    a->probe_backoff = 0;
+    agent_probe(a);
+    agent_idle_update(a);
+    agent_linger_update(a);
+    return 0;
+}
+
+static void agent_vm_answered(Agent *a) {
+    uint64_t now = now_mono();
+
+    a->state = VM_RUNNING;
+    agent_probe_stop(a);
+    log_info("VM '%s': the guest agent answered after %" PRIu64 " ms", a->vm_name,
+             (now - a->vmm_start) / 1000);
+    if (!a->ready_sent) {
+        (void)sd_notifyf(0, "READY=1\nSTATUS=VM %s running", a->vm_name);
+        a->ready_sent = true;
+    }
+    for (Client *c = a->clients, *next; c; c = next) {
+        next = c->next;
+        if (c->state != CLIENT_WAIT_VM) {
+            continue;
+        }
+        sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+        if (c->request == MSG_CONNECT) {
+            client_kick(c, client_begin_guest(c));
+        } else {
+            client_kick(c, client_request_status(c));
+        }
+    }
+}
+
+/* ---- stopping it ----------------------------------------------------------- */
+
+static void agent_stop_phase(Agent *a, StopPhase phase);
+
+static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Agent *a = userdata;
+
+    switch (a->stop_phase) {
+    case STOP_PHASE_SHUTDOWN:
+        log_warning("VM '%s': not powered off after %" PRIu64 " s, asking %s to stop", a->vm_name,
+                    a->shutdown_timeout / USEC_PER_SEC, a->vmm->name);
+        agent_stop_phase(a, STOP_PHASE_VMM_STOP);
+        break;
+    case STOP_PHASE_VMM_STOP:
+        log_warning("VM '%s': %s did not stop within %" PRIu64 " s, killing it", a->vm_name,
+                    a->vmm->name, a->vmm_stop_timeout / USEC_PER_SEC);
+        agent_stop_phase(a, STOP_PHASE_KILL);
+        break;
+    case STOP_PHASE_KILL:
+        log_error("VM '%s': %s (pid %d) still there %" PRIu64 " s after SIGKILL", a->vm_name,
+                  a->vmm->name, (int)a->vmm_pid, a->kill_timeout / USEC_PER_SEC);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static void agent_stop_timer(Agent *a, uint64_t usec) {
+    int r;
+    if (!a->stop_timer) {
+        r = sd_event_add_time_relative(a->event, &a->stop_timer, CLOCK_MONOTONIC, usec, 0,
+                                       on_stop_timer, a);
+    } else {
+        r = sd_event_source_set_time_relative(a->stop_timer, usec);
+        if (r >= 0) {
+            r = sd_event_source_set_enabled(a->stop_timer, SD_EVENT_ONESHOT);
+        }
+    }
+    if (r < 0) {
+        log_error_errno(r, "Cannot arm the stop timer: %m");
+    }
+}
+
+static void on_shutdown_done(GuestCall *call, int r, const Msg *reply, void *userdata) {
+    Agent *a = userdata;
+
+    guest_call_free(TAKE_PTR(a->shutdown_call));
+    if (a->stop_phase != STOP_PHASE_SHUTDOWN) {
+        return;
+    }
+    if (r < 0) {
+        log_warning("VM '%s': the guest agent did not take Shutdown (%s), asking %s to stop",
+                    a->vm_name, strerror(-r), a->vmm->name);
+        agent_stop_phase(a, STOP_PHASE_VMM_STOP);
+        return;
+    }
+    log_info("VM '%s': the guest is powering off", a->vm_name);
+}
+
+static int on_stop_command_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+    Agent *a = userdata;
+    if (si->si_code != CLD_EXITED || si->si_status != 0) {
+        log_warning("VM '%s': %s's stop command failed (%s %d)", a->vm_name, a->vmm->name,
+                    si->si_code == CLD_EXITED ? "status" : "signal", si->si_status);
+    }
+    return 0;
+}
+
+static void agent_stop_phase(Agent *a, StopPhase phase) {
+    _cleanup_(vmm_argv_freep) char **argv = NULL;
+    pid_t pid = 0;
+    int r;
+
+    a->stop_phase = phase;
+    switch (phase) {
+    case STOP_PHASE_SHUTDOWN:
+        if (a->shutdown_timeout == 0) {
+            agent_stop_phase(a, STOP_PHASE_VMM_STOP);
+            return;
+        }
+        agent_stop_timer(a, a->shutdown_timeout);
+        r = guest_call_start(a->event, &a->guest, MSG_SHUTDOWN,
+                             MIN(a->shutdown_timeout, SHUTDOWN_CALL_TIMEOUT_USEC),
+                             on_shutdown_done, a, &a->shutdown_call);
+        if (r < 0) {
+            log_warning_errno(r, "VM '%s': cannot ask the guest agent to power off: %m",
+                              a->vm_name);
+            agent_stop_phase(a, STOP_PHASE_VMM_STOP);
+        }
+        return;
+    case STOP_PHASE_VMM_STOP:
+        guest_call_free(TAKE_PTR(a->shutdown_call));
+        agent_stop_timer(a, a->vmm_stop_timeout);
+        r = a->vmm->stop_argv(a->vm, &argv);
+        if (r >= 0) {
+            int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            r = spawn(argv, null, -1, -1, true, &pid);
+            safe_close(null);
+        }
+        if (r >= 0) {
+            log_info("VM '%s': running %s stop (pid %d)", a->vm_name, a->vmm->name, (int)pid);
+            r = sd_event_add_child(a->event, NULL, pid, WEXITED, on_stop_command_exit, a);
+        }
+        if (r < 0) {
+            log_warning_errno(r, "VM '%s': cannot run %s's stop command: %m", a->vm_name,
+                              a->vmm->name);
+        }
+        if (a->vmm_stop_timeout == 0) {
+            agent_stop_phase(a, STOP_PHASE_KILL);
+        }
+        return;
+    case STOP_PHASE_KILL:
+        agent_stop_timer(a, a->kill_timeout);
+        log_warning("VM '%s': killing %s (pid %d)", a->vm_name, a->vmm->name, (int)a->vmm_pid);
+        if (kill(a->vmm_pid, SIGKILL) < 0) {
+            log_error_errno(-errno, "Cannot kill pid %d: %m", (int)a->vmm_pid);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+static void agent_stop(Agent *a, const char *why) {
+    char msg[160];
+
+    if (!agent_vm_up(a)) {
+        return;
+    }
+    log_info("VM '%s': stopping (%s)", a->vm_name, why);
+    (void)sd_notifyf(0, "STATUS=Stopping VM %s", a->vm_name);
+    bool was_running = a->state == VM_RUNNING;
+    a->state = VM_STOPPING;
+    a->stop_start = now_mono();
+    agent_probe_stop(a);
+    agent_idle_update(a);
+    snprintf(msg, sizeof(msg), "VM '%s' is stopping (%s)", a->vm_name, why);
+    for (Client *c = a->clients, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CLIENT_WAIT_VM) {
+            client_kick(c, client_fail(c, WIRE_ERR_SHUTTING_DOWN, msg));
+        }
+    }
+    /* Before it answered, the guest agent cannot take Shutdown. */
+    agent_stop_phase(a, was_running ? STOP_PHASE_SHUTDOWN : STOP_PHASE_VMM_STOP);
+}
+
+static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+    Agent *a = userdata;
+    char how[96], msg[256];
+    int status;
+
+    if (si->si_code == CLD_EXITED) {
+        status = si->si_status;
+        snprintf(how, sizeof(how), "%s exited with status %d", a->vmm->name, si->si_status);
+    } else {
+        status = 128 + si->si_status;
+        snprintf(how, sizeof(how), "%s was killed by signal %d (%s)", a->vmm->name,
+                 si->si_status, strsignal(si->si_status));
+    }
+    uint64_t now = now_mono();
+    StopMethod method = a->stop_phase == STOP_PHASE_KILL       ? STOP_KILLED
+                        : a->stop_phase == STOP_PHASE_VMM_STOP ? STOP_VMM_STOP
+                                                               : STOP_GUEST_POWEROFF;
+    static const char *const method_names[] = {"not running", "the guest powered off",
+                                               "stopped on its control socket", "killed"};
+    if (a->state == VM_STOPPING) {
+        log_info("VM '%s': stopped in %" PRIu64 " ms (%s): %s", a->vm_name,
+                 (now - a->stop_start) / 1000, method_names[method], how);
+    } else if (si->si_code == CLD_EXITED && si->si_status == 0) {
+        log_info("VM '%s': %s (the guest powered off)", a->vm_name, how);
+    } else {
+        log_warning("VM '%s': %s", a->vm_name, how);
+    }
+    VmState was = a->state;
+    a->state = VM_STOPPED;
+    a->vmm_pid = 0;
+    a->vmm_child = sd_event_source_disable_unref(a->vmm_child);
+    agent_probe_stop(a);
+    guest_call_free(TAKE_PTR(a->shutdown_call));
+    if (a->stop_timer) {
+        sd_event_source_set_enabled(a->stop_timer, SD_EVENT_OFF);
+    }
+    if (a->vmm_stderr >= 0) {
+        while (vmm_stderr_read(a) > 0 && a->vmm_stderr >= 0) {
+        }
+        vmm_stderr_close(a);
+    }
+    if (a->console) {
+        console_drain(a->console);
+    }
+
+    snprintf(msg, sizeof(msg), "VM '%s' stopped %s: %s", a->vm_name,
+             was == VM_STARTING ? "before its guest agent answered" : "", how);
+    for (Client *c = a->clients, *next; c; c = next) {
+        next = c->next;
+        switch (c->state) {
+        case CLIENT_WAIT_VM:
+        case CLIENT_CONNECTING:
+            client_kick(c, client_fail(c, WIRE_ERR_UNAVAILABLE, msg));
+            break;
+        case CLIENT_STOP_WAIT: {
+            Msg m = {.type = MSG_HOST_STOPPED,
+                     .host_stopped = {.method = method, .stop_ms = (now - a->stop_start) / 1000}};
+            int r = client_queue(c, &m);
+            client_kick(c, r < 0 ? r : client_closing(c));
+            break;
+        }
+        case CLIENT_STATUS:
+            guest_call_free(TAKE_PTR(c->status_call));
+            client_kick(c, client_send_status(c, 0));
+            break;
+        default:
+            break;
+        }
+    }
+    console_free(TAKE_PTR(a->console));
+    if (a->control_path) {
+        (void)unlink(a->control_path);
+    }
+    a->exit_code = a->foreground ? status : 0;
+    return sd_event_exit(a->event, a->exit_code);
+}
+
+/* ---- idle backstop and lingering ------------------------------------------- */
+
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Agent *a = userdata;
+    uint32_t t = agent_idle_timeout_s(a);
+    char why[160];
+
+    if (a->leases > 0 || !agent_vm_up(a)) {
+        return 0;
+    }
+    log_notice("VM '%s': no lease for %" PRIu64 " s (idleTimeout %u s + %" PRIu64
+               " s grace) and the guest has not powered off: stopping it",
+               a->vm_name, (now_mono() - a->last_lease_end) / USEC_PER_SEC, t,
+               a->idle_grace / USEC_PER_SEC);
+    snprintf(why, sizeof(why), "idle for idleTimeout %u s + %" PRIu64 " s", t,
+             a->idle_grace / USEC_PER_SEC);
+    agent_stop(a, why);
+    return 0;
+}
+
+static void agent_idle_update(Agent *a) {
+    uint32_t t = agent_idle_timeout_s(a);
+    int r;
+
+    if (a->no_vmm || t == 0 || !agent_vm_up(a) || a->leases > 0) {
+        if (a->idle_timer) {
+            sd_event_source_set_enabled(a->idle_timer, SD_EVENT_OFF);
+        }
+        return;
+    }
+    uint64_t deadline = a->last_lease_end + (uint64_t)t * USEC_PER_SEC + a->idle_grace;
+    if (!a->idle_timer) {
+        r = sd_event_add_time(a->event, &a->idle_timer, CLOCK_MONOTONIC, deadline, 0,
+                              on_idle_timer, a);
+    } else {
+        r = sd_event_source_set_time(a->idle_timer, deadline);
+        if (r >= 0) {
+            r = sd_event_source_set_enabled(a->idle_timer, SD_EVENT_ONESHOT);
+        }
+    }
+    if (r < 0) {
+        log_error_errno(r, "Cannot arm the idle timer: %m");
+    }
+}
+
+static int on_linger_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Agent *a = userdata;
+    log_info("VM '%s' is not running and nobody is connected: exiting", a->vm_name);
+    return sd_event_exit(a->event, 0);
+}
+
+/* Socket-activated, a host agent whose VM is stopped is not kept around:
+ * the socket starts it again for the next client. */
+static void agent_linger_update(Agent *a) {
+    int r;
+    if (!a->event || !a->activated || a->foreground) {
+        return;
+    }
+    if (a->state != VM_STOPPED || a->clients) {
+        if (a->linger_timer) {
+            sd_event_source_set_enabled(a->linger_timer, SD_EVENT_OFF);
+        }
+        return;
+    }
+    if (!a->linger_timer) {
+        r = sd_event_add_time_relative(a->event, &a->linger_timer, CLOCK_MONOTONIC, LINGER_USEC, 0,
+                                       on_linger_timer, a);
+    } else {
+        r = sd_event_source_set_time_relative(a->linger_timer, LINGER_USEC);
+        if (r >= 0) {
+            r = sd_event_source_set_enabled(a->linger_timer, SD_EVENT_ONESHOT);
+        }
+    }
+    if (r < 0) {
+        log_error_errno(r, "Cannot arm the linger timer: %m");
+    }
+}
+
+/* ---- requests ----------------------------------------------------------------- */
 
 static int handle_hello(Client *c, const Msg *m) {
     char buf[128];
@@ -424,14 +1175,93 @@ static int handle_hello(Client *c, const Msg *m) {
     return 0;
 }
 
+/* Connect or HostStart while the VM is not running: start it unless
+ * no_start, then wait for its guest agent. */
+static int client_wait_vm(Client *c, bool no_start) {
+    Agent *a = c->agent;
+    char msg[VFIO_ERROR_MAX + CONFIG_ERROR_MAX];
+
+    switch (a->state) {
+    case VM_STOPPING:
+        snprintf(msg, sizeof(msg), "VM '%s' is stopping", a->vm_name);
+        return client_fail(c, WIRE_ERR_SHUTTING_DOWN, msg);
+    case VM_STOPPED:
+        if (no_start) {
+            snprintf(msg, sizeof(msg), "VM '%s' is not running", a->vm_name);
+            return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
+        }
+        if (agent_start_vm(a, msg, sizeof(msg)) < 0) {
+            return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
+        }
+        break;
+    default:
+        break;
+    }
+    c->state = CLIENT_WAIT_VM;
+    c->vm_wait_start = now_mono();
+    return client_arm_timer(c, c->vm_wait_start + a->guest_timeout);
+}
+
 static int handle_connect(Client *c, const Msg *m) {
+    Agent *a = c->agent;
+
     sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-    return client_start_connect(c);
+    c->request = MSG_CONNECT;
+    c->leased = true;
+    a->leases++;
+    agent_idle_update(a);
+    log_debug("Connect from pid %d (uid %u), %u lease(s)", (int)c->pid, (unsigned)c->uid,
+              a->leases);
+    if (a->no_vmm || a->state == VM_RUNNING) {
+        return client_begin_guest(c);
+    }
+    return client_wait_vm(c, m->connect_no_start);
+}
+
+static int client_no_vmm(Client *c) {
+    char msg[160];
+    snprintf(msg, sizeof(msg), "the host agent of VM '%s' does not manage its VMM (--no-vmm)",
+             c->agent->vm_name);
+    return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
+}
+
+static int handle_host_start(Client *c, const Msg *m) {
+    Agent *a = c->agent;
+
+    sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+    c->request = MSG_HOST_START;
+    if (a->no_vmm) {
+        return client_no_vmm(c);
+    }
+    if (a->state == VM_RUNNING) {
+        return client_request_status(c);
+    }
+    return client_wait_vm(c, false);
+}
+
+static int handle_host_stop(Client *c, const Msg *m) {
+    Agent *a = c->agent;
+
+    sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+    c->request = MSG_HOST_STOP;
+    if (a->no_vmm) {
+        return client_no_vmm(c);
+    }
+    if (a->state == VM_STOPPED) {
+        Msg r = {.type = MSG_HOST_STOPPED, .host_stopped = {.method = STOP_NOT_RUNNING}};
+        int q = client_queue(c, &r);
+        return q < 0 ? q : client_closing(c);
+    }
+    c->state = CLIENT_STOP_WAIT;
+    agent_stop(a, "asked to");
+    return 0;
 }
 
 static int handle_host_status(Client *c, const Msg *m) {
-    sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-    return client_send_status(c);
+    log_debug("Status asked by pid %d: VM '%s' %s, %u lease(s)", (int)c->pid, c->agent->vm_name,
+              vm_state_name(c->agent->state), c->agent->leases);
+    c->request = MSG_HOST_STATUS_REQUEST;
+    return client_request_status(c);
 }
 
 /* What a client may send, and when. Anything else ends the connection
@@ -444,6 +1274,8 @@ static const struct {
     {MSG_HELLO, CLIENT_HELLO, handle_hello},
     {MSG_CONNECT, CLIENT_REQUEST, handle_connect},
     {MSG_HOST_STATUS_REQUEST, CLIENT_REQUEST, handle_host_status},
+    {MSG_HOST_START, CLIENT_REQUEST, handle_host_start},
+    {MSG_HOST_STOP, CLIENT_REQUEST, handle_host_stop},
 };
 
 static int client_handle(Client *c, const Msg *m) {
@@ -532,7 +1364,7 @@ static void agent_refuse(Agent *a, int fd, uid_t uid, pid_t pid) {
 
 static int agent_accept_one(Agent *a, int fd) {
     uid_t uid;
-    pid_t pid;
+    pid_t pid = 0;
     int r;
 
     r = peer_ucred(fd, &uid, NULL, &pid);
@@ -627,10 +1459,23 @@ static int on_listen_io(sd_event_source *s, int lfd, uint32_t revents, void *use
     }
 }
 
+/* SIGTERM/SIGINT: with a VM up, stop it (a second signal kills it) and
+ * exit once the VMM has; else exit now. */
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
     Agent *a = userdata;
-    log_info("Got signal %u, exiting", si->ssi_signo);
-    return sd_event_exit(a->event, 0);
+    if (a->no_vmm || a->state == VM_STOPPED) {
+        log_info("Got signal %u, exiting", si->ssi_signo);
+        return sd_event_exit(a->event, 0);
+    }
+    if (a->state == VM_STOPPING) {
+        if (a->stop_phase != STOP_PHASE_KILL) {
+            log_info("Got signal %u again, killing the VMM", si->ssi_signo);
+            agent_stop_phase(a, STOP_PHASE_KILL);
+        }
+        return 0;
+    }
+    agent_stop(a, strsignal((int)si->ssi_signo));
+    return 0;
 }
 
 /* A unix socket we create: the default <runtime dir>/<vm>.sock or
@@ -714,6 +1559,7 @@ static int agent_listen(Agent *a, const char *listen_arg) {
     }
     r = addr_listen_fd_from_systemd(&a->listen_fd);
     if (r >= 0) {
+        a->activated = true;
         return 0;
     }
     if (r != -ENOENT) {
@@ -728,15 +1574,39 @@ static int agent_listen(Agent *a, const char *listen_arg) {
 }
 
 static void agent_done(Agent *a) {
+    /* Teardown: no lease or linger bookkeeping any more. */
+    a->activated = false;
+    a->no_vmm = true;
     while (a->clients) {
         client_free(a->clients);
     }
+    if (a->vmm_pid > 0) {
+        /* Leaving (a failure of the loop itself): the VMM must not outlive us. */
+        log_warning("VM '%s': killing %s (pid %d) on the way out", a->vm_name, a->vmm->name,
+                    (int)a->vmm_pid);
+        kill(a->vmm_pid, SIGKILL);
+        (void)waitpid(a->vmm_pid, NULL, 0);
+        if (a->control_path) {
+            (void)unlink(a->control_path);
+        }
+    }
+    console_free(a->console);
+    guest_call_free(a->probe);
+    guest_call_free(a->shutdown_call);
+    sd_event_source_disable_unref(a->vmm_child);
+    sd_event_source_disable_unref(a->vmm_stderr_src);
+    safe_close(a->vmm_stderr);
+    sd_event_source_disable_unref(a->probe_timer);
+    sd_event_source_disable_unref(a->stop_timer);
+    sd_event_source_disable_unref(a->idle_timer);
+    sd_event_source_disable_unref(a->linger_timer);
     sd_event_source_disable_unref(a->accept_pause);
     sd_event_source_disable_unref(a->listen_src);
     if (a->socket_path) {
         unlink(a->socket_path);
         free(a->socket_path);
     }
+    free(a->control_path);
     safe_close(a->listen_fd);
     host_config_free(a->host);
     vm_config_free(a->vm);
@@ -761,13 +1631,23 @@ static void help(void) {
            "  --guest ADDR          the guest agent (default vsock:ID:%u)\n"
            "  --guest-timeout SECS  how long to wait for the guest agent (default %u)\n"
            "  --no-vmm              do not start a VMM; attach to a running guest agent\n"
-           "  --foreground          stay in the foreground (always the case)\n"
+           "  --foreground          start the VMM now on our stdin/stdout/stderr (no\n"
+           "                        console relay) and exit with its exit status\n"
+           "  --shutdown-timeout SECS  stopping: how long the guest has to power off\n"
+           "                        after Shutdown (default %u; 0: skip that step)\n"
+           "  --stop-timeout SECS   then how long the VMM has after its stop command\n"
+           "                        (default %u), before SIGKILL\n"
+           "  --kill-timeout SECS   how long to wait after SIGKILL (default %u)\n"
+           "  --idle-grace SECS     disposable VMs: stop the VM after idleTimeout plus\n"
+           "                        this without a lease (default %u)\n"
            "  --log-level LEVEL     error, warning, info, debug\n"
            "  -h, --help            show this help\n"
            "\n"
            "Environment: QUBES_LITE_CONFIG_DIR (default %s),\n"
            "QUBES_LITE_RUNTIME_DIR (default %s).\n",
-           GUEST_AGENT_VSOCK_PORT, GUEST_TIMEOUT_DEFAULT_S, DEFAULT_CONFIG_DIR,
+           GUEST_AGENT_VSOCK_PORT, GUEST_TIMEOUT_DEFAULT_S, SHUTDOWN_TIMEOUT_DEFAULT_S,
+           VMM_STOP_TIMEOUT_DEFAULT_S, KILL_TIMEOUT_DEFAULT_S, IDLE_GRACE_DEFAULT_S,
+           DEFAULT_CONFIG_DIR,
            DEFAULT_RUNTIME_DIR);
 }
 
@@ -841,6 +1721,10 @@ int main(int argc, char **argv) {
         ARG_CHECK,
         ARG_PRINT_COMMAND,
         ARG_BIND_VFIO,
+        ARG_SHUTDOWN_TIMEOUT,
+        ARG_STOP_TIMEOUT,
+        ARG_KILL_TIMEOUT,
+        ARG_IDLE_GRACE,
     };
     static const struct option longopts[] = {
         {"check", no_argument, NULL, ARG_CHECK},
@@ -853,12 +1737,24 @@ int main(int argc, char **argv) {
         {"no-vmm", no_argument, NULL, ARG_NO_VMM},
         {"foreground", no_argument, NULL, ARG_FOREGROUND},
         {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
+        {"shutdown-timeout", required_argument, NULL, ARG_SHUTDOWN_TIMEOUT},
+        {"stop-timeout", required_argument, NULL, ARG_STOP_TIMEOUT},
+        {"kill-timeout", required_argument, NULL, ARG_KILL_TIMEOUT},
+        {"idle-grace", required_argument, NULL, ARG_IDLE_GRACE},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    Agent a = {.listen_fd = -EBADF, .guest_timeout = GUEST_TIMEOUT_DEFAULT_S * 1000000ULL};
+    Agent a = {
+        .listen_fd = -EBADF,
+        .vmm_stderr = -EBADF,
+        .vmm = &vmm_crosvm,
+        .guest_timeout = GUEST_TIMEOUT_DEFAULT_S * USEC_PER_SEC,
+        .shutdown_timeout = SHUTDOWN_TIMEOUT_DEFAULT_S * USEC_PER_SEC,
+        .vmm_stop_timeout = VMM_STOP_TIMEOUT_DEFAULT_S * USEC_PER_SEC,
+        .kill_timeout = KILL_TIMEOUT_DEFAULT_S * USEC_PER_SEC,
+        .idle_grace = IDLE_GRACE_DEFAULT_S * USEC_PER_SEC,
+    };
     const char *listen_arg = NULL, *guest_arg = NULL;
-    bool no_vmm = false;
     int mode = 0; /* 0: serve, else ARG_CHECK, ARG_PRINT_COMMAND or ARG_BIND_VFIO */
     ConfigError cerr;
     sigset_t mask;
@@ -881,13 +1777,34 @@ int main(int argc, char **argv) {
             if (parse_uint(optarg, 1, 24 * 3600, &v) < 0) {
                 die("--guest-timeout wants seconds from 1 to 86400, not '%s'", optarg);
             }
-            a.guest_timeout = v * 1000000ULL;
+            a.guest_timeout = v * USEC_PER_SEC;
             break;
         case ARG_NO_VMM:
-            no_vmm = true;
+            a.no_vmm = true;
             break;
         case ARG_FOREGROUND:
+            a.foreground = true;
             break;
+        case ARG_SHUTDOWN_TIMEOUT:
+        case ARG_STOP_TIMEOUT:
+        case ARG_KILL_TIMEOUT:
+        case ARG_IDLE_GRACE: {
+            unsigned long long min = c == ARG_KILL_TIMEOUT ? 1 : 0;
+            if (parse_uint(optarg, min, 24 * 3600, &v) < 0) {
+                die("--%s wants seconds from %llu to 86400, not '%s'",
+                    c == ARG_SHUTDOWN_TIMEOUT ? "shutdown-timeout"
+                    : c == ARG_STOP_TIMEOUT   ? "stop-timeout"
+                    : c == ARG_KILL_TIMEOUT   ? "kill-timeout"
+                                              : "idle-grace",
+                    min, optarg);
+            }
+            uint64_t *dst = c == ARG_SHUTDOWN_TIMEOUT ? &a.shutdown_timeout
+                            : c == ARG_STOP_TIMEOUT   ? &a.vmm_stop_timeout
+                            : c == ARG_KILL_TIMEOUT   ? &a.kill_timeout
+                                                      : &a.idle_grace;
+            *dst = v * USEC_PER_SEC;
+            break;
+        }
         case ARG_CHECK:
         case ARG_PRINT_COMMAND:
         case ARG_BIND_VFIO:
@@ -929,9 +1846,8 @@ int main(int argc, char **argv) {
     if (!a.vm_name) {
         die("--vm NAME is required");
     }
-    if (!no_vmm) {
-        die("This build only attaches to a running guest agent: pass --no-vmm "
-            "(starting the VM is not implemented yet)");
+    if (a.no_vmm && a.foreground) {
+        die("--no-vmm and --foreground exclude each other");
     }
 
     r = config_load_vm(config_dir(), a.vm_name, &a.vm, &cerr);
@@ -965,6 +1881,8 @@ int main(int argc, char **argv) {
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    /* The VMM's exit and its stop command's come through sd-event. */
+    sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
 
     r = sd_event_default(&a.event);
@@ -989,12 +1907,26 @@ int main(int argc, char **argv) {
     }
     a.start = a.last_lease_end = now_mono();
     log_info("VM '%s': serving, guest agent at %s", a.vm_name, a.guest_str);
-    sd_notify(0, "READY=1");
+    if (a.no_vmm) {
+        sd_notify(0, "READY=1");
+    } else if (a.foreground) {
+        char why[VFIO_ERROR_MAX + CONFIG_ERROR_MAX];
+        r = agent_start_vm(&a, why, sizeof(why));
+        if (r < 0) {
+            goto out;
+        }
+    } else {
+        /* READY=1 once the guest agent of a started VM answers. */
+        agent_linger_update(&a);
+    }
     r = sd_event_loop(a.event);
     if (r < 0) {
         log_error_errno(r, "Event loop failed: %m");
     }
 out:
     agent_done(&a);
-    return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+    if (r < 0) {
+        return EXIT_FAILURE;
+    }
+    return a.exit_code;
 }

@@ -3,7 +3,8 @@
 # Every object is listed here, before the link rule: a rule's prerequisites
 # are expanded where it stands.
 HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/paths.o \
-	$(OBJ)/host/crosvm.o $(OBJ)/host/vfio.o
+	$(OBJ)/host/crosvm.o $(OBJ)/host/vfio.o \
+	$(OBJ)/host/console.o $(OBJ)/host/guestcall.o
 VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/paths.o
 HOST_LIBS := $(call pc_libs,jansson)
 # vm-run starts for every command: it links only what it uses (not
@@ -46,3 +47,6 @@ UNIT_OBJS_test-crosvm := $(OBJ)/host/crosvm.o $(OBJ)/host/config.o $(OBJ)/host/p
 UNIT_LIBS_test-crosvm := $(HOST_LIBS)
 UNIT_OBJS_test-vfio := $(OBJ)/host/vfio.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
 UNIT_LIBS_test-vfio := $(HOST_LIBS)
+# The console's scrollback ring and pty.
+UNIT_OBJS_test-console := $(OBJ)/host/console.o
+UNIT_LIBS_test-console := $(call pc_libs,libsystemd)

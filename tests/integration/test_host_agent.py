@@ -255,13 +255,14 @@ def test_default_socket_path(host_stack, tmp_path):
         assert p.wait(timeout=60) == 0
 
 
-def test_without_no_vmm_it_says_so(stack):
-    r = subprocess.run([program("qubes-lite-host-agent"), "--vm", VM], env=stack.env,
-                       capture_output=True, timeout=60)
-    assert r.returncode != 0
-    err = r.stderr.decode().splitlines()
-    assert len(err) == 1, err
-    assert "--no-vmm" in err[0]
+def test_no_vmm_refuses_start_and_stop(stack):
+    for req in ("host_start", "host_stop"):
+        c = stack.connect_host()
+        c.send(req)
+        name, msg = c.recv()
+        c.close()
+        assert name == "error" and msg.code == pb.ERROR_UNAVAILABLE, (name, msg)
+        assert "--no-vmm" in msg.message
 
 
 def test_bad_configuration_names_file_and_key(host_stack):

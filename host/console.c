@@ -1,0 +1,589 @@
+/* The serial console relay: see console.h. */
+#include "console.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "log.h"
+#include "util.h"
+#include "wire.h"
+
+#define SOFTWARE "qubes-lite-host-agent 0.1 console"
+#define CONSOLE_HANDSHAKE_USEC (30 * 1000000ULL)
+#define PTY_READ_CHUNK 4096u
+
+typedef struct ConsoleClient ConsoleClient;
+
+typedef enum ConsoleClientState {
+    CC_HELLO,
+    CC_REQUEST,
+    CC_ATTACHED,
+    CC_CLOSING, /* last reply queued, then close */
+} ConsoleClientState;
+
+struct ConsoleClient {
+    Console *console;
+    ConsoleClient *prev, *next;
+    int fd;
+    uid_t uid;
+    pid_t pid;
+    sd_event_source *io;
+    sd_event_source *timer;
+    WireReader reader;
+    WireWriter writer;
+    ConsoleClientState state;
+    uint64_t dropped; /* live output bytes it was too slow for */
+};
+
+struct Console {
+    sd_event *event;
+    char *vm_name;
+    int pty;
+    sd_event_source *pty_src;
+    int listen_fd;
+    sd_event_source *listen_src;
+    char *socket_path;
+    uid_t allowed_uid;
+    ConsoleClient *clients;
+    unsigned n_clients;
+    ConsoleClient *attached;
+    ConsoleRing ring;
+};
+
+void console_ring_write(ConsoleRing *r, const uint8_t *p, size_t n) {
+    if (n >= CONSOLE_SCROLLBACK) {
+        memcpy(r->buf, p + n - CONSOLE_SCROLLBACK, CONSOLE_SCROLLBACK);
+        r->head = 0;
+        r->used = CONSOLE_SCROLLBACK;
+        return;
+    }
+    size_t first = MIN(n, CONSOLE_SCROLLBACK - r->head);
+    memcpy(r->buf + r->head, p, first);
+    memcpy(r->buf, p + first, n - first);
+    r->head = (r->head + n) % CONSOLE_SCROLLBACK;
+    r->used = MIN(r->used + n, (size_t)CONSOLE_SCROLLBACK);
+}
+
+void console_ring_spans(const ConsoleRing *r, const uint8_t **ret_a, size_t *ret_na,
+                        const uint8_t **ret_b, size_t *ret_nb) {
+    if (r->used < CONSOLE_SCROLLBACK) {
+        /* Not wrapped yet: everything lies before head. */
+        *ret_a = r->buf + r->head - r->used;
+        *ret_na = r->used;
+        *ret_b = r->buf;
+        *ret_nb = 0;
+        return;
+    }
+    *ret_a = r->buf + r->head;
+    *ret_na = CONSOLE_SCROLLBACK - r->head;
+    *ret_b = r->buf;
+    *ret_nb = r->head;
+}
+
+int console_open_pty(int *ret_master, int *ret_slave) {
+    _cleanup_close_ int master = -EBADF, slave = -EBADF;
+    char name[64];
+    struct termios t;
+    struct winsize ws = {.ws_row = 24, .ws_col = 80};
+
+    master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (master < 0) {
+        return -errno;
+    }
+    if (grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, name, sizeof(name))) {
+        return -errno;
+    }
+    slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0) {
+        return -errno;
+    }
+    /* Raw: the guest's serial driver and shell do their own echo and
+     * line editing, and its output must reach us byte for byte. */
+    if (tcgetattr(slave, &t) < 0) {
+        return -errno;
+    }
+    cfmakeraw(&t);
+    if (tcsetattr(slave, TCSANOW, &t) < 0 || ioctl(master, TIOCSWINSZ, &ws) < 0) {
+        return -errno;
+    }
+    *ret_master = TAKE_FD(master);
+    *ret_slave = TAKE_FD(slave);
+    return 0;
+}
+
+static void cc_free(ConsoleClient *cc) {
+    Console *c;
+
+    if (!cc) {
+        return;
+    }
+    c = cc->console;
+    if (c->attached == cc) {
+        c->attached = NULL;
+        log_info("Console of VM '%s': pid %d detached%s", c->vm_name, (int)cc->pid,
+                 cc->dropped ? " (it was too slow for some output)" : "");
+    }
+    if (cc->prev) {
+        cc->prev->next = cc->next;
+    } else {
+        c->clients = cc->next;
+    }
+    if (cc->next) {
+        cc->next->prev = cc->prev;
+    }
+    c->n_clients--;
+    sd_event_source_disable_unref(cc->io);
+    sd_event_source_disable_unref(cc->timer);
+    safe_close(cc->fd);
+    wire_reader_done(&cc->reader);
+    wire_writer_done(&cc->writer);
+    free(cc);
+}
+
+static int cc_update_events(ConsoleClient *cc) {
+    uint32_t ev = 0;
+    if (cc->state != CC_CLOSING) {
+        ev |= EPOLLIN;
+    }
+    if (wire_writer_pending(&cc->writer) > 0) {
+        ev |= EPOLLOUT;
+    }
+    return sd_event_source_set_io_events(cc->io, ev);
+}
+
+static int cc_flush(ConsoleClient *cc) {
+    int r = wire_writer_flush(&cc->writer, cc->fd);
+    if (r < 0) {
+        return r;
+    }
+    if (r == 0 && cc->state == CC_CLOSING) {
+        return -ECONNRESET;
+    }
+    return 0;
+}
+
+static int cc_fail(ConsoleClient *cc, WireError code, const char *message) {
+    Msg m = msg_error(code, message);
+    int r;
+
+    cc->state = CC_CLOSING;
+    r = wire_writer_queue(&cc->writer, &m);
+    if (r < 0) {
+        return r;
+    }
+    r = sd_event_source_set_time_relative(cc->timer, CONSOLE_HANDSHAKE_USEC);
+    if (r >= 0) {
+        r = sd_event_source_set_enabled(cc->timer, SD_EVENT_ONESHOT);
+    }
+    return r;
+}
+
+/* Queues bytes of console output as Data(STDOUT) frames. */
+static int cc_queue_output(ConsoleClient *cc, const uint8_t *p, size_t n) {
+    while (n > 0) {
+        size_t k = MIN(n, (size_t)WIRE_DATA_MAX);
+        Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDOUT, .data = p, .size = k}};
+        int r = wire_writer_queue(&cc->writer, &m);
+        if (r < 0) {
+            return r;
+        }
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+static int handle_hello(ConsoleClient *cc, const Msg *m) {
+    char buf[128];
+    if (wire_check_hello(m) < 0) {
+        snprintf(buf, sizeof(buf), "protocol version %u is not supported (this is %u)",
+                 m->hello.major, WIRE_VERSION_MAJOR);
+        return cc_fail(cc, WIRE_ERR_VERSION, buf);
+    }
+    cc->state = CC_REQUEST;
+    return 0;
+}
+
+static int set_winsize(Console *c, uint16_t rows, uint16_t cols) {
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    if (rows == 0 || cols == 0) {
+        return 0;
+    }
+    if (ioctl(c->pty, TIOCSWINSZ, &ws) < 0) {
+        return log_warning_errno(-errno, "Console of VM '%s': cannot set the window size: %m",
+                                 c->vm_name);
+    }
+    return 0;
+}
+
+static int handle_attach(ConsoleClient *cc, const Msg *m) {
+    Console *c = cc->console;
+    char buf[160];
+    const uint8_t *a, *b;
+    size_t na, nb;
+    int r;
+
+    if (c->attached) {
+        snprintf(buf, sizeof(buf),
+                 "the console of VM '%s' is in use by another client (pid %d); "
+                 "one interactive client at a time",
+                 c->vm_name, (int)c->attached->pid);
+        log_info("Console of VM '%s': refusing pid %d, pid %d is attached", c->vm_name,
+                 (int)cc->pid, (int)c->attached->pid);
+        return cc_fail(cc, WIRE_ERR_UNAVAILABLE, buf);
+    }
+    sd_event_source_set_enabled(cc->timer, SD_EVENT_OFF);
+    (void)set_winsize(c, m->console_attach.rows, m->console_attach.cols);
+    console_ring_spans(&c->ring, &a, &na, &b, &nb);
+    Msg reply = {.type = MSG_CONSOLE_ATTACHED, .console_scrollback = (uint32_t)(na + nb)};
+    r = wire_writer_queue(&cc->writer, &reply);
+    if (r >= 0) {
+        r = cc_queue_output(cc, a, na);
+    }
+    if (r >= 0) {
+        r = cc_queue_output(cc, b, nb);
+    }
+    if (r < 0) {
+        return r;
+    }
+    cc->state = CC_ATTACHED;
+    c->attached = cc;
+    log_info("Console of VM '%s': pid %d (uid %u) attached, %zu bytes replayed", c->vm_name,
+             (int)cc->pid, (unsigned)cc->uid, na + nb);
+    return 0;
+}
+
+static int handle_input(ConsoleClient *cc, const Msg *m) {
+    Console *c = cc->console;
+    if (m->data.stream != WIRE_STDIN) {
+        return cc_fail(cc, WIRE_ERR_PROTOCOL, "console input must be Data(stdin)");
+    }
+    /* Keystrokes are small and the pty takes kilobytes: what it does not
+     * take now is dropped rather than held, as a serial line would. */
+    ssize_t k = write(c->pty, m->data.data, m->data.size);
+    if (k < 0 && errno != EAGAIN && errno != EINTR && errno != EIO) {
+        log_warning_errno(-errno, "Console of VM '%s': cannot write input: %m", c->vm_name);
+    } else if (k >= 0 && (size_t)k < m->data.size) {
+        log_debug("Console of VM '%s': dropped %zu input bytes", c->vm_name,
+                  m->data.size - (size_t)k);
+    }
+    return 0;
+}
+
+static int handle_resize(ConsoleClient *cc, const Msg *m) {
+    (void)set_winsize(cc->console, m->resize.rows, m->resize.cols);
+    return 0;
+}
+
+static const struct {
+    MsgType type;
+    ConsoleClientState state;
+    int (*handler)(ConsoleClient *cc, const Msg *m);
+} cc_dispatch[] = {
+    {MSG_HELLO, CC_HELLO, handle_hello},
+    {MSG_CONSOLE_ATTACH, CC_REQUEST, handle_attach},
+    {MSG_DATA, CC_ATTACHED, handle_input},
+    {MSG_RESIZE, CC_ATTACHED, handle_resize},
+};
+
+static int cc_handle(ConsoleClient *cc, const Msg *m) {
+    char buf[128];
+    for (size_t i = 0; i < ELEMENTSOF(cc_dispatch); i++) {
+        if (cc_dispatch[i].type == m->type && cc_dispatch[i].state == cc->state) {
+            return cc_dispatch[i].handler(cc, m);
+        }
+    }
+    snprintf(buf, sizeof(buf), "unexpected %s", msg_type_name(m->type));
+    return cc_fail(cc, WIRE_ERR_PROTOCOL, buf);
+}
+
+static int cc_read(ConsoleClient *cc) {
+    while (cc->state != CC_CLOSING) {
+        Msg m;
+        int r = wire_reader_read(&cc->reader, cc->fd, &m);
+        if (r == 0) {
+            return 0;
+        }
+        if (r == -E2BIG) {
+            return cc_fail(cc, WIRE_ERR_TOO_LARGE, "frame too large");
+        }
+        if (r == -EINVAL) {
+            return cc_fail(cc, WIRE_ERR_INVALID, "invalid message");
+        }
+        if (r == -EBADMSG || r == -ENOMEM) {
+            return cc_fail(cc, WIRE_ERR_PROTOCOL, "undecodable frame");
+        }
+        if (r < 0) {
+            return r; /* gone */
+        }
+        r = cc_handle(cc, &m);
+        msg_done(&m);
+        if (r < 0) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+static int on_cc_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+    ConsoleClient *cc = userdata;
+    int r = 0;
+
+    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (cc->state == CC_CLOSING) {
+            r = (revents & (EPOLLHUP | EPOLLERR)) ? -ECONNRESET : 0;
+        } else {
+            r = cc_read(cc);
+        }
+    }
+    if (r >= 0) {
+        r = cc_flush(cc);
+    }
+    if (r >= 0) {
+        r = cc_update_events(cc);
+    }
+    if (r < 0) {
+        cc_free(cc);
+    }
+    return 0;
+}
+
+static int on_cc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    ConsoleClient *cc = userdata;
+    log_info("Console client pid %d did not attach in time, dropping it", (int)cc->pid);
+    cc_free(cc);
+    return 0;
+}
+
+/* Output of the VMM: into the scrollback, and to the attached client
+ * unless it is too far behind. */
+static void console_output(Console *c, const uint8_t *p, size_t n) {
+    ConsoleClient *cc = c->attached;
+
+    console_ring_write(&c->ring, p, n);
+    if (!cc) {
+        return;
+    }
+    if (wire_writer_pending(&cc->writer) + n > CONSOLE_CLIENT_QUEUE_MAX) {
+        if (cc->dropped == 0) {
+            log_info("Console of VM '%s': pid %d does not keep up, dropping its output",
+                     c->vm_name, (int)cc->pid);
+        }
+        cc->dropped += n;
+        return;
+    }
+    if (cc_queue_output(cc, p, n) < 0 || cc_flush(cc) < 0 || cc_update_events(cc) < 0) {
+        cc_free(cc);
+    }
+}
+
+/* 1 when bytes were read, 0 when the pty has nothing now, <0 when it is
+ * closed for good (-EIO: no VMM holds the other end any more). */
+static int console_read_once(Console *c) {
+    uint8_t buf[PTY_READ_CHUNK];
+    ssize_t k = read(c->pty, buf, sizeof(buf));
+    if (k < 0) {
+        if (errno == EAGAIN || errno == EINTR) {
+            return 0;
+        }
+        return -errno;
+    }
+    if (k == 0) {
+        return -EIO;
+    }
+    console_output(c, buf, (size_t)k);
+    return 1;
+}
+
+static int on_pty_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+    Console *c = userdata;
+    int r = 0;
+
+    /* A bounded batch per wake-up, so that clients get their turn. */
+    for (int i = 0; i < 16; i++) {
+        r = console_read_once(c);
+        if (r <= 0) {
+            break;
+        }
+    }
+    if (r < 0) {
+        /* The VMM closed its end; its exit is noticed elsewhere. */
+        sd_event_source_set_enabled(c->pty_src, SD_EVENT_OFF);
+    }
+    return 0;
+}
+
+void console_drain(Console *c) {
+    /* Bounded: a VMM child still writing cannot keep us here. */
+    for (size_t got = 0; got < 4 * CONSOLE_SCROLLBACK; got += PTY_READ_CHUNK) {
+        if (console_read_once(c) <= 0) {
+            break;
+        }
+    }
+    if (c->attached) {
+        (void)cc_flush(c->attached);
+    }
+}
+
+static bool console_peer_allowed(const Console *c, uid_t uid) {
+    return uid == 0 || uid == geteuid() || (c->allowed_uid != (uid_t)-1 && uid == c->allowed_uid);
+}
+
+static void console_accept_one(Console *c, int fd) {
+    uid_t uid;
+    pid_t pid;
+    char buf[160];
+    int r;
+
+    r = peer_ucred(fd, &uid, NULL, &pid);
+    if (r < 0) {
+        log_warning_errno(r, "Cannot identify a console client, closing it: %m");
+        safe_close(fd);
+        return;
+    }
+    if (!console_peer_allowed(c, uid) || c->n_clients >= CONSOLE_CLIENTS_MAX) {
+        bool denied = !console_peer_allowed(c, uid);
+        if (denied) {
+            snprintf(buf, sizeof(buf), "uid %u may not use the console of VM '%s'",
+                     (unsigned)uid, c->vm_name);
+        } else {
+            snprintf(buf, sizeof(buf), "too many console clients of VM '%s'", c->vm_name);
+        }
+        log_warning("Console of VM '%s': refusing pid %d (uid %u): %s", c->vm_name, (int)pid,
+                    (unsigned)uid, buf);
+        Msg m = msg_error(denied ? WIRE_ERR_DENIED : WIRE_ERR_UNAVAILABLE, buf);
+        (void)wire_send(fd, &m); /* a fresh socket takes this small frame */
+        safe_close(fd);
+        return;
+    }
+    ConsoleClient *cc = calloc(1, sizeof(*cc));
+    if (!cc) {
+        safe_close(fd);
+        return;
+    }
+    cc->console = c;
+    cc->fd = fd;
+    cc->uid = uid;
+    cc->pid = pid;
+    cc->state = CC_HELLO;
+    cc->next = c->clients;
+    if (c->clients) {
+        c->clients->prev = cc;
+    }
+    c->clients = cc;
+    c->n_clients++;
+    Msg hello = msg_hello(SOFTWARE);
+    r = wire_writer_queue(&cc->writer, &hello);
+    if (r >= 0) {
+        r = sd_event_add_io(c->event, &cc->io, fd, EPOLLIN | EPOLLOUT, on_cc_io, cc);
+    }
+    if (r >= 0) {
+        r = sd_event_add_time_relative(c->event, &cc->timer, CLOCK_MONOTONIC,
+                                       CONSOLE_HANDSHAKE_USEC, 0, on_cc_timer, cc);
+    }
+    if (r < 0) {
+        log_error_errno(r, "Cannot set up a console client: %m");
+        cc_free(cc);
+    }
+}
+
+static int on_listen_io(sd_event_source *s, int lfd, uint32_t revents, void *userdata) {
+    Console *c = userdata;
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            if (errno != EAGAIN) {
+                log_warning_errno(-errno, "Console: accept() failed: %m");
+            }
+            return 0;
+        }
+        console_accept_one(c, fd);
+    }
+}
+
+static int console_listen(Console *c, const char *path) {
+    char buf[ADDR_STR_MAX];
+    Addr addr;
+    int r;
+
+    snprintf(buf, sizeof(buf), "unix:%s", path);
+    r = addr_parse(buf, &addr);
+    if (r < 0) {
+        return r;
+    }
+    /* Born 0600, like the command socket. */
+    mode_t old = umask(0177);
+    r = addr_listen(&addr, &c->listen_fd);
+    umask(old);
+    if (r < 0) {
+        return r;
+    }
+    c->socket_path = strdup(path);
+    if (!c->socket_path) {
+        return -ENOMEM;
+    }
+    return sd_event_add_io(c->event, &c->listen_src, c->listen_fd, EPOLLIN, on_listen_io, c);
+}
+
+int console_new(sd_event *e, const char *vm_name, int pty_master, const char *socket_path,
+                uid_t allowed_uid, Console **ret) {
+    Console *c = calloc(1, sizeof(*c));
+    int r;
+
+    if (!c) {
+        safe_close(pty_master);
+        return -ENOMEM;
+    }
+    c->event = sd_event_ref(e);
+    c->pty = pty_master;
+    c->listen_fd = -EBADF;
+    c->allowed_uid = allowed_uid;
+    c->vm_name = strdup(vm_name);
+    if (!c->vm_name) {
+        console_free(c);
+        return -ENOMEM;
+    }
+    r = sd_event_add_io(e, &c->pty_src, c->pty, EPOLLIN, on_pty_io, c);
+    if (r >= 0 && socket_path) {
+        r = console_listen(c, socket_path);
+    }
+    if (r < 0) {
+        console_free(c);
+        return r;
+    }
+    *ret = c;
+    return 0;
+}
+
+void console_free(Console *c) {
+    if (!c) {
+        return;
+    }
+    while (c->clients) {
+        cc_free(c->clients);
+    }
+    sd_event_source_disable_unref(c->listen_src);
+    sd_event_source_disable_unref(c->pty_src);
+    if (c->socket_path) {
+        unlink(c->socket_path);
+        free(c->socket_path);
+    }
+    safe_close(c->listen_fd);
+    safe_close(c->pty);
+    free(c->vm_name);
+    sd_event_unref(c->event);
+    free(c);
+}
