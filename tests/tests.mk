@@ -4,6 +4,7 @@
 
 include tests/unit/unit.mk
 include tests/fuzz/fuzz.mk
+include tests/helpers/helpers.mk
 
 .PHONY: tests
 # Secondary expansion (enabled in unit.mk): TEST_PROGRAMS is read once every

@@ -26,3 +26,4 @@ def program(name):
 # top-level conftest, and the tests are run from the project root.
 from guestfix import *  # noqa: E402,F401,F403
 from hostfix import *  # noqa: E402,F401,F403
+from vmmfix import *  # noqa: E402,F401,F403

@@ -1,0 +1,224 @@
+"""The host agent supervising its VMM: the real host agent, the crosvm
+stand-in and the real guest agent it starts (vmmfix.py). Start on the
+first connection and on HostStart, READY=1, each way of stopping, a crash,
+the idle backstop of disposable VMs, and --foreground."""
+import os
+import signal
+import subprocess
+import time
+
+import qlwire
+from conftest import program
+from hostfix import VM
+from procs import pid_alive, wait_for
+from qlwire import pb
+from vmmfix import KERNEL, STANDIN
+
+
+def runtime_files(stack):
+    return sorted(os.listdir(stack.run_dir)) if os.path.isdir(stack.run_dir) else []
+
+
+def test_first_connection_starts_the_vm(vmm_stack):
+    s = vmm_stack()
+    st = s.status()
+    assert st.state == pb.VM_STATE_STOPPED and not st.running and st.leases == 0
+    assert not any("READY=1" in n for n in s.notifications())
+    p = s.vm_run("--timing", VM, "echo", "hello from the guest")
+    assert p.returncode == 0, (p.stderr, s.log())
+    assert p.stdout == "hello from the guest\n"
+    assert "VM start" in p.stderr and "VM start took" in p.stderr
+    # The stand-in got crosvm's command line as the host agent builds it.
+    argv = s.argv()
+    assert argv[0] == STANDIN and argv[-1] == KERNEL
+    assert argv[argv.index("--socket") + 1] == s.control_sock
+    assert argv[argv.index("--vsock") + 1] == "cid=3"
+    assert argv[argv.index("--serial") + 1] == "type=stdout,hardware=serial,num=1,console,stdin"
+    st = s.status()
+    assert st.state == pb.VM_STATE_RUNNING and st.running and st.uptime_ms > 0
+    assert st.idle_timeout_s == 0
+    wait_for(lambda: any("READY=1" in n for n in s.notifications()), timeout=10,
+             what="READY=1")
+    # A second command finds it running: no start this time.
+    p = s.vm_run("--timing", VM, "true")
+    assert p.returncode == 0 and "VM start took" not in p.stderr, p.stderr
+    assert runtime_files(s) == [f"{VM}-console", f"{VM}-crosvm.sock", f"{VM}.sock"]
+
+
+def test_vmm_stderr_reaches_the_log(vmm_stack):
+    s = vmm_stack()
+    name, msg = s.request("host_start")
+    assert name == "host_status" and msg.state == pb.VM_STATE_RUNNING, (name, msg)
+    # The stand-in's own stderr line and the guest agent's, prefixed.
+    wait_for(lambda: "crosvm: crosvm-standin: control socket" in s.log(), timeout=10,
+             what="the VMM's stderr in the log")
+    assert "crosvm: qubes-lite-guest-agent: Listening on" in s.log()
+
+
+def test_host_start_then_stop_by_guest_poweroff(vmm_stack):
+    s = vmm_stack()
+    name, msg = s.request("host_start")
+    assert name == "host_status", (name, msg)
+    assert msg.state == pb.VM_STATE_RUNNING and msg.running and msg.vm == VM
+    # Starting a running VM is no error.
+    name, msg = s.request("host_start")
+    assert name == "host_status" and msg.state == pb.VM_STATE_RUNNING
+    pid = s.standin_pid()
+    name, msg = s.request("host_stop")
+    assert name == "host_stopped", (name, msg)
+    assert msg.method == pb.STOP_GUEST_POWEROFF
+    assert s.wait_agent_exit() == 0
+    assert not pid_alive(pid)
+    assert "the guest powered off" in s.log()
+    # Everything the VM had in the runtime directory is gone.
+    assert runtime_files(s) == []
+
+
+def test_stop_when_not_running(vmm_stack):
+    s = vmm_stack()
+    name, msg = s.request("host_stop")
+    assert name == "host_stopped" and msg.method == pb.STOP_NOT_RUNNING, (name, msg)
+    assert s.host.proc.poll() is None
+
+
+def test_stop_on_the_control_socket_when_the_guest_ignores_shutdown(vmm_stack):
+    s = vmm_stack(standin={"ignore_poweroff": 1}, agent_args=["--shutdown-timeout", "1"])
+    assert s.request("host_start")[0] == "host_status"
+    t = time.monotonic()
+    name, msg = s.request("host_stop")
+    assert name == "host_stopped", (name, msg)
+    assert msg.method == pb.STOP_VMM_STOP
+    assert 900 <= msg.stop_ms < 5000 and time.monotonic() - t >= 0.9
+    assert s.wait_agent_exit() == 0
+    assert "stopping on the control socket" in s.log()
+
+
+def test_kill_when_the_vmm_ignores_stop(vmm_stack):
+    s = vmm_stack(standin={"ignore_poweroff": 1, "ignore_stop": 1},
+                  agent_args=["--shutdown-timeout", "1", "--stop-timeout", "1"])
+    assert s.request("host_start")[0] == "host_status"
+    pid = s.standin_pid()
+    name, msg = s.request("host_stop")
+    assert name == "host_stopped", (name, msg)
+    assert msg.method == pb.STOP_KILLED
+    assert msg.stop_ms >= 1900
+    assert s.wait_agent_exit() == 0
+    assert not pid_alive(pid)
+    assert "ignoring stop as asked" in s.log()
+    # The guest agent went with it.
+    assert runtime_files(s) == []
+
+
+def test_sigterm_stops_the_vm(vmm_stack):
+    s = vmm_stack()
+    assert s.request("host_start")[0] == "host_status"
+    pid = s.standin_pid()
+    os.kill(s.host.pid, signal.SIGTERM)
+    assert s.wait_agent_exit() == 0
+    assert not pid_alive(pid)
+    assert "the guest powered off" in s.log()
+
+
+def test_crash_before_the_guest_answers(vmm_stack):
+    s = vmm_stack(standin={"boot_ms": 5000, "crash_ms": 300})
+    p = s.vm_run(VM, "true")
+    assert p.returncode == 255
+    lines = p.stderr.splitlines()
+    assert lines[-1].startswith("vm-run: "), p.stderr
+    assert "stopped before its guest agent answered" in lines[-1]
+    assert "crosvm was killed by signal 11" in lines[-1], lines
+    assert s.wait_agent_exit() == 0
+    assert runtime_files(s) == []
+
+
+def test_crash_while_running(vmm_stack):
+    s = vmm_stack(standin={"crash_ms": 1500})
+    p = s.popen("vm-run", VM, "sleep", "30", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # HostStart waits with it; the crash ends both.
+    assert s.wait_agent_exit(timeout=30) == 0
+    out, err = p.communicate(timeout=30)
+    assert p.returncode != 0
+    assert "crosvm was killed by signal 11" in s.log()
+
+
+def test_start_failure_is_reported(vmm_stack):
+    s = vmm_stack(vm={"kernel": None})
+    name, msg = s.request("host_start")
+    assert name == "error" and msg.code == pb.ERROR_UNAVAILABLE, (name, msg)
+    assert "'kernel'" in msg.message and "test.json" in msg.message
+    p = s.vm_run(VM, "true")
+    assert p.returncode == 255 and "'kernel'" in p.stderr
+    assert s.status().state == pb.VM_STATE_STOPPED
+
+
+def test_connect_no_start_does_not_start(vmm_stack):
+    s = vmm_stack()
+    c = qlwire.Conn.unix(s.sock)
+    c.hello()
+    c.send("connect", no_start=True)
+    name, msg = c.recv()
+    c.close()
+    assert name == "error" and msg.code == pb.ERROR_UNAVAILABLE and "not running" in msg.message
+    assert s.status().state == pb.VM_STATE_STOPPED
+
+
+def test_idle_backstop_stops_a_disposable_vm(vmm_stack):
+    s = vmm_stack(vm={"disposable": True, "idleTimeout": 1}, agent_args=["--idle-grace", "1"])
+    # A lease held longer than idleTimeout + grace keeps the VM up.
+    p = s.popen("vm-run", VM, "sleep", "4", stdout=subprocess.PIPE)
+    wait_for(lambda: s.status().leases == 1 and s.status().state == pb.VM_STATE_RUNNING,
+             timeout=30, what="the lease")
+    st = s.status()
+    assert st.idle_timeout_s == 1 and st.live_sessions == 1 and st.idle_ms == 0
+    time.sleep(3)
+    assert s.host.proc.poll() is None and s.status().state == pb.VM_STATE_RUNNING
+    assert p.wait(timeout=30) == 0
+    ended = time.monotonic()
+    # Then, without a lease, idleTimeout + grace (2 s) later the host agent
+    # stops it (the guest agent here has no idle timeout of its own).
+    assert s.wait_agent_exit(timeout=30) == 0
+    waited = time.monotonic() - ended
+    assert 1.5 <= waited < 10, waited
+    log = s.log()
+    assert "no lease for" in log and "stopping" in log
+    assert "the guest powered off" in log
+
+
+def test_not_disposable_stays_up(vmm_stack):
+    s = vmm_stack(vm={"idleTimeout": 1}, agent_args=["--idle-grace", "0"])
+    assert s.vm_run(VM, "true").returncode == 0
+    time.sleep(2.5)
+    assert s.status().state == pb.VM_STATE_RUNNING
+
+
+def test_foreground_exit_status(tmp_path, vmm_stack):
+    # The stack only provides the directories and the environment.
+    s = vmm_stack(start=False, standin={"crash_ms": 1500})
+    p = subprocess.run(s.agent_argv("--foreground"), env=s.env, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 128 + signal.SIGSEGV, p.stderr
+    # The serial console went to our stdout, not to a relay.
+    assert b"standin: boot done" in p.stdout
+    assert b"crosvm-standin: crashing as asked" in p.stderr
+
+
+def test_foreground_serves_the_command_socket(vmm_stack):
+    s = vmm_stack(start=False)
+    p = subprocess.Popen(s.agent_argv("--foreground"), env=s.env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: os.path.exists(s.sock) and os.path.exists(s.guest_sock), timeout=30,
+                 what="the VM")
+        wait_for(lambda: s.status().state == pb.VM_STATE_RUNNING, timeout=30, what="running")
+        r = s.vm_run(VM, "echo", "fg")
+        assert r.returncode == 0 and r.stdout == "fg\n", r.stderr
+        assert not os.path.exists(s.console_sock)
+        name, msg = s.request("host_stop")
+        assert name == "host_stopped" and msg.method == pb.STOP_GUEST_POWEROFF
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert b"standin: reboot: Power down" in out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

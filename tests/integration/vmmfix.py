@@ -1,0 +1,211 @@
+"""Fixtures for the host agent supervising a VMM: the real host agent, the
+crosvm stand-in (tests/helpers/crosvm-standin.c, the one stand-in the
+tests use: crosvm is not packaged here) and, started by the stand-in, the
+real guest agent.
+
+`vmm_stack(vm={...}, agent_args=[...], standin={...})` builds a VmmStack in
+a fresh temporary directory:
+
+    etc/host.json, etc/vms/test.json   (kernel set, so that it can start)
+    run/test.sock                      the host agent's socket (--listen)
+    run/test-console, run/test-crosvm.sock   while the VMM runs
+    guest.sock                         the guest agent, started by the stand-in
+    notify.sock                        NOTIFY_SOCKET, read by the test
+    argv, standin.pid                  what the stand-in records
+
+and starts the host agent (without --no-vmm). On teardown the host agent
+is stopped (SIGTERM stops the VM) and must exit 0 without a sanitizer
+report; a stand-in still running after that fails the test.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+
+import pytest
+
+import qlwire
+from conftest import BUILD, program
+from hostfix import VM, Daemon
+from procs import pid_alive, wait_for
+
+STANDIN = os.path.join(BUILD, "tests", "helpers", "crosvm-standin")
+KERNEL = "/boot/vmlinuz-standin"
+
+
+class VmmStack:
+    def __init__(self, vm=None, agent_args=(), standin=None, user="daemon", start=True):
+        if not os.access(STANDIN, os.X_OK):
+            raise FileNotFoundError(f"{STANDIN} not built (run make tests)")
+        self.dir = tempfile.mkdtemp(prefix="qlv-")
+        self.etc = os.path.join(self.dir, "etc")
+        self.run_dir = os.path.join(self.dir, "run")
+        self.sock = os.path.join(self.run_dir, VM + ".sock")
+        self.console_sock = os.path.join(self.run_dir, VM + "-console")
+        self.control_sock = os.path.join(self.run_dir, VM + "-crosvm.sock")
+        self.guest_sock = os.path.join(self.dir, "guest.sock")
+        self.argv_file = os.path.join(self.dir, "argv")
+        self.pid_file = os.path.join(self.dir, "standin.pid")
+        os.makedirs(os.path.join(self.etc, "vms"))
+        self.write_json("host.json", {} if user is None else {"user": user})
+        cfg = {"id": 3, "name": VM, "kernel": KERNEL}
+        cfg.update(vm or {})
+        self.write_json(f"vms/{VM}.json", cfg)
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify_path = os.path.join(self.dir, "notify.sock")
+        self.notify.bind(self.notify_path)
+        self.notify.setblocking(False)
+        self.notes = []
+        self.env = dict(os.environ)
+        self.env.pop("QUBES_LITE_LOG_LEVEL", None)
+        self.env.pop("JOURNAL_STREAM", None)
+        self.env.update({
+            "QUBES_LITE_CONFIG_DIR": self.etc,
+            "QUBES_LITE_RUNTIME_DIR": self.run_dir,
+            "QUBES_LITE_CROSVM": STANDIN,
+            "QL_STANDIN_GUEST_AGENT": program("qubes-lite-guest-agent"),
+            "QL_STANDIN_GUEST_SOCKET": self.guest_sock,
+            "QL_STANDIN_ARGV": self.argv_file,
+            "QL_STANDIN_PIDFILE": self.pid_file,
+        })
+        self.env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        for k, v in (standin or {}).items():
+            self.env["QL_STANDIN_" + k.upper()] = str(v)
+        self.agent_args = list(agent_args)
+        self.host = None
+        self.clients = []
+        if start:
+            self.start_agent()
+
+    def write_json(self, rel, obj):
+        import json
+        with open(os.path.join(self.etc, rel), "w") as f:
+            json.dump(obj, f)
+
+    def agent_argv(self, *extra):
+        return [program("qubes-lite-host-agent"), "--vm", VM, "--listen", "unix:" + self.sock,
+                "--guest", "unix:" + self.guest_sock, "--log-level", "debug",
+                *self.agent_args, *extra]
+
+    def start_agent(self, *extra):
+        env = dict(self.env, NOTIFY_SOCKET=self.notify_path)
+        self.host = Daemon("host agent", self.agent_argv(*extra), env,
+                           os.path.join(self.dir, "host.log"), "serving")
+
+    def log(self):
+        return self.host.log_text()
+
+    def notifications(self):
+        while True:
+            try:
+                self.notes.append(self.notify.recv(4096).decode())
+            except BlockingIOError:
+                return self.notes
+
+    def standin_pid(self):
+        with open(self.pid_file) as f:
+            return int(f.read())
+
+    def argv(self):
+        with open(self.argv_file) as f:
+            return f.read().splitlines()
+
+    # ---- clients -----------------------------------------------------------
+
+    def run_tool(self, name, *args, timeout=120, **kw):
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run([program(name), *[str(a) for a in args]], env=self.env,
+                              timeout=timeout, text=True, **kw)
+
+    def vm_run(self, *args, **kw):
+        return self.run_tool("vm-run", *args, **kw)
+
+    def popen(self, name, *args, **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen([program(name), *[str(a) for a in args]], env=self.env, **kw)
+        self.clients.append(p)
+        return p
+
+    def request(self, name, timeout=60, **fields):
+        """One request on the command socket; returns (reply name, reply)."""
+        c = qlwire.Conn.unix(self.sock, timeout=timeout)
+        try:
+            c.hello()
+            c.send(name, **fields)
+            return c.recv(timeout=timeout)
+        finally:
+            c.close()
+
+    def status(self):
+        name, msg = self.request("host_status_request")
+        assert name == "host_status", (name, msg)
+        return msg
+
+    def console(self, rows=0, cols=0, hello=True):
+        c = qlwire.Conn.unix(self.console_sock, timeout=30)
+        if hello:
+            c.hello()
+            c.send("console_attach", rows=rows, cols=cols)
+        return c
+
+    # ---- teardown ------------------------------------------------------------
+
+    def wait_agent_exit(self, timeout=60):
+        self.host.proc.wait(timeout=timeout)
+        return self.host.proc.returncode
+
+    def stop(self):
+        for p in self.clients:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+        errors = []
+        if self.host is not None:
+            try:
+                self.host.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+        if os.path.exists(self.pid_file):
+            pid = self.standin_pid()
+            try:
+                wait_for(lambda: not pid_alive(pid), timeout=10, what="the stand-in to exit")
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                errors.append(f"the stand-in (pid {pid}) outlived the host agent")
+        self.notify.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        assert not errors, "\n".join(errors)
+
+
+def console_read_until(conn, marker, timeout=30):
+    """Reads console Data until marker is in it; returns the bytes."""
+    import time
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        name, msg = conn.recv(timeout=max(0.01, deadline - time.monotonic()))
+        assert name == "data", (name, msg)
+        assert msg.stream == qlwire.pb.STREAM_STDOUT
+        out.extend(msg.data)
+    return bytes(out)
+
+
+@pytest.fixture
+def vmm_stack():
+    stacks = []
+
+    def make(**kw):
+        s = VmmStack(**kw)
+        stacks.append(s)
+        return s
+
+    yield make
+    for s in stacks:
+        s.stop()
+
+
+__all__ = ["vmm_stack", "VmmStack", "console_read_until", "STANDIN", "KERNEL"]
