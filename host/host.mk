@@ -6,6 +6,10 @@ HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/pat
 	$(OBJ)/host/crosvm.o $(OBJ)/host/vfio.o \
 	$(OBJ)/host/console.o $(OBJ)/host/guestcall.o
 VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/paths.o
+# vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
+HOSTCTL_OBJS := $(OBJ)/host/hostctl.o $(OBJ)/host/paths.o
+HOSTCTL_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
+VM_COMMANDS := vm-start vm-stop vm-list vm-start-debug
 HOST_LIBS := $(call pc_libs,jansson)
 # vm-run starts for every command: it links only what it uses (not
 # libsystemd nor jansson), which keeps `vm-run VM true` short. It is also
@@ -24,7 +28,7 @@ endif
 
 CFLAGS_host := $(call pc_cflags,jansson)
 
-PROGRAMS += $(BIN)/qubes-lite-host-agent $(BIN)/vm-run
+PROGRAMS += $(BIN)/qubes-lite-host-agent $(BIN)/vm-run $(VM_COMMANDS:%=$(BIN)/%)
 
 $(BIN)/qubes-lite-host-agent: $(HOST_AGENT_OBJS) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
@@ -35,6 +39,11 @@ $(BIN)/vm-run: $(VM_RUN_OBJS) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(VM_RUN_LDFLAGS) -o $@ $^ $(VM_RUN_LIBS)
+
+$(VM_COMMANDS:%=$(BIN)/%): $(BIN)/%: $(OBJ)/host/%.o $(HOSTCTL_OBJS) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(HOSTCTL_OBJS) $(PROTO_LIB) $(HOSTCTL_LIBS)
 
 # Unit tests (tests/unit/test-<module>.c, built by the generic rule).
 UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/vmrun-opts.o

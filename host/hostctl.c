@@ -1,0 +1,235 @@
+/* The vm-* commands' side of the host agent's socket: see hostctl.h. */
+#include "hostctl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "paths.h"
+#include "util.h"
+
+static const char *program = "vm";
+
+void hostctl_setup(const char *name) {
+    program = name;
+}
+
+void hostctl_fail(const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "%s: ", program);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(EXIT_FAILURE);
+}
+
+const char *hostctl_error_name(WireError e) {
+    static const char *const names[] = {
+        [WIRE_ERR_UNSPECIFIED] = "UNSPECIFIED",
+        [WIRE_ERR_PROTOCOL] = "PROTOCOL",
+        [WIRE_ERR_VERSION] = "VERSION",
+        [WIRE_ERR_TOO_LARGE] = "TOO_LARGE",
+        [WIRE_ERR_DENIED] = "DENIED",
+        [WIRE_ERR_INVALID] = "INVALID",
+        [WIRE_ERR_UNAVAILABLE] = "UNAVAILABLE",
+        [WIRE_ERR_INTERNAL] = "INTERNAL",
+        [WIRE_ERR_SHUTTING_DOWN] = "SHUTTING_DOWN",
+    };
+    return (unsigned)e < ELEMENTSOF(names) ? names[e] : "UNSPECIFIED";
+}
+
+const char *hostctl_state_name(VmState s) {
+    static const char *const names[] = {
+        [VM_STOPPED] = "stopped",
+        [VM_STARTING] = "starting",
+        [VM_RUNNING] = "running",
+        [VM_STOPPING] = "stopping",
+    };
+    return (unsigned)s < ELEMENTSOF(names) ? names[s] : "unknown";
+}
+
+void hostctl_fail_error(const char *vm, const Msg *error) {
+    char buf[512];
+    str_sanitize(error->error.message, strlen(error->error.message), buf, sizeof(buf));
+    hostctl_fail("VM '%s': %s (%s)", vm, buf, hostctl_error_name(error->error.code));
+}
+
+static bool vm_file(const char *vm) {
+    char path[4096];
+    struct stat st;
+    if (!config_vm_name_valid(vm)) {
+        return false;
+    }
+    snprintf(path, sizeof(path), "%s/vms/%s.json", config_dir(), vm);
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void hostctl_require_vm(const char *vm) {
+    if (!vm_file(vm)) {
+        hostctl_fail("no VM named '%s' (no %s/vms/%s.json)", vm, config_dir(),
+                     config_vm_name_valid(vm) ? vm : "NAME");
+    }
+}
+
+static int name_cmp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void hostctl_names_free(char **names, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(names[i]);
+    }
+    free(names);
+}
+
+int hostctl_list_vms(char ***ret_names, size_t *ret_n) {
+    char path[4096];
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+
+    snprintf(path, sizeof(path), "%s/vms", config_dir());
+    DIR *d = opendir(path);
+    if (!d) {
+        return -errno;
+    }
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len <= 5 || !streq(de->d_name + len - 5, ".json")) {
+            continue;
+        }
+        char *name = strndup(de->d_name, len - 5);
+        char **more = name ? reallocarray(names, n + 1, sizeof(char *)) : NULL;
+        if (!more) {
+            free(name);
+            hostctl_names_free(names, n);
+            closedir(d);
+            return -ENOMEM;
+        }
+        names = more;
+        if (!vm_file(name)) {
+            free(name);
+            continue;
+        }
+        names[n++] = name;
+    }
+    closedir(d);
+    if (n > 0) {
+        qsort(names, n, sizeof(char *), name_cmp);
+    }
+    *ret_names = names;
+    *ret_n = n;
+    return 0;
+}
+
+int hostctl_socket_path(const char *vm, char *buf, size_t size) {
+    int n = snprintf(buf, size, "%s/%s.sock", config_runtime_dir(), vm);
+    return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/* Waits until fd is readable; -ETIMEDOUT after timeout_ms (-1: never). */
+static int wait_readable(int fd, int timeout_ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r;
+    do {
+        r = poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        return -errno;
+    }
+    return r == 0 ? -ETIMEDOUT : 0;
+}
+
+static int recv_reply(int fd, int timeout_ms, Msg *ret) {
+    int r = wait_readable(fd, timeout_ms);
+    if (r < 0) {
+        return r;
+    }
+    return wire_recv(fd, ret, NULL);
+}
+
+int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, size_t size) {
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    char path[sizeof(un.sun_path)];
+    _cleanup_close_ int fd = -EBADF;
+    Msg m;
+    int r;
+
+    r = hostctl_socket_path(vm, path, sizeof(path));
+    if (r < 0) {
+        snprintf(message, size, "the socket path of VM '%s' is too long", vm);
+        return r;
+    }
+    memcpy(un.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        r = -errno;
+        snprintf(message, size, "socket: %s", strerror(errno));
+        return r;
+    }
+    while (connect(fd, (struct sockaddr *)&un, sizeof(un)) < 0) {
+        if (errno != EINTR) {
+            r = -errno;
+            snprintf(message, size, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
+                     strerror(errno));
+            return r;
+        }
+    }
+    Msg hello = msg_hello("vm-commands 0.1");
+    r = wire_send(fd, &hello);
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+        snprintf(message, size, "cannot talk to the host agent of VM '%s': %s", vm, strerror(-r));
+        return r;
+    }
+    /* A refused peer still gets the agent's Error: read it. */
+    r = recv_reply(fd, timeout_ms, &m);
+    if (r < 0) {
+        snprintf(message, size, "the host agent of VM '%s' %s", vm,
+                 r == -ETIMEDOUT ? "does not answer" : "closed the connection");
+        return r == -ETIMEDOUT ? r : -EPIPE;
+    }
+    if (m.type == MSG_ERROR) {
+        char buf[512];
+        str_sanitize(m.error.message, strlen(m.error.message), buf, sizeof(buf));
+        snprintf(message, size, "VM '%s': %s (%s)", vm, buf, hostctl_error_name(m.error.code));
+        msg_done(&m);
+        return -EACCES;
+    }
+    if (m.type != MSG_HELLO || wire_check_hello(&m) < 0) {
+        snprintf(message, size, "the host agent of VM '%s' speaks another protocol", vm);
+        msg_done(&m);
+        return -EPROTO;
+    }
+    msg_done(&m);
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
+int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, int notice_ms,
+                    Msg *ret_reply) {
+    int r = wire_send(fd, req);
+    if (r < 0) {
+        return r;
+    }
+    if (notice) {
+        r = wait_readable(fd, timeout_ms >= 0 ? MIN(notice_ms, timeout_ms) : notice_ms);
+        if (r == -ETIMEDOUT) {
+            fprintf(stderr, "%s: %s\n", program, notice);
+            if (timeout_ms >= 0) {
+                timeout_ms = timeout_ms > notice_ms ? timeout_ms - notice_ms : 0;
+            }
+        } else if (r < 0) {
+            return r;
+        }
+    }
+    return recv_reply(fd, timeout_ms, ret_reply);
+}

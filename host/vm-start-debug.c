@@ -1,0 +1,99 @@
+/* vm-start-debug VM [HOST-AGENT-OPTION]...: run the VM with the VMM in
+ * the foreground, its output and serial console on this terminal: execs
+ * qubes-lite-host-agent --vm VM --foreground, which still serves the VM's
+ * command socket (vm-run works) and exits with the VMM's status. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hostctl.h"
+#include "util.h"
+
+#define HOST_AGENT "qubes-lite-host-agent"
+
+static void help(void) {
+    printf("Usage: vm-start-debug VM [HOST-AGENT-OPTION]...\n"
+           "Run VM with its VMM in the foreground: the VMM's output and the serial\n"
+           "console are on this terminal, vm-run still works, and the exit status\n"
+           "is the VMM's (128+N when killed by signal N). Refused while VM runs.\n"
+           "Options after VM go to %s (e.g. --log-level debug).\n"
+           "\n"
+           "  -h, --help   show this help\n",
+           HOST_AGENT);
+}
+
+/* The host agent beside this program (a build tree, or an installed
+ * prefix), else from PATH. */
+static const char *host_agent_path(char *buf, size_t size) {
+    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+    if (n > 0) {
+        buf[n] = '\0';
+        char *slash = strrchr(buf, '/');
+        if (slash && (size_t)(slash - buf) + 1 + sizeof(HOST_AGENT) <= size) {
+            strcpy(slash + 1, HOST_AGENT);
+            if (access(buf, X_OK) == 0) {
+                return buf;
+            }
+        }
+    }
+    return HOST_AGENT;
+}
+
+int main(int argc, char **argv) {
+    char message[512], path[PATH_MAX];
+    int fd, r;
+
+    hostctl_setup("vm-start-debug");
+    /* Only our own options before VM; everything after it is passed on. */
+    if (argc >= 2 && (streq(argv[1], "-h") || streq(argv[1], "--help"))) {
+        help();
+        return EXIT_SUCCESS;
+    }
+    if (argc < 2) {
+        hostctl_fail("no VM given (see --help)");
+    }
+    if (argv[1][0] == '-') {
+        hostctl_fail("unknown option '%s' (see --help)", argv[1]);
+    }
+    const char *vm = argv[1];
+    hostctl_require_vm(vm);
+
+    /* A host agent that answers with the VM up owns it: refuse. One with
+     * the VM stopped is fine. */
+    r = hostctl_connect(vm, 5000, &fd, message, sizeof(message));
+    if (r >= 0) {
+        Msg req = {.type = MSG_HOST_STATUS_REQUEST}, reply;
+        r = hostctl_request(fd, &req, 5000, NULL, 0, &reply);
+        close(fd);
+        if (r < 0) {
+            hostctl_fail("the host agent of VM '%s' does not answer", vm);
+        }
+        if (reply.type == MSG_HOST_STATUS && reply.host_status.state != VM_STOPPED) {
+            hostctl_fail("VM '%s' is %s: stop it first (vm-stop %s)", vm,
+                         hostctl_state_name(reply.host_status.state), vm);
+        }
+        msg_done(&reply);
+    } else if (r != -ENOENT && r != -ECONNREFUSED) {
+        hostctl_fail("%s", message);
+    }
+
+    const char *agent = host_agent_path(path, sizeof(path));
+    size_t extra = (size_t)argc - 2;
+    char **args = calloc(extra + 5, sizeof(char *));
+    if (!args) {
+        hostctl_fail("out of memory");
+    }
+    args[0] = (char *)agent;
+    args[1] = "--vm";
+    args[2] = (char *)vm;
+    args[3] = "--foreground";
+    for (size_t i = 0; i < extra; i++) {
+        args[4 + i] = argv[2 + i];
+    }
+    execvp(agent, args);
+    hostctl_fail("cannot execute %s: %s", agent, strerror(errno));
+}

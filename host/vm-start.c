@@ -1,0 +1,61 @@
+/* vm-start VM: start the VM unless it runs, and wait until its guest
+ * agent answers. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "hostctl.h"
+#include "util.h"
+
+#define NOTICE_MS 1000
+
+static void help(void) {
+    printf("Usage: vm-start VM\n"
+           "Start VM, unless it runs, and wait until its guest agent answers.\n"
+           "\n"
+           "  -h, --help   show this help\n"
+           "\n"
+           "Exit status: 0 when the VM runs, 1 with one line on stderr otherwise.\n");
+}
+
+int main(int argc, char **argv) {
+    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {0}};
+    char message[512], notice[128];
+    int fd, c, r;
+    Msg reply;
+
+    hostctl_setup("vm-start");
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+        if (c == 'h') {
+            help();
+            return EXIT_SUCCESS;
+        }
+        fprintf(stderr, "Try 'vm-start --help'.\n");
+        return EXIT_FAILURE;
+    }
+    if (optind + 1 != argc) {
+        hostctl_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
+    }
+    const char *vm = argv[optind];
+    hostctl_require_vm(vm);
+    r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
+    if (r < 0) {
+        hostctl_fail("%s", message);
+    }
+    snprintf(notice, sizeof(notice), "waiting for VM '%s' to start...", vm);
+    Msg req = {.type = MSG_HOST_START};
+    r = hostctl_request(fd, &req, -1, notice, NOTICE_MS, &reply);
+    if (r < 0) {
+        hostctl_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
+    }
+    if (reply.type == MSG_ERROR) {
+        hostctl_fail_error(vm, &reply);
+    }
+    if (reply.type != MSG_HOST_STATUS) {
+        hostctl_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
+    }
+    msg_done(&reply);
+    close(fd);
+    return EXIT_SUCCESS;
+}

@@ -1,0 +1,81 @@
+/* vm-stop VM: stop the VM cleanly: the guest powers off, else the VMM's
+ * stop command, else it is killed (the host agent's steps). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "hostctl.h"
+#include "util.h"
+
+#define NOTICE_MS 1000
+
+static void help(void) {
+    printf("Usage: vm-stop VM\n"
+           "Stop VM: ask the guest to power off, then the VMM to stop, then kill it,\n"
+           "each step with a timeout, and say which one worked.\n"
+           "\n"
+           "  -h, --help   show this help\n"
+           "\n"
+           "Exit status: 0 when the VM is stopped (a VM that was not running too),\n"
+           "1 with one line on stderr otherwise.\n");
+}
+
+int main(int argc, char **argv) {
+    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {0}};
+    static const char *const how[] = {
+        [STOP_NOT_RUNNING] = "was not running",
+        [STOP_GUEST_POWEROFF] = "stopped: the guest powered off",
+        [STOP_VMM_STOP] = "stopped: the guest did not power off, the VMM stopped on request",
+        [STOP_KILLED] = "stopped: killed, it did not stop on request",
+    };
+    char message[512], notice[128];
+    int fd, c, r;
+    Msg reply;
+
+    hostctl_setup("vm-stop");
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+        if (c == 'h') {
+            help();
+            return EXIT_SUCCESS;
+        }
+        fprintf(stderr, "Try 'vm-stop --help'.\n");
+        return EXIT_FAILURE;
+    }
+    if (optind + 1 != argc) {
+        hostctl_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
+    }
+    const char *vm = argv[optind];
+    hostctl_require_vm(vm);
+    r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
+    if (r == -ENOENT || r == -ECONNREFUSED) {
+        /* Nobody listens: no host agent, so no VM. */
+        printf("VM '%s' is not running\n", vm);
+        return EXIT_SUCCESS;
+    }
+    if (r < 0) {
+        hostctl_fail("%s", message);
+    }
+    snprintf(notice, sizeof(notice), "stopping VM '%s'...", vm);
+    Msg req = {.type = MSG_HOST_STOP};
+    r = hostctl_request(fd, &req, -1, notice, NOTICE_MS, &reply);
+    if (r < 0) {
+        hostctl_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
+    }
+    if (reply.type == MSG_ERROR) {
+        hostctl_fail_error(vm, &reply);
+    }
+    if (reply.type != MSG_HOST_STOPPED) {
+        hostctl_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
+    }
+    if (reply.host_stopped.method == STOP_NOT_RUNNING) {
+        printf("VM '%s' is not running\n", vm);
+    } else {
+        printf("VM '%s' %s (%" PRIu64 ".%01" PRIu64 " s)\n", vm, how[reply.host_stopped.method],
+               reply.host_stopped.stop_ms / 1000, reply.host_stopped.stop_ms % 1000 / 100);
+    }
+    msg_done(&reply);
+    close(fd);
+    return EXIT_SUCCESS;
+}
