@@ -54,6 +54,7 @@ struct Console {
     sd_event_source *listen_src;
     char *socket_path;
     uid_t allowed_uid;
+    gid_t allowed_gid;
     ConsoleClient *clients;
     unsigned n_clients;
     ConsoleClient *attached;
@@ -535,11 +536,21 @@ static int console_listen(Console *c, const char *path) {
     if (!c->socket_path) {
         return -ENOMEM;
     }
+    if (c->allowed_uid != (uid_t)-1 && c->allowed_uid != geteuid()) {
+        /* The user's vm-shell connects as the user; not through a symlink
+         * put in the socket's place. */
+        if (fchownat(AT_FDCWD, path, c->allowed_uid, c->allowed_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno != EPERM || geteuid() == 0) {
+                return -errno;
+            }
+            log_warning("Not root: %s stays owned by uid %u", path, (unsigned)geteuid());
+        }
+    }
     return sd_event_add_io(c->event, &c->listen_src, c->listen_fd, EPOLLIN, on_listen_io, c);
 }
 
 int console_new(sd_event *e, const char *vm_name, int pty_master, const char *socket_path,
-                uid_t allowed_uid, Console **ret) {
+                uid_t allowed_uid, gid_t allowed_gid, Console **ret) {
     Console *c = calloc(1, sizeof(*c));
     int r;
 
@@ -551,6 +562,7 @@ int console_new(sd_event *e, const char *vm_name, int pty_master, const char *so
     c->pty = pty_master;
     c->listen_fd = -EBADF;
     c->allowed_uid = allowed_uid;
+    c->allowed_gid = allowed_gid;
     c->vm_name = strdup(vm_name);
     if (!c->vm_name) {
         console_free(c);

@@ -31,11 +31,12 @@ typedef struct Console Console;
 int console_open_pty(int *ret_master, int *ret_slave);
 
 /* Takes pty_master over and starts reading it. `socket_path` (NULL: no
- * socket) is created mode 0600 and removed by console_free(). Clients
- * whose uid is 0, our euid or `allowed_uid` (when not (uid_t)-1) are
+ * socket) is created mode 0600, owned by `allowed_uid`:`allowed_gid` when
+ * that is not (uid_t)-1 (unprivileged, it stays ours), and removed by
+ * console_free(). Clients whose uid is 0, our euid or `allowed_uid` are
  * served. */
 int console_new(sd_event *e, const char *vm_name, int pty_master, const char *socket_path,
-                uid_t allowed_uid, Console **ret);
+                uid_t allowed_uid, gid_t allowed_gid, Console **ret);
 /* Reads what the pty still holds (the VMM has exited), into the
  * scrollback and to the client. */
 void console_drain(Console *c);

@@ -792,7 +792,8 @@ static int agent_start_vm(Agent *a, char *why, size_t why_size) {
             return log_error_errno(-ENOMEM, "Cannot start VM '%s': %m", a->vm_name);
         }
         r = console_new(a->event, a->vm_name, TAKE_FD(master), console_path,
-                        a->host && a->host->user ? a->host->user_uid : (uid_t)-1, &a->console);
+                        a->host && a->host->user ? a->host->user_uid : (uid_t)-1,
+                        a->host && a->host->user ? a->host->user_gid : (gid_t)-1, &a->console);
         if (r < 0) {
             snprintf(why, why_size, "cannot start VM '%s': cannot serve its console on %s: %s",
                      a->vm_name, console_path, strerror(-r));

@@ -3,6 +3,7 @@ VMM (the crosvm stand-in echoes what it reads there), the 64 KiB
 scrollback, one interactive client at a time, window sizes, and a client
 that does not read."""
 import os
+import pwd
 import stat
 import time
 
@@ -39,8 +40,10 @@ def attach(s, rows=0, cols=0):
 def test_replay_keeps_the_last_64k(vmm_stack):
     # 100 KiB of boot output before anyone attaches.
     s = started(vmm_stack, standin={"banner": 100 * 1024})
-    mode = os.stat(s.console_sock).st_mode
-    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    st = os.stat(s.console_sock)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    # The configured user's vm-shell may connect.
+    assert st.st_uid == pwd.getpwnam("daemon").pw_uid
     c, replay = attach(s)
     try:
         assert len(replay) == SCROLLBACK
