@@ -571,18 +571,25 @@ static int client_request_status(Client *c) {
 
 /* ---- the VMM's stderr --------------------------------------------------- */
 
+/* One line of the VMM's stderr into our log, control characters escaped. */
+static void vmm_log_line(Agent *a, const char *line, size_t len) {
+    char buf[4 * VMM_LINE_MAX + 1];
+    if (len > 0 && line[len - 1] == '\r') {
+        len--;
+    }
+    log_info("%s: %s", a->vmm->name, str_sanitize(line, len, buf, sizeof(buf)));
+}
+
 static void vmm_line(Agent *a, bool flush_partial) {
     char *nl;
     while ((nl = memchr(a->line, '\n', a->line_len))) {
-        *nl = '\0';
-        log_info("%s: %s", a->vmm->name, a->line);
         size_t used = (size_t)(nl - a->line) + 1;
+        vmm_log_line(a, a->line, used - 1);
         memmove(a->line, nl + 1, a->line_len - used);
         a->line_len -= used;
     }
     if (a->line_len > 0 && (flush_partial || a->line_len == sizeof(a->line) - 1)) {
-        a->line[a->line_len] = '\0';
-        log_info("%s: %s", a->vmm->name, a->line);
+        vmm_log_line(a, a->line, a->line_len);
         a->line_len = 0;
     }
 }
@@ -731,6 +738,13 @@ static int spawn(char **argv, int in, int out, int err, bool new_session, pid_t 
         signal(SIGPIPE, SIG_DFL);
         if (new_session) {
             (void)setsid();
+        }
+        /* systemd's hand-over to us is not the VMM's: READY=1 and the
+         * watchdog are ours to send. */
+        static const char *const ours[] = {"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID",
+                                           "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC"};
+        for (size_t i = 0; i < ELEMENTSOF(ours); i++) {
+            unsetenv(ours[i]);
         }
         if ((in >= 0 && dup2(in, STDIN_FILENO) < 0) || (out >= 0 && dup2(out, STDOUT_FILENO) < 0) ||
             (err >= 0 && dup2(err, STDERR_FILENO) < 0)) {

@@ -23,7 +23,7 @@ def test_first_connection_starts_the_vm(vmm_stack):
     s = vmm_stack()
     st = s.status()
     assert st.state == pb.VM_STATE_STOPPED and not st.running and st.leases == 0
-    assert not any("READY=1" in n for n in s.notifications())
+    assert not any("READY=1" in text for _, text in s.notifications())
     p = s.vm_run("--timing", VM, "echo", "hello from the guest")
     assert p.returncode == 0, (p.stderr, s.log())
     assert p.stdout == "hello from the guest\n"
@@ -37,8 +37,13 @@ def test_first_connection_starts_the_vm(vmm_stack):
     st = s.status()
     assert st.state == pb.VM_STATE_RUNNING and st.running and st.uptime_ms > 0
     assert st.idle_timeout_s == 0
-    wait_for(lambda: any("READY=1" in n for n in s.notifications()), timeout=10,
+    wait_for(lambda: any("READY=1" in text for _, text in s.notifications()), timeout=10,
              what="READY=1")
+    # From the host agent, once; the VMM and its children do not get our
+    # NOTIFY_SOCKET.
+    ready = [pid for pid, text in s.notifications() if "READY=1" in text.split("\n")]
+    assert ready == [s.host.pid], s.notifications()
+    assert all(pid == s.host.pid for pid, _ in s.notifications()), s.notifications()
     # A second command finds it running: no start this time.
     p = s.vm_run("--timing", VM, "true")
     assert p.returncode == 0 and "VM start took" not in p.stderr, p.stderr

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 
@@ -56,6 +57,7 @@ class VmmStack:
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify_path = os.path.join(self.dir, "notify.sock")
         self.notify.bind(self.notify_path)
+        self.notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.notify.setblocking(False)
         self.notes = []
         self.env = dict(os.environ)
@@ -98,11 +100,18 @@ class VmmStack:
         return self.host.log_text()
 
     def notifications(self):
+        """(sender pid, text) of every sd_notify message so far."""
+        creds_size = struct.calcsize("3i")
         while True:
             try:
-                self.notes.append(self.notify.recv(4096).decode())
+                data, anc, _, _ = self.notify.recvmsg(4096, socket.CMSG_SPACE(creds_size))
             except BlockingIOError:
                 return self.notes
+            pid = None
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", payload[:creds_size])[0]
+            self.notes.append((pid, data.decode()))
 
     def standin_pid(self):
         with open(self.pid_file) as f:
