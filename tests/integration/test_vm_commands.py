@@ -147,3 +147,24 @@ def test_vm_start_debug_clean_exit_and_vm_run(vmm_stack):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def list_state(s):
+    p = s.run_tool("vm-list", "--json")
+    assert p.returncode == 0, p.stderr
+    return {v["name"]: v for v in json.loads(p.stdout)}[VM]["state"]
+
+
+def test_vm_list_starting_and_stopping(vmm_stack):
+    s = vmm_stack(standin={"boot_ms": 3000, "ignore_poweroff": 1},
+                  agent_args=["--shutdown-timeout", "3"])
+    start = s.popen("vm-start", VM, stderr=subprocess.PIPE)
+    wait_for(lambda: list_state(s) == "starting", timeout=10, what="starting")
+    assert start.wait(timeout=30) == 0
+    assert list_state(s) == "running"
+    stop = s.popen("vm-stop", VM, stdout=subprocess.PIPE)
+    wait_for(lambda: list_state(s) == "stopping", timeout=10, what="stopping")
+    out, _ = stop.communicate(timeout=30)
+    assert stop.returncode == 0 and b"stopped on request" in out, out
+    assert s.wait_agent_exit() == 0
+    assert list_state(s) == "stopped"
