@@ -377,8 +377,8 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
     }
     if (wire_writer_pending(&cc->writer) + n > CONSOLE_CLIENT_QUEUE_MAX) {
         if (cc->dropped == 0) {
-            log_info("Console of VM '%s': pid %d does not keep up, dropping its output",
-                     c->vm_name, (int)cc->pid);
+            log_info("Console of VM '%s': pid %d does not keep up, dropping its output", c->vm_name,
+                     (int)cc->pid);
         }
         cc->dropped += n;
         return;
@@ -455,8 +455,8 @@ static void console_accept_one(Console *c, int fd) {
     if (!console_peer_allowed(c, uid) || c->n_clients >= CONSOLE_CLIENTS_MAX) {
         bool denied = !console_peer_allowed(c, uid);
         if (denied) {
-            snprintf(buf, sizeof(buf), "uid %u may not use the console of VM '%s'",
-                     (unsigned)uid, c->vm_name);
+            snprintf(buf, sizeof(buf), "uid %u may not use the console of VM '%s'", (unsigned)uid,
+                     c->vm_name);
         } else {
             snprintf(buf, sizeof(buf), "too many console clients of VM '%s'", c->vm_name);
         }

@@ -543,8 +543,7 @@ static void on_status_done(GuestCall *call, int r, const Msg *reply, void *userd
     uint32_t live = r == 0 ? reply->status.live_sessions : 0;
 
     if (r < 0) {
-        log_debug("VM '%s': no Status from the guest agent: %s", c->agent->vm_name,
-                  strerror(-r));
+        log_debug("VM '%s': no Status from the guest agent: %s", c->agent->vm_name, strerror(-r));
     }
     guest_call_free(TAKE_PTR(c->status_call));
     client_kick(c, client_send_status(c, live));
@@ -682,11 +681,11 @@ static void on_probe_done(GuestCall *call, int r, const Msg *reply, void *userda
 static void agent_probe_retry(Agent *a, int r) {
     log_debug("VM '%s': guest agent at %s not answering yet: %s", a->vm_name, a->guest_str,
               strerror(-r));
-    a->probe_backoff = a->probe_backoff ? MIN(a->probe_backoff * 2, BACKOFF_MAX_USEC)
-                                        : BACKOFF_MIN_USEC;
+    a->probe_backoff =
+        a->probe_backoff ? MIN(a->probe_backoff * 2, BACKOFF_MAX_USEC) : BACKOFF_MIN_USEC;
     if (!a->probe_timer) {
-        r = sd_event_add_time_relative(a->event, &a->probe_timer, CLOCK_MONOTONIC,
-                                       a->probe_backoff, 0, on_probe_timer, a);
+        r = sd_event_add_time_relative(a->event, &a->probe_timer, CLOCK_MONOTONIC, a->probe_backoff,
+                                       0, on_probe_timer, a);
     } else {
         r = sd_event_source_set_time_relative(a->probe_timer, a->probe_backoff);
         if (r >= 0) {
@@ -741,7 +740,7 @@ static int spawn(char **argv, int in, int out, int err, bool new_session, pid_t 
         }
         /* systemd's hand-over to us is not the VMM's: READY=1 and the
          * watchdog are ours to send. */
-        static const char *const ours[] = {"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID",
+        static const char *const ours[] = {"NOTIFY_SOCKET",  "LISTEN_FDS",   "LISTEN_PID",
                                            "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC"};
         for (size_t i = 0; i < ELEMENTSOF(ours); i++) {
             unsetenv(ours[i]);
@@ -796,8 +795,8 @@ static int agent_start_vm(Agent *a, char *why, size_t why_size) {
     if (!a->foreground) {
         r = console_open_pty(&master, &slave);
         if (r < 0) {
-            snprintf(why, why_size, "cannot start VM '%s': no pty for its console: %s",
-                     a->vm_name, strerror(-r));
+            snprintf(why, why_size, "cannot start VM '%s': no pty for its console: %s", a->vm_name,
+                     strerror(-r));
             return log_error_errno(r, "%s", why);
         }
         if (asprintf(&console_path, "%s/%s-console", config_runtime_dir(), a->vm_name) < 0) {
@@ -838,8 +837,8 @@ static int agent_start_vm(Agent *a, char *why, size_t why_size) {
     if (a->leases == 0) {
         a->last_lease_end = a->vmm_start;
     }
-    log_info("VM '%s': started %s (pid %d), waiting for the guest agent at %s", a->vm_name,
-             argv[0], (int)pid, a->guest_str);
+    log_info("VM '%s': started %s (pid %d), waiting for the guest agent at %s", a->vm_name, argv[0],
+             (int)pid, a->guest_str);
     (void)sd_notifyf(0, "STATUS=Starting VM %s", a->vm_name);
     a->probe_backoff = 0;
     agent_probe(a);
@@ -956,8 +955,8 @@ static void agent_stop_phase(Agent *a, StopPhase phase) {
         }
         agent_stop_timer(a, a->shutdown_timeout);
         r = guest_call_start(a->event, &a->guest, MSG_SHUTDOWN,
-                             MIN(a->shutdown_timeout, SHUTDOWN_CALL_TIMEOUT_USEC),
-                             on_shutdown_done, a, &a->shutdown_call);
+                             MIN(a->shutdown_timeout, SHUTDOWN_CALL_TIMEOUT_USEC), on_shutdown_done,
+                             a, &a->shutdown_call);
         if (r < 0) {
             log_warning_errno(r, "VM '%s': cannot ask the guest agent to power off: %m",
                               a->vm_name);
@@ -1031,8 +1030,8 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
         snprintf(how, sizeof(how), "%s exited with status %d", a->vmm->name, si->si_status);
     } else {
         status = 128 + si->si_status;
-        snprintf(how, sizeof(how), "%s was killed by signal %d (%s)", a->vmm->name,
-                 si->si_status, strsignal(si->si_status));
+        snprintf(how, sizeof(how), "%s was killed by signal %d (%s)", a->vmm->name, si->si_status,
+                 strsignal(si->si_status));
     }
     uint64_t now = now_mono();
     StopMethod method = a->stop_phase == STOP_PHASE_KILL       ? STOP_KILLED
@@ -1130,8 +1129,8 @@ static void agent_idle_update(Agent *a) {
     }
     uint64_t deadline = a->last_lease_end + (uint64_t)t * USEC_PER_SEC + a->idle_grace;
     if (!a->idle_timer) {
-        r = sd_event_add_time(a->event, &a->idle_timer, CLOCK_MONOTONIC, deadline, 0,
-                              on_idle_timer, a);
+        r = sd_event_add_time(a->event, &a->idle_timer, CLOCK_MONOTONIC, deadline, 0, on_idle_timer,
+                              a);
     } else {
         r = sd_event_source_set_time(a->idle_timer, deadline);
         if (r >= 0) {
@@ -1539,8 +1538,8 @@ static int agent_listen_unix(Agent *a, const Addr *addr) {
     }
     if (a->host && a->host->user && a->host->user_uid != geteuid()) {
         /* Not through a symlink put in the socket's place. */
-        if (fchownat(AT_FDCWD, path, a->host->user_uid, a->host->user_gid,
-                     AT_SYMLINK_NOFOLLOW) < 0) {
+        if (fchownat(AT_FDCWD, path, a->host->user_uid, a->host->user_gid, AT_SYMLINK_NOFOLLOW) <
+            0) {
             if (errno != EPERM || geteuid() == 0) {
                 return log_error_errno(-errno, "Cannot hand %s to user '%s': %m", path,
                                        a->host->user);
@@ -1662,8 +1661,7 @@ static void help(void) {
            "QUBES_LITE_RUNTIME_DIR (default %s).\n",
            GUEST_AGENT_VSOCK_PORT, GUEST_TIMEOUT_DEFAULT_S, SHUTDOWN_TIMEOUT_DEFAULT_S,
            VMM_STOP_TIMEOUT_DEFAULT_S, KILL_TIMEOUT_DEFAULT_S, IDLE_GRACE_DEFAULT_S,
-           DEFAULT_CONFIG_DIR,
-           DEFAULT_RUNTIME_DIR);
+           DEFAULT_CONFIG_DIR, DEFAULT_RUNTIME_DIR);
 }
 
 /* --check: every problem of every file, one line each. */

@@ -125,8 +125,8 @@ static void print_json(const Row *rows, size_t n) {
             printf(", \"uptime_s\": %" PRIu64 ", \"leases\": %" PRIu32
                    ", \"live_sessions\": %" PRIu32 ", \"idle_s\": %" PRIu64
                    ", \"idle_timeout_s\": %" PRIu32,
-                   up(row) ? row->st.uptime_ms / 1000 : 0, row->st.leases,
-                   row->st.live_sessions, row->st.idle_ms / 1000, row->st.idle_timeout_s);
+                   up(row) ? row->st.uptime_ms / 1000 : 0, row->st.leases, row->st.live_sessions,
+                   row->st.idle_ms / 1000, row->st.idle_timeout_s);
             int64_t left = idle_left(row);
             if (left >= 0) {
                 printf(", \"idle_left_s\": %" PRId64, left);

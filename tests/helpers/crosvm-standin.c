@@ -185,8 +185,8 @@ static void banner(const char *kernel) {
 
     say("standin: booting %s\r\n", kernel);
     for (long i = 0; n < want; i++) {
-        int k = snprintf(line, sizeof(line), "boot line %08ld ................................\r\n",
-                         i);
+        int k =
+            snprintf(line, sizeof(line), "boot line %08ld ................................\r\n", i);
         write_all(STDOUT_FILENO, line, (size_t)k);
         n += k;
     }
