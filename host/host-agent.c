@@ -599,11 +599,12 @@ static void vmm_stderr_close(Agent *a) {
     a->vmm_stderr = safe_close(a->vmm_stderr);
 }
 
-/* Reads what the VMM wrote to stderr; 0 at EOF or error, 1 otherwise. */
+/* Reads what the VMM wrote to stderr: 1 when bytes came, 0 at EOF or on
+ * an error, -EAGAIN when there is nothing now. */
 static int vmm_stderr_read(Agent *a) {
     ssize_t k = read(a->vmm_stderr, a->line + a->line_len, sizeof(a->line) - 1 - a->line_len);
     if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-        return 1;
+        return -EAGAIN;
     }
     if (k <= 0) {
         return 0;
@@ -619,6 +620,17 @@ static int on_vmm_stderr(sd_event_source *s, int fd, uint32_t revents, void *use
         vmm_stderr_close(a);
     }
     return 0;
+}
+
+/* The VMM has exited: log what its stderr still holds, without waiting
+ * for processes of its that may still hold the pipe. */
+static void vmm_stderr_drain(Agent *a) {
+    if (a->vmm_stderr < 0) {
+        return;
+    }
+    while (vmm_stderr_read(a) > 0) {
+    }
+    vmm_stderr_close(a);
 }
 
 /* Where the VMM's stderr goes: the journal (its own stream, tagged with
@@ -1056,17 +1068,13 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
     if (a->stop_timer) {
         sd_event_source_set_enabled(a->stop_timer, SD_EVENT_OFF);
     }
-    if (a->vmm_stderr >= 0) {
-        while (vmm_stderr_read(a) > 0 && a->vmm_stderr >= 0) {
-        }
-        vmm_stderr_close(a);
-    }
+    vmm_stderr_drain(a);
     if (a->console) {
         console_drain(a->console);
     }
 
-    snprintf(msg, sizeof(msg), "VM '%s' stopped %s: %s", a->vm_name,
-             was == VM_STARTING ? "before its guest agent answered" : "", how);
+    snprintf(msg, sizeof(msg), "VM '%s' stopped%s: %s", a->vm_name,
+             was == VM_STARTING ? " before its guest agent answered" : "", how);
     for (Client *c = a->clients, *next; c; c = next) {
         next = c->next;
         switch (c->state) {
@@ -1647,6 +1655,7 @@ static void help(void) {
            "  --no-vmm              do not start a VMM; attach to a running guest agent\n"
            "  --foreground          start the VMM now on our stdin/stdout/stderr (no\n"
            "                        console relay) and exit with its exit status\n"
+           "                        (no effect with --no-vmm)\n"
            "  --shutdown-timeout SECS  stopping: how long the guest has to power off\n"
            "                        after Shutdown (default %u; 0: skip that step)\n"
            "  --stop-timeout SECS   then how long the VMM has after its stop command\n"
@@ -1859,8 +1868,10 @@ int main(int argc, char **argv) {
     if (!a.vm_name) {
         die("--vm NAME is required");
     }
-    if (a.no_vmm && a.foreground) {
-        die("--no-vmm and --foreground exclude each other");
+    if (a.no_vmm) {
+        /* No VMM to run in the foreground; the agent itself never forks
+         * away (what --foreground meant before it ran a VMM). */
+        a.foreground = false;
     }
 
     r = config_load_vm(config_dir(), a.vm_name, &a.vm, &cerr);

@@ -19,7 +19,10 @@
  * Misbehaviour on demand: $QL_STANDIN_CRASH_MS (die by SIGSEGV after that
  * long), $QL_STANDIN_IGNORE_STOP=1 (acknowledge stop, keep running),
  * $QL_STANDIN_IGNORE_POWEROFF=1 (the guest's poweroff does nothing),
- * $QL_STANDIN_BOOT_MS (boot that long before the guest agent starts). */
+ * $QL_STANDIN_BOOT_MS (boot that long before the guest agent starts),
+ * $QL_STANDIN_STRAY_MS (leave a process that holds our stderr for that
+ * long after we are gone, as a VMM's device process may; its pid goes to
+ * $QL_STANDIN_PIDFILE.stray). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -163,6 +166,31 @@ static void start_guest(void) {
     }
 }
 
+/* A process of ours that outlives us, holding stderr open. */
+static void start_stray(long ms) {
+    pid_t pid = fork();
+    if (pid < 0) {
+        die("fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        usleep((useconds_t)ms * 1000);
+        _exit(0);
+    }
+    const char *pidfile = getenv("QL_STANDIN_PIDFILE");
+    if (pidfile) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s.stray", pidfile);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fprintf(f, "%d\n", (int)pid);
+            fclose(f);
+        }
+    }
+}
+
 static void record_argv(int argc, char **argv) {
     const char *path = getenv("QL_STANDIN_ARGV");
     if (!path) {
@@ -280,6 +308,10 @@ static int cmd_run(int argc, char **argv, int run_at) {
         die("cannot listen on %s: %s", control, strerror(errno));
     }
     fprintf(stderr, "crosvm-standin: control socket %s\n", control);
+    long stray_ms = env_num("QL_STANDIN_STRAY_MS", 0);
+    if (stray_ms > 0) {
+        start_stray(stray_ms);
+    }
     if (boot_ms > 0) {
         usleep((useconds_t)boot_ms * 1000);
     }

@@ -227,3 +227,19 @@ def test_foreground_serves_the_command_socket(vmm_stack):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_exit_does_not_wait_for_a_stray_process_of_the_vmm(vmm_stack):
+    # A process the VMM left holds its stderr pipe for 8 s after the crash.
+    s = vmm_stack(standin={"crash_ms": 1000, "stray_ms": 8000})
+    try:
+        assert s.request("host_start")[0] == "host_status"
+        wait_for(lambda: "crashing as asked" in s.log(), timeout=30, what="the crash")
+        t = time.monotonic()
+        assert s.wait_agent_exit(timeout=30) == 0
+        assert time.monotonic() - t < 4
+    finally:
+        with open(s.pid_file + ".stray") as f:
+            stray = int(f.read())
+        if pid_alive(stray):
+            os.kill(stray, signal.SIGKILL)
