@@ -769,8 +769,7 @@ static int spawn(char **argv, int in, int out, int err, bool new_session, pid_t 
     return 0;
 }
 
-/* Starts the VMM; on failure fills why (for the clients) and logs. */
-static int agent_start_vm(Agent *a, char *why, size_t why_size) {
+static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
     _cleanup_(vmm_argv_freep) char **argv = NULL;
     _cleanup_close_ int master = -EBADF, slave = -EBADF, err_fd = -EBADF;
     _cleanup_free_ char *console_path = NULL;
@@ -857,6 +856,19 @@ static int agent_start_vm(Agent *a, char *why, size_t why_size) {
     agent_idle_update(a);
     agent_linger_update(a);
     return 0;
+}
+
+/* Starts the VMM; on failure fills why (for the clients) and logs, and
+ * nothing of the attempt stays (a later one starts afresh). */
+static int agent_start_vm(Agent *a, char *why, size_t why_size) {
+    int r = agent_start_vm_steps(a, why, why_size);
+    if (r < 0) {
+        console_free(TAKE_PTR(a->console));
+        if (a->vmm_stderr >= 0) {
+            vmm_stderr_close(a);
+        }
+    }
+    return r;
 }
 
 static void agent_vm_answered(Agent *a) {

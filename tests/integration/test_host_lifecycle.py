@@ -243,3 +243,14 @@ def test_exit_does_not_wait_for_a_stray_process_of_the_vmm(vmm_stack):
             stray = int(f.read())
         if pid_alive(stray):
             os.kill(stray, signal.SIGKILL)
+
+
+def test_vmm_that_cannot_be_executed(vmm_stack):
+    s = vmm_stack(start=False)
+    s.env["QUBES_LITE_CROSVM"] = os.path.join(s.dir, "no-such-crosvm")
+    s.start_agent()
+    p = s.vm_run(VM, "true")
+    assert p.returncode == 255
+    assert "crosvm exited with status 127" in p.stderr, p.stderr
+    assert s.wait_agent_exit() == 0
+    assert "cannot execute" in s.log() and "no-such-crosvm" in s.log()
