@@ -1165,6 +1165,12 @@ static void agent_idle_update(Agent *a) {
 static int on_linger_timer(sd_event_source *s, uint64_t usec, void *userdata) {
     Agent *a = userdata;
     log_info("VM '%s' is not running and nobody is connected: exiting", a->vm_name);
+    /* Woken by a client that started nothing (vm-list, vm-stop): not a
+     * failed start in systemd's eyes (Type=notify), just a short run. */
+    if (!a->ready_sent) {
+        (void)sd_notifyf(0, "READY=1\nSTATUS=VM %s not running, exiting", a->vm_name);
+        a->ready_sent = true;
+    }
     return sd_event_exit(a->event, 0);
 }
 

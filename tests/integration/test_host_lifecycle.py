@@ -254,3 +254,35 @@ def test_vmm_that_cannot_be_executed(vmm_stack):
     assert "crosvm exited with status 127" in p.stderr, p.stderr
     assert s.wait_agent_exit() == 0
     assert "cannot execute" in s.log() and "no-such-crosvm" in s.log()
+
+
+def test_socket_activated_agent_with_the_vm_stopped_goes_away(vmm_stack):
+    import socket as socketmod
+    s = vmm_stack(start=False)
+    os.makedirs(s.run_dir, mode=0o755)
+    listener = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
+    listener.bind(s.sock)
+    listener.listen(8)
+    argv = [a for a in s.agent_argv() if a not in ("--listen", "unix:" + s.sock)]
+    # systemd's hand-over: the socket as fd 3, LISTEN_PID the agent's own.
+    script = 'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
+    log = open(os.path.join(s.dir, "activated.log"), "wb")
+    p = subprocess.Popen(["/bin/sh", "-c", script, "sh", *argv],
+                         env=dict(s.env, NOTIFY_SOCKET=s.notify_path), stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=subprocess.STDOUT,
+                         pass_fds=(3,), preexec_fn=lambda: os.dup2(listener.fileno(), 3))
+    try:
+        listener.close()
+        assert s.status().state == pb.VM_STATE_STOPPED
+        t = time.monotonic()
+        assert p.wait(timeout=30) == 0
+        assert 8 <= time.monotonic() - t < 20
+        ready = [pid for pid, text in s.notifications() if "READY=1" in text.split("\n")]
+        assert ready == [p.pid], s.notifications()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+    with open(os.path.join(s.dir, "activated.log")) as f:
+        assert "nobody is connected: exiting" in f.read()
