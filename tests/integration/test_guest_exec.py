@@ -371,10 +371,15 @@ def test_agent_exit_leaves_nothing_running(guest_agent):
     name, st = c.recv()
     assert name == "started"
     g.stop()                              # SIGTERM; must exit 0
-    wait_for(lambda: not pid_alive(st.pid), what="program gone")
-    assert not any(pid_alive(int(p)) for p in os.listdir("/proc")
-                   if p.isdigit() and os.path.exists(f"/proc/{p}/stat")
-                   and _pgid(int(p)) == st.pid)
+    # The whole group gets the signal at once, but each member dies in its
+    # own time: wait for all of them, not just the leader.
+    wait_for(lambda: not pid_alive(st.pid) and not _group_alive(st.pid),
+             what="the program's whole process group gone")
+
+
+def _group_alive(pgid):
+    return any(pid_alive(int(p)) for p in os.listdir("/proc")
+               if p.isdigit() and _pgid(int(p)) == pgid)
 
 
 def _pgid(pid):
