@@ -63,6 +63,16 @@ class GuestAgent:
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def children(self):
+        with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+
+    def settled_fd_count(self):
+        """The agent's fd count once it has no child: a user lookup in
+        flight holds a pipe and a pidfd that go away on their own."""
+        wait_for(lambda: not self.children(), timeout=30, what="the agent without children")
+        return self.fd_count()
+
     def rss_kib(self):
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:

@@ -321,7 +321,7 @@ def test_disconnect_kills_whole_group(guest_agent, tmp_path, ignore_hup):
 def test_many_concurrent_sessions_and_fds(guest_agent):
     g = guest_agent()
     g.run(["true"])                       # the event loop's timer fds are made lazily
-    before = g.fd_count()
+    before = g.settled_fd_count()
     conns = []
     try:
         for i in range(200):

@@ -96,7 +96,7 @@ def test_client_gone_while_waiting(guest_agent, runtime_dir):
     g = guest_agent("--wayland-timeout", "120", "--kill-grace", "1")
     env = [f"XDG_RUNTIME_DIR={runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
     g.run(["true"])                       # warm up lazily made fds
-    before = g.fd_count()
+    before = g.settled_fd_count()
     c = g.start(["true"], env=env, wait_wayland=True)
     time.sleep(0.5)
     c.close()
