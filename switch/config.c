@@ -140,10 +140,14 @@ int vm_conf_parse(const char *name, const char *text, size_t len, VmConf *ret, c
 }
 
 int vm_conf_load(const char *path, VmConf *ret, char *err, size_t err_size) {
+    return vm_conf_load_at(AT_FDCWD, path, ret, err, err_size);
+}
+
+int vm_conf_load_at(int dirfd, const char *path, VmConf *ret, char *err, size_t err_size) {
     char buf[VM_CONF_MAX_SIZE + 1];
     struct stat st;
     const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
         int r = -errno;
         fail(err, err_size, "%s: cannot open: %s", name, strerror(-r));

@@ -36,6 +36,8 @@ int vm_conf_parse(const char *name, const char *text, size_t len, VmConf *ret, c
  * bytes, symlinks not followed). Errors as above; -errno from the file
  * system with its reason in err. */
 int vm_conf_load(const char *path, VmConf *ret, char *err, size_t err_size);
+/* The same for path relative to the directory dirfd (or AT_FDCWD). */
+int vm_conf_load_at(int dirfd, const char *path, VmConf *ret, char *err, size_t err_size);
 
 /* Parses "52:54:00:12:34:56": six hex pairs, unicast, not all zero. */
 int vm_conf_parse_mac(const char *s, uint8_t ret[6]);

@@ -200,6 +200,17 @@ static void test_load(void **state) {
     assert_int_equal(vm_conf_load(dir, &c, err, sizeof(err)), -EINVAL);
     assert_true(strstr(err, "not a regular file") != NULL);
 
+    /* Relative to a directory fd, as vm-switch reads its directory. */
+    write_file(path, "mac=52:54:00:00:00:01\nrole=router\n", 34);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    assert_int_equal(vm_conf_load_at(dfd, "router.conf", &c, err, sizeof(err)), 0);
+    assert_int_equal(c.role, VM_ROLE_ROUTER);
+    assert_int_equal(vm_conf_load_at(dfd, "link.conf", &c, err, sizeof(err)), -ELOOP);
+    assert_int_equal(vm_conf_load_at(dfd, "missing.conf", &c, err, sizeof(err)), -ENOENT);
+    assert_true(startswith(err, "missing.conf: cannot open: "));
+    close(dfd);
+
     unlink(link);
     unlink(path);
     rmdir(dir);
