@@ -28,8 +28,8 @@ $(FUZZ_DIR)/fuzz-vq: $(FUZZ_OBJ)/switch/vq.o $(FUZZ_OBJ)/switch/vu-mem.o
 $(FUZZ_OBJ)/tests/fuzz/fuzz-vhost-msg.o $(FUZZ_OBJ)/tests/fuzz/fuzz-vq.o: FUZZ_CFLAGS += -I.
 
 # libvmswitch.a: what only vm-switch itself uses (frame rings between
-# children, <vm>.conf, the forwarding policy).
-SWITCH_SRCS := switch/ring.c switch/config.c switch/policy.c
+# children, <vm>.conf, the forwarding policy, the control channel).
+SWITCH_SRCS := switch/ring.c switch/config.c switch/policy.c switch/ctl.c
 SWITCH_OBJS := $(SWITCH_SRCS:%.c=$(OBJ)/%.o)
 SWITCH_LIB := $(LIB)/libvmswitch.a
 
@@ -48,3 +48,8 @@ UNIT_OBJS_test-policy := $(OBJ)/switch/policy.o
 $(FUZZ_DIR)/fuzz-switch-config: $(FUZZ_OBJ)/switch/config.o
 $(FUZZ_OBJ)/tests/fuzz/fuzz-switch-config.o: FUZZ_CFLAGS += -I.
 UNIT_OBJS_test-vhost-testpmd := $(VHOSTUSER_OBJS)
+
+# The control channel between the main process and the children.
+UNIT_OBJS_test-ctl := $(OBJ)/switch/ctl.o $(OBJ)/switch/policy.o
+$(FUZZ_DIR)/fuzz-ctl: $(FUZZ_OBJ)/switch/ctl.o $(FUZZ_OBJ)/switch/policy.o
+$(FUZZ_OBJ)/tests/fuzz/fuzz-ctl.o: FUZZ_CFLAGS += -I.

@@ -307,6 +307,46 @@ def frame_seeds():
     return seeds
 
 
+# ---- vm-switch control messages (switch/ctl.h) -------------------------------
+# First byte: bit 0 = sent by a child, bits 1-2 = number of fds.
+
+def ctl(sender_child, n_fds, type_, body):
+    return bytes([(1 if sender_child else 0) | n_fds << 1]) + struct.pack("<II", type_, 0) + body
+
+
+CTL_DROP_MAX = 12
+MAC = bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+
+
+def pong(seq=1, state=1, counters=(10, 640, 9, 576), drops=(), full=()):
+    d = list(drops) + [0] * (CTL_DROP_MAX - len(drops))
+    f = list(full) + [0] * (64 - len(full))
+    return struct.pack("<QII", seq, state, 0) + struct.pack("<4Q", *counters) + \
+        struct.pack(f"<{CTL_DROP_MAX}Q", *d) + struct.pack("<64Q", *f)
+
+
+CTL_SEEDS = {
+    "pong": ctl(True, 0, 65, pong()),
+    "pong-drops": ctl(True, 0, 65, pong(seq=2**64 - 1, state=2, drops=range(1, 13),
+                                        full=[7] * 64)),
+    "pong-bad-state": ctl(True, 0, 65, pong(state=3)),
+    "pong-short": ctl(True, 0, 65, pong()[:-1]),
+    "pong-with-fd": ctl(True, 1, 65, pong()),
+    "buffer-ready": ctl(True, 0, 64, struct.pack("<IIII", 3, 2, 1, 0)),
+    "buffer-ready-bad-port": ctl(True, 0, 64, struct.pack("<IIII", 64, 2, 1, 0)),
+    "child-sends-put": ctl(True, 3, 6, struct.pack("<IIII", 3, 2, 1, 0)),
+    "setup": ctl(False, 1, 1, struct.pack("<II", 0, 1) + MAC + bytes([1, 0]) +
+                 b"router".ljust(16, b"\0")),
+    "setup-bad-name": ctl(False, 1, 1, struct.pack("<II", 0, 1) + MAC + bytes([0, 0]) +
+                          b"Router".ljust(16, b"\0")),
+    "peer": ctl(False, 0, 2, struct.pack("<I", 5) + MAC + bytes([0, 0])),
+    "peer-down": ctl(False, 0, 4, struct.pack("<II", 5, 3)),
+    "get-buffer": ctl(False, 3, 5, struct.pack("<IIII", 1, 1, 1, 0)),
+    "ping": ctl(False, 0, 7, struct.pack("<Q", 42)),
+    "header-only": ctl(True, 0, 65, b""),
+}
+
+
 TARGETS = {
     "fuzz-frame": frame_seeds(),
     "fuzz-exec": EXEC_SEEDS,
@@ -316,6 +356,7 @@ TARGETS = {
     "fuzz-exited": EXITED_SEEDS,
     "fuzz-error": ERROR_SEEDS,
     "fuzz-host-status": HOST_STATUS_SEEDS,
+    "fuzz-ctl": CTL_SEEDS,
 }
 
 
