@@ -53,3 +53,15 @@ UNIT_OBJS_test-vhost-testpmd := $(VHOSTUSER_OBJS)
 UNIT_OBJS_test-ctl := $(OBJ)/switch/ctl.o $(OBJ)/switch/policy.o
 $(FUZZ_DIR)/fuzz-ctl: $(FUZZ_OBJ)/switch/ctl.o $(FUZZ_OBJ)/switch/policy.o
 $(FUZZ_OBJ)/tests/fuzz/fuzz-ctl.o: FUZZ_CFLAGS += -I.
+
+# vm-switch itself: the main process and the per-VM children in one
+# program. It links libc only (the sandbox adds libseccomp and libcap):
+# children are executed again in an almost empty root.
+VM_SWITCH_OBJS := $(OBJ)/switch/vm-switch.o $(OBJ)/switch/child.o
+
+PROGRAMS += $(BIN)/vm-switch
+
+$(BIN)/vm-switch: $(VM_SWITCH_OBJS) $(SWITCH_LIB) $(VHOSTUSER_LIB) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^

@@ -1,0 +1,129 @@
+"""vm-switch forwarding between real vhost-user frontends: one dpdk-testpmd
+(net_virtio_user) per VM, a router and two clients. Frames go where the
+policy says and nowhere else, and the counters file says what happened.
+"""
+import time
+
+from switchfix import (BROADCAST, C1_MAC, C2_MAC, ROUTER_MAC, needs_testpmd, pmd,
+                       switch_run)  # noqa: F401 (fixture)
+
+pytestmark = needs_testpmd
+BURST = 32
+
+
+def three_vms(sw):
+    sw.write_conf("router", ROUTER_MAC, "router")
+    sw.write_conf("c1", C1_MAC)
+    sw.write_conf("c2", C2_MAC)
+    sw.start()
+    sw.wait_running(["router", "c1", "c2"])
+    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
+    a = pmd(sw, "c1", C1_MAC, ROUTER_MAC)
+    b = pmd(sw, "c2", C2_MAC, ROUTER_MAC)
+    for p in (r, a, b):
+        p.start_rx()
+    sw.wait_stats(lambda s: all(s[n]["state"] == "serving" for n in ("router", "c1", "c2")),
+                  what="three frontends served")
+    return r, a, b
+
+
+def warm_up(sender, receiver):
+    """The first frames may meet a driver that is still starting: send
+    until some arrive, then count from there."""
+    deadline = time.monotonic() + 30
+    while receiver.rx_packets() == 0:
+        assert time.monotonic() < deadline, f"nothing from {sender.name} reached {receiver.name}"
+        sender.send(1)
+        time.sleep(0.3)
+
+
+def settle(sw):
+    """Counters as they stand once nothing moves any more."""
+    prev = None
+    while True:
+        time.sleep(1.2)
+        cur = sw.stats()
+        if cur == prev:
+            return cur
+        prev = cur
+
+
+def delta(after, before, vm, key):
+    return after[vm][key] - before[vm][key]
+
+
+def test_policy(switch_run):
+    sw = switch_run
+    r, a, b = three_vms(sw)
+    warm_up(r, a)
+    warm_up(a, r)
+    base = settle(sw)
+    ra, rr, rb = a.rx_packets(), r.rx_packets(), b.rx_packets()
+    assert rb == 0, "c2 received frames addressed to c1"
+
+    # Router -> c1: delivered to c1 only.
+    r.send(2)
+    a.wait_rx(ra + 2 * BURST)
+    # Client -> router.
+    a.send(2)
+    r.wait_rx(rr + 2 * BURST)
+    # Client -> client: never delivered, counted against the sender.
+    a.set_peer(C2_MAC)
+    a.send(2)
+    sw.wait_stats(lambda s: delta(s, base, "c1", "drop_client_to_client") == 2 * BURST,
+                  what="client-to-client drops")
+    # Router broadcast: every client.
+    r.set_peer(BROADCAST)
+    r.send(1)
+    a.wait_rx(ra + 3 * BURST)
+    b.wait_rx(BURST)
+    # Client broadcast: the router only.
+    b.set_peer(BROADCAST)
+    b.send(1)
+    r.wait_rx(rr + 3 * BURST)
+    # Unknown unicast from the router: dropped, never flooded.
+    r.set_peer("52:54:00:5a:00:77")
+    r.send(1)
+    sw.wait_stats(lambda s: delta(s, base, "router", "drop_unknown_unicast") == BURST,
+                  what="unknown unicast drops")
+
+    end = settle(sw)
+    assert a.rx_packets() == ra + 3 * BURST
+    assert b.rx_packets() == BURST
+    assert r.rx_packets() == rr + 3 * BURST
+    # rx: received from the guest; tx: delivered to the guest. 64-byte frames.
+    assert delta(end, base, "router", "rx_frames") == 4 * BURST
+    assert delta(end, base, "router", "tx_frames") == 3 * BURST
+    assert delta(end, base, "router", "tx_bytes") == 3 * BURST * 64
+    assert delta(end, base, "c1", "rx_frames") == 4 * BURST
+    assert delta(end, base, "c1", "rx_bytes") == 4 * BURST * 64
+    assert delta(end, base, "c1", "tx_frames") == 3 * BURST
+    assert delta(end, base, "c2", "rx_frames") == BURST
+    assert delta(end, base, "c2", "tx_frames") == BURST
+    for vm in ("router", "c1", "c2"):
+        assert end[vm]["drop_spoofed_source"] == 0
+        assert end[vm]["drop_ring_full"] == 0
+        assert end[vm]["restarts"] == 0
+    print("counters:", end)
+
+
+def test_spoofed_source_dropped(switch_run):
+    sw = switch_run
+    sw.write_conf("router", ROUTER_MAC, "router")
+    sw.write_conf("c1", C1_MAC)
+    sw.start()
+    sw.wait_running(["router", "c1"])
+    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
+    r.start_rx()
+    # An impostor on c1's socket, sending with a MAC that is not c1's.
+    imp = pmd(sw, "c1", "52:54:00:5a:00:99", ROUTER_MAC)
+    sw.wait_stats(lambda s: s["c1"]["state"] == "serving" and s["router"]["state"] == "serving")
+    imp.send(2)
+    s = sw.wait_stats(lambda s: s["c1"]["drop_spoofed_source"] == 2 * BURST,
+                      what="spoofed frames counted")
+    assert s["c1"]["rx_frames"] == 2 * BURST
+    time.sleep(1)
+    assert r.rx_packets() == 0
+    s = settle(sw)
+    assert s["router"]["tx_frames"] == 0
+    assert s["c1"]["drop_spoofed_source"] == 2 * BURST

@@ -1,0 +1,70 @@
+"""A vm-switch child killed with SIGKILL in the middle of traffic: the main
+process restarts it at once on the same socket, a new frontend is served
+by it, and the other pair's frames keep flowing meanwhile."""
+import os
+import signal
+import time
+
+from procs import pid_alive, wait_for
+from switchfix import C1_MAC, C2_MAC, ROUTER_MAC, needs_testpmd, pmd, switch_run  # noqa: F401
+
+pytestmark = needs_testpmd
+BURST = 32
+
+
+def test_kill_child_mid_traffic(switch_run):
+    sw = switch_run
+    sw.write_conf("router", ROUTER_MAC, "router")
+    sw.write_conf("c1", C1_MAC)
+    sw.write_conf("c2", C2_MAC)
+    sw.start()
+    sw.wait_running(["router", "c1", "c2"])
+    r = pmd(sw, "router", ROUTER_MAC, C2_MAC)
+    a = pmd(sw, "c1", C1_MAC, ROUTER_MAC)
+    b = pmd(sw, "c2", C2_MAC, ROUTER_MAC)
+    for p in (r, a, b):
+        p.start_rx()
+    sw.wait_stats(lambda s: all(s[n]["state"] == "serving" for n in ("router", "c1", "c2")))
+
+    # c1 talks to the router, the router streams to c2 without end.
+    a.send(2)
+    r.wait_rx(2 * BURST)
+    r.stream()
+    b.wait_rx(1000)
+
+    victim = sw.stats()["c1"]["pid"]
+    others = {vm: sw.stats()[vm]["pid"] for vm in ("router", "c2")}
+    os.kill(victim, signal.SIGKILL)
+    t_kill = time.monotonic()
+    s = sw.wait_stats(lambda s: s["c1"]["pid"] not in (0, victim) and s["c1"]["restarts"] == 1,
+                      what="c1's child restarted")
+    restarted_in = time.monotonic() - t_kill
+    assert not pid_alive(victim)
+    assert {vm: s[vm]["pid"] for vm in others} == others
+    assert s["router"]["restarts"] == 0 and s["c2"]["restarts"] == 0
+
+    # The router -> c2 stream went on through all this.
+    n0 = b.rx_packets()
+    time.sleep(1)
+    n1 = b.rx_packets()
+    assert n1 > n0, "router -> c2 stopped after c1's child was killed"
+    r.stop_fwd()
+    assert "c1: child" in sw.log_text() and "killed by signal 9" in sw.log_text()
+
+    # c1's old frontend lost its backend; a new one connects to the same
+    # socket and is served by the new child, both ways.
+    a.kill()
+    a2 = pmd(sw, "c1", C1_MAC, ROUTER_MAC)
+    a2.start_rx()
+    sw.wait_stats(lambda s: s["c1"]["state"] == "serving", what="c1 served again")
+    rr = r.rx_packets()
+    r.set_peer(C1_MAC)
+    deadline = time.monotonic() + 30
+    while a2.rx_packets() == 0:
+        assert time.monotonic() < deadline, "the router's frames never reached the new c1"
+        r.send(1)
+        time.sleep(0.3)
+    a2.send(1)
+    r.wait_rx(rr + BURST)
+    print(f"c1 restarted within {restarted_in:.2f} s (counters file, refreshed every second); "
+          f"c2 received {n1 - n0} frames in the second after")
