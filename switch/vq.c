@@ -304,6 +304,10 @@ bool vq_enable_notify(Vq *vq) {
     return load16_acquire(&vq->avail->idx) != vq->last_avail;
 }
 
+bool vq_has_avail(const Vq *vq) {
+    return !vq->broken && load16_acquire(&vq->avail->idx) != vq->last_avail;
+}
+
 uint16_t vq_last_avail(const Vq *vq) {
     return vq->last_avail;
 }

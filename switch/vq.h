@@ -79,6 +79,9 @@ bool vq_enable_notify(Vq *vq);
 /* Tells the guest that kicks are not needed while we are processing. */
 void vq_disable_notify(Vq *vq);
 
+/* Whether the driver made chains available that vq_pop has not taken;
+ * reads avail->idx only (no notification is armed or disarmed). */
+bool vq_has_avail(const Vq *vq);
 /* The next avail index to take (GET_VRING_BASE). */
 uint16_t vq_last_avail(const Vq *vq);
 /* 0, or the negative errno that broke the queue. */

@@ -386,11 +386,16 @@ static void test_notify_flags(void **state) {
     assert_int_equal(used(f)->flags, VRING_USED_F_NO_NOTIFY);
     assert_false(vq_enable_notify(f->vq));
     assert_int_equal(used(f)->flags, 0);
+    assert_false(vq_has_avail(f->vq));
     set_desc(f, 0, BUF, 1, 0, 0);
     offer(f, 0);
+    /* Seen without touching the notification flags. */
+    assert_true(vq_has_avail(f->vq));
+    assert_int_equal(used(f)->flags, 0);
     /* A buffer arrived: the caller must look again. */
     assert_true(vq_enable_notify(f->vq));
     assert_int_equal(vq_pop(f->vq, &f->e), 1);
+    assert_false(vq_has_avail(f->vq));
     assert_int_equal(vq_push(f->vq, 0, 0), 0);
     vq_flush(f->vq);
     assert_true(vq_need_notify(f->vq));
