@@ -25,7 +25,11 @@
 /* Receive buffers one frame may take (MRG_RXBUF): a frame needs one or two
  * buffers of any sane driver. More is refused as oversize. */
 #define RX_MAX_BUFS 64
-#define NET_HDR_MAX sizeof(struct virtio_net_hdr_mrg_rxbuf)
+/* After a round that moved frames, more usually follows within a few
+ * microseconds: look for it this many times, yielding the CPU in between,
+ * before paying for a sleep and a wakeup. Only a round that moved frames
+ * starts this, so an idle child sleeps at once. */
+#define SPIN_ROUNDS 64
 
 /* What an epoll event is about: kind in the high half, index in the low. */
 enum {
@@ -75,6 +79,7 @@ typedef struct Child {
     unsigned tx_blocked_on;
     bool rx_waiting; /* out of guest receive buffers: waiting for a kick */
     bool work_pending;
+    bool moved; /* the last round moved frames */
 
     CtlCounters counters;
     uint64_t ring_full_to[CTL_MAX_PORTS];
@@ -409,6 +414,9 @@ static void process_tx(Child *c) {
         guest_notify(c, VU_NET_TX, tx);
     }
     publish_rings(c);
+    if (n > 0) {
+        c->moved = true;
+    }
     if (n >= BUDGET) {
         c->work_pending = true;
     }
@@ -584,8 +592,57 @@ static void process_rx(Child *c) {
         vq_flush(rx);
         guest_notify(c, VU_NET_RX, rx);
     }
+    if (n > 0) {
+        c->moved = true;
+    }
     if (n >= BUDGET) {
         c->work_pending = true;
+    }
+}
+
+/* Whether the guest or a peer has given us something to do since we last
+ * looked: read-only looks at the queues and rings, no notification armed
+ * or disarmed. */
+static bool work_visible(Child *c) {
+    Vq *tx = c->dev ? vu_dev_queue(c->dev, VU_NET_TX) : NULL;
+    Vq *rx = c->dev ? vu_dev_queue(c->dev, VU_NET_RX) : NULL;
+    if (c->tx_blocked) {
+        Peer *p = &c->peer[c->tx_blocked_on];
+        void *slot;
+        if (!p->out.ring || ring_producer_slot(p->out.ring, &slot) != -ENOBUFS) {
+            c->tx_blocked = false;
+            return true;
+        }
+    } else if (tx && vq_has_avail(tx)) {
+        return true;
+    }
+    if (!rx) {
+        return false;
+    }
+    if (c->rx_waiting) {
+        if (vq_has_avail(rx)) {
+            c->rx_waiting = false;
+            return true;
+        }
+        return false;
+    }
+    for (unsigned i = 0; i < CTL_MAX_PORTS; i++) {
+        RingFrame f;
+        if (c->peer[i].in.ring && ring_consumer_peek(c->peer[i].in.ring, &f) != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void spin(Child *c) {
+    c->moved = false;
+    for (unsigned i = 0; i < SPIN_ROUNDS; i++) {
+        if (work_visible(c)) {
+            c->work_pending = true;
+            return;
+        }
+        sched_yield();
     }
 }
 
@@ -777,6 +834,9 @@ int child_run(int ctl_fd) {
 
     for (;;) {
         struct epoll_event evs[16];
+        if (!c->work_pending && c->moved) {
+            spin(c);
+        }
         int n = epoll_wait(c->epoll, evs, ELEMENTSOF(evs), c->work_pending ? 0 : -1);
         if (n < 0) {
             if (errno == EINTR) {
