@@ -5,6 +5,7 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_net.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -825,6 +826,8 @@ int child_run(int ctl_fd) {
         die("out of memory");
     }
     (void)fd_nonblock(ctl_fd, true);
+    /* A frontend gone while we reply is an error code, not a signal. */
+    signal(SIGPIPE, SIG_IGN);
     /* Created before the first message: once serving, nothing is opened. */
     c->epoll = epoll_create1(EPOLL_CLOEXEC);
     if (c->epoll < 0) {

@@ -76,12 +76,12 @@ class SwitchRun:
     def remove_conf(self, name):
         os.unlink(os.path.join(self.config_dir, f"{name}.conf"))
 
-    def start(self, extra=()):
+    def start(self, extra=(), env=None):
         self.log = open(self.log_path, "wb")
         args = [program("vm-switch"), "--config-dir", self.config_dir,
                 "--socket-dir", self.socket_dir, "--log-level", self.log_level,
                 "--no-sandbox", *extra]
-        env = dict(os.environ)
+        env = dict(os.environ, **(env or {}))
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env)

@@ -3,6 +3,7 @@ changing and removing <vm>.conf starts, restarts and stops that VM's child
 only; bad files are reported by name and ignored; one router per network.
 No frontend is needed for any of it."""
 import os
+import socket
 import subprocess
 import time
 
@@ -129,3 +130,25 @@ def test_stats_command(switch_run):
                          capture_output=True, text=True)
     assert out.returncode == 0
     assert out.stdout.startswith("vm=router pid=") and "state=waiting" in out.stdout
+
+
+def test_ready_notification(switch_run):
+    """READY=1 on $NOTIFY_SOCKET once the children are started."""
+    sw = switch_run
+    sw.write_conf("router", ROUTER_MAC, "router")
+    sw.write_conf("c1", C1_MAC)
+    path = os.path.join(sw.base, "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ns:
+        ns.bind(path)
+        ns.settimeout(20)
+        sw.start(env={"NOTIFY_SOCKET": path})
+        assert ns.recv(64) == b"READY=1"
+    s = sw.stats()
+    assert s["router"]["pid"] > 0 and s["c1"]["pid"] > 0
+
+
+def test_stats_command_without_switch(tmp_path):
+    out = subprocess.run([program("vm-switch"), "--stats", "--socket-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "vm-switch.stats" in out.stderr and "is vm-switch running there?" in out.stderr
