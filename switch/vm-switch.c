@@ -50,10 +50,12 @@
 /* Pings in a row a child may leave unanswered within PONG_TIMEOUT_USEC
  * before it counts as hung (one late pong on a loaded machine is not). */
 #define MISSED_PONGS_MAX 3
-/* Restart backoff: a child is restarted at once, unless it also died
- * less than STABLE_USEC after its previous start; then the wait starts at
- * RESTART_FIRST_DELAY_USEC and doubles with each such quick death, up to
- * RESTART_MAX_DELAY_USEC. */
+/* Restart backoff: a child is restarted at once, unless it is the
+ * (QUICK_FREE + 1)th in a row to die less than STABLE_USEC after its
+ * start; then the wait starts at RESTART_FIRST_DELAY_USEC and doubles with
+ * each such quick death, up to RESTART_MAX_DELAY_USEC. A VM whose child
+ * keeps crashing costs little; one crash now and then costs nothing. */
+#define QUICK_FREE 3u
 #define RESTART_FIRST_DELAY_USEC 100000ull
 #define RESTART_MAX_DELAY_USEC 5000000ull
 #define STABLE_USEC 10000000ull
@@ -496,8 +498,8 @@ static void schedule_restart(Switch *s, Vm *v) {
     } else {
         v->quick_crashes = 0;
     }
-    if (v->quick_crashes > 1) {
-        delay = RESTART_FIRST_DELAY_USEC << MIN(v->quick_crashes - 2, 16u);
+    if (v->quick_crashes > QUICK_FREE) {
+        delay = RESTART_FIRST_DELAY_USEC << MIN(v->quick_crashes - QUICK_FREE - 1, 16u);
         delay = MIN(delay, RESTART_MAX_DELAY_USEC);
     }
     v->restarts++;
