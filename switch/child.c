@@ -52,8 +52,8 @@ typedef struct PeerRing {
 
 typedef struct Peer {
     bool present;
-    PeerRing in;  /* peer -> us (we consume) */
-    PeerRing out; /* us -> peer (we produce) */
+    PeerRing in;    /* peer -> us (we consume) */
+    PeerRing out;   /* us -> peer (we produce) */
     bool out_dirty; /* committed frames not yet published */
     bool out_full;  /* router: full in this batch, drop without retrying */
 } Peer;
@@ -85,7 +85,7 @@ typedef struct Child {
     CtlCounters counters;
     uint64_t ring_full_to[CTL_MAX_PORTS];
 
-    VqElem elem;    /* the chain in hand */
+    VqElem elem;     /* the chain in hand */
     VqElem rx_first; /* first receive buffer of a frame (holds its header) */
     uint8_t frame[RING_FRAME_MAX];
 } Child;
@@ -764,8 +764,7 @@ static int on_ctl(Child *c) {
             if (m.peer.port != c->port) {
                 int k = policy_set_port(c->policy, m.peer.port, m.peer.mac, (VmRole)m.peer.role);
                 if (k < 0) {
-                    log_warning("%s: peer port %u refused: %s", c->name, m.peer.port,
-                                strerror(-k));
+                    log_warning("%s: peer port %u refused: %s", c->name, m.peer.port, strerror(-k));
                 }
                 c->peer[m.peer.port].present = k >= 0;
             }

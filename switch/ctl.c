@@ -115,7 +115,8 @@ int ctl_msg_validate(CtlDir from, const void *untrusted, size_t len, unsigned n_
         return -EBADMSG;
     }
     memcpy(&untrusted_hdr, untrusted, sizeof(untrusted_hdr));
-    if (untrusted_hdr.reserved != 0 || ctl_msg_shape(from, untrusted_hdr.type, &size, &want_fds) < 0) {
+    if (untrusted_hdr.reserved != 0 ||
+        ctl_msg_shape(from, untrusted_hdr.type, &size, &want_fds) < 0) {
         return -EBADMSG;
     }
     if (len != size || n_fds != want_fds) {

@@ -140,7 +140,8 @@ _Static_assert(sizeof(CtlPeer) == 20, "CtlPeer layout");
 _Static_assert(sizeof(CtlPeerRef) == 16, "CtlPeerRef layout");
 _Static_assert(sizeof(CtlBuffer) == 24, "CtlBuffer layout");
 _Static_assert(sizeof(CtlPing) == 16, "CtlPing layout");
-_Static_assert(sizeof(CtlPong) == 24 + 8 * (4 + CTL_DROP_MAX) + 8 * CTL_MAX_PORTS, "CtlPong layout");
+_Static_assert(sizeof(CtlPong) == 24 + 8 * (4 + CTL_DROP_MAX) + 8 * CTL_MAX_PORTS,
+               "CtlPong layout");
 
 typedef union CtlMsg {
     CtlHdr hdr;

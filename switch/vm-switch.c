@@ -103,10 +103,10 @@ typedef struct Vm {
     unsigned missed_pongs;
 
     CtlState child_state;
-    CtlCounters cur;  /* the current child's, from its last pong */
-    CtlCounters base; /* earlier children's */
+    CtlCounters cur;                      /* the current child's, from its last pong */
+    CtlCounters base;                     /* earlier children's */
     uint64_t ring_full_to[CTL_MAX_PORTS]; /* the current child's, by destination */
-    uint64_t ring_full_in; /* frames for us dropped by earlier children of others */
+    uint64_t ring_full_in;                /* frames for us dropped by earlier children of others */
 
     PendingRing pending[CTL_MAX_PORTS]; /* rings from that producer to us */
 } Vm;
@@ -124,6 +124,7 @@ typedef struct Options {
 typedef struct Switch {
     const Options *opt;
     int exe_fd;
+    int notify_fd;
     int config_fd;
     int socket_fd;
     int inotify_fd;
@@ -138,21 +139,20 @@ typedef struct Switch {
 /* ---- small helpers -------------------------------------------------------- */
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "Usage: " PROGRAM " --config-dir DIR --socket-dir DIR [--log-level LEVEL]\n"
-            "                 [--no-sandbox] [--seccomp-mode kill|trap|log|disabled]\n"
-            "       " PROGRAM " --stats --socket-dir DIR\n"
-            "\n"
-            "The L2 switch between the VMs of one network: one vhost-user-net backend\n"
-            "process per VM (DIR/<vm>.conf), listening on <socket dir>/<vm>.sock.\n"
-            "\n"
-            "  --config-dir DIR     the <vm>.conf files (watched: changes apply at once)\n"
-            "  --socket-dir DIR     where the vhost-user sockets and " STATS_FILE " live\n"
-            "  --log-level LEVEL    error, warning, info (default) or debug\n"
-            "  --no-sandbox         run without namespaces and seccomp (debugging)\n"
-            "  --seccomp-mode MODE  kill (default), trap, log or disabled\n"
-            "  --stats              print the per-VM counters of a running switch\n"
-            "  --help               this text\n");
+    fprintf(f, "Usage: " PROGRAM " --config-dir DIR --socket-dir DIR [--log-level LEVEL]\n"
+               "                 [--no-sandbox] [--seccomp-mode kill|trap|log|disabled]\n"
+               "       " PROGRAM " --stats --socket-dir DIR\n"
+               "\n"
+               "The L2 switch between the VMs of one network: one vhost-user-net backend\n"
+               "process per VM (DIR/<vm>.conf), listening on <socket dir>/<vm>.sock.\n"
+               "\n"
+               "  --config-dir DIR     the <vm>.conf files (watched: changes apply at once)\n"
+               "  --socket-dir DIR     where the vhost-user sockets and " STATS_FILE " live\n"
+               "  --log-level LEVEL    error, warning, info (default) or debug\n"
+               "  --no-sandbox         run without namespaces and seccomp (debugging)\n"
+               "  --seccomp-mode MODE  kill (default), trap, log or disabled\n"
+               "  --stats              print the per-VM counters of a running switch\n"
+               "  --help               this text\n");
 }
 
 static _noreturn_ void usage_error(const char *fmt, ...) _printf_(1, 2);
@@ -167,8 +167,16 @@ static _noreturn_ void usage_error(const char *fmt, ...) {
 }
 
 static void parse_options(int argc, char **argv, Options *o) {
-    enum { OPT_CONFIG_DIR = 256, OPT_SOCKET_DIR, OPT_LOG_LEVEL, OPT_NO_SANDBOX, OPT_SECCOMP,
-           OPT_STATS, OPT_CHILD, OPT_HELP };
+    enum {
+        OPT_CONFIG_DIR = 256,
+        OPT_SOCKET_DIR,
+        OPT_LOG_LEVEL,
+        OPT_NO_SANDBOX,
+        OPT_SECCOMP,
+        OPT_STATS,
+        OPT_CHILD,
+        OPT_HELP
+    };
     static const struct option longopts[] = {
         {"config-dir", required_argument, NULL, OPT_CONFIG_DIR},
         {"socket-dir", required_argument, NULL, OPT_SOCKET_DIR},
@@ -269,28 +277,39 @@ static int print_stats(const char *socket_dir) {
     }
 }
 
-/* $NOTIFY_SOCKET's datagram protocol: the one message we send. */
-static void notify_ready(void) {
+/* $NOTIFY_SOCKET's datagram protocol, the one message we send. The socket
+ * is connected early: after the sandbox's pivot_root and new network
+ * namespace its path (or abstract name) can no longer be reached, but a
+ * connected socket still reaches it. -1 when there is nothing to tell. */
+static int notify_open(void) {
     const char *path = getenv("NOTIFY_SOCKET");
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     size_t n;
     if (!path || (path[0] != '/' && path[0] != '@')) {
-        return;
+        return -1;
     }
     n = strlen(path);
     if (n >= sizeof(sa.sun_path)) {
         log_warning("NOTIFY_SOCKET too long, not notifying");
-        return;
+        return -1;
     }
     memcpy(sa.sun_path, path, n);
     if (path[0] == '@') {
         sa.sun_path[0] = '\0'; /* abstract namespace */
     }
     _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0) {
+        log_warning("cannot reach NOTIFY_SOCKET %s: %m", path);
+        return -1;
+    }
+    return TAKE_FD(fd);
+}
+
+static void notify_ready(int fd) {
     static const char msg[] = "READY=1";
-    if (fd < 0 || sendto(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL, (struct sockaddr *)&sa,
-                         (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0) {
-        log_warning("cannot notify readiness on %s: %m", path);
+    if (fd >= 0 && send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL) < 0) {
+        log_warning("cannot notify readiness: %m");
     }
 }
 
@@ -535,8 +554,12 @@ static void on_child_exit(Switch *s, Vm *v) {
 
 static _noreturn_ void exec_child(Switch *s, int ctl) {
     char fdbuf[16];
-    char *argv[] = {(char *)PROGRAM, (char *)"--child", fdbuf, (char *)"--log-level",
-                    (char *)(s->opt->log_level ? s->opt->log_level : "info"), NULL};
+    char *argv[] = {(char *)PROGRAM,
+                    (char *)"--child",
+                    fdbuf,
+                    (char *)"--log-level",
+                    (char *)(s->opt->log_level ? s->opt->log_level : "info"),
+                    NULL};
     sigset_t none;
     int exe_fd = s->exe_fd;
     extern char **environ;
@@ -608,8 +631,8 @@ static int child_start(Switch *s, Vm *v) {
     v->ping_outstanding = false;
     epoll_add(s, v->ctl, EV(EV_CTL, vm_port(s, v)));
     epoll_add(s, v->pidfd, EV(EV_PIDFD, vm_port(s, v)));
-    log_info("%s: child %d started (%s, generation %u)", v->name, (int)pid,
-             role_name(v->conf.role), v->gen);
+    log_info("%s: child %d started (%s, generation %u)", v->name, (int)pid, role_name(v->conf.role),
+             v->gen);
 
     ctl_msg_init(&m, CTL_SETUP);
     m.setup.port = vm_port(s, v);
@@ -676,8 +699,9 @@ static void on_ctl(Switch *s, Vm *v) {
             return;
         }
         if (r < 0) {
-            child_kill(s, v, r == -EBADMSG ? "sent a malformed control message"
-                                           : "broke its control socket");
+            child_kill(s, v,
+                       r == -EBADMSG ? "sent a malformed control message"
+                                     : "broke its control socket");
             return;
         }
         switch (m.hdr.type) {
@@ -696,9 +720,8 @@ static void on_ctl(Switch *s, Vm *v) {
 
 static void write_stats(Switch *s) {
     char line[1024];
-    _cleanup_close_ int fd =
-        openat(s->socket_fd, STATS_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-               0644);
+    _cleanup_close_ int fd = openat(s->socket_fd, STATS_TMP,
+                                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
         log_warning("cannot write %s/%s: %m", s->opt->socket_dir, STATS_TMP);
         return;
@@ -938,8 +961,8 @@ static void config_file(Switch *s, const char *file) {
     v->ctl = v->pidfd = v->listen_fd = -EBADF;
     r = listener_open(s, name, &v->listen_fd);
     if (r < 0) {
-        log_error_errno(r, "%s: cannot listen on %s/%s.sock: %m: ignored", file,
-                        s->opt->socket_dir, name);
+        log_error_errno(r, "%s: cannot listen on %s/%s.sock: %m: ignored", file, s->opt->socket_dir,
+                        name);
         return;
     }
     r = policy_set_port(s->policy, vm_port(s, v), conf.mac, conf.role);
@@ -1076,11 +1099,12 @@ static void switch_free(Switch *s) {
     safe_close(s->config_fd);
     safe_close(s->socket_fd);
     safe_close(s->exe_fd);
+    safe_close(s->notify_fd);
     policy_free(s->policy);
     free(s);
 }
 
-static int run_main(const Options *opt, int exe_fd) {
+static int run_main(const Options *opt, int exe_fd, int notify_fd) {
     Switch *s = calloc(1, sizeof(*s));
     sigset_t mask;
     if (!s) {
@@ -1088,6 +1112,7 @@ static int run_main(const Options *opt, int exe_fd) {
     }
     s->opt = opt;
     s->exe_fd = exe_fd;
+    s->notify_fd = notify_fd;
     for (unsigned i = 0; i < CTL_MAX_PORTS; i++) {
         s->vm[i].listen_fd = s->vm[i].ctl = s->vm[i].pidfd = -EBADF;
     }
@@ -1137,7 +1162,7 @@ static int run_main(const Options *opt, int exe_fd) {
     /* Listeners and children of every VM there is, then ready. */
     config_scan(s);
     write_stats(s);
-    notify_ready();
+    notify_ready(s->notify_fd);
     log_info("serving %s on %s", opt->config_dir, opt->socket_dir);
 
     s->next_tick = now_usec(CLOCK_MONOTONIC) + PING_INTERVAL_USEC;
@@ -1211,11 +1236,14 @@ int main(int argc, char **argv) {
         die("cannot open /proc/self/exe: %m");
     }
 
+    /* Where READY=1 goes, connected now: see notify_open(). */
+    int notify_fd = notify_open();
+
     /* The sandbox goes here (namespaces, pivot_root, capabilities,
      * no_new_privs, seccomp), before any other fd or process exists;
      * opt.no_sandbox and opt.seccomp_mode say how much of it. The
      * configuration and socket directories are only used below this
      * line, through opt (which the sandbox may point elsewhere). */
 
-    return run_main(&opt, exe_fd);
+    return run_main(&opt, exe_fd, notify_fd);
 }

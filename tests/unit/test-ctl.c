@@ -147,7 +147,9 @@ static void test_send_recv(void **state) {
         struct cmsghdr align;
         uint8_t buf[CMSG_SPACE(sizeof(int))];
     } control = {0};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = control.buf,
                         .msg_controllen = sizeof(control.buf)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
@@ -194,9 +196,9 @@ static void test_names_and_counters(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shapes),         cmocka_unit_test(test_validate_pong),
+        cmocka_unit_test(test_shapes),          cmocka_unit_test(test_validate_pong),
         cmocka_unit_test(test_validate_buffer), cmocka_unit_test(test_validate_setup),
-        cmocka_unit_test(test_send_recv),      cmocka_unit_test(test_names_and_counters),
+        cmocka_unit_test(test_send_recv),       cmocka_unit_test(test_names_and_counters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
