@@ -151,7 +151,7 @@ class Pmd:
     """dpdk-testpmd with one virtio-user port on <socket dir>/<name>.sock,
     driven through its interactive prompt on stdin."""
 
-    def __init__(self, sw, name, mac, peer, cpu=0):
+    def __init__(self, sw, name, mac, peer, cpu=0, extra=()):
         self.name = name
         self.tag = f"{name}{os.getpid()}{int(time.monotonic() * 1000) % 100000}"
         self.run_dir = os.path.join(sw.base, "pmd-" + self.tag)
@@ -161,7 +161,7 @@ class Pmd:
                 "-m", "256", "--no-pci", "--no-shconf", f"--file-prefix={self.tag}",
                 "--vdev", f"net_virtio_user0,path={sock},queues=1,mac={mac}",
                 "--", "-i", "--forward-mode=rxonly", f"--eth-peer=0,{peer}",
-                "--total-num-mbufs=2048", "--rxd=256", "--txd=256", "--burst=32"]
+                "--total-num-mbufs=2048", "--rxd=256", "--txd=256", "--burst=32", *extra]
         env = dict(os.environ, XDG_RUNTIME_DIR=self.run_dir)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env)
@@ -237,6 +237,13 @@ class Pmd:
         assert rx and tx, text
         return int(rx.group(1)), int(tx.group(1))
 
+    def rx_bytes_errors(self):
+        text = self.cmd("show port stats 0")
+        b = re.search(r"RX-bytes:\s+(\d+)", text)
+        e = re.search(r"RX-errors:\s+(\d+)", text)
+        assert b and e, text
+        return int(b.group(1)), int(e.group(1))
+
     def rx_packets(self):
         return self.port_stats()[0]
 
@@ -294,8 +301,8 @@ def switch_run(tmp_path):
     shutil.rmtree(base, ignore_errors=True)
 
 
-def pmd(sw, name, mac, peer):
+def pmd(sw, name, mac, peer, extra=()):
     """A Pmd registered with the switch_run fixture (killed at the end)."""
-    p = Pmd(sw, name, mac, peer)
+    p = Pmd(sw, name, mac, peer, extra=extra)
     sw.pmds.append(p)
     return p

@@ -127,3 +127,41 @@ def test_spoofed_source_dropped(switch_run):
     s = settle(sw)
     assert s["router"]["tx_frames"] == 0
     assert s["c1"]["drop_spoofed_source"] == 2 * BURST
+
+
+def test_large_frames_over_small_receive_buffers(switch_run):
+    """1500-byte frames into a guest whose receive buffers hold 384 bytes:
+    each frame spreads over several buffers (MRG_RXBUF, num_buffers) and
+    arrives whole; frames longer than a ring slot are dropped as oversize."""
+    sw = switch_run
+    sw.write_conf("router", ROUTER_MAC, "router")
+    sw.write_conf("c1", C1_MAC)
+    sw.start()
+    sw.wait_running(["router", "c1"])
+    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
+    # 512-byte mbufs less 128 bytes of headroom.
+    a = pmd(sw, "c1", C1_MAC, ROUTER_MAC, extra=["--mbuf-size=512", "--enable-scatter"])
+    r.start_rx()
+    a.start_rx()
+    warm_up(r, a)
+    base = settle(sw)
+    n, nbytes = a.rx_packets(), a.rx_bytes_errors()[0]
+    r.stop_fwd()
+    r.cmd("set txpkts 1500")
+    r.send(2)
+    a.wait_rx(n + 2 * BURST)
+    got_bytes, errors = a.rx_bytes_errors()
+    assert errors == 0
+    assert got_bytes - nbytes == 2 * BURST * 1500
+    # Two segments of 1100 bytes: 2200 bytes, more than a ring slot holds.
+    r.stop_fwd()
+    r.cmd("set txpkts 1100,1100")
+    r.send(1)
+    s = sw.wait_stats(lambda s: delta(s, base, "router", "drop_oversize") == BURST,
+                      what="oversize drops")
+    time.sleep(1)
+    assert a.rx_packets() == n + 2 * BURST
+    end = settle(sw)
+    assert delta(end, base, "c1", "tx_frames") == 2 * BURST
+    assert delta(end, base, "c1", "tx_bytes") == 2 * BURST * 1500
+    assert delta(end, base, "router", "rx_frames") == 3 * BURST
