@@ -68,3 +68,23 @@ def test_kill_child_mid_traffic(switch_run):
     r.wait_rx(rr + BURST)
     print(f"c1 restarted within {restarted_in:.2f} s (counters file, refreshed every second); "
           f"c2 received {n1 - n0} frames in the second after")
+
+
+def test_hung_child_restarted(switch_run):
+    """A child that stops answering pings (SIGSTOP) is killed and started
+    again after three pings without a timely pong; the others stay."""
+    sw = switch_run
+    sw.write_conf("router", ROUTER_MAC, "router")
+    sw.write_conf("c1", C1_MAC)
+    sw.start()
+    s = sw.wait_running(["router", "c1"])
+    victim, router = s["c1"]["pid"], s["router"]["pid"]
+    os.kill(victim, signal.SIGSTOP)
+    t0 = time.monotonic()
+    s = sw.wait_stats(lambda s: s["c1"]["pid"] not in (0, victim) and s["c1"]["restarts"] == 1,
+                      timeout=20, what="the hung child replaced")
+    took = time.monotonic() - t0
+    wait_for(lambda: not pid_alive(victim), timeout=10, what="the hung child to be gone")
+    assert s["router"]["pid"] == router and s["router"]["restarts"] == 0
+    assert "c1: child %d did not answer pings: killing it" % victim in sw.log_text()
+    print(f"hung child replaced {took:.1f} s after SIGSTOP (counters file, once a second)")
