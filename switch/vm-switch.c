@@ -669,8 +669,9 @@ static void on_pong(Switch *s, Vm *v, const CtlPong *p) {
         child_kill(s, v, "answered a ping never sent");
         return;
     }
-    /* Counters only grow; a child reporting otherwise is lying or broken,
-     * and the file keeps what it had. */
+    /* The child's own account, taken as it is: a compromised child can
+     * make its VM's counters (and, as the router, the ring_full drops it
+     * reports for clients) say anything. Statistics, not accounting. */
     v->cur = p->counters;
     memcpy(v->ring_full_to, p->ring_full_to, sizeof(v->ring_full_to));
     v->child_state = (CtlState)p->state;
