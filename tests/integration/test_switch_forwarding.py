@@ -165,3 +165,42 @@ def test_large_frames_over_small_receive_buffers(switch_run):
     assert delta(end, base, "c1", "tx_frames") == 2 * BURST
     assert delta(end, base, "c1", "tx_bytes") == 2 * BURST * 1500
     assert delta(end, base, "router", "rx_frames") == 3 * BURST
+
+
+def test_client_to_router_backpressure(switch_run):
+    """A client streaming to a router that does not read: the frames wait
+    (in the ring, then in the client's own transmit queue) instead of
+    being dropped, and once the router reads again every frame the switch
+    took from the client reaches it."""
+    sw = switch_run
+    sw.write_conf("router", ROUTER_MAC, "router")
+    sw.write_conf("c1", C1_MAC)
+    sw.start()
+    sw.wait_running(["router", "c1"])
+    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
+    a = pmd(sw, "c1", C1_MAC, ROUTER_MAC)
+    r.start_rx()
+    a.start_rx()
+    warm_up(a, r)
+    base = settle(sw)
+    rr = r.rx_packets()
+
+    r.stop_fwd()          # the router stops reading its receive queue
+    a.stream()            # the client sends without end
+    time.sleep(2)
+    stuck = sw.stats()["c1"]["rx_frames"]
+    time.sleep(1.5)
+    # Taken from the guest only as fast as the router's buffers, the ring
+    # and its queue allow: the switch took next to nothing more.
+    assert sw.stats()["c1"]["rx_frames"] - stuck < 1024
+    r.start_rx()          # the router reads again: the stream resumes
+    sw.wait_stats(lambda s: s["c1"]["rx_frames"] > stuck + 10000, what="the stream to resume")
+    a.stop_fwd()
+    end = settle(sw)
+    took = delta(end, base, "c1", "rx_frames")
+    assert delta(end, base, "router", "tx_frames") == took
+    assert r.rx_packets() - rr == took
+    for key, value in end["c1"].items():
+        if key.startswith("drop_"):
+            assert value == 0, (key, end["c1"])
+    print(f"{took} frames client -> router, none lost")
