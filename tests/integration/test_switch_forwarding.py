@@ -204,3 +204,25 @@ def test_client_to_router_backpressure(switch_run):
         if key.startswith("drop_"):
             assert value == 0, (key, end["c1"])
     print(f"{took} frames client -> router, none lost")
+
+
+def test_slow_client_does_not_stall_the_router(switch_run):
+    """The router broadcasts without end; one client stops reading. Its
+    frames are dropped after a bounded retry and counted against it
+    (ring_full), while the other client keeps receiving."""
+    sw = switch_run
+    r, a, b = three_vms(sw)
+    warm_up(r, a)
+    a.stop_fwd()             # c1 stops reading
+    r.set_peer(BROADCAST)
+    r.stream()
+    b.wait_rx(b.rx_packets() + 5000)
+    n = b.rx_packets()
+    time.sleep(1)
+    assert b.rx_packets() > n, "c2 starved while c1 does not read"
+    s = sw.wait_stats(lambda s: s["c1"]["drop_ring_full"] > 1000, what="ring_full drops for c1")
+    r.stop_fwd()
+    assert s["router"]["drop_ring_full"] == 0
+    assert s["router"]["rx_frames"] > s["c1"]["tx_frames"]
+    print(f"c1 dropped {s['c1']['drop_ring_full']} (ring full), "
+          f"c2 drops {s['c2']['drop_ring_full']}")
