@@ -1,19 +1,28 @@
-"""Boots one throw-away qemu TCG guest and returns its serial output.
+"""Boots throw-away qemu TCG guests.
 
     python3 tests/vm/qemuvm.py VMLINUX INITRD [TIMEOUT]
     python3 tests/vm/qemuvm.py --shell VMLINUX INITRD
         the same guest on this terminal; after /test.sh it leaves a shell
         (`poweroff -f` or Ctrl-A X ends it)
 
-The guest has no network device and no disk: the kernel (a PVH vmlinux),
-the initramfs and the serial console are all it gets. Its /init is
-expected to power off; if it has not within `timeout` seconds qemu is
+run(): the guest has no network device and no disk: the kernel (a PVH
+vmlinux), the initramfs and the serial console are all it gets. Its /init
+is expected to power off; if it has not within `timeout` seconds qemu is
 killed (by its pid) and the result says so.
+
+Guest: a guest that runs while the caller drives it. Its memory is a
+shared memfd (what a vhost-user backend maps), it has one virtio-net NIC
+per vhost-user socket given (qemu connects as the frontend and reconnects
+every second when the backend goes away), the kernel console goes to a
+log file, and a second serial port carries commands to guest-ctl.sh (the
+guest's /test.sh) and their output back.
 """
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -39,10 +48,10 @@ def qemu_binary():
     return q
 
 
-def command(vmlinux, initrd, append="", memory=512):
+def command(vmlinux, initrd, append="", memory=512, extra=()):
     return [qemu_binary(), "-accel", "tcg", "-M", "pc", "-cpu", "max",
             "-m", str(memory), "-smp", "1", "-nodefaults", "-no-user-config",
-            "-display", "none", "-serial", "stdio", "-no-reboot",
+            "-display", "none", "-serial", "stdio", "-no-reboot", *extra,
             "-kernel", vmlinux, "-initrd", initrd,
             "-append", ("console=ttyS0 panic=-1 quiet " + append).strip()]
 
@@ -75,6 +84,167 @@ def run(vmlinux, initrd, timeout=120, append="", memory=512, log=None):
             f.write(text)
         os.replace(tmp, log)
     return Result(text, None if timed_out else proc.returncode, timed_out, wall)
+
+
+class GuestError(Exception):
+    pass
+
+
+def vhost_user_nic(index, sock, mac):
+    """qemu options of one virtio-net NIC backed by the vhost-user socket
+    sock. vectors=0: legacy interrupts, since qemu 7.2 under TCG crashes in
+    vhost_net_start when the guest enables MSI-X. reconnect=1: when the
+    backend goes away, qemu tries the socket again every second and
+    restarts the device on the new connection."""
+    return ["-chardev", f"socket,id=vu{index},path={sock},reconnect=1",
+            "-netdev", f"vhost-user,chardev=vu{index},id=net{index}",
+            "-device", f"virtio-net-pci,netdev=net{index},mac={mac},vectors=0"]
+
+
+class Guest:
+    """One guest booted in the background and driven over its second serial
+    port; see the module's docstring. nics: [(vhost-user socket, mac)]."""
+
+    def __init__(self, name, vmlinux, initrd, workdir, nics=(), memory=256, append=""):
+        self.name = name
+        self.console = os.path.join(workdir, f"{name}.console.log")
+        self.ctl_path = os.path.join(workdir, f"{name}.ctl")
+        extra = ["-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
+                 "-numa", "node,memdev=mem",
+                 "-chardev", f"socket,id=ctl,path={self.ctl_path},server=on,wait=off",
+                 "-serial", "chardev:ctl"]
+        for i, (sock, mac) in enumerate(nics):
+            extra += vhost_user_nic(i, sock, mac)
+        self.argv = command(vmlinux, initrd, append, memory, extra)
+        self.proc = None
+        self.sock = None
+        self.lines = []               # everything read from the control port
+        self.cond = threading.Condition()
+        self.eof = False
+        self.next_id = 1
+        self.t0 = None
+
+    def start(self):
+        if os.path.exists(self.ctl_path):
+            os.unlink(self.ctl_path)
+        self.t0 = time.monotonic()
+        with open(self.console, "wb") as f:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=f,
+                                         stderr=subprocess.STDOUT)
+        # At once: what the guest writes to the port while no one is
+        # connected is lost (its ready line among it).
+        self._connect(time.monotonic() + 30)
+        return self
+
+    def _connect(self, deadline):
+        while True:
+            if self.proc.poll() is not None:
+                raise GuestError(f"{self.name}: qemu exited {self.proc.returncode}: "
+                                 + self.console_tail())
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.ctl_path)
+                break
+            except OSError:
+                s.close()
+            if time.monotonic() > deadline:
+                raise GuestError(f"{self.name}: no control socket {self.ctl_path}")
+            time.sleep(0.05)
+        self.sock = s
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def _reader(self):
+        buf = b""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                with self.cond:
+                    self.eof = True
+                    self.cond.notify_all()
+                return
+            buf += data
+            *done, buf = buf.split(b"\n")
+            with self.cond:
+                self.lines += [l.decode("utf-8", "replace").rstrip("\r") for l in done]
+                self.cond.notify_all()
+
+    def _wait_line(self, pred, deadline, what):
+        with self.cond:
+            while True:
+                for i, l in enumerate(self.lines):
+                    if pred(l):
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0 or self.eof or self.proc.poll() is not None:
+                    state = ("qemu exited" if self.proc.poll() is not None else
+                             "control port closed" if self.eof else "timed out")
+                    raise GuestError(f"{self.name}: {what}: {state}\n" + self.console_tail())
+                self.cond.wait(min(left, 0.2))
+
+    def wait_ready(self, timeout=120):
+        """Waits until guest-ctl.sh runs; returns the seconds since start."""
+        deadline = time.monotonic() + timeout
+        self._wait_line(lambda l: l == "QL-CTL-READY", deadline, "waiting for the guest")
+        return time.monotonic() - self.t0
+
+    def send(self, cmd):
+        """Starts cmd (one line of sh) in the guest; returns its id for wait()."""
+        if "\n" in cmd:
+            raise ValueError("one line only")
+        i = str(self.next_id)
+        self.next_id += 1
+        self.sock.sendall(f"{i} {cmd}\n".encode())
+        return i
+
+    def wait(self, i, timeout=60):
+        """(exit status, output) of the command with id i."""
+        rc_prefix, out_prefix = f"QL-RC {i} ", f"QL-OUT {i} "
+        k = self._wait_line(lambda l: l.startswith(rc_prefix), time.monotonic() + timeout,
+                            f"command {i}")
+        with self.cond:
+            out = [l[len(out_prefix):] for l in self.lines[:k] if l.startswith(out_prefix)]
+            rc = int(self.lines[k][len(rc_prefix):])
+            self.lines = [l for l in self.lines[:k]
+                          if not l.startswith(out_prefix)] + self.lines[k + 1:]
+        return rc, "\n".join(out)
+
+    def sh(self, cmd, timeout=60):
+        return self.wait(self.send(cmd), timeout)
+
+    def check(self, cmd, timeout=60):
+        """Output of cmd; GuestError when it fails."""
+        rc, out = self.sh(cmd, timeout)
+        if rc != 0:
+            raise GuestError(f"{self.name}: `{cmd}` exited {rc}:\n{out}")
+        return out
+
+    def console_tail(self, n=30):
+        try:
+            with open(self.console, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout=10):
+        """Asks the guest to power off; kills this qemu (by its pid) if it
+        has not within timeout. Returns qemu's exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None and self.sock is not None:
+            try:
+                self.send("quit")
+                self.proc.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.sock is not None:
+            self.sock.close()
+        return self.proc.returncode
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ import tempfile
 # What the vsock tests need; the rest (virtio, virtio_ring) comes as deps.
 VSOCK_MODULES = ["vsock", "vmw_vsock_virtio_transport_common",
                  "vmw_vsock_virtio_transport", "vsock_loopback"]
+# What the switch tests need: a virtio-net NIC on qemu's PCI bus
+# (virtio_ring, virtio, failover and the rest come as deps).
+NET_MODULES = ["virtio_pci", "virtio_net"]
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 nobody:x:65534:65534:nobody:/:/bin/sh
