@@ -37,6 +37,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import switch_bench  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BIN = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bin")
 VM = "bench"
@@ -507,7 +509,8 @@ def bench_rss(stack, cfg, rows, details):
 def print_table(rows):
     head = ("figure", "ours", "peer", "ratio", "goal", "met?")
     cells = [head] + [(r["figure"], r["ours"], r["peer"], r["ratio"], r["goal"],
-                       "skipped" if r["met"] is None else ("yes" if r["met"] else "NO"))
+                       ("—" if r["goal"] == "—" else "skipped") if r["met"] is None
+                       else ("yes" if r["met"] else "NO"))
                       for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
     line = lambda c: "| " + " | ".join(s.ljust(w) for s, w in zip(c, widths)) + " |"
@@ -527,6 +530,8 @@ def print_details(details):
             f = fmt_rate
         elif "(B)" in name:
             f = fmt_mem
+        elif name.endswith("/s"):
+            f = lambda x: f"{x:,.1f}"
         else:
             f = fmt_time
         print(f"  {name}: n={len(xs)} {f(median(xs))} "
@@ -540,6 +545,8 @@ def main():
     ap.add_argument("--size", type=int, help="bytes per bulk transfer (cat and memory)")
     ap.add_argument("--rounds", type=int, help="rounds of every timing")
     ap.add_argument("--no-ssh", action="store_true", help="skip the ssh peer")
+    ap.add_argument("--no-switch", action="store_true",
+                    help="skip the vm-switch figures (switch_bench.py)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
@@ -582,6 +589,14 @@ def main():
                              goal=f"≥ {GOAL_SSH_SPEEDUP:g}× faster", met=None))
         bench_cat(stack, cfg, rows, details)
         bench_rss(stack, cfg, rows, details)
+        if args.no_switch:
+            notes.append("vm-switch figures skipped (--no-switch)")
+        else:
+            try:
+                switch_bench.run(os.path.join(BIN, "vm-switch"), args.quick, rows, details,
+                                 notes, args.rounds)
+            except switch_bench.SwitchBenchError as e:
+                raise BenchError(f"vm-switch: {e}")
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1

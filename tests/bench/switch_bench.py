@@ -1,0 +1,539 @@
+"""vm-switch figures for bench.py, each beside dpdk-testpmd's own vhost-user
+backend measured in the same run (see README.md beside this file).
+
+Part one drives both with one frontend dpdk-testpmd (CPU 1) holding four
+net_virtio_user ports: ports 0 and 1 are the router's and a client's NICs
+on vm-switch (their configured MACs as source, each other's as
+destination), ports 2 and 3 the same two NICs on the backend testpmd's
+net_vhost ports, which forward to each other (io mode). vm-switch and the
+backend testpmd share CPU 0. Measured:
+
+  - frames/s forwarded at 64 B and 1500 B: each frontend port sends a
+    first few bursts, then sends every frame the other port receives back
+    out (`mac` forwarding: the port's own MAC as source, the other VM's as
+    destination; testpmd's flowgen has fixed MACs the policy would drop),
+    so frames circle through the backend as fast as it forwards them;
+    counted as the frontend receives them, both directions summed, the two
+    backends interleaved round by round;
+  - each vm-switch child's private memory (its mappings that are not
+    shared: guest memory and rings are shared mappings, left out) against
+    the backend testpmd's, after the traffic;
+  - wakeups per second (context switches, every thread) of each idle
+    child against the idle backend testpmd (forwarding stopped);
+  - crash to serving again: SIGKILL to the client's child, until a
+    vhost-user frontend connecting to its socket gets its GET_FEATURES
+    answered; the peer is a testpmd backend killed and started again by a
+    supervisor (the only way a one-process backend comes back).
+
+Part two boots two qemu guests, each with one NIC on vm-switch (router,
+client) and one on the backend testpmd, and measures the ping round trip
+from the client to the router over each, interleaved (testpmd forwards
+only during its own rounds, so its busy polling does not steal the CPU
+from the other rounds).
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
+
+import qemuvm  # noqa: E402
+import vminitramfs  # noqa: E402
+import vmkernel  # noqa: E402
+import vswitch  # noqa: E402
+
+KIB = 1024
+MIB = 1024 * KIB
+
+GOAL_PPS_RATIO = 0.50         # vm-switch at least 50 % of testpmd's frames/s
+GOAL_PRIVATE = 2 * MIB        # per child, beyond guest memory and rings
+GOAL_WAKEUPS = 2.0            # per second, idle child
+GOAL_RESTART = 0.050          # SIGKILL to serving again
+
+FULL = dict(pps_rounds=5, pps_seconds=3.0, pps_warmup=1.0, idle_seconds=10.0,
+            crash_rounds=5, crash_peer_rounds=3, ping_rounds=5, ping_count=50)
+QUICK = dict(pps_rounds=1, pps_seconds=1.0, pps_warmup=0.5, idle_seconds=1.0,
+             crash_rounds=1, crash_peer_rounds=1, ping_rounds=1, ping_count=10)
+
+ROUTER_MAC = "52:54:00:b0:00:01"
+CLIENT_MAC = "52:54:00:b0:00:02"
+SIZES = (64, 1500)
+SWITCH_CPU, LOAD_CPU = 0, 1
+# Bursts of 32 frames each frontend port sends to start with; then its
+# `mac` forwarding sends every frame it receives back out of the other
+# port (flowgen would not do: its MACs are fixed in testpmd).
+TX_FIRST = 32
+PING_INTERVAL = 0.02
+
+
+class SwitchBenchError(Exception):
+    pass
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_pps(x):
+    return f"{x / 1e6:.2f} Mpps" if x >= 1e5 else f"{x / 1e3:.1f} kpps"
+
+
+def fmt_mem(b):
+    return f"{b / MIB:.2f} MiB" if b >= MIB else f"{b / KIB:.0f} KiB"
+
+
+def fmt_time(s):
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+
+
+# ----------------------------------------------------------- /proc helpers
+
+def private_memory(pid):
+    """(all private, private in mappings that are not shared) in bytes,
+    from /proc/PID/smaps: Private_Clean + Private_Dirty. Guest memory and
+    rings are MAP_SHARED mappings ('s' in the permissions)."""
+    total = own = 0
+    shared = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(None, 5)
+            if len(head) >= 5 and "-" in head[0] and len(head[1]) == 4:
+                shared = head[1][3] == "s"
+                continue
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                kb = int(line.split()[1]) * KIB
+                total += kb
+                if not shared:
+                    own += kb
+    return total, own
+
+
+def context_switches(pid):
+    """Voluntary + nonvoluntary context switches of every thread of pid."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:",
+                                        "nonvoluntary_ctxt_switches:")):
+                        n += int(line.split()[1])
+        except FileNotFoundError:
+            pass                       # a thread that just ended
+    return n
+
+
+def wakeup_rates(pids, seconds):
+    """{pid: context switches per second over `seconds`}."""
+    before = {p: context_switches(p) for p in pids}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    dt = time.monotonic() - t0
+    return {p: (context_switches(p) - before[p]) / dt for p in pids}
+
+
+# ---------------------------------------------------- vhost-user frontend
+
+VHOST_USER_GET_FEATURES = 1
+VHOST_USER_VERSION = 0x1
+VHOST_USER_REPLY = 0x4
+
+
+def get_features(path, deadline):
+    """Connects to a vhost-user backend's socket (again and again until it
+    accepts) and asks GET_FEATURES; returns the features once answered."""
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(max(0.001, deadline - time.monotonic()))
+            s.connect(path)
+            s.sendall(struct.pack("<III", VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, 0))
+            reply = b""
+            while len(reply) < 20:
+                chunk = s.recv(20 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+            if len(reply) == 20:
+                req, flags, size, features = struct.unpack("<IIIQ", reply)
+                if req == VHOST_USER_GET_FEATURES and flags & VHOST_USER_REPLY and size == 8:
+                    return features
+        except OSError:
+            pass
+        finally:
+            s.close()
+        if time.monotonic() > deadline:
+            raise SwitchBenchError(f"{path}: no GET_FEATURES answer")
+        time.sleep(0.0005)
+
+
+# ------------------------------------------------------------- part one
+
+class Pmds:
+    """vm-switch (router + client), the backend testpmd and the frontend."""
+
+    def __init__(self, binary, tmp, crash_vms):
+        self.tmp = tmp
+        vms = {"router": (ROUTER_MAC, "router"), "client": (CLIENT_MAC, "client")}
+        # Clients without a frontend, each killed once: a child that
+        # crashes again soon after its restart may be held back on purpose.
+        self.crash_vms = [f"crash{i}" for i in range(crash_vms)]
+        for i, vm in enumerate(self.crash_vms):
+            vms[vm] = (f"52:54:00:b0:01:{i:02x}", "client")
+        self.switch = vswitch.Switch(binary, os.path.join(tmp, "sw"), vms)
+        self.peer_socks = [os.path.join(tmp, f"pmd{i}.sock") for i in (0, 1)]
+        self.backend = self.frontend = None
+
+    def start_backend(self):
+        for s in self.peer_socks:
+            if os.path.exists(s):
+                os.unlink(s)
+        self.backend = vswitch.Testpmd(
+            "backend", self.tmp, [f"net_vhost{i},iface={s},queues=1"
+                                  for i, s in enumerate(self.peer_socks)],
+            cpu=SWITCH_CPU, args=["--forward-mode=io", "--rxd=1024", "--txd=1024",
+                                  "--burst=32"], mbufs=32768)
+        self.backend.start()
+        for s in self.peer_socks:
+            wait_path(s, 20)
+
+    def start(self):
+        self.switch.start(cpus=SWITCH_CPU)
+        self.switch.wait_ready()
+        self.start_backend()
+        macs = [ROUTER_MAC, CLIENT_MAC, ROUTER_MAC, CLIENT_MAC]
+        paths = [self.switch.sock("router"), self.switch.sock("client")] + self.peer_socks
+        vdevs = [f"net_virtio_user{i},path={p},queues=1,mac={m}"
+                 for i, (p, m) in enumerate(zip(paths, macs))]
+        # Each port sends to the other NIC's MAC, from its own.
+        peers = [f"--eth-peer={i},{macs[i ^ 1]}" for i in range(4)]
+        self.frontend = vswitch.Testpmd("frontend", self.tmp, vdevs, cpu=LOAD_CPU,
+                                        args=["--forward-mode=mac", "--rxd=1024",
+                                              "--txd=1024", "--burst=32", *peers],
+                                        mbufs=32768)
+        self.frontend.start()
+        self.switch.wait_stats(lambda st: all(st.get(vm, {}).get("state") == "serving"
+                                              for vm in ("router", "client")),
+                               what="both children serving")
+
+    def rate(self, ports, size, cfg):
+        """Frames/s the frontend receives on ports (router's, client's),
+        forwarding through whatever backs them: (both summed,
+        router→client, client→router)."""
+        fe = self.frontend
+        peer = ports[0] == 2
+        fe.cmd(f"set portlist {','.join(map(str, ports))}")
+        fe.cmd(f"set txpkts {size}")
+        if peer:
+            self.backend.cmd("start")
+        try:
+            # Frames of the previous round still in flight are received
+            # and dropped first, so that this round circles its own.
+            fe.cmd("set fwd rxonly")
+            fe.cmd("start")
+            time.sleep(0.3)
+            fe.cmd("stop")
+            fe.cmd("set fwd mac")
+            fe.cmd(f"start tx_first {TX_FIRST}")
+            try:
+                time.sleep(cfg["pps_warmup"])
+                fe.cmd("clear port stats all")
+                t0 = time.monotonic()
+                time.sleep(cfg["pps_seconds"])
+                st = fe.port_stats()
+                dt = time.monotonic() - t0
+            finally:
+                fe.cmd("stop")
+        finally:
+            if peer:
+                self.backend.cmd("stop")
+        frames = sum(st[p]["rx"] for p in ports)
+        octets = sum(st[p]["rx_bytes"] for p in ports)
+        # txonly sends `size` bytes (flowgen would send 4 fewer, leaving
+        # room for the FCS): anything else is not this round's frames.
+        if frames and abs(octets / frames - size) > 4:
+            raise SwitchBenchError(f"ports {ports}: frames of {octets / frames:.0f} B "
+                                   f"on average in a {size} B round")
+        return frames / dt, st[ports[1]]["rx"] / dt, st[ports[0]]["rx"] / dt
+
+    def stop(self):
+        for p in (self.frontend, self.backend):
+            if p:
+                p.stop()
+        self.switch.stop()
+
+
+def wait_path(path, timeout):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SwitchBenchError(f"{path} did not appear")
+        time.sleep(0.01)
+
+
+def bench_pps(pmds, cfg, rows, details, notes):
+    ports = {"vm-switch": (0, 1), "testpmd vhost io": (2, 3)}
+    res = {(side, size): [] for side in ports for size in SIZES}
+    drops0 = pmds.switch.stats()
+    for r in range(cfg["pps_rounds"]):
+        for size in SIZES:
+            # Alternate which side goes first from round to round.
+            for side in (list(ports) if r % 2 == 0 else list(ports)[::-1]):
+                res[side, size].append(pmds.rate(ports[side], size, cfg))
+    st = pmds.switch.stats()
+    drops = {f"{vm} {k}": v - drops0.get(vm, {}).get(k, 0)
+             for vm, row in st.items() for k, v in row.items()
+             if k.startswith("drop_") and v - drops0.get(vm, {}).get(k, 0)}
+    notes.append("vm-switch drops during the frame rounds: "
+                 + (", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none"))
+    ours, peer = {}, {}
+    for size in SIZES:
+        for side in ports:
+            for i, what in ((0, ""), (1, " router→client"), (2, " client→router")):
+                details.append((f"{side} {size} B{what} frames/s",
+                                [x[i] for x in res[side, size]]))
+        ours[size] = [x[0] for x in res["vm-switch", size]]
+        peer[size] = [x[0] for x in res["testpmd vhost io", size]]
+        m_ours, m_peer = median(ours[size]), median(peer[size])
+        ratio = m_ours / m_peer if m_peer else float("nan")
+        goal = (f"≥ {100 * GOAL_PPS_RATIO:.0f} % of testpmd"
+                + ("" if size == 64 else " (the 64 B goal)"))
+        rows.append(dict(figure=f"vm-switch frames/s router↔client, {size} B, vs testpmd "
+                                "vhost (io fwd)",
+                         ours=fmt_pps(m_ours), peer=fmt_pps(m_peer), ratio=f"{100 * ratio:.0f} %",
+                         goal=goal, met=ratio >= GOAL_PPS_RATIO,
+                         raw=dict(ours_pps=m_ours, peer_pps=m_peer)))
+    if any(v for k, v in drops.items() if "spoofed" in k or "client_to_client" in k):
+        raise SwitchBenchError(f"vm-switch dropped the load by policy: {drops}")
+
+
+def child_pids(switch, vms):
+    st = switch.stats()
+    return {vm: st[vm]["pid"] for vm in vms}
+
+
+def bench_memory(pmds, rows, details):
+    pids = child_pids(pmds.switch, ("router", "client"))
+    mem = {vm: private_memory(pid) for vm, pid in pids.items()}
+    peer_total, peer_own = private_memory(pmds.backend.proc.pid)
+    for vm, (total, own) in mem.items():
+        details.append((f"vm-switch {vm} child private memory, not shared (B)", [own]))
+        details.append((f"vm-switch {vm} child private memory, all (B)", [total]))
+    details.append(("testpmd backend private memory, not shared (B)", [peer_own]))
+    details.append(("testpmd backend private memory, all (B)", [peer_total]))
+    worst = max(own for _, own in mem.values())
+    rows.append(dict(figure="vm-switch private memory per child (not shared) vs testpmd "
+                            "backend (2 ports)",
+                     ours=fmt_mem(worst), peer=fmt_mem(peer_own),
+                     ratio=f"{100 * worst / peer_own:.1f} %" if peer_own else "—",
+                     goal=f"≤ {fmt_mem(GOAL_PRIVATE)}", met=worst <= GOAL_PRIVATE,
+                     raw=dict(ours_B=worst, peer_B=peer_own)))
+
+
+def bench_wakeups(pmds, cfg, rows, details):
+    """Idle: the frontend's forwarding stopped, its ports still connected."""
+    pids = child_pids(pmds.switch, ("router", "client"))
+    peer_pid = pmds.backend.proc.pid
+    rates = wakeup_rates(list(pids.values()) + [peer_pid], cfg["idle_seconds"])
+    for vm, pid in pids.items():
+        details.append((f"vm-switch {vm} child idle wakeups/s", [rates[pid]]))
+    details.append(("testpmd backend (all threads) idle wakeups/s", [rates[peer_pid]]))
+    worst = max(rates[p] for p in pids.values())
+    rows.append(dict(figure=f"idle wakeups/s per child over {cfg['idle_seconds']:g} s vs "
+                            "idle testpmd backend",
+                     ours=f"{worst:.1f}/s", peer=f"{rates[peer_pid]:.1f}/s",
+                     ratio=f"{worst / rates[peer_pid]:.2f}×" if rates[peer_pid] else "—",
+                     goal=f"≤ {GOAL_WAKEUPS:g}/s", met=worst <= GOAL_WAKEUPS,
+                     raw=dict(ours_per_s=worst, peer_per_s=rates[peer_pid])))
+
+
+def bench_crash(pmds, cfg, rows, details):
+    """Last in part one: it ends the frontend's client port (DPDK's
+    virtio-user does not reconnect as a client) and the backend testpmd.
+    Each round kills a different child once: first the client's (whose
+    frontend was connected), then the spare clients'."""
+    ours, peer = [], []
+    switch = pmds.switch
+    victims = ["client"] + pmds.crash_vms
+    for r in range(max(cfg["crash_rounds"], cfg["crash_peer_rounds"])):
+        if r < cfg["crash_rounds"]:
+            vm = victims[r]
+            st = switch.wait_stats(lambda st: st.get(vm, {}).get("state")
+                                   in ("serving", "waiting"), what=f"{vm}'s child up")
+            pid = st[vm]["pid"]
+            t0 = time.monotonic()
+            os.kill(pid, signal.SIGKILL)   # vm-switch's child, started here
+            get_features(switch.sock(vm), t0 + 10)
+            ours.append(time.monotonic() - t0)
+        if r < cfg["crash_peer_rounds"]:
+            be = pmds.backend
+            t0 = time.monotonic()
+            be.proc.kill()               # the testpmd we started, by pid
+            be.proc.wait()
+            pmds.start_backend()         # what a supervisor does
+            get_features(pmds.peer_socks[1], t0 + 60)
+            peer.append(time.monotonic() - t0)
+    details.append(("vm-switch SIGKILL to serving again (s)", ours))
+    details.append(("testpmd SIGKILL + restart to serving again (s)", peer))
+    m_ours, m_peer = median(ours), median(peer)
+    rows.append(dict(figure="crash to serving again: vm-switch child vs testpmd restarted",
+                     ours=fmt_time(m_ours), peer=fmt_time(m_peer),
+                     ratio=f"{m_peer / m_ours:.0f}× faster" if m_ours else "—",
+                     goal=f"≤ {GOAL_RESTART * 1e3:.0f} ms", met=m_ours <= GOAL_RESTART,
+                     raw=dict(ours_s=m_ours, peer_s=m_peer)))
+
+
+# ------------------------------------------------------------- part two
+
+GUEST_VMS = {"router": ("52:54:00:b1:00:01", "169.254.61.1", "169.254.62.1"),
+             "client": ("52:54:00:b1:00:02", "169.254.61.2", "169.254.62.2")}
+RTT_RE = re.compile(r"seq=\d+ ttl=\d+ time=([\d.]+) ms")
+
+
+def qemu_outage(switch, client, addr, seconds=4.0, interval=0.01):
+    """Seconds of unanswered pings from the client guest when its child is
+    killed 1 s into a run: the pings lost times their actual interval
+    (the guest's uptime over the run, divided by the pings sent)."""
+    pid = switch.stats()["client"]["pid"]
+    count = int(seconds / interval)
+    i = client.send("a=$(cut -d' ' -f1 /proc/uptime); "
+                    f"ping -c {count} -i {interval} -W 1 -q {addr}; "
+                    "b=$(cut -d' ' -f1 /proc/uptime); echo \"elapsed $a $b\"")
+    time.sleep(1.0)
+    os.kill(pid, signal.SIGKILL)          # vm-switch's child, started here
+    rc, out = client.wait(i, seconds * 10 + 60)
+    m = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
+    e = re.search(r"elapsed ([\d.]+) ([\d.]+)", out)
+    if not (m and e) or int(m.group(2)) == 0:
+        raise SwitchBenchError(f"client pings around SIGKILL to its child:\n{out}")
+    sent, got = int(m.group(1)), int(m.group(2))
+    return (sent - got) * (float(e.group(2)) - float(e.group(1))) / sent
+
+
+def bench_ping(binary, tmp, cfg, rows, details, notes):
+    try:
+        qemuvm.qemu_binary()
+        vminitramfs.static_busybox()
+        kernel = vmkernel.ensure_kernel()
+    except (qemuvm.QemuUnavailable, vminitramfs.BusyboxUnavailable,
+            vmkernel.KernelUnavailable) as e:
+        notes.append(f"guest ping skipped: {e}")
+        rows.append(dict(figure="ping RTT guest→guest: vm-switch vs testpmd vhost",
+                         ours="—", peer="—", ratio="—", goal="—", met=None))
+        return
+    work = os.path.join(tmp, "guests")
+    os.makedirs(work)
+    initrd = os.path.join(work, "net.cpio.gz")
+    vminitramfs.build(initrd, kernel, os.path.join(ROOT, "tests", "vm", "guest-ctl.sh"),
+                      modules=vminitramfs.NET_MODULES)
+    switch = vswitch.Switch(binary, os.path.join(work, "sw"),
+                            {vm: (m, vm) for vm, (m, _, _) in GUEST_VMS.items()})
+    socks = {vm: os.path.join(work, f"pmd-{vm}.sock") for vm in GUEST_VMS}
+    backend = None
+    guests = {}
+    try:
+        switch.start()
+        switch.wait_ready()
+        backend = vswitch.Testpmd("guests", work,
+                                  [f"net_vhost{i},iface={socks[vm]},queues=1"
+                                   for i, vm in enumerate(GUEST_VMS)],
+                                  cpu=LOAD_CPU, args=["--forward-mode=io"])
+        backend.start()
+        for s in socks.values():
+            wait_path(s, 20)
+        guests = {vm: qemuvm.Guest(vm, kernel.vmlinux, initrd, work,
+                                   nics=[(switch.sock(vm), m), (socks[vm], m)], memory=192)
+                  for vm, (m, _, _) in GUEST_VMS.items()}
+        for g in guests.values():
+            g.start()
+        for g in guests.values():
+            g.wait_ready(180)
+        for vm, (_, a0, a1) in GUEST_VMS.items():
+            guests[vm].check(f"ip addr add {a0}/24 dev eth0 && ip link set eth0 up && "
+                             f"ip addr add {a1}/24 dev eth1 && ip link set eth1 up")
+        client = guests["client"]
+        targets = {"switch": GUEST_VMS["router"][1], "peer": GUEST_VMS["router"][2]}
+        backend.cmd("start")
+        for side, addr in targets.items():
+            rc, out = client.sh(f"i=0; while ! ping -c 1 -W 1 {addr} >/dev/null; do "
+                                f"i=$((i+1)); [ $i -ge 20 ] && exit 1; done", 90)
+            if rc != 0:
+                raise SwitchBenchError(f"guest ping over {side} never answered:\n{out}")
+        backend.cmd("stop")
+        samples = {"switch": [], "peer": []}
+        for r in range(cfg["ping_rounds"]):
+            for side in (("switch", "peer") if r % 2 == 0 else ("peer", "switch")):
+                if side == "peer":
+                    backend.cmd("start")
+                try:
+                    out = client.check(f"ping -c {cfg['ping_count']} -i {PING_INTERVAL} "
+                                       f"-W 2 {targets[side]}", 120)
+                finally:
+                    if side == "peer":
+                        backend.cmd("stop")
+                samples[side] += [float(x) / 1e3 for x in RTT_RE.findall(out)]
+        outage = qemu_outage(switch, client, targets["switch"])
+        notes.append(f"with qemu as the frontend, the client's pings every 10 ms went "
+                     f"unanswered for {outage:.2f} s around SIGKILL to its child "
+                     "(qemu tries the socket again once a second: reconnect=1)")
+    except (vswitch.ProcError, qemuvm.GuestError) as e:
+        raise SwitchBenchError(f"guest ping: {e}")
+    finally:
+        for g in guests.values():
+            g.stop()
+        if backend:
+            backend.stop()
+        switch.stop()
+    details.append(("ping RTT guest→guest via vm-switch (s)", samples["switch"]))
+    details.append(("ping RTT guest→guest via testpmd vhost io (s)", samples["peer"]))
+    m_ours, m_peer = median(samples["switch"]), median(samples["peer"])
+    rows.append(dict(figure=f"ping RTT guest→guest (qemu TCG, every {PING_INTERVAL * 1e3:.0f} "
+                            "ms): vm-switch vs testpmd vhost",
+                     ours=fmt_time(m_ours), peer=fmt_time(m_peer),
+                     ratio=f"{m_ours / m_peer:.2f}×", goal="—", met=None,
+                     raw=dict(ours_s=m_ours, peer_s=m_peer)))
+
+
+# ------------------------------------------------------------------ entry
+
+def run(binary, quick, rows, details, notes, rounds=None):
+    """Appends the vm-switch rows; raises SwitchBenchError."""
+    cfg = dict(QUICK if quick else FULL)
+    if rounds:
+        cfg["pps_rounds"] = cfg["crash_rounds"] = cfg["ping_rounds"] = rounds
+    if not os.access(binary, os.X_OK):
+        raise SwitchBenchError(f"{binary} not built (run make)")
+    if not vswitch.Testpmd.available():
+        raise SwitchBenchError("dpdk-testpmd not installed (apt-get install dpdk-dev)")
+    if (os.cpu_count() or 1) < 2:
+        notes.append("one CPU: vm-switch and the load generator share it")
+    load0 = os.getloadavg()[0]
+    tmp = tempfile.mkdtemp(prefix="ql-switch-bench.")
+    try:
+        pmds = Pmds(binary, tmp, cfg["crash_rounds"] - 1)
+        try:
+            pmds.start()
+            bench_pps(pmds, cfg, rows, details, notes)
+            bench_memory(pmds, rows, details)
+            bench_wakeups(pmds, cfg, rows, details)
+            bench_crash(pmds, cfg, rows, details)
+        except vswitch.ProcError as e:
+            raise SwitchBenchError(str(e))
+        finally:
+            pmds.stop()
+        bench_ping(binary, tmp, cfg, rows, details, notes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    notes.append(f"load average {load0:.2f} before the vm-switch figures, "
+                 f"{os.getloadavg()[0]:.2f} after (other work on the machine shows here)")
