@@ -13,11 +13,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <termios.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "paths.h"
 #include "util.h"
 #include "vmrun-opts.h"
@@ -61,45 +59,19 @@ typedef struct Session {
 } Session;
 
 static const char *vm_name = "?";
-static struct termios saved_termios;
-static bool termios_saved;
 static int signal_pipe[2] = {-EBADF, -EBADF};
 static volatile sig_atomic_t signal_seen;
-
-static void restore_terminal(void) {
-    if (termios_saved) {
-        /* FLUSH: input we did not read (a terminal's answers to queries
-         * the guest sent last) must not reach the shell after us. */
-        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_termios);
-        termios_saved = false;
-    }
-}
 
 /* vm-run's own errors: one line, exit 255. */
 _noreturn_ _printf_(1, 2) static void fail(const char *fmt, ...) {
     va_list ap;
-    restore_terminal();
+    client_terminal_restore();
     fputs("vm-run: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
     exit(EXIT_OWN_ERROR);
-}
-
-static const char *wire_error_name(WireError e) {
-    static const char *const names[] = {
-        [WIRE_ERR_UNSPECIFIED] = "UNSPECIFIED",
-        [WIRE_ERR_PROTOCOL] = "PROTOCOL",
-        [WIRE_ERR_VERSION] = "VERSION",
-        [WIRE_ERR_TOO_LARGE] = "TOO_LARGE",
-        [WIRE_ERR_DENIED] = "DENIED",
-        [WIRE_ERR_INVALID] = "INVALID",
-        [WIRE_ERR_UNAVAILABLE] = "UNAVAILABLE",
-        [WIRE_ERR_INTERNAL] = "INTERNAL",
-        [WIRE_ERR_SHUTTING_DOWN] = "SHUTTING_DOWN",
-    };
-    return (unsigned)e < ELEMENTSOF(names) ? names[e] : "UNSPECIFIED";
 }
 
 /* Peer text, printable and bounded. */
@@ -135,18 +107,7 @@ static void signals_setup(void) {
 /* ---- host agent --------------------------------------------------------- */
 
 static void check_vm_known(const char *vm, const char *sock_path) {
-    struct stat st;
-    char *cfg = NULL;
-
-    if (!config_vm_name_valid(vm)) {
-        fail("no VM named '%s'", vm);
-    }
-    if (asprintf(&cfg, "%s/vms/%s.json", config_dir(), vm) < 0) {
-        fail("out of memory");
-    }
-    bool have_cfg = stat(cfg, &st) == 0;
-    free(cfg);
-    if (!have_cfg && lstat(sock_path, &st) < 0) {
+    if (!client_vm_known(vm, sock_path)) {
         fail("no VM named '%s'", vm);
     }
 }
@@ -157,33 +118,7 @@ static void host_error(const Msg *m) {
     if (m->error.code == WIRE_ERR_DENIED) {
         fail("the host agent of VM '%s' denied access: %s (DENIED)", vm_name, buf);
     }
-    fail("VM '%s': %s (%s)", vm_name, buf, wire_error_name(m->error.code));
-}
-
-/* A blocking connection to the host agent's unix socket. vm-run talks to
- * nothing else directly, so it needs neither the address parser nor the
- * libraries behind it (a short start matters for `vm-run VM true`). */
-static int unix_connect(const char *path, int *ret_fd) {
-    struct sockaddr_un un = {.sun_family = AF_UNIX};
-    size_t n = strlen(path);
-    _cleanup_close_ int fd = -EBADF;
-
-    if (n >= sizeof(un.sun_path)) {
-        return -ENAMETOOLONG;
-    }
-    memcpy(un.sun_path, path, n);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -errno;
-    }
-    while (connect(fd, (struct sockaddr *)&un,
-                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1)) < 0) {
-        if (errno != EINTR) {
-            return -errno;
-        }
-    }
-    *ret_fd = TAKE_FD(fd);
-    return 0;
+    fail("VM '%s': %s (%s)", vm_name, buf, client_error_name(m->error.code));
 }
 
 /* Connects to the host agent and returns the guest agent connection;
@@ -194,7 +129,10 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
     int guest_fd = -EBADF;
     int r;
 
-    r = unix_connect(sock_path, &fd);
+    /* vm-run talks to nothing but the host agent directly, so it needs
+     * neither the address parser nor the libraries behind it (a short
+     * start matters for `vm-run VM true`). */
+    r = client_unix_connect(sock_path, &fd);
     if (r < 0) {
         errno = -r;
         fail("cannot reach the host agent of VM '%s' at %s: %m", vm_name, sock_path);
@@ -261,18 +199,12 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
 
 /* ---- terminal ----------------------------------------------------------- */
 
+/* The local window size; 24x80 when no terminal tells. */
 static void window_size(uint16_t *rows, uint16_t *cols) {
-    static const int fds[] = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
-    for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
-        struct winsize ws;
-        if (ioctl(fds[i], TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
-            *rows = ws.ws_row;
-            *cols = ws.ws_col;
-            return;
-        }
+    if (!client_window_size(rows, cols)) {
+        *rows = 24;
+        *cols = 80;
     }
-    *rows = 24;
-    *cols = 80;
 }
 
 static bool term_valid(const char *s) {
@@ -281,17 +213,6 @@ static bool term_valid(const char *s) {
         return false;
     }
     return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+_-") == n;
-}
-
-static void terminal_raw(void) {
-    struct termios t;
-    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_termios) < 0) {
-        return;
-    }
-    termios_saved = true;
-    t = saved_termios;
-    cfmakeraw(&t);
-    tcsetattr(STDIN_FILENO, TCSADRAIN, &t);
 }
 
 /* ---- the session -------------------------------------------------------- */
@@ -330,7 +251,7 @@ static void session_check_give_up(Session *s) {
     if (s->give_up_at == 0 || now_usec(CLOCK_MONOTONIC) < s->give_up_at) {
         return;
     }
-    restore_terminal();
+    client_terminal_restore();
     s->sock = safe_close(s->sock);
     exit(128 + s->give_up_signo);
 }
@@ -405,7 +326,7 @@ static void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
             if (errno == EPIPE && fd == STDOUT_FILENO) {
                 /* Whoever read our output is gone: end as a local program
                  * in a pipeline would, which also ends the session. */
-                restore_terminal();
+                client_terminal_restore();
                 signal(SIGPIPE, SIG_DFL);
                 raise(SIGPIPE);
             }
@@ -434,7 +355,7 @@ static void guest_error(const Msg *m) {
         fail("the guest agent of VM '%s' denied access: %s (DENIED)", vm_name, buf);
     }
     fail("the guest agent of VM '%s' reported an error: %s (%s)", vm_name, buf,
-         wire_error_name(m->error.code));
+         client_error_name(m->error.code));
 }
 
 static void session_handle(Session *s, const Msg *m) {
@@ -766,14 +687,14 @@ int main(int argc, char **argv) {
     }
     signals_setup();
     if (opts.tty) {
-        atexit(restore_terminal);
-        terminal_raw();
+        atexit(client_terminal_restore);
+        client_terminal_raw();
     }
     session_flush(&s);
     session_run(&s);
 
     session_ack(&s);
-    restore_terminal();
+    client_terminal_restore();
     s.sock = safe_close(s.sock);
     if (opts.timing) {
         print_timing(&timing);

@@ -1,0 +1,108 @@
+/* Shared by the vm-* commands: sockets, terminal, error names. */
+#include "client.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "paths.h"
+#include "util.h"
+
+static struct termios saved_termios;
+static bool termios_saved;
+
+int client_unix_connect(const char *path, int *ret_fd) {
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+    _cleanup_close_ int fd = -EBADF;
+
+    if (n >= sizeof(un.sun_path)) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(un.sun_path, path, n);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    while (connect(fd, (struct sockaddr *)&un,
+                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1)) < 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
+bool client_vm_known(const char *vm, const char *sock_path) {
+    struct stat st;
+    _cleanup_free_ char *cfg = NULL;
+
+    if (!config_vm_name_valid(vm)) {
+        return false;
+    }
+    if (asprintf(&cfg, "%s/vms/%s.json", config_dir(), vm) < 0) {
+        return false;
+    }
+    return stat(cfg, &st) == 0 || (sock_path && lstat(sock_path, &st) == 0);
+}
+
+bool client_window_size(uint16_t *ret_rows, uint16_t *ret_cols) {
+    static const int fds[] = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
+    for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+        struct winsize ws;
+        if (ioctl(fds[i], TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+            *ret_rows = ws.ws_row;
+            *ret_cols = ws.ws_col;
+            return true;
+        }
+    }
+    *ret_rows = 0;
+    *ret_cols = 0;
+    return false;
+}
+
+bool client_terminal_raw(void) {
+    struct termios t;
+    if (termios_saved || !isatty(STDIN_FILENO) ||
+        tcgetattr(STDIN_FILENO, &saved_termios) < 0) {
+        return false;
+    }
+    termios_saved = true;
+    t = saved_termios;
+    cfmakeraw(&t);
+    tcsetattr(STDIN_FILENO, TCSADRAIN, &t);
+    return true;
+}
+
+void client_terminal_restore(void) {
+    if (termios_saved) {
+        /* FLUSH: input we did not read (a terminal's answers to queries
+         * the remote side sent last) must not reach the shell after us. */
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_termios);
+        termios_saved = false;
+    }
+}
+
+const char *client_error_name(WireError e) {
+    static const char *const names[] = {
+        [WIRE_ERR_UNSPECIFIED] = "UNSPECIFIED",
+        [WIRE_ERR_PROTOCOL] = "PROTOCOL",
+        [WIRE_ERR_VERSION] = "VERSION",
+        [WIRE_ERR_TOO_LARGE] = "TOO_LARGE",
+        [WIRE_ERR_DENIED] = "DENIED",
+        [WIRE_ERR_INVALID] = "INVALID",
+        [WIRE_ERR_UNAVAILABLE] = "UNAVAILABLE",
+        [WIRE_ERR_INTERNAL] = "INTERNAL",
+        [WIRE_ERR_SHUTTING_DOWN] = "SHUTTING_DOWN",
+    };
+    return (unsigned)e < ELEMENTSOF(names) && names[e] ? names[e] : "UNSPECIFIED";
+}
