@@ -60,3 +60,16 @@ UNIT_LIBS_test-vfio := $(HOST_LIBS)
 # The console's scrollback ring and pty.
 UNIT_OBJS_test-console := $(OBJ)/host/console.o
 UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
+
+UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/vmshell-opts.o
+UNIT_LIBS_test-vmshell-opts :=
+
+# vm-shell: the serial console client, and ssh over vsock through the proxy.
+VM_SHELL_OBJS := $(OBJ)/host/vm-shell.o $(OBJ)/host/vmshell-opts.o $(OBJ)/host/client.o \
+	$(OBJ)/host/config.o $(OBJ)/host/paths.o
+PROGRAMS += $(BIN)/vm-shell
+
+$(BIN)/vm-shell: $(VM_SHELL_OBJS) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS) $(PROTO_LIBS)

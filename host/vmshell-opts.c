@@ -1,0 +1,197 @@
+/* vm-shell's command line, escape key and ssh command line. */
+#include "vmshell-opts.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+const char vmshell_usage[] =
+    "Usage: vm-shell VM\n"
+    "       vm-shell --ssh [--root] VM [COMMAND [ARG]...]\n"
+    "Attach to the serial console of the running VM named VM, or log in to it\n"
+    "with ssh over vsock.\n"
+    "\n"
+    "      --ssh     ssh to the VM over vsock (port 22) as the configured user,\n"
+    "                running COMMAND when given\n"
+    "      --root    with --ssh: log in as root\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "On the console, Ctrl-] leaves. When stdin is not a terminal, it is sent\n"
+    "to the console as it is, and vm-shell leaves at its end once the console\n"
+    "has been quiet for half a second (after 5 s at most).\n"
+    "Exit status: 0 when leaving the console, ssh's with --ssh, 255 for\n"
+    "vm-shell's own errors.\n";
+
+_printf_(3, 4) static int fail(char *err, size_t errsize, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errsize, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, char *err, size_t errsize) {
+    enum { ARG_SSH = 0x100, ARG_ROOT };
+    static const struct option longopts[] = {
+        {"ssh", no_argument, NULL, ARG_SSH},
+        {"root", no_argument, NULL, ARG_ROOT},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    VmShellOptions o = {0};
+    int c;
+
+    /* Keep getopt quiet: errors are reported once, in our own words. '+':
+     * options after VM belong to the remote command. */
+    opterr = 0;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) >= 0) {
+        switch (c) {
+        case ARG_SSH:
+            o.ssh = true;
+            break;
+        case ARG_ROOT:
+            o.root = true;
+            break;
+        case 'h':
+            o.help = true;
+            *ret = o;
+            return 0;
+        default:
+            if (optopt && optopt < 0x100) {
+                return fail(err, errsize, "unknown option '-%c' (see --help)", optopt);
+            }
+            return fail(err, errsize, "unknown option '%.64s' (see --help)", argv[optind - 1]);
+        }
+    }
+    if (o.root && !o.ssh) {
+        return fail(err, errsize, "--root goes with --ssh (the console has no user)");
+    }
+    if (optind >= argc) {
+        return fail(err, errsize, "no VM given (see --help)");
+    }
+    o.vm = argv[optind++];
+    if (optind < argc) {
+        if (!o.ssh) {
+            return fail(err, errsize, "a command needs --ssh (the console takes none)");
+        }
+        if (argv[optind][0] == '\0') {
+            return fail(err, errsize, "the command is empty");
+        }
+        o.argv = argv + optind;
+        o.argc = (size_t)(argc - optind);
+    }
+    *ret = o;
+    return 0;
+}
+
+ssize_t vmshell_find_escape(const uint8_t *buf, size_t n) {
+    const uint8_t *p = memchr(buf, VMSHELL_ESCAPE, n);
+    return p ? (ssize_t)(p - buf) : -1;
+}
+
+void vmshell_strv_free(char **v) {
+    if (!v) {
+        return;
+    }
+    for (char **p = v; *p; p++) {
+        free(*p);
+    }
+    free(v);
+}
+
+/* 'path' for sh -c, with ' as '\'', and every % doubled: ssh expands
+ * %-tokens in ProxyCommand before the shell sees it. */
+static char *proxy_quote(const char *path) {
+    size_t n = 2;
+    for (const char *p = path; *p; p++) {
+        n += *p == '\'' ? 4 : *p == '%' ? 2 : 1;
+    }
+    char *q = malloc(n + 1), *o = q;
+    if (!q) {
+        return NULL;
+    }
+    *o++ = '\'';
+    for (const char *p = path; *p; p++) {
+        if (*p == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else if (*p == '%') {
+            *o++ = '%';
+            *o++ = '%';
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return q;
+}
+
+int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const char *vm,
+                     char *const *cmd, size_t cmdc, char ***ret_argv) {
+    _cleanup_free_ char *quoted = proxy_quote(proxy);
+    char **v;
+    size_t n = 0, max;
+
+    if (!quoted) {
+        return -ENOMEM;
+    }
+    /* ssh, 8 * (-o VALUE), -l USER, the host, --, the command, NULL. */
+    if (__builtin_add_overflow(cmdc, 1 + 16 + 2 + 1 + 1 + 1, &max)) {
+        return -ENOMEM;
+    }
+    v = calloc(max, sizeof(char *));
+    if (!v) {
+        return -ENOMEM;
+    }
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        if (asprintf(&v[n], __VA_ARGS__) < 0) {                                                    \
+            v[n] = NULL;                                                                           \
+            vmshell_strv_free(v);                                                                  \
+            return -ENOMEM;                                                                        \
+        }                                                                                          \
+        n++;                                                                                       \
+    } while (0)
+    ADD("ssh");
+    ADD("-o");
+    ADD("ProxyCommand=%s %u %u", quoted, cid, VMSHELL_SSH_PORT);
+    /* The host name ssh shows and would look keys up under. */
+    ADD("-o");
+    ADD("HostKeyAlias=qubes-lite-%s", vm);
+    /* The vsock CID is the VM's identity: the host kernel delivers a
+     * connection to CID N only to the VM its host agent started with that
+     * CID, so nothing on a network can stand in for it. Its host key adds
+     * nothing to that and changes whenever the VM's root is fresh, so it
+     * is neither checked nor recorded. */
+    ADD("-o");
+    ADD("StrictHostKeyChecking=no");
+    ADD("-o");
+    ADD("UserKnownHostsFile=/dev/null");
+    ADD("-o");
+    ADD("GlobalKnownHostsFile=/dev/null");
+    ADD("-o");
+    ADD("CheckHostIP=no");
+    /* Not "Permanently added ... to the list of known hosts" every time. */
+    ADD("-o");
+    ADD("LogLevel=ERROR");
+    ADD("-l");
+    ADD("%s", user);
+    ADD("qubes-lite-%s", vm);
+    if (cmdc > 0) {
+        ADD("--");
+        for (size_t i = 0; i < cmdc; i++) {
+            ADD("%s", cmd[i]);
+        }
+    }
+#undef ADD
+    v[n] = NULL;
+    *ret_argv = v;
+    return 0;
+}
