@@ -67,9 +67,15 @@ UNIT_LIBS_test-vmshell-opts :=
 # vm-shell: the serial console client, and ssh over vsock through the proxy.
 VM_SHELL_OBJS := $(OBJ)/host/vm-shell.o $(OBJ)/host/vmshell-opts.o $(OBJ)/host/client.o \
 	$(OBJ)/host/config.o $(OBJ)/host/paths.o
-PROGRAMS += $(BIN)/vm-shell
+PROGRAMS += $(BIN)/vm-shell $(BIN)/qubes-lite-vsock-proxy
 
 $(BIN)/vm-shell: $(VM_SHELL_OBJS) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS) $(PROTO_LIBS)
+
+# The proxy needs nothing but libc (and parse_uint from the protocol library).
+$(BIN)/qubes-lite-vsock-proxy: $(OBJ)/host/vsock-proxy.o $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -Wl,--as-needed $(PROTO_LIBS)

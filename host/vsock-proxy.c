@@ -1,0 +1,228 @@
+/* qubes-lite-vsock-proxy CID PORT: connects to an AF_VSOCK stream socket
+ * and relays stdin to it and it to stdout: ssh's ProxyCommand for VMs
+ * (vm-shell --ssh), usable by anything that speaks over stdio.
+ *
+ * End of stdin half-closes the connection (shutdown SHUT_WR), so the peer
+ * sees the end of its input and may still answer. The peer's end of
+ * output closes stdout; the proxy exits once both directions have ended,
+ * or when the peer closed the connection for good.
+ *
+ * Exit status: 0 when the connection ended normally, 1 when it could not
+ * be made or failed, 2 for a bad command line. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <linux/vm_sockets.h>
+
+#include "util.h"
+
+#define BUF_SIZE (64u * 1024u)
+/* How often to look whether a peer that ended its output is gone. */
+#define PEER_PROBE_MS 200
+
+static const char usage[] =
+    "Usage: qubes-lite-vsock-proxy CID PORT\n"
+    "Connect to vsock CID:PORT and relay stdin to it and its output to stdout,\n"
+    "e.g. as ssh's ProxyCommand. Exit status: 0 when the connection ended,\n"
+    "1 when it could not be made or failed, 2 for a bad command line.\n";
+
+static unsigned cid, port;
+
+_noreturn_ _printf_(2, 3) static void fail(int status, const char *fmt, ...) {
+    va_list ap;
+    fputs("qubes-lite-vsock-proxy: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(status);
+}
+
+/* One direction: bytes read from `from` wait in buf until `to` takes them. */
+typedef struct Pipe {
+    int from, to;
+    uint8_t buf[BUF_SIZE];
+    size_t start, end;
+    bool eof;  /* `from` ended */
+    bool done; /* ... and everything was written, `to` shut down */
+} Pipe;
+
+static int vsock_connect(void) {
+    struct sockaddr_vm sa = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        fail(1, "cannot create a vsock socket: %m (is the vsock module loaded?)");
+    }
+    while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if (errno == EINTR) {
+            continue;
+        }
+        fail(1, "cannot connect to vsock CID %u port %u: %m", cid, port);
+    }
+    return fd;
+}
+
+/* Whether the peer closed the connection for good (it reads nothing any
+ * more): a send of nothing fails then, with EPIPE or ENOTCONN, and
+ * succeeds on a connection whose peer only ended its output. */
+static bool peer_gone(int sock) {
+    return send(sock, "", 0, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN &&
+           errno != EINTR;
+}
+
+/* The end of a direction: nothing more goes to `to`. */
+static void pipe_finish(Pipe *p, int sock) {
+    p->done = true;
+    if (p->to == sock) {
+        /* The peer sees the end of its input; its answer still comes. */
+        if (shutdown(sock, SHUT_WR) < 0 && errno != ENOTCONN) {
+            fail(1, "cannot half-close the connection: %m");
+        }
+    } else {
+        close(p->to);
+    }
+}
+
+static void pipe_read(Pipe *p, int sock) {
+    ssize_t n = read(p->from, p->buf + p->end, sizeof(p->buf) - p->end);
+    if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            return;
+        }
+        if (p->from == sock && errno != ECONNRESET) {
+            fail(1, "cannot read from vsock CID %u port %u: %m", cid, port);
+        }
+        /* A reset connection, or unreadable stdin: its end. */
+        n = 0;
+    }
+    if (n == 0) {
+        p->eof = true;
+        if (p->start == p->end) {
+            pipe_finish(p, sock);
+        }
+        return;
+    }
+    p->end += (size_t)n;
+}
+
+/* Returns false when the receiving side is gone. */
+static bool pipe_write(Pipe *p, int sock) {
+    ssize_t n = write(p->to, p->buf + p->start, p->end - p->start);
+    if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            return true;
+        }
+        if (errno == EPIPE || errno == ECONNRESET) {
+            return false;
+        }
+        if (p->to == sock) {
+            fail(1, "cannot write to vsock CID %u port %u: %m", cid, port);
+        }
+        fail(1, "cannot write to stdout: %m");
+    }
+    p->start += (size_t)n;
+    if (p->start == p->end) {
+        p->start = p->end = 0;
+        if (p->eof) {
+            pipe_finish(p, sock);
+        }
+    }
+    return true;
+}
+
+int main(int argc, char **argv) {
+    unsigned long long v;
+    static Pipe up, down; /* stdin -> socket, socket -> stdout */
+
+    if (argc == 2 && (streq(argv[1], "--help") || streq(argv[1], "-h"))) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (argc != 3) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    if (parse_uint(argv[1], 0, UINT32_MAX, &v) < 0) {
+        fail(2, "not a CID: '%.32s'", argv[1]);
+    }
+    cid = (unsigned)v;
+    if (parse_uint(argv[2], 0, UINT32_MAX, &v) < 0) {
+        fail(2, "not a port: '%.32s'", argv[2]);
+    }
+    port = (unsigned)v;
+    /* A reader that went away is the end of that direction, not a signal. */
+    signal(SIGPIPE, SIG_IGN);
+
+    int sock = vsock_connect();
+    up = (Pipe){.from = STDIN_FILENO, .to = sock};
+    down = (Pipe){.from = sock, .to = STDOUT_FILENO};
+
+    while (!(up.done && down.done)) {
+        Pipe *pipes[2] = {&up, &down};
+        struct pollfd pf[4];
+        Pipe *owner[4];
+        bool writing[4];
+        nfds_t n = 0;
+
+        for (int i = 0; i < 2; i++) {
+            Pipe *p = pipes[i];
+            if (p->done) {
+                continue;
+            }
+            if (!p->eof && p->end < sizeof(p->buf)) {
+                owner[n] = p;
+                writing[n] = false;
+                pf[n++] = (struct pollfd){.fd = p->from, .events = POLLIN};
+            }
+            if (p->end > p->start) {
+                owner[n] = p;
+                writing[n] = true;
+                pf[n++] = (struct pollfd){.fd = p->to, .events = POLLOUT};
+            }
+        }
+        /* With the peer's output ended, its closing the connection for
+         * good must end ours even while stdin stays open and quiet; vsock
+         * raises no POLLHUP for it, so look every little while. */
+        int timeout = down.done && !up.done ? PEER_PROBE_MS : -1;
+        if (poll(pf, n, timeout) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            fail(1, "poll() failed: %m");
+        }
+        for (nfds_t i = 0; i < n; i++) {
+            if (!pf[i].revents) {
+                continue;
+            }
+            Pipe *p = owner[i];
+            if (p->done) {
+                continue;
+            }
+            if (writing[i]) {
+                if (!pipe_write(p, sock)) {
+                    /* The receiver is gone: so is this direction; when it
+                     * is the peer, nothing more will come from it either
+                     * that anyone could use. */
+                    if (p == &down) {
+                        return 0;
+                    }
+                    p->done = true;
+                    p->start = p->end = 0;
+                }
+            } else {
+                pipe_read(p, sock);
+            }
+        }
+        if (down.done && !up.done && peer_gone(sock)) {
+            return 0;
+        }
+    }
+    return 0;
+}
