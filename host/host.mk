@@ -79,3 +79,16 @@ $(BIN)/qubes-lite-vsock-proxy: $(OBJ)/host/vsock-proxy.o $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -Wl,--as-needed $(PROTO_LIBS)
+
+# The systemd generator: units for every configured VM. The host agent is
+# looked for beside the generator's real path, else in BINDIR.
+BINDIR ?= /usr/bin
+GENERATOR_OBJS := $(OBJ)/host/generator.o $(OBJ)/host/units.o $(OBJ)/host/config.o \
+	$(OBJ)/host/paths.o
+PROGRAMS += $(BIN)/qubes-lite-generator
+$(OBJ)/host/generator.o: CFLAGS_host += -DQUBES_LITE_BINDIR='"$(BINDIR)"'
+
+$(BIN)/qubes-lite-generator: $(GENERATOR_OBJS) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS) $(PROTO_LIBS)

@@ -1,0 +1,31 @@
+/* systemd units for the VMs of a configuration: the text of each unit,
+ * without I/O beyond the FILE it is written to (the generator decides
+ * where units go). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "config.h"
+
+#define UNITS_VFIO_SERVICE "qubes-lite-vfio.service"
+
+typedef struct UnitsEnv {
+    const char *host_agent;  /* absolute path of qubes-lite-host-agent */
+    const char *config_dir;  /* non-NULL: passed as QUBES_LITE_CONFIG_DIR */
+    const char *runtime_dir; /* where the sockets are; non-default: passed on too */
+} UnitsEnv;
+
+/* Whether s may stand in a unit file as a path or value as it is: no
+ * whitespace, quotes, backslashes, specifiers (%) or control bytes. */
+bool units_value_safe(const char *s);
+
+/* qubes-lite-<vm>.socket: the VM's command socket, owned by the configured
+ * user, mode 0600, activating qubes-lite-<vm>-vm.service. */
+int units_write_socket(FILE *f, const HostConfig *h, const VmConfig *vm, const UnitsEnv *env);
+/* qubes-lite-<vm>-vm.service: the host agent for the VM (Type=notify),
+ * after the vm-switch services of its networks (and after the vfio
+ * binding when it has PCI devices and the host isolates some). */
+int units_write_service(FILE *f, const HostConfig *h, const VmConfig *vm, const UnitsEnv *env);
+/* qubes-lite-vfio.service: binds isolatedPciDevices to vfio-pci once. */
+int units_write_vfio(FILE *f, const HostConfig *h, const UnitsEnv *env);
