@@ -1,8 +1,10 @@
-# bash completion for the qubes-lite host commands: VM names from the
-# configuration directory, then (for vm-run) ordinary command completion.
+# bash completion for the qubes-lite host commands: their options, VM names
+# from the configuration directory, then (for vm-run, and vm-shell --ssh)
+# ordinary command completion.
 #
-# Install as /usr/share/bash-completion/completions/vm-run (and link the
-# other vm-* names to it), or source it.
+# Install as /usr/share/bash-completion/completions/vm-run and link the
+# other names (vm-start, vm-stop, vm-start-debug, vm-shell, vm-list) to it,
+# or source it.
 
 _qubes_lite_vms() {
     local dir=${QUBES_LITE_CONFIG_DIR:-/etc/qubes-lite}
@@ -49,13 +51,66 @@ _vm_run() {
     fi
 }
 
+# The index of the first word that is not an option (the VM), or 0.
+_qubes_lite_vm_at() {
+    local i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${COMP_WORDS[i]} in
+            --) echo $((i + 1)); return ;;
+            -*) ;;
+            *) echo "$i"; return ;;
+        esac
+    done
+    echo 0
+}
+
+# vm-start, vm-stop, vm-start-debug: options, then one VM name.
 _vm_name_only() {
     local cur=${COMP_WORDS[COMP_CWORD]}
+    local vm_at
     COMPREPLY=()
-    if ((COMP_CWORD == 1)) || [[ ${COMP_WORDS[COMP_CWORD - 1]} == -* ]]; then
+    vm_at=$(_qubes_lite_vm_at)
+    ((vm_at == 0 || vm_at == COMP_CWORD)) || return
+    if [[ $cur == -* ]]; then
+        mapfile -t COMPREPLY < <(compgen -W "--help" -- "$cur")
+    else
         mapfile -t COMPREPLY < <(compgen -W "$(_qubes_lite_vms)" -- "$cur")
     fi
 }
 
+# vm-shell [--ssh [--root]] VM [COMMAND...]: with --ssh, a command after VM.
+_vm_shell() {
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    local i vm_at ssh=0
+    COMPREPLY=()
+    vm_at=$(_qubes_lite_vm_at)
+    for ((i = 1; i < COMP_CWORD && (vm_at == 0 || i < vm_at); i++)); do
+        [[ ${COMP_WORDS[i]} == --ssh ]] && ssh=1
+    done
+    if ((vm_at == 0 || vm_at == COMP_CWORD)); then
+        if [[ $cur == -* ]]; then
+            mapfile -t COMPREPLY < <(compgen -W "--ssh --root --help" -- "$cur")
+        else
+            mapfile -t COMPREPLY < <(compgen -W "$(_qubes_lite_vms)" -- "$cur")
+        fi
+        return
+    fi
+    ((ssh)) || return
+    if ((COMP_CWORD == vm_at + 1)); then
+        mapfile -t COMPREPLY < <(compgen -c -- "$cur")
+    else
+        mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+    fi
+}
+
+# vm-list: options only.
+_vm_list() {
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    COMPREPLY=()
+    [[ $cur == -* ]] && mapfile -t COMPREPLY < <(compgen -W "--json --help" -- "$cur")
+}
+
 complete -F _vm_run vm-run
-complete -F _vm_name_only vm-start vm-stop vm-start-debug vm-shell
+complete -F _vm_name_only vm-start vm-stop vm-start-debug
+complete -F _vm_shell vm-shell
+complete -F _vm_list vm-list
