@@ -101,6 +101,9 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     char **argv = NULL;
     int r;
 
+    if (!config_vm_name_valid(o->vm)) {
+        fail("no VM named '%s'", o->vm);
+    }
     r = config_load_vm(config_dir(), o->vm, &vm, &err);
     if (r == -ENOENT) {
         fail("no VM named '%s'", o->vm);
