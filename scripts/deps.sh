@@ -21,7 +21,8 @@ TEST_PKGS=(
     clang libclang-rt-14-dev                # libFuzzer and sanitizers
     qemu-system-x86 busybox-static          # VM tests under TCG
     weston                                  # a real Wayland compositor, headless
-    openssh-server openssh-client           # benchmark peer
+    openssh-server openssh-client           # benchmark peer; vm-shell --ssh in a VM test
+    systemd                                 # systemd-analyze verify of the generated units
     dpdk-dev                                # dpdk-testpmd: a real vhost-user peer
     socat util-linux bsdutils procps
 )
