@@ -10,6 +10,8 @@
  * Exit status: 0 when the connection ended normally, 1 when it could not
  * be made or failed, 2 for a bad command line. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -33,6 +35,7 @@ static const char usage[] =
     "1 when it could not be made or failed, 2 for a bad command line.\n";
 
 static unsigned cid, port;
+static bool stdout_blocking;
 
 _noreturn_ _printf_(2, 3) static void fail(int status, const char *fmt, ...) {
     va_list ap;
@@ -114,7 +117,14 @@ static void pipe_read(Pipe *p, int sock) {
 
 /* Returns false when the receiving side is gone. */
 static bool pipe_write(Pipe *p, int sock) {
-    ssize_t n = write(p->to, p->buf + p->start, p->end - p->start);
+    size_t len = p->end - p->start;
+    /* stdout may be a blocking pipe shared with others (we do not change
+     * its flags): POLLOUT promises room for PIPE_BUF bytes, so a write of
+     * no more never blocks, and the other direction keeps moving. */
+    if (p->to != sock && stdout_blocking) {
+        len = MIN(len, (size_t)PIPE_BUF);
+    }
+    ssize_t n = write(p->to, p->buf + p->start, len);
     if (n < 0) {
         if (errno == EINTR || errno == EAGAIN) {
             return true;
@@ -161,6 +171,15 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     int sock = vsock_connect();
+    /* The socket is ours alone: non-blocking, so a slow peer never holds
+     * the other direction up. */
+    int r = fd_nonblock(sock, true);
+    if (r < 0) {
+        errno = -r;
+        fail(1, "cannot set up the connection: %m");
+    }
+    int fl = fcntl(STDOUT_FILENO, F_GETFL);
+    stdout_blocking = fl < 0 || !(fl & O_NONBLOCK);
     up = (Pipe){.from = STDIN_FILENO, .to = sock};
     down = (Pipe){.from = sock, .to = STDOUT_FILENO};
 
