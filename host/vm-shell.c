@@ -172,9 +172,12 @@ static void attach_recv(int fd, Msg *m, const char *want) {
              ATTACH_TIMEOUT_MS / 1000);
     }
     r = wire_recv(fd, m, NULL);
+    if (r == -ECONNRESET || r == -EPIPE) {
+        fail("the console of VM '%s' closed the connection before %s", vm_name, want);
+    }
     if (r < 0) {
         errno = -r;
-        fail("the console of VM '%s' closed the connection before %s: %m", vm_name, want);
+        fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
     }
     if (m->type == MSG_ERROR) {
         console_error(m);

@@ -233,3 +233,69 @@ def test_ssh_without_a_user(tmp_path):
     p = run_plain(tmp_path, "--ssh", "work")
     assert p.returncode == 255
     assert "no user is configured" in p.stderr and "--root" in p.stderr
+
+
+# ---- a console that misbehaves (the test plays it) ---------------------------
+
+def hostile_console(tmp_path, script):
+    """Listens on <run>/work-console and runs script(conn) for the first
+    client in a thread; returns the thread."""
+    import socket
+    import threading
+    import qlwire
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(str(run / "work-console"))
+    ls.listen(1)
+
+    def serve():
+        s, _ = ls.accept()
+        s.settimeout(10)
+        try:
+            script(qlwire.Conn(s))
+        except Exception:
+            pass
+        finally:
+            s.close()
+            ls.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def attached(c):
+    c.recv()                        # vm-shell's Hello
+    c.send("hello", major=1, minor=0, software="hostile")
+    name, msg = c.recv()
+    assert name == "console_attach", name
+
+
+@pytest.mark.parametrize("script,want", [
+    (lambda c: (c.recv(), c.send("hello", major=1, minor=0),
+                c.send("error", code=pb.ERROR_UNAVAILABLE, message="taken by pid 7")),
+     "vm-shell: VM 'work': taken by pid 7 (UNAVAILABLE)\n"),
+    # Not printable: the frame fails validation.
+    (lambda c: (c.recv(), c.send("hello", major=1, minor=0),
+                c.send("error", code=pb.ERROR_UNAVAILABLE, message="taken\x1b[2J")),
+     "vm-shell: protocol error: bad frame from the console of VM 'work'"),
+    (lambda c: (c.recv(), c.send("hello", major=2, minor=0)),
+     "vm-shell: the console of VM 'work' speaks protocol version 2, vm-shell 1\n"),
+    (lambda c: (c.recv(), c.send("hello", major=1, minor=0), c.send("started", pid=1)),
+     "vm-shell: protocol error: the console sent Started instead of ConsoleAttached\n"),
+    (lambda c: None, "closed the connection before Hello"),
+    (lambda c: (attached(c), c.send("console_attached", scrollback=0),
+                c.send("data", stream=pb.STREAM_STDERR, data=b"x"), c.recv(timeout=5)),
+     "vm-shell: protocol error: unexpected Data from the console\n"),
+    (lambda c: (attached(c), c.send("console_attached", scrollback=0),
+                c.send_raw(b"\x7f\xff\xff\xff"), c.recv(timeout=5)),
+     "vm-shell: protocol error: bad frame from the console of VM 'work'"),
+], ids=["refused", "unprintable", "version", "unexpected-reply", "closed", "stderr-data", "huge-frame"])
+def test_misbehaving_console(tmp_path, script, want):
+    t = hostile_console(tmp_path, script)
+    p = run_plain(tmp_path, "work")
+    t.join(timeout=10)
+    assert p.returncode == 255, (p.stdout, p.stderr)
+    assert len(p.stderr.splitlines()) == 1, p.stderr
+    assert want in p.stderr if not want.endswith("\n") else p.stderr == want, p.stderr
