@@ -63,6 +63,8 @@ UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
 
 UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/vmshell-opts.o
 UNIT_LIBS_test-vmshell-opts :=
+UNIT_OBJS_test-units := $(OBJ)/host/units.o
+UNIT_LIBS_test-units :=
 
 # vm-shell: the serial console client, and ssh over vsock through the proxy.
 VM_SHELL_OBJS := $(OBJ)/host/vm-shell.o $(OBJ)/host/vmshell-opts.o $(OBJ)/host/client.o \
