@@ -72,8 +72,7 @@ bool client_window_size(uint16_t *ret_rows, uint16_t *ret_cols) {
 
 bool client_terminal_raw(void) {
     struct termios t;
-    if (termios_saved || !isatty(STDIN_FILENO) ||
-        tcgetattr(STDIN_FILENO, &saved_termios) < 0) {
+    if (termios_saved || !isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_termios) < 0) {
         return false;
     }
     termios_saved = true;

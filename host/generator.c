@@ -223,8 +223,7 @@ int main(int argc, char **argv) {
     n = scandir(vms_dir, &ents, json_name, alphasort);
     for (int i = 0; i < n; i++) {
         char name[256];
-        snprintf(name, sizeof(name), "%.*s", (int)(strlen(ents[i]->d_name) - 5),
-                 ents[i]->d_name);
+        snprintf(name, sizeof(name), "%.*s", (int)(strlen(ents[i]->d_name) - 5), ents[i]->d_name);
         if (config_vm_name_valid(name)) {
             generate_vm(dir, host, name, &env);
         }

@@ -84,8 +84,7 @@ int units_write_service(FILE *f, const HostConfig *h, const VmConfig *vm, const 
             "Description=qubes-lite VM %s\n"
             "Requires=qubes-lite-%s.socket\n"
             "After=qubes-lite-%s.socket\n",
-            units_value_safe(vm->path) ? vm->path : "the VM's file", vm->name, vm->name,
-            vm->name);
+            units_value_safe(vm->path) ? vm->path : "the VM's file", vm->name, vm->name, vm->name);
     /* The switch must be up before crosvm connects to its vhost-user
      * socket; Wants=, not Requires=: a switch restarting (it re-creates the
      * VM's backend by itself) must not stop the VM. */

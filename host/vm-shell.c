@@ -149,7 +149,7 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
 
 typedef struct Console {
     int sock;
-    bool tty;          /* stdin is a terminal: raw mode, Ctrl-] */
+    bool tty; /* stdin is a terminal: raw mode, Ctrl-] */
     bool stdin_done;
     uint64_t drain_end; /* after stdin's end: leave by then at the latest */
     uint64_t quiet_end; /* ... or once the console is quiet until then */

@@ -14,10 +14,10 @@
 
 typedef struct VmShellOptions {
     bool help;
-    bool ssh;         /* --ssh: ssh over vsock instead of the serial console */
-    bool root;        /* --root: as root instead of the configured user */
+    bool ssh;  /* --ssh: ssh over vsock instead of the serial console */
+    bool root; /* --root: as root instead of the configured user */
     const char *vm;
-    char **argv;      /* with --ssh: the remote command (may be empty); into argv */
+    char **argv; /* with --ssh: the remote command (may be empty); into argv */
     size_t argc;
 } VmShellOptions;
 

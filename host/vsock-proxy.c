@@ -76,8 +76,7 @@ static int vsock_connect(void) {
  * more): a send of nothing fails then, with EPIPE or ENOTCONN, and
  * succeeds on a connection whose peer only ended its output. */
 static bool peer_gone(int sock) {
-    return send(sock, "", 0, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN &&
-           errno != EINTR;
+    return send(sock, "", 0, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != EINTR;
 }
 
 /* The end of a direction: nothing more goes to `to`. */

@@ -43,7 +43,7 @@ static void test_value_safe(void **state) {
     assert_false(units_value_safe(""));
     assert_false(units_value_safe(NULL));
     assert_false(units_value_safe("/run/with space"));
-    assert_false(units_value_safe("/run/100%"));        /* a specifier */
+    assert_false(units_value_safe("/run/100%")); /* a specifier */
     assert_false(units_value_safe("/run/a\"b"));
     assert_false(units_value_safe("/run/a\\b"));
     assert_false(units_value_safe("/run/a;b"));

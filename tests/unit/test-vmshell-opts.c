@@ -120,6 +120,8 @@ static void test_escape(void **state) {
 static void test_ssh_argv(void **state) {
     char **v = NULL;
     char *cmd[] = {"uname", "-a", NULL};
+    /* An option beside its value. */
+    /* clang-format off */
     static const char *const want[] = {
         "ssh",
         "-o", "ProxyCommand='/usr/bin/qubes-lite-vsock-proxy' 5 22",
@@ -133,11 +135,11 @@ static void test_ssh_argv(void **state) {
         "qubes-lite-work",
         "--", "uname", "-a",
     };
+    /* clang-format on */
     size_t i;
 
-    assert_int_equal(vmshell_ssh_argv("/usr/bin/qubes-lite-vsock-proxy", 5, "alice", "work", cmd,
-                                      2, &v),
-                     0);
+    assert_int_equal(
+        vmshell_ssh_argv("/usr/bin/qubes-lite-vsock-proxy", 5, "alice", "work", cmd, 2, &v), 0);
     for (i = 0; i < ELEMENTSOF(want); i++) {
         assert_non_null(v[i]);
         assert_string_equal(v[i], want[i]);
