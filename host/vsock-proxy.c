@@ -67,7 +67,11 @@ static int vsock_connect(void) {
         if (errno == EINTR) {
             continue;
         }
-        fail(1, "cannot connect to vsock CID %u port %u: %m", cid, port);
+        /* vsock says "refused" as a reset; no route to a CID as ENODEV. */
+        bool absent = errno == ECONNRESET || errno == ECONNREFUSED || errno == ENODEV ||
+                      errno == ETIMEDOUT || errno == EHOSTUNREACH;
+        fail(1, "cannot connect to vsock CID %u port %u: %m%s", cid, port,
+             absent ? " (is the VM running, and listening on that port?)" : "");
     }
     return fd;
 }
