@@ -53,6 +53,7 @@ struct Console {
     int listen_fd;
     sd_event_source *listen_src;
     char *socket_path;
+    struct stat socket_st; /* the file we bound, removed at the end while it is */
     uid_t allowed_uid;
     gid_t allowed_gid;
     ConsoleClient *clients;
@@ -532,6 +533,9 @@ static int console_listen(Console *c, const char *path) {
     if (r < 0) {
         return r;
     }
+    if (lstat(path, &c->socket_st) < 0) {
+        return -errno;
+    }
     c->socket_path = strdup(path);
     if (!c->socket_path) {
         return -ENOMEM;
@@ -590,7 +594,7 @@ void console_free(Console *c) {
     sd_event_source_disable_unref(c->listen_src);
     sd_event_source_disable_unref(c->pty_src);
     if (c->socket_path) {
-        unlink(c->socket_path);
+        (void)addr_unix_unlink_bound(c->socket_path, &c->socket_st);
         free(c->socket_path);
     }
     safe_close(c->listen_fd);

@@ -122,6 +122,7 @@ struct Agent {
     sd_event_source *listen_src;
     sd_event_source *accept_pause; /* re-enables accepting after EMFILE */
     char *socket_path;             /* a unix socket we created, unlinked at exit */
+    struct stat socket_st;         /* ... while it is still the one we bound */
     Client *clients;
     unsigned leases;
     uint64_t start, last_lease_end;
@@ -800,8 +801,14 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
         snprintf(why, why_size, "out of memory");
         return log_error_errno(-ENOMEM, "Cannot start VM '%s': %m", a->vm_name);
     }
-    /* A control socket left by a VMM that did not clean up. */
-    (void)unlink(a->control_path);
+    /* A control socket left by a VMM that did not clean up; one that
+     * answers belongs to a VMM we do not know of. */
+    r = addr_unix_remove_stale(a->control_path);
+    if (r < 0) {
+        snprintf(why, why_size, "cannot start VM '%s': %s: %s", a->vm_name, a->control_path,
+                 r == -EADDRINUSE ? "another VMM listens on it" : strerror(-r));
+        return log_error_errno(r, "%s", why);
+    }
 
     if (!a->foreground) {
         r = console_open_pty(&master, &slave);
@@ -820,7 +827,8 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
                         a->host && a->host->user ? a->host->user_gid : (gid_t)-1, &a->console);
         if (r < 0) {
             snprintf(why, why_size, "cannot start VM '%s': cannot serve its console on %s: %s",
-                     a->vm_name, console_path, strerror(-r));
+                     a->vm_name, console_path,
+                     r == -EADDRINUSE ? "another process listens there" : strerror(-r));
             return log_error_errno(r, "%s", why);
         }
         r = vmm_stderr_open(a, &err_fd);
@@ -1111,7 +1119,7 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
     }
     console_free(TAKE_PTR(a->console));
     if (a->control_path) {
-        (void)unlink(a->control_path);
+        (void)addr_unix_remove_stale(a->control_path);
     }
     a->exit_code = a->foreground ? status : 0;
     return sd_event_exit(a->event, a->exit_code);
@@ -1555,8 +1563,17 @@ static int agent_listen_unix(Agent *a, const Addr *addr) {
     mode_t old = umask(0177);
     r = addr_listen(addr, &a->listen_fd);
     umask(old);
+    if (r == -EADDRINUSE) {
+        return log_error_errno(r,
+                               "Cannot listen on unix:%s: another process listens there (a host "
+                               "agent of VM '%s', or its systemd socket unit); leaving it alone",
+                               path, a->vm_name);
+    }
     if (r < 0) {
         return log_error_errno(r, "Cannot listen on unix:%s: %m", path);
+    }
+    if (lstat(path, &a->socket_st) < 0) {
+        return log_error_errno(-errno, "Cannot check %s: %m", path);
     }
     a->socket_path = strdup(path);
     if (!a->socket_path) {
@@ -1627,7 +1644,7 @@ static void agent_done(Agent *a) {
         kill(a->vmm_pid, SIGKILL);
         (void)waitpid(a->vmm_pid, NULL, 0);
         if (a->control_path) {
-            (void)unlink(a->control_path);
+            (void)addr_unix_remove_stale(a->control_path);
         }
     }
     console_free(a->console);
@@ -1643,7 +1660,8 @@ static void agent_done(Agent *a) {
     sd_event_source_disable_unref(a->accept_pause);
     sd_event_source_disable_unref(a->listen_src);
     if (a->socket_path) {
-        unlink(a->socket_path);
+        /* Not a socket that replaced ours meanwhile (another agent's). */
+        (void)addr_unix_unlink_bound(a->socket_path, &a->socket_st);
         free(a->socket_path);
     }
     free(a->control_path);

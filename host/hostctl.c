@@ -17,9 +17,14 @@
 #include "util.h"
 
 static const char *program = "vm";
+static int failure_status = EXIT_FAILURE;
 
 void hostctl_setup(const char *name) {
     program = name;
+}
+
+void hostctl_set_failure_status(int status) {
+    failure_status = status;
 }
 
 void hostctl_fail(const char *fmt, ...) {
@@ -29,7 +34,7 @@ void hostctl_fail(const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
-    exit(EXIT_FAILURE);
+    exit(failure_status);
 }
 
 const char *hostctl_error_name(WireError e) {

@@ -13,7 +13,10 @@
 
 /* Sets the program name for hostctl_fail(): "vm-start" etc. */
 void hostctl_setup(const char *program);
-/* One line "PROGRAM: ...", exit 1. */
+/* The exit status of hostctl_fail() (default 1): vm-start-debug, whose
+ * own status is the VMM's, uses 255. */
+void hostctl_set_failure_status(int status);
+/* One line "PROGRAM: ...", exit 1 (or the status set above). */
 _noreturn_ _printf_(1, 2) void hostctl_fail(const char *fmt, ...);
 
 /* Fails with one line unless VM has a configuration file

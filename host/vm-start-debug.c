@@ -19,7 +19,9 @@ static void help(void) {
     printf("Usage: vm-start-debug VM [HOST-AGENT-OPTION]...\n"
            "Run VM with its VMM in the foreground: the VMM's output and the serial\n"
            "console are on this terminal, vm-run still works, and the exit status\n"
-           "is the VMM's (128+N when killed by signal N). Refused while VM runs.\n"
+           "is the VMM's (128+N when killed by signal N), 255 for vm-start-debug's\n"
+           "own errors. Refused while anything listens on the VM's socket (its host\n"
+           "agent, or its systemd socket unit).\n"
            "Options after VM go to %s (e.g. --log-level debug).\n"
            "\n"
            "  -h, --help   show this help\n",
@@ -48,6 +50,8 @@ int main(int argc, char **argv) {
     int fd, r;
 
     hostctl_setup("vm-start-debug");
+    /* Our own errors are told apart from the VMM's exit status. */
+    hostctl_set_failure_status(255);
     /* Only our own options before VM; everything after it is passed on. */
     if (argc >= 2 && (streq(argv[1], "-h") || streq(argv[1], "--help"))) {
         help();
@@ -62,21 +66,24 @@ int main(int argc, char **argv) {
     const char *vm = argv[1];
     hostctl_require_vm(vm);
 
-    /* A host agent that answers with the VM up owns it: refuse. One with
-     * the VM stopped is fine. */
+    /* Anything that answers on the VM's socket owns it: a host agent
+     * (with the VM up or not) or systemd's socket unit, whose socket file
+     * the foreground agent must not replace. */
     r = hostctl_connect(vm, 5000, &fd, message, sizeof(message));
     if (r >= 0) {
         Msg req = {.type = MSG_HOST_STATUS_REQUEST}, reply;
         r = hostctl_request(fd, &req, 5000, NULL, 0, &reply);
         close(fd);
-        if (r < 0) {
-            hostctl_fail("the host agent of VM '%s' does not answer", vm);
-        }
-        if (reply.type == MSG_HOST_STATUS && reply.host_status.state != VM_STOPPED) {
+        if (r >= 0 && reply.type == MSG_HOST_STATUS && reply.host_status.state != VM_STOPPED) {
             hostctl_fail("VM '%s' is %s: stop it first (vm-stop %s)", vm,
                          hostctl_state_name(reply.host_status.state), vm);
         }
-        msg_done(&reply);
+        if (r >= 0) {
+            msg_done(&reply);
+        }
+        hostctl_fail("the host agent of VM '%s' (or its socket unit) listens on its socket: "
+                     "stop it first (systemctl stop qubes-lite-%s.socket)",
+                     vm, vm);
     } else if (r != -ENOENT && r != -ECONNREFUSED) {
         hostctl_fail("%s", message);
     }

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -78,20 +79,48 @@ const char *addr_format(const Addr *a, char *buf, size_t size) {
     return buf;
 }
 
+/* A socket file at path: 0 when it is stale (nobody listens: connect()
+ * is refused) or gone, -EADDRINUSE when somebody listens there, -EEXIST
+ * when it is not a socket. */
+static int unix_path_check_stale(const struct sockaddr_un *un, socklen_t len) {
+    struct stat st;
+
+    if (lstat(un->sun_path, &st) < 0) {
+        return errno == ENOENT ? 0 : -errno;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        return -EEXIST;
+    }
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    if (connect(fd, (const struct sockaddr *)un, len) == 0) {
+        return -EADDRINUSE;
+    }
+    if (errno == ECONNREFUSED || errno == ENOENT) {
+        return 0;
+    }
+    /* EAGAIN (a full backlog) and the like: somebody is there. */
+    return errno == EAGAIN ? -EADDRINUSE : -errno;
+}
+
 int addr_listen(const Addr *a, int *ret_fd) {
     _cleanup_close_ int fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int r;
+
     if (fd < 0) {
         return -errno;
     }
     if (a->family == AF_UNIX) {
-        struct stat st;
-        /* Replace a stale socket left by a previous run, never a file of
-         * another kind. */
-        if (lstat(a->un.sun_path, &st) == 0) {
-            if (!S_ISSOCK(st.st_mode)) {
-                return -EEXIST;
-            }
-            unlink(a->un.sun_path);
+        /* Replace a stale socket left by a previous run, never one that
+         * is in use nor a file of another kind. */
+        r = unix_path_check_stale(&a->un, a->len);
+        if (r < 0) {
+            return r;
+        }
+        if (unlink(a->un.sun_path) < 0 && errno != ENOENT) {
+            return -errno;
         }
     }
     if (bind(fd, &a->sa, a->len) < 0) {
@@ -101,6 +130,39 @@ int addr_listen(const Addr *a, int *ret_fd) {
         return -errno;
     }
     *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
+int addr_unix_unlink_bound(const char *path, const struct stat *bound) {
+    struct stat st;
+
+    if (lstat(path, &st) < 0) {
+        return -errno;
+    }
+    if (st.st_dev != bound->st_dev || st.st_ino != bound->st_ino) {
+        return -ESTALE;
+    }
+    if (unlink(path) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+int addr_unix_remove_stale(const char *path) {
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+
+    if (n >= sizeof(un.sun_path)) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(un.sun_path, path, n + 1);
+    int r = unix_path_check_stale(&un, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1));
+    if (r < 0) {
+        return r;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) {
+        return -errno;
+    }
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <linux/vm_sockets.h>
 
@@ -36,8 +37,21 @@ typedef struct Addr {
 int addr_parse(const char *s, Addr *ret);
 const char *addr_format(const Addr *a, char *buf, size_t size);
 
-/* Creates, binds and listens. A stale unix socket file is replaced. */
+/* Creates, binds and listens. A unix socket file already at the path is
+ * replaced only when it is stale (connect() is refused: nobody listens);
+ * -EADDRINUSE when somebody listens there, -EEXIST when it is not a
+ * socket. */
 int addr_listen(const Addr *a, int *ret_fd);
+
+/* Removes the unix socket file at path only while it is still the one
+ * `bound` describes (lstat() right after addr_listen()): -ESTALE when
+ * another took its place, which stays. */
+int addr_unix_unlink_bound(const char *path, const struct stat *bound);
+
+/* Removes a stale unix socket file at path (or nothing when there is
+ * none): -EADDRINUSE when somebody listens there, -EEXIST when it is not
+ * a socket. */
+int addr_unix_remove_stale(const char *path);
 
 /* Connects. flags: ADDR_NONBLOCK (connect may return -EINPROGRESS with
  * *ret_fd set), ADDR_RESERVED_PORT (vsock: bind a source port below 1024

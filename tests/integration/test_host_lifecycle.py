@@ -286,3 +286,33 @@ def test_socket_activated_agent_with_the_vm_stopped_goes_away(vmm_stack):
         log.close()
     with open(os.path.join(s.dir, "activated.log")) as f:
         assert "nobody is connected: exiting" in f.read()
+
+
+def test_second_agent_leaves_the_live_socket_alone(vmm_stack):
+    s = vmm_stack()
+    before = os.stat(s.sock).st_ino
+    p = subprocess.run(s.agent_argv(), env=s.env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr
+    assert "another process listens there" in p.stderr, p.stderr
+    # The first one still has its socket, and serves on it.
+    assert os.stat(s.sock).st_ino == before
+    assert s.status().state == pb.VM_STATE_STOPPED
+
+
+def test_exit_leaves_a_socket_that_replaced_ours(vmm_stack):
+    import socket as socketmod
+    s = vmm_stack()
+    os.unlink(s.sock)
+    other = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
+    try:
+        other.bind(s.sock)
+        other.listen(1)
+        os.kill(s.host.pid, signal.SIGTERM)
+        assert s.wait_agent_exit() == 0
+        assert os.path.exists(s.sock)
+        c = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
+        c.connect(s.sock)
+        c.close()
+    finally:
+        other.close()

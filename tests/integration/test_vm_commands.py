@@ -25,7 +25,8 @@ def test_unknown_vm_is_one_line(vmm_stack):
     s = vmm_stack(start=False)
     for cmd in ("vm-start", "vm-stop", "vm-start-debug"):
         p = s.run_tool(cmd, "nosuch")
-        assert p.returncode == 1, (cmd, p)
+        # vm-start-debug's own errors are 255, apart from the VMM's status.
+        assert p.returncode == (255 if cmd == "vm-start-debug" else 1), (cmd, p)
         assert p.stdout == ""
         lines = p.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"{cmd}: no VM named 'nosuch'"), (cmd, lines)
@@ -138,7 +139,7 @@ def test_vm_start_debug_clean_exit_and_vm_run(vmm_stack):
         assert r.returncode == 0 and r.stdout == "debug\n", r.stderr
         # While it runs, a second one is refused.
         q = s.run_tool("vm-start-debug", VM)
-        assert q.returncode == 1
+        assert q.returncode == 255
         assert q.stderr == f"vm-start-debug: VM '{VM}' is running: stop it first (vm-stop {VM})\n"
         assert s.run_tool("vm-stop", VM).returncode == 0
         p.wait(timeout=30)
@@ -147,6 +148,21 @@ def test_vm_start_debug_clean_exit_and_vm_run(vmm_stack):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_vm_start_debug_leaves_a_listening_agent_alone(vmm_stack):
+    # The VM is stopped but its host agent (or systemd's socket unit)
+    # listens: the foreground agent must not take the socket over.
+    s = vmm_stack()
+    before = os.stat(s.sock).st_ino
+    p = s.run_tool("vm-start-debug", VM, "--guest", "unix:" + s.guest_sock, timeout=60)
+    assert p.returncode == 255, p
+    assert p.stderr == (f"vm-start-debug: the host agent of VM '{VM}' (or its socket unit) "
+                        f"listens on its socket: stop it first "
+                        f"(systemctl stop qubes-lite-{VM}.socket)\n"), p.stderr
+    assert not os.path.exists(s.argv_file)
+    assert os.stat(s.sock).st_ino == before
+    assert s.status().state == pb.VM_STATE_STOPPED
 
 
 def list_state(s):

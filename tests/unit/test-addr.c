@@ -173,6 +173,27 @@ static void test_listen_connect_unix(void **state) {
     assert_int_equal(loop_read_exact(afd, buf, 4, NULL), 0);
     assert_memory_equal(buf, "ping", 4);
 
+    /* A socket somebody listens on is never taken over. */
+    assert_int_equal(addr_listen(&a, &lfd2), -EADDRINUSE);
+    assert_int_equal(lfd2, -EBADF);
+    int probe = -EBADF;
+    assert_int_equal(addr_connect(&a, 0, &probe), 0);
+    safe_close(probe);
+
+    /* Removed only while it is the file we bound. */
+    struct stat bound;
+    assert_int_equal(lstat(path, &bound), 0);
+    assert_int_equal(addr_unix_unlink_bound(path, &bound), 0);
+    struct stat gone;
+    assert_int_equal(lstat(path, &gone), -1);
+    assert_int_equal(errno, ENOENT);
+    lfd = safe_close(lfd);
+    assert_int_equal(addr_listen(&a, &lfd), 0);
+    struct stat other;
+    assert_int_equal(lstat(path, &other), 0);
+    assert_int_equal(addr_unix_unlink_bound(path, &bound), -ESTALE);
+    assert_int_equal(lstat(path, &other), 0);
+
     /* A stale socket file from an earlier run is replaced. */
     lfd = safe_close(lfd);
     assert_int_equal(addr_listen(&a, &lfd2), 0);
