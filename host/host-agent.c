@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -636,7 +637,7 @@ static void vmm_stderr_drain(Agent *a) {
 
 /* Where the VMM's stderr goes: the journal (its own stream, tagged with
  * the VMM's name) under systemd, else a pipe whose lines we log. */
-static int vmm_stderr_open(Agent *a, int *ret_write) {
+static int vmm_stderr_open(Agent *a, int *ret_write, bool *ret_journal) {
     int p[2];
     int r;
 
@@ -646,6 +647,7 @@ static int vmm_stderr_open(Agent *a, int *ret_write) {
         int fd = sd_journal_stream_fd(ident, LOG_INFO, 0);
         if (fd >= 0) {
             *ret_write = fd;
+            *ret_journal = true;
             return 0;
         }
         log_debug_errno(fd, "No journal stream for the VMM, relaying its stderr: %m");
@@ -664,6 +666,7 @@ static int vmm_stderr_open(Agent *a, int *ret_write) {
     a->vmm_stderr = p[0];
     a->line_len = 0;
     *ret_write = p[1];
+    *ret_journal = false;
     return 0;
 }
 
@@ -735,10 +738,119 @@ static void agent_probe_stop(Agent *a) {
 
 static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
-/* Forks and execs argv. stdin/stdout: `io` (both) or ours when -1;
- * stderr: `err` or ours when -1. The child gets a clean signal state;
- * `new_session` detaches it from our terminal. */
-static int spawn(char **argv, int in, int out, int err, bool new_session, pid_t *ret_pid) {
+/* What the VMM's environment may hold from ours besides what
+ * --vmm-env adds: PATH to find its helpers, the time zone for its log,
+ * and where a display or sound server is (--gpu, --virtio-snd). Nothing
+ * of systemd's hand-over to us (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*:
+ * READY=1 and the watchdog are ours), nothing else of ours. crosvm's log
+ * level is its --log-level. */
+static const char *const vmm_env_default[] = {
+    "PATH", "TZ", "RUST_BACKTRACE", "XDG_RUNTIME_DIR", "WAYLAND_DISPLAY", "DISPLAY", "PULSE_SERVER",
+};
+#define VMM_ENV_EXTRA_MAX 32u
+#define VMM_ENV_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static const char *vmm_env_extra[VMM_ENV_EXTRA_MAX];
+static size_t vmm_env_extra_n;
+
+/* NAME, or PREFIX* for every variable starting with PREFIX. */
+static bool env_pattern_match(const char *pattern, const char *entry, size_t name_len) {
+    size_t n = strlen(pattern);
+    if (n > 0 && pattern[n - 1] == '*') {
+        return name_len >= n - 1 && strncmp(entry, pattern, n - 1) == 0;
+    }
+    return name_len == n && strncmp(entry, pattern, n) == 0;
+}
+
+static void strv_free_ptr(char ***p) {
+    if (*p) {
+        for (char **e = *p; *e; e++) {
+            free(*e);
+        }
+        free(*p);
+    }
+}
+
+/* The VMM's environment, built before the fork: the variables above that
+ * we have, PATH always, and JOURNAL_STREAM only when its stderr (err_fd)
+ * is a journal stream, naming that stream. */
+static int vmm_environ(int err_fd, bool err_is_journal, char ***ret) {
+    extern char **environ;
+    size_t n = 0, max = 2;
+    bool have_path = false;
+    int r = -ENOMEM;
+
+    for (char **e = environ; *e; e++) {
+        max++;
+    }
+    char **env = calloc(max + 1, sizeof(char *));
+    if (!env) {
+        return -ENOMEM;
+    }
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq) {
+            continue;
+        }
+        size_t len = (size_t)(eq - *e);
+        bool pass = false;
+        for (size_t i = 0; i < ELEMENTSOF(vmm_env_default) && !pass; i++) {
+            pass = env_pattern_match(vmm_env_default[i], *e, len);
+        }
+        for (size_t i = 0; i < vmm_env_extra_n && !pass; i++) {
+            pass = env_pattern_match(vmm_env_extra[i], *e, len);
+        }
+        if (!pass || (len == 14 && strncmp(*e, "JOURNAL_STREAM", 14) == 0)) {
+            continue;
+        }
+        have_path = have_path || (len == 4 && strncmp(*e, "PATH", 4) == 0);
+        if (!(env[n++] = strdup(*e))) {
+            goto fail;
+        }
+    }
+    if (!have_path && !(env[n++] = strdup("PATH=" VMM_ENV_DEFAULT_PATH))) {
+        goto fail;
+    }
+    struct stat st;
+    if (err_is_journal && fstat(err_fd, &st) == 0) {
+        if (asprintf(&env[n], "JOURNAL_STREAM=%llu:%llu", (unsigned long long)st.st_dev,
+                     (unsigned long long)st.st_ino) < 0) {
+            env[n] = NULL;
+            goto fail;
+        }
+        n++;
+    }
+    *ret = env;
+    return 0;
+fail:
+    strv_free_ptr(&env);
+    return r;
+}
+
+/* Closes every fd from 3 on. close_range() needs Linux 5.9; before, every
+ * fd below the limit. */
+static void child_close_from_3(void) {
+    if (close_range(3, ~0U, 0) == 0) {
+        return;
+    }
+    struct rlimit rl;
+    int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                      rl.rlim_cur < (1u << 20)
+                  ? (int)rl.rlim_cur
+                  : (1 << 20);
+    for (int fd = 3; fd < max; fd++) {
+        (void)close(fd);
+    }
+}
+
+/* Forks and execs argv with the environment env. stdin/stdout: `in`,
+ * `out` or ours when -1; stderr: `err` or ours when -1; nothing else of
+ * ours (every other fd is closed, whether or not it is close-on-exec).
+ * The child gets a clean signal state; `new_session` detaches it from our
+ * terminal and makes it the leader of its own process group, which is
+ * what we kill. */
+static int spawn(char **argv, char **env, int in, int out, int err, bool new_session,
+                 pid_t *ret_pid) {
     pid_t pid = fork();
     if (pid < 0) {
         return -errno;
@@ -751,18 +863,13 @@ static int spawn(char **argv, int in, int out, int err, bool new_session, pid_t 
         if (new_session) {
             (void)setsid();
         }
-        /* systemd's hand-over to us is not the VMM's: READY=1 and the
-         * watchdog are ours to send. */
-        static const char *const ours[] = {"NOTIFY_SOCKET",  "LISTEN_FDS",   "LISTEN_PID",
-                                           "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC"};
-        for (size_t i = 0; i < ELEMENTSOF(ours); i++) {
-            unsetenv(ours[i]);
-        }
         if ((in >= 0 && dup2(in, STDIN_FILENO) < 0) || (out >= 0 && dup2(out, STDOUT_FILENO) < 0) ||
             (err >= 0 && dup2(err, STDERR_FILENO) < 0)) {
             _exit(127);
         }
-        execvp(argv[0], argv);
+        child_close_from_3();
+        /* execvpe searches our PATH, the one the VMM gets too. */
+        execvpe(argv[0], argv, env);
         fprintf(stderr, "cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
@@ -772,8 +879,10 @@ static int spawn(char **argv, int in, int out, int err, bool new_session, pid_t 
 
 static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
     _cleanup_(vmm_argv_freep) char **argv = NULL;
+    _cleanup_(strv_free_ptr) char **env = NULL;
     _cleanup_close_ int master = -EBADF, slave = -EBADF, err_fd = -EBADF;
     _cleanup_free_ char *console_path = NULL;
+    bool err_journal = false;
     ConfigError cerr;
     VfioError verr;
     pid_t pid = 0;
@@ -831,13 +940,16 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
                      r == -EADDRINUSE ? "another process listens there" : strerror(-r));
             return log_error_errno(r, "%s", why);
         }
-        r = vmm_stderr_open(a, &err_fd);
+        r = vmm_stderr_open(a, &err_fd, &err_journal);
         if (r < 0) {
             snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, strerror(-r));
             return log_error_errno(r, "%s", why);
         }
     }
-    r = spawn(argv, slave, slave, err_fd, !a->foreground, &pid);
+    r = vmm_environ(err_fd, err_journal, &env);
+    if (r >= 0) {
+        r = spawn(argv, env, slave, slave, err_fd, !a->foreground, &pid);
+    }
     if (r < 0) {
         snprintf(why, why_size, "cannot start VM '%s': fork: %s", a->vm_name, strerror(-r));
         return log_error_errno(r, "%s", why);
@@ -1000,8 +1112,12 @@ static void agent_stop_phase(Agent *a, StopPhase phase) {
         agent_stop_timer(a, a->vmm_stop_timeout);
         r = a->vmm->stop_argv(a->vm, &argv);
         if (r >= 0) {
+            _cleanup_(strv_free_ptr) char **env = NULL;
             int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-            r = spawn(argv, null, -1, -1, true, &pid);
+            r = vmm_environ(-EBADF, false, &env);
+            if (r >= 0) {
+                r = spawn(argv, env, null, -1, -1, true, &pid);
+            }
             safe_close(null);
         }
         if (r >= 0) {
@@ -1699,6 +1815,10 @@ static void help(void) {
            "  --kill-timeout SECS   how long to wait after SIGKILL (default %u)\n"
            "  --idle-grace SECS     disposable VMs: stop the VM after idleTimeout plus\n"
            "                        this without a lease (default %u)\n"
+           "  --vmm-env NAME        pass our variable NAME (or every PREFIX* one) to the\n"
+           "                        VMM too; it gets PATH, TZ, RUST_BACKTRACE,\n"
+           "                        XDG_RUNTIME_DIR, WAYLAND_DISPLAY, DISPLAY and\n"
+           "                        PULSE_SERVER, nothing else of ours\n"
            "  --log-level LEVEL     error, warning, info, debug\n"
            "  -h, --help            show this help\n"
            "\n"
@@ -1783,6 +1903,7 @@ int main(int argc, char **argv) {
         ARG_STOP_TIMEOUT,
         ARG_KILL_TIMEOUT,
         ARG_IDLE_GRACE,
+        ARG_VMM_ENV,
     };
     static const struct option longopts[] = {
         {"check", no_argument, NULL, ARG_CHECK},
@@ -1799,6 +1920,7 @@ int main(int argc, char **argv) {
         {"stop-timeout", required_argument, NULL, ARG_STOP_TIMEOUT},
         {"kill-timeout", required_argument, NULL, ARG_KILL_TIMEOUT},
         {"idle-grace", required_argument, NULL, ARG_IDLE_GRACE},
+        {"vmm-env", required_argument, NULL, ARG_VMM_ENV},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -1839,6 +1961,13 @@ int main(int argc, char **argv) {
             break;
         case ARG_NO_VMM:
             a.no_vmm = true;
+            break;
+        case ARG_VMM_ENV:
+            if (vmm_env_extra_n >= VMM_ENV_EXTRA_MAX || !*optarg || strchr(optarg, '=')) {
+                die("--vmm-env wants a variable NAME or PREFIX*, at most %u times, not '%s'",
+                    VMM_ENV_EXTRA_MAX, optarg);
+            }
+            vmm_env_extra[vmm_env_extra_n++] = optarg;
             break;
         case ARG_FOREGROUND:
             a.foreground = true;

@@ -12,7 +12,9 @@
  *     (the serial console's input). A console line "flood N" writes N
  *     bytes and then "FLOOD-END" (and says "flood done" on stderr), "size"
  *     prints the console's window size as "SIZE ROWS COLS". Its pid goes
- *     to $QL_STANDIN_PIDFILE.
+ *     to $QL_STANDIN_PIDFILE, the fds it was given (one number a line) to
+ *     $QL_STANDIN_FDS, its environment (one variable a line) to
+ *     $QL_STANDIN_ENVIRON.
  *   crosvm-standin stop SOCKET
  *     asks the stand-in listening on SOCKET to stop, as `crosvm stop` does.
  *
@@ -23,6 +25,7 @@
  * $QL_STANDIN_STRAY_MS (leave a process that holds our stderr for that
  * long after we are gone, as a VMM's device process may; its pid goes to
  * $QL_STANDIN_PIDFILE.stray). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -206,6 +209,39 @@ static void record_argv(int argc, char **argv) {
     fclose(f);
 }
 
+/* What the VMM inherited from the host agent, before we open anything. */
+static void record_inherited(void) {
+    extern char **environ;
+    const char *path = getenv("QL_STANDIN_FDS");
+    if (path) {
+        DIR *d = opendir("/proc/self/fd");
+        FILE *f = fopen(path, "w");
+        if (!d || !f) {
+            die("cannot list our fds into %s: %s", path, strerror(errno));
+        }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] != '.' && atoi(de->d_name) != dirfd(d) &&
+                atoi(de->d_name) != fileno(f)) {
+                fprintf(f, "%s\n", de->d_name);
+            }
+        }
+        closedir(d);
+        fclose(f);
+    }
+    path = getenv("QL_STANDIN_ENVIRON");
+    if (path) {
+        FILE *f = fopen(path, "w");
+        if (!f) {
+            die("cannot write %s: %s", path, strerror(errno));
+        }
+        for (char **e = environ; *e; e++) {
+            fprintf(f, "%s\n", *e);
+        }
+        fclose(f);
+    }
+}
+
 static void banner(const char *kernel) {
     long want = env_num("QL_STANDIN_BANNER", 0);
     char line[128];
@@ -280,6 +316,7 @@ static int cmd_run(int argc, char **argv, int run_at) {
     if (!control) {
         die("run: --socket is missing");
     }
+    record_inherited();
     record_argv(argc, argv);
     const char *pidfile = getenv("QL_STANDIN_PIDFILE");
     if (pidfile) {

@@ -9,7 +9,7 @@ import time
 
 import qlwire
 from conftest import program
-from hostfix import VM
+from hostfix import VM, Daemon
 from procs import pid_alive, wait_for
 from qlwire import pb
 from vmmfix import KERNEL, STANDIN
@@ -316,3 +316,29 @@ def test_exit_leaves_a_socket_that_replaced_ours(vmm_stack):
         c.close()
     finally:
         other.close()
+
+
+def test_vmm_gets_no_fd_nor_variable_of_ours(vmm_stack):
+    # The host agent holds an fd that is not close-on-exec (fd 7, from a
+    # shell) and variables of its own, systemd's among them.
+    s = vmm_stack(start=False)
+    s.env["QL_PRIVATE_SECRET"] = "agent only"
+    argv = ["/bin/sh", "-c", 'exec 7</dev/null; exec "$@"', "sh", *s.agent_argv()]
+    s.host = Daemon("host agent", argv,
+                    dict(s.env, NOTIFY_SOCKET=s.notify_path, LISTEN_FDNAMES="x",
+                         JOURNAL_STREAM="1:2", WATCHDOG_USEC="1000000"),
+                    os.path.join(s.dir, "host.log"), "serving")
+    assert os.path.exists(f"/proc/{s.host.pid}/fd/7")
+    name, msg = s.request("host_start")
+    assert name == "host_status", (name, msg)
+    with open(os.path.join(s.dir, "fds")) as f:
+        assert sorted(int(x) for x in f.read().split()) == [0, 1, 2]
+    with open(os.path.join(s.dir, "environ")) as f:
+        env = dict(line.split("=", 1) for line in f.read().splitlines())
+    assert env["PATH"] == os.environ["PATH"]
+    allowed = {"PATH", "TZ", "RUST_BACKTRACE", "XDG_RUNTIME_DIR", "WAYLAND_DISPLAY", "DISPLAY",
+               "PULSE_SERVER", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}
+    extra = {k for k in env if k not in allowed and not k.startswith("QL_STANDIN_")}
+    assert extra == set(), env
+    # Its stderr here is a pipe, not the journal: no JOURNAL_STREAM.
+    assert "JOURNAL_STREAM" not in env

@@ -11,6 +11,7 @@ from conftest import program
 from hostfix import VM
 from procs import wait_for
 from qlwire import pb
+from vmmfix import VMM_ENV_ARGS
 
 COMMANDS = ("vm-start", "vm-stop", "vm-list", "vm-start-debug")
 
@@ -119,7 +120,7 @@ def test_vm_list_empty(vmm_stack):
 
 def test_vm_start_debug(vmm_stack):
     s = vmm_stack(start=False, standin={"crash_ms": 2000})
-    p = subprocess.run([program("vm-start-debug"), VM, "--guest", "unix:" + s.guest_sock],
+    p = subprocess.run([program("vm-start-debug"), VM, "--guest", "unix:" + s.guest_sock, *VMM_ENV_ARGS],
                        env=s.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     # The VMM's exit status, its console and stderr on ours.
     assert p.returncode == 128 + signal.SIGSEGV, p.stderr
@@ -130,7 +131,7 @@ def test_vm_start_debug(vmm_stack):
 
 def test_vm_start_debug_clean_exit_and_vm_run(vmm_stack):
     s = vmm_stack(start=False)
-    p = subprocess.Popen([program("vm-start-debug"), VM, "--guest", "unix:" + s.guest_sock],
+    p = subprocess.Popen([program("vm-start-debug"), VM, "--guest", "unix:" + s.guest_sock, *VMM_ENV_ARGS],
                          env=s.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     try:

@@ -12,6 +12,7 @@ a fresh temporary directory:
     guest.sock                         the guest agent, started by the stand-in
     notify.sock                        NOTIFY_SOCKET, read by the test
     argv, standin.pid                  what the stand-in records
+    fds, environ                       the stand-in's open fds and environment
 
 and starts the host agent (without --no-vmm). On teardown the host agent
 is stopped (SIGTERM stops the VM) and must exit 0 without a sanitizer
@@ -33,6 +34,10 @@ from hostfix import VM, Daemon
 from procs import pid_alive, wait_for
 
 STANDIN = os.path.join(BUILD, "tests", "helpers", "crosvm-standin")
+# The host agent gives the VMM a minimal environment: the stand-in's
+# settings and the sanitizers' go through --vmm-env.
+VMM_ENV_ARGS = ("--vmm-env", "QL_STANDIN_*", "--vmm-env", "ASAN_OPTIONS", "--vmm-env",
+                "UBSAN_OPTIONS", "--vmm-env", "LSAN_OPTIONS")
 KERNEL = "/boot/vmlinuz-standin"
 
 
@@ -71,6 +76,8 @@ class VmmStack:
             "QL_STANDIN_GUEST_SOCKET": self.guest_sock,
             "QL_STANDIN_ARGV": self.argv_file,
             "QL_STANDIN_PIDFILE": self.pid_file,
+            "QL_STANDIN_FDS": os.path.join(self.dir, "fds"),
+            "QL_STANDIN_ENVIRON": os.path.join(self.dir, "environ"),
         })
         self.env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         for k, v in (standin or {}).items():
@@ -89,7 +96,7 @@ class VmmStack:
     def agent_argv(self, *extra):
         return [program("qubes-lite-host-agent"), "--vm", VM, "--listen", "unix:" + self.sock,
                 "--guest", "unix:" + self.guest_sock, "--log-level", "debug",
-                *self.agent_args, *extra]
+                *VMM_ENV_ARGS, *self.agent_args, *extra]
 
     def start_agent(self, *extra):
         env = dict(self.env, NOTIFY_SOCKET=self.notify_path)
@@ -217,4 +224,4 @@ def vmm_stack():
         s.stop()
 
 
-__all__ = ["vmm_stack", "VmmStack", "console_read_until", "STANDIN", "KERNEL"]
+__all__ = ["vmm_stack", "VmmStack", "console_read_until", "STANDIN", "KERNEL", "VMM_ENV_ARGS"]
