@@ -132,6 +132,7 @@ struct Agent {
     /* The VM. */
     VmState state;
     pid_t vmm_pid;
+    bool vmm_group; /* it leads its own process group (not --foreground) */
     sd_event_source *vmm_child;
     uint64_t vmm_start;
     Console *console;
@@ -957,12 +958,16 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
     r = sd_event_add_child(a->event, &a->vmm_child, pid, WEXITED, on_vmm_exit, a);
     if (r < 0) {
         /* Unwatched, it could not be stopped: do not leave it running. */
-        kill(pid, SIGKILL);
+        if (!a->foreground) {
+            (void)kill(-pid, SIGKILL);
+        }
+        (void)kill(pid, SIGKILL);
         (void)waitpid(pid, NULL, 0);
         snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, strerror(-r));
         return log_error_errno(r, "Cannot watch the VMM: %m");
     }
     a->vmm_pid = pid;
+    a->vmm_group = !a->foreground;
     a->vmm_start = now_mono();
     a->state = VM_STARTING;
     if (a->leases == 0) {
@@ -975,6 +980,23 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
     agent_probe(a);
     agent_idle_update(a);
     agent_linger_update(a);
+    return 0;
+}
+
+/* SIGKILL to the VMM and, when it leads its own process group, to every
+ * process of that group (its device and jail processes, which hold the
+ * TAP, vfio devices and disks). Until we reap the VMM its pid, and so its
+ * group's id, cannot be reused. */
+static int agent_kill_vmm(Agent *a) {
+    if (a->vmm_pid <= 0) {
+        return 0;
+    }
+    if (a->vmm_group && kill(-a->vmm_pid, SIGKILL) == 0) {
+        return 0;
+    }
+    if (kill(a->vmm_pid, SIGKILL) < 0) {
+        return -errno;
+    }
     return 0;
 }
 
@@ -1134,9 +1156,11 @@ static void agent_stop_phase(Agent *a, StopPhase phase) {
         return;
     case STOP_PHASE_KILL:
         agent_stop_timer(a, a->kill_timeout);
-        log_warning("VM '%s': killing %s (pid %d)", a->vm_name, a->vmm->name, (int)a->vmm_pid);
-        if (kill(a->vmm_pid, SIGKILL) < 0) {
-            log_error_errno(-errno, "Cannot kill pid %d: %m", (int)a->vmm_pid);
+        log_warning("VM '%s': killing %s (pid %d%s)", a->vm_name, a->vmm->name, (int)a->vmm_pid,
+                    a->vmm_group ? " and its process group" : "");
+        r = agent_kill_vmm(a);
+        if (r < 0) {
+            log_error_errno(r, "Cannot kill pid %d: %m", (int)a->vmm_pid);
         }
         return;
     default:
@@ -1196,6 +1220,11 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
         log_warning("VM '%s': %s", a->vm_name, how);
     }
     VmState was = a->state;
+    /* What the VMM left in its process group (not yet reaped, its id is
+     * still its own) would hold the VM's devices: it goes too. */
+    if (a->vmm_group) {
+        (void)kill(-a->vmm_pid, SIGKILL);
+    }
     a->state = VM_STOPPED;
     a->vmm_pid = 0;
     a->vmm_child = sd_event_source_disable_unref(a->vmm_child);
@@ -1757,7 +1786,7 @@ static void agent_done(Agent *a) {
         /* Leaving (a failure of the loop itself): the VMM must not outlive us. */
         log_warning("VM '%s': killing %s (pid %d) on the way out", a->vm_name, a->vmm->name,
                     (int)a->vmm_pid);
-        kill(a->vmm_pid, SIGKILL);
+        (void)agent_kill_vmm(a);
         (void)waitpid(a->vmm_pid, NULL, 0);
         if (a->control_path) {
             (void)addr_unix_remove_stale(a->control_path);

@@ -99,19 +99,30 @@ def test_stop_on_the_control_socket_when_the_guest_ignores_shutdown(vmm_stack):
 
 
 def test_kill_when_the_vmm_ignores_stop(vmm_stack):
-    s = vmm_stack(standin={"ignore_poweroff": 1, "ignore_stop": 1},
+    # The VMM has a process of its own besides (as crosvm's device and
+    # jail processes): the kill takes its whole process group.
+    s = vmm_stack(standin={"ignore_poweroff": 1, "ignore_stop": 1, "stray_ms": 60000},
                   agent_args=["--shutdown-timeout", "1", "--stop-timeout", "1"])
     assert s.request("host_start")[0] == "host_status"
     pid = s.standin_pid()
-    name, msg = s.request("host_stop")
-    assert name == "host_stopped", (name, msg)
-    assert msg.method == pb.STOP_KILLED
-    assert msg.stop_ms >= 1900
-    assert s.wait_agent_exit() == 0
-    assert not pid_alive(pid)
-    assert "ignoring stop as asked" in s.log()
-    # The guest agent went with it.
-    assert runtime_files(s) == []
+    with open(s.pid_file + ".stray") as f:
+        stray = int(f.read())
+    try:
+        assert pid_alive(stray)
+        name, msg = s.request("host_stop")
+        assert name == "host_stopped", (name, msg)
+        assert msg.method == pb.STOP_KILLED
+        assert msg.stop_ms >= 1900
+        assert s.wait_agent_exit() == 0
+        assert not pid_alive(pid)
+        wait_for(lambda: not pid_alive(stray), timeout=5, what="the VMM's other process to die")
+        assert "ignoring stop as asked" in s.log()
+        assert "and its process group" in s.log()
+        # The guest agent went with it.
+        assert runtime_files(s) == []
+    finally:
+        if pid_alive(stray):
+            os.kill(stray, signal.SIGKILL)
 
 
 def test_sigterm_stops_the_vm(vmm_stack):
