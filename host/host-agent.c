@@ -1266,6 +1266,13 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
     if (a->control_path) {
         (void)addr_unix_remove_stale(a->control_path);
     }
+    /* A VMM gone before its guest agent answered: under Type=notify a
+     * run without READY=1 is a failed start, and enough of them stop the
+     * socket unit. This was a short run; the journal says why. */
+    if (!a->ready_sent) {
+        (void)sd_notifyf(0, "READY=1\nSTATUS=VM %s stopped before it ran: %s", a->vm_name, how);
+        a->ready_sent = true;
+    }
     a->exit_code = a->foreground ? status : 0;
     return sd_event_exit(a->event, a->exit_code);
 }

@@ -145,6 +145,10 @@ def test_crash_before_the_guest_answers(vmm_stack):
     assert "crosvm was killed by signal 11" in lines[-1], lines
     assert s.wait_agent_exit() == 0
     assert runtime_files(s) == []
+    # A short run for a Type=notify unit, not a failed start.
+    ready = [(pid, text) for pid, text in s.notifications() if "READY=1" in text.split("\n")]
+    assert [pid for pid, _ in ready] == [s.host.pid], s.notifications()
+    assert "crosvm was killed by signal 11" in ready[0][1]
 
 
 def test_crash_while_running(vmm_stack):
