@@ -516,6 +516,15 @@ static uint32_t agent_idle_timeout_s(const Agent *a) {
 static int client_send_status(Client *c, uint32_t live_sessions) {
     Agent *a = c->agent;
     uint64_t now = now_mono();
+
+    /* HostStart is answered with HostStatus only when the VM runs. */
+    if (c->request == MSG_HOST_START && !a->no_vmm && a->state != VM_RUNNING) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "VM '%s' is %s", a->vm_name, vm_state_name(a->state));
+        return client_fail(c,
+                           a->state == VM_STOPPING ? WIRE_ERR_SHUTTING_DOWN : WIRE_ERR_UNAVAILABLE,
+                           msg);
+    }
     bool up = a->no_vmm ? a->guest_up : a->state == VM_RUNNING;
     uint64_t since = a->no_vmm ? a->guest_up_since : a->vmm_start;
     Msg m = {
@@ -1256,7 +1265,9 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
         }
         case CLIENT_STATUS:
             guest_call_free(TAKE_PTR(c->status_call));
-            client_kick(c, client_send_status(c, 0));
+            /* A HostStart that was being answered: the VM did not stay up. */
+            client_kick(c, c->request == MSG_HOST_START ? client_fail(c, WIRE_ERR_UNAVAILABLE, msg)
+                                                         : client_send_status(c, 0));
             break;
         default:
             break;

@@ -55,6 +55,9 @@ int main(int argc, char **argv) {
     if (reply.type != MSG_HOST_STATUS) {
         hostctl_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
     }
+    if (reply.host_status.state != VM_RUNNING) {
+        hostctl_fail("VM '%s' is %s, not running", vm, hostctl_state_name(reply.host_status.state));
+    }
     msg_done(&reply);
     close(fd);
     return EXIT_SUCCESS;

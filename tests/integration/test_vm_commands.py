@@ -185,3 +185,55 @@ def test_vm_list_starting_and_stopping(vmm_stack):
     assert stop.returncode == 0 and b"stopped on request" in out, out
     assert s.wait_agent_exit() == 0
     assert list_state(s) == "stopped"
+
+
+def fake_agent(path, reply):
+    """A host agent that answers one client: Hello, then `reply(conn, name,
+    msg)` for its request. Returns the listening socket and the thread."""
+    import socket as socketmod
+    import threading
+    import qlwire
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lsock = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(4)
+
+    def serve():
+        try:
+            sock, _ = lsock.accept()
+        except OSError:
+            return
+        c = qlwire.Conn(sock)
+        try:
+            c.send("hello", major=qlwire.VERSION_MAJOR, minor=qlwire.VERSION_MINOR,
+                   software="fake")
+            name, _ = c.recv(timeout=30)
+            assert name == "hello"
+            name, msg = c.recv(timeout=30)
+            reply(c, name, msg)
+        except (qlwire.Closed, OSError, TimeoutError):
+            pass
+        finally:
+            c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return lsock, t
+
+
+def test_vm_start_wants_the_vm_running(vmm_stack):
+    # A HostStatus that says anything but running is no success.
+    s = vmm_stack(start=False)
+
+    def reply(c, name, msg):
+        assert name == "host_start", name
+        c.send("host_status", vm=VM, state=pb.VM_STATE_STOPPED)
+
+    lsock, t = fake_agent(s.sock, reply)
+    try:
+        p = s.run_tool("vm-start", VM, timeout=60)
+        assert p.returncode == 1, p
+        assert p.stderr == f"vm-start: VM '{VM}' is stopped, not running\n", p.stderr
+    finally:
+        lsock.close()
+        t.join(timeout=30)
