@@ -15,6 +15,10 @@ from qlwire import pb
 from vmmfix import KERNEL, STANDIN
 
 
+ERR_CRASH = ("vm-run: the guest agent of VM 'test' closed the connection before the "
+             "command exited")
+
+
 def runtime_files(stack):
     return sorted(os.listdir(stack.run_dir)) if os.path.isdir(stack.run_dir) else []
 
@@ -152,13 +156,18 @@ def test_crash_before_the_guest_answers(vmm_stack):
 
 
 def test_crash_while_running(vmm_stack):
-    s = vmm_stack(standin={"crash_ms": 1500})
-    p = s.popen("vm-run", VM, "sleep", "30", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # HostStart waits with it; the crash ends both.
+    s = vmm_stack(standin={"crash_ms": 3000})
+    # vm-run's Connect starts the VM; its command runs when the VMM crashes.
+    p = s.popen("vm-run", VM, "sleep", "30", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+    wait_for(lambda: s.status().live_sessions == 1, timeout=30, what="the session")
     assert s.wait_agent_exit(timeout=30) == 0
     out, err = p.communicate(timeout=30)
-    assert p.returncode != 0
-    assert "crosvm was killed by signal 11" in s.log()
+    # The guest connection went with the VM: vm-run's own error.
+    assert p.returncode == 255, (p.returncode, err)
+    assert out == ""
+    assert err.splitlines()[-1] == ERR_CRASH, err
+    assert "VM 'test': crosvm was killed by signal 11 (Segmentation fault)" in s.log()
 
 
 def test_start_failure_is_reported(vmm_stack):
@@ -186,8 +195,9 @@ def test_idle_backstop_stops_a_disposable_vm(vmm_stack):
     s = vmm_stack(vm={"disposable": True, "idleTimeout": 1}, agent_args=["--idle-grace", "1"])
     # A lease held longer than idleTimeout + grace keeps the VM up.
     p = s.popen("vm-run", VM, "sleep", "4", stdout=subprocess.PIPE)
-    wait_for(lambda: s.status().leases == 1 and s.status().state == pb.VM_STATE_RUNNING,
-             timeout=30, what="the lease")
+    # The guest session exists only once the guest connection is handed
+    # over and the command started: wait for that, not just the lease.
+    wait_for(lambda: s.status().live_sessions == 1, timeout=30, what="the session")
     st = s.status()
     assert st.idle_timeout_s == 1 and st.live_sessions == 1 and st.idle_ms == 0
     time.sleep(3)
