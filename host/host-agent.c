@@ -143,6 +143,7 @@ struct Agent {
     size_t line_len;
     GuestCall *probe;
     sd_event_source *probe_timer;
+    sd_event_source *start_timer; /* --guest-timeout from the VMM's start */
     uint64_t probe_backoff;
     bool ready_sent;
     /* Stopping it. */
@@ -748,6 +749,24 @@ static void agent_probe_stop(Agent *a) {
 
 static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
+static void agent_stop(Agent *a, const char *why);
+
+/* A VM whose guest agent does not answer within --guest-timeout of the
+ * VMM's start is stopped, rather than left starting for ever. */
+static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Agent *a = userdata;
+    char why[128];
+
+    if (a->state != VM_STARTING) {
+        return 0;
+    }
+    snprintf(why, sizeof(why), "the guest agent never answered within %" PRIu64 " s",
+             a->guest_timeout / USEC_PER_SEC);
+    log_warning("VM '%s': %s, stopping it", a->vm_name, why);
+    agent_stop(a, why);
+    return 0;
+}
+
 /* What the VMM's environment may hold from ours besides what
  * --vmm-env adds: PATH to find its helpers, the time zone for its log,
  * and where a display or sound server is (--gpu, --virtio-snd). Nothing
@@ -985,6 +1004,18 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
     log_info("VM '%s': started %s (pid %d), waiting for the guest agent at %s", a->vm_name, argv[0],
              (int)pid, a->guest_str);
     (void)sd_notifyf(0, "STATUS=Starting VM %s", a->vm_name);
+    if (!a->start_timer) {
+        r = sd_event_add_time(a->event, &a->start_timer, CLOCK_MONOTONIC,
+                              a->vmm_start + a->guest_timeout, 0, on_start_timer, a);
+    } else {
+        r = sd_event_source_set_time(a->start_timer, a->vmm_start + a->guest_timeout);
+        if (r >= 0) {
+            r = sd_event_source_set_enabled(a->start_timer, SD_EVENT_ONESHOT);
+        }
+    }
+    if (r < 0) {
+        log_error_errno(r, "Cannot bound the start of VM '%s': %m", a->vm_name);
+    }
     a->probe_backoff = 0;
     agent_probe(a);
     agent_idle_update(a);
@@ -1410,7 +1441,9 @@ static int client_wait_vm(Client *c, bool no_start) {
     }
     c->state = CLIENT_WAIT_VM;
     c->vm_wait_start = now_mono();
-    return client_arm_timer(c, c->vm_wait_start + a->guest_timeout);
+    /* The VM's own start bound (on_start_timer) ends the wait first, with
+     * the reason; this one is only a backstop. */
+    return client_arm_timer(c, c->vm_wait_start + a->guest_timeout + USEC_PER_SEC);
 }
 
 static int handle_connect(Client *c, const Msg *m) {
@@ -1817,6 +1850,7 @@ static void agent_done(Agent *a) {
     sd_event_source_disable_unref(a->vmm_stderr_src);
     safe_close(a->vmm_stderr);
     sd_event_source_disable_unref(a->probe_timer);
+    sd_event_source_disable_unref(a->start_timer);
     sd_event_source_disable_unref(a->stop_timer);
     sd_event_source_disable_unref(a->idle_timer);
     sd_event_source_disable_unref(a->linger_timer);

@@ -367,3 +367,19 @@ def test_vmm_gets_no_fd_nor_variable_of_ours(vmm_stack):
     assert extra == set(), env
     # Its stderr here is a pipe, not the journal: no JOURNAL_STREAM.
     assert "JOURNAL_STREAM" not in env
+
+
+def test_a_guest_that_never_answers_is_stopped(vmm_stack):
+    # The guest agent would start only after 10 minutes; --guest-timeout
+    # bounds the start, then the VM is stopped (its VMM does not take the
+    # stop command while it boots, so it is killed).
+    s = vmm_stack(standin={"boot_ms": 600000},
+                  agent_args=["--guest-timeout", "2", "--stop-timeout", "1"])
+    t = time.monotonic()
+    name, msg = s.request("host_start")
+    assert name == "error" and msg.code == pb.ERROR_SHUTTING_DOWN, (name, msg)
+    assert msg.message == f"VM '{VM}' is stopping (the guest agent never answered within 2 s)"
+    assert s.wait_agent_exit(timeout=30) == 0
+    assert time.monotonic() - t < 10
+    assert "never answered within 2 s, stopping it" in s.log()
+    assert runtime_files(s) == []
