@@ -150,6 +150,9 @@ struct Agent {
     StopPhase stop_phase;
     uint64_t stop_start;
     sd_event_source *stop_timer;
+    pid_t stop_cmd_pid; /* the VMM's stop command while it runs */
+    sd_event_source *stop_cmd_child;
+    bool vmm_unkillable; /* still there after SIGKILL and --kill-timeout */
     GuestCall *shutdown_call;
     uint64_t shutdown_timeout, vmm_stop_timeout, kill_timeout, idle_grace;
     sd_event_source *idle_timer;
@@ -1082,6 +1085,46 @@ static void agent_vm_answered(Agent *a) {
 
 static void agent_stop_phase(Agent *a, StopPhase phase);
 
+/* The stop command (its own session) did not finish in its time, or is
+ * of no use any more: it goes, with whatever it started. */
+static void agent_kill_stop_command(Agent *a, bool late) {
+    if (a->stop_cmd_pid <= 0) {
+        return;
+    }
+    log_internal(late ? LOG_WARNING : LOG_DEBUG, 0, "VM '%s': killing %s's stop command (pid %d)", a->vm_name, a->vmm->name,
+                (int)a->stop_cmd_pid);
+    if (kill(-a->stop_cmd_pid, SIGKILL) < 0) {
+        (void)kill(a->stop_cmd_pid, SIGKILL);
+    }
+}
+
+/* SIGKILL did not end the VMM within --kill-timeout (a process stuck in
+ * the kernel, say): nothing more we can do. Whoever waits is told, and
+ * we exit with a failure rather than wait for ever. */
+static void agent_kill_timed_out(Agent *a) {
+    char msg[192];
+
+    snprintf(msg, sizeof(msg), "%s (pid %d) did not die after SIGKILL (%" PRIu64 " s)",
+             a->vmm->name, (int)a->vmm_pid, a->kill_timeout / USEC_PER_SEC);
+    log_error("VM '%s': %s; giving up", a->vm_name, msg);
+    (void)sd_notifyf(0, "STATUS=VM %s: %s", a->vm_name, msg);
+    for (Client *c = a->clients, *next; c; c = next) {
+        next = c->next;
+        switch (c->state) {
+        case CLIENT_STOP_WAIT:
+        case CLIENT_WAIT_VM:
+        case CLIENT_CONNECTING:
+            client_kick(c, client_fail(c, WIRE_ERR_UNAVAILABLE, msg));
+            break;
+        default:
+            break;
+        }
+    }
+    a->vmm_unkillable = true;
+    a->exit_code = EXIT_FAILURE;
+    (void)sd_event_exit(a->event, EXIT_FAILURE);
+}
+
 static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
     Agent *a = userdata;
 
@@ -1094,11 +1137,11 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
     case STOP_PHASE_VMM_STOP:
         log_warning("VM '%s': %s did not stop within %" PRIu64 " s, killing it", a->vm_name,
                     a->vmm->name, a->vmm_stop_timeout / USEC_PER_SEC);
+        agent_kill_stop_command(a, true);
         agent_stop_phase(a, STOP_PHASE_KILL);
         break;
     case STOP_PHASE_KILL:
-        log_error("VM '%s': %s (pid %d) still there %" PRIu64 " s after SIGKILL", a->vm_name,
-                  a->vmm->name, (int)a->vmm_pid, a->kill_timeout / USEC_PER_SEC);
+        agent_kill_timed_out(a);
         break;
     default:
         break;
@@ -1140,6 +1183,8 @@ static void on_shutdown_done(GuestCall *call, int r, const Msg *reply, void *use
 
 static int on_stop_command_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
     Agent *a = userdata;
+    a->stop_cmd_pid = 0;
+    a->stop_cmd_child = sd_event_source_disable_unref(a->stop_cmd_child);
     if (si->si_code != CLD_EXITED || si->si_status != 0) {
         log_warning("VM '%s': %s's stop command failed (%s %d)", a->vm_name, a->vmm->name,
                     si->si_code == CLD_EXITED ? "status" : "signal", si->si_status);
@@ -1184,7 +1229,15 @@ static void agent_stop_phase(Agent *a, StopPhase phase) {
         }
         if (r >= 0) {
             log_info("VM '%s': running %s stop (pid %d)", a->vm_name, a->vmm->name, (int)pid);
-            r = sd_event_add_child(a->event, NULL, pid, WEXITED, on_stop_command_exit, a);
+            r = sd_event_add_child(a->event, &a->stop_cmd_child, pid, WEXITED,
+                                   on_stop_command_exit, a);
+            if (r >= 0) {
+                a->stop_cmd_pid = pid;
+            } else {
+                (void)kill(-pid, SIGKILL);
+                (void)kill(pid, SIGKILL);
+                (void)waitpid(pid, NULL, 0);
+            }
         }
         if (r < 0) {
             log_warning_errno(r, "VM '%s': cannot run %s's stop command: %m", a->vm_name,
@@ -1273,6 +1326,8 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
     if (a->stop_timer) {
         sd_event_source_set_enabled(a->stop_timer, SD_EVENT_OFF);
     }
+    /* A stop command still running has nothing left to stop. */
+    agent_kill_stop_command(a, false);
     vmm_stderr_drain(a);
     if (a->console) {
         console_drain(a->console);
@@ -1838,7 +1893,8 @@ static void agent_done(Agent *a) {
         log_warning("VM '%s': killing %s (pid %d) on the way out", a->vm_name, a->vmm->name,
                     (int)a->vmm_pid);
         (void)agent_kill_vmm(a);
-        (void)waitpid(a->vmm_pid, NULL, 0);
+        /* Not one that SIGKILL did not end already: we would hang here. */
+        (void)waitpid(a->vmm_pid, NULL, a->vmm_unkillable ? WNOHANG : 0);
         if (a->control_path) {
             (void)addr_unix_remove_stale(a->control_path);
         }
@@ -1849,6 +1905,11 @@ static void agent_done(Agent *a) {
     sd_event_source_disable_unref(a->vmm_child);
     sd_event_source_disable_unref(a->vmm_stderr_src);
     safe_close(a->vmm_stderr);
+    if (a->stop_cmd_pid > 0) {
+        agent_kill_stop_command(a, false);
+        (void)waitpid(a->stop_cmd_pid, NULL, WNOHANG);
+    }
+    sd_event_source_disable_unref(a->stop_cmd_child);
     sd_event_source_disable_unref(a->probe_timer);
     sd_event_source_disable_unref(a->start_timer);
     sd_event_source_disable_unref(a->stop_timer);

@@ -10,20 +10,30 @@
 #include "util.h"
 
 #define NOTICE_MS 1000
+/* Longer than the host agent's whole default sequence (30 s for the
+ * guest, 10 s for the stop command, 5 s after SIGKILL). */
+#define TIMEOUT_DEFAULT_S 120
 
 static void help(void) {
-    printf("Usage: vm-stop VM\n"
+    printf("Usage: vm-stop [--timeout SECS] VM\n"
            "Stop VM: ask the guest to power off, then the VMM to stop, then kill it,\n"
            "each step with a timeout, and say which one worked.\n"
            "\n"
-           "  -h, --help   show this help\n"
+           "  --timeout SECS   give up waiting after this long (default %d)\n"
+           "  -h, --help       show this help\n"
            "\n"
            "Exit status: 0 when the VM is stopped (a VM that was not running too),\n"
-           "1 with one line on stderr otherwise.\n");
+           "1 with one line on stderr otherwise.\n",
+           TIMEOUT_DEFAULT_S);
 }
 
 int main(int argc, char **argv) {
-    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {0}};
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"timeout", required_argument, NULL, 't'},
+        {0},
+    };
+    unsigned long long timeout_s = TIMEOUT_DEFAULT_S;
     static const char *const how[] = {
         [STOP_NOT_RUNNING] = "was not running",
         [STOP_GUEST_POWEROFF] = "stopped: the guest powered off",
@@ -39,6 +49,12 @@ int main(int argc, char **argv) {
         if (c == 'h') {
             help();
             return EXIT_SUCCESS;
+        }
+        if (c == 't') {
+            if (parse_uint(optarg, 1, 24 * 3600, &timeout_s) < 0) {
+                hostctl_fail("--timeout wants seconds from 1 to 86400, not '%s'", optarg);
+            }
+            continue;
         }
         fprintf(stderr, "Try 'vm-stop --help'.\n");
         return EXIT_FAILURE;
@@ -59,7 +75,11 @@ int main(int argc, char **argv) {
     }
     snprintf(notice, sizeof(notice), "stopping VM '%s'...", vm);
     Msg req = {.type = MSG_HOST_STOP};
-    r = hostctl_request(fd, &req, -1, notice, NOTICE_MS, &reply);
+    r = hostctl_request(fd, &req, (int)timeout_s * 1000, notice, NOTICE_MS, &reply);
+    if (r == -ETIMEDOUT) {
+        hostctl_fail("VM '%s' did not stop within %llu s (its host agent may still be at it)", vm,
+                     timeout_s);
+    }
     if (r < 0) {
         hostctl_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
     }

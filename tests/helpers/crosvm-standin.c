@@ -21,6 +21,7 @@
  * Misbehaviour on demand: $QL_STANDIN_CRASH_MS (die by SIGSEGV after that
  * long), $QL_STANDIN_IGNORE_STOP=1 (acknowledge stop, keep running),
  * $QL_STANDIN_IGNORE_POWEROFF=1 (the guest's poweroff does nothing),
+ * $QL_STANDIN_STOP_HANG=1 (`stop` hangs, its pid in $QL_STANDIN_PIDFILE.stop),
  * $QL_STANDIN_BOOT_MS (boot that long before the guest agent starts),
  * $QL_STANDIN_STRAY_MS (leave a process that holds our stderr for that
  * long after we are gone, as a VMM's device process may; its pid goes to
@@ -112,6 +113,23 @@ static int unix_socket(const char *path, struct sockaddr_un *un) {
 static int cmd_stop(const char *path) {
     struct sockaddr_un un;
     char buf[64];
+
+    if (env_flag("QL_STANDIN_STOP_HANG")) {
+        /* A stop command that never returns; its pid for the test. */
+        const char *pidfile = getenv("QL_STANDIN_PIDFILE");
+        if (pidfile) {
+            char p[512];
+            snprintf(p, sizeof(p), "%s.stop", pidfile);
+            FILE *f = fopen(p, "w");
+            if (f) {
+                fprintf(f, "%d\n", (int)getpid());
+                fclose(f);
+            }
+        }
+        for (;;) {
+            pause();
+        }
+    }
     int fd = unix_socket(path, &un);
     if (connect(fd, (struct sockaddr *)&un, sizeof(un)) < 0) {
         die("cannot reach %s: %s", path, strerror(errno));

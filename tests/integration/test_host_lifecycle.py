@@ -383,3 +383,22 @@ def test_a_guest_that_never_answers_is_stopped(vmm_stack):
     assert time.monotonic() - t < 10
     assert "never answered within 2 s, stopping it" in s.log()
     assert runtime_files(s) == []
+
+
+def test_a_hung_stop_command_is_killed(vmm_stack):
+    # The guest ignores Shutdown, `crosvm stop` hangs, the VMM is killed;
+    # the stop command must not outlive its step.
+    s = vmm_stack(standin={"ignore_poweroff": 1, "stop_hang": 1},
+                  agent_args=["--shutdown-timeout", "1", "--stop-timeout", "1"])
+    assert s.request("host_start")[0] == "host_status"
+    name, msg = s.request("host_stop")
+    assert name == "host_stopped" and msg.method == pb.STOP_KILLED, (name, msg)
+    with open(s.pid_file + ".stop") as f:
+        stop_pid = int(f.read())
+    try:
+        wait_for(lambda: not pid_alive(stop_pid), timeout=5, what="the stop command to die")
+        assert s.wait_agent_exit() == 0
+        assert f"killing crosvm's stop command (pid {stop_pid})" in s.log()
+    finally:
+        if pid_alive(stop_pid):
+            os.kill(stop_pid, signal.SIGKILL)

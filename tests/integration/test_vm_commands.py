@@ -237,3 +237,23 @@ def test_vm_start_wants_the_vm_running(vmm_stack):
     finally:
         lsock.close()
         t.join(timeout=30)
+
+
+def test_vm_stop_gives_up_after_its_timeout(vmm_stack):
+    # A host agent that takes HostStop and never answers.
+    s = vmm_stack(start=False)
+
+    def reply(c, name, msg):
+        assert name == "host_stop", name
+        time.sleep(20)
+
+    lsock, t = fake_agent(s.sock, reply)
+    try:
+        start = time.monotonic()
+        p = s.run_tool("vm-stop", "--timeout", "2", VM, timeout=60)
+        assert 1.9 <= time.monotonic() - start < 10
+        assert p.returncode == 1, p
+        assert p.stderr.splitlines()[-1] == (f"vm-stop: VM '{VM}' did not stop within 2 s (its "
+                                             f"host agent may still be at it)"), p.stderr
+    finally:
+        lsock.close()
