@@ -909,6 +909,36 @@ static int spawn(char **argv, char **env, int in, int out, int err, bool new_ses
     return 0;
 }
 
+/* A directory where we create sockets as root (and remove files): it is
+ * created when missing (one level, like /run/qubes-lite under a fresh
+ * /run); one that exists must be a directory, not a symlink, owned by us
+ * and writable by nobody else, or what we create there could be swapped
+ * or what we remove chosen by someone else. Checked on the opened
+ * directory, so the check is of the directory we then use. On failure
+ * why says so. */
+static int runtime_dir_check(const char *dir, char *why, size_t why_size) {
+    struct stat st;
+
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        int r = -errno;
+        snprintf(why, why_size, "cannot create %s: %s", dir, strerror(errno));
+        return r;
+    }
+    _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int r = -errno;
+        snprintf(why, why_size, "%s must be a directory owned by uid %u that only it may write to "
+                 "(%s)", dir, (unsigned)geteuid(), strerror(errno));
+        return r;
+    }
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0022)) {
+        snprintf(why, why_size, "%s must be a directory owned by uid %u that only it may write to",
+                 dir, (unsigned)geteuid());
+        return -EPERM;
+    }
+    return 0;
+}
+
 static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
     _cleanup_(vmm_argv_freep) char **argv = NULL;
     _cleanup_(strv_free_ptr) char **env = NULL;
@@ -930,10 +960,12 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
         snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, cerr.message);
         return log_error_errno(r, "%s", why);
     }
-    if (mkdir(config_runtime_dir(), 0755) < 0 && errno != EEXIST) {
-        r = -errno;
-        snprintf(why, why_size, "cannot start VM '%s': cannot create %s: %s", a->vm_name,
-                 config_runtime_dir(), strerror(errno));
+    /* In every mode (socket activation too: then nothing else looked at
+     * it): the console socket and the control socket live there. */
+    char dir_why[256];
+    r = runtime_dir_check(config_runtime_dir(), dir_why, sizeof(dir_why));
+    if (r < 0) {
+        snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, dir_why);
         return log_error_errno(r, "%s", why);
     }
     free(a->control_path);
@@ -1791,22 +1823,11 @@ static int agent_listen_unix(Agent *a, const Addr *addr) {
     }
     slash = strrchr(dir, '/');
     if (slash && slash != dir) {
+        char why[256];
         *slash = '\0';
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-            return log_error_errno(-errno, "Cannot create %s: %m", dir);
-        }
-        /* One that was there may be anyone's: it must be a directory (not
-         * a symlink) of ours that nobody else may write to, or the socket
-         * could be swapped under us. */
-        struct stat st;
-        if (lstat(dir, &st) < 0) {
-            return log_error_errno(-errno, "Cannot check %s: %m", dir);
-        }
-        if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0022)) {
-            return log_error_errno(-EPERM,
-                                   "%s must be a directory owned by uid %u that only it may "
-                                   "write to",
-                                   dir, (unsigned)geteuid());
+        r = runtime_dir_check(dir, why, sizeof(why));
+        if (r < 0) {
+            return log_error_errno(r, "%s", why);
         }
     }
     /* Born 0600 (umask 0177): nobody may connect before the owner is

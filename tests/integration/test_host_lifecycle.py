@@ -402,3 +402,23 @@ def test_a_hung_stop_command_is_killed(vmm_stack):
     finally:
         if pid_alive(stop_pid):
             os.kill(stop_pid, signal.SIGKILL)
+
+
+def test_runtime_dir_is_checked_before_a_start(vmm_stack):
+    # The command socket elsewhere (as under socket activation, where the
+    # agent creates no socket): the runtime directory, where the console
+    # and control sockets go, is still checked before the VM starts.
+    s = vmm_stack(start=False)
+    os.makedirs(s.run_dir)
+    os.chmod(s.run_dir, 0o777)
+    other = os.path.join(s.dir, "cmd")
+    os.makedirs(other, mode=0o755)
+    s.sock = os.path.join(other, VM + ".sock")
+    s.start_agent()
+    name, msg = s.request("host_start")
+    assert name == "error" and msg.code == pb.ERROR_UNAVAILABLE, (name, msg)
+    assert msg.message == (f"cannot start VM '{VM}': {s.run_dir} must be a directory owned by "
+                           f"uid {os.geteuid()} that only it may write to"), msg.message
+    assert not os.path.exists(s.argv_file)
+    assert s.status().state == pb.VM_STATE_STOPPED
+    os.chmod(s.run_dir, 0o755)
