@@ -97,6 +97,7 @@ struct Client {
     ClientState state;
     MsgType request;
     bool leased;
+    bool restarted; /* its wait already outlived one run of the VM */
     /* Guest connection attempt. */
     int guest_fd;
     sd_event_source *guest_io;
@@ -119,6 +120,7 @@ struct Agent {
     char guest_str[ADDR_STR_MAX];
     uint64_t guest_timeout;
     bool no_vmm, foreground, activated;
+    bool terminating; /* SIGTERM/SIGINT: stop the VM and exit, start nothing */
     int listen_fd;
     sd_event_source *listen_src;
     sd_event_source *accept_pause; /* re-enables accepting after EMFILE */
@@ -1367,11 +1369,31 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
 
     snprintf(msg, sizeof(msg), "VM '%s' stopped%s: %s", a->vm_name,
              was == VM_STARTING ? " before its guest agent answered" : "", how);
+    /* Clients that came while it stopped, and those still connecting to a
+     * guest that went (a poweroff racing them), get the VM started again,
+     * once each; not those that waited for this very start (it failed),
+     * nor when we exit. */
+    bool restart_ok = was != VM_STARTING && !a->terminating && !a->foreground;
+    unsigned restart = 0;
     for (Client *c = a->clients, *next; c; c = next) {
         next = c->next;
         switch (c->state) {
         case CLIENT_WAIT_VM:
         case CLIENT_CONNECTING:
+            if (restart_ok && !c->restarted &&
+                (c->request == MSG_CONNECT || c->request == MSG_HOST_START)) {
+                sd_event_source_disable_unref(c->guest_io);
+                c->guest_io = NULL;
+                c->guest_fd = safe_close(c->guest_fd);
+                c->restarted = true;
+                if (c->state == CLIENT_CONNECTING) {
+                    c->state = CLIENT_WAIT_VM;
+                    c->vm_wait_start = now;
+                    client_kick(c, client_arm_timer(c, now + a->guest_timeout + USEC_PER_SEC));
+                }
+                restart++;
+                break;
+            }
             client_kick(c, client_fail(c, WIRE_ERR_UNAVAILABLE, msg));
             break;
         case CLIENT_STOP_WAIT: {
@@ -1394,6 +1416,20 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
     console_free(TAKE_PTR(a->console));
     if (a->control_path) {
         (void)addr_unix_remove_stale(a->control_path);
+    }
+    if (restart > 0) {
+        char why[VFIO_ERROR_MAX + CONFIG_ERROR_MAX];
+        a->stop_phase = STOP_PHASE_NONE;
+        log_info("VM '%s': starting it again for %u waiting client(s)", a->vm_name, restart);
+        if (agent_start_vm(a, why, sizeof(why)) == 0) {
+            return 0;
+        }
+        for (Client *c = a->clients, *next; c; c = next) {
+            next = c->next;
+            if (c->state == CLIENT_WAIT_VM) {
+                client_kick(c, client_fail(c, WIRE_ERR_UNAVAILABLE, why));
+            }
+        }
     }
     /* A VMM gone before its guest agent answered: under Type=notify a
      * run without READY=1 is a failed start, and enough of them stop the
@@ -1512,8 +1548,23 @@ static int client_wait_vm(Client *c, bool no_start) {
 
     switch (a->state) {
     case VM_STOPPING:
-        snprintf(msg, sizeof(msg), "VM '%s' is stopping", a->vm_name);
-        return client_fail(c, WIRE_ERR_SHUTTING_DOWN, msg);
+        if (a->terminating || a->foreground) {
+            snprintf(msg, sizeof(msg), "VM '%s' is stopping and its host agent exits",
+                     a->vm_name);
+            return client_fail(c, WIRE_ERR_SHUTTING_DOWN, msg);
+        }
+        if (no_start) {
+            snprintf(msg, sizeof(msg), "VM '%s' is stopping", a->vm_name);
+            return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
+        }
+        /* Wait for it to stop, then start it again (on_vmm_exit): a
+         * command that races a poweroff still runs. Bounded by the rest
+         * of the stop sequence plus a start. */
+        c->state = CLIENT_WAIT_VM;
+        c->vm_wait_start = now_mono();
+        return client_arm_timer(c, c->vm_wait_start + a->shutdown_timeout +
+                                       a->vmm_stop_timeout + a->kill_timeout +
+                                       a->guest_timeout + USEC_PER_SEC);
     case VM_STOPPED:
         if (no_start) {
             snprintf(msg, sizeof(msg), "VM '%s' is not running", a->vm_name);
@@ -1798,10 +1849,25 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         log_info("Got signal %u, exiting", si->ssi_signo);
         return sd_event_exit(a->event, 0);
     }
-    if (a->state == VM_STOPPING) {
+    if (a->state == VM_STOPPING && a->terminating) {
         if (a->stop_phase != STOP_PHASE_KILL) {
             log_info("Got signal %u again, killing the VMM", si->ssi_signo);
             agent_stop_phase(a, STOP_PHASE_KILL);
+        }
+        return 0;
+    }
+    /* We go once the VMM has: nobody waits for a start any more. */
+    a->terminating = true;
+    if (a->state == VM_STOPPING) {
+        char msg[128];
+        log_info("Got signal %u while stopping the VM: exiting once it has stopped",
+                 si->ssi_signo);
+        snprintf(msg, sizeof(msg), "VM '%s' is stopping and its host agent exits", a->vm_name);
+        for (Client *c = a->clients, *next; c; c = next) {
+            next = c->next;
+            if (c->state == CLIENT_WAIT_VM) {
+                client_kick(c, client_fail(c, WIRE_ERR_SHUTTING_DOWN, msg));
+            }
         }
         return 0;
     }

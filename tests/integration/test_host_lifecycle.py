@@ -422,3 +422,34 @@ def test_runtime_dir_is_checked_before_a_start(vmm_stack):
     assert not os.path.exists(s.argv_file)
     assert s.status().state == pb.VM_STATE_STOPPED
     os.chmod(s.run_dir, 0o755)
+
+
+def test_a_command_racing_a_stop_starts_the_vm_again(vmm_stack):
+    # vm-stop, then vm-run while the VM is still stopping: the command
+    # waits for the stop and runs in a fresh start of the VM.
+    s = vmm_stack(standin={"ignore_poweroff": 1}, agent_args=["--shutdown-timeout", "2"])
+    assert s.request("host_start")[0] == "host_status"
+    first = s.standin_pid()
+    stop = s.popen("vm-stop", VM, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: s.status().state == pb.VM_STATE_STOPPING, timeout=10, what="stopping")
+    p = s.vm_run(VM, "echo", "after the stop")
+    assert p.returncode == 0, (p.stderr, s.log())
+    assert p.stdout == "after the stop\n"
+    out, err = stop.communicate(timeout=30)
+    assert stop.returncode == 0 and "stopped on request" in out, (out, err)
+    assert not pid_alive(first) and s.standin_pid() != first
+    assert s.host.proc.poll() is None
+    assert s.status().state == pb.VM_STATE_RUNNING
+    assert "starting it again for 1 waiting client(s)" in s.log()
+
+
+def test_sigterm_fails_commands_that_wait_on_a_stopping_vm(vmm_stack):
+    s = vmm_stack(standin={"ignore_poweroff": 1}, agent_args=["--shutdown-timeout", "2"])
+    assert s.request("host_start")[0] == "host_status"
+    os.kill(s.host.pid, signal.SIGTERM)
+    wait_for(lambda: s.status().state == pb.VM_STATE_STOPPING, timeout=10, what="stopping")
+    p = s.vm_run(VM, "true")
+    assert p.returncode == 255
+    assert p.stderr.splitlines()[-1] == (f"vm-run: VM '{VM}': VM '{VM}' is stopping and its host "
+                                         f"agent exits (SHUTTING_DOWN)"), p.stderr
+    assert s.wait_agent_exit() == 0
