@@ -59,6 +59,8 @@ struct Console {
     ConsoleClient *clients;
     unsigned n_clients;
     ConsoleClient *attached;
+    ConsoleAttachFn attach_cb;
+    void *attach_userdata;
     ConsoleRing ring;
 };
 
@@ -134,6 +136,9 @@ static void cc_free(ConsoleClient *cc) {
         c->attached = NULL;
         log_info("Console of VM '%s': pid %d detached%s", c->vm_name, (int)cc->pid,
                  cc->dropped ? " (it was too slow for some output)" : "");
+        if (c->attach_cb) {
+            c->attach_cb(c->attach_userdata, false);
+        }
     }
     if (cc->prev) {
         cc->prev->next = cc->next;
@@ -262,6 +267,9 @@ static int handle_attach(ConsoleClient *cc, const Msg *m) {
     c->attached = cc;
     log_info("Console of VM '%s': pid %d (uid %u) attached, %zu bytes replayed", c->vm_name,
              (int)cc->pid, (unsigned)cc->uid, na + nb);
+    if (c->attach_cb) {
+        c->attach_cb(c->attach_userdata, true);
+    }
     return 0;
 }
 
@@ -582,6 +590,11 @@ int console_new(sd_event *e, const char *vm_name, int pty_master, const char *so
     }
     *ret = c;
     return 0;
+}
+
+void console_set_attach_cb(Console *c, ConsoleAttachFn fn, void *userdata) {
+    c->attach_cb = fn;
+    c->attach_userdata = userdata;
 }
 
 void console_free(Console *c) {

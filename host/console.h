@@ -37,6 +37,11 @@ int console_open_pty(int *ret_master, int *ret_slave);
  * served. */
 int console_new(sd_event *e, const char *vm_name, int pty_master, const char *socket_path,
                 uid_t allowed_uid, gid_t allowed_gid, Console **ret);
+/* Called when a client attaches (true) and when the attached one goes
+ * (false), console_free() included: the host agent counts it as a lease. */
+typedef void (*ConsoleAttachFn)(void *userdata, bool attached);
+void console_set_attach_cb(Console *c, ConsoleAttachFn fn, void *userdata);
+
 /* Reads what the pty still holds (the VMM has exited), into the
  * scrollback and to the client. */
 void console_drain(Console *c);

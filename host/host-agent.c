@@ -941,6 +941,19 @@ static int runtime_dir_check(const char *dir, char *why, size_t why_size) {
     return 0;
 }
 
+/* Somebody at the serial console is using the VM as much as a command
+ * is: a lease, so that the idle backstop leaves it alone. */
+static void on_console_attach(void *userdata, bool attached) {
+    Agent *a = userdata;
+    if (attached) {
+        a->leases++;
+    } else if (a->leases > 0 && --a->leases == 0) {
+        a->last_lease_end = now_mono();
+    }
+    log_debug("Console client %s, %u lease(s)", attached ? "attached" : "gone", a->leases);
+    agent_idle_update(a);
+}
+
 static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
     _cleanup_(vmm_argv_freep) char **argv = NULL;
     _cleanup_(strv_free_ptr) char **env = NULL;
@@ -1006,6 +1019,7 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
                      r == -EADDRINUSE ? "another process listens there" : strerror(-r));
             return log_error_errno(r, "%s", why);
         }
+        console_set_attach_cb(a->console, on_console_attach, a);
         r = vmm_stderr_open(a, &err_fd, &err_journal);
         if (r < 0) {
             snprintf(why, why_size, "cannot start VM '%s': %s", a->vm_name, strerror(-r));

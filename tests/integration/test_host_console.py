@@ -148,3 +148,22 @@ def test_protocol_errors(vmm_stack):
     time.sleep(0.1)
     c, _ = attach(s)
     c.close()
+
+
+def test_an_attached_console_is_a_lease(vmm_stack):
+    # Someone typing on a disposable VM's console keeps it up as a command
+    # would: the idle backstop waits for the console to go.
+    s = started(vmm_stack, vm={"disposable": True, "idleTimeout": 1},
+                agent_args=["--idle-grace", "1"])
+    c, _ = attach(s)
+    try:
+        wait_for(lambda: s.status().leases == 1, timeout=10, what="the console's lease")
+        time.sleep(3)
+        assert s.host.proc.poll() is None and s.status().state == pb.VM_STATE_RUNNING
+    finally:
+        c.close()
+    wait_for(lambda: s.status().leases == 0, timeout=10, what="the lease to end")
+    ended = time.monotonic()
+    assert s.wait_agent_exit(timeout=30) == 0
+    assert 1.5 <= time.monotonic() - ended < 10
+    assert "no lease for" in s.log()
