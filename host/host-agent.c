@@ -527,9 +527,8 @@ static int client_send_status(Client *c, uint32_t live_sessions) {
     if (c->request == MSG_HOST_START && !a->no_vmm && a->state != VM_RUNNING) {
         char msg[128];
         snprintf(msg, sizeof(msg), "VM '%s' is %s", a->vm_name, vm_state_name(a->state));
-        return client_fail(c,
-                           a->state == VM_STOPPING ? WIRE_ERR_SHUTTING_DOWN : WIRE_ERR_UNAVAILABLE,
-                           msg);
+        return client_fail(
+            c, a->state == VM_STOPPING ? WIRE_ERR_SHUTTING_DOWN : WIRE_ERR_UNAVAILABLE, msg);
     }
     bool up = a->no_vmm ? a->guest_up : a->state == VM_RUNNING;
     uint64_t since = a->no_vmm ? a->guest_up_since : a->vmm_start;
@@ -929,8 +928,10 @@ static int runtime_dir_check(const char *dir, char *why, size_t why_size) {
     _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) < 0) {
         int r = -errno;
-        snprintf(why, why_size, "%s must be a directory owned by uid %u that only it may write to "
-                 "(%s)", dir, (unsigned)geteuid(), strerror(errno));
+        snprintf(why, why_size,
+                 "%s must be a directory owned by uid %u that only it may write to "
+                 "(%s)",
+                 dir, (unsigned)geteuid(), strerror(errno));
         return r;
     }
     if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0022)) {
@@ -1139,8 +1140,8 @@ static void agent_kill_stop_command(Agent *a, bool late) {
     if (a->stop_cmd_pid <= 0) {
         return;
     }
-    log_internal(late ? LOG_WARNING : LOG_DEBUG, 0, "VM '%s': killing %s's stop command (pid %d)", a->vm_name, a->vmm->name,
-                (int)a->stop_cmd_pid);
+    log_internal(late ? LOG_WARNING : LOG_DEBUG, 0, "VM '%s': killing %s's stop command (pid %d)",
+                 a->vm_name, a->vmm->name, (int)a->stop_cmd_pid);
     if (kill(-a->stop_cmd_pid, SIGKILL) < 0) {
         (void)kill(a->stop_cmd_pid, SIGKILL);
     }
@@ -1277,8 +1278,8 @@ static void agent_stop_phase(Agent *a, StopPhase phase) {
         }
         if (r >= 0) {
             log_info("VM '%s': running %s stop (pid %d)", a->vm_name, a->vmm->name, (int)pid);
-            r = sd_event_add_child(a->event, &a->stop_cmd_child, pid, WEXITED,
-                                   on_stop_command_exit, a);
+            r = sd_event_add_child(a->event, &a->stop_cmd_child, pid, WEXITED, on_stop_command_exit,
+                                   a);
             if (r >= 0) {
                 a->stop_cmd_pid = pid;
             } else {
@@ -1421,7 +1422,7 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
             guest_call_free(TAKE_PTR(c->status_call));
             /* A HostStart that was being answered: the VM did not stay up. */
             client_kick(c, c->request == MSG_HOST_START ? client_fail(c, WIRE_ERR_UNAVAILABLE, msg)
-                                                         : client_send_status(c, 0));
+                                                        : client_send_status(c, 0));
             break;
         default:
             break;
@@ -1563,8 +1564,7 @@ static int client_wait_vm(Client *c, bool no_start) {
     switch (a->state) {
     case VM_STOPPING:
         if (a->terminating || a->foreground) {
-            snprintf(msg, sizeof(msg), "VM '%s' is stopping and its host agent exits",
-                     a->vm_name);
+            snprintf(msg, sizeof(msg), "VM '%s' is stopping and its host agent exits", a->vm_name);
             return client_fail(c, WIRE_ERR_SHUTTING_DOWN, msg);
         }
         if (no_start) {
@@ -1576,9 +1576,8 @@ static int client_wait_vm(Client *c, bool no_start) {
          * of the stop sequence plus a start. */
         c->state = CLIENT_WAIT_VM;
         c->vm_wait_start = now_mono();
-        return client_arm_timer(c, c->vm_wait_start + a->shutdown_timeout +
-                                       a->vmm_stop_timeout + a->kill_timeout +
-                                       a->guest_timeout + USEC_PER_SEC);
+        return client_arm_timer(c, c->vm_wait_start + a->shutdown_timeout + a->vmm_stop_timeout +
+                                       a->kill_timeout + a->guest_timeout + USEC_PER_SEC);
     case VM_STOPPED:
         if (no_start) {
             snprintf(msg, sizeof(msg), "VM '%s' is not running", a->vm_name);
@@ -1874,8 +1873,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
     a->terminating = true;
     if (a->state == VM_STOPPING) {
         char msg[128];
-        log_info("Got signal %u while stopping the VM: exiting once it has stopped",
-                 si->ssi_signo);
+        log_info("Got signal %u while stopping the VM: exiting once it has stopped", si->ssi_signo);
         snprintf(msg, sizeof(msg), "VM '%s' is stopping and its host agent exits", a->vm_name);
         for (Client *c = a->clients, *next; c; c = next) {
             next = c->next;
