@@ -65,3 +65,21 @@ $(BIN)/vm-switch: $(VM_SWITCH_OBJS) $(SWITCH_LIB) $(VHOSTUSER_LIB) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^
+
+# The sandbox: namespaces, the minimal root, capabilities, rlimits and the
+# seccomp allowlists (libseccomp, libcap).
+SANDBOX_SRCS := switch/sandbox.c switch/filter.c
+SANDBOX_OBJS := $(SANDBOX_SRCS:%.c=$(OBJ)/%.o)
+SANDBOX_LIBS := $(call pc_libs,libseccomp libcap)
+SANDBOX_LIB := $(LIB)/libvmsandbox.a
+
+$(SANDBOX_LIB): $(SANDBOX_OBJS)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  AR      $@")
+	$(Q)ar rcs $@ $^
+
+all: $(SANDBOX_LIB)
+
+UNIT_OBJS_test-filter := $(OBJ)/switch/filter.o
+UNIT_LIBS_test-filter := $(SANDBOX_LIBS)
+
