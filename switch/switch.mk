@@ -83,3 +83,13 @@ all: $(SANDBOX_LIB)
 UNIT_OBJS_test-filter := $(OBJ)/switch/filter.o
 UNIT_LIBS_test-filter := $(SANDBOX_LIBS)
 
+# Test programs: the syscall prober run under each role's filter, and a
+# driver with vm-switch's process shape around the real sandbox.
+SANDBOX_TEST_DIR := $(BUILD)/tests/sandbox
+SANDBOX_TEST_PROGRAMS := $(SANDBOX_TEST_DIR)/try-syscall $(SANDBOX_TEST_DIR)/sandbox-driver
+TEST_PROGRAMS += $(SANDBOX_TEST_PROGRAMS)
+
+$(SANDBOX_TEST_PROGRAMS): $(SANDBOX_TEST_DIR)/%: $(OBJ)/tests/sandbox/%.o $(SANDBOX_LIB) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SANDBOX_LIB) $(PROTO_LIB) $(SANDBOX_LIBS) $(PROTO_LIBS)
