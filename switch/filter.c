@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <termios.h>
+#include <unistd.h>
 
 #include "filter.h"
 #include "util.h"
@@ -61,23 +62,17 @@ typedef struct Rule {
     (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND | (O_TMPFILE & ~O_DIRECTORY))
 
 /* The supervisor waits outside the pid namespace for the main process,
- * forwards signals to it and relays its sd_notify() messages. */
+ * forwards signals to it and relays its notifications to systemd. */
 static const Rule supervisor_rules[] = {
     ALLOW("ppoll", "waits for a signal or a message from the main process"),
     ALLOW("read", "reads the signalfd and the relay socket"),
     ALLOW("write", "logs to stderr"),
     ALLOW("kill", "forwards a signal to the main process"),
     ALLOW("wait4", "reaps the main process and learns its status"),
-    ALLOW_IF_EQ("socket", 0, AF_UNIX, "sd_notify()'s datagram socket"),
-    ALLOW("sendmsg", "sd_notify() sends the state to systemd"),
-    ALLOW("setsockopt", "sd_notify() sizes its socket buffer"),
-    ALLOW("getsockopt", "sd_notify() sizes its socket buffer"),
-    ALLOW("close", "sd_notify() closes its socket"),
-    ALLOW("getpid", "sd_notify() and logging"),
-    ALLOW("getuid", "sd_notify() sends credentials when ids differ"),
-    ALLOW("geteuid", "sd_notify() sends credentials when ids differ"),
-    ALLOW("getgid", "sd_notify() sends credentials when ids differ"),
-    ALLOW("getegid", "sd_notify() sends credentials when ids differ"),
+    ALLOW_IF_EQ("socket", 0, AF_UNIX, "a datagram socket to systemd's notification socket"),
+    ALLOW("sendto", "relays a notification"),
+    ALLOW("close", "closes that socket"),
+    ALLOW("getpid", "logging"),
     ALLOW("brk", "malloc"),
     ALLOW_IF_CLEAR("mmap", 2, PROT_EXEC, "malloc; never executable"),
     ALLOW("munmap", "free"),
@@ -104,18 +99,22 @@ static const Rule main_rules[] = {
     ALLOW("lseek", "stdio on config files"),
     ALLOW("close", "every descriptor it is done with"),
     ALLOW("close_range", "a child closes what it must not inherit before exec"),
-    ALLOW("dup3", "a child moves its descriptors into place before exec"),
+    ALLOW("dup2", "a child moves its control socket into place before exec"),
+    ALLOW("dup3", "a child moves its control socket into place before exec"),
     ALLOW("fcntl", "close-on-exec, non-blocking, memfd seals"),
     ALLOW_IF_EQ("ioctl", 1, TCGETS, "isatty() for stdio buffering"),
-    /* files: only reading, only what the mount namespace holds */
-    ALLOW_IF_CLEAR("openat", 2, OPEN_WRITE_FLAGS, "reads /config and /proc; never writes"),
+    /* files: only what the mount namespace holds, writable only in the
+     * socket directory and /tmp */
+    ALLOW("openat", "reads /config; writes the counters file in the socket directory"),
+    ALLOW("renameat", "replaces the counters file in one step"),
+    ALLOW("renameat2", "replaces the counters file in one step"),
+    ALLOW("unlinkat", "removes a VM's socket and the counters file"),
     ALLOW("newfstatat", "stat of config files and descriptors"),
     ALLOW("fstat", "stat of descriptors"),
     ALLOW("statx", "stat of config files"),
     ALLOW("getdents64", "lists /config"),
     ALLOW("readlink", "the sanitizer runtime and glibc resolve /proc/self paths"),
     ALLOW("access", "the dynamic loader probes /etc/ld.so.preload"),
-    ALLOW("unlink", "removes a stale vhost-user socket in the socket directory"),
     ALLOW("inotify_init1", "watches /config"),
     ALLOW("inotify_add_watch", "watches /config"),
     ALLOW("inotify_rm_watch", "watches /config"),
@@ -151,6 +150,8 @@ static const Rule main_rules[] = {
     ALLOW("timerfd_settime", "the heartbeat"),
     ALLOW("ppoll", "waits on a single descriptor"),
     ALLOW("poll", "waits on a single descriptor"),
+    ALLOW("sched_yield", "a child spins a moment before sleeping (its filter is stacked on "
+                         "this one: everything it allows must be here too)"),
     /* processes: one child per VM, re-executed from a descriptor */
     ALLOW_IF_CLEAR("clone", 0, CLONE_NS_FLAGS, "forks a per-VM child; no new namespaces"),
     FAIL("clone3", ENOSYS,
@@ -204,12 +205,13 @@ static const Rule child_rules[] = {
     ALLOW("sendmsg", "vhost-user replies and control messages"),
     ALLOW("recvfrom", "recv() on the control channel"),
     ALLOW("sendto", "send() on the control channel"),
+    ALLOW("accept4", "a frontend (re)connects to the VM's socket"),
     ALLOW("close", "descriptors of a replaced memory table or ring"),
     ALLOW("fcntl", "non-blocking mode; a ring's seals are checked"),
     ALLOW("epoll_wait", "the event loop"),
     ALLOW("epoll_pwait", "the event loop"),
     ALLOW("epoll_ctl", "kick and ring descriptors come and go"),
-    ALLOW("ppoll", "waits on a single descriptor"),
+    ALLOW("sched_yield", "looks for more frames for a moment before sleeping"),
     ALLOW_IF_CLEAR("mmap", 2, PROT_EXEC, "guest memory regions and rings; never executable"),
     ALLOW_IF_CLEAR("mprotect", 2, PROT_EXEC, "malloc; never executable"),
     ALLOW("munmap", "a replaced memory table"),
@@ -378,6 +380,41 @@ static int add_rules(scmp_filter_ctx ctx, const Rule *rules, size_t n) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(scmp_filter_ctx, seccomp_release)
 
+/* Trap mode: say which call was refused, then end the process. Without
+ * this a PID 1 would ignore the SIGSYS and go on with a bogus result.
+ * write() and _exit() only: every role allows them. */
+static void on_sigsys(int sig, siginfo_t *si, void *uc) {
+    char buf[64] = "seccomp: refused system call ";
+    char digits[12];
+    size_t n = strlen(buf);
+    unsigned v = (unsigned)si->si_syscall;
+    int k = 0;
+    do {
+        digits[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && k < (int)sizeof(digits));
+    while (k > 0) {
+        buf[n++] = digits[--k];
+    }
+    buf[n++] = '\n';
+    if (write(STDERR_FILENO, buf, n) < 0) {
+        /* nothing more to say */
+    }
+    _exit(128 + SIGSYS);
+}
+
+/* Installed unless the program handles SIGSYS itself. */
+static int install_trap_reporter(void) {
+    struct sigaction old, sa = {.sa_sigaction = on_sigsys, .sa_flags = SA_SIGINFO};
+    if (sigaction(SIGSYS, NULL, &old) < 0) {
+        return -errno;
+    }
+    if ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL) {
+        return 0;
+    }
+    return sigaction(SIGSYS, &sa, NULL) < 0 ? -errno : 0;
+}
+
 int filter_apply(FilterRole role, FilterMode mode) {
     if ((size_t)role >= _FILTER_ROLE_MAX || (size_t)mode >= ELEMENTSOF(mode_names)) {
         return -EINVAL;
@@ -411,6 +448,12 @@ int filter_apply(FilterRole role, FilterMode mode) {
         return r;
     }
 #endif
+    if (mode == FILTER_TRAP) {
+        r = install_trap_reporter();
+        if (r < 0) {
+            return r;
+        }
+    }
     r = seccomp_load(ctx);
     if (r < 0) {
         return r;

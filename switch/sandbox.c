@@ -24,8 +24,8 @@
  * their own paths, exactly the files the program is mapped from (its ELF
  * interpreter and shared libraries, as the dynamic loader found them) and
  * the loader's cache, so that the same lookups find the same files. This
- * works for the normal and for the sanitizer build alike (ASan cannot be
- * linked statically, and libsystemd has no static library). */
+ * works for the normal and for the sanitizer build alike; ASan cannot be
+ * linked statically, and the tests must run the program we ship. */
 #include <dirent.h>
 #include <elf.h>
 #include <errno.h>
@@ -47,9 +47,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -208,9 +208,36 @@ static bool notify_state_valid(const char *s, size_t n) {
 
 static int lockdown(FilterRole role, FilterMode mode, rlim_t nofile, rlim_t nproc);
 
+/* One datagram to $NOTIFY_SOCKET (a path, or "@" for the abstract
+ * namespace): the whole of the protocol we use, without a library. */
+static int notify_send(const char *state) {
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (!path || (path[0] != '/' && path[0] != '@')) {
+        return 0;
+    }
+    size_t n = strlen(path);
+    if (n >= sizeof(sa.sun_path)) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(sa.sun_path, path, n);
+    if (path[0] == '@') {
+        sa.sun_path[0] = '\0';
+    }
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0) {
+        return -errno;
+    }
+    return 1;
+}
+
 /* The process that called sandbox_enter(), outside the new pid namespace:
  * systemd's main PID. It forwards signals (PID 1 only gets those it
- * handles, and the main process does), relays sd_notify() and mirrors the
+ * handles, and the main process does), relays notifications and mirrors the
  * main process's exit. It is locked down like the rest: no capabilities,
  * its own small filter. */
 static _noreturn_ void supervise(pid_t main_pid, int relay, const sigset_t *mask, FilterMode mode) {
@@ -259,7 +286,10 @@ static _noreturn_ void supervise(pid_t main_pid, int relay, const sigset_t *mask
                 p[1].fd = -1;
             } else if (notify_state_valid(buf, (size_t)n)) {
                 buf[n] = '\0';
-                sd_notify(0, buf);
+                r = notify_send(buf);
+                if (r < 0) {
+                    log_warning_errno(r, "Failed to notify the service manager: %m");
+                }
             } else {
                 log_warning("Dropped a notification the supervisor does not relay");
             }
@@ -769,8 +799,7 @@ int sandbox_lockdown_child(FilterMode mode) {
 
 int sandbox_notify(const char *state) {
     if (relay_fd < 0) {
-        int r = sd_notify(0, state);
-        return r < 0 ? r : 0;
+        return notify_send(state);
     }
     size_t n = strlen(state);
     if (send(relay_fd, state, n, MSG_NOSIGNAL) < 0) {

@@ -35,9 +35,10 @@ int sandbox_enter(const SandboxOptions *o);
  * rlimits, sets no_new_privs and adds the child filter. */
 int sandbox_lockdown_child(FilterMode mode);
 
-/* sd_notify(0, state) that works from inside the sandbox: the supervisor,
- * systemd's main PID, relays READY=1, STOPPING=1, RELOADING=1 and STATUS=.
- * Without a sandbox it is sd_notify() itself. */
+/* Tells the service manager `state` ($NOTIFY_SOCKET, as sd_notify() does;
+ * nothing without it). From inside the sandbox the supervisor, systemd's
+ * main PID, relays READY=1, STOPPING=1, RELOADING=1 and STATUS=. Returns
+ * a negative errno, 0 when there is no service manager to tell, or 1. */
 int sandbox_notify(const char *state);
 
 /* True in a process that sandbox_enter() returned into (and its children

@@ -289,7 +289,7 @@ static int serve(const Options *o, int exe_fd) {
     _cleanup_close_ int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     strcpy(sa.sun_path, path);
-    unlink(path);
+    unlinkat(AT_FDCWD, path, 0);
     if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 4) < 0) {
         return log_error_errno(-errno, "Failed to listen on %s: %m", path);
     }
