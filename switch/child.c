@@ -16,6 +16,7 @@
 #include "log.h"
 #include "policy.h"
 #include "ring.h"
+#include "sandbox.h"
 #include "util.h"
 #include "vhost-user.h"
 #include "vu-net.h"
@@ -64,6 +65,8 @@ typedef struct Child {
     int listen_fd;
     int conn;
     bool set_up;
+    bool lockdown;
+    FilterMode mode;
     uint32_t port;
     uint32_t gen;
     uint8_t mac[6];
@@ -679,6 +682,15 @@ static void on_setup(Child *c, const CtlSetup *s, int listen_fd) {
     epoll_add(c, listen_fd, EV(EV_LISTEN, 0));
     log_debug("%s: port %u, generation %u, %s", c->name, c->port, c->gen,
               c->role == VM_ROLE_ROUTER ? "router" : "client");
+    /* Everything this child will ever need is here or comes as fds: from
+     * now on it creates no process, socket or file, executes nothing and
+     * maps nothing executable. */
+    if (c->lockdown) {
+        r = sandbox_lockdown_child(c->mode);
+        if (r < 0) {
+            die("%s: cannot lock down: %s", c->name, strerror(-r));
+        }
+    }
 }
 
 static void on_buffer(Child *c, const CtlMsg *m, int fds[3]) {
@@ -809,12 +821,25 @@ static void child_free(Child *c) {
     free(c);
 }
 
-int child_run(int ctl_fd) {
+#ifdef VM_SWITCH_TEST_HOOKS
+/* Only in the test build of vm-switch (tests/switch/): SIGUSR1 makes a
+ * child call what its filter forbids, the way an exploited child would. */
+static void forbidden_call(int sig) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        close(fd);
+    }
+}
+#endif
+
+int child_run(int ctl_fd, bool lockdown, FilterMode mode) {
     Child *c = calloc(1, sizeof(*c));
     if (!c) {
         die("out of memory");
     }
     c->ctl = ctl_fd;
+    c->lockdown = lockdown;
+    c->mode = mode;
     c->listen_fd = c->conn = -EBADF;
     for (unsigned q = 0; q < VU_NET_N_QUEUES; q++) {
         c->kick_reg[q] = -EBADF;
@@ -827,6 +852,9 @@ int child_run(int ctl_fd) {
     (void)fd_nonblock(ctl_fd, true);
     /* A frontend gone while we reply is an error code, not a signal. */
     signal(SIGPIPE, SIG_IGN);
+#ifdef VM_SWITCH_TEST_HOOKS
+    signal(SIGUSR1, forbidden_call);
+#endif
     /* Created before the first message: once serving, nothing is opened. */
     c->epoll = epoll_create1(EPOLL_CLOEXEC);
     if (c->epoll < 0) {

@@ -12,6 +12,12 @@
  * epoll set: an idle child sleeps. */
 #pragma once
 
+#include <stdbool.h>
+
+#include "filter.h"
+
 /* Runs the child on its control socket until the main process goes away
- * or breaks the protocol. Returns the process exit status. */
-int child_run(int ctl_fd);
+ * or breaks the protocol. With `lockdown`, the child drops what it does
+ * not need and adds its seccomp filter (in `mode`) once it is set up.
+ * Returns the process exit status. */
+int child_run(int ctl_fd, bool lockdown, FilterMode mode);

@@ -54,18 +54,6 @@ UNIT_OBJS_test-ctl := $(OBJ)/switch/ctl.o $(OBJ)/switch/policy.o
 $(FUZZ_DIR)/fuzz-ctl: $(FUZZ_OBJ)/switch/ctl.o $(FUZZ_OBJ)/switch/policy.o
 $(FUZZ_OBJ)/tests/fuzz/fuzz-ctl.o: FUZZ_CFLAGS += -I.
 
-# vm-switch itself: the main process and the per-VM children in one
-# program. It links libc only (the sandbox adds libseccomp and libcap):
-# children are executed again in an almost empty root.
-VM_SWITCH_OBJS := $(OBJ)/switch/vm-switch.o $(OBJ)/switch/child.o
-
-PROGRAMS += $(BIN)/vm-switch
-
-$(BIN)/vm-switch: $(VM_SWITCH_OBJS) $(SWITCH_LIB) $(VHOSTUSER_LIB) $(PROTO_LIB)
-	@mkdir -p $(dir $@)
-	$(if $(Q),@echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^
-
 # The sandbox: namespaces, the minimal root, capabilities, rlimits and the
 # seccomp allowlists (libseccomp, libcap).
 SANDBOX_SRCS := switch/sandbox.c switch/filter.c
@@ -79,6 +67,35 @@ $(SANDBOX_LIB): $(SANDBOX_OBJS)
 	$(Q)ar rcs $@ $^
 
 all: $(SANDBOX_LIB)
+
+# vm-switch itself: the main process and the per-VM children in one
+# program. It links libc, libseccomp and libcap only: children are
+# executed again in a root that holds just the files the program is mapped
+# from (sandbox.c).
+VM_SWITCH_OBJS := $(OBJ)/switch/vm-switch.o $(OBJ)/switch/child.o
+VM_SWITCH_LIBS := $(SWITCH_LIB) $(VHOSTUSER_LIB) $(SANDBOX_LIB) $(PROTO_LIB)
+
+PROGRAMS += $(BIN)/vm-switch
+
+$(BIN)/vm-switch: $(VM_SWITCH_OBJS) $(VM_SWITCH_LIBS)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS)
+
+# The same program with test hooks (child.c's VM_SWITCH_TEST_HOOKS: SIGUSR1
+# makes a child call what its filter forbids), for tests only.
+VM_SWITCH_HOOKED := $(BUILD)/tests/switch/vm-switch
+TEST_PROGRAMS += $(VM_SWITCH_HOOKED)
+
+$(OBJ)/tests/switch/child-hooked.o: switch/child.c | $(GEN)/qubes-lite.pb-c.h
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -DVM_SWITCH_TEST_HOOKS -c -o $@ $<
+
+$(VM_SWITCH_HOOKED): $(OBJ)/switch/vm-switch.o $(OBJ)/tests/switch/child-hooked.o $(VM_SWITCH_LIBS)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS)
 
 UNIT_OBJS_test-filter := $(OBJ)/switch/filter.o
 UNIT_LIBS_test-filter := $(SANDBOX_LIBS)

@@ -2,8 +2,9 @@
  * counters) and the entry point of its children.
  *
  *   vm-switch --config-dir DIR --socket-dir DIR [--log-level L]
- *             [--no-sandbox] [--seccomp-mode kill|trap|log|disabled]
+ *             [--no-sandbox] [--seccomp-mode kill|trap|log|disabled] [--user NAME]
  *   vm-switch --stats --socket-dir DIR
+ *   vm-switch --print-seccomp supervisor|main|child
  *
  * No thread is ever created: the sandbox (namespaces, pivot_root, seccomp)
  * goes in right after option parsing, and children are fresh executions of
@@ -37,6 +38,7 @@
 #include "log.h"
 #include "policy.h"
 #include "ring.h"
+#include "sandbox.h"
 #include "util.h"
 
 #define PROGRAM "vm-switch"
@@ -116,15 +118,16 @@ typedef struct Options {
     const char *socket_dir;
     const char *log_level;
     bool no_sandbox;
-    const char *seccomp_mode;
+    FilterMode seccomp_mode;
+    const char *user;
     bool stats;
+    int print_role; /* --print-seccomp */
     int child_fd;
 } Options;
 
 typedef struct Switch {
     const Options *opt;
     int exe_fd;
-    int notify_fd;
     int config_fd;
     int socket_fd;
     int inotify_fd;
@@ -141,7 +144,9 @@ typedef struct Switch {
 static void usage(FILE *f) {
     fprintf(f, "Usage: " PROGRAM " --config-dir DIR --socket-dir DIR [--log-level LEVEL]\n"
                "                 [--no-sandbox] [--seccomp-mode kill|trap|log|disabled]\n"
+               "                 [--user NAME]\n"
                "       " PROGRAM " --stats --socket-dir DIR\n"
+               "       " PROGRAM " --print-seccomp supervisor|main|child\n"
                "\n"
                "The L2 switch between the VMs of one network: one vhost-user-net backend\n"
                "process per VM (DIR/<vm>.conf), listening on <socket dir>/<vm>.sock.\n"
@@ -151,7 +156,9 @@ static void usage(FILE *f) {
                "  --log-level LEVEL    error, warning, info (default) or debug\n"
                "  --no-sandbox         run without namespaces and seccomp (debugging)\n"
                "  --seccomp-mode MODE  kill (default), trap, log or disabled\n"
+               "  --user NAME          started as root: the unprivileged user to run as\n"
                "  --stats              print the per-VM counters of a running switch\n"
+               "  --print-seccomp ROLE print a process role's system call allowlist\n"
                "  --help               this text\n");
 }
 
@@ -173,7 +180,9 @@ static void parse_options(int argc, char **argv, Options *o) {
         OPT_LOG_LEVEL,
         OPT_NO_SANDBOX,
         OPT_SECCOMP,
+        OPT_USER,
         OPT_STATS,
+        OPT_PRINT_SECCOMP,
         OPT_CHILD,
         OPT_HELP
     };
@@ -183,12 +192,14 @@ static void parse_options(int argc, char **argv, Options *o) {
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
         {"seccomp-mode", required_argument, NULL, OPT_SECCOMP},
+        {"user", required_argument, NULL, OPT_USER},
         {"stats", no_argument, NULL, OPT_STATS},
+        {"print-seccomp", required_argument, NULL, OPT_PRINT_SECCOMP},
         {"child", required_argument, NULL, OPT_CHILD}, /* internal */
         {"help", no_argument, NULL, OPT_HELP},
         {0},
     };
-    *o = (Options){.child_fd = -1, .seccomp_mode = "kill"};
+    *o = (Options){.child_fd = -1, .seccomp_mode = FILTER_KILL, .print_role = -1};
     opterr = 0;
     for (;;) {
         int c = getopt_long(argc, argv, "", longopts, NULL);
@@ -211,15 +222,28 @@ static void parse_options(int argc, char **argv, Options *o) {
         case OPT_NO_SANDBOX:
             o->no_sandbox = true;
             break;
-        case OPT_SECCOMP:
-            if (!streq(optarg, "kill") && !streq(optarg, "trap") && !streq(optarg, "log") &&
-                !streq(optarg, "disabled")) {
+        case OPT_SECCOMP: {
+            int m = filter_mode_from_string(optarg);
+            if (m < 0) {
                 usage_error("unknown seccomp mode '%s' (kill, trap, log, disabled)", optarg);
             }
-            o->seccomp_mode = optarg;
+            o->seccomp_mode = (FilterMode)m;
+            break;
+        }
+        case OPT_USER:
+            if (!user_name_valid(optarg)) {
+                usage_error("bad user name '%s'", optarg);
+            }
+            o->user = optarg;
             break;
         case OPT_STATS:
             o->stats = true;
+            break;
+        case OPT_PRINT_SECCOMP:
+            o->print_role = filter_role_from_string(optarg);
+            if (o->print_role < 0) {
+                usage_error("unknown role '%s' (supervisor, main, child)", optarg);
+            }
             break;
         case OPT_CHILD: {
             unsigned long long fd;
@@ -242,7 +266,7 @@ static void parse_options(int argc, char **argv, Options *o) {
     if (optind < argc) {
         usage_error("unexpected argument '%s'", argv[optind]);
     }
-    if (o->child_fd >= 0) {
+    if (o->child_fd >= 0 || o->print_role >= 0) {
         return;
     }
     if (!o->socket_dir) {
@@ -277,39 +301,11 @@ static int print_stats(const char *socket_dir) {
     }
 }
 
-/* $NOTIFY_SOCKET's datagram protocol, the one message we send. The socket
- * is connected early: after the sandbox's pivot_root and new network
- * namespace its path (or abstract name) can no longer be reached, but a
- * connected socket still reaches it. -1 when there is nothing to tell. */
-static int notify_open(void) {
-    const char *path = getenv("NOTIFY_SOCKET");
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    size_t n;
-    if (!path || (path[0] != '/' && path[0] != '@')) {
-        return -1;
-    }
-    n = strlen(path);
-    if (n >= sizeof(sa.sun_path)) {
-        log_warning("NOTIFY_SOCKET too long, not notifying");
-        return -1;
-    }
-    memcpy(sa.sun_path, path, n);
-    if (path[0] == '@') {
-        sa.sun_path[0] = '\0'; /* abstract namespace */
-    }
-    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa,
-                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0) {
-        log_warning("cannot reach NOTIFY_SOCKET %s: %m", path);
-        return -1;
-    }
-    return TAKE_FD(fd);
-}
-
-static void notify_ready(int fd) {
-    static const char msg[] = "READY=1";
-    if (fd >= 0 && send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL) < 0) {
-        log_warning("cannot notify readiness: %m");
+/* READY=1 to the service manager, through the supervisor when sandboxed. */
+static void notify_ready(void) {
+    int r = sandbox_notify("READY=1");
+    if (r < 0) {
+        log_warning_errno(r, "cannot notify readiness: %m");
     }
 }
 
@@ -559,6 +555,9 @@ static _noreturn_ void exec_child(Switch *s, int ctl) {
                     fdbuf,
                     (char *)"--log-level",
                     (char *)(s->opt->log_level ? s->opt->log_level : "info"),
+                    (char *)"--seccomp-mode",
+                    (char *)filter_mode_to_string(s->opt->seccomp_mode),
+                    s->opt->no_sandbox ? (char *)"--no-sandbox" : NULL,
                     NULL};
     sigset_t none;
     int exe_fd = s->exe_fd;
@@ -1100,12 +1099,11 @@ static void switch_free(Switch *s) {
     safe_close(s->config_fd);
     safe_close(s->socket_fd);
     safe_close(s->exe_fd);
-    safe_close(s->notify_fd);
     policy_free(s->policy);
     free(s);
 }
 
-static int run_main(const Options *opt, int exe_fd, int notify_fd) {
+static int run_main(const Options *opt, int exe_fd) {
     Switch *s = calloc(1, sizeof(*s));
     sigset_t mask;
     if (!s) {
@@ -1113,7 +1111,6 @@ static int run_main(const Options *opt, int exe_fd, int notify_fd) {
     }
     s->opt = opt;
     s->exe_fd = exe_fd;
-    s->notify_fd = notify_fd;
     for (unsigned i = 0; i < CTL_MAX_PORTS; i++) {
         s->vm[i].listen_fd = s->vm[i].ctl = s->vm[i].pidfd = -EBADF;
     }
@@ -1163,7 +1160,7 @@ static int run_main(const Options *opt, int exe_fd, int notify_fd) {
     /* Listeners and children of every VM there is, then ready. */
     config_scan(s);
     write_stats(s);
-    notify_ready(s->notify_fd);
+    notify_ready();
     log_info("serving %s on %s", opt->config_dir, opt->socket_dir);
 
     s->next_tick = now_usec(CLOCK_MONOTONIC) + PING_INTERVAL_USEC;
@@ -1223,11 +1220,16 @@ int main(int argc, char **argv) {
         log_set_max_level(log_level_from_string(opt.log_level));
     }
     if (opt.child_fd >= 0) {
-        /* A child: everything else comes over the control socket. */
-        return child_run(opt.child_fd);
+        /* A child: everything else comes over the control socket. It
+         * locks itself down once set up, unless there is no sandbox. */
+        return child_run(opt.child_fd, !opt.no_sandbox, opt.seccomp_mode);
     }
     if (opt.stats) {
         return print_stats(opt.socket_dir);
+    }
+    if (opt.print_role >= 0) {
+        filter_print((FilterRole)opt.print_role, stdout);
+        return EXIT_SUCCESS;
     }
 
     /* This program's own file, for the children's execveat: still
@@ -1237,14 +1239,34 @@ int main(int argc, char **argv) {
         die("cannot open /proc/self/exe: %m");
     }
 
-    /* Where READY=1 goes, connected now: see notify_open(). */
-    int notify_fd = notify_open();
-
-    /* The sandbox goes here (namespaces, pivot_root, capabilities,
-     * no_new_privs, seccomp), before any other fd or process exists;
-     * opt.no_sandbox and opt.seccomp_mode say how much of it. The
-     * configuration and socket directories are only used below this
-     * line, through opt (which the sandbox may point elsewhere). */
-
-    return run_main(&opt, exe_fd, notify_fd);
+    /* The sandbox, before any other fd or process exists. Inside it the
+     * configuration directory is /config and the socket directory is at
+     * its canonical path: both are resolved here, where they are the
+     * host's, and only used below this line. */
+    _cleanup_free_ char *config_dir = realpath(opt.config_dir, NULL);
+    if (!config_dir) {
+        die("cannot open the configuration directory %s: %m", opt.config_dir);
+    }
+    _cleanup_free_ char *socket_dir = realpath(opt.socket_dir, NULL);
+    if (!socket_dir) {
+        die("cannot open the socket directory %s: %m", opt.socket_dir);
+    }
+    if (!opt.no_sandbox) {
+        SandboxOptions so = {
+            .config_dir = config_dir,
+            .socket_dir = socket_dir,
+            .user = opt.user,
+            .filter_mode = opt.seccomp_mode,
+        };
+        int r = sandbox_enter(&so);
+        if (r == -EPERM && !opt.user && geteuid() == 0) {
+            die("started as root: give --user NAME to run as (or --no-sandbox)");
+        }
+        if (r < 0) {
+            die("cannot enter the sandbox: %s", strerror(-r));
+        }
+        opt.config_dir = SANDBOX_CONFIG_DIR;
+        opt.socket_dir = socket_dir;
+    }
+    return run_main(&opt, exe_fd);
 }
