@@ -4,6 +4,7 @@ DPDK's dpdk-testpmd with one net_virtio_user port playing each VM.
     sw = SwitchRun(tmpdir)            config/ and sock/ under tmpdir
     sw.write_conf("router", ROUTER_MAC, "router")
     sw.start()                        vm-switch --config-dir ... --socket-dir ...
+                                      (in its sandbox, or with --no-sandbox)
     sw.stats()                        {vm: {"pid": .., "state": .., ...}}
     vm = Pmd(sw, "c1", C1_MAC, peer=ROUTER_MAC)
     vm.start_rx()                     rxonly forwarding: counts what arrives
@@ -12,8 +13,14 @@ DPDK's dpdk-testpmd with one net_virtio_user port playing each VM.
 
 Every testpmd runs on CPU 0 (its forwarding lcore busy-polls once
 started); vm-switch is not pinned. Everything started is stopped by pid.
+
+The switch_run fixture runs each test twice: with the sandbox (the
+default; as root the switch is told --user nobody) and with --no-sandbox.
+In the sandbox the pids vm-switch reports are those of its own pid
+namespace: stats() translates them to the host's.
 """
 import os
+import pwd
 import re
 import select
 import shutil
@@ -23,10 +30,13 @@ import time
 
 import pytest
 
-from conftest import program
+from conftest import BUILD, program
 from procs import wait_for, pid_alive
 
 TESTPMD = shutil.which("dpdk-testpmd")
+# The test build of vm-switch (child.c's VM_SWITCH_TEST_HOOKS).
+HOOKED = os.path.join(BUILD, "tests", "switch", "vm-switch")
+SANDBOX_USER = "nobody"
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                    "UndefinedBehaviorSanitizer")
 
@@ -52,13 +62,42 @@ def parse_stats(text):
     return out
 
 
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def ns_pid(pid):
+    """pid's number in its own (innermost) pid namespace, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return None
+
+
 class SwitchRun:
-    def __init__(self, base, log_level="info"):
+    def __init__(self, base, log_level="info", sandbox=False):
         self.base = str(base)
+        self.sandbox = sandbox
+        self.pid_cache = {}
         self.config_dir = os.path.join(self.base, "config")
         self.socket_dir = os.path.join(self.base, "sock")
         os.makedirs(self.config_dir, exist_ok=True)
         os.makedirs(self.socket_dir, exist_ok=True)
+        if sandbox and os.geteuid() == 0:
+            # The unprivileged user the switch becomes reads config/ and
+            # writes sock/.
+            pw = pwd.getpwnam(SANDBOX_USER)
+            os.chmod(self.base, 0o755)
+            os.chmod(self.config_dir, 0o755)
+            os.chown(self.socket_dir, pw.pw_uid, pw.pw_gid)
         self.log_path = os.path.join(self.base, "vm-switch.log")
         self.log_level = log_level
         self.proc = None
@@ -76,11 +115,15 @@ class SwitchRun:
     def remove_conf(self, name):
         os.unlink(os.path.join(self.config_dir, f"{name}.conf"))
 
-    def start(self, extra=(), env=None):
+    def start(self, extra=(), env=None, binary=None):
         self.log = open(self.log_path, "wb")
-        args = [program("vm-switch"), "--config-dir", self.config_dir,
+        if self.sandbox:
+            sandbox = ["--user", SANDBOX_USER] if os.geteuid() == 0 else []
+        else:
+            sandbox = ["--no-sandbox"]
+        args = [binary or program("vm-switch"), "--config-dir", self.config_dir,
                 "--socket-dir", self.socket_dir, "--log-level", self.log_level,
-                "--no-sandbox", *extra]
+                *sandbox, *extra]
         env = dict(os.environ, **(env or {}))
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
@@ -96,12 +139,59 @@ class SwitchRun:
     def stats_path(self):
         return os.path.join(self.socket_dir, "vm-switch.stats")
 
+    def main_pid(self):
+        """The main process: the switch itself, or in the sandbox the
+        supervisor's one child (PID 1 of the sandbox)."""
+        if not self.sandbox:
+            return self.proc.pid
+        kids = children_of(self.proc.pid)
+        return kids[0] if kids else None
+
+    def host_pids(self):
+        """{pid in the switch's pid namespace: pid on the host}."""
+        main = self.main_pid()
+        if main is None:
+            return {}
+        out = {ns_pid(main): main}
+        for kid in children_of(main):
+            n = ns_pid(kid)
+            if n is not None:
+                out[n] = kid
+        return out
+
+    def log_pid(self, pid):
+        """How the switch's log names host pid `pid`: in the sandbox, by its
+        number in the switch's pid namespace."""
+        if not self.sandbox:
+            return pid
+        for inner, host in self.pid_cache.items():
+            if host == pid:
+                return inner
+        return ns_pid(pid)
+
     def stats(self):
         try:
             with open(self.stats_path()) as f:
-                return parse_stats(f.read())
+                stats = parse_stats(f.read())
         except FileNotFoundError:
             return {}
+        if self.sandbox:
+            # The file names children already forked; one not found at
+            # once may be gone. Never seen, it counts as not running: a
+            # negative pid no test mistakes for a process.
+            want = {v["pid"] for v in stats.values() if v.get("pid", 0) > 0}
+            deadline = time.monotonic() + 1
+            pids = self.host_pids()
+            while not want <= set(pids) | set(self.pid_cache) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                pids = self.host_pids()
+            # A child seen before and gone since keeps its host pid, as
+            # it would without the sandbox.
+            self.pid_cache.update(pids)
+            for v in stats.values():
+                if v.get("pid", 0) > 0:
+                    v["pid"] = self.pid_cache.get(v["pid"], -v["pid"])
+        return stats
 
     def wait_stats(self, pred, timeout=30, what="the counters file"):
         """Waits until pred(stats) is true; returns those stats."""
@@ -285,13 +375,14 @@ class Pmd:
         self.kill()
 
 
-@pytest.fixture
-def switch_run(tmp_path):
+@pytest.fixture(params=["sandbox", "no-sandbox"])
+def switch_run(request, tmp_path):
     """A SwitchRun in a short temporary directory (unix socket paths are
-    limited to 108 bytes); stopped, and its log checked, at the end."""
+    limited to 108 bytes), in its sandbox and without; stopped, and its log
+    checked, at the end."""
     import tempfile
     base = tempfile.mkdtemp(prefix="qls-")
-    sw = SwitchRun(base)
+    sw = SwitchRun(base, sandbox=request.param == "sandbox")
     pmds = []
     sw.pmds = pmds
     yield sw

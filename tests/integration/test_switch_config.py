@@ -140,6 +140,7 @@ def test_ready_notification(switch_run):
     path = os.path.join(sw.base, "notify")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ns:
         ns.bind(path)
+        os.chmod(path, 0o777)  # the sandboxed switch runs as another user
         ns.settimeout(20)
         sw.start(env={"NOTIFY_SOCKET": path})
         assert ns.recv(64) == b"READY=1"
