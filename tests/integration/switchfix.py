@@ -115,19 +115,32 @@ class SwitchRun:
     def remove_conf(self, name):
         os.unlink(os.path.join(self.config_dir, f"{name}.conf"))
 
-    def start(self, extra=(), env=None, binary=None):
+    def start(self, extra=(), env=None, binary=None, unprivileged=False):
+        """unprivileged: as root, start the switch as SANDBOX_USER already
+        (as systemd's DynamicUser= does) rather than telling it --user."""
         self.log = open(self.log_path, "wb")
-        if self.sandbox:
-            sandbox = ["--user", SANDBOX_USER] if os.geteuid() == 0 else []
-        else:
+        preexec = None
+        if not self.sandbox:
             sandbox = ["--no-sandbox"]
+        elif os.geteuid() != 0:
+            sandbox = []
+        elif unprivileged:
+            sandbox = []
+            pw = pwd.getpwnam(SANDBOX_USER)
+
+            def preexec():
+                os.setgroups([])
+                os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+                os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+        else:
+            sandbox = ["--user", SANDBOX_USER]
         args = [binary or program("vm-switch"), "--config-dir", self.config_dir,
                 "--socket-dir", self.socket_dir, "--log-level", self.log_level,
                 *sandbox, *extra]
         env = dict(os.environ, **(env or {}))
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env, preexec_fn=preexec)
         wait_for(lambda: "serving " in self.log_text() or self.proc.poll() is not None,
                  timeout=30, what="vm-switch to start")
         assert self.proc.poll() is None, self.log_text()

@@ -46,10 +46,15 @@ def ns(pid, name):
     return os.readlink(f"/proc/{pid}/ns/{name}")
 
 
-def test_processes_from_outside(sw):
+@pytest.mark.parametrize("start", ["root-user", "unprivileged"])
+def test_processes_from_outside(sw, start):
+    """Started as root with --user, or already unprivileged (systemd's
+    DynamicUser=): the same sandbox either way."""
+    if start == "unprivileged" and os.geteuid() != 0:
+        pytest.skip("the tests run unprivileged already: covered by root-user")
     sw.write_conf("router", ROUTER_MAC, "router")
     sw.write_conf("c1", C1_MAC)
-    sw.start()
+    sw.start(unprivileged=start == "unprivileged")
     s = sw.wait_running(["router", "c1"])
     sup = sw.proc.pid
     main = sw.main_pid()
