@@ -82,8 +82,10 @@ def _fail(net, msg):
     pytest.fail(msg + (f"\nlogs: {net.workdir}" if net.workdir else ""), pytrace=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sandbox", "no-sandbox"])
 def net(request):
+    """The switch and its guests, once with the switch in its sandbox (the
+    default) and once with --no-sandbox."""
     n = Net()
     if not os.access(SWITCH, os.X_OK):
         n.error = f"not built: {SWITCH} (run make)"
@@ -105,7 +107,8 @@ def net(request):
                           modules=vminitramfs.NET_MODULES)
         n.switch = vswitch.Switch(SWITCH, n.workdir,
                                   {vm: (m, role) for vm, (m, role, _) in VMS.items()},
-                                  args=shlex.split(os.environ.get("QL_SWITCH_ARGS", "")))
+                                  args=shlex.split(os.environ.get("QL_SWITCH_ARGS", "")),
+                                  sandbox=request.param == "sandbox")
         n.switch.start()
         n.switch.wait_ready()
         n.guests = {vm: qemuvm.Guest(vm, kernel.vmlinux, initrd, n.workdir,

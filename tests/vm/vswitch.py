@@ -10,8 +10,15 @@ ports) of a measurement; commands go to its stdin, and each one's output
 is what it printed up to its next prompt.
 
 Both are ended by their pid, never by name.
+
+The switch runs in its sandbox unless told sandbox=False (--no-sandbox).
+As root it is told --user nobody, who gets the socket directory and may
+traverse the temporary directories it lives in. In the sandbox the pids
+in the counters file are those of the switch's own pid namespace:
+stats() translates them to the host's.
 """
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -20,6 +27,7 @@ import threading
 import time
 
 STATS_FILE = "vm-switch.stats"
+SANDBOX_USER = "nobody"
 
 
 class ProcError(Exception):
@@ -62,10 +70,32 @@ def parse_stats(text):
     return vms
 
 
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def ns_pid(pid):
+    """pid's number in its own (innermost) pid namespace, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return None
+
+
 class Switch:
     """vms: {name: (mac, "router" or "client")}."""
 
-    def __init__(self, binary, workdir, vms, args=(), log_level="info"):
+    def __init__(self, binary, workdir, vms, args=(), log_level="info", sandbox=True):
+        self.sandbox = sandbox
+        self.pid_cache = {}
         self.binary = binary
         self.workdir = workdir
         self.vms = dict(vms)
@@ -91,13 +121,42 @@ class Switch:
             with open(os.path.join(self.config_dir, vm + ".conf"), "w") as f:
                 f.write(f"mac={mac}\nrole={role}\n")
         argv = [self.binary, "--config-dir", self.config_dir, "--socket-dir",
-                self.socket_dir, "--log-level", self.log_level, *self.args]
+                self.socket_dir, "--log-level", self.log_level, *self.sandbox_args(),
+                *self.args]
         if cpus is not None:
             argv = [shutil.which("taskset") or "taskset", "-c", str(cpus)] + argv
         with open(self.log, "w") as f:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f,
                                          stderr=subprocess.STDOUT)
         return self
+
+    def sandbox_args(self):
+        if not self.sandbox:
+            return ["--no-sandbox"]
+        if os.geteuid() != 0:
+            return []
+        # The user the switch becomes reads conf/ and writes sock/; the
+        # temporary directories above them are the test's own.
+        pw = pwd.getpwnam(SANDBOX_USER)
+        os.chown(self.socket_dir, pw.pw_uid, pw.pw_gid)
+        d = os.path.dirname(os.path.abspath(self.socket_dir))
+        while d != "/" and os.stat(d).st_uid == os.geteuid():
+            os.chmod(d, os.stat(d).st_mode | 0o011)
+            d = os.path.dirname(d)
+        return ["--user", SANDBOX_USER]
+
+    def host_pids(self):
+        """{pid in the switch's pid namespace: pid on the host}."""
+        kids = children_of(self.proc.pid)
+        if not kids:
+            return {}
+        main = kids[0]
+        out = {ns_pid(main): main}
+        for kid in children_of(main):
+            n = ns_pid(kid)
+            if n is not None:
+                out[n] = kid
+        return out
 
     def wait_ready(self, timeout=20):
         """Until every VM's socket exists and the counters file lists every
@@ -124,9 +183,26 @@ class Switch:
     def stats(self):
         try:
             with open(self.stats_path) as f:
-                return parse_stats(f.read())
+                st = parse_stats(f.read())
         except FileNotFoundError:
             return {}
+        if self.sandbox:
+            # A child seen before and gone since keeps its host pid, as it
+            # would without the sandbox; one never seen (not forked yet,
+            # or gone unseen) gets a negative pid no test takes for a
+            # process.
+            want = {v["pid"] for v in st.values() if isinstance(v.get("pid"), int)
+                    and v["pid"] > 0}
+            deadline = time.monotonic() + 1
+            pids = self.host_pids()
+            while not want <= set(pids) | set(self.pid_cache) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                pids = self.host_pids()
+            self.pid_cache.update(pids)
+            for v in st.values():
+                if isinstance(v.get("pid"), int) and v["pid"] > 0:
+                    v["pid"] = self.pid_cache.get(v["pid"], -v["pid"])
+        return st
 
     def wait_stats(self, pred, timeout=10, what="counters"):
         """Polls the counters file until pred(stats) holds; returns them."""
