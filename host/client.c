@@ -1,7 +1,8 @@
-/* Shared by the vm-* commands: sockets, terminal, error names. */
+/* Shared by the vm-* commands: see client.h. */
 #include "client.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,40 @@
 
 static struct termios saved_termios;
 static bool termios_saved;
+static const char *program = "vm";
+static int failure_status = EXIT_FAILURE;
+
+void client_setup(const char *name, int status) {
+    program = name;
+    failure_status = status;
+}
+
+void client_fail(const char *fmt, ...) {
+    va_list ap;
+    client_terminal_restore();
+    fprintf(stderr, "%s: ", program);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(failure_status);
+}
+
+const char *client_program(void) {
+    return program;
+}
+
+void client_error_text(const char *vm, const Msg *error, char *buf, size_t size) {
+    char text[512];
+    str_sanitize(error->error.message, strlen(error->error.message), text, sizeof(text));
+    snprintf(buf, size, "VM '%s': %s (%s)", vm, text, client_error_name(error->error.code));
+}
+
+void client_fail_error(const char *vm, const Msg *error) {
+    char buf[640];
+    client_error_text(vm, error, buf, sizeof(buf));
+    client_fail("%s", buf);
+}
 
 int client_unix_connect(const char *path, int *ret_fd) {
     struct sockaddr_un un = {.sun_family = AF_UNIX};
@@ -42,7 +77,7 @@ int client_unix_connect(const char *path, int *ret_fd) {
     return 0;
 }
 
-bool client_vm_known(const char *vm, const char *sock_path) {
+bool client_vm_configured(const char *vm) {
     struct stat st;
     _cleanup_free_ char *cfg = NULL;
 
@@ -52,7 +87,13 @@ bool client_vm_known(const char *vm, const char *sock_path) {
     if (asprintf(&cfg, "%s/vms/%s.json", config_dir(), vm) < 0) {
         return false;
     }
-    return stat(cfg, &st) == 0 || (sock_path && lstat(sock_path, &st) == 0);
+    return stat(cfg, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool client_vm_known(const char *vm, const char *sock_path) {
+    struct stat st;
+    return client_vm_configured(vm) ||
+           (config_vm_name_valid(vm) && sock_path && lstat(sock_path, &st) == 0);
 }
 
 bool client_window_size(uint16_t *ret_rows, uint16_t *ret_cols) {

@@ -1,19 +1,37 @@
-/* What the vm-* commands share: reaching a VM's sockets, the local
- * terminal, naming protocol errors. No libraries beyond libc, so that
- * vm-run stays lean. */
+/* What all the vm-* commands share: failing with one line, which VMs
+ * exist, reaching a unix socket, the local terminal, naming protocol
+ * errors. No libraries beyond libc, so that vm-run stays lean. */
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
 #include "wire.h"
+
+/* The program name for client_fail() ("vm-start" etc.) and its exit
+ * status: 1 for vm-start, vm-stop, vm-list; 255 for the commands whose
+ * own status is another program's (vm-run, vm-shell, vm-start-debug). */
+void client_setup(const char *program, int failure_status);
+/* One line "PROGRAM: ..." on stderr, the terminal restored first, then
+ * exit with the status set above (1 by default). */
+_noreturn_ _printf_(1, 2) void client_fail(const char *fmt, ...);
+/* The name given to client_setup(). */
+const char *client_program(void);
+/* "VM 'x': <message> (CODE)" for an Error frame, sanitised, into buf. */
+void client_error_text(const char *vm, const Msg *error, char *buf, size_t size);
+/* Fails with client_error_text(). */
+_noreturn_ void client_fail_error(const char *vm, const Msg *error);
 
 /* A blocking, close-on-exec connection to the unix socket at path. */
 int client_unix_connect(const char *path, int *ret_fd);
 
-/* Whether VM names a configured VM: a valid name whose file
- * <config dir>/vms/VM.json exists, or (for a VM whose configuration is
- * not readable here) whose socket at sock_path exists. */
+/* Whether VM names a configured VM: a valid name whose regular file
+ * <config dir>/vms/VM.json exists. */
+bool client_vm_configured(const char *vm);
+/* The same, or (for a VM whose configuration is not readable here) one
+ * whose socket at sock_path exists. */
 bool client_vm_known(const char *vm, const char *sock_path);
 
 /* The window size of the first of stdin, stdout, stderr that is a

@@ -8,7 +8,7 @@ HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/pat
 VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/paths.o \
 	$(OBJ)/host/client.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
-HOSTCTL_OBJS := $(OBJ)/host/hostctl.o $(OBJ)/host/paths.o
+HOSTCTL_OBJS := $(OBJ)/host/hostctl.o $(OBJ)/host/client.o $(OBJ)/host/paths.o
 HOSTCTL_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
 VM_COMMANDS := vm-start vm-stop vm-list vm-start-debug
 HOST_LIBS := $(call pc_libs,jansson)

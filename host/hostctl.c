@@ -4,53 +4,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "paths.h"
 #include "util.h"
-
-static const char *program = "vm";
-static int failure_status = EXIT_FAILURE;
-
-void hostctl_setup(const char *name) {
-    program = name;
-}
-
-void hostctl_set_failure_status(int status) {
-    failure_status = status;
-}
-
-void hostctl_fail(const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "%s: ", program);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(failure_status);
-}
-
-const char *hostctl_error_name(WireError e) {
-    static const char *const names[] = {
-        [WIRE_ERR_UNSPECIFIED] = "UNSPECIFIED",
-        [WIRE_ERR_PROTOCOL] = "PROTOCOL",
-        [WIRE_ERR_VERSION] = "VERSION",
-        [WIRE_ERR_TOO_LARGE] = "TOO_LARGE",
-        [WIRE_ERR_DENIED] = "DENIED",
-        [WIRE_ERR_INVALID] = "INVALID",
-        [WIRE_ERR_UNAVAILABLE] = "UNAVAILABLE",
-        [WIRE_ERR_INTERNAL] = "INTERNAL",
-        [WIRE_ERR_SHUTTING_DOWN] = "SHUTTING_DOWN",
-    };
-    return (unsigned)e < ELEMENTSOF(names) ? names[e] : "UNSPECIFIED";
-}
 
 const char *hostctl_state_name(VmState s) {
     static const char *const names[] = {
@@ -62,26 +23,10 @@ const char *hostctl_state_name(VmState s) {
     return (unsigned)s < ELEMENTSOF(names) ? names[s] : "unknown";
 }
 
-void hostctl_fail_error(const char *vm, const Msg *error) {
-    char buf[512];
-    str_sanitize(error->error.message, strlen(error->error.message), buf, sizeof(buf));
-    hostctl_fail("VM '%s': %s (%s)", vm, buf, hostctl_error_name(error->error.code));
-}
-
-static bool vm_file(const char *vm) {
-    char path[4096];
-    struct stat st;
-    if (!config_vm_name_valid(vm)) {
-        return false;
-    }
-    snprintf(path, sizeof(path), "%s/vms/%s.json", config_dir(), vm);
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 void hostctl_require_vm(const char *vm) {
-    if (!vm_file(vm)) {
-        hostctl_fail("no VM named '%s' (no %s/vms/%s.json)", vm, config_dir(),
-                     config_vm_name_valid(vm) ? vm : "NAME");
+    if (!client_vm_configured(vm)) {
+        client_fail("no VM named '%s' (no %s/vms/%s.json)", vm, config_dir(),
+                    config_vm_name_valid(vm) ? vm : "NAME");
     }
 }
 
@@ -121,7 +66,7 @@ int hostctl_list_vms(char ***ret_names, size_t *ret_n) {
             return -ENOMEM;
         }
         names = more;
-        if (!vm_file(name)) {
+        if (!client_vm_configured(name)) {
             free(name);
             continue;
         }
@@ -163,31 +108,23 @@ static int recv_reply(int fd, int timeout_ms, Msg *ret) {
 }
 
 int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, size_t size) {
-    struct sockaddr_un un = {.sun_family = AF_UNIX};
-    char path[sizeof(un.sun_path)];
+    char path[4096];
     _cleanup_close_ int fd = -EBADF;
     Msg m;
     int r;
 
     r = hostctl_socket_path(vm, path, sizeof(path));
-    if (r < 0) {
+    if (r == 0) {
+        r = client_unix_connect(path, &fd);
+    }
+    if (r == -ENAMETOOLONG) {
         snprintf(message, size, "the socket path of VM '%s' is too long", vm);
         return r;
     }
-    memcpy(un.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        r = -errno;
-        snprintf(message, size, "socket: %s", strerror(errno));
+    if (r < 0) {
+        snprintf(message, size, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
+                 strerror(-r));
         return r;
-    }
-    while (connect(fd, (struct sockaddr *)&un, sizeof(un)) < 0) {
-        if (errno != EINTR) {
-            r = -errno;
-            snprintf(message, size, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
-                     strerror(errno));
-            return r;
-        }
     }
     Msg hello = msg_hello("vm-commands 0.1");
     r = wire_send(fd, &hello);
@@ -203,9 +140,7 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, 
         return r == -ETIMEDOUT ? r : -EPIPE;
     }
     if (m.type == MSG_ERROR) {
-        char buf[512];
-        str_sanitize(m.error.message, strlen(m.error.message), buf, sizeof(buf));
-        snprintf(message, size, "VM '%s': %s (%s)", vm, buf, hostctl_error_name(m.error.code));
+        client_error_text(vm, &m, message, size);
         msg_done(&m);
         return -EACCES;
     }
@@ -228,7 +163,7 @@ int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, 
     if (notice) {
         r = wait_readable(fd, timeout_ms >= 0 ? MIN(notice_ms, timeout_ms) : notice_ms);
         if (r == -ETIMEDOUT) {
-            fprintf(stderr, "%s: %s\n", program, notice);
+            fprintf(stderr, "%s: %s\n", client_program(), notice);
             if (timeout_ms >= 0) {
                 timeout_ms = timeout_ms > notice_ms ? timeout_ms - notice_ms : 0;
             }

@@ -2,24 +2,18 @@
  * commands (vm-start, vm-stop, vm-list, vm-start-debug): which VMs are
  * configured, connecting to a VM's socket with the Hello exchange, and
  * one request with its reply. Blocking; no libraries beyond the protocol.
- * vm-run has its own, tuned for its start-up time. */
+ * Failing, the known-VM check, connecting and error names are client.h's,
+ * which vm-run and vm-shell use too. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "client.h"
 #include "util.h"
 #include "wire.h"
 
-/* Sets the program name for hostctl_fail(): "vm-start" etc. */
-void hostctl_setup(const char *program);
-/* The exit status of hostctl_fail() (default 1): vm-start-debug, whose
- * own status is the VMM's, uses 255. */
-void hostctl_set_failure_status(int status);
-/* One line "PROGRAM: ...", exit 1 (or the status set above). */
-_noreturn_ _printf_(1, 2) void hostctl_fail(const char *fmt, ...);
-
-/* Fails with one line unless VM has a configuration file
+/* Fails with one line (client_fail()) unless VM has a configuration file
  * (CONFIG_DIR/vms/VM.json) and a valid name. */
 void hostctl_require_vm(const char *vm);
 
@@ -44,8 +38,4 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, 
 int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, int notice_ms,
                     Msg *ret_reply);
 
-/* "VM 'x': <message> (CODE)" for an Error reply, sanitised. */
-void hostctl_fail_error(const char *vm, const Msg *error) _noreturn_;
-
-const char *hostctl_error_name(WireError e);
 const char *hostctl_state_name(VmState s);

@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
     size_t n;
     int c, r;
 
-    hostctl_setup("vm-list");
+    client_setup("vm-list", EXIT_FAILURE);
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
         switch (c) {
         case ARG_JSON:
@@ -166,7 +166,7 @@ int main(int argc, char **argv) {
         }
     }
     if (optind < argc) {
-        hostctl_fail("unexpected argument '%s' (see --help)", argv[optind]);
+        client_fail("unexpected argument '%s' (see --help)", argv[optind]);
     }
     r = hostctl_list_vms(&names, &n);
     if (r == -ENOENT) {
@@ -174,11 +174,11 @@ int main(int argc, char **argv) {
         n = 0;
     } else if (r < 0) {
         errno = -r;
-        hostctl_fail("cannot read %s/vms: %m", config_dir());
+        client_fail("cannot read %s/vms: %m", config_dir());
     }
     Row *rows = calloc(n ? n : 1, sizeof(Row));
     if (!rows) {
-        hostctl_fail("out of memory");
+        client_fail("out of memory");
     }
     for (size_t i = 0; i < n; i++) {
         rows[i].name = names[i];

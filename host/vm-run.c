@@ -7,7 +7,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,18 +61,6 @@ static const char *vm_name = "?";
 static int signal_pipe[2] = {-EBADF, -EBADF};
 static volatile sig_atomic_t signal_seen;
 
-/* vm-run's own errors: one line, exit 255. */
-_noreturn_ _printf_(1, 2) static void fail(const char *fmt, ...) {
-    va_list ap;
-    client_terminal_restore();
-    fputs("vm-run: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(EXIT_OWN_ERROR);
-}
-
 /* Peer text, printable and bounded. */
 static const char *peer_text(const char *s, char *buf, size_t size) {
     return str_sanitize(s, strlen(s), buf, size);
@@ -96,7 +83,7 @@ static void signals_setup(void) {
     struct sigaction sa = {.sa_handler = on_signal};
 
     if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
-        fail("cannot create a pipe: %m");
+        client_fail("cannot create a pipe: %m");
     }
     sigemptyset(&sa.sa_mask);
     for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
@@ -108,7 +95,7 @@ static void signals_setup(void) {
 
 static void check_vm_known(const char *vm, const char *sock_path) {
     if (!client_vm_known(vm, sock_path)) {
-        fail("no VM named '%s'", vm);
+        client_fail("no VM named '%s'", vm);
     }
 }
 
@@ -116,9 +103,9 @@ static void host_error(const Msg *m) {
     char buf[512];
     peer_text(m->error.message, buf, sizeof(buf));
     if (m->error.code == WIRE_ERR_DENIED) {
-        fail("the host agent of VM '%s' denied access: %s (DENIED)", vm_name, buf);
+        client_fail("the host agent of VM '%s' denied access: %s (DENIED)", vm_name, buf);
     }
-    fail("VM '%s': %s (%s)", vm_name, buf, client_error_name(m->error.code));
+    client_fail_error(vm_name, m);
 }
 
 /* Connects to the host agent and returns the guest agent connection;
@@ -135,7 +122,7 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
     r = client_unix_connect(sock_path, &fd);
     if (r < 0) {
         errno = -r;
-        fail("cannot reach the host agent of VM '%s' at %s: %m", vm_name, sock_path);
+        client_fail("cannot reach the host agent of VM '%s' at %s: %m", vm_name, sock_path);
     }
     t->host = now_usec(CLOCK_MONOTONIC);
 
@@ -155,17 +142,18 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
     r = wire_recv(fd, &m, NULL);
     if (r < 0) {
         errno = -r;
-        fail("the host agent of VM '%s' closed the connection: %m", vm_name);
+        client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
     }
     if (m.type == MSG_ERROR) {
         host_error(&m);
     }
     if (m.type != MSG_HELLO) {
-        fail("protocol error: the host agent sent %s instead of Hello", msg_type_name(m.type));
+        client_fail("protocol error: the host agent sent %s instead of Hello",
+                    msg_type_name(m.type));
     }
     if (wire_check_hello(&m) < 0) {
-        fail("the host agent speaks protocol version %u, vm-run %u", m.hello.major,
-             WIRE_VERSION_MAJOR);
+        client_fail("the host agent speaks protocol version %u, vm-run %u", m.hello.major,
+                    WIRE_VERSION_MAJOR);
     }
     msg_done(&m);
 
@@ -177,17 +165,18 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
     r = wire_recv(fd, &m, &guest_fd);
     if (r < 0) {
         errno = -r;
-        fail("the host agent of VM '%s' closed the connection: %m", vm_name);
+        client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
     }
     if (m.type == MSG_ERROR) {
         safe_close(guest_fd);
         host_error(&m);
     }
     if (m.type != MSG_CONNECTED) {
-        fail("protocol error: the host agent sent %s instead of Connected", msg_type_name(m.type));
+        client_fail("protocol error: the host agent sent %s instead of Connected",
+                    msg_type_name(m.type));
     }
     if (guest_fd < 0) {
-        fail("protocol error: the host agent sent no connection with Connected");
+        client_fail("protocol error: the host agent sent no connection with Connected");
     }
     t->connected = now_usec(CLOCK_MONOTONIC);
     t->vm_start_us = m.connected.vm_start_us;
@@ -221,7 +210,7 @@ static int session_queue(Session *s, const Msg *m) {
     int r = wire_writer_queue(&s->out, m);
     if (r < 0) {
         errno = -r;
-        fail("cannot queue %s: %m", msg_type_name(m->type));
+        client_fail("cannot queue %s: %m", msg_type_name(m->type));
     }
     return 0;
 }
@@ -230,7 +219,7 @@ static void session_flush(Session *s) {
     int r = wire_writer_flush(&s->out, s->sock);
     if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
         errno = -r;
-        fail("cannot write to the guest agent of VM '%s': %m", vm_name);
+        client_fail("cannot write to the guest agent of VM '%s': %m", vm_name);
     }
     /* A closed connection shows up on the reading side, with any
      * Error the agent sent before closing. */
@@ -352,10 +341,10 @@ static void guest_error(const Msg *m) {
     char buf[512];
     peer_text(m->error.message, buf, sizeof(buf));
     if (m->error.code == WIRE_ERR_DENIED) {
-        fail("the guest agent of VM '%s' denied access: %s (DENIED)", vm_name, buf);
+        client_fail("the guest agent of VM '%s' denied access: %s (DENIED)", vm_name, buf);
     }
-    fail("the guest agent of VM '%s' reported an error: %s (%s)", vm_name, buf,
-         client_error_name(m->error.code));
+    client_fail("the guest agent of VM '%s' reported an error: %s (%s)", vm_name, buf,
+                client_error_name(m->error.code));
 }
 
 static void session_handle(Session *s, const Msg *m) {
@@ -366,11 +355,12 @@ static void session_handle(Session *s, const Msg *m) {
     }
     if (!s->got_hello) {
         if (m->type != MSG_HELLO) {
-            fail("protocol error: the guest agent sent %s before Hello", msg_type_name(m->type));
+            client_fail("protocol error: the guest agent sent %s before Hello",
+                        msg_type_name(m->type));
         }
         if (wire_check_hello(m) < 0) {
-            fail("the guest agent of VM '%s' speaks protocol version %u, vm-run %u", vm_name,
-                 m->hello.major, WIRE_VERSION_MAJOR);
+            client_fail("the guest agent of VM '%s' speaks protocol version %u, vm-run %u", vm_name,
+                        m->hello.major, WIRE_VERSION_MAJOR);
         }
         s->got_hello = true;
         s->timing->guest_ready = now;
@@ -398,7 +388,7 @@ static void session_handle(Session *s, const Msg *m) {
         return;
     case MSG_STDIN_ACK:
         if (!s->started || m->stdin_ack > STDIN_WINDOW - s->credit) {
-            fail("protocol error: the guest agent acknowledged more stdin than was sent");
+            client_fail("protocol error: the guest agent acknowledged more stdin than was sent");
         }
         s->credit += m->stdin_ack;
         return;
@@ -410,7 +400,7 @@ static void session_handle(Session *s, const Msg *m) {
     default:
         break;
     }
-    fail("protocol error: unexpected %s from the guest agent", msg_type_name(m->type));
+    client_fail("protocol error: unexpected %s from the guest agent", msg_type_name(m->type));
 }
 
 /* Reads what the socket has and handles every whole frame. */
@@ -426,12 +416,13 @@ static void session_read(Session *s) {
             return;
         }
         if (errno != ECONNRESET) {
-            fail("cannot read from the guest agent of VM '%s': %m", vm_name);
+            client_fail("cannot read from the guest agent of VM '%s': %m", vm_name);
         }
         k = 0;
     }
     if (k == 0) {
-        fail("the guest agent of VM '%s' closed the connection before the command exited", vm_name);
+        client_fail("the guest agent of VM '%s' closed the connection before the command exited",
+                    vm_name);
     }
     s->rend += (size_t)k;
 
@@ -439,7 +430,8 @@ static void session_read(Session *s) {
         uint32_t n;
         Msg m;
         if (wire_header_parse(s->rbuf + s->rstart, &n) < 0) {
-            fail("protocol error: the guest agent sent a frame over %u bytes", WIRE_FRAME_MAX);
+            client_fail("protocol error: the guest agent sent a frame over %u bytes",
+                        WIRE_FRAME_MAX);
         }
         if (s->rend - s->rstart < WIRE_HEADER_SIZE + n) {
             break;
@@ -463,7 +455,7 @@ static void session_read(Session *s) {
         int r = wire_decode(s->rbuf + s->rstart + WIRE_HEADER_SIZE, n, &m);
         if (r < 0) {
             errno = -r;
-            fail("protocol error: undecodable frame from the guest agent: %m");
+            client_fail("protocol error: undecodable frame from the guest agent: %m");
         }
         s->rstart += WIRE_HEADER_SIZE + n;
         session_handle(s, &m);
@@ -491,7 +483,7 @@ static void session_read_stdin(Session *s) {
             return;
         }
         if (k == -ENOMEM) {
-            fail("cannot queue Data: %s", strerror(ENOMEM));
+            client_fail("cannot queue Data: %s", strerror(ENOMEM));
         }
         if (k <= 0) {
             /* EOF, or an error (closed stdin, hung-up terminal): no more input. */
@@ -534,7 +526,7 @@ static void session_run(Session *s) {
             if (errno == EINTR) {
                 continue;
             }
-            fail("poll() failed: %m");
+            client_fail("poll() failed: %m");
         }
         session_check_give_up(s);
         if (pf[i_sig].revents) {
@@ -624,9 +616,10 @@ int main(int argc, char **argv) {
     _cleanup_close_ int host_fd = -EBADF;
     int r;
 
+    client_setup("vm-run", EXIT_OWN_ERROR);
     r = vmrun_parse_args(argc, argv, &opts, err, sizeof(err));
     if (r < 0) {
-        fail("%s", err);
+        client_fail("%s", err);
     }
     if (opts.help) {
         fputs(vmrun_usage, stdout);
@@ -637,7 +630,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     if (asprintf(&sock_path, "%s/%s.sock", config_runtime_dir(), opts.vm) < 0) {
-        fail("out of memory");
+        client_fail("out of memory");
     }
     check_vm_known(opts.vm, sock_path);
 
@@ -651,12 +644,12 @@ int main(int argc, char **argv) {
         .rbuf = malloc(RBUF_SIZE),
     };
     if (!s.rbuf) {
-        fail("out of memory");
+        client_fail("out of memory");
     }
     r = fd_nonblock(guest_fd, true);
     if (r < 0) {
         errno = -r;
-        fail("cannot set up the guest connection: %m");
+        client_fail("cannot set up the guest connection: %m");
     }
 
     Msg hello = msg_hello(SOFTWARE);
@@ -683,7 +676,7 @@ int main(int argc, char **argv) {
      * when the replies come in. */
     session_queue(&s, &hello);
     if (wire_writer_queue(&s.out, &exec) < 0) {
-        fail("the command line is too long");
+        client_fail("the command line is too long");
     }
     signals_setup();
     if (opts.tty) {

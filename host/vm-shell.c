@@ -12,7 +12,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,18 +39,6 @@
 static const char *vm_name = "?";
 static int signal_pipe[2] = {-EBADF, -EBADF};
 
-/* vm-shell's own errors: one line, exit 255. */
-_noreturn_ _printf_(1, 2) static void fail(const char *fmt, ...) {
-    va_list ap;
-    client_terminal_restore();
-    fputs("vm-shell: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(EXIT_OWN_ERROR);
-}
-
 static void on_signal(int signo) {
     int saved = errno;
     uint8_t b = (uint8_t)signo;
@@ -64,7 +51,7 @@ static void signals_setup(void) {
     struct sigaction sa = {.sa_handler = on_signal};
 
     if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
-        fail("cannot create a pipe: %m");
+        client_fail("cannot create a pipe: %m");
     }
     sigemptyset(&sa.sa_mask);
     for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
@@ -102,25 +89,25 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     int r;
 
     if (!config_vm_name_valid(o->vm)) {
-        fail("no VM named '%s'", o->vm);
+        client_fail("no VM named '%s'", o->vm);
     }
     r = config_load_vm(config_dir(), o->vm, &vm, &err);
     if (r == -ENOENT) {
-        fail("no VM named '%s'", o->vm);
+        client_fail("no VM named '%s'", o->vm);
     }
     if (r < 0) {
-        fail("%s", err.message);
+        client_fail("%s", err.message);
     }
     r = config_load_host(config_dir(), &host, &err);
     if (r == -ENOENT) {
         r = config_host_defaults(&host);
     }
     if (r < 0) {
-        fail("%s", err.message[0] ? err.message : strerror(-r));
+        client_fail("%s", err.message[0] ? err.message : strerror(-r));
     }
     const char *user = o->root ? "root" : host->user;
     if (!user) {
-        fail("no user is configured (\"user\" in %s/host.json); use --root", config_dir());
+        client_fail("no user is configured (\"user\" in %s/host.json); use --root", config_dir());
     }
     cid = vm->id;
     /* Tests run the guest side in one VM over the loopback CID (1). */
@@ -128,21 +115,21 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     if (e && *e) {
         unsigned long long v;
         if (parse_uint(e, 1, UINT32_MAX - 1, &v) < 0) {
-            fail("QUBES_LITE_VSOCK_CID is not a CID: '%.32s'", e);
+            client_fail("QUBES_LITE_VSOCK_CID is not a CID: '%.32s'", e);
         }
         cid = (unsigned)v;
     }
     _cleanup_free_ char *proxy = proxy_path();
     if (!proxy) {
-        fail("out of memory");
+        client_fail("out of memory");
     }
     r = vmshell_ssh_argv(proxy, cid, user, o->vm, o->argv, o->argc, &argv);
     if (r < 0) {
-        fail("out of memory");
+        client_fail("out of memory");
     }
     fflush(NULL);
     execvp("ssh", argv);
-    fail("cannot run ssh: %m");
+    client_fail("cannot run ssh: %m");
 }
 
 /* ---- the console -------------------------------------------------------- */
@@ -157,30 +144,24 @@ typedef struct Console {
     WireWriter out;
 } Console;
 
-static void console_error(const Msg *m) {
-    char buf[512];
-    str_sanitize(m->error.message, strlen(m->error.message), buf, sizeof(buf));
-    fail("VM '%s': %s (%s)", vm_name, buf, client_error_name(m->error.code));
-}
-
 /* One frame, blocking, within the attach timeout. */
 static void attach_recv(int fd, Msg *m, const char *want) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     int r = poll(&p, 1, ATTACH_TIMEOUT_MS);
     if (r == 0) {
-        fail("the console of VM '%s' did not answer within %d s", vm_name,
-             ATTACH_TIMEOUT_MS / 1000);
+        client_fail("the console of VM '%s' did not answer within %d s", vm_name,
+                    ATTACH_TIMEOUT_MS / 1000);
     }
     r = wire_recv(fd, m, NULL);
     if (r == -ECONNRESET || r == -EPIPE) {
-        fail("the console of VM '%s' closed the connection before %s", vm_name, want);
+        client_fail("the console of VM '%s' closed the connection before %s", vm_name, want);
     }
     if (r < 0) {
         errno = -r;
-        fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
+        client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
     }
     if (m->type == MSG_ERROR) {
-        console_error(m);
+        client_fail_error(vm_name, m);
     }
 }
 
@@ -191,11 +172,11 @@ static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
 
     r = client_unix_connect(path, &fd);
     if (r == -ENOENT || r == -ECONNREFUSED) {
-        fail("VM '%s' is not running; start it with vm-start %s", vm_name, vm_name);
+        client_fail("VM '%s' is not running; start it with vm-start %s", vm_name, vm_name);
     }
     if (r < 0) {
         errno = -r;
-        fail("cannot reach the console of VM '%s' at %s: %m", vm_name, path);
+        client_fail("cannot reach the console of VM '%s' at %s: %m", vm_name, path);
     }
 
     /* Hello and ConsoleAttach go out together. */
@@ -216,17 +197,17 @@ static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
 
     attach_recv(fd, &m, "Hello");
     if (m.type != MSG_HELLO) {
-        fail("protocol error: the console sent %s instead of Hello", msg_type_name(m.type));
+        client_fail("protocol error: the console sent %s instead of Hello", msg_type_name(m.type));
     }
     if (wire_check_hello(&m) < 0) {
-        fail("the console of VM '%s' speaks protocol version %u, vm-shell %u", vm_name,
-             m.hello.major, WIRE_VERSION_MAJOR);
+        client_fail("the console of VM '%s' speaks protocol version %u, vm-shell %u", vm_name,
+                    m.hello.major, WIRE_VERSION_MAJOR);
     }
     msg_done(&m);
     attach_recv(fd, &m, "ConsoleAttached");
     if (m.type != MSG_CONSOLE_ATTACHED) {
-        fail("protocol error: the console sent %s instead of ConsoleAttached",
-             msg_type_name(m.type));
+        client_fail("protocol error: the console sent %s instead of ConsoleAttached",
+                    msg_type_name(m.type));
     }
     msg_done(&m);
     return TAKE_FD(fd);
@@ -248,7 +229,7 @@ static void console_queue(Console *c, const Msg *m) {
     int r = wire_writer_queue(&c->out, m);
     if (r < 0) {
         errno = -r;
-        fail("cannot queue %s: %m", msg_type_name(m->type));
+        client_fail("cannot queue %s: %m", msg_type_name(m->type));
     }
 }
 
@@ -256,7 +237,7 @@ static void console_flush(Console *c) {
     int r = wire_writer_flush(&c->out, c->sock);
     if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
         errno = -r;
-        fail("cannot write to the console of VM '%s': %m", vm_name);
+        client_fail("cannot write to the console of VM '%s': %m", vm_name);
     }
     /* A closed connection shows up on the reading side. */
     if (r < 0) {
@@ -297,7 +278,7 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
                 signal(SIGPIPE, SIG_DFL);
                 raise(SIGPIPE);
             }
-            fail("cannot write the console's output: %m");
+            client_fail("cannot write the console's output: %m");
         }
         p += k;
         n -= (size_t)k;
@@ -325,13 +306,13 @@ static void console_read_socket(Console *c) {
         }
         if (r < 0) {
             errno = -r;
-            fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
+            client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
         }
         if (m.type == MSG_ERROR) {
-            console_error(&m);
+            client_fail_error(vm_name, &m);
         }
         if (m.type != MSG_DATA || m.data.stream != WIRE_STDOUT) {
-            fail("protocol error: unexpected %s from the console", msg_type_name(m.type));
+            client_fail("protocol error: unexpected %s from the console", msg_type_name(m.type));
         }
         console_output(c, m.data.data, m.data.size);
         msg_done(&m);
@@ -417,7 +398,7 @@ _noreturn_ static void console_run(Console *c) {
             if (errno == EINTR) {
                 continue;
             }
-            fail("poll() failed: %m");
+            client_fail("poll() failed: %m");
         }
         if (pf[1].revents) {
             console_signals(c);
@@ -445,8 +426,9 @@ int main(int argc, char **argv) {
     _cleanup_free_ char *path = NULL;
     uint16_t rows = 0, cols = 0;
 
+    client_setup("vm-shell", EXIT_OWN_ERROR);
     if (vmshell_parse_args(argc, argv, &opts, err, sizeof(err)) < 0) {
-        fail("%s", err);
+        client_fail("%s", err);
     }
     if (opts.help) {
         fputs(vmshell_usage, stdout);
@@ -459,10 +441,10 @@ int main(int argc, char **argv) {
     /* Broken connections are errors we report, not signals. */
     signal(SIGPIPE, SIG_IGN);
     if (asprintf(&path, "%s/%s-console", config_runtime_dir(), opts.vm) < 0) {
-        fail("out of memory");
+        client_fail("out of memory");
     }
     if (!client_vm_known(opts.vm, path)) {
-        fail("no VM named '%s'", opts.vm);
+        client_fail("no VM named '%s'", opts.vm);
     }
 
     Console c = {.tty = isatty(STDIN_FILENO) == 1};
@@ -473,7 +455,7 @@ int main(int argc, char **argv) {
     int r = fd_nonblock(c.sock, true);
     if (r < 0) {
         errno = -r;
-        fail("cannot set up the console connection: %m");
+        client_fail("cannot set up the console connection: %m");
     }
     signals_setup();
     if (c.tty) {

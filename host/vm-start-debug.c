@@ -49,19 +49,18 @@ int main(int argc, char **argv) {
     char message[512], path[PATH_MAX];
     int fd, r;
 
-    hostctl_setup("vm-start-debug");
     /* Our own errors are told apart from the VMM's exit status. */
-    hostctl_set_failure_status(255);
+    client_setup("vm-start-debug", 255);
     /* Only our own options before VM; everything after it is passed on. */
     if (argc >= 2 && (streq(argv[1], "-h") || streq(argv[1], "--help"))) {
         help();
         return EXIT_SUCCESS;
     }
     if (argc < 2) {
-        hostctl_fail("no VM given (see --help)");
+        client_fail("no VM given (see --help)");
     }
     if (argv[1][0] == '-') {
-        hostctl_fail("unknown option '%s' (see --help)", argv[1]);
+        client_fail("unknown option '%s' (see --help)", argv[1]);
     }
     const char *vm = argv[1];
     hostctl_require_vm(vm);
@@ -75,24 +74,24 @@ int main(int argc, char **argv) {
         r = hostctl_request(fd, &req, 5000, NULL, 0, &reply);
         close(fd);
         if (r >= 0 && reply.type == MSG_HOST_STATUS && reply.host_status.state != VM_STOPPED) {
-            hostctl_fail("VM '%s' is %s: stop it first (vm-stop %s)", vm,
-                         hostctl_state_name(reply.host_status.state), vm);
+            client_fail("VM '%s' is %s: stop it first (vm-stop %s)", vm,
+                        hostctl_state_name(reply.host_status.state), vm);
         }
         if (r >= 0) {
             msg_done(&reply);
         }
-        hostctl_fail("the host agent of VM '%s' (or its socket unit) listens on its socket: "
-                     "stop it first (systemctl stop qubes-lite-%s.socket)",
-                     vm, vm);
+        client_fail("the host agent of VM '%s' (or its socket unit) listens on its socket: "
+                    "stop it first (systemctl stop qubes-lite-%s.socket)",
+                    vm, vm);
     } else if (r != -ENOENT && r != -ECONNREFUSED) {
-        hostctl_fail("%s", message);
+        client_fail("%s", message);
     }
 
     const char *agent = host_agent_path(path, sizeof(path));
     size_t extra = (size_t)argc - 2;
     char **args = calloc(extra + 5, sizeof(char *));
     if (!args) {
-        hostctl_fail("out of memory");
+        client_fail("out of memory");
     }
     args[0] = (char *)agent;
     args[1] = "--vm";
@@ -102,5 +101,5 @@ int main(int argc, char **argv) {
         args[4 + i] = argv[2 + i];
     }
     execvp(agent, args);
-    hostctl_fail("cannot execute %s: %s", agent, strerror(errno));
+    client_fail("cannot execute %s: %s", agent, strerror(errno));
 }

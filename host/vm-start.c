@@ -25,7 +25,7 @@ int main(int argc, char **argv) {
     int fd, c, r;
     Msg reply;
 
-    hostctl_setup("vm-start");
+    client_setup("vm-start", EXIT_FAILURE);
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
         if (c == 'h') {
             help();
@@ -35,28 +35,28 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
     if (optind + 1 != argc) {
-        hostctl_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
+        client_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
     }
     const char *vm = argv[optind];
     hostctl_require_vm(vm);
     r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
     if (r < 0) {
-        hostctl_fail("%s", message);
+        client_fail("%s", message);
     }
     snprintf(notice, sizeof(notice), "waiting for VM '%s' to start...", vm);
     Msg req = {.type = MSG_HOST_START};
     r = hostctl_request(fd, &req, -1, notice, NOTICE_MS, &reply);
     if (r < 0) {
-        hostctl_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
+        client_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
     }
     if (reply.type == MSG_ERROR) {
-        hostctl_fail_error(vm, &reply);
+        client_fail_error(vm, &reply);
     }
     if (reply.type != MSG_HOST_STATUS) {
-        hostctl_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
+        client_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
     }
     if (reply.host_status.state != VM_RUNNING) {
-        hostctl_fail("VM '%s' is %s, not running", vm, hostctl_state_name(reply.host_status.state));
+        client_fail("VM '%s' is %s, not running", vm, hostctl_state_name(reply.host_status.state));
     }
     msg_done(&reply);
     close(fd);

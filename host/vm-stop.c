@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     int fd, c, r;
     Msg reply;
 
-    hostctl_setup("vm-stop");
+    client_setup("vm-stop", EXIT_FAILURE);
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
         if (c == 'h') {
             help();
@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
         }
         if (c == 't') {
             if (parse_uint(optarg, 1, 24 * 3600, &timeout_s) < 0) {
-                hostctl_fail("--timeout wants seconds from 1 to 86400, not '%s'", optarg);
+                client_fail("--timeout wants seconds from 1 to 86400, not '%s'", optarg);
             }
             continue;
         }
@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
     if (optind + 1 != argc) {
-        hostctl_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
+        client_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
     }
     const char *vm = argv[optind];
     hostctl_require_vm(vm);
@@ -71,23 +71,23 @@ int main(int argc, char **argv) {
         return EXIT_SUCCESS;
     }
     if (r < 0) {
-        hostctl_fail("%s", message);
+        client_fail("%s", message);
     }
     snprintf(notice, sizeof(notice), "stopping VM '%s'...", vm);
     Msg req = {.type = MSG_HOST_STOP};
     r = hostctl_request(fd, &req, (int)timeout_s * 1000, notice, NOTICE_MS, &reply);
     if (r == -ETIMEDOUT) {
-        hostctl_fail("VM '%s' did not stop within %llu s (its host agent may still be at it)", vm,
+        client_fail("VM '%s' did not stop within %llu s (its host agent may still be at it)", vm,
                      timeout_s);
     }
     if (r < 0) {
-        hostctl_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
+        client_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
     }
     if (reply.type == MSG_ERROR) {
-        hostctl_fail_error(vm, &reply);
+        client_fail_error(vm, &reply);
     }
     if (reply.type != MSG_HOST_STOPPED) {
-        hostctl_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
+        client_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
     }
     if (reply.host_stopped.method == STOP_NOT_RUNNING) {
         printf("VM '%s' is not running\n", vm);
