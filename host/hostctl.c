@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <getopt.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,14 @@ void hostctl_require_vm(const char *vm) {
         client_fail("no VM named '%s' (no %s/vms/%s.json)", vm, config_dir(),
                     config_vm_name_valid(vm) ? vm : "NAME");
     }
+}
+
+const char *hostctl_vm_operand(int argc, char **argv) {
+    if (optind + 1 != argc) {
+        client_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
+    }
+    hostctl_require_vm(argv[optind]);
+    return argv[optind];
 }
 
 static int name_cmp(const void *a, const void *b) {
@@ -172,4 +181,16 @@ int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, 
         }
     }
     return recv_reply(fd, timeout_ms, ret_reply);
+}
+
+void hostctl_check_reply(const char *vm, int r, const Msg *reply, MsgType want) {
+    if (r < 0) {
+        client_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
+    }
+    if (reply->type == MSG_ERROR) {
+        client_fail_error(vm, reply);
+    }
+    if (reply->type != want) {
+        client_fail("protocol error: the host agent sent %s", msg_type_name(reply->type));
+    }
 }

@@ -17,6 +17,10 @@
  * (CONFIG_DIR/vms/VM.json) and a valid name. */
 void hostctl_require_vm(const char *vm);
 
+/* The one VM operand left after getopt (argv[optind]), which must be
+ * configured (hostctl_require_vm()); fails with one line otherwise. */
+const char *hostctl_vm_operand(int argc, char **argv);
+
 /* The configured VM names (CONFIG_DIR/vms/NAME.json with a valid NAME),
  * sorted; free with hostctl_names_free(). -errno when the directory
  * cannot be read (-ENOENT: it does not exist). */
@@ -37,5 +41,9 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, 
  * Msg like any other; the caller frees the reply with msg_done(). */
 int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, int notice_ms,
                     Msg *ret_reply);
+
+/* Fails with one line unless hostctl_request() returned r >= 0 and a
+ * reply of type want; an Error reply is told with its message. */
+void hostctl_check_reply(const char *vm, int r, const Msg *reply, MsgType want);
 
 const char *hostctl_state_name(VmState s);

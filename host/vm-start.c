@@ -34,11 +34,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "Try 'vm-start --help'.\n");
         return EXIT_FAILURE;
     }
-    if (optind + 1 != argc) {
-        client_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
-    }
-    const char *vm = argv[optind];
-    hostctl_require_vm(vm);
+    const char *vm = hostctl_vm_operand(argc, argv);
     r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
     if (r < 0) {
         client_fail("%s", message);
@@ -46,15 +42,7 @@ int main(int argc, char **argv) {
     snprintf(notice, sizeof(notice), "waiting for VM '%s' to start...", vm);
     Msg req = {.type = MSG_HOST_START};
     r = hostctl_request(fd, &req, -1, notice, NOTICE_MS, &reply);
-    if (r < 0) {
-        client_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
-    }
-    if (reply.type == MSG_ERROR) {
-        client_fail_error(vm, &reply);
-    }
-    if (reply.type != MSG_HOST_STATUS) {
-        client_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
-    }
+    hostctl_check_reply(vm, r, &reply, MSG_HOST_STATUS);
     if (reply.host_status.state != VM_RUNNING) {
         client_fail("VM '%s' is %s, not running", vm, hostctl_state_name(reply.host_status.state));
     }

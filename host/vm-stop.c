@@ -59,11 +59,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "Try 'vm-stop --help'.\n");
         return EXIT_FAILURE;
     }
-    if (optind + 1 != argc) {
-        client_fail(optind >= argc ? "no VM given (see --help)" : "one VM only (see --help)");
-    }
-    const char *vm = argv[optind];
-    hostctl_require_vm(vm);
+    const char *vm = hostctl_vm_operand(argc, argv);
     r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
     if (r == -ENOENT || r == -ECONNREFUSED) {
         /* Nobody listens: no host agent, so no VM. */
@@ -78,17 +74,9 @@ int main(int argc, char **argv) {
     r = hostctl_request(fd, &req, (int)timeout_s * 1000, notice, NOTICE_MS, &reply);
     if (r == -ETIMEDOUT) {
         client_fail("VM '%s' did not stop within %llu s (its host agent may still be at it)", vm,
-                     timeout_s);
+                    timeout_s);
     }
-    if (r < 0) {
-        client_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
-    }
-    if (reply.type == MSG_ERROR) {
-        client_fail_error(vm, &reply);
-    }
-    if (reply.type != MSG_HOST_STOPPED) {
-        client_fail("protocol error: the host agent sent %s", msg_type_name(reply.type));
-    }
+    hostctl_check_reply(vm, r, &reply, MSG_HOST_STOPPED);
     if (reply.host_stopped.method == STOP_NOT_RUNNING) {
         printf("VM '%s' is not running\n", vm);
     } else {
