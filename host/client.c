@@ -2,6 +2,8 @@
 #include "client.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -94,6 +96,43 @@ bool client_vm_known(const char *vm, const char *sock_path) {
     struct stat st;
     return client_vm_configured(vm) ||
            (config_vm_name_valid(vm) && sock_path && lstat(sock_path, &st) == 0);
+}
+
+static int signal_pipe[2] = {-EBADF, -EBADF};
+static volatile sig_atomic_t signal_seen;
+
+static void on_signal(int signo) {
+    int saved = errno;
+    uint8_t b = (uint8_t)signo;
+    signal_seen = 1;
+    (void)!write(signal_pipe[1], &b, 1);
+    errno = saved;
+}
+
+void client_signals_setup(void) {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH};
+    struct sigaction sa = {.sa_handler = on_signal};
+
+    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        client_fail("cannot create a pipe: %s", strerror(errno));
+    }
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+int client_signal_fd(void) {
+    return signal_pipe[0];
+}
+
+bool client_signal_seen(void) {
+    return signal_seen;
+}
+
+ssize_t client_signals_read(uint8_t *buf, size_t size) {
+    signal_seen = 0;
+    return read(signal_pipe[0], buf, size);
 }
 
 bool client_window_size(uint16_t *ret_rows, uint16_t *ret_cols) {

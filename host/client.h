@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "util.h"
 #include "wire.h"
@@ -33,6 +34,20 @@ bool client_vm_configured(const char *vm);
 /* The same, or (for a VM whose configuration is not readable here) one
  * whose socket at sock_path exists. */
 bool client_vm_known(const char *vm, const char *sock_path);
+
+/* Catches SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGWINCH into a
+ * non-blocking self-pipe, a byte (the signal number) each. No
+ * SA_RESTART: a blocked write to stdout returns, so that a signal is
+ * handled even while the reader of our stdout is slow. Fails with one
+ * line when no pipe can be made. */
+void client_signals_setup(void);
+/* The pipe's read end, to poll. */
+int client_signal_fd(void);
+/* Whether a signal came since client_signals_read() last ran. */
+bool client_signal_seen(void);
+/* Reads up to size caught signal numbers; 0 (or -1, errno EAGAIN) when
+ * there are none. */
+ssize_t client_signals_read(uint8_t *buf, size_t size);
 
 /* The window size of the first of stdin, stdout, stderr that is a
  * terminal; false (and 0, 0) when none is. */

@@ -58,37 +58,10 @@ typedef struct Session {
 } Session;
 
 static const char *vm_name = "?";
-static int signal_pipe[2] = {-EBADF, -EBADF};
-static volatile sig_atomic_t signal_seen;
 
 /* Peer text, printable and bounded. */
 static const char *peer_text(const char *s, char *buf, size_t size) {
     return str_sanitize(s, strlen(s), buf, size);
-}
-
-/* ---- signals ------------------------------------------------------------ */
-
-static void on_signal(int signo) {
-    int saved = errno;
-    uint8_t b = (uint8_t)signo;
-    signal_seen = 1;
-    (void)!write(signal_pipe[1], &b, 1);
-    errno = saved;
-}
-
-static void signals_setup(void) {
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH};
-    /* No SA_RESTART: a blocked write to stdout returns so that the
-     * signal is forwarded even while the reader of our stdout is slow. */
-    struct sigaction sa = {.sa_handler = on_signal};
-
-    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
-        client_fail("cannot create a pipe: %m");
-    }
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
-        sigaction(sigs[i], &sa, NULL);
-    }
 }
 
 /* ---- host agent --------------------------------------------------------- */
@@ -261,8 +234,7 @@ static void session_signals(Session *s) {
     uint8_t buf[64];
     ssize_t n;
 
-    signal_seen = 0;
-    while ((n = read(signal_pipe[0], buf, sizeof(buf))) > 0) {
+    while ((n = client_signals_read(buf, sizeof(buf))) > 0) {
         for (ssize_t i = 0; i < n; i++) {
             int signo = buf[i];
             if (signo == SIGWINCH) {
@@ -293,7 +265,7 @@ static void session_signals(Session *s) {
  * and are forwarded. */
 static void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
     while (n > 0) {
-        if (signal_seen) {
+        if (client_signal_seen()) {
             session_signals(s);
         }
         session_check_give_up(s);
@@ -306,7 +278,7 @@ static void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
                 /* Our stdout was handed to us non-blocking: wait for it. */
                 struct pollfd pf[2] = {
                     {.fd = fd, .events = POLLOUT},
-                    {.fd = signal_pipe[0], .events = POLLIN},
+                    {.fd = client_signal_fd(), .events = POLLIN},
                 };
                 (void)poll(pf, 2, session_give_up_timeout(s));
                 session_check_give_up(s);
@@ -507,7 +479,7 @@ static void session_run(Session *s) {
         nfds_t n = 0;
         int i_sock, i_sig, i_in = -1;
 
-        if (signal_seen) {
+        if (client_signal_seen()) {
             session_signals(s);
         }
         i_sock = (int)n;
@@ -516,7 +488,7 @@ static void session_run(Session *s) {
             .events = POLLIN | (wire_writer_pending(&s->out) ? POLLOUT : 0),
         };
         i_sig = (int)n;
-        pf[n++] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
+        pf[n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
         if (s->started && !s->stdin_done && s->credit > 0 &&
             wire_writer_pending(&s->out) < OUT_HIGH) {
             i_in = (int)n;
@@ -678,7 +650,7 @@ int main(int argc, char **argv) {
     if (wire_writer_queue(&s.out, &exec) < 0) {
         client_fail("the command line is too long");
     }
-    signals_setup();
+    client_signals_setup();
     if (opts.tty) {
         atexit(client_terminal_restore);
         client_terminal_raw();

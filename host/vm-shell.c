@@ -37,27 +37,6 @@
 #define PROXY_NAME "qubes-lite-vsock-proxy"
 
 static const char *vm_name = "?";
-static int signal_pipe[2] = {-EBADF, -EBADF};
-
-static void on_signal(int signo) {
-    int saved = errno;
-    uint8_t b = (uint8_t)signo;
-    (void)!write(signal_pipe[1], &b, 1);
-    errno = saved;
-}
-
-static void signals_setup(void) {
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH};
-    struct sigaction sa = {.sa_handler = on_signal};
-
-    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
-        client_fail("cannot create a pipe: %m");
-    }
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
-        sigaction(sigs[i], &sa, NULL);
-    }
-}
 
 /* ---- ssh ---------------------------------------------------------------- */
 
@@ -354,7 +333,7 @@ static void console_read_stdin(Console *c) {
 static void console_signals(Console *c) {
     uint8_t buf[64];
     ssize_t n;
-    while ((n = read(signal_pipe[0], buf, sizeof(buf))) > 0) {
+    while ((n = client_signals_read(buf, sizeof(buf))) > 0) {
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] != SIGWINCH) {
                 console_leave(c, 128 + buf[i], NULL);
@@ -378,7 +357,7 @@ _noreturn_ static void console_run(Console *c) {
             .fd = c->sock,
             .events = POLLIN | (wire_writer_pending(&c->out) ? POLLOUT : 0),
         };
-        pf[n++] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
+        pf[n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
         if (!c->stdin_done && wire_writer_pending(&c->out) < OUT_HIGH) {
             i_in = (int)n;
             pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
@@ -457,7 +436,7 @@ int main(int argc, char **argv) {
         errno = -r;
         client_fail("cannot set up the console connection: %m");
     }
-    signals_setup();
+    client_signals_setup();
     if (c.tty) {
         fprintf(stderr, "vm-shell: attached to the console of VM '%s'; Ctrl-] leaves\n", vm_name);
         atexit(client_terminal_restore);
