@@ -5,8 +5,8 @@
 HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/paths.o \
 	$(OBJ)/host/crosvm.o $(OBJ)/host/vfio.o \
 	$(OBJ)/host/console.o $(OBJ)/host/guestcall.o
-VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/paths.o \
-	$(OBJ)/host/client.o
+VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/opts.o \
+	$(OBJ)/host/paths.o $(OBJ)/host/client.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
 HOSTCTL_OBJS := $(OBJ)/host/hostctl.o $(OBJ)/host/client.o $(OBJ)/host/paths.o
 HOSTCTL_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
@@ -47,7 +47,7 @@ $(VM_COMMANDS:%=$(BIN)/%): $(BIN)/%: $(OBJ)/host/%.o $(HOSTCTL_OBJS) $(PROTO_LIB
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(HOSTCTL_OBJS) $(PROTO_LIB) $(HOSTCTL_LIBS)
 
 # Unit tests (tests/unit/test-<module>.c, built by the generic rule).
-UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/vmrun-opts.o
+UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/vmrun-opts.o $(OBJ)/host/opts.o
 UNIT_LIBS_test-vmrun-opts :=
 UNIT_OBJS_test-config := $(OBJ)/host/config.o $(OBJ)/host/paths.o
 UNIT_LIBS_test-config := $(HOST_LIBS)
@@ -61,14 +61,14 @@ UNIT_LIBS_test-vfio := $(HOST_LIBS)
 UNIT_OBJS_test-console := $(OBJ)/host/console.o
 UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
 
-UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/vmshell-opts.o
+UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/vmshell-opts.o $(OBJ)/host/opts.o
 UNIT_LIBS_test-vmshell-opts :=
 UNIT_OBJS_test-units := $(OBJ)/host/units.o
 UNIT_LIBS_test-units :=
 
 # vm-shell: the serial console client, and ssh over vsock through the proxy.
-VM_SHELL_OBJS := $(OBJ)/host/vm-shell.o $(OBJ)/host/vmshell-opts.o $(OBJ)/host/client.o \
-	$(OBJ)/host/config.o $(OBJ)/host/paths.o
+VM_SHELL_OBJS := $(OBJ)/host/vm-shell.o $(OBJ)/host/vmshell-opts.o $(OBJ)/host/opts.o \
+	$(OBJ)/host/client.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
 PROGRAMS += $(BIN)/vm-shell $(BIN)/qubes-lite-vsock-proxy
 
 $(BIN)/vm-shell: $(VM_SHELL_OBJS) $(PROTO_LIB)

@@ -3,11 +3,11 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "opts.h"
 #include "util.h"
 
 const char vmrun_usage[] =
@@ -24,14 +24,6 @@ const char vmrun_usage[] =
     "Options after VM belong to CMD. The exit status is CMD's, 128+N when it\n"
     "was killed by signal N, 127 when CMD was not found, 126 when it could\n"
     "not be started, 255 for vm-run's own errors.\n";
-
-_printf_(3, 4) static int fail(char *err, size_t errsize, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errsize, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
-}
 
 static bool env_entry_valid(const char *s) {
     const char *eq = strchr(s, '=');
@@ -68,23 +60,23 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t
         case 'u':
             if (!*optarg) {
                 vmrun_options_done(&o);
-                return fail(err, errsize, "-u needs a user name");
+                return opts_fail(err, errsize, "-u needs a user name");
             }
             o.user = optarg;
             break;
         case 'e': {
             if (!env_entry_valid(optarg)) {
                 vmrun_options_done(&o);
-                return fail(err, errsize, "-e wants KEY=VALUE, not '%.64s'", optarg);
+                return opts_fail(err, errsize, "-e wants KEY=VALUE, not '%.64s'", optarg);
             }
             if (o.envc >= VMRUN_ENV_MAX) {
                 vmrun_options_done(&o);
-                return fail(err, errsize, "too many -e options (at most %u)", VMRUN_ENV_MAX);
+                return opts_fail(err, errsize, "too many -e options (at most %u)", VMRUN_ENV_MAX);
             }
             char **n = reallocarray(o.env, o.envc + 2, sizeof(char *));
             if (!n) {
                 vmrun_options_done(&o);
-                return fail(err, errsize, "out of memory");
+                return opts_fail(err, errsize, "out of memory");
             }
             o.env = n;
             o.env[o.envc++] = optarg;
@@ -94,7 +86,8 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t
         case 'w':
             if (optarg[0] != '/') {
                 vmrun_options_done(&o);
-                return fail(err, errsize, "-w wants an absolute directory, not '%.64s'", optarg);
+                return opts_fail(err, errsize, "-w wants an absolute directory, not '%.64s'",
+                                 optarg);
             }
             o.cwd = optarg;
             break;
@@ -107,27 +100,24 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t
             return 0;
         case ':':
             vmrun_options_done(&o);
-            return fail(err, errsize, "option '%s' needs an argument", argv[optind - 1]);
+            return opts_fail(err, errsize, "option '%s' needs an argument", argv[optind - 1]);
         default:
             vmrun_options_done(&o);
-            if (optopt) {
-                return fail(err, errsize, "unknown option '-%c' (see --help)", optopt);
-            }
-            return fail(err, errsize, "unknown option '%.64s' (see --help)", argv[optind - 1]);
+            return opts_unknown(err, errsize, argv);
         }
     }
     if (optind >= argc) {
         vmrun_options_done(&o);
-        return fail(err, errsize, "no VM given (see --help)");
+        return opts_fail(err, errsize, "no VM given (see --help)");
     }
     o.vm = argv[optind++];
     if (optind >= argc) {
         vmrun_options_done(&o);
-        return fail(err, errsize, "no command given for VM '%.64s' (see --help)", o.vm);
+        return opts_fail(err, errsize, "no command given for VM '%.64s' (see --help)", o.vm);
     }
     if (argv[optind][0] == '\0') {
         vmrun_options_done(&o);
-        return fail(err, errsize, "the command name is empty");
+        return opts_fail(err, errsize, "the command name is empty");
     }
     o.argv = argv + optind;
     o.argc = (size_t)(argc - optind);

@@ -3,11 +3,11 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "opts.h"
 #include "util.h"
 
 const char vmshell_usage[] =
@@ -27,14 +27,6 @@ const char vmshell_usage[] =
     "has been quiet for half a second (after 5 s at most).\n"
     "Exit status: 0 when leaving the console, ssh's with --ssh, 255 for\n"
     "vm-shell's own errors.\n";
-
-_printf_(3, 4) static int fail(char *err, size_t errsize, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errsize, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
-}
 
 int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, char *err, size_t errsize) {
     enum { ARG_SSH = 0x100, ARG_ROOT };
@@ -64,25 +56,22 @@ int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, char *err, si
             *ret = o;
             return 0;
         default:
-            if (optopt && optopt < 0x100) {
-                return fail(err, errsize, "unknown option '-%c' (see --help)", optopt);
-            }
-            return fail(err, errsize, "unknown option '%.64s' (see --help)", argv[optind - 1]);
+            return opts_unknown(err, errsize, argv);
         }
     }
     if (o.root && !o.ssh) {
-        return fail(err, errsize, "--root goes with --ssh (the console has no user)");
+        return opts_fail(err, errsize, "--root goes with --ssh (the console has no user)");
     }
     if (optind >= argc) {
-        return fail(err, errsize, "no VM given (see --help)");
+        return opts_fail(err, errsize, "no VM given (see --help)");
     }
     o.vm = argv[optind++];
     if (optind < argc) {
         if (!o.ssh) {
-            return fail(err, errsize, "a command needs --ssh (the console takes none)");
+            return opts_fail(err, errsize, "a command needs --ssh (the console takes none)");
         }
         if (argv[optind][0] == '\0') {
-            return fail(err, errsize, "the command is empty");
+            return opts_fail(err, errsize, "the command is empty");
         }
         o.argv = argv + optind;
         o.argc = (size_t)(argc - optind);
