@@ -17,24 +17,36 @@ _qubes_lite_vms() {
     printf '%s\n' "${names[@]}"
 }
 
-_vm_run() {
-    local cur=${COMP_WORDS[COMP_CWORD]}
-    local i word vm_at=0
-    # Find where the VM name is: the first word that is not an option or
-    # an option's argument.
+# The index of the first word that is not an option nor an option's
+# argument (the VM), or 0. The arguments name the options that take one.
+_qubes_lite_vm_at() {
+    local i opt
     for ((i = 1; i < COMP_CWORD; i++)); do
-        word=${COMP_WORDS[i]}
-        case $word in
-            -u|-e|-w|--user|--env|--workdir) ((i++)) ;;
-            --) vm_at=$((i + 1)); break ;;
-            -*) ;;
-            *) vm_at=$i; break ;;
+        case ${COMP_WORDS[i]} in
+            --) echo $((i + 1)); return ;;
+            -*)
+                for opt; do
+                    if [[ ${COMP_WORDS[i]} == "$opt" ]]; then
+                        ((i++))
+                        break
+                    fi
+                done
+                ;;
+            *) echo "$i"; return ;;
         esac
     done
+    echo 0
+}
+
+_vm_run() {
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    local vm_at
+    COMPREPLY=()
+    vm_at=$(_qubes_lite_vm_at -u -e -w --user --env --workdir)
     if ((vm_at == 0 || vm_at == COMP_CWORD)); then
+        # An option's argument: a user, KEY=VALUE, a directory in the VM.
         case ${COMP_WORDS[COMP_CWORD - 1]} in
-            -u|--user|-e|--env) return ;;
-            -w|--workdir) return ;;
+            -u|--user|-e|--env|-w|--workdir) return ;;
         esac
         if [[ $cur == -* ]]; then
             mapfile -t COMPREPLY < <(compgen -W "-t -u -e -w --tty --user --env --workdir --timing --help" -- "$cur")
@@ -51,28 +63,22 @@ _vm_run() {
     fi
 }
 
-# The index of the first word that is not an option (the VM), or 0.
-_qubes_lite_vm_at() {
-    local i
-    for ((i = 1; i < COMP_CWORD; i++)); do
-        case ${COMP_WORDS[i]} in
-            --) echo $((i + 1)); return ;;
-            -*) ;;
-            *) echo "$i"; return ;;
-        esac
-    done
-    echo 0
-}
-
-# vm-start, vm-stop, vm-start-debug: options, then one VM name.
+# vm-start, vm-stop [--timeout SECS], vm-start-debug: options, then one
+# VM name (vm-start-debug's options after it are the host agent's).
 _vm_name_only() {
     local cur=${COMP_WORDS[COMP_CWORD]}
-    local vm_at
+    local vm_at opts="--help" argopts=()
     COMPREPLY=()
-    vm_at=$(_qubes_lite_vm_at)
+    if [[ ${COMP_WORDS[0]##*/} == vm-stop ]]; then
+        opts="--timeout --help"
+        argopts=(--timeout)
+    fi
+    vm_at=$(_qubes_lite_vm_at "${argopts[@]}")
     ((vm_at == 0 || vm_at == COMP_CWORD)) || return
+    # --timeout's argument: seconds, nothing to offer.
+    [[ ${COMP_WORDS[COMP_CWORD - 1]} == --timeout && ${#argopts[@]} -gt 0 ]] && return
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--help" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
     else
         mapfile -t COMPREPLY < <(compgen -W "$(_qubes_lite_vms)" -- "$cur")
     fi

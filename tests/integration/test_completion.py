@@ -2,9 +2,12 @@
 command's options and VM names, and commands after the VM where it takes
 one. Each case runs the function `complete -p` names for the command."""
 import os
+import re
 import subprocess
 
 import pytest
+
+from conftest import program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -73,3 +76,36 @@ def test_vm_list(tmp_path):
     assert complete(["vm-list", "--h"], tmp_path) == ["--help"]
     assert complete(["vm-list", "--"], tmp_path) == ["--help", "--json"]
     assert complete(["vm-list", "ba"], tmp_path) == []
+
+
+def test_vm_stop_timeout(tmp_path):
+    assert complete(["vm-stop", "--ti"], tmp_path) == ["--timeout"]
+    # Its argument is seconds: nothing to offer, and it is not the VM.
+    assert complete(["vm-stop", "--timeout", ""], tmp_path) == []
+    assert complete(["vm-stop", "--timeout", "30", "va"], tmp_path) == ["vault"]
+    assert complete(["vm-stop", "--timeout", "30", "vault", ""], tmp_path) == []
+    # Only vm-stop has it.
+    assert complete(["vm-start", "--ti"], tmp_path) == []
+
+
+def test_vm_run_option_arguments(tmp_path):
+    assert complete(["vm-run", "-w", ""], tmp_path) == []
+    assert complete(["vm-run", "--workdir", "/tmp", "--user", "bob", "ba"], tmp_path) == \
+        ["bank2", "banking"]
+    assert "true" in complete(["vm-run", "-e", "A=1", "vault", "tru"], tmp_path)
+
+
+HELP_OPTION = re.compile(r"^\s+(?:-\w, )?(--[a-z][a-z-]*)", re.M)
+
+
+@pytest.mark.parametrize("cmd", ["vm-run", "vm-start", "vm-stop", "vm-start-debug", "vm-shell",
+                                 "vm-list"])
+def test_offers_every_option_of_help(cmd, tmp_path):
+    """The long options in the command's --help table are offered, and
+    nothing else is."""
+    out = subprocess.run([program(cmd), "--help"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    documented = sorted(set(HELP_OPTION.findall(out)))
+    assert "--help" in documented, out
+    offered = [w for w in complete([cmd, "--"], tmp_path) if w.startswith("--")]
+    assert offered == documented
