@@ -27,7 +27,10 @@ static void help(void) {
            "left before the guest powers off when unused.\n"
            "\n"
            "  --json       one JSON array of objects instead of the table\n"
-           "  -h, --help   show this help\n");
+           "  -h, --help   show this help\n"
+           "\n"
+           "Exit status: 0, or 1 with one line on stderr (a bad argument, an\n"
+           "unreadable configuration directory, output that could not be written).\n");
 }
 
 static void query(Row *row) {

@@ -25,8 +25,8 @@ const char vmshell_usage[] =
     "On the console, Ctrl-] leaves. When stdin is not a terminal, it is sent\n"
     "to the console as it is, and vm-shell leaves at its end once the console\n"
     "has been quiet for half a second (after 5 s at most).\n"
-    "Exit status: 0 when leaving the console, ssh's with --ssh, 255 for\n"
-    "vm-shell's own errors.\n";
+    "Exit status: 0 when leaving the console, ssh's with --ssh, 128+N when\n"
+    "a signal N ends it, 255 for vm-shell's own errors.\n";
 
 int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, char *err, size_t errsize) {
     enum { ARG_SSH = 0x100, ARG_ROOT };

@@ -129,6 +129,19 @@ def test_vm_start_debug(vmm_stack):
     assert s.argv()[-1] == "/boot/vmlinuz-standin"
 
 
+def test_exit_statuses_of_failures(vmm_stack):
+    """What --help and the READMEs say: vm-list fails with 1, vm-start-debug
+    with 1 when the host agent it runs refuses, 255 for its own errors."""
+    s = vmm_stack(start=False)
+    p = s.run_tool("vm-list", "extra")
+    assert p.returncode == 1 and p.stderr == "vm-list: unexpected argument 'extra' (see --help)\n"
+    p = s.run_tool("vm-start-debug", VM, "--no-such-agent-option")
+    assert p.returncode == 1, p
+    assert "qubes-lite-host-agent" in p.stderr and "vm-start-debug:" not in p.stderr
+    p = s.run_tool("vm-start-debug", "-x")
+    assert p.returncode == 255 and p.stderr.startswith("vm-start-debug: unknown option '-x'"), p
+
+
 def test_vm_start_debug_clean_exit_and_vm_run(vmm_stack):
     s = vmm_stack(start=False)
     p = subprocess.Popen([program("vm-start-debug"), VM, "--guest", "unix:" + s.guest_sock, *VMM_ENV_ARGS],
