@@ -707,6 +707,18 @@ static void on_probe_done(GuestCall *call, int r, const Msg *reply, void *userda
     agent_probe_retry(a, r);
 }
 
+/* Arms *src to fire cb once after usec, creating the source on first use
+ * (a new time source is one-shot) and re-arming it after. */
+static int agent_timer_arm(Agent *a, sd_event_source **src, uint64_t usec,
+                           sd_event_time_handler_t cb) {
+    int r;
+    if (!*src) {
+        return sd_event_add_time_relative(a->event, src, CLOCK_MONOTONIC, usec, 0, cb, a);
+    }
+    r = sd_event_source_set_time_relative(*src, usec);
+    return r < 0 ? r : sd_event_source_set_enabled(*src, SD_EVENT_ONESHOT);
+}
+
 /* The guest agent did not answer (r): try again after a backoff, as long
  * as the VM is starting. */
 static void agent_probe_retry(Agent *a, int r) {
@@ -714,15 +726,7 @@ static void agent_probe_retry(Agent *a, int r) {
               strerror(-r));
     a->probe_backoff =
         a->probe_backoff ? MIN(a->probe_backoff * 2, BACKOFF_MAX_USEC) : BACKOFF_MIN_USEC;
-    if (!a->probe_timer) {
-        r = sd_event_add_time_relative(a->event, &a->probe_timer, CLOCK_MONOTONIC, a->probe_backoff,
-                                       0, on_probe_timer, a);
-    } else {
-        r = sd_event_source_set_time_relative(a->probe_timer, a->probe_backoff);
-        if (r >= 0) {
-            r = sd_event_source_set_enabled(a->probe_timer, SD_EVENT_ONESHOT);
-        }
-    }
+    r = agent_timer_arm(a, &a->probe_timer, a->probe_backoff, on_probe_timer);
     if (r < 0) {
         log_error_errno(r, "Cannot schedule a probe of the guest agent: %m");
     }
@@ -1199,16 +1203,7 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 static void agent_stop_timer(Agent *a, uint64_t usec) {
-    int r;
-    if (!a->stop_timer) {
-        r = sd_event_add_time_relative(a->event, &a->stop_timer, CLOCK_MONOTONIC, usec, 0,
-                                       on_stop_timer, a);
-    } else {
-        r = sd_event_source_set_time_relative(a->stop_timer, usec);
-        if (r >= 0) {
-            r = sd_event_source_set_enabled(a->stop_timer, SD_EVENT_ONESHOT);
-        }
-    }
+    int r = agent_timer_arm(a, &a->stop_timer, usec, on_stop_timer);
     if (r < 0) {
         log_error_errno(r, "Cannot arm the stop timer: %m");
     }
@@ -1527,15 +1522,7 @@ static void agent_linger_update(Agent *a) {
         }
         return;
     }
-    if (!a->linger_timer) {
-        r = sd_event_add_time_relative(a->event, &a->linger_timer, CLOCK_MONOTONIC, LINGER_USEC, 0,
-                                       on_linger_timer, a);
-    } else {
-        r = sd_event_source_set_time_relative(a->linger_timer, LINGER_USEC);
-        if (r >= 0) {
-            r = sd_event_source_set_enabled(a->linger_timer, SD_EVENT_ONESHOT);
-        }
-    }
+    r = agent_timer_arm(a, &a->linger_timer, LINGER_USEC, on_linger_timer);
     if (r < 0) {
         log_error_errno(r, "Cannot arm the linger timer: %m");
     }
@@ -1817,14 +1804,8 @@ static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
  * listening socket that stays readable. */
 static void agent_pause_accepting(Agent *a) {
     int r = sd_event_source_set_enabled(a->listen_src, SD_EVENT_OFF);
-    if (r >= 0 && !a->accept_pause) {
-        r = sd_event_add_time_relative(a->event, &a->accept_pause, CLOCK_MONOTONIC,
-                                       ACCEPT_PAUSE_USEC, 0, on_accept_resume, a);
-    } else if (r >= 0) {
-        r = sd_event_source_set_time_relative(a->accept_pause, ACCEPT_PAUSE_USEC);
-        if (r >= 0) {
-            r = sd_event_source_set_enabled(a->accept_pause, SD_EVENT_ONESHOT);
-        }
+    if (r >= 0) {
+        r = agent_timer_arm(a, &a->accept_pause, ACCEPT_PAUSE_USEC, on_accept_resume);
     }
     if (r < 0) {
         log_error_errno(r, "Cannot pause accepting: %m");
