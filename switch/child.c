@@ -709,16 +709,22 @@ static void on_buffer(Child *c, const CtlMsg *m, int fds[3]) {
     if (pr->ring && pr->gen > m->buffer.peer_gen) {
         return; /* older than the ring we have */
     }
+    /* The other child had the memfd before us (the consumer maps it before
+     * the producer gets it): what it holds is that child's word, and a
+     * compromised one may have written anything. A ring we cannot use
+     * breaks only the link with that peer, never this child. */
     int r = ring_attach(memfd, consumer ? RING_CONSUMER : RING_PRODUCER, &ring);
-    if (r < 0) {
-        die("%s: ring from the main process refused: %s", c->name, strerror(-r));
-    }
     peer_ring_drop(c, pr, consumer);
     if (!consumer) {
         p->out_dirty = false;
         if (c->tx_blocked && c->tx_blocked_on == port) {
             c->tx_blocked = false;
         }
+    }
+    if (r < 0) {
+        log_warning("%s: ring %s port %u refused (%s): no link with it until it restarts",
+                    c->name, consumer ? "from" : "towards", port, strerror(-r));
+        return;
     }
     (void)fd_nonblock(data_efd, true);
     (void)fd_nonblock(space_efd, true);

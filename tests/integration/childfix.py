@@ -1,0 +1,306 @@
+"""One vm-switch child driven directly: the test plays its main process
+over the control socket (SETUP, PEER, GET_BUFFER/PUT_BUFFER with real
+sealed ring memfds, PING) and a hostile peer child by writing into the
+shared rings, and a guest through a vhost-user frontend written in Python
+whose "guest memory" is a memfd. What a compromised child or guest can do
+is done here byte by byte.
+
+    ch = ChildRun(tmpdir, "c1", port=1, mac=C1_MAC, role=CLIENT)
+    ch.peer(0, ROUTER_MAC, ROUTER)
+    ring = ch.get_buffer(0)          ring router -> c1 (we write as producer)
+    fe = Frontend(ch.sock_path); fe.negotiate(); fe.start_queue(RX)
+    pong = ch.ping()                 {"state": .., "drops": {...}, ...}
+"""
+import fcntl
+import mmap
+import os
+import socket
+import struct
+import subprocess
+import time
+
+from conftest import program
+
+CLIENT, ROUTER = 0, 1
+SETUP, PEER, PEER_REMOVE, PEER_DOWN, GET_BUFFER, PUT_BUFFER, PING = 1, 2, 3, 4, 5, 6, 7
+BUFFER_READY, PONG = 64, 65
+STATES = ("waiting", "serving", "broken")
+DROPS = ("runt", "spoofed_source", "client_to_client", "unknown_unicast", "to_self",
+         "no_destination", "oversize", "malformed", "peer_down", "ring_full", "bad_slot",
+         "guest_down")
+MAX_PORTS = 64
+
+# The ring memfd (switch/ring.c): head, tail and the two wait flags on
+# their own cache lines, then 64 slots of {len, flags, 2040 bytes}.
+RING_HEAD, RING_TAIL, RING_CWAIT, RING_PWAIT, RING_SLOT0 = 0, 64, 128, 192, 256
+RING_SLOTS, RING_SLOT_SIZE = 64, 2048
+RING_SHM = (256 + RING_SLOTS * RING_SLOT_SIZE + 4095) // 4096 * 4096
+F_ADD_SEALS, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW = 1033, 1, 2, 4
+
+
+def mac_bytes(mac):
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+class PeerRing:
+    """A ring memfd with its two eventfds, mapped here as well."""
+
+    def __init__(self):
+        self.memfd = os.memfd_create("ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.ftruncate(self.memfd, RING_SHM)
+        fcntl.fcntl(self.memfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW)
+        self.mem = mmap.mmap(self.memfd, RING_SHM)
+        self.data_efd = os.eventfd(0, os.EFD_NONBLOCK)
+        self.space_efd = os.eventfd(0, os.EFD_NONBLOCK)
+
+    def fds(self):
+        return [self.memfd, self.data_efd, self.space_efd]
+
+    def u32(self, off):
+        return struct.unpack_from("<I", self.mem, off)[0]
+
+    def set_u32(self, off, v):
+        struct.pack_into("<I", self.mem, off, v & 0xffffffff)
+
+    def produce(self, frames):
+        """Writes the frames after head, publishes them and wakes the consumer."""
+        head = self.u32(RING_HEAD)
+        for i, f in enumerate(frames):
+            slot = RING_SLOT0 + ((head + i) % RING_SLOTS) * RING_SLOT_SIZE
+            struct.pack_into("<II", self.mem, slot, len(f), 0)
+            self.mem[slot + 8:slot + 8 + len(f)] = f
+        self.set_u32(RING_HEAD, head + len(frames))
+        os.eventfd_write(self.data_efd, 1)
+
+    def close(self):
+        self.mem.close()
+        for fd in self.fds():
+            os.close(fd)
+
+
+class ChildRun:
+    def __init__(self, base, name, port, mac, role, gen=1):
+        self.base = str(base)
+        self.name, self.port, self.mac, self.role, self.gen = name, port, mac, role, gen
+        self.sock_path = os.path.join(self.base, f"{name}.sock")
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.log_path = os.path.join(self.base, f"{name}.log")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [program("vm-switch"), "--child", str(theirs.fileno()), "--log-level", "debug"],
+            pass_fds=[theirs.fileno()], stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.ctl.settimeout(5)
+        self.seq = 0
+        self.rings = []
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.sock_path)
+        listener.listen(4)
+        msg = struct.pack("<IIII6sBB16s", SETUP, 0, port, gen, mac_bytes(mac), role, 0,
+                          name.encode())
+        socket.send_fds(self.ctl, [msg], [listener.fileno()])
+        listener.close()
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def peer(self, port, mac, role):
+        self.ctl.send(struct.pack("<III6sBB", PEER, 0, port, mac_bytes(mac), role, 0))
+
+    def peer_remove(self, port):
+        self.ctl.send(struct.pack("<IIII", PEER_REMOVE, 0, port, 0))
+
+    def _buffer(self, typ, port, ring, peer_gen=1):
+        msg = struct.pack("<IIIIII", typ, 0, port, peer_gen, self.gen, 0)
+        socket.send_fds(self.ctl, [msg], ring.fds())
+
+    def get_buffer(self, port, peer_gen=1, ring=None):
+        """A ring from port to the child; waits for its BUFFER_READY."""
+        ring = ring or PeerRing()
+        self.rings.append(ring)
+        self._buffer(GET_BUFFER, port, ring, peer_gen)
+        typ, body = self._recv()
+        assert typ == BUFFER_READY, typ
+        assert struct.unpack_from("<II", body) == (port, peer_gen)
+        return ring
+
+    def put_buffer(self, port, peer_gen=1, ring=None):
+        """A ring from the child to port."""
+        ring = ring or PeerRing()
+        self.rings.append(ring)
+        self._buffer(PUT_BUFFER, port, ring, peer_gen)
+        return ring
+
+    def _recv(self):
+        data = self.ctl.recv(4096)
+        if not data:
+            raise EOFError(f"{self.name}: the child closed its control socket:\n"
+                           f"{self.log_text()[-3000:]}")
+        typ, _ = struct.unpack_from("<II", data)
+        return typ, data[8:]
+
+    def ping(self, timeout=2.0):
+        """Sends a PING; returns the PONG (parsed) and its round trip in s."""
+        self.seq += 1
+        t0 = time.monotonic()
+        self.ctl.settimeout(timeout)
+        self.ctl.send(struct.pack("<IIQ", PING, 0, self.seq))
+        while True:
+            typ, body = self._recv()
+            if typ == PONG:
+                break
+        rtt = time.monotonic() - t0
+        seq, state, _ = struct.unpack_from("<QII", body)
+        vals = struct.unpack_from(f"<{4 + len(DROPS) + MAX_PORTS}Q", body, 16)
+        assert seq == self.seq
+        pong = {"state": STATES[state], "rx_frames": vals[0], "rx_bytes": vals[1],
+                "tx_frames": vals[2], "tx_bytes": vals[3],
+                "drops": dict(zip(DROPS, vals[4:4 + len(DROPS)])),
+                "ring_full_to": vals[4 + len(DROPS):]}
+        return pong, rtt
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.ctl.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        for r in self.rings:
+            r.close()
+
+
+# ---- a vhost-user frontend -------------------------------------------------
+
+GET_FEATURES, SET_FEATURES, SET_OWNER, SET_MEM_TABLE = 1, 2, 3, 5
+SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE = 8, 9, 10
+SET_VRING_KICK, SET_VRING_CALL = 12, 13
+VERSION_1, MRG_RXBUF, EVENT_IDX = 1 << 32, 1 << 15, 1 << 29
+RX, TX = 0, 1
+HDR = 12
+MEM_SIZE = 1 << 20
+UVA = 0x100000000
+NUM = 8
+
+
+class Queue:
+    """A split ring in the frontend's memory: desc, avail, used, buffers."""
+
+    def __init__(self, fe, q, num=NUM):
+        self.fe, self.q, self.num = fe, q, num
+        base = 0x1000 + q * 0x40000
+        self.desc, self.avail, self.used = base, base + 0x1000, base + 0x2000
+        self.bufs = base + 0x3000
+        self.avail_idx = 0
+        self.kick = os.eventfd(0)
+        self.call = os.eventfd(0, os.EFD_NONBLOCK)
+
+    def offer(self, sizes, writable, data=()):
+        """Makes one single-descriptor chain available per size; kicks
+        unless EVENT_IDX says the device does not want it."""
+        mem = self.fe.mem
+        old = self.avail_idx
+        for i, size in enumerate(sizes):
+            d = self.avail_idx % self.num
+            addr = self.bufs + d * 0x2000
+            if i < len(data):
+                mem[addr:addr + len(data[i])] = data[i]
+            struct.pack_into("<QIHH", mem, self.desc + 16 * d, addr, size,
+                             2 if writable else 0, 0)
+            struct.pack_into("<H", mem, self.avail + 4 + 2 * (self.avail_idx % self.num), d)
+            self.avail_idx = (self.avail_idx + 1) & 0xffff
+        struct.pack_into("<H", mem, self.avail + 2, self.avail_idx)
+        if self.fe.features & EVENT_IDX:
+            event = struct.unpack_from("<H", mem, self.used + 4 + 8 * self.num)[0]
+            if ((self.avail_idx - event - 1) & 0xffff) >= ((self.avail_idx - old) & 0xffff):
+                return False
+        os.eventfd_write(self.kick, 1)
+        return True
+
+    def used_idx(self):
+        return struct.unpack_from("<H", self.fe.mem, self.used + 2)[0]
+
+    def used_entry(self, i):
+        return struct.unpack_from("<II", self.fe.mem, self.used + 4 + 8 * (i % self.num))
+
+    def buffer(self, head, length):
+        addr = self.bufs + head * 0x2000
+        return bytes(self.fe.mem[addr:addr + length])
+
+
+class Frontend:
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+        self.memfd = os.memfd_create("guest")
+        os.ftruncate(self.memfd, MEM_SIZE)
+        self.mem = mmap.mmap(self.memfd, MEM_SIZE)
+        self.features = 0
+        self.queues = {}
+
+    def send(self, req, payload=b"", fds=()):
+        msg = struct.pack("<III", req, 1, len(payload)) + payload
+        if fds:
+            socket.send_fds(self.sock, [msg], list(fds))
+        else:
+            self.sock.sendall(msg)
+
+    def recv_reply(self):
+        hdr = self.sock.recv(12, socket.MSG_WAITALL)
+        req, flags, size = struct.unpack("<III", hdr)
+        return req, self.sock.recv(size, socket.MSG_WAITALL)
+
+    def negotiate(self, features=VERSION_1):
+        self.send(SET_OWNER)
+        self.send(GET_FEATURES)
+        _, feat = self.recv_reply()
+        assert struct.unpack("<Q", feat)[0] & features == features
+        self.features = features
+        self.send(SET_FEATURES, struct.pack("<Q", features))
+        region = struct.pack("<QQQQ", 0, MEM_SIZE, UVA, 0)
+        self.send(SET_MEM_TABLE, struct.pack("<II", 1, 0) + region, [self.memfd])
+
+    def start_queue(self, q, kick=None, call=None, sync=True):
+        vq = Queue(self, q)
+        self.queues[q] = vq
+        self.send(SET_VRING_NUM, struct.pack("<II", q, vq.num))
+        self.send(SET_VRING_ADDR, struct.pack("<IIQQQQ", q, 0, UVA + vq.desc, UVA + vq.used,
+                                              UVA + vq.avail, 0))
+        self.send(SET_VRING_BASE, struct.pack("<II", q, 0))
+        self.send(SET_VRING_CALL, struct.pack("<Q", q), [call if call is not None else vq.call])
+        self.send(SET_VRING_KICK, struct.pack("<Q", q), [kick if kick is not None else vq.kick])
+        if sync:
+            self.sync()
+        return vq
+
+    def sync(self):
+        """Returns once the backend has handled every message before."""
+        self.send(GET_FEATURES)
+        self.recv_reply()
+
+    def closed_by_peer(self, timeout=10):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
+        self.mem.close()
+        os.close(self.memfd)
+        for vq in self.queues.values():
+            os.close(vq.kick)
+            os.close(vq.call)

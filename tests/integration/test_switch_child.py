@@ -1,0 +1,76 @@
+"""One vm-switch child against a compromised peer child (writing into the
+shared rings) and a hostile guest (a Python vhost-user frontend): whatever
+they do, the child answers its pings, never dies because of another
+process's writes, and does not spin."""
+import os
+import time
+
+import pytest
+
+from childfix import (CLIENT, PeerRing, EVENT_IDX, HDR, MRG_RXBUF, RING_HEAD, RING_TAIL, ROUTER, RX, TX,
+                      VERSION_1, ChildRun, Frontend, mac_bytes)
+from procs import wait_for
+
+ROUTER_MAC = "52:54:00:5b:00:01"
+C1_MAC = "52:54:00:5b:00:02"
+C2_MAC = "52:54:00:5b:00:03"
+OTHER_MAC = "52:54:00:5b:00:99"
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def frame(dst, src, size=64):
+    return mac_bytes(dst) + mac_bytes(src) + b"\x08\x00" + b"x" * (size - 14)
+
+
+@pytest.fixture
+def children(tmp_path):
+    import shutil
+    import tempfile
+    base = tempfile.mkdtemp(prefix="qlc-")
+    made = []
+
+    def make(*a, **kw):
+        c = ChildRun(base, *a, **kw)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def client_with_router_ring(children):
+    """c1 (port 1) with the router on port 0 and a ring router -> c1."""
+    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
+    ch.peer(0, ROUTER_MAC, ROUTER)
+    ring = ch.get_buffer(0)
+    return ch, ring
+
+
+def test_corrupt_ring_from_peer_does_not_kill_child(children):
+    """A client child that moved the head of its ring to the router far
+    past the tail, between GET_BUFFER and the router's PUT_BUFFER: the
+    router child drops that ring only and goes on."""
+    r = children("router", port=0, mac=ROUTER_MAC, role=ROUTER)
+    r.peer(1, C1_MAC, CLIENT)
+    r.peer(2, C2_MAC, CLIENT)
+    r.get_buffer(1)
+    r.get_buffer(2)
+    bad = PeerRing()
+    bad.set_u32(RING_HEAD, 1000)
+    r.put_buffer(1, ring=bad)
+    good = r.put_buffer(2)
+    pong, _ = r.ping()
+    assert r.alive(), r.log_text()
+    assert "ring towards port 1" in r.log_text()
+    # The ring towards c2 works: a broadcast from the router's guest gets
+    # there, the one towards c1 is counted as peer_down.
+    fe = Frontend(r.sock_path)
+    fe.negotiate()
+    tx = fe.start_queue(TX)
+    tx.offer([HDR + 64], writable=False, data=[bytes(HDR) + frame(BROADCAST, ROUTER_MAC)])
+    wait_for(lambda: good.u32(RING_HEAD) == 1, timeout=5, what="the frame on the ring to c2")
+    pong, _ = r.ping()
+    assert pong["drops"]["peer_down"] == 1, pong
+    assert r.alive()
+    fe.close()
