@@ -82,6 +82,7 @@ typedef struct Child {
     bool tx_blocked; /* client: the ring to tx_blocked_on is full */
     unsigned tx_blocked_on;
     bool rx_waiting; /* out of guest receive buffers: waiting for a kick */
+    uint16_t rx_seen; /* avail->idx when they ran out, in the middle of a frame */
     bool work_pending;
     bool moved; /* the last round moved frames */
 
@@ -460,7 +461,8 @@ static int deliver(Child *c, Vq *rx, const uint8_t *data, size_t len) {
     /* off counts header and frame bytes placed so far; the header itself
      * is written last, once the number of buffers is known. */
     while (off < total) {
-        if (n == RX_MAX_BUFS || (n == 1 && !mrg)) {
+        /* Every buffer of the ring is not enough: it never will be. */
+        if (n == RX_MAX_BUFS || n == vq_size(rx) || (n == 1 && !mrg)) {
             (void)vq_rewind(rx, n);
             return -EMSGSIZE;
         }
@@ -470,6 +472,9 @@ static int deliver(Child *c, Vq *rx, const uint8_t *data, size_t len) {
             return r;
         }
         if (r == 0) {
+            /* The buffers taken go back, but the guest has already made
+             * them available: what we wait for is beyond this index. */
+            c->rx_seen = vq_last_avail(rx);
             (void)vq_rewind(rx, n);
             return 0;
         }
@@ -572,7 +577,7 @@ static void process_rx(Child *c) {
                 if (ring_consumer_release(pr->ring)) {
                     efd_signal(pr->space_efd);
                 }
-                if (vq_enable_notify(rx)) {
+                if (vq_enable_notify_after(rx, c->rx_seen)) {
                     continue;
                 }
                 c->rx_waiting = true;
@@ -624,7 +629,7 @@ static bool work_visible(Child *c) {
         return false;
     }
     if (c->rx_waiting) {
-        if (vq_has_avail(rx)) {
+        if (vq_avail_moved(rx, c->rx_seen)) {
             c->rx_waiting = false;
             return true;
         }

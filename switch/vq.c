@@ -293,19 +293,32 @@ void vq_disable_notify(Vq *vq) {
     /* With EVENT_IDX, an avail_event left behind already suppresses kicks. */
 }
 
-bool vq_enable_notify(Vq *vq) {
+bool vq_enable_notify_after(Vq *vq, uint16_t seen) {
     if (vq->event_idx) {
-        store16(avail_event_ptr(vq), vq->last_avail);
+        /* The driver kicks when its avail->idx moves past seen. */
+        store16(avail_event_ptr(vq), seen);
     } else {
         store16(&vq->used->flags, 0);
     }
     /* The flag must be visible before we look at avail->idx again. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return load16_acquire(&vq->avail->idx) != vq->last_avail;
+    return load16_acquire(&vq->avail->idx) != seen;
+}
+
+bool vq_enable_notify(Vq *vq) {
+    return vq_enable_notify_after(vq, vq->last_avail);
 }
 
 bool vq_has_avail(const Vq *vq) {
     return !vq->broken && load16_acquire(&vq->avail->idx) != vq->last_avail;
+}
+
+bool vq_avail_moved(const Vq *vq, uint16_t seen) {
+    return !vq->broken && load16_acquire(&vq->avail->idx) != seen;
+}
+
+unsigned vq_size(const Vq *vq) {
+    return vq->num;
 }
 
 uint16_t vq_last_avail(const Vq *vq) {

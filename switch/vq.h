@@ -76,12 +76,21 @@ bool vq_need_notify(Vq *vq);
  * when buffers arrived meanwhile (the caller must go on processing, or a
  * kick could be lost). */
 bool vq_enable_notify(Vq *vq);
+/* The same when chains were taken and given back (vq_rewind) because they
+ * were not enough: seen is vq_last_avail() when vq_pop found no more, i.e.
+ * the avail->idx the driver had reached. Asks for a kick once avail->idx
+ * moves past seen; returns true when it already has. */
+bool vq_enable_notify_after(Vq *vq, uint16_t seen);
 /* Tells the guest that kicks are not needed while we are processing. */
 void vq_disable_notify(Vq *vq);
 
 /* Whether the driver made chains available that vq_pop has not taken;
  * reads avail->idx only (no notification is armed or disarmed). */
 bool vq_has_avail(const Vq *vq);
+/* Whether avail->idx is no longer seen (read-only, as vq_has_avail). */
+bool vq_avail_moved(const Vq *vq, uint16_t seen);
+/* The ring size (entries). */
+unsigned vq_size(const Vq *vq);
 /* The next avail index to take (GET_VRING_BASE). */
 uint16_t vq_last_avail(const Vq *vq);
 /* 0, or the negative errno that broke the queue. */

@@ -74,3 +74,48 @@ def test_corrupt_ring_from_peer_does_not_kill_child(children):
     assert pong["drops"]["peer_down"] == 1, pong
     assert r.alive()
     fe.close()
+
+
+def test_rx_buffers_too_small_no_busy_loop(children):
+    """A frame that needs more receive buffers than the guest offers:
+    the child waits for more without spinning, and a frame that cannot fit
+    in the whole ring is dropped as oversize."""
+    ch, ring = client_with_router_ring(children)
+    fe = Frontend(ch.sock_path)
+    fe.negotiate(VERSION_1 | MRG_RXBUF)
+    rx = fe.start_queue(RX)
+    rx.offer([64], writable=True)
+    ring.produce([frame(C1_MAC, ROUTER_MAC, 1000)])
+    time.sleep(0.3)
+    a = ch.cpu_seconds()
+    time.sleep(1.0)
+    used = ch.cpu_seconds() - a
+    assert used < 0.2, f"the child used {used:.2f} s of CPU in 1 s waiting for buffers"
+    # Eight 64-byte buffers (the whole ring) cannot hold it: oversize.
+    rx.offer([64] * 7, writable=True)
+    wait_for(lambda: ch.ping()[0]["drops"]["oversize"] == 1, timeout=5,
+             what="the frame dropped as oversize")
+    assert rx.used_idx() == 0
+    assert ring.u32(RING_TAIL) == 1
+    # Later frames that fit are delivered into the same buffers.
+    ring.produce([frame(C1_MAC, ROUTER_MAC, 100)])
+    wait_for(lambda: rx.used_idx() == 2, timeout=5, what="the next frame delivered")
+    assert ch.ping()[0]["tx_frames"] == 1
+
+
+def test_rx_event_idx_wakes_on_new_buffers(children):
+    """With EVENT_IDX the child, short of buffers in the middle of a frame,
+    asks for a kick on the next buffer the guest adds (a guest that
+    follows avail_event kicks only then)."""
+    ch, ring = client_with_router_ring(children)
+    fe = Frontend(ch.sock_path)
+    fe.negotiate(VERSION_1 | MRG_RXBUF | EVENT_IDX)
+    rx = fe.start_queue(RX)
+    rx.offer([64], writable=True)
+    ring.produce([frame(C1_MAC, ROUTER_MAC, 1000)])
+    time.sleep(0.5)
+    assert rx.used_idx() == 0
+    kicked = rx.offer([2048], writable=True)
+    assert kicked, "avail_event was left where the guest had already gone"
+    wait_for(lambda: rx.used_idx() == 2, timeout=5, what="the frame in two buffers")
+    assert ch.ping()[0]["tx_frames"] == 1

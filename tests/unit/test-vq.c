@@ -442,6 +442,31 @@ static void test_event_idx(void **state) {
     assert_int_equal(*avail_event, 4);
 }
 
+/* Chains taken and given back because they were too few: the kick wanted
+ * is for the next chain, past the ones given back. */
+static void test_event_idx_after_rewind(void **state) {
+    Fixture *f = *state;
+    uint16_t *avail_event = (uint16_t *)&used(f)->ring[N];
+
+    set_desc(f, 0, BUF, 1, VRING_DESC_F_WRITE, 0);
+    offer(f, 0);
+    assert_int_equal(vq_pop(f->vq, &f->e), 1);
+    assert_int_equal(vq_pop(f->vq, &f->e), 0);
+    uint16_t seen = vq_last_avail(f->vq);
+    assert_int_equal(vq_rewind(f->vq, 1), 0);
+    /* The rewound chain is still available... */
+    assert_true(vq_has_avail(f->vq));
+    /* ...but nothing beyond what was seen: sleep, with the kick armed there. */
+    assert_false(vq_enable_notify_after(f->vq, seen));
+    assert_int_equal(*avail_event, 1);
+    assert_false(vq_avail_moved(f->vq, seen));
+    set_desc(f, 1, BUF, 1, VRING_DESC_F_WRITE, 0);
+    offer(f, 1);
+    assert_true(vq_avail_moved(f->vq, seen));
+    assert_true(vq_enable_notify_after(f->vq, seen));
+    assert_int_equal(vq_size(f->vq), N);
+}
+
 static void test_new_rejects(void **state) {
     Fixture *f = *state;
     Vq *vq = NULL;
@@ -561,6 +586,7 @@ int main(void) {
         TI(test_indirect_next_out_of_table),
         T(test_notify_flags),
         TE(test_event_idx),
+        TE(test_event_idx_after_rewind),
         T(test_new_rejects),
         T(test_mem_translate),
         cmocka_unit_test(test_mem_check_table),
