@@ -88,10 +88,12 @@ typedef struct Child {
 
     CtlCounters counters;
     uint64_t ring_full_to[CTL_MAX_PORTS];
+    uint64_t refused_from[CTL_MAX_PORTS][POLICY_DROP_MAX];
 
     VqElem elem;     /* the chain in hand */
     VqElem rx_first; /* first receive buffer of a frame (holds its header) */
-    uint8_t frame[RING_FRAME_MAX];
+    uint8_t frame[RING_FRAME_MAX];    /* guest TX: the frame being routed */
+    uint8_t rx_frame[RING_FRAME_MAX]; /* from a ring: our own copy */
 } Child;
 
 static void epoll_add(Child *c, int fd, uint64_t tag) {
@@ -447,9 +449,7 @@ static size_t scatter(const VqElem *e, size_t off, const uint8_t *src, size_t le
     return done;
 }
 
-/* Delivers one frame (len bytes at data, in shared memory: its bytes may
- * change under us, which harms only what the guest receives) into the
- * guest's receive buffers. 1: delivered; 0: not enough buffers (nothing
+/* Delivers one frame (len bytes at data) into the guest's receive buffers. 1: delivered; 0: not enough buffers (nothing
  * consumed); -EMSGSIZE: the frame can never fit; < 0 otherwise: broken. */
 static int deliver(Child *c, Vq *rx, const uint8_t *data, size_t len) {
     size_t hdr = net_hdr_len(c);
@@ -567,7 +567,23 @@ static void process_rx(Child *c) {
                 }
                 break;
             }
-            r = deliver(c, rx, f.data, f.len);
+            /* The peer's child may be compromised: what it wrote is judged
+             * again, on our own copy (it could change the bytes after the
+             * check), as the policy would judge it from the peer's guest. */
+            memcpy(c->rx_frame, f.data, f.len);
+            uint64_t mask = 0;
+            PolicyDrop reason = POLICY_DROP_UNKNOWN_UNICAST;
+            int k = policy_route(c->policy, i, c->rx_frame, f.len, &mask, &reason);
+            if (k <= 0 || !(mask & (UINT64_C(1) << c->port))) {
+                if (k < 0) {
+                    reason = POLICY_DROP_UNKNOWN_UNICAST; /* a peer we do not know */
+                }
+                c->refused_from[i][reason]++;
+                ring_consumer_next(pr->ring);
+                n++;
+                continue;
+            }
+            r = deliver(c, rx, c->rx_frame, f.len);
             if (r < 0 && r != -EMSGSIZE) {
                 device_broken(c, "receive", r);
                 return;
@@ -757,6 +773,7 @@ static void on_ping(Child *c, const CtlPing *ping) {
     m.pong.state = c->state;
     m.pong.counters = c->counters;
     memcpy(m.pong.ring_full_to, c->ring_full_to, sizeof(c->ring_full_to));
+    memcpy(m.pong.refused_from, c->refused_from, sizeof(c->refused_from));
     send_ctl(c, &m);
 }
 

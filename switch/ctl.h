@@ -131,6 +131,10 @@ typedef struct CtlPong {
     /* Frames this child dropped because the ring towards that port stayed
      * full: counted against the destination. */
     uint64_t ring_full_to[CTL_MAX_PORTS];
+    /* Frames from that port's ring this child refused on the policy's
+     * grounds (another source MAC than the peer's, a destination the peer
+     * may not reach): counted against that port. */
+    uint64_t refused_from[CTL_MAX_PORTS][POLICY_DROP_MAX];
 } CtlPong;
 
 /* Both ends are the same program, but the layouts are fixed all the same
@@ -140,7 +144,8 @@ _Static_assert(sizeof(CtlPeer) == 20, "CtlPeer layout");
 _Static_assert(sizeof(CtlPeerRef) == 16, "CtlPeerRef layout");
 _Static_assert(sizeof(CtlBuffer) == 24, "CtlBuffer layout");
 _Static_assert(sizeof(CtlPing) == 16, "CtlPing layout");
-_Static_assert(sizeof(CtlPong) == 24 + 8 * (4 + CTL_DROP_MAX) + 8 * CTL_MAX_PORTS,
+_Static_assert(sizeof(CtlPong) ==
+                   24 + 8 * (4 + CTL_DROP_MAX) + 8 * CTL_MAX_PORTS * (1 + POLICY_DROP_MAX),
                "CtlPong layout");
 
 typedef union CtlMsg {

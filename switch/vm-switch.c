@@ -109,6 +109,10 @@ typedef struct Vm {
     CtlCounters base;                     /* earlier children's */
     uint64_t ring_full_to[CTL_MAX_PORTS]; /* the current child's, by destination */
     uint64_t ring_full_in;                /* frames for us dropped by earlier children of others */
+    /* The current child's refusals of ring frames, by source port and
+     * policy reason; and those of earlier children of others, of our frames. */
+    uint64_t refused_from[CTL_MAX_PORTS][POLICY_DROP_MAX];
+    uint64_t refused_in[POLICY_DROP_MAX];
 
     PendingRing pending[CTL_MAX_PORTS]; /* rings from that producer to us */
 } Vm;
@@ -464,6 +468,10 @@ static void child_gone(Switch *s, Vm *v) {
     for (unsigned i = 0; i < CTL_MAX_PORTS; i++) {
         s->vm[i].ring_full_in += v->ring_full_to[i];
         v->ring_full_to[i] = 0;
+        for (unsigned r = 0; r < POLICY_DROP_MAX; r++) {
+            s->vm[i].refused_in[r] += v->refused_from[i][r];
+            v->refused_from[i][r] = 0;
+        }
         pending_clear(&v->pending[i]);
         pending_clear(&s->vm[i].pending[vm_port(s, v)]);
     }
@@ -673,6 +681,7 @@ static void on_pong(Switch *s, Vm *v, const CtlPong *p) {
      * reports for clients) say anything. Statistics, not accounting. */
     v->cur = p->counters;
     memcpy(v->ring_full_to, p->ring_full_to, sizeof(v->ring_full_to));
+    memcpy(v->refused_from, p->refused_from, sizeof(v->refused_from));
     v->child_state = (CtlState)p->state;
     if (p->seq == v->ping_seq && v->ping_outstanding) {
         v->ping_outstanding = false;
@@ -736,6 +745,14 @@ static void write_stats(Switch *s) {
         c.drops[CTL_DROP_RING_FULL] = v->ring_full_in;
         for (unsigned j = 0; j < CTL_MAX_PORTS; j++) {
             c.drops[CTL_DROP_RING_FULL] += s->vm[j].ring_full_to[i];
+        }
+        /* Frames of ours a peer's child refused from its ring: a sign that
+         * our child is compromised (or our own child's word against it). */
+        for (unsigned r = 0; r < POLICY_DROP_MAX; r++) {
+            c.drops[r] += v->refused_in[r];
+            for (unsigned j = 0; j < CTL_MAX_PORTS; j++) {
+                c.drops[r] += s->vm[j].refused_from[i][r];
+            }
         }
         const char *state = v->pid > 0 ? ctl_state_name(v->child_state) : "restarting";
         int n = snprintf(line, sizeof(line),

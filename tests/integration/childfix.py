@@ -29,6 +29,7 @@ DROPS = ("runt", "spoofed_source", "client_to_client", "unknown_unicast", "to_se
          "no_destination", "oversize", "malformed", "peer_down", "ring_full", "bad_slot",
          "guest_down")
 MAX_PORTS = 64
+POLICY_DROPS = 6  # the first six of DROPS
 
 # The ring memfd (switch/ring.c): head, tail and the two wait flags on
 # their own cache lines, then 64 slots of {len, flags, 2040 bytes}.
@@ -156,12 +157,15 @@ class ChildRun:
                 break
         rtt = time.monotonic() - t0
         seq, state, _ = struct.unpack_from("<QII", body)
-        vals = struct.unpack_from(f"<{4 + len(DROPS) + MAX_PORTS}Q", body, 16)
+        n = 4 + len(DROPS) + MAX_PORTS + MAX_PORTS * POLICY_DROPS
+        vals = struct.unpack_from(f"<{n}Q", body, 16)
         assert seq == self.seq
         pong = {"state": STATES[state], "rx_frames": vals[0], "rx_bytes": vals[1],
                 "tx_frames": vals[2], "tx_bytes": vals[3],
                 "drops": dict(zip(DROPS, vals[4:4 + len(DROPS)])),
-                "ring_full_to": vals[4 + len(DROPS):]}
+                "ring_full_to": vals[4 + len(DROPS):4 + len(DROPS) + MAX_PORTS],
+                "refused_from": [dict(zip(DROPS, vals[k:k + POLICY_DROPS]))
+                                 for k in range(4 + len(DROPS) + MAX_PORTS, n, POLICY_DROPS)]}
         return pong, rtt
 
     def cpu_seconds(self):

@@ -119,3 +119,33 @@ def test_rx_event_idx_wakes_on_new_buffers(children):
     assert kicked, "avail_event was left where the guest had already gone"
     wait_for(lambda: rx.used_idx() == 2, timeout=5, what="the frame in two buffers")
     assert ch.ping()[0]["tx_frames"] == 1
+
+
+def test_ring_frames_checked_by_the_consumer(children):
+    """A compromised client child publishes frames with another source MAC,
+    and to another client: the router child drops them, counted as
+    spoofed_source or client_to_client against that client; the router's
+    own counters do not move."""
+    r = children("router", port=0, mac=ROUTER_MAC, role=ROUTER)
+    r.peer(1, C1_MAC, CLIENT)
+    r.peer(2, C2_MAC, CLIENT)
+    ring = r.get_buffer(1)
+    fe = Frontend(r.sock_path)
+    fe.negotiate(VERSION_1 | MRG_RXBUF)
+    rx = fe.start_queue(RX)
+    rx.offer([2048] * 8, writable=True)
+    good = frame(ROUTER_MAC, C1_MAC)
+    ring.produce([frame(ROUTER_MAC, OTHER_MAC), frame(ROUTER_MAC, C2_MAC), good,
+                  frame(C2_MAC, C1_MAC), frame(BROADCAST, C1_MAC), b"\x01" * 10])
+    wait_for(lambda: ring.u32(RING_TAIL) == 6, timeout=5, what="the router to take them")
+    wait_for(lambda: rx.used_idx() == 2, timeout=5, what="two frames delivered")
+    time.sleep(0.2)
+    assert rx.used_idx() == 2
+    _, n = rx.used_entry(0)
+    assert rx.buffer(rx.used_entry(0)[0], n)[HDR:] == good
+    pong, _ = r.ping()
+    assert pong["tx_frames"] == 2
+    assert pong["refused_from"][1]["spoofed_source"] == 2, pong
+    assert pong["refused_from"][1]["client_to_client"] == 1, pong
+    assert pong["refused_from"][1]["runt"] == 1, pong
+    assert all(v == 0 for k, v in pong["drops"].items()), pong
