@@ -167,20 +167,28 @@ static void publish_rings(Child *c) {
 
 /* ---- the vhost-user side -------------------------------------------------- */
 
-static void sync_kick_fds(Child *c) {
+/* Registers the device's kick fds. They are the frontend's: one epoll
+ * cannot watch (a regular file, a memfd) is refused, -EPERM and the like. */
+static int sync_kick_fds(Child *c) {
+    int ret = 0;
     for (unsigned q = 0; q < VU_NET_N_QUEUES; q++) {
         if (c->kick_reg[q] >= 0) {
             epoll_del(c, c->kick_reg[q]);
             c->kick_reg[q] = -EBADF;
         }
         int fd = c->dev ? vu_dev_kick_fd(c->dev, q) : -EBADF;
-        if (fd >= 0) {
+        if (fd >= 0 && ret == 0) {
             /* Never block on a frontend's eventfd. */
             (void)fd_nonblock(fd, true);
-            epoll_add(c, fd, EV(EV_KICK, q));
+            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV(EV_KICK, q)};
+            if (epoll_ctl(c->epoll, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                ret = -errno;
+                continue;
+            }
             c->kick_reg[q] = fd;
         }
     }
+    return ret;
 }
 
 static void device_reset(Child *c) {
@@ -201,7 +209,7 @@ static void frontend_drop(Child *c, CtlState state) {
         epoll_add(c, c->listen_fd, EV(EV_LISTEN, 0));
     }
     device_reset(c);
-    sync_kick_fds(c);
+    (void)sync_kick_fds(c); /* a new device has none */
     c->state = state;
     c->tx_blocked = false;
     c->rx_waiting = false;
@@ -242,7 +250,13 @@ static void on_conn(Child *c) {
         frontend_drop(c, CTL_STATE_WAITING);
         return;
     }
-    sync_kick_fds(c);
+    r = sync_kick_fds(c);
+    if (r < 0) {
+        log_warning("%s: vhost-user: a kick fd that cannot be polled (%s): dropping the frontend",
+                    c->name, strerror(-r));
+        frontend_drop(c, CTL_STATE_BROKEN);
+        return;
+    }
     /* A ring may have started (or restarted): look at everything. */
     c->work_pending = true;
     c->rx_waiting = false;

@@ -149,3 +149,18 @@ def test_ring_frames_checked_by_the_consumer(children):
     assert pong["refused_from"][1]["client_to_client"] == 1, pong
     assert pong["refused_from"][1]["runt"] == 1, pong
     assert all(v == 0 for k, v in pong["drops"].items()), pong
+
+
+def test_unpollable_kick_fd_breaks_only_the_device(children):
+    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
+    fe = Frontend(ch.sock_path)
+    fe.negotiate()
+    kick = os.memfd_create("not-pollable")
+    try:
+        fe.start_queue(TX, kick=kick, sync=False)
+        assert fe.closed_by_peer(), "the frontend with a memfd as kick fd was kept"
+        assert ch.alive(), ch.log_text()
+        assert ch.ping()[0]["state"] == "broken"
+    finally:
+        os.close(kick)
+        fe.close()
