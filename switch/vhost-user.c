@@ -601,6 +601,11 @@ static int h_set_vring_call(VuDev *d, VuMsg *m, VuMsg *reply) {
     VuQueue *q = msg_queue(d, m, QUEUE_U64);
     safe_close(q->call_fd);
     q->call_fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+    if (q->call_fd >= 0) {
+        /* Never block on the frontend's fd (a pipe, a saturated eventfd):
+         * EAGAIN means a notification is pending already. */
+        (void)fd_nonblock(q->call_fd, true);
+    }
     return 0;
 }
 

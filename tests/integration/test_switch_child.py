@@ -164,3 +164,34 @@ def test_unpollable_kick_fd_breaks_only_the_device(children):
     finally:
         os.close(kick)
         fe.close()
+
+
+def test_full_call_pipe_does_not_block(children):
+    """A guest whose call fd is a full pipe: the child does not block on
+    it and answers its pings."""
+    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
+    ch.peer(0, ROUTER_MAC, ROUTER)
+    out = ch.put_buffer(0)
+    ch.ping()
+    fe = Frontend(ch.sock_path)
+    fe.negotiate()
+    rd, wr = os.pipe()
+    os.set_blocking(wr, False)
+    try:
+        while True:
+            os.write(wr, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(wr, True)
+    try:
+        tx = fe.start_queue(TX, call=wr)
+        tx.offer([HDR + 64] * 4, writable=False,
+                 data=[bytes(HDR) + frame(ROUTER_MAC, C1_MAC)] * 4)
+        wait_for(lambda: out.u32(RING_HEAD) == 4, timeout=5, what="frames on the ring")
+        wait_for(lambda: tx.used_idx() == 4, timeout=5, what="the chains used")
+        pong, rtt = ch.ping(timeout=2)
+        assert pong["rx_frames"] == 4
+    finally:
+        os.close(rd)
+        os.close(wr)
+        fe.close()
