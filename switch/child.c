@@ -245,9 +245,16 @@ static void on_conn(Child *c) {
         frontend_drop(c, CTL_STATE_WAITING);
         return;
     }
-    if (r < 0) {
-        log_warning("%s: vhost-user: %s: dropping the frontend", c->name, strerror(-r));
+    if (r == -ECONNRESET || r == -EPIPE) {
+        log_info("%s: frontend disconnected: %s", c->name, strerror(-r));
         frontend_drop(c, CTL_STATE_WAITING);
+        return;
+    }
+    if (r < 0) {
+        /* A message the validator or a handler refused: the frontend broke
+         * the protocol, as a guest breaks it with a bad descriptor. */
+        log_warning("%s: vhost-user: %s: dropping the frontend", c->name, strerror(-r));
+        frontend_drop(c, CTL_STATE_BROKEN);
         return;
     }
     r = sync_kick_fds(c);
@@ -385,6 +392,8 @@ static void process_tx(Child *c) {
     while (n < BUDGET) {
         int r = vq_pop(tx, &c->elem);
         if (r < 0) {
+            /* What this round queued for the peers still goes to them. */
+            publish_rings(c);
             device_broken(c, "transmit", r);
             return;
         }
@@ -425,6 +434,7 @@ static void process_tx(Child *c) {
         c->counters.rx_frames++;
         c->counters.rx_bytes += c->elem.out_len - MIN(c->elem.out_len, hdr);
         if (vq_push(tx, c->elem.head, 0) < 0) {
+            publish_rings(c);
             device_broken(c, "transmit", -EINVAL);
             return;
         }

@@ -195,3 +195,42 @@ def test_full_call_pipe_does_not_block(children):
         os.close(rd)
         os.close(wr)
         fe.close()
+
+
+def test_protocol_violation_is_broken(children):
+    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
+    fe = Frontend(ch.sock_path)
+    import struct
+    from childfix import SET_VRING_NUM
+    fe.negotiate()
+    fe.send(SET_VRING_NUM, struct.pack("<II", 0, 3))  # not a power of two
+    assert fe.closed_by_peer()
+    assert ch.ping()[0]["state"] == "broken"
+    fe.close()
+
+
+
+def test_frames_before_a_bad_chain_are_published(children):
+    """A guest whose transmit ring breaks after good frames, in one batch:
+    the device is broken, and the frames taken before go out all the same
+    (committed to the ring, not left unpublished)."""
+    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
+    ch.peer(0, ROUTER_MAC, ROUTER)
+    out = ch.put_buffer(0)
+    ch.ping()
+    fe = Frontend(ch.sock_path)
+    fe.negotiate()
+    tx = fe.start_queue(TX)
+    import struct
+    mem = fe.mem
+    good = bytes(HDR) + frame(ROUTER_MAC, C1_MAC)
+    mem[tx.bufs:tx.bufs + len(good)] = good
+    struct.pack_into("<QIHH", mem, tx.desc, tx.bufs, len(good), 0, 0)
+    struct.pack_into("<QIHH", mem, tx.desc + 16, tx.bufs, 64, 1, 1)  # next: itself
+    struct.pack_into("<HH", mem, tx.avail + 4, 0, 1)
+    struct.pack_into("<H", mem, tx.avail + 2, 2)
+    os.eventfd_write(tx.kick, 1)
+    assert fe.closed_by_peer()
+    assert ch.ping()[0]["state"] == "broken"
+    assert out.u32(RING_HEAD) == 1
+    fe.close()
