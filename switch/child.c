@@ -535,11 +535,16 @@ static void discard_rings(Child *c) {
         PeerRing *pr = &c->peer[i].in;
         RingFrame f;
         int r;
+        unsigned n = 0;
         if (!pr->ring) {
             continue;
         }
         while ((r = ring_consumer_peek(pr->ring, &f)) != 0) {
-            if (r < 0 && r != -EBADMSG) {
+            if ((r < 0 && r != -EBADMSG) || n++ >= BUDGET) {
+                /* Broken, or a producer that never stops: come back later. */
+                if (r > 0 || r == -EBADMSG) {
+                    c->work_pending = true;
+                }
                 break;
             }
             c->counters.drops[r == -EBADMSG ? CTL_DROP_BAD_SLOT : CTL_DROP_GUEST_DOWN]++;
@@ -573,8 +578,11 @@ static void process_rx(Child *c) {
             RingFrame f;
             int r = ring_consumer_peek(pr->ring, &f);
             if (r == -EBADMSG) {
+                /* Counted against the budget like a frame: a producer
+                 * publishing nothing but bad slots gets no longer rounds. */
                 c->counters.drops[CTL_DROP_BAD_SLOT]++;
                 ring_consumer_next(pr->ring);
+                n++;
                 continue;
             }
             if (r < 0) {
