@@ -330,8 +330,15 @@ static int forward_to(Child *c, unsigned port, size_t len) {
     }
     int r = ring_producer_slot(p->out.ring, &slot);
     if (r == -ENOBUFS) {
-        /* Let the consumer see what we have, then look once more. */
+        /* Let the consumer see what we have, then look once more. The
+         * guest learns first that those chains are done: a crash between
+         * the two then loses frames rather than sending them twice (a new
+         * child would take the chains again from the last used index). */
         if (p->out_dirty) {
+            Vq *tx = c->dev ? vu_dev_queue(c->dev, VU_NET_TX) : NULL;
+            if (tx) {
+                vq_flush(tx);
+            }
             p->out_dirty = false;
             if (ring_producer_publish(p->out.ring)) {
                 efd_signal(p->out.data_efd);
