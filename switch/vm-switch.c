@@ -661,7 +661,11 @@ static int child_start(Switch *s, Vm *v) {
         Vm *p = &s->vm[i];
         if (vm_running(p) && pair_allowed(v, p)) {
             ring_offer(s, v, p);
-            ring_offer(s, p, v);
+            /* The first offer may have found p's control socket full and
+             * killed p: no ring for a child that is gone. */
+            if (vm_running(p) && vm_running(v)) {
+                ring_offer(s, p, v);
+            }
         }
     }
     s->stats_dirty = true;
