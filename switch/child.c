@@ -852,6 +852,9 @@ static int on_ctl(Child *c) {
             if (m.ref.port != c->port) {
                 (void)policy_remove_port(c->policy, m.ref.port);
                 c->peer[m.ref.port].present = false;
+                /* The port's next VM starts from zero. */
+                c->ring_full_to[m.ref.port] = 0;
+                memset(c->refused_from[m.ref.port], 0, sizeof(c->refused_from[m.ref.port]));
                 peer_drop_rings(c, m.ref.port, 0, true);
             }
             break;

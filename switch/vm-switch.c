@@ -884,13 +884,18 @@ static void listener_close(Switch *s, Vm *v) {
 static void vm_remove(Switch *s, Vm *v) {
     log_info("%s: removed", v->name);
     child_stop(s, v);
+    unsigned port = vm_port(s, v);
     for (unsigned i = 0; i < CTL_MAX_PORTS; i++) {
         Vm *p = &s->vm[i];
         if (vm_running(p) && p != v) {
             send_peer_ref(s, p, CTL_PEER_REMOVE, v);
         }
+        /* What the others counted against this port is not for the next
+         * VM in the slot (their children forget it on PEER_REMOVE too). */
+        p->ring_full_to[port] = 0;
+        memset(p->refused_from[port], 0, sizeof(p->refused_from[port]));
     }
-    (void)policy_remove_port(s->policy, vm_port(s, v));
+    (void)policy_remove_port(s->policy, port);
     listener_close(s, v);
     memset(v, 0, sizeof(*v));
     v->listen_fd = v->ctl = v->pidfd = -EBADF;

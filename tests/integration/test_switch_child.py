@@ -234,3 +234,34 @@ def test_frames_before_a_bad_chain_are_published(children):
     assert ch.ping()[0]["state"] == "broken"
     assert out.u32(RING_HEAD) == 1
     fe.close()
+
+
+def test_counts_against_a_removed_port_are_forgotten(children):
+    """What a child counted against a peer (ring full, refused frames) is
+    not reported for that port once the peer has left the network: the
+    next VM in the slot starts from zero."""
+    r = children("router", port=0, mac=ROUTER_MAC, role=ROUTER)
+    r.peer(1, C1_MAC, CLIENT)
+    ring_in = r.get_buffer(1)
+    r.put_buffer(1)  # never consumed: fills up
+    fe = Frontend(r.sock_path)
+    fe.negotiate()
+    tx = fe.start_queue(TX)
+    rx = fe.start_queue(RX)
+    rx.offer([2048] * 8, writable=True)
+    data = bytes(HDR) + frame(C1_MAC, ROUTER_MAC)
+    sent = 0
+    while sent < 72:
+        tx.offer([len(data)] * 8, writable=False, data=[data] * 8)
+        sent += 8
+        wait_for(lambda: tx.used_idx() == sent, timeout=5, what="the chains used")
+    ring_in.produce([frame(ROUTER_MAC, OTHER_MAC)])
+    wait_for(lambda: ring_in.u32(RING_TAIL) == 1, timeout=5, what="the frame taken")
+    pong, _ = r.ping()
+    assert pong["ring_full_to"][1] == 8, pong["ring_full_to"][:4]
+    assert pong["refused_from"][1]["spoofed_source"] == 1
+    r.peer_remove(1)
+    pong, _ = r.ping()
+    assert pong["ring_full_to"][1] == 0
+    assert pong["refused_from"][1]["spoofed_source"] == 0
+    fe.close()
