@@ -71,7 +71,12 @@ enum {
     EV_INOTIFY,
     EV_CTL,   /* index: port */
     EV_PIDFD, /* index: port */
+    EV_DYING, /* index: slot in Switch.dying */
 };
+
+/* Children killed and no longer the VM's, not yet reaped: their pidfd
+ * says when (the event loop never waits for a process). */
+#define DYING_MAX 64
 #define EV(kind, idx) (((uint64_t)(kind) << 32) | (uint32_t)(idx))
 
 /* A ring handed to its consumer (GET_BUFFER), waiting for BUFFER_READY
@@ -129,6 +134,12 @@ typedef struct Options {
     int child_fd;
 } Options;
 
+typedef struct Dying {
+    pid_t pid; /* 0: free */
+    int pidfd;
+    char name[VM_NAME_MAX + 1];
+} Dying;
+
 typedef struct Switch {
     const Options *opt;
     int exe_fd;
@@ -139,6 +150,7 @@ typedef struct Switch {
     int epoll;
     Policy *policy;
     Vm vm[CTL_MAX_PORTS];
+    Dying dying[DYING_MAX];
     uint64_t next_tick;
     bool stats_dirty;
 } Switch;
@@ -495,20 +507,67 @@ static void describe_status(int status, char *buf, size_t size) {
     }
 }
 
-/* Kills and reaps the child now (it holds no state we need). */
+static void reap_report(const char *name, pid_t pid, int status) {
+    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
+        char what[128];
+        describe_status(status, what, sizeof(what));
+        log_warning("%s: child %d had %s", name, (int)pid, what);
+    }
+}
+
+/* Reaps a killed child; blocking only when asked (at exit). true when
+ * reaped (or gone). */
+static bool dying_reap(Switch *s, Dying *d, bool block) {
+    int status;
+    pid_t r;
+    if (d->pid <= 0) {
+        return true;
+    }
+    while ((r = waitpid(d->pid, &status, block ? 0 : WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (r == 0) {
+        return false;
+    }
+    if (r > 0) {
+        reap_report(d->name, d->pid, status);
+    }
+    if (d->pidfd >= 0) {
+        epoll_ctl(s->epoll, EPOLL_CTL_DEL, d->pidfd, NULL);
+    }
+    d->pidfd = safe_close(d->pidfd);
+    d->pid = 0;
+    return true;
+}
+
+/* Kills the child; it is the VM's no longer. It holds no state we need:
+ * its peers drop the rings shared with it at once, and it is reaped when
+ * its pidfd says it has exited, without the event loop waiting for it. */
 static void child_stop(Switch *s, Vm *v) {
     if (v->pid <= 0) {
         return;
     }
-    int status;
-    pid_t r;
     (void)kill(v->pid, SIGKILL);
-    while ((r = waitpid(v->pid, &status, 0)) < 0 && errno == EINTR) {
+    Dying *d = NULL;
+    for (unsigned i = 0; i < DYING_MAX && v->pidfd >= 0; i++) {
+        if (s->dying[i].pid == 0) {
+            d = &s->dying[i];
+            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV(EV_DYING, i)};
+            if (epoll_ctl(s->epoll, EPOLL_CTL_MOD, v->pidfd, &ev) < 0) {
+                d = NULL;
+            }
+            break;
+        }
     }
-    if (r > 0 && !(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
-        char what[128];
-        describe_status(status, what, sizeof(what));
-        log_warning("%s: child %d had %s", v->name, (int)v->pid, what);
+    if (d) {
+        d->pid = v->pid;
+        d->pidfd = TAKE_FD(v->pidfd);
+        snprintf(d->name, sizeof(d->name), "%s", v->name);
+    } else {
+        /* More children dying at once than we keep track of: this one
+         * is reaped now (SIGKILL: it does not take long). */
+        Dying now = {.pid = v->pid, .pidfd = -EBADF};
+        snprintf(now.name, sizeof(now.name), "%s", v->name);
+        (void)dying_reap(s, &now, true);
     }
     child_gone(s, v);
 }
@@ -1115,6 +1174,9 @@ static void shutdown_all(Switch *s) {
             }
         }
     }
+    for (unsigned i = 0; i < DYING_MAX; i++) {
+        (void)dying_reap(s, &s->dying[i], true);
+    }
     (void)unlinkat(s->socket_fd, STATS_FILE, 0);
 }
 
@@ -1229,6 +1291,11 @@ static int run_main(const Options *opt, int exe_fd) {
             case EV_PIDFD:
                 if (v && vm_running(v)) {
                     on_child_exit(s, v);
+                }
+                break;
+            case EV_DYING:
+                if (idx < DYING_MAX) {
+                    (void)dying_reap(s, &s->dying[idx], false);
                 }
                 break;
             default:
