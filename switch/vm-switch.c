@@ -1075,7 +1075,10 @@ static int cmp_str(const void *a, const void *b) {
 
 /* Every file, in name order (so which of two routers wins does not depend
  * on the directory's order); VMs whose file is gone are removed. */
-static void config_scan(Switch *s) {
+/* Reads the directory again: VMs whose file is gone are removed, and
+ * every file is read; with only_new, only the files of VMs not on the
+ * network (those refused for a conflict that may be gone). */
+static void config_scan(Switch *s, bool only_new) {
     char *names[256];
     size_t n = 0;
     int dfd = fcntl(s->config_fd, F_DUPFD_CLOEXEC, 3);
@@ -1114,7 +1117,13 @@ static void config_scan(Switch *s) {
         }
     }
     for (size_t i = 0; i < n; i++) {
-        config_file(s, names[i]);
+        char name[VM_NAME_MAX + 1];
+        size_t len = strlen(names[i]);
+        bool known = len > 5 && streq(names[i] + len - 5, ".conf") &&
+                     vm_conf_name_from_filename(names[i], name) >= 0 && vm_find(s, name);
+        if (!only_new || !known) {
+            config_file(s, names[i]);
+        }
         free(names[i]);
     }
 }
@@ -1124,7 +1133,7 @@ static void on_inotify(Switch *s) {
         struct inotify_event ev;
         char buf[4096];
     } u;
-    bool rescan = false;
+    bool rescan = false, admit = false;
     for (;;) {
         ssize_t n = read(s->inotify_fd, u.buf, sizeof(u.buf));
         if (n < 0) {
@@ -1149,15 +1158,26 @@ static void on_inotify(Switch *s) {
                 continue;
             }
             if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
-                /* A removed router may let a refused one in: look at all. */
-                rescan = true;
+                /* Only a VM of ours leaving changes anything; then a file
+                 * refused for a conflict with it may get in. */
+                char name[VM_NAME_MAX + 1];
+                size_t len = strlen(ev->name);
+                Vm *v = NULL;
+                if (len > 5 && streq(ev->name + len - 5, ".conf") &&
+                    vm_conf_name_from_filename(ev->name, name) >= 0) {
+                    v = vm_find(s, name);
+                }
+                if (v) {
+                    vm_remove(s, v);
+                    admit = true;
+                }
             } else {
                 config_file(s, ev->name);
             }
         }
     }
-    if (rescan) {
-        config_scan(s);
+    if (rescan || admit) {
+        config_scan(s, !rescan);
     }
 }
 
@@ -1246,7 +1266,7 @@ static int run_main(const Options *opt, int exe_fd) {
     epoll_add(s, s->inotify_fd, EV(EV_INOTIFY, 0));
 
     /* Listeners and children of every VM there is, then ready. */
-    config_scan(s);
+    config_scan(s, false);
     write_stats(s);
     notify_ready();
     log_info("serving %s on %s", opt->config_dir, opt->socket_dir);

@@ -153,3 +153,37 @@ def test_stats_command_without_switch(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 1
     assert "vm-switch.stats" in out.stderr and "is vm-switch running there?" in out.stderr
+
+
+def test_removals_do_not_reread_running_vms(switch_run):
+    """Removing a file that is no VM's (not a .conf, or a .conf of no VM)
+    touches nothing, and the removal of one VM's file does not re-read the
+    files of the VMs still running: a file being rewritten (open, not yet
+    closed) is read when its own event says it is done."""
+    sw = switch_run
+    sw.write_conf("router", ROUTER_MAC, "router")
+    sw.write_conf("c1", C1_MAC)
+    sw.write_conf("c2", C2_MAC)
+    for junk in ("notes.txt", "zz.conf"):
+        with open(os.path.join(sw.config_dir, junk), "w") as f:
+            f.write("not a VM\n")
+    sw.start()
+    before = pids(sw.wait_running(["router", "c1", "c2"]))
+    path = os.path.join(sw.config_dir, "c1.conf")
+    f = open(path, "w")  # truncated, new content written but not closed
+    try:
+        f.write("mac=52:54:00:5a:00:12\n")
+        f.flush()
+        os.unlink(os.path.join(sw.config_dir, "notes.txt"))
+        os.unlink(os.path.join(sw.config_dir, "zz.conf"))
+        sw.remove_conf("c2")
+        s = sw.wait_stats(lambda s: "c2" not in s, what="c2 removed")
+        time.sleep(1.5)
+        s = sw.stats()
+        assert s["c1"]["pid"] == before["c1"], sw.log_text()
+        assert s["router"]["pid"] == before["router"]
+        assert "c1: configuration changed" not in sw.log_text()
+    finally:
+        f.close()
+    s = sw.wait_stats(lambda s: s["c1"]["pid"] not in (0, before["c1"]), what="c1 restarted")
+    assert "c1: configuration changed" in sw.log_text()
