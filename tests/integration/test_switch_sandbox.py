@@ -60,6 +60,10 @@ def test_processes_from_outside(sw, start):
     main = sw.main_pid()
     kids = [s["router"]["pid"], s["c1"]["pid"]]
     assert sorted(children_of(main)) == sorted(kids)
+    # A child locks itself down once its SETUP is read, which may come
+    # just after it shows up in the counters.
+    wait_for(lambda: all(status(p)["Seccomp"] == "2" for p in kids), timeout=10,
+             what="the children's lock-down after SETUP")
     uid = pwd.getpwnam(SANDBOX_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
     for pid in [sup, main] + kids:
         st = status(pid)
