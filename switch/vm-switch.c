@@ -52,13 +52,15 @@
 /* Each ping must be answered within PONG_TIMEOUT_USEC. A child serves its
  * control socket between datapath rounds of bounded work, so a healthy
  * child answers within well under a millisecond; but a busy machine (qemu
- * guests under TCG on two cores) can keep a runnable process off the CPU
- * for longer now and then. So a missed deadline is logged and the child
- * is pinged again at once; the second ping in a row left unanswered for
- * 100 ms means it is hung. A hung child is thus killed 200 ms after its
- * first missed ping. Start-up is the other exception: a fresh exec under
- * load can take longer than 100 ms to reach its event loop, so a child
- * gets its first ping only STARTUP_GRACE_USEC after its start. */
+ * guests booting under TCG on two cores, each child serving its
+ * frontend's set-up) can keep a child from answering for a few hundred
+ * milliseconds, and killing it then costs its VM a reconnect. So a missed
+ * deadline is logged and the child is pinged again every 100 ms; a child
+ * that has answered none of them for HUNG_USEC is hung. Start-up is the
+ * other exception: a fresh exec under load can take longer than 100 ms to
+ * reach its event loop, so a child gets its first ping only
+ * STARTUP_GRACE_USEC after its start. */
+#define HUNG_USEC 2000000ull
 #define STARTUP_GRACE_USEC PING_INTERVAL_USEC
 /* Restart backoff: a child is restarted at once, unless it is the
  * (QUICK_FREE + 1)th in a row to die less than STABLE_USEC after its
@@ -115,7 +117,8 @@ typedef struct Vm {
     uint64_t ping_seq;
     uint64_t ping_sent_at;
     bool ping_outstanding;
-    bool ping_missed; /* the last ping went unanswered for 100 ms */
+    bool ping_missed;         /* a ping went unanswered for 100 ms ... */
+    uint64_t ping_missed_at;  /* ... this long ago, none answered since */
 
     CtlState child_state;
     CtlCounters cur;                      /* the current child's, from its last pong */
@@ -897,12 +900,17 @@ static uint64_t timers(Switch *s, uint64_t now) {
                  * one when the machine is loaded): look first. */
                 on_ctl(s, v);
             }
-            if (vm_running(v) && v->ping_outstanding && now >= due && v->ping_missed) {
+            if (vm_running(v) && v->ping_outstanding && now >= due && v->ping_missed &&
+                now - v->ping_missed_at >= HUNG_USEC) {
                 v->ping_outstanding = false;
-                child_kill(s, v, "did not answer two pings in a row within 100 ms each");
+                child_kill(s, v, "answered no ping for 2 s");
             } else if (vm_running(v) && v->ping_outstanding && now >= due) {
-                log_warning("%s: no answer to a ping within 100 ms; asking again", v->name);
-                v->ping_missed = true;
+                if (!v->ping_missed) {
+                    log_warning("%s: no answer to a ping within 100 ms; asking again",
+                                v->name);
+                    v->ping_missed = true;
+                    v->ping_missed_at = due;
+                }
                 ping_send(s, v, now);
                 next = MIN(next, now + PONG_TIMEOUT_USEC);
             } else if (vm_running(v) && v->ping_outstanding) {

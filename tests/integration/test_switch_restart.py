@@ -71,9 +71,9 @@ def test_kill_child_mid_traffic(switch_run):
 
 
 def test_hung_child_restarted(switch_run):
-    """A child that stops answering pings (SIGSTOP) is asked again at once
-    when a ping goes unanswered for 100 ms, killed when the second one
-    does too, and started again; the others stay."""
+    """A child that stops answering pings (SIGSTOP) is asked again every
+    100 ms once a ping goes unanswered, killed when none is answered for
+    2 s, and started again; the others stay."""
     sw = switch_run
     sw.write_conf("router", ROUTER_MAC, "router")
     sw.write_conf("c1", C1_MAC)
@@ -83,8 +83,7 @@ def test_hung_child_restarted(switch_run):
     time.sleep(1.2)  # past the start-up grace: pinged every second
     os.kill(victim, signal.SIGSTOP)
     t0 = time.monotonic()
-    line = ("c1: child %d did not answer two pings in a row within 100 ms each: killing it"
-            % sw.log_pid(victim))
+    line = "c1: child %d answered no ping for 2 s: killing it" % sw.log_pid(victim)
     wait_for(lambda: line in sw.log_text(), timeout=20, interval=0.02,
              what="the hung child killed")
     took = time.monotonic() - t0
@@ -92,8 +91,7 @@ def test_hung_child_restarted(switch_run):
                       timeout=20, what="the hung child replaced")
     wait_for(lambda: not pid_alive(victim), timeout=10, what="the hung child to be gone")
     assert s["router"]["pid"] == router and s["router"]["restarts"] == 0
-    # One second chance, asked at once: the two pings come one after the
-    # other, not a second apart.
+    # The first miss is said once, not for every ping after it.
     log = sw.log_text()
     assert log.count("c1: no answer to a ping within 100 ms; asking again") == 1, log
     print(f"hung child killed {took:.2f} s after SIGSTOP")
