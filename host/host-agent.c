@@ -33,6 +33,7 @@
 #include "crosvm.h"
 #include "guestcall.h"
 #include "log.h"
+#include "switchconf.h"
 #include "util.h"
 #include "vfio.h"
 #include "wire.h"
@@ -2014,6 +2015,7 @@ static void help(void) {
            "       qubes-lite-host-agent --check\n"
            "       qubes-lite-host-agent --vm NAME --print-command\n"
            "       qubes-lite-host-agent --bind-vfio\n"
+           "       qubes-lite-host-agent --write-switch-config NET DIR\n"
            "Broker between vm-run and friends and the guest agent of one VM.\n"
            "\n"
            "  --check               validate host.json and every vms/*.json, one line\n"
@@ -2021,6 +2023,9 @@ static void help(void) {
            "  --print-command       print the VM's crosvm command line, one argument\n"
            "                        per line, and exit\n"
            "  --bind-vfio           bind host.json's isolatedPciDevices to vfio-pci\n"
+           "  --write-switch-config NET DIR\n"
+           "                        write vm-switch's <vm>.conf of every VM on\n"
+           "                        network NET into DIR, remove the others'\n"
            "  --vm NAME             the VM (configuration: vms/NAME.json)\n"
            "  --listen ADDR         listen on ADDR (unix:PATH); default: the socket\n"
            "                        passed by systemd, else RUNTIME_DIR/NAME.sock\n"
@@ -2109,6 +2114,17 @@ static int run_bind_vfio(void) {
     return vfio_bind_all(&host->isolated_pci_devices, stderr) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+/* --write-switch-config NET DIR: vm-switch's <vm>.conf files for NET. */
+static int run_write_switch_config(const char *net, const char *dir) {
+    int r = switchconf_write(config_dir(), net, dir, stderr);
+    if (r < 0) {
+        log_error_errno(r, "Cannot write the configuration of network '%s' to %s: %m", net, dir);
+        return EXIT_FAILURE;
+    }
+    log_info("Network '%s': %d VM%s in %s", net, r, r == 1 ? "" : "s", dir);
+    return EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv) {
     enum {
         ARG_VM = 0x100,
@@ -2121,6 +2137,7 @@ int main(int argc, char **argv) {
         ARG_CHECK,
         ARG_PRINT_COMMAND,
         ARG_BIND_VFIO,
+        ARG_WRITE_SWITCH_CONFIG,
         ARG_SHUTDOWN_TIMEOUT,
         ARG_STOP_TIMEOUT,
         ARG_KILL_TIMEOUT,
@@ -2131,6 +2148,7 @@ int main(int argc, char **argv) {
         {"check", no_argument, NULL, ARG_CHECK},
         {"print-command", no_argument, NULL, ARG_PRINT_COMMAND},
         {"bind-vfio", no_argument, NULL, ARG_BIND_VFIO},
+        {"write-switch-config", required_argument, NULL, ARG_WRITE_SWITCH_CONFIG},
         {"vm", required_argument, NULL, ARG_VM},
         {"listen", required_argument, NULL, ARG_LISTEN},
         {"guest", required_argument, NULL, ARG_GUEST},
@@ -2156,8 +2174,10 @@ int main(int argc, char **argv) {
         .kill_timeout = KILL_TIMEOUT_DEFAULT_S * USEC_PER_SEC,
         .idle_grace = IDLE_GRACE_DEFAULT_S * USEC_PER_SEC,
     };
-    const char *listen_arg = NULL, *guest_arg = NULL;
-    int mode = 0; /* 0: serve, else ARG_CHECK, ARG_PRINT_COMMAND or ARG_BIND_VFIO */
+    const char *listen_arg = NULL, *guest_arg = NULL, *switch_net = NULL;
+    /* 0: serve, else ARG_CHECK, ARG_PRINT_COMMAND, ARG_BIND_VFIO or
+     * ARG_WRITE_SWITCH_CONFIG */
+    int mode = 0;
     ConfigError cerr;
     sigset_t mask;
     int c, r;
@@ -2214,11 +2234,15 @@ int main(int argc, char **argv) {
             *dst = v * USEC_PER_SEC;
             break;
         }
+        case ARG_WRITE_SWITCH_CONFIG:
+            switch_net = optarg;
+            __attribute__((fallthrough));
         case ARG_CHECK:
         case ARG_PRINT_COMMAND:
         case ARG_BIND_VFIO:
             if (mode != 0 && mode != c) {
-                die("--check, --print-command and --bind-vfio exclude each other");
+                die("--check, --print-command, --bind-vfio and --write-switch-config exclude "
+                    "each other");
             }
             mode = c;
             break;
@@ -2236,6 +2260,12 @@ int main(int argc, char **argv) {
             fprintf(stderr, "Try 'qubes-lite-host-agent --help'.\n");
             return EXIT_FAILURE;
         }
+    }
+    if (mode == ARG_WRITE_SWITCH_CONFIG) {
+        if (optind + 1 != argc) {
+            die("--write-switch-config wants NET DIR");
+        }
+        return run_write_switch_config(switch_net, argv[optind]);
     }
     if (optind < argc) {
         die("Unexpected argument '%s'", argv[optind]);

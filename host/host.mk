@@ -4,7 +4,7 @@
 # are expanded where it stands.
 HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/paths.o \
 	$(OBJ)/host/crosvm.o $(OBJ)/host/vfio.o \
-	$(OBJ)/host/console.o $(OBJ)/host/guestcall.o
+	$(OBJ)/host/console.o $(OBJ)/host/guestcall.o $(OBJ)/host/switchconf.o
 VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/opts.o \
 	$(OBJ)/host/paths.o $(OBJ)/host/client.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
