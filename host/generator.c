@@ -6,6 +6,8 @@
  *   qubes-lite-<vm>.socket       enabled (sockets.target.wants)
  *   qubes-lite-<vm>-vm.service   the host agent, after its networks' switches
  *   qubes-lite-vfio.service      --bind-vfio, when isolatedPciDevices is set
+ *   vm-switch-<net>.service      vm-switch for every network a vmNetwork
+ *                                entry names, enabled (multi-user.target.wants)
  *
  * systemd runs it at boot and on every daemon-reload as
  * `qubes-lite-generator NORMAL_DIR EARLY_DIR LATE_DIR`; it writes to
@@ -35,13 +37,14 @@
 #define QUBES_LITE_BINDIR "/usr/bin"
 #endif
 #define AGENT_NAME "qubes-lite-host-agent"
+#define SWITCH_NAME "vm-switch"
 
 static const char usage[] =
     "Usage: qubes-lite-generator DIR [EARLY_DIR LATE_DIR]\n"
     "Write systemd units for every VM configured in the configuration\n"
     "directory ($QUBES_LITE_CONFIG_DIR, default " DEFAULT_CONFIG_DIR ") into DIR: a\n"
-    "socket-activated host agent per VM, and the vfio binding of\n"
-    "isolatedPciDevices. Installed in systemd's system-generators directory,\n"
+    "socket-activated host agent per VM, a vm-switch per VM network, and\n"
+    "the vfio binding of isolatedPciDevices. Installed in systemd's system-generators directory,\n"
     "systemd runs it at boot and on daemon-reload.\n";
 
 static unsigned problems;
@@ -56,16 +59,16 @@ _printf_(1, 2) static void problem(const char *fmt, ...) {
     problems++;
 }
 
-/* The host agent beside our real path (a build tree, a package whose
+/* A program of ours beside our real path (a build tree, a package whose
  * generator is a symlink to its bin directory), else in QUBES_LITE_BINDIR. */
-static char *host_agent_path(void) {
+static char *program_path(const char *name) {
     char self[PATH_MAX];
     char *p = NULL;
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 
     if (n > 0) {
         self[n] = '\0';
-        if (asprintf(&p, "%s/" AGENT_NAME, dirname(self)) < 0) {
+        if (asprintf(&p, "%s/%s", dirname(self), name) < 0) {
             return NULL;
         }
         if (access(p, X_OK) == 0) {
@@ -73,7 +76,10 @@ static char *host_agent_path(void) {
         }
         free(p);
     }
-    return strdup(QUBES_LITE_BINDIR "/" AGENT_NAME);
+    if (asprintf(&p, "%s/%s", QUBES_LITE_BINDIR, name) < 0) {
+        return NULL;
+    }
+    return p;
 }
 
 typedef int (*WriteFn)(FILE *f, const HostConfig *h, const VmConfig *vm, const UnitsEnv *env);
@@ -137,8 +143,59 @@ static int enable(const char *dir, const char *target, const char *unit) {
     return 0;
 }
 
-static void generate_vm(const char *dir, const HostConfig *h, const char *name,
-                        const UnitsEnv *env) {
+static int write_switch(FILE *f, const HostConfig *h, const VmConfig *vm, const UnitsEnv *env) {
+    /* The network's name rides in vm->name (see generate_switches()). */
+    return units_write_switch(f, h, vm->name, env);
+}
+
+/* The networks the VMs' vmNetwork entries name, each once, in the order
+ * met. */
+typedef struct Networks {
+    char **v;
+    size_t n;
+} Networks;
+
+static int networks_add(Networks *nets, const char *net) {
+    for (size_t i = 0; i < nets->n; i++) {
+        if (streq(nets->v[i], net)) {
+            return 0;
+        }
+    }
+    char **v = realloc(nets->v, (nets->n + 1) * sizeof(*v));
+    if (!v) {
+        return -ENOMEM;
+    }
+    nets->v = v;
+    nets->v[nets->n] = strdup(net);
+    if (!nets->v[nets->n]) {
+        return -ENOMEM;
+    }
+    nets->n++;
+    return 0;
+}
+
+static void networks_done(Networks *nets) {
+    for (size_t i = 0; i < nets->n; i++) {
+        free(nets->v[i]);
+    }
+    free(nets->v);
+}
+
+static void generate_switches(const char *dir, const HostConfig *h, const Networks *nets,
+                              const UnitsEnv *env) {
+    char unit[300];
+
+    for (size_t i = 0; i < nets->n; i++) {
+        VmConfig as_net = {.name = nets->v[i]};
+        snprintf(unit, sizeof(unit), "vm-switch-%s.service", nets->v[i]);
+        if (write_unit(dir, unit, write_switch, h, &as_net, env) >= 0) {
+            (void)enable(dir, "multi-user.target", unit);
+        }
+    }
+}
+
+static void generate_vm(const char *dir, const HostConfig *h, const char *name, const UnitsEnv *env,
+                        Networks *nets) {
     _cleanup_(vm_config_freep) VmConfig *vm = NULL;
     ConfigError err = {{0}};
     char unit[300];
@@ -146,6 +203,11 @@ static void generate_vm(const char *dir, const HostConfig *h, const char *name,
     /* config_check_all() has reported why a file does not load. */
     if (config_load_vm(config_dir(), name, &vm, &err) < 0) {
         return;
+    }
+    for (size_t i = 0; i < vm->n_vm_networks; i++) {
+        if (networks_add(nets, vm->vm_networks[i].network) < 0) {
+            problem("out of memory");
+        }
     }
     snprintf(unit, sizeof(unit), "qubes-lite-%s.socket", name);
     if (write_unit(dir, unit, units_write_socket, h, vm, env) < 0) {
@@ -163,7 +225,8 @@ static int json_name(const struct dirent *d) {
 
 int main(int argc, char **argv) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
-    _cleanup_free_ char *agent = NULL, *vms_dir = NULL;
+    _cleanup_free_ char *agent = NULL, *vm_switch = NULL, *vms_dir = NULL;
+    Networks nets = {0};
     ConfigError err = {{0}};
     struct dirent **ents = NULL;
     int n, r;
@@ -178,8 +241,9 @@ int main(int argc, char **argv) {
     }
     const char *dir = argv[1];
 
-    agent = host_agent_path();
-    if (!agent) {
+    agent = program_path(AGENT_NAME);
+    vm_switch = program_path(SWITCH_NAME);
+    if (!agent || !vm_switch) {
         problem("out of memory");
         return 1;
     }
@@ -187,12 +251,16 @@ int main(int argc, char **argv) {
         .host_agent = agent,
         .config_dir = streq(config_dir(), DEFAULT_CONFIG_DIR) ? NULL : config_dir(),
         .runtime_dir = config_runtime_dir(),
+        .vm_switch = vm_switch,
+        .switch_dir = config_switch_dir(),
     };
     if (!units_value_safe(env.host_agent) || !units_value_safe(env.runtime_dir) ||
-        (env.config_dir && !units_value_safe(env.config_dir))) {
-        problem("the host agent's path, the configuration or the runtime directory holds "
-                "characters a unit file cannot carry as they are: %s, %s, %s",
-                env.host_agent, config_dir(), env.runtime_dir);
+        (env.config_dir && !units_value_safe(env.config_dir)) || !units_value_safe(env.vm_switch) ||
+        !units_value_safe(env.switch_dir)) {
+        problem("the host agent's or vm-switch's path, the configuration, the runtime or "
+                "the switch directory holds characters a unit file cannot carry as they "
+                "are: %s, %s, %s, %s, %s",
+                env.host_agent, env.vm_switch, config_dir(), env.runtime_dir, env.switch_dir);
         return 1;
     }
 
@@ -225,10 +293,16 @@ int main(int argc, char **argv) {
         char name[256];
         snprintf(name, sizeof(name), "%.*s", (int)(strlen(ents[i]->d_name) - 5), ents[i]->d_name);
         if (config_vm_name_valid(name)) {
-            generate_vm(dir, host, name, &env);
+            generate_vm(dir, host, name, &env, &nets);
         }
         free(ents[i]);
     }
     free(ents);
+    if (nets.n > 0 && strncmp(env.switch_dir, "/run/", 5) != 0) {
+        problem("the switch directory %s is not under /run: no vm-switch units", env.switch_dir);
+    } else {
+        generate_switches(dir, host, &nets, &env);
+    }
+    networks_done(&nets);
     return problems ? 1 : 0;
 }

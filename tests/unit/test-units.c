@@ -152,6 +152,57 @@ static void test_unsafe_env_refused(void **state) {
     assert_int_equal(r, -EINVAL);
 }
 
+/* The switch unit's text, or NULL with *ret_r set to the error. */
+static char *render_switch(const HostConfig *h, const char *net, const UnitsEnv *env, int *ret_r) {
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    assert_non_null(f);
+    *ret_r = units_write_switch(f, h, net, env);
+    fclose(f);
+    if (*ret_r < 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void test_switch(void **state) {
+    char *extra[] = {"--seccomp-mode", "trap"};
+    HostConfig h = {.path = "/etc/qubes-lite/host.json",
+                    .switch_log_level = "warn",
+                    .switch_extra_args = {.v = extra, .n = 2}};
+    UnitsEnv env = ENV;
+    int r;
+
+    env.vm_switch = "/usr/bin/vm-switch";
+    env.switch_dir = "/run/vm-switch";
+    _cleanup_free_ char *t = render_switch(&h, "lan", &env, &r);
+    assert_int_equal(r, 0);
+    assert_non_null(strstr(t, "\nExecStartPre=+/usr/bin/qubes-lite-host-agent "
+                              "--write-switch-config lan /run/qubes-lite/switch/lan\n"
+                              "ExecReload=+/usr/bin/qubes-lite-host-agent "
+                              "--write-switch-config lan /run/qubes-lite/switch/lan\n"
+                              "ExecStart=/usr/bin/vm-switch --config-dir "
+                              "/run/qubes-lite/switch/lan --socket-dir /run/vm-switch/lan "
+                              "--log-level warn --seccomp-mode trap\n"
+                              "Restart=on-failure\n"));
+    assert_non_null(strstr(t, "\nDynamicUser=yes\nRuntimeDirectory=vm-switch/lan\n"));
+
+    /* What a unit file cannot carry, and a socket dir outside /run. */
+    env.switch_dir = "/var/lib/vm-switch";
+    assert_null(render_switch(&h, "lan", &env, &r));
+    assert_int_equal(r, -EINVAL);
+    env.switch_dir = "/run/vm-switch";
+    extra[1] = "a b";
+    assert_null(render_switch(&h, "lan", &env, &r));
+    assert_int_equal(r, -EINVAL);
+    extra[1] = "trap";
+    env.vm_switch = "vm-switch";
+    assert_null(render_switch(&h, "lan", &env, &r));
+    assert_int_equal(r, -EINVAL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_value_safe),
@@ -160,6 +211,7 @@ int main(void) {
         cmocka_unit_test(test_service_after_vfio_only_with_both),
         cmocka_unit_test(test_vfio),
         cmocka_unit_test(test_unsafe_env_refused),
+        cmocka_unit_test(test_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
