@@ -18,7 +18,7 @@ import time
 import pytest
 
 import qlwire
-from procs import wait_for, pid_alive  # noqa: F401 (re-exported to tests)
+from procs import children_of, pid_alive, wait_for  # noqa: F401 (re-exported to tests)
 from qlwire import pb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,8 +64,7 @@ class GuestAgent:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def children(self):
-        with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
-            return [int(p) for p in f.read().split()]
+        return children_of(self.pid)
 
     def settled_fd_count(self):
         """The agent's fd count once it has no child: a user lookup in

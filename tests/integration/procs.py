@@ -22,3 +22,23 @@ def pid_alive(pid):
         return state != "Z"
     except FileNotFoundError:
         return False
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def ns_pid(pid):
+    """pid's number in its own (innermost) pid namespace, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return None

@@ -31,7 +31,7 @@ import time
 import pytest
 
 from conftest import BUILD, program
-from procs import wait_for, pid_alive
+from procs import children_of, ns_pid, pid_alive, wait_for  # noqa: F401 (re-exported)
 
 TESTPMD = shutil.which("dpdk-testpmd")
 # The test build of vm-switch (child.c's VM_SWITCH_TEST_HOOKS).
@@ -60,26 +60,6 @@ def parse_stats(text):
                 fields[k] = int(v)
         out[name] = fields
     return out
-
-
-def children_of(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def ns_pid(pid):
-    """pid's number in its own (innermost) pid namespace, or None."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
-    except OSError:
-        pass
-    return None
 
 
 class SwitchRun:
