@@ -1598,7 +1598,7 @@ static int handle_connect(Client *c, const Msg *m) {
     if (a->no_vmm || a->state == VM_RUNNING) {
         return client_begin_guest(c);
     }
-    return client_wait_vm(c, m->connect_no_start);
+    return client_wait_vm(c, m->connect.no_start);
 }
 
 static int client_no_vmm(Client *c) {

@@ -103,6 +103,8 @@ const char *msg_type_name(MsgType t) {
         [MSG_HOST_STOPPED] = "HostStopped",
         [MSG_CONSOLE_ATTACH] = "ConsoleAttach",
         [MSG_CONSOLE_ATTACHED] = "ConsoleAttached",
+        [MSG_ATTACH] = "Attach",
+        [MSG_ATTACHED] = "Attached",
     };
     if ((int)t <= 0 || t >= _MSG_TYPE_MAX) {
         return "unknown";
@@ -211,6 +213,11 @@ static int validate_exec(const Qubeslite__Exec *e, Msg *m) {
     if (e->stdin_window > WIRE_STDIN_WINDOW_MAX) {
         return -EINVAL;
     }
+    /* A stream connection carries stdin and stdout as plain bytes: not
+     * for a pty, whose one master is relayed. */
+    if (e->stream_key.len != 0 && (e->stream_key.len != WIRE_STREAM_KEY_SIZE || e->pty)) {
+        return -EINVAL;
+    }
 
     /* argv, env and cwd go into one arena of NUL-terminated strings. */
     size_t n = e->n_argv + e->n_env + 1;
@@ -252,6 +259,10 @@ static int validate_exec(const Qubeslite__Exec *e, Msg *m) {
     }
     x->wait_wayland = e->wait_wayland;
     x->stdin_window = e->stdin_window;
+    x->has_stream_key = e->stream_key.len != 0;
+    if (x->has_stream_key) {
+        memcpy(x->stream_key, e->stream_key.data, WIRE_STREAM_KEY_SIZE);
+    }
     return 0;
 }
 
@@ -383,7 +394,11 @@ static int validate(const Envelope *env, Msg *m) {
         return 0;
     case QUBESLITE__ENVELOPE__MSG_CONNECT:
         m->type = MSG_CONNECT;
-        m->connect_no_start = env->connect->no_start;
+        if (env->connect->streams > WIRE_CONNECT_STREAMS_MAX) {
+            return -EINVAL;
+        }
+        m->connect.no_start = env->connect->no_start;
+        m->connect.streams = env->connect->streams;
         return 0;
     case QUBESLITE__ENVELOPE__MSG_CONNECTED:
         m->type = MSG_CONNECTED;
@@ -440,6 +455,16 @@ static int validate(const Envelope *env, Msg *m) {
         }
         m->type = MSG_CONSOLE_ATTACHED;
         m->console_scrollback = env->console_attached->scrollback;
+        return 0;
+    case QUBESLITE__ENVELOPE__MSG_ATTACH:
+        if (env->attach->key.len != WIRE_STREAM_KEY_SIZE) {
+            return -EINVAL;
+        }
+        m->type = MSG_ATTACH;
+        memcpy(m->attach_key, env->attach->key.data, WIRE_STREAM_KEY_SIZE);
+        return 0;
+    case QUBESLITE__ENVELOPE__MSG_ATTACHED:
+        m->type = MSG_ATTACHED;
         return 0;
     default:
         return -EBADMSG;
@@ -524,6 +549,8 @@ int wire_encode(const Msg *m, uint8_t **ret_buf, size_t *ret_size) {
     Qubeslite__HostStopped host_stopped = QUBESLITE__HOST_STOPPED__INIT;
     Qubeslite__ConsoleAttach console_attach = QUBESLITE__CONSOLE_ATTACH__INIT;
     Qubeslite__ConsoleAttached console_attached = QUBESLITE__CONSOLE_ATTACHED__INIT;
+    Qubeslite__Attach attach = QUBESLITE__ATTACH__INIT;
+    Qubeslite__Attached attached = QUBESLITE__ATTACHED__INIT;
     _cleanup_free_ ProtobufCBinaryData *argv = NULL, *envv = NULL;
 
     switch (m->type) {
@@ -557,6 +584,10 @@ int wire_encode(const Msg *m, uint8_t **ret_buf, size_t *ret_size) {
         }
         exec.wait_wayland = m->exec.wait_wayland;
         exec.stdin_window = m->exec.stdin_window;
+        if (m->exec.has_stream_key) {
+            exec.stream_key.data = (uint8_t *)m->exec.stream_key;
+            exec.stream_key.len = WIRE_STREAM_KEY_SIZE;
+        }
         env.msg_case = QUBESLITE__ENVELOPE__MSG_EXEC;
         env.exec = &exec;
         break;
@@ -658,7 +689,8 @@ int wire_encode(const Msg *m, uint8_t **ret_buf, size_t *ret_size) {
         env.shutdown_reply = &shutdown_reply;
         break;
     case MSG_CONNECT:
-        connect.no_start = m->connect_no_start;
+        connect.no_start = m->connect.no_start;
+        connect.streams = m->connect.streams;
         env.msg_case = QUBESLITE__ENVELOPE__MSG_CONNECT;
         env.connect = &connect;
         break;
@@ -708,6 +740,16 @@ int wire_encode(const Msg *m, uint8_t **ret_buf, size_t *ret_size) {
         console_attached.scrollback = m->console_scrollback;
         env.msg_case = QUBESLITE__ENVELOPE__MSG_CONSOLE_ATTACHED;
         env.console_attached = &console_attached;
+        break;
+    case MSG_ATTACH:
+        attach.key.data = (uint8_t *)m->attach_key;
+        attach.key.len = WIRE_STREAM_KEY_SIZE;
+        env.msg_case = QUBESLITE__ENVELOPE__MSG_ATTACH;
+        env.attach = &attach;
+        break;
+    case MSG_ATTACHED:
+        env.msg_case = QUBESLITE__ENVELOPE__MSG_ATTACHED;
+        env.attached = &attached;
         break;
     default:
         return -EINVAL;

@@ -11,7 +11,7 @@
 #include <sys/types.h>
 
 #define WIRE_VERSION_MAJOR 1
-#define WIRE_VERSION_MINOR 0
+#define WIRE_VERSION_MINOR 1
 #define WIRE_FRAME_MAX (1024u * 1024u)   /* body bytes, header excluded */
 #define WIRE_HEADER_SIZE 4u
 #define WIRE_DATA_MAX (64u * 1024u)      /* one Data chunk */
@@ -48,6 +48,8 @@ typedef enum MsgType {
     MSG_HOST_STOPPED,
     MSG_CONSOLE_ATTACH,
     MSG_CONSOLE_ATTACHED,
+    MSG_ATTACH,
+    MSG_ATTACHED,
     _MSG_TYPE_MAX,
 } MsgType;
 
@@ -80,6 +82,11 @@ typedef struct MsgHello {
     const char *software;                 /* printable, may be "" */
 } MsgHello;
 
+/* The key pairing an Exec with its stream connection (Attach). */
+#define WIRE_STREAM_KEY_SIZE 16u
+/* Extra guest connections a Connect may ask for. */
+#define WIRE_CONNECT_STREAMS_MAX 1u
+
 typedef struct MsgExec {
     size_t argc;
     char **argv;                          /* argc entries + NULL, no NULs inside */
@@ -92,6 +99,8 @@ typedef struct MsgExec {
     const char *term;                     /* with pty: NULL or [A-Za-z0-9.+_-]+ */
     bool wait_wayland;
     uint32_t stdin_window;                /* 0: no stdin flow control asked */
+    bool has_stream_key;                  /* stdin/stdout on the Attach connection (no pty) */
+    uint8_t stream_key[WIRE_STREAM_KEY_SIZE];
 } MsgExec;
 
 typedef struct MsgData {
@@ -174,7 +183,11 @@ typedef struct Msg {
         MsgError error;
         MsgStatus status;
         uint64_t nonce;                   /* ping, pong */
-        bool connect_no_start;
+        struct {
+            bool no_start;
+            uint32_t streams;             /* <= WIRE_CONNECT_STREAMS_MAX */
+        } connect;
+        uint8_t attach_key[WIRE_STREAM_KEY_SIZE];
         MsgConnected connected;
         MsgHostStatus host_status;
         MsgHostStopped host_stopped;

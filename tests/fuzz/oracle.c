@@ -27,7 +27,8 @@ static bool exec_equal(const MsgExec *a, const MsgExec *b) {
     if (a->argc != b->argc || a->envc != b->envc || !strv_equal(a->argv, b->argv, a->argc) ||
         !strv_equal(a->env, b->env, a->envc) || !str_equal(a->cwd, b->cwd) ||
         !str_equal(a->user, b->user) || a->pty != b->pty || a->wait_wayland != b->wait_wayland ||
-        a->stdin_window != b->stdin_window) {
+        a->stdin_window != b->stdin_window || a->has_stream_key != b->has_stream_key ||
+        (a->has_stream_key && memcmp(a->stream_key, b->stream_key, WIRE_STREAM_KEY_SIZE) != 0)) {
         return false;
     }
     if (a->pty && (a->rows != b->rows || a->cols != b->cols || !str_equal(a->term, b->term))) {
@@ -85,7 +86,10 @@ bool msg_equal(const Msg *a, const Msg *b) {
     case MSG_PONG:
         return a->nonce == b->nonce;
     case MSG_CONNECT:
-        return a->connect_no_start == b->connect_no_start;
+        return a->connect.no_start == b->connect.no_start &&
+               a->connect.streams == b->connect.streams;
+    case MSG_ATTACH:
+        return memcmp(a->attach_key, b->attach_key, WIRE_STREAM_KEY_SIZE) == 0;
     case MSG_CONNECTED:
         return a->connected.vm_start_us == b->connected.vm_start_us &&
                a->connected.guest_wait_us == b->connected.guest_wait_us;
@@ -114,6 +118,7 @@ bool msg_equal(const Msg *a, const Msg *b) {
     case MSG_HOST_STATUS_REQUEST:
     case MSG_HOST_START:
     case MSG_HOST_STOP:
+    case MSG_ATTACHED:
         return true;
     case _MSG_TYPE_MAX:
         break;
@@ -156,7 +161,7 @@ static void check_promises(const Msg *m) {
         }
         if ((x->cwd && x->cwd[0] != '/') || (x->user && !x->user[0]) ||
             (x->pty && (x->rows == 0 || x->cols == 0)) || (x->term && !x->term[0]) ||
-            x->stdin_window > WIRE_STDIN_WINDOW_MAX) {
+            x->stdin_window > WIRE_STDIN_WINDOW_MAX || (x->has_stream_key && x->pty)) {
             finding("Exec field out of range", m, 0);
         }
         break;

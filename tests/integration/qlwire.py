@@ -20,7 +20,7 @@ PROTO = os.path.join(ROOT, "proto", "qubes-lite.proto")
 FRAME_MAX = 1024 * 1024
 DATA_MAX = 64 * 1024
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1
 
 
 def _load_pb():

@@ -262,7 +262,7 @@ static void test_roundtrip_all(void **state) {
         {.type = MSG_PONG, .nonce = 1},
         {.type = MSG_SHUTDOWN},
         {.type = MSG_SHUTDOWN_REPLY},
-        {.type = MSG_CONNECT, .connect_no_start = true},
+        {.type = MSG_CONNECT, .connect = {.no_start = true, .streams = 1}},
         {.type = MSG_CONNECTED, .connected = {.vm_start_us = 1500000, .guest_wait_us = 20}},
         {.type = MSG_HOST_STATUS_REQUEST},
         {.type = MSG_HOST_STATUS,
@@ -281,6 +281,8 @@ static void test_roundtrip_all(void **state) {
         {.type = MSG_CONSOLE_ATTACH, .console_attach = {.rows = 24, .cols = 80}},
         {.type = MSG_CONSOLE_ATTACH},
         {.type = MSG_CONSOLE_ATTACHED, .console_scrollback = 65536},
+        {.type = MSG_ATTACH, .attach_key = {1, 2, 3, [15] = 0xff}},
+        {.type = MSG_ATTACHED},
     };
     bool seen[_MSG_TYPE_MAX] = {false};
 
@@ -1013,6 +1015,56 @@ static void test_console_attach(void **state) {
     assert_int_equal(decode_env(&e, NULL), -EINVAL);
 }
 
+static void test_stream_key(void **state) {
+    Qubeslite__Envelope e = QUBESLITE__ENVELOPE__INIT;
+    Qubeslite__Exec x = QUBESLITE__EXEC__INIT;
+    Qubeslite__Pty pty = QUBESLITE__PTY__INIT;
+    ProtobufCBinaryData argv[] = {{.data = (uint8_t *)"cat", .len = 3}};
+    uint8_t key[WIRE_STREAM_KEY_SIZE + 1] = {9, 8, 7};
+    Msg m;
+
+    e.msg_case = QUBESLITE__ENVELOPE__MSG_EXEC;
+    e.exec = &x;
+    x.n_argv = 1;
+    x.argv = argv;
+    x.stream_key = (ProtobufCBinaryData){.data = key, .len = WIRE_STREAM_KEY_SIZE};
+    assert_int_equal(decode_env(&e, &m), 0);
+    assert_true(m.exec.has_stream_key);
+    assert_memory_equal(m.exec.stream_key, key, WIRE_STREAM_KEY_SIZE);
+    msg_done(&m);
+    x.stream_key.len = WIRE_STREAM_KEY_SIZE - 1; /* a short key */
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
+    x.stream_key.len = WIRE_STREAM_KEY_SIZE + 1;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
+    x.stream_key.len = WIRE_STREAM_KEY_SIZE; /* not with a pty */
+    pty.rows = pty.cols = 10;
+    x.pty = &pty;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
+    x.stream_key.len = 0;
+    assert_int_equal(decode_env(&e, &m), 0);
+    assert_false(m.exec.has_stream_key);
+    msg_done(&m);
+
+    Qubeslite__Attach a = QUBESLITE__ATTACH__INIT;
+    e.msg_case = QUBESLITE__ENVELOPE__MSG_ATTACH;
+    e.attach = &a;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL); /* no key */
+    a.key = (ProtobufCBinaryData){.data = key, .len = WIRE_STREAM_KEY_SIZE + 1};
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
+    a.key.len = WIRE_STREAM_KEY_SIZE;
+    assert_int_equal(decode_env(&e, &m), 0);
+    assert_memory_equal(m.attach_key, key, WIRE_STREAM_KEY_SIZE);
+
+    Qubeslite__Connect c = QUBESLITE__CONNECT__INIT;
+    e.msg_case = QUBESLITE__ENVELOPE__MSG_CONNECT;
+    e.connect = &c;
+    c.streams = WIRE_CONNECT_STREAMS_MAX;
+    assert_int_equal(decode_env(&e, &m), 0);
+    assert_int_equal(m.connect.streams, WIRE_CONNECT_STREAMS_MAX);
+    c.streams = WIRE_CONNECT_STREAMS_MAX + 1;
+    assert_int_equal(decode_env(&e, NULL), -EINVAL);
+}
+
 /* ---- the allocation budget ------------------------------------------------ */
 
 static void test_budget_exceeded(void **state) {
@@ -1392,6 +1444,7 @@ int main(void) {
         cmocka_unit_test(test_host_status),
         cmocka_unit_test(test_host_stopped),
         cmocka_unit_test(test_console_attach),
+        cmocka_unit_test(test_stream_key),
         cmocka_unit_test(test_budget_exceeded),
         cmocka_unit_test(test_budget_not_exceeded),
         cmocka_unit_test(test_reader_byte_by_byte),
