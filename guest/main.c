@@ -231,7 +231,7 @@ void agent_conn_closed(Agent *a) {
 
 /* Who may talk to us: on vsock the host (or the local CID when asked for)
  * from a reserved port; on unix sockets root and the allowed uids. */
-static int agent_check_peer(Agent *a, int fd, char *why, size_t size) {
+static int agent_check_peer(Agent *a, int fd, uint64_t *ret_peer, char *why, size_t size) {
     int family = socket_family(fd);
     int r;
 
@@ -246,6 +246,7 @@ static int agent_check_peer(Agent *a, int fd, char *why, size_t size) {
             snprintf(why, size, "vsock peer %u:%u refused", cid, port);
             return -EPERM;
         }
+        *ret_peer = session_peer_vsock(cid);
         return 0;
     }
     if (family == AF_UNIX) {
@@ -254,6 +255,7 @@ static int agent_check_peer(Agent *a, int fd, char *why, size_t size) {
         if (r < 0) {
             return r;
         }
+        *ret_peer = session_peer_unix(uid);
         if (uid == 0) {
             return 0;
         }
@@ -315,12 +317,13 @@ static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *user
             continue;
         }
         char why[128] = "";
-        int r = agent_check_peer(a, fd, why, sizeof(why));
+        uint64_t peer = 0;
+        int r = agent_check_peer(a, fd, &peer, why, sizeof(why));
         if (r < 0) {
             agent_refuse(fd, why[0] ? why : strerror(-r));
             continue;
         }
-        r = session_new(a, fd);
+        r = session_new(a, fd, peer);
         if (r < 0) {
             log_warning_errno(r, "Failed to set up a session: %m");
         }

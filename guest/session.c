@@ -24,6 +24,8 @@
 #include "wire.h"
 
 #define HELLO_TIMEOUT_USEC (10ULL * 1000000ULL) /* Hello and the request */
+/* An Exec and its stream connection wait this long for each other. */
+#define STREAM_WAIT_USEC (10ULL * 1000000ULL)
 #define EXIT_ACK_TIMEOUT_USEC (10ULL * 1000000ULL)
 #define LINGER_USEC (2ULL * 1000000ULL)           /* flushing a last reply */
 #define OUTPUT_PENDING_MAX (2u * WIRE_DATA_MAX)   /* stop reading the program above */
@@ -44,6 +46,8 @@ typedef enum ConnState {
     CONN_EXITED = 1 << 3,  /* Exited sent, waiting for ExitAck */
     CONN_CLOSING = 1 << 4, /* flushing a last frame, then close */
     CONN_CLOSED = 1 << 5,
+    CONN_STREAM_WAIT = 1 << 6, /* Exec with a stream key, its Attach not here yet */
+    CONN_PARKED = 1 << 7,      /* a stream connection waiting for its Exec */
 } ConnState;
 
 typedef struct StdinChunk {
@@ -59,6 +63,7 @@ struct Session {
     Agent *agent;
     Session *prev, *next;
     unsigned id;
+    uint64_t peer; /* who connected (session.h) */
 
     ConnState state;
     int fd;
@@ -99,6 +104,12 @@ struct Session {
     bool veof_armed;
     sd_event_source *grace;
 
+    /* Stream connections: the key of a parked Attach or of an Exec in
+     * STREAM_WAIT (kept in exec until its Attach comes); stream: the
+     * program's stdin and stdout are that connection, not relayed. */
+    uint8_t key[WIRE_STREAM_KEY_SIZE];
+    Msg exec;
+    bool stream;
 };
 
 static unsigned session_next_id;
@@ -109,6 +120,7 @@ static void session_update(Session *s);
 static void closing_io(Session *s, uint32_t revents);
 static int session_flush(Session *s);
 static int ack_queue(Session *s);
+static WireError error_code(int r);
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -658,7 +670,9 @@ static int handle_hello(Session *s, Msg *m) {
     return 0;
 }
 
-static int handle_exec(Session *s, Msg *m) {
+/* Starts the Exec x; with stream_fd >= 0 that socket is the program's
+ * stdin and stdout. */
+static int session_exec(Session *s, const MsgExec *x, int stream_fd) {
     Agent *a = s->agent;
     Spawned sp;
     int r;
@@ -671,20 +685,22 @@ static int handle_exec(Session *s, Msg *m) {
     SpawnOptions o = {
         .default_user = a->opt.default_user,
         .wayland_timeout_usec = (uint64_t)a->opt.wayland_timeout_s * 1000000ULL,
-        .user = user_cache_get(a->users, m->exec.user ? m->exec.user : a->opt.default_user),
+        .user = user_cache_get(a->users, x->user ? x->user : a->opt.default_user),
+        .stream = stream_fd >= 0,
+        .stream_fd = stream_fd,
     };
-    r = spawn_start(&m->exec, &o, &sp);
+    r = spawn_start(x, &o, &sp);
     if (r < 0) {
         char buf[256];
         log_error_errno(r, "session %u: cannot start a program: %m", s->id);
-        snprintf(buf, sizeof(buf), "qubes-lite: cannot start %s: %s\n", m->exec.argv[0],
+        snprintf(buf, sizeof(buf), "qubes-lite: cannot start %s: %s\n", x->argv[0],
                  strerror(-r));
         Msg d = {
             .type = MSG_DATA,
             .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)buf, .size = strlen(buf)}};
-        Msg x = {.type = MSG_EXITED,
+        Msg e = {.type = MSG_EXITED,
                  .exited = {.kind = EXIT_START_FAILED, .start_errno = (uint32_t)-r}};
-        if ((r = session_queue(s, &d)) < 0 || (r = session_queue(s, &x)) < 0) {
+        if ((r = session_queue(s, &d)) < 0 || (r = session_queue(s, &e)) < 0) {
             return r;
         }
         s->state = CONN_EXITED;
@@ -698,27 +714,33 @@ static int handle_exec(Session *s, Msg *m) {
     s->in_fd = sp.stdin_fd;
     s->out_fd[0] = sp.stdout_fd;
     s->out_fd[1] = sp.stderr_fd;
-    s->pty = m->exec.pty;
-    s->window = m->exec.stdin_window;
+    s->pty = x->pty;
+    s->stream = stream_fd >= 0;
+    s->window = x->stdin_window;
     s->in_last_newline = true;
     s->state = CONN_RUNNING;
     s->live = true;
     agent_live_begin(a);
     if (log_get_max_level() >= LOG_DEBUG) {
         char name[64];
-        log_debug("session %u: exec \"%s\" as pid %d", s->id,
-                  str_sanitize(m->exec.argv[0], strlen(m->exec.argv[0]), name, sizeof(name)),
-                  (int)s->pid);
+        log_debug("session %u: exec \"%s\" as pid %d%s", s->id,
+                  str_sanitize(x->argv[0], strlen(x->argv[0]), name, sizeof(name)), (int)s->pid,
+                  s->stream ? " on a stream connection" : "");
     }
 
     /* From here on every failure is handled by winding the child down. */
     sd_event *e = session_event(s);
     if ((r = sd_event_add_io(e, &s->pid_src, s->pidfd, EPOLLIN, on_child, s)) < 0 ||
-        (r = sd_event_add_io(e, &s->err_src, s->err_fd, EPOLLIN, on_start_report, s)) < 0 ||
-        (r = sd_event_add_io(e, &s->in_src, s->in_fd, EPOLLOUT, on_stdin_writable, s)) < 0) {
+        (r = sd_event_add_io(e, &s->err_src, s->err_fd, EPOLLIN, on_start_report, s)) < 0) {
         return r;
     }
-    (void)sd_event_source_set_enabled(s->in_src, SD_EVENT_OFF);
+    if (s->in_fd >= 0) {
+        r = sd_event_add_io(e, &s->in_src, s->in_fd, EPOLLOUT, on_stdin_writable, s);
+        if (r < 0) {
+            return r;
+        }
+        (void)sd_event_source_set_enabled(s->in_src, SD_EVENT_OFF);
+    }
     for (int i = 0; i < 2; i++) {
         if (s->out_fd[i] < 0) {
             continue;
@@ -732,7 +754,115 @@ static int handle_exec(Session *s, Msg *m) {
     return 0;
 }
 
+/* ---- stream connections --------------------------------------------------------
+ *
+ * An Exec with a stream key and the connection that sends Attach with the
+ * same key (from the same peer) meet here, whichever comes first; the
+ * first waits STREAM_WAIT_USEC for the other. */
+
+/* The session of the same peer waiting in state with this key. */
+static Session *stream_find(Session *s, ConnState state, const uint8_t *key) {
+    for (Session *o = s->agent->sessions; o; o = o->next) {
+        if (o != s && o->state == state && o->peer == s->peer &&
+            memcmp(o->key, key, WIRE_STREAM_KEY_SIZE) == 0) {
+            return o;
+        }
+    }
+    return NULL;
+}
+
+/* Starts s's Exec x on b's connection: Attached goes out on b, then b's
+ * socket (blocking again) becomes the program's stdin and stdout and our
+ * copy is closed. b's connection is over either way; the caller frees b. */
+static int stream_pair(Session *s, const MsgExec *x, Session *b) {
+    Msg m = {.type = MSG_ATTACHED};
+    int r = session_queue(b, &m);
+    if (r >= 0) {
+        /* Hello and Attached are all we ever send: they fit an empty
+         * socket buffer, or the client is not reading (1). */
+        r = session_flush(b);
+    }
+    if (r == 0) {
+        r = fd_nonblock(b->fd, false);
+    }
+    if (r == 0) {
+        log_debug("session %u: stream connection from session %u", s->id, b->id);
+        r = session_exec(s, x, b->fd);
+    } else {
+        log_debug_errno(r > 0 ? -EAGAIN : r, "session %u: stream connection unusable: %m", s->id);
+        s->fail_message = "the stream connection could not be set up";
+        r = r > 0 ? -EIO : r;
+    }
+    conn_close(b);
+    return r;
+}
+
+static int on_stream_wait_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+    Session *s = userdata;
+    s->timer = sd_event_source_disable_unref(s->timer);
+    msg_done(&s->exec);
+    session_fail(s, WIRE_ERR_UNAVAILABLE, "no stream connection came for the Exec");
+    return 0;
+}
+
+static int on_parked_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+    Session *s = userdata;
+    s->timer = sd_event_source_disable_unref(s->timer);
+    session_fail(s, WIRE_ERR_PROTOCOL, "no Exec came for this stream connection");
+    return 0;
+}
+
+static int handle_exec(Session *s, Msg *m) {
+    if (!m->exec.has_stream_key) {
+        return session_exec(s, &m->exec, -EBADF);
+    }
+    s->timer = sd_event_source_disable_unref(s->timer);
+    memcpy(s->key, m->exec.stream_key, WIRE_STREAM_KEY_SIZE);
+    if (stream_find(s, CONN_STREAM_WAIT, s->key)) {
+        s->fail_message = "stream key in use";
+        return -EPROTO;
+    }
+    Session *b = stream_find(s, CONN_PARKED, s->key);
+    if (b) {
+        int r = stream_pair(s, &m->exec, b);
+        session_maybe_free(b);
+        return r;
+    }
+    /* Wait for the Attach, not reading further meanwhile. */
+    s->exec = *m;
+    m->_storage = m->_env = NULL; /* moved */
+    s->state = CONN_STREAM_WAIT;
+    return session_arm(s, &s->timer, STREAM_WAIT_USEC, on_stream_wait_timeout);
+}
+
+static int handle_attach(Session *s, Msg *m) {
+    s->timer = sd_event_source_disable_unref(s->timer);
+    memcpy(s->key, m->attach_key, WIRE_STREAM_KEY_SIZE);
+    if (stream_find(s, CONN_PARKED, s->key)) {
+        s->fail_message = "stream key in use";
+        return -EPROTO;
+    }
+    Session *x = stream_find(s, CONN_STREAM_WAIT, s->key);
+    if (!x) {
+        s->state = CONN_PARKED;
+        return session_arm(s, &s->timer, STREAM_WAIT_USEC, on_parked_timeout);
+    }
+    x->fail_message = NULL;
+    int r = stream_pair(x, &x->exec.exec, s);
+    msg_done(&x->exec);
+    if (r < 0) {
+        session_fail(x, error_code(r), x->fail_message ? x->fail_message : strerror(-r));
+    } else {
+        (void)session_settle(x, session_flush(x));
+    }
+    return 1; /* this connection is the program's now */
+}
+
 static int handle_data(Session *s, Msg *m) {
+    if (s->stream) {
+        s->fail_message = "stdin goes on the stream connection";
+        return -EPROTO;
+    }
     if (m->data.stream != WIRE_STDIN) {
         s->fail_message = "Data from the client must be stdin";
         return -EINVAL;
@@ -793,6 +923,10 @@ static int handle_data(Session *s, Msg *m) {
 }
 
 static int handle_stdin_close(Session *s, Msg *m) {
+    if (s->stream) {
+        s->fail_message = "stdin goes on the stream connection";
+        return -EPROTO;
+    }
     if (s->in_close_wanted) {
         s->fail_message = "StdinClose twice";
         return -EPROTO;
@@ -891,6 +1025,7 @@ static const struct {
 } handlers[] = {
     {MSG_HELLO, CONN_HELLO, handle_hello},
     {MSG_EXEC, CONN_REQUEST, handle_exec},
+    {MSG_ATTACH, CONN_REQUEST, handle_attach},
     {MSG_STATUS_REQUEST, CONN_REQUEST, handle_status},
     {MSG_PING, CONN_REQUEST, handle_ping},
     {MSG_SHUTDOWN, CONN_REQUEST, handle_shutdown},
@@ -959,13 +1094,17 @@ static void session_update(Session *s) {
     size_t pending = session_pending(s);
     bool reads = conn_reads(s);
     uint32_t ev = (reads ? EPOLLIN : 0) | (pending > 0 ? EPOLLOUT : 0);
-    if (s->state == CONN_RUNNING && !reads) {
-        /* Not reading (unwindowed stdin is full), but a client that goes
-         * away must still end the session. Not while CLOSING: the
-         * level-triggered RDHUP would spin during the linger. */
+    if ((s->state == CONN_RUNNING || s->state == CONN_STREAM_WAIT) && !reads) {
+        /* Not reading (unwindowed stdin is full, or waiting for the
+         * stream connection), but a client that goes away must still end
+         * the session. Not while CLOSING: the level-triggered RDHUP would
+         * spin during the linger. */
         ev |= EPOLLRDHUP;
     }
-    if (ev) {
+    /* A parked stream connection is not read (what follows Attach is the
+     * program's stdin, and a half-close is its EOF): only a hang-up (HUP,
+     * ERR: always reported) ends it. */
+    if (ev || s->state == CONN_PARKED) {
         (void)sd_event_source_set_io_events(s->io, ev);
         (void)sd_event_source_set_enabled(s->io, SD_EVENT_ON);
     } else {
@@ -1027,8 +1166,8 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
         session_maybe_free(s);
         return 0;
     }
-    if ((revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && s->state == CONN_RUNNING &&
-        !conn_reads(s)) {
+    if ((revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+        (s->state & (CONN_RUNNING | CONN_STREAM_WAIT | CONN_PARKED)) && !conn_reads(s)) {
         /* Only RDHUP was asked for: the client hung up (or half-closed,
          * which ends the session as EOF does). */
         session_lost(s, -ECONNRESET);
@@ -1109,6 +1248,7 @@ static void session_free(Session *s) {
     s->pid_src = sd_event_source_disable_unref(s->pid_src);
     s->pidfd = safe_close(s->pidfd);
     s->grace = sd_event_source_disable_unref(s->grace);
+    msg_done(&s->exec);
     if (s->prev) {
         s->prev->next = s->next;
     } else {
@@ -1155,12 +1295,13 @@ static int session_alloc(Agent *a, int fd, Session **ret) {
     return 0;
 }
 
-int session_new(Agent *a, int fd) {
+int session_new(Agent *a, int fd, uint64_t peer) {
     Session *s;
     int r = session_alloc(a, fd, &s);
     if (r < 0) {
         return r;
     }
+    s->peer = peer;
     Msg hello = msg_hello("qubes-lite-guest-agent 0.1");
     r = session_queue(s, &hello);
     if (r >= 0) {

@@ -521,6 +521,12 @@ int spawn_start(const MsgExec *x, const SpawnOptions *o, Spawned *ret) {
             return -errno;
         }
         stdio[0] = stdio[1] = stdio[2] = slave;
+    } else if (o->stream) {
+        if (pipe2(err, O_CLOEXEC) < 0) {
+            return -errno;
+        }
+        stdio[0] = stdio[1] = o->stream_fd;
+        stdio[2] = err[1];
     } else {
         if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
             return -errno;
@@ -562,11 +568,14 @@ int spawn_start(const MsgExec *x, const SpawnOptions *o, Spawned *ret) {
         return pidfd;
     }
 
-    Spawned s = {.pid = pid, .pidfd = pidfd, .stderr_fd = -EBADF};
+    Spawned s = {.pid = pid, .pidfd = pidfd, .stdin_fd = -EBADF, .stdout_fd = -EBADF,
+                 .stderr_fd = -EBADF};
     s.err_fd = TAKE_FD(errp[0]);
     if (x->pty) {
         s.stdout_fd = TAKE_FD(master);
         s.stdin_fd = TAKE_FD(master2);
+    } else if (o->stream) {
+        s.stderr_fd = TAKE_FD(err[0]);
     } else {
         s.stdin_fd = TAKE_FD(in[1]);
         s.stdout_fd = TAKE_FD(out[0]);

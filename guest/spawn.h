@@ -4,6 +4,7 @@
  * exec succeeded is learnt from a close-on-exec error pipe. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -19,14 +20,18 @@ typedef struct SpawnOptions {
      * the ids from it without looking anything up. NULL: the child looks
      * the user up. */
     const UserRecord *user;
+    /* With stream (no pty): stream_fd, a connected socket in blocking
+     * mode, is the program's stdin and stdout; only stderr gets a pipe. */
+    bool stream;
+    int stream_fd;
 } SpawnOptions;
 
 typedef struct Spawned {
     pid_t pid; /* also the process group and session id */
     int pidfd;
     int err_fd;    /* EOF without data: exec succeeded */
-    int stdin_fd;  /* pty: a dup of the master */
-    int stdout_fd; /* pty: the master */
+    int stdin_fd;  /* pty: a dup of the master; -EBADF with a stream */
+    int stdout_fd; /* pty: the master; -EBADF with a stream */
     int stderr_fd; /* pty: -EBADF */
 } Spawned;
 

@@ -9,6 +9,7 @@
  * running. With --foreground the VMM runs at once on our stdio (no console
  * relay) and we exit with its status. Otherwise we exit 0 once the VMM
  * has exited, so that a systemd socket re-arms. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -106,7 +107,10 @@ struct Client {
     uint64_t vm_wait_start; /* waited for the VM to start since; 0: it ran */
     int last_error;
     unsigned attempts;
-    int handoff_fd; /* connected guest socket not yet sent */
+    /* Connected guest sockets not sent yet: the Connect's one, then the
+     * stream connections it asked for; sent together once all are here. */
+    int handoff_fd[1 + WIRE_CONNECT_STREAMS_MAX];
+    unsigned n_handoff, want_handoff;
     MsgConnected connected;
     GuestCall *status_call;
 };
@@ -179,6 +183,19 @@ static bool agent_vm_up(const Agent *a) {
 static void agent_idle_update(Agent *a);
 static void agent_linger_update(Agent *a);
 
+/* Whether every connection the Connect asked for is here, to be sent. */
+static bool client_handoff_ready(const Client *c) {
+    return c->want_handoff > 0 && c->n_handoff == c->want_handoff;
+}
+
+/* Closes the guest connections not handed over (yet). */
+static void client_handoff_drop(Client *c) {
+    for (unsigned i = 0; i < c->n_handoff; i++) {
+        c->handoff_fd[i] = safe_close(c->handoff_fd[i]);
+    }
+    c->n_handoff = 0;
+}
+
 static void client_free(Client *c) {
     Agent *a;
 
@@ -207,7 +224,7 @@ static void client_free(Client *c) {
     sd_event_source_disable_unref(c->guest_io);
     guest_call_free(c->status_call);
     safe_close(c->guest_fd);
-    safe_close(c->handoff_fd);
+    client_handoff_drop(c);
     safe_close(c->fd);
     wire_reader_done(&c->reader);
     wire_writer_done(&c->writer);
@@ -226,7 +243,7 @@ static int client_update_events(Client *c) {
     if (c->state != CLIENT_CLOSING) {
         ev |= EPOLLIN;
     }
-    if (wire_writer_pending(&c->writer) > 0 || c->handoff_fd >= 0) {
+    if (wire_writer_pending(&c->writer) > 0 || client_handoff_ready(c)) {
         ev |= EPOLLOUT;
     }
     return sd_event_source_set_io_events(c->io, ev);
@@ -284,20 +301,21 @@ static int client_send_handoff(Client *c) {
     }
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(c->handoff_fd))];
     } control = {0};
     struct iovec iov = {.iov_base = buf, .iov_len = n};
+    size_t fds_size = c->n_handoff * sizeof(int);
     struct msghdr mh = {
         .msg_iov = &iov,
         .msg_iovlen = 1,
         .msg_control = control.buf,
-        .msg_controllen = sizeof(control.buf),
+        .msg_controllen = CMSG_SPACE(fds_size),
     };
     struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &c->handoff_fd, sizeof(int));
+    cm->cmsg_len = CMSG_LEN(fds_size);
+    memcpy(CMSG_DATA(cm), c->handoff_fd, fds_size);
     ssize_t k;
     do {
         k = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -322,7 +340,7 @@ static int client_flush(Client *c) {
     if (r > 0) {
         return 0;
     }
-    if (c->handoff_fd >= 0) {
+    if (client_handoff_ready(c)) {
         r = client_send_handoff(c);
         if (r == -EAGAIN) {
             return 0;
@@ -330,12 +348,12 @@ static int client_flush(Client *c) {
         if (r < 0) {
             return r;
         }
-        /* The client holds the guest connection now; ours goes. */
-        c->handoff_fd = safe_close(c->handoff_fd);
+        /* The client holds the guest connections now; ours go. */
+        log_debug("Handed %u guest connection(s) to pid %d (uid %u) after %u attempt(s)",
+                  c->n_handoff, (int)c->pid, (unsigned)c->uid, c->attempts);
+        client_handoff_drop(c);
         c->state = CLIENT_LEASE;
         sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-        log_debug("Handed the guest connection to pid %d (uid %u) after %u attempt(s)", (int)c->pid,
-                  (unsigned)c->uid, c->attempts);
     }
     if (c->state == CLIENT_CLOSING && wire_writer_pending(&c->writer) == 0) {
         return -ECONNRESET; /* done: close */
@@ -364,6 +382,8 @@ static void agent_guest_state(Agent *a, bool up) {
     a->guest_up = up;
 }
 
+static int client_try_guest(Client *c);
+
 static int client_guest_connected(Client *c, int fd) {
     Agent *a = c->agent;
     uint64_t now = now_mono();
@@ -371,15 +391,20 @@ static int client_guest_connected(Client *c, int fd) {
     if (a->no_vmm) {
         agent_guest_state(a, true);
     }
-    c->handoff_fd = fd;
-    c->connected = (MsgConnected){
-        .vm_start_us = c->vm_wait_start ? now - c->vm_wait_start : 0,
-        .guest_wait_us = now - (c->vm_wait_start ? c->vm_wait_start : c->connect_start),
-    };
+    assert(c->n_handoff < c->want_handoff && c->want_handoff <= ELEMENTSOF(c->handoff_fd));
+    if (c->n_handoff == 0) {
+        c->connected = (MsgConnected){
+            .vm_start_us = c->vm_wait_start ? now - c->vm_wait_start : 0,
+            .guest_wait_us = now - (c->vm_wait_start ? c->vm_wait_start : c->connect_start),
+        };
+    }
+    c->handoff_fd[c->n_handoff++] = fd;
+    if (c->n_handoff < c->want_handoff) {
+        /* The stream connection(s): the guest agent answers now. */
+        return client_try_guest(c);
+    }
     return client_flush(c);
 }
-
-static int client_try_guest(Client *c);
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
@@ -1396,6 +1421,7 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
                 sd_event_source_disable_unref(c->guest_io);
                 c->guest_io = NULL;
                 c->guest_fd = safe_close(c->guest_fd);
+                client_handoff_drop(c); /* connected to the guest that went */
                 c->restarted = true;
                 if (c->state == CLIENT_CONNECTING) {
                     c->state = CLIENT_WAIT_VM;
@@ -1590,6 +1616,7 @@ static int handle_connect(Client *c, const Msg *m) {
 
     sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
     c->request = MSG_CONNECT;
+    c->want_handoff = 1 + m->connect.streams;
     c->leased = true;
     a->leases++;
     agent_idle_update(a);
@@ -1767,7 +1794,9 @@ static int agent_accept_one(Agent *a, int fd) {
     c->uid = uid;
     c->pid = pid;
     c->guest_fd = -EBADF;
-    c->handoff_fd = -EBADF;
+    for (size_t i = 0; i < ELEMENTSOF(c->handoff_fd); i++) {
+        c->handoff_fd[i] = -EBADF;
+    }
     c->state = CLIENT_HELLO;
     c->next = a->clients;
     if (a->clients) {

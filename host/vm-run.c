@@ -1,7 +1,12 @@
 /* vm-run: run a command in a VM as if it ran here. Asks the VM's host
- * agent for a connection to the guest agent (received over SCM_RIGHTS),
+ * agent for connections to the guest agent (received over SCM_RIGHTS),
  * keeps the host-agent connection open as a lease, and relays stdio,
- * signals and the terminal size until the command exits. */
+ * signals and the terminal size until the command exits.
+ *
+ * Without a pty the command's stdin and stdout are a second connection of
+ * ours (a stream connection, see proto/qubes-lite.proto): bytes go
+ * between it and our stdin and stdout with splice() where the fds allow,
+ * never framed and never through the guest agent. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -11,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,19 +41,43 @@
  * guest has to end the command before we give up on it: the guest
  * agent's kill grace (5 s) and a margin. */
 #define GIVE_UP_MS 8000
+/* The guest agent's frames on a stream connection (Hello, Attached) fit. */
+#define STREAM_HEAD_MAX 1024u
+/* Bytes per splice() or read() on a stream connection. */
+#define STREAM_CHUNK (1024u * 1024u)
+#define STREAM_BUF_SIZE (64u * 1024u)
+#define STREAM_ROUNDS 8
 
 typedef struct Timing {
     uint64_t start, host, connected, guest_ready, started, first_byte, exited;
     uint64_t vm_start_us, guest_wait_us;
 } Timing;
 
+/* The stream connection: the command's stdin and stdout. */
+typedef struct Stream {
+    int fd; /* -EBADF: none (a pty, or a host agent without them) */
+    /* Until Attached: the guest agent's frames on it. */
+    uint8_t head[STREAM_HEAD_MAX];
+    size_t head_len;
+    bool got_hello, attached;
+    bool out_eof;      /* the command's stdout ended */
+    bool out_blocked;  /* our stdout is full: wait for it */
+    bool in_done;      /* our stdin ended, or the command takes no more */
+    bool in_blocked;   /* the connection is full: wait for it */
+    bool splice_in, splice_out; /* not known not to work */
+    uint8_t *buf;      /* the read/write path's buffer (stdin) */
+    size_t buf_off, buf_len;
+    uint8_t *obuf;     /* ... and stdout's */
+} Stream;
+
 typedef struct Session {
     const VmRunOptions *opts;
     int sock; /* the guest agent connection */
+    Stream st;
     WireWriter out;
     uint8_t *rbuf;
     size_t rstart, rend;
-    bool got_hello, started, exited;
+    bool got_hello, started, exited, acked;
     bool stdin_done; /* EOF seen and StdinClose queued */
     uint32_t credit; /* stdin bytes we may still send */
     uint32_t pending_signals; /* arrived before Started */
@@ -83,10 +113,12 @@ static void host_error(const Msg *m) {
 
 /* Connects to the host agent and returns the guest agent connection;
  * *ret_host is the lease, kept open until we exit. */
-static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
+static int host_connect(const char *sock_path, Timing *t, bool stream, int *ret_host,
+                        int *ret_stream) {
     _cleanup_close_ int fd = -EBADF;
     Msg m;
-    int guest_fd = -EBADF;
+    int guest_fd[2] = {-EBADF, -EBADF};
+    size_t n_fds = 0;
     int r;
 
     /* vm-run talks to nothing but the host agent directly, so it needs
@@ -102,7 +134,7 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
     /* Hello and Connect go out together. A refused peer is told so and
      * closed: read that answer even when our frames no longer go through. */
     Msg hello = msg_hello(SOFTWARE);
-    Msg connect = {.type = MSG_CONNECT};
+    Msg connect = {.type = MSG_CONNECT, .connect = {.streams = stream ? 1 : 0}};
     WireWriter w = {0};
     /* One write: the host agent wakes once and finds both. */
     if (wire_writer_queue(&w, &hello) >= 0 && wire_writer_queue(&w, &connect) >= 0) {
@@ -135,28 +167,29 @@ static int host_connect(const char *sock_path, Timing *t, int *ret_host) {
     if (r == 0) {
         fprintf(stderr, "vm-run: waiting for VM '%s' to start...\n", vm_name);
     }
-    r = wire_recv(fd, &m, &guest_fd);
+    r = wire_recv_fds(fd, &m, guest_fd, stream ? 2 : 1, &n_fds);
     if (r < 0) {
         errno = -r;
         client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
     }
     if (m.type == MSG_ERROR) {
-        safe_close(guest_fd);
         host_error(&m);
     }
     if (m.type != MSG_CONNECTED) {
         client_fail("protocol error: the host agent sent %s instead of Connected",
                     msg_type_name(m.type));
     }
-    if (guest_fd < 0) {
+    if (n_fds == 0) {
         client_fail("protocol error: the host agent sent no connection with Connected");
     }
+    /* One only: a host agent without stream connections; all is relayed. */
+    *ret_stream = guest_fd[1];
     t->connected = now_usec(CLOCK_MONOTONIC);
     t->vm_start_us = m.connected.vm_start_us;
     t->guest_wait_us = m.connected.guest_wait_us;
     msg_done(&m);
     *ret_host = TAKE_FD(fd);
-    return guest_fd;
+    return guest_fd[0];
 }
 
 /* ---- terminal ----------------------------------------------------------- */
@@ -237,6 +270,12 @@ static void session_signals(Session *s) {
     while ((n = client_signals_read(buf, sizeof(buf))) > 0) {
         for (ssize_t i = 0; i < n; i++) {
             int signo = buf[i];
+            if (s->exited && signo != SIGWINCH) {
+                /* The command is over; only its output was still coming
+                 * (a background process holding its stdout): stop. */
+                s->st.out_eof = true;
+                continue;
+            }
             if (signo == SIGWINCH) {
                 if (s->opts->tty && s->started) {
                     Msg m = {.type = MSG_RESIZE};
@@ -473,24 +512,266 @@ static void session_read_stdin(Session *s) {
     }
 }
 
+static void session_ack(Session *s);
+
+/* ---- the stream connection ---------------------------------------------- */
+
+static void stream_first_byte(Session *s) {
+    if (!s->timing->first_byte) {
+        s->timing->first_byte = now_usec(CLOCK_MONOTONIC);
+    }
+}
+
+/* Whether fd would take a write now. */
+static bool fd_writable(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    return poll(&p, 1, 0) > 0 && (p.revents & POLLOUT);
+}
+
+/* Before Attached: the guest agent's Hello and Attached, read frame by
+ * frame out of what came; the bytes after them are the command's first
+ * output. */
+static void stream_head(Session *s) {
+    Stream *st = &s->st;
+    ssize_t k = read(st->fd, st->head + st->head_len, sizeof(st->head) - st->head_len);
+    if (k < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            return;
+        }
+        k = 0; /* a reset before Attached: the session's own connection says why */
+    }
+    if (k == 0) {
+        st->out_eof = true;
+        return;
+    }
+    st->head_len += (size_t)k;
+    size_t off = 0;
+    while (!st->attached && st->head_len - off >= WIRE_HEADER_SIZE) {
+        uint32_t n;
+        Msg m;
+        if (wire_header_parse(st->head + off, &n) < 0 || n > sizeof(st->head) - WIRE_HEADER_SIZE) {
+            client_fail("protocol error: the guest agent sent a frame over %zu bytes on the "
+                        "stream connection",
+                        sizeof(st->head) - WIRE_HEADER_SIZE);
+        }
+        if (st->head_len - off < WIRE_HEADER_SIZE + n) {
+            break;
+        }
+        int r = wire_decode(st->head + off + WIRE_HEADER_SIZE, n, &m);
+        if (r < 0) {
+            errno = -r;
+            client_fail("protocol error: undecodable frame from the guest agent: %m");
+        }
+        off += WIRE_HEADER_SIZE + n;
+        if (m.type == MSG_ERROR) {
+            guest_error(&m);
+        }
+        if (!st->got_hello && m.type == MSG_HELLO && wire_check_hello(&m) == 0) {
+            st->got_hello = true;
+        } else if (st->got_hello && m.type == MSG_ATTACHED) {
+            st->attached = true;
+        } else {
+            client_fail("protocol error: unexpected %s on the stream connection",
+                        msg_type_name(m.type));
+        }
+        msg_done(&m);
+    }
+    memmove(st->head, st->head + off, st->head_len - off);
+    st->head_len -= off;
+    if (st->attached && st->head_len > 0) {
+        stream_first_byte(s);
+        session_output(s, STDOUT_FILENO, st->head, st->head_len);
+        st->head_len = 0;
+    }
+    if (!st->attached && st->head_len == sizeof(st->head)) {
+        client_fail("protocol error: no Attached on the stream connection");
+    }
+}
+
+/* Our stdout failed with errno e: as session_output() would. */
+static void stream_stdout_error(Session *s) {
+    if (errno == EPIPE) {
+        /* Whoever read our output is gone: end as a local program in a
+         * pipeline would, which also ends the session. */
+        client_terminal_restore();
+        signal(SIGPIPE, SIG_DFL);
+        raise(SIGPIPE);
+    }
+    /* Unwritable otherwise: the output is dropped; the command goes on. */
+    s->st.splice_out = false;
+}
+
+/* The command's output: the stream connection to our stdout. */
+static void stream_output(Session *s) {
+    Stream *st = &s->st;
+
+    if (!st->attached) {
+        stream_head(s);
+        return;
+    }
+    for (int i = 0; i < STREAM_ROUNDS && !st->out_eof; i++) {
+        ssize_t k;
+        if (st->splice_out) {
+            k = splice(st->fd, NULL, STDOUT_FILENO, NULL, STREAM_CHUNK,
+                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (k < 0 && errno == EAGAIN) {
+                /* Nothing to read, or our stdout is full. */
+                st->out_blocked = !fd_writable(STDOUT_FILENO);
+                return;
+            }
+            if (k < 0 && errno == EINVAL) {
+                st->splice_out = false; /* not a pipe: read and write */
+                continue;
+            }
+            if (k < 0 && (errno == EPIPE || errno == EIO || errno == ENOSPC || errno == EFBIG)) {
+                stream_stdout_error(s);
+                continue;
+            }
+        } else {
+            k = read(st->fd, st->obuf, STREAM_BUF_SIZE);
+            if (k > 0) {
+                stream_first_byte(s);
+                session_output(s, STDOUT_FILENO, st->obuf, (size_t)k);
+                continue;
+            }
+            if (k < 0 && errno == EAGAIN) {
+                return;
+            }
+        }
+        if (k > 0) {
+            stream_first_byte(s);
+            continue;
+        }
+        if (k < 0 && errno == EINTR) {
+            return; /* a signal: handled in the loop */
+        }
+        /* EOF, or the connection failed (reset): no more output. */
+        st->out_eof = true;
+    }
+}
+
+/* Our stdin ended (or failed): EOF for the command. */
+static void stream_input_end(Session *s) {
+    s->st.in_done = true;
+    (void)shutdown(s->st.fd, SHUT_WR);
+}
+
+/* Our stdin to the stream connection. */
+static void stream_input(Session *s) {
+    Stream *st = &s->st;
+
+    for (int i = 0; i < STREAM_ROUNDS && !st->in_done; i++) {
+        ssize_t k;
+        if (st->buf_len == 0 && st->splice_in) {
+            k = splice(STDIN_FILENO, NULL, st->fd, NULL, STREAM_CHUNK,
+                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (k > 0) {
+                continue;
+            }
+            if (k == 0) {
+                stream_input_end(s);
+                return;
+            }
+            if (errno == EAGAIN) {
+                /* Nothing in stdin, or the connection is full. */
+                st->in_blocked = !fd_writable(st->fd);
+                return;
+            }
+            if (errno == EINTR) {
+                return;
+            }
+            if (errno != EINVAL) {
+                goto failed; /* the connection failed, or stdin did */
+            }
+            st->splice_in = false; /* stdin is no pipe: read and write */
+        }
+        if (st->buf_len == 0) {
+            k = read(STDIN_FILENO, st->buf, STREAM_BUF_SIZE);
+            if (k < 0 && (errno == EINTR || errno == EAGAIN)) {
+                return;
+            }
+            if (k <= 0) {
+                /* EOF, or an error (closed stdin, hung-up terminal). */
+                stream_input_end(s);
+                return;
+            }
+            st->buf_off = 0;
+            st->buf_len = (size_t)k;
+        }
+        k = send(st->fd, st->buf + st->buf_off, st->buf_len - st->buf_off, MSG_NOSIGNAL);
+        if (k < 0) {
+            if (errno == EAGAIN) {
+                st->in_blocked = true;
+                return;
+            }
+            if (errno == EINTR) {
+                return;
+            }
+            goto failed;
+        }
+        st->buf_off += (size_t)k;
+        if (st->buf_off == st->buf_len) {
+            st->buf_len = 0;
+        }
+        /* Stdin may be blocking: read again only once poll() says so. */
+        return;
+    }
+    return;
+
+failed:
+    /* The connection failed (the command's end is closed: it takes no
+     * more), or our stdin did: either way no more input. */
+    st->buf_len = 0;
+    stream_input_end(s);
+}
+
+/* Whether the stream connection still has work: output to pass on, or
+ * input while the command runs. */
+static bool stream_busy(const Session *s) {
+    return s->st.fd >= 0 && !s->st.out_eof;
+}
+
 static void session_run(Session *s) {
-    while (!s->exited) {
-        struct pollfd pf[3];
+    Stream *st = &s->st;
+
+    while (!s->exited || stream_busy(s)) {
+        struct pollfd pf[5];
         nfds_t n = 0;
-        int i_sock, i_sig, i_in = -1;
+        int i_sock, i_sig, i_in = -1, i_st = -1, i_out = -1;
 
         if (client_signal_seen()) {
             session_signals(s);
         }
+        if (s->exited && !s->acked) {
+            /* The result is ours; the guest agent need not wait while the
+             * last output drains from the stream connection. */
+            session_ack(s);
+        }
         i_sock = (int)n;
         pf[n++] = (struct pollfd){
-            .fd = s->sock,
+            .fd = s->exited ? -1 : s->sock,
             .events = POLLIN | (wire_writer_pending(&s->out) ? POLLOUT : 0),
         };
         i_sig = (int)n;
         pf[n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
-        if (s->started && !s->stdin_done && s->credit > 0 &&
-            wire_writer_pending(&s->out) < OUT_HIGH) {
+        if (st->fd >= 0) {
+            bool in = s->started && !s->exited && !st->in_done;
+            short ev = (!st->out_eof && !st->out_blocked ? POLLIN : 0) |
+                       (in && st->in_blocked ? POLLOUT : 0);
+            if (ev) {
+                i_st = (int)n;
+                pf[n++] = (struct pollfd){.fd = st->fd, .events = ev};
+            }
+            if (in && !st->in_blocked) {
+                i_in = (int)n;
+                pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
+            }
+            if (!st->out_eof && st->out_blocked) {
+                i_out = (int)n;
+                pf[n++] = (struct pollfd){.fd = STDOUT_FILENO, .events = POLLOUT};
+            }
+        } else if (s->started && !s->stdin_done && s->credit > 0 &&
+                   wire_writer_pending(&s->out) < OUT_HIGH) {
             i_in = (int)n;
             pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
         }
@@ -505,7 +786,13 @@ static void session_run(Session *s) {
             session_signals(s);
         }
         if (i_in >= 0 && pf[i_in].revents) {
-            if (pf[i_in].revents & POLLNVAL) {
+            if (st->fd >= 0) {
+                if (pf[i_in].revents & POLLNVAL) {
+                    stream_input_end(s);
+                } else {
+                    stream_input(s);
+                }
+            } else if (pf[i_in].revents & POLLNVAL) {
                 Msg m = {.type = MSG_STDIN_CLOSE};
                 session_queue(s, &m);
                 s->stdin_done = true;
@@ -513,10 +800,26 @@ static void session_run(Session *s) {
                 session_read_stdin(s);
             }
         }
+        if (i_st >= 0 && (pf[i_st].revents & POLLOUT)) {
+            st->in_blocked = false;
+            stream_input(s);
+        }
+        if (i_out >= 0 && pf[i_out].revents) {
+            st->out_blocked = false;
+            if (pf[i_out].revents & (POLLERR | POLLNVAL)) {
+                errno = EPIPE;
+                stream_stdout_error(s);
+            }
+        }
+        if (i_st >= 0 && (pf[i_st].revents & (POLLIN | POLLHUP | POLLERR)) && !st->out_blocked) {
+            stream_output(s);
+        } else if (i_out >= 0 && !st->out_blocked) {
+            stream_output(s);
+        }
         if (wire_writer_pending(&s->out)) {
             session_flush(s);
         }
-        if (pf[i_sock].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (!s->exited && (pf[i_sock].revents & (POLLIN | POLLHUP | POLLERR))) {
             session_read(s);
         }
     }
@@ -527,6 +830,10 @@ static void session_ack(Session *s) {
     Msg m = {.type = MSG_EXIT_ACK};
     uint64_t deadline = now_usec(CLOCK_MONOTONIC) + EXIT_ACK_TIMEOUT_MS * 1000ULL;
 
+    if (s->acked) {
+        return;
+    }
+    s->acked = true;
     if (wire_writer_queue(&s->out, &m) < 0) {
         return;
     }
@@ -606,11 +913,13 @@ int main(int argc, char **argv) {
     }
     check_vm_known(opts.vm, sock_path);
 
-    int guest_fd = host_connect(sock_path, &timing, &host_fd);
+    int stream_fd = -EBADF;
+    int guest_fd = host_connect(sock_path, &timing, !opts.tty, &host_fd, &stream_fd);
 
     Session s = {
         .opts = &opts,
         .sock = guest_fd,
+        .st = {.fd = stream_fd, .splice_in = true, .splice_out = true},
         .credit = STDIN_WINDOW,
         .timing = &timing,
         .rbuf = malloc(RBUF_SIZE),
@@ -619,6 +928,9 @@ int main(int argc, char **argv) {
         client_fail("out of memory");
     }
     r = fd_nonblock(guest_fd, true);
+    if (r >= 0 && stream_fd >= 0) {
+        r = fd_nonblock(stream_fd, true);
+    }
     if (r < 0) {
         errno = -r;
         client_fail("cannot set up the guest connection: %m");
@@ -644,6 +956,28 @@ int main(int argc, char **argv) {
         window_size(&exec.exec.rows, &exec.exec.cols);
         exec.exec.term = (term && term_valid(term)) ? term : NULL;
     }
+    if (stream_fd >= 0) {
+        /* The key pairs the Exec with the stream connection; Hello and
+         * Attach go out on that one at once (a few bytes into an empty
+         * socket buffer). */
+        if (getrandom(exec.exec.stream_key, WIRE_STREAM_KEY_SIZE, 0) != WIRE_STREAM_KEY_SIZE) {
+            client_fail("cannot make a stream key: %m");
+        }
+        exec.exec.has_stream_key = true;
+        Msg attach = {.type = MSG_ATTACH};
+        memcpy(attach.attach_key, exec.exec.stream_key, WIRE_STREAM_KEY_SIZE);
+        WireWriter w = {0};
+        if (wire_writer_queue(&w, &hello) < 0 || wire_writer_queue(&w, &attach) < 0 ||
+            wire_writer_flush(&w, stream_fd) != 0) {
+            client_fail("cannot write to the guest agent of VM '%s': %m", vm_name);
+        }
+        wire_writer_done(&w);
+        s.st.buf = malloc(STREAM_BUF_SIZE);
+        s.st.obuf = malloc(STREAM_BUF_SIZE);
+        if (!s.st.buf || !s.st.obuf) {
+            client_fail("out of memory");
+        }
+    }
     /* Hello and Exec go out together; the agent's Hello is checked first
      * when the replies come in. */
     session_queue(&s, &hello);
@@ -661,11 +995,14 @@ int main(int argc, char **argv) {
     session_ack(&s);
     client_terminal_restore();
     s.sock = safe_close(s.sock);
+    s.st.fd = safe_close(s.st.fd);
     if (opts.timing) {
         print_timing(&timing);
     }
     wire_writer_done(&s.out);
     free(s.rbuf);
+    free(s.st.buf);
+    free(s.st.obuf);
     vmrun_options_done(&opts);
     return exit_status(&s.result);
 }

@@ -127,7 +127,7 @@ int send_with_fd(int sock, const void *buf, size_t n, int fd) {
     }
 }
 
-ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
+ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count) {
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(int) * 4)];
@@ -139,8 +139,8 @@ ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
         .msg_control = control.buf,
         .msg_controllen = sizeof(control.buf),
     };
+    size_t first = *count;
     ssize_t k;
-    int got = -EBADF;
 
     do {
         k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
@@ -156,24 +156,30 @@ ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
         for (size_t i = 0; i < nfds; i++) {
             int fd;
             memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            /* Keep the first fd only when the caller expects one and has
-             * none yet: every other fd is closed, never leaked. */
-            if (ret_fd && *ret_fd < 0 && got < 0) {
-                got = fd;
+            /* Keep what the caller has room for: every other fd is
+             * closed, never leaked. */
+            if (*count < max) {
+                fds[(*count)++] = fd;
             } else {
                 close(fd);
             }
         }
     }
     if (mh.msg_flags & MSG_CTRUNC) {
-        /* Refused: the fd we would have kept is closed too. */
-        safe_close(got);
+        /* Refused: the fds we would have kept are closed too. */
+        while (*count > first) {
+            (*count)--;
+            fds[*count] = safe_close(fds[*count]);
+        }
         return -EBADMSG;
     }
-    if (got >= 0) {
-        *ret_fd = got;
-    }
     return k;
+}
+
+ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
+    size_t count = 0;
+    /* One fd, only when the caller expects one and has none yet. */
+    return recv_with_fds(sock, buf, n, ret_fd, ret_fd && *ret_fd < 0 ? 1 : 0, &count);
 }
 
 char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize) {

@@ -107,6 +107,9 @@ int send_with_fd(int sock, const void *buf, size_t n, int fd);
  * closed. Returns bytes read (0 on EOF) or a negative errno. *ret_fd is
  * set to a received fd (CLOEXEC) or left alone. */
 ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd);
+/* The same for up to max fds, stored from fds[*count] on (*count grows);
+ * on -EBADMSG (truncated control data) this call's fds are closed. */
+ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count);
 
 /* A portable user name: [A-Za-z0-9_.-], 1 to 32 characters, no leading '-'.
  * The one rule for the protocol's user field and the configuration. */

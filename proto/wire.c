@@ -939,10 +939,11 @@ int wire_send_fd(int sock, const Msg *m, int fd) {
 
 /* Reads exactly n bytes with recvmsg so that an fd riding on any of them
  * is picked up. */
-static int recv_exact(int sock, uint8_t *buf, size_t n, int *fdp, bool *ret_eof) {
+static int recv_exact(int sock, uint8_t *buf, size_t n, int *fds, size_t max, size_t *count,
+                      bool *ret_eof) {
     size_t got = 0;
     while (got < n) {
-        ssize_t k = recv_with_fd(sock, buf + got, n - got, fdp);
+        ssize_t k = recv_with_fds(sock, buf + got, n - got, fds, max, count);
         if (k == -ENOTSOCK) {
             int r = loop_read_exact(sock, buf + got, n - got, got == 0 ? ret_eof : NULL);
             return r;
@@ -965,41 +966,49 @@ static int recv_exact(int sock, uint8_t *buf, size_t n, int *fdp, bool *ret_eof)
     return 0;
 }
 
-int wire_recv(int sock, Msg *ret, int *ret_fd) {
+int wire_recv_fds(int sock, Msg *ret, int *fds, size_t max, size_t *ret_count) {
     uint8_t hdr[WIRE_HEADER_SIZE];
     _cleanup_free_ uint8_t *body = NULL;
-    _cleanup_close_ int fd = -EBADF;
+    int got[WIRE_RECV_FDS_MAX];
+    size_t count = 0;
     uint32_t n;
     bool eof = false;
     int r;
 
-    r = recv_exact(sock, hdr, sizeof(hdr), &fd, &eof);
+    max = MIN(max, (size_t)WIRE_RECV_FDS_MAX);
+    r = recv_exact(sock, hdr, sizeof(hdr), got, max, &count, &eof);
+    if (r >= 0 && eof) {
+        r = -ECONNRESET;
+    }
+    if (r >= 0) {
+        r = wire_header_parse(hdr, &n);
+    }
+    if (r >= 0) {
+        body = malloc(n ? n : 1);
+        r = body ? 0 : -ENOMEM;
+    }
+    if (r >= 0) {
+        r = recv_exact(sock, body, n, got, max, &count, NULL);
+    }
+    if (r >= 0) {
+        r = wire_decode(body, n, ret);
+    }
     if (r < 0) {
+        while (count > 0) {
+            safe_close(got[--count]);
+        }
         return r;
     }
-    if (eof) {
-        return -ECONNRESET;
-    }
-    r = wire_header_parse(hdr, &n);
-    if (r < 0) {
-        return r;
-    }
-    body = malloc(n ? n : 1);
-    if (!body) {
-        return -ENOMEM;
-    }
-    r = recv_exact(sock, body, n, &fd, NULL);
-    if (r < 0) {
-        return r;
-    }
-    r = wire_decode(body, n, ret);
-    if (r < 0) {
-        return r;
-    }
-    if (ret_fd) {
-        *ret_fd = TAKE_FD(fd);
+    memcpy(fds, got, count * sizeof(int));
+    if (ret_count) {
+        *ret_count = count;
     }
     return 0;
+}
+
+int wire_recv(int sock, Msg *ret, int *ret_fd) {
+    size_t count = 0;
+    return wire_recv_fds(sock, ret, ret_fd, ret_fd ? 1 : 0, &count);
 }
 
 /* ---- non-blocking reader/writer ---------------------------------------- */

@@ -261,6 +261,10 @@ int wire_send_fd(int sock, const Msg *m, int fd);
  * -ECONNRESET on a clean EOF between frames. With ret_fd, an fd that came
  * with the frame is returned there (else any received fd is closed). */
 int wire_recv(int fd, Msg *ret, int *ret_fd);
+/* The same, keeping up to max (at most WIRE_RECV_FDS_MAX) fds that came
+ * with the frame in fds[0 .. *ret_count); others are closed. */
+#define WIRE_RECV_FDS_MAX 4u
+int wire_recv_fds(int fd, Msg *ret, int *fds, size_t max, size_t *ret_count);
 
 /* Incremental reader for non-blocking sockets. */
 typedef struct WireReader {

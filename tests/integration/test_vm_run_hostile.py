@@ -16,8 +16,9 @@ MARGIN_S = 7
 
 
 class FakeGuest:
-    """A unix listener that sends Hello (and Started, if asked) to each
-    connection, then ignores everything it is sent."""
+    """A unix listener that sends Hello to each connection, Started (if
+    asked) for an Exec and Attached for an Attach, then ignores everything
+    it is sent."""
 
     def __init__(self, path, started):
         self.started = started
@@ -39,15 +40,20 @@ class FakeGuest:
             threading.Thread(target=self.talk, args=(c,), daemon=True).start()
 
     def talk(self, c):
+        conn = qlwire.Conn(c)
         try:
-            c.sendall(qlwire.encode("hello", major=qlwire.VERSION_MAJOR,
-                                    minor=qlwire.VERSION_MINOR, software="fake guest"))
-            if self.started:
-                c.sendall(qlwire.encode("started", pid=4242))
-            self.got_exec.set()
-            while c.recv(65536):
-                pass
-        except OSError:
+            conn.send("hello", major=qlwire.VERSION_MAJOR, minor=qlwire.VERSION_MINOR,
+                      software="fake guest")
+            while True:
+                name, _ = conn.recv(timeout=3600)
+                if name == "exec":
+                    if self.started:
+                        conn.send("started", pid=4242)
+                    self.got_exec.set()
+                elif name == "attach":
+                    # A stream connection: taken, then never written to.
+                    conn.send("attached")
+        except (OSError, qlwire.Closed, TimeoutError):
             pass
 
     def close(self):
