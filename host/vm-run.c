@@ -967,8 +967,16 @@ int main(int argc, char **argv) {
         Msg attach = {.type = MSG_ATTACH};
         memcpy(attach.attach_key, exec.exec.stream_key, WIRE_STREAM_KEY_SIZE);
         WireWriter w = {0};
-        if (wire_writer_queue(&w, &hello) < 0 || wire_writer_queue(&w, &attach) < 0 ||
-            wire_writer_flush(&w, stream_fd) != 0) {
+        r = wire_writer_queue(&w, &hello);
+        if (r >= 0) {
+            r = wire_writer_queue(&w, &attach);
+        }
+        if (r >= 0) {
+            r = wire_writer_flush(&w, stream_fd);
+        }
+        /* A refused or closed connection: the Exec's connection says why. */
+        if (r != 0 && r != -EPIPE && r != -ECONNRESET) {
+            errno = r > 0 ? EAGAIN : -r;
             client_fail("cannot write to the guest agent of VM '%s': %m", vm_name);
         }
         wire_writer_done(&w);
