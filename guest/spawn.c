@@ -197,6 +197,14 @@ static void child_verify_ids(const struct passwd *pw) {
     }
 }
 
+/* Whether a refused setgroups() may be passed over: where the group list
+ * is fixed (a user namespace with setgroups denied) and the program runs
+ * as the agent's own uid and gid, it keeps the agent's groups; nothing
+ * changes hands. Anywhere else the refusal stands. */
+static bool groups_fixed_for_self(int e, uid_t uid, gid_t gid) {
+    return e == EPERM && uid == geteuid() && gid == getegid();
+}
+
 /* A root agent's child switching to a user whose record (groups included)
  * the agent has: no lookup. Raw system calls: they change this task's ids
  * only, which is what a child sharing the agent's memory must do (the libc
@@ -212,7 +220,8 @@ static void child_verify_ids(const struct passwd *pw) {
 #define SYS_SETRESUID SYS_setresuid
 #endif
 static void child_become_record(const UserRecord *u, const struct passwd *pw) {
-    if (syscall(SYS_SETGROUPS, u->n_groups, u->groups) < 0 ||
+    if ((syscall(SYS_SETGROUPS, u->n_groups, u->groups) < 0 &&
+         !groups_fixed_for_self(errno, u->uid, u->gid)) ||
         syscall(SYS_SETRESGID, u->gid, u->gid, u->gid) < 0 ||
         syscall(SYS_SETRESUID, u->uid, u->uid, u->uid) < 0) {
         int e = errno;
@@ -232,7 +241,8 @@ static void child_become(const struct passwd *pw) {
     /* Groups first, while we still may set them, also when the user is
      * ours (the program gets its user's groups, not the agent's); then
      * gid, then uid. */
-    if (initgroups(pw->pw_name, pw->pw_gid) < 0 ||
+    if ((initgroups(pw->pw_name, pw->pw_gid) < 0 &&
+         !groups_fixed_for_self(errno, pw->pw_uid, pw->pw_gid)) ||
         setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
         setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
         int e = errno;

@@ -152,7 +152,7 @@ rc=0
 vm-run "$VM" sh -c 'exit 3' || rc=$?
 echo "$rc"
 
-say "stdin and stdout stream both ways: a pipe through the agent"
+say "stdin and stdout stream both ways, on a stream connection past the agent"
 show "seq 1 100000 | vm-run $VM sort -rn | head -3"
 # head leaves after three lines; what that does to the writers is not the point.
 seq 1 100000 | vm-run "$VM" sort -rn | head -3 || true
