@@ -999,7 +999,9 @@ int wire_recv_fds(int sock, Msg *ret, int *fds, size_t max, size_t *ret_count) {
         }
         return r;
     }
-    memcpy(fds, got, count * sizeof(int));
+    if (count > 0) {
+        memcpy(fds, got, count * sizeof(int));
+    }
     if (ret_count) {
         *ret_count = count;
     }

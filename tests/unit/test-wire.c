@@ -1054,6 +1054,7 @@ static void test_stream_key(void **state) {
     a.key.len = WIRE_STREAM_KEY_SIZE;
     assert_int_equal(decode_env(&e, &m), 0);
     assert_memory_equal(m.attach_key, key, WIRE_STREAM_KEY_SIZE);
+    msg_done(&m);
 
     Qubeslite__Connect c = QUBESLITE__CONNECT__INIT;
     e.msg_case = QUBESLITE__ENVELOPE__MSG_CONNECT;
@@ -1061,6 +1062,7 @@ static void test_stream_key(void **state) {
     c.streams = WIRE_CONNECT_STREAMS_MAX;
     assert_int_equal(decode_env(&e, &m), 0);
     assert_int_equal(m.connect.streams, WIRE_CONNECT_STREAMS_MAX);
+    msg_done(&m);
     c.streams = WIRE_CONNECT_STREAMS_MAX + 1;
     assert_int_equal(decode_env(&e, NULL), -EINVAL);
 }
