@@ -351,8 +351,16 @@ static int session_try_finish(Session *s) {
     if (r < 0) {
         return r;
     }
-    session_live_end(s);
     s->state = CONN_EXITED;
+    if (s->stream) {
+        /* The program's stdout may still be open (a process it left
+         * behind holds it), and only the client sees it end: the session
+         * stays live, and signals reach the group, until the client
+         * acknowledges or goes away (which hangs the group up as before
+         * the exit). */
+        return 0;
+    }
+    session_live_end(s);
     return session_arm(s, &s->timer, EXIT_ACK_TIMEOUT_USEC, on_exit_ack_timeout);
 }
 
@@ -951,8 +959,10 @@ static int handle_resize(Session *s, Msg *m) {
 
 static int handle_signal(Session *s, Msg *m) {
     /* Also after the leader exited while others in its group still hold
-     * the output open: the unreaped leader keeps the group id ours. */
-    if (s->state != CONN_RUNNING || !s->has_child || s->reaped) {
+     * the output open: the unreaped leader keeps the group id ours. With
+     * a stream connection that is after Exited too. */
+    bool running = s->state == CONN_RUNNING || (s->stream && s->state == CONN_EXITED);
+    if (!running || !s->has_child || s->reaped) {
         return 0;
     }
     if (s->started) {

@@ -27,6 +27,14 @@ static int failure_status = EXIT_FAILURE;
 void client_setup(const char *name, int status) {
     program = name;
     failure_status = status;
+    /* Started with stdin, stdout or stderr closed, our own sockets would
+     * land there and be taken for them: /dev/null holds the place (open()
+     * takes the lowest free fd, and those below are taken by now). */
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            (void)open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        }
+    }
 }
 
 void client_fail(const char *fmt, ...) {

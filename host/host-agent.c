@@ -279,6 +279,8 @@ static int client_fail(Client *c, WireError code, const char *message) {
     sd_event_source_disable_unref(c->guest_io);
     c->guest_io = NULL;
     c->guest_fd = safe_close(c->guest_fd);
+    client_handoff_drop(c); /* the Error is the answer: no Connected after it */
+    c->want_handoff = 0;
     r = client_queue(c, &m);
     if (r < 0) {
         return r;
@@ -414,6 +416,19 @@ static int client_guest_failed(Client *c, int r) {
     Agent *a = c->agent;
     uint64_t now = now_mono();
     char msg[512];
+
+    if (c->n_handoff > 0) {
+        /* A stream connection failed where the first one worked: hand over
+         * what we have rather than keep that one waiting (the client then
+         * relays all stdio on it). */
+        log_info_errno(r, "Guest agent of VM '%s': no stream connection for pid %d: %m",
+                       a->vm_name, (int)c->pid);
+        sd_event_source_disable_unref(c->guest_io);
+        c->guest_io = NULL;
+        c->guest_fd = safe_close(c->guest_fd);
+        c->want_handoff = c->n_handoff;
+        return client_flush(c);
+    }
 
     if (a->no_vmm) {
         agent_guest_state(a, false);

@@ -78,6 +78,7 @@ typedef struct Session {
     uint8_t *rbuf;
     size_t rstart, rend;
     bool got_hello, started, exited, acked;
+    bool sock_gone; /* after Exited: the connection hung up */
     bool stdin_done; /* EOF seen and StdinClose queued */
     uint32_t credit; /* stdin bytes we may still send */
     uint32_t pending_signals; /* arrived before Started */
@@ -192,6 +193,24 @@ static int host_connect(const char *sock_path, Timing *t, bool stream, int *ret_
     return guest_fd[0];
 }
 
+/* The guest agent's Hello on the stream connection, read before Attach
+ * is sent: true when it knows stream connections (protocol 1.1 on). An
+ * older agent gets none and the session relays all stdio. */
+static bool stream_hello(int fd) {
+    Msg m;
+    /* The host agent's non-blocking socket: wait for the frame here. */
+    int r = fd_nonblock(fd, false);
+    if (r >= 0) {
+        r = wire_recv(fd, &m, NULL);
+    }
+    if (r < 0) {
+        return false; /* closed or refused: the Exec's connection says why */
+    }
+    bool ok = m.type == MSG_HELLO && wire_check_hello(&m) == 0 && m.hello.minor >= 1;
+    msg_done(&m);
+    return ok;
+}
+
 /* ---- terminal ----------------------------------------------------------- */
 
 /* The local window size; 24x80 when no terminal tells. */
@@ -270,12 +289,6 @@ static void session_signals(Session *s) {
     while ((n = client_signals_read(buf, sizeof(buf))) > 0) {
         for (ssize_t i = 0; i < n; i++) {
             int signo = buf[i];
-            if (s->exited && signo != SIGWINCH) {
-                /* The command is over; only its output was still coming
-                 * (a background process holding its stdout): stop. */
-                s->st.out_eof = true;
-                continue;
-            }
             if (signo == SIGWINCH) {
                 if (s->opts->tty && s->started) {
                     Msg m = {.type = MSG_RESIZE};
@@ -512,8 +525,6 @@ static void session_read_stdin(Session *s) {
     }
 }
 
-static void session_ack(Session *s);
-
 /* ---- the stream connection ---------------------------------------------- */
 
 static void stream_first_byte(Session *s) {
@@ -712,6 +723,10 @@ static void stream_input(Session *s) {
         st->buf_off += (size_t)k;
         if (st->buf_off == st->buf_len) {
             st->buf_len = 0;
+        } else {
+            /* A short send: the connection is full; the rest goes once it
+             * has room, whatever stdin does meanwhile. */
+            st->in_blocked = true;
         }
         /* Stdin may be blocking: read again only once poll() says so. */
         return;
@@ -734,23 +749,25 @@ static bool stream_busy(const Session *s) {
 static void session_run(Session *s) {
     Stream *st = &s->st;
 
-    while (!s->exited || stream_busy(s)) {
+    for (;;) {
         struct pollfd pf[5];
         nfds_t n = 0;
         int i_sock, i_sig, i_in = -1, i_st = -1, i_out = -1;
 
+        /* Signals first, then the check: a signal may be what ends us. */
         if (client_signal_seen()) {
             session_signals(s);
         }
-        if (s->exited && !s->acked) {
-            /* The result is ours; the guest agent need not wait while the
-             * last output drains from the stream connection. */
-            session_ack(s);
+        /* With a stream connection the command's output may outlast its
+         * exit (a process it left holds stdout), as with a pipe. */
+        if (s->exited && !stream_busy(s)) {
+            break;
         }
+        /* After Exited the connection only takes what we send (signals). */
         i_sock = (int)n;
         pf[n++] = (struct pollfd){
-            .fd = s->exited ? -1 : s->sock,
-            .events = POLLIN | (wire_writer_pending(&s->out) ? POLLOUT : 0),
+            .fd = s->sock_gone ? -1 : s->sock,
+            .events = (s->exited ? 0 : POLLIN) | (wire_writer_pending(&s->out) ? POLLOUT : 0),
         };
         i_sig = (int)n;
         pf[n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
@@ -821,6 +838,11 @@ static void session_run(Session *s) {
         }
         if (!s->exited && (pf[i_sock].revents & (POLLIN | POLLHUP | POLLERR))) {
             session_read(s);
+        } else if (s->exited && (pf[i_sock].revents & (POLLHUP | POLLERR))) {
+            /* The guest agent closed first (it went away): nothing more
+             * can be said on it; the output may still come. */
+            s->sock_gone = true;
+            wire_writer_done(&s->out);
         }
     }
 }
@@ -915,11 +937,14 @@ int main(int argc, char **argv) {
 
     int stream_fd = -EBADF;
     int guest_fd = host_connect(sock_path, &timing, !opts.tty, &host_fd, &stream_fd);
+    if (stream_fd >= 0 && !stream_hello(stream_fd)) {
+        stream_fd = safe_close(stream_fd);
+    }
 
     Session s = {
         .opts = &opts,
         .sock = guest_fd,
-        .st = {.fd = stream_fd, .splice_in = true, .splice_out = true},
+        .st = {.fd = stream_fd, .got_hello = true, .splice_in = true, .splice_out = true},
         .credit = STDIN_WINDOW,
         .timing = &timing,
         .rbuf = malloc(RBUF_SIZE),
