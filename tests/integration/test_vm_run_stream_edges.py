@@ -1,0 +1,152 @@
+"""vm-run's stream connection at its edges: output that outlasts the
+command, signals and a killed vm-run then, a stdin that is a socket, a
+closed fd 0, and a guest agent that predates stream connections."""
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import qlwire
+from hostfix import VM, wait_for
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def leave_a_holder(stack, tmp):
+    """vm-run of a command that exits at once, leaving a sleep that holds
+    its stdout: (vm-run, the sleep's pid)."""
+    pidfile = os.path.join(tmp, "holder.pid")
+    p = stack.popen(VM, "sh", "-c", f"sleep 67 2>/dev/null & echo $! > {pidfile}; echo hi",
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"hi\n"
+    wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+             what="the holder's pid")
+    pid = int(open(pidfile).read())
+    assert pid_alive(pid)
+    return p, pid
+
+
+def test_output_outlasting_the_command_keeps_the_session_live(stack, tmp_path):
+    p, pid = leave_a_holder(stack, str(tmp_path))
+    # The command (sh) is gone; its stdout is not: vm-run waits as it would
+    # on a pipe, and the guest counts the session as live meanwhile.
+    time.sleep(1)
+    assert p.poll() is None
+    assert stack.guest_status().live_sessions == 1
+    # A signal still reaches the group: the holder dies, stdout ends, and
+    # vm-run exits with the command's status.
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert out == b""
+    wait_for(lambda: not pid_alive(pid), what="the holder killed by the forwarded SIGTERM")
+    wait_for(lambda: stack.guest_status().live_sessions == 0, what="the session over")
+
+
+def test_killed_vm_run_gets_leftovers_hung_up(stack, tmp_path):
+    p, pid = leave_a_holder(stack, str(tmp_path))
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    # The client is gone before acknowledging the exit: SIGHUP, then SIGKILL
+    # after the grace (2 s in these stacks). Nothing is left running.
+    wait_for(lambda: not pid_alive(pid), timeout=30, what="the holder hung up")
+    wait_for(lambda: stack.guest_status().live_sessions == 0, what="the session over")
+
+
+def test_stdin_socket_short_sends_do_not_wait_for_more_stdin(stack):
+    """stdin a socket (read and write, not splice): what a full stream
+    connection did not take goes as soon as it has room, not when stdin
+    next has data. The writer keeps its end open and waits for the answer."""
+    size = 1024 * 1024
+    ours, theirs = socket.socketpair()
+    p = stack.popen(VM, "sh", "-c", f"sleep 0.5; head -c {size} | wc -c", stdin=theirs,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    theirs.close()
+    writer = threading.Thread(target=ours.sendall, args=(b"x" * size,), daemon=True)
+    writer.start()
+    try:
+        answer = []
+        reader = threading.Thread(target=lambda: answer.append(p.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(60)
+        assert answer == [f"{size}\n".encode()], "the last stdin bytes stayed in vm-run"
+    finally:
+        ours.close()
+    p.wait(timeout=30)
+    assert p.returncode == 0
+
+
+def test_closed_stdin_fd_is_empty_stdin(stack):
+    # Without a placeholder vm-run's first socket became fd 0 and was read
+    # as stdin: the command never saw its end.
+    r = subprocess.run(stack.vm_run_args(VM, "sh", "-c", "cat; echo rc=$?"), env=stack.env,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                       preexec_fn=lambda: os.close(0))
+    assert r.returncode == 0, r
+    assert r.stdout == b"rc=0\n"
+
+
+class OldGuest:
+    """A guest agent of protocol 1.0: Hello 1.0 first; an Exec gets
+    Started, one Data(stdout) and Exited(0); what it does not know (Attach)
+    gets Error(PROTOCOL), as the real 1.0 agent answered."""
+
+    def __init__(self, path):
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(path)
+        self.lsock.listen(8)
+        self.execs, self.attaches = [], 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.talk, args=(qlwire.Conn(c),), daemon=True).start()
+
+    def talk(self, c):
+        try:
+            c.send("hello", major=1, minor=0, software="agent 1.0")
+            while True:
+                name, msg = c.recv(timeout=60)
+                if name == "exec":
+                    self.execs.append(msg)
+                    c.send("started", pid=4242)
+                    c.send("data", stream=qlwire.pb.STREAM_STDOUT, data=b"relayed\n")
+                    c.send("exited", code=0)
+                elif name == "attach":
+                    self.attaches += 1
+                    c.send("error", code=qlwire.pb.ERROR_PROTOCOL, message="undecodable frame")
+                    return
+                elif name == "exit_ack":
+                    return
+        except (OSError, qlwire.Closed, TimeoutError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_guest_agent_older_than_streams_gets_everything_relayed(host_stack):
+    s = host_stack(start_guest=False)
+    guest = OldGuest(s.guest_sock)
+    try:
+        r = s.vm_run(VM, "cat", input=b"", timeout=60)
+        assert r.returncode == 0, r
+        assert r.stdout == b"relayed\n"
+        assert guest.attaches == 0
+        assert len(guest.execs) == 1 and guest.execs[0].stream_key == b""
+    finally:
+        guest.close()
