@@ -110,6 +110,20 @@ secs=$(echo "$t1 $t0" | awk '{ printf "%.2f", $1 - $2 }')
     || check stdin-checksum FAIL "rc=$rc $(wc -c </tmp/stdout.bin) bytes back, sha256 $got want $want, stderr '$(firstline $L/cat.err)'"
 rm -f /tmp/stdin.bin /tmp/stdout.bin
 
+# Without -t the command's stdin and stdout are the stream connection, an
+# AF_VSOCK socket here; pipes on both sides of vm-run (its splice path).
+vmrun stream-fd test stat -L -c %F /proc/self/fd/0 /proc/self/fd/1
+[ $rc = 0 ] && [ "$(cat $L/stream-fd.out | tr '\n' ' ')" = "socket socket " ] \
+    && check stream-socket PASS "the command's fds 0 and 1 are a socket" \
+    || check stream-socket FAIL "rc=$rc '$(firstline $L/stream-fd.out)' stderr '$(firstline $L/stream-fd.err)'"
+head -c $((MIB * 1048576)) /dev/urandom > /tmp/pipe.bin
+want=$(sha256sum < /tmp/pipe.bin | cut -d' ' -f1)
+got=$(cat /tmp/pipe.bin | timeout $T vm-run test cat 2>$L/pipe.err | sha256sum | cut -d' ' -f1)
+[ "$got" = "$want" ] \
+    && check stream-pipes PASS "$MIB MiB pipe to pipe through cat intact" \
+    || check stream-pipes FAIL "sha256 $got want $want, stderr '$(firstline $L/pipe.err)'"
+rm -f /tmp/pipe.bin
+
 vmrun signal test sh -c 'kill -TERM $$'
 [ $rc = 143 ] && check signal PASS "SIGTERM -> 143" \
     || check signal FAIL "rc=$rc stderr '$(firstline $L/signal.err)'"

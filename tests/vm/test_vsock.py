@@ -46,6 +46,8 @@ CHECKS = [
     "missing-program",
     "stderr",
     "stdin-checksum",
+    "stream-socket",           # without -t, fds 0 and 1 are the stream connection
+    "stream-pipes",            # pipes on both sides of vm-run, checksummed
     "signal",
     "run-as-user",
     "pty",
