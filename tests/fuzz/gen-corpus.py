@@ -62,11 +62,16 @@ def pty(rows=24, cols=80, term="xterm-256color"):
     return cat(vi(1, rows), vi(2, cols), ld(3, term) if term else b"")
 
 
-def exec_(argv=(b"true",), env=(), cwd=b"", user="", pty_=None, wayland=False, window=0):
+def exec_(argv=(b"true",), env=(), cwd=b"", user="", pty_=None, wayland=False, window=0,
+          stream_key=None):
     return cat(*(ld(1, a) for a in argv), *(ld(2, e) for e in env),
                ld(3, cwd) if cwd else b"", ld(4, user) if user else b"",
                ld(5, pty_) if pty_ is not None else b"",
-               vi(6, 1) if wayland else b"", vi(7, window) if window else b"")
+               vi(6, 1) if wayland else b"", vi(7, window) if window else b"",
+               ld(8, stream_key) if stream_key is not None else b"")
+
+
+KEY = bytes(range(0xA0, 0xB0))  # a stream key (16 bytes)
 
 
 def data(stream=1, payload=b"hello\n"):
@@ -103,7 +108,7 @@ def host_status(vm="banking", running=True, leases=1, uptime=1000, idle=0, state
 HELLO, EXEC, STARTED, DATA, STDIN_CLOSE, STDIN_ACK, RESIZE, SIGNAL, EXITED, EXIT_ACK, \
     ERROR, STATUS_REQUEST, STATUS, PING, PONG, SHUTDOWN, SHUTDOWN_REPLY, CONNECT, \
     CONNECTED, HOST_STATUS_REQUEST, HOST_STATUS, HOST_START, HOST_STOP, HOST_STOPPED, \
-    CONSOLE_ATTACH, CONSOLE_ATTACHED = range(1, 27)
+    CONSOLE_ATTACH, CONSOLE_ATTACHED, ATTACH, ATTACHED = range(1, 29)
 
 
 def env(field, body=b""):
@@ -148,6 +153,15 @@ EXEC_SEEDS = {
     "many-args": exec_(argv=tuple(b"a%d" % i for i in range(64))),
     "unknown-field": cat(exec_(), vi(99, 7)),
     "dup-cwd": cat(exec_(cwd=b"/a"), ld(3, b"/b")),
+    "stream-key": exec_(argv=(b"cat",), stream_key=KEY),
+    "stream-key-everything": exec_(argv=(b"tar", b"xf", b"-"), env=(b"LANG=C",), cwd=b"/tmp",
+                                   user="user", window=65536, stream_key=KEY),
+    "stream-key-empty": exec_(stream_key=b""),
+    "stream-key-15": exec_(stream_key=KEY[:15]),
+    "stream-key-17": exec_(stream_key=KEY + b"\0"),
+    "stream-key-pty": exec_(argv=(b"bash",), pty_=pty(), stream_key=KEY),
+    "stream-key-empty-pty": exec_(argv=(b"bash",), pty_=pty(), stream_key=b""),
+    "dup-stream-key": cat(exec_(stream_key=KEY[:15]), ld(8, KEY)),
 }
 
 PTY_SEEDS = {
@@ -273,6 +287,20 @@ ALL_MESSAGES = {
     "console-attach-half": env(CONSOLE_ATTACH, vi(1, 24)),
     "console-attached": env(CONSOLE_ATTACHED, vi(1, 65536)),
     "console-attached-big": env(CONSOLE_ATTACHED, vi(1, (1 << 20) + 1)),
+    "exec-stream": env(EXEC, exec_(argv=(b"cat",), stream_key=KEY)),
+    "exec-stream-pty": env(EXEC, exec_(argv=(b"bash",), pty_=pty(), stream_key=KEY)),
+    "exec-stream-key-short": env(EXEC, exec_(stream_key=KEY[:8])),
+    "attach": env(ATTACH, ld(1, KEY)),
+    "attach-empty": env(ATTACH),
+    "attach-key-15": env(ATTACH, ld(1, KEY[:15])),
+    "attach-key-17": env(ATTACH, ld(1, KEY + b"x")),
+    "attach-dup-key": env(ATTACH, cat(ld(1, KEY[:3]), ld(1, KEY))),
+    "attached": env(ATTACHED),
+    "attached-unknown-field": env(ATTACHED, vi(5, 1)),
+    "connect-streams": env(CONNECT, cat(vi(1, 1), vi(2, 1))),
+    "connect-streams-0": env(CONNECT, vi(2, 0)),
+    "connect-streams-2": env(CONNECT, vi(2, 2)),
+    "connect-streams-max": env(CONNECT, vi(2, 0xFFFFFFFF)),
 }
 
 
@@ -293,6 +321,23 @@ def frame_seeds():
                 frame(env(DATA, data(1, b"out"))), frame(env(DATA, data(2, b"err"))),
                 frame(env(STDIN_ACK, vi(1, 6))), frame(env(EXITED, exited_code(0))))
     seeds["reply-chunks-3"] = b"\x02" + reply
+    # A stream session: the Exec's connection carries stderr and control
+    # messages only; the stream connection Attach, then plain bytes, which
+    # a reader must not take for frames.
+    control = cat(frame(env(HELLO, hello())),
+                  frame(env(EXEC, exec_(argv=(b"cat",), stream_key=KEY))),
+                  frame(env(SIGNAL, vi(1, 15))),
+                  frame(env(EXIT_ACK)))
+    seeds["stream-control-chunks-5"] = b"\x04" + control
+    stream = cat(frame(env(HELLO, hello())), frame(env(ATTACH, ld(1, KEY))))
+    seeds["stream-attach"] = b"\xff" + stream
+    seeds["stream-attach-then-bytes"] = b"\x02" + stream + b"raw stdin, not a frame\n"
+    seeds["stream-attach-twice"] = b"\x00" + stream + frame(env(ATTACH, ld(1, KEY)))
+    seeds["stream-reply"] = b"\x03" + cat(frame(env(HELLO, hello())), frame(env(ATTACHED)),
+                                           b"\x00\x00\x00\x05plain")
+    seeds["connect-streams"] = b"\x01" + cat(frame(env(HELLO, hello())),
+                                              frame(env(CONNECT, vi(2, 1))),
+                                              frame(env(CONNECTED, vi(2, 20000))))
     seeds["empty-stream"] = b"\x00"
     seeds["half-header"] = b"\x00\x00\x00"
     seeds["empty-body"] = b"\x01" + frame(b"")
