@@ -360,20 +360,27 @@ def ctl(sender_child, n_fds, type_, body):
 
 
 CTL_DROP_MAX = 12
+CTL_MAX_PORTS = 64
+POLICY_DROP_MAX = 6        # switch/policy.h: the policy's drop reasons
 MAC = bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56])
 
 
-def pong(seq=1, state=1, counters=(10, 640, 9, 576), drops=(), full=()):
+def pong(seq=1, state=1, counters=(10, 640, 9, 576), drops=(), full=(), refused=()):
+    """CtlPong: seq, state, counters, drops, ring_full_to[port],
+    refused_from[port][reason]."""
     d = list(drops) + [0] * (CTL_DROP_MAX - len(drops))
-    f = list(full) + [0] * (64 - len(full))
+    f = list(full) + [0] * (CTL_MAX_PORTS - len(full))
+    n = CTL_MAX_PORTS * POLICY_DROP_MAX
+    r = list(refused) + [0] * (n - len(refused))
     return struct.pack("<QII", seq, state, 0) + struct.pack("<4Q", *counters) + \
-        struct.pack(f"<{CTL_DROP_MAX}Q", *d) + struct.pack("<64Q", *f)
+        struct.pack(f"<{CTL_DROP_MAX}Q", *d) + struct.pack(f"<{CTL_MAX_PORTS}Q", *f) + \
+        struct.pack(f"<{n}Q", *r)
 
 
 CTL_SEEDS = {
     "pong": ctl(True, 0, 65, pong()),
     "pong-drops": ctl(True, 0, 65, pong(seq=2**64 - 1, state=2, drops=range(1, 13),
-                                        full=[7] * 64)),
+                                        full=[7] * 64, refused=range(1, 65))),
     "pong-bad-state": ctl(True, 0, 65, pong(state=3)),
     "pong-short": ctl(True, 0, 65, pong()[:-1]),
     "pong-with-fd": ctl(True, 1, 65, pong()),
