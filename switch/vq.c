@@ -160,7 +160,12 @@ static int walk_chain(Vq *vq, uint16_t head, VqElem *elem) {
     unsigned seen = 0;
     bool in_indirect = false;
 
-    *elem = (VqElem){.head = head};
+    /* Only the header: the segments are written as they are found (a
+     * compound literal would clear all VQ_MAX_SEGS of them, 4 KiB, for
+     * every chain). */
+    elem->head = head;
+    elem->n_out = elem->n_in = 0;
+    elem->out_len = elem->in_len = 0;
     for (;;) {
         Desc d;
         /* A chain visits each entry of its table at most once; more
