@@ -405,10 +405,7 @@ static void process_tx(Child *c) {
             return;
         }
         if (r == 0) {
-            if (vq_enable_notify(tx)) {
-                continue; /* more arrived while we armed */
-            }
-            break;
+            break; /* kicks are asked for only before sleeping: arm_wakeups() */
         }
         n++;
         long len = gather_frame(c, hdr);
@@ -598,13 +595,7 @@ static void process_rx(Child *c) {
                 break;
             }
             if (r == 0) {
-                if (ring_consumer_release(pr->ring)) {
-                    efd_signal(pr->space_efd);
-                }
-                if (!ring_consumer_prepare_wait(pr->ring)) {
-                    continue;
-                }
-                break;
+                break; /* a wakeup is asked for only before sleeping */
             }
             /* The peer's child may be compromised: what it wrote is judged
              * again, on our own copy (it could change the bytes after the
@@ -697,6 +688,31 @@ static bool work_visible(Child *c) {
         }
     }
     return false;
+}
+
+/* Before sleeping: asks the guest for a TX kick and the peers for a
+ * wakeup on new frames, then looks again. True when something came
+ * meanwhile (do not sleep). Nothing is armed while the child works or
+ * spins: a kick or an eventfd write then would only cost both sides a
+ * system call. A full ring (tx_blocked) and missing receive buffers
+ * (rx_waiting) were armed when they were met. */
+static bool arm_wakeups(Child *c) {
+    Vq *tx = c->dev ? vu_dev_queue(c->dev, VU_NET_TX) : NULL;
+    Vq *rx = c->dev ? vu_dev_queue(c->dev, VU_NET_RX) : NULL;
+    bool more = false;
+    if (tx && !c->tx_blocked && vq_enable_notify(tx)) {
+        more = true;
+    }
+    if (rx && c->rx_waiting) {
+        return more;
+    }
+    for (unsigned i = 0; i < CTL_MAX_PORTS; i++) {
+        Ring *ring = c->peer[i].in.ring;
+        if (ring && !ring_consumer_prepare_wait(ring)) {
+            more = true;
+        }
+    }
+    return more;
 }
 
 static void spin(Child *c) {
@@ -936,6 +952,9 @@ int child_run(int ctl_fd, bool lockdown, FilterMode mode) {
         struct epoll_event evs[16];
         if (!c->work_pending && c->moved) {
             spin(c);
+        }
+        if (!c->work_pending && c->set_up && arm_wakeups(c)) {
+            c->work_pending = true;
         }
         int n = epoll_wait(c->epoll, evs, ELEMENTSOF(evs), c->work_pending ? 0 : -1);
         if (n < 0) {
