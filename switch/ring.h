@@ -21,7 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RING_SLOTS 64u
+/* A batch can be as large as a round's budget (child.c): the two children
+ * of a pair often share a CPU, and each hand-over between them is a
+ * context switch, so the fewer the better. */
+#define RING_SLOTS 256u
 #define RING_SLOT_SIZE 2048u
 #define RING_SLOT_HDR 8u
 /* Largest frame a slot holds (an Ethernet frame with a VLAN tag fits). */

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from childfix import (CLIENT, PeerRing, EVENT_IDX, HDR, MRG_RXBUF, RING_HEAD, RING_TAIL, ROUTER, RX, TX,
-                      VERSION_1, ChildRun, Frontend, mac_bytes)
+from childfix import (CLIENT, PeerRing, EVENT_IDX, HDR, MRG_RXBUF, RING_HEAD, RING_SLOTS, RING_TAIL,
+                      ROUTER, RX, TX, VERSION_1, ChildRun, Frontend, mac_bytes)
 from procs import wait_for
 
 ROUTER_MAC = "52:54:00:5b:00:01"
@@ -251,7 +251,7 @@ def test_counts_against_a_removed_port_are_forgotten(children):
     rx.offer([2048] * 8, writable=True)
     data = bytes(HDR) + frame(C1_MAC, ROUTER_MAC)
     sent = 0
-    while sent < 72:
+    while sent < RING_SLOTS + 8:
         tx.offer([len(data)] * 8, writable=False, data=[data] * 8)
         sent += 8
         wait_for(lambda: tx.used_idx() == sent, timeout=5, what="the chains used")

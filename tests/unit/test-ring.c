@@ -108,7 +108,7 @@ static void test_attach_rejects(void **state) {
 static void test_attach_inconsistent(void **state) {
     Fixture *f = *state;
     Ring *r = NULL;
-    *u32_at(f, OFF_HEAD) = 100;
+    *u32_at(f, OFF_HEAD) = 10 + RING_SLOTS + 1;
     *u32_at(f, OFF_TAIL) = 10;
     assert_int_equal(ring_attach(f->fd, RING_CONSUMER, &r), -EPROTO);
     assert_int_equal(ring_attach(f->fd, RING_PRODUCER, &r), -EPROTO);
