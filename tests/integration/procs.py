@@ -1,4 +1,5 @@
 """Waiting on processes and conditions, shared by the fixture modules."""
+import os
 import time
 
 
@@ -42,3 +43,33 @@ def ns_pid(pid):
     except OSError:
         pass
     return None
+
+
+def run_as_nobody(fn):
+    """Runs fn() in a child with uid/gid 65534; returns its exit status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            fn()
+            os._exit(0)
+        except BaseException:         # noqa: B902 - report anything
+            import traceback
+            traceback.print_exc()
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def socket_fds(pid):
+    """How many of pid's fds are sockets."""
+    n = 0
+    for f in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{f}").startswith("socket:"):
+                n += 1
+        except FileNotFoundError:
+            pass
+    return n

@@ -9,6 +9,7 @@ import pytest
 
 import qlwire
 from guestfix import wait_for
+from procs import run_as_nobody
 from qlwire import pb
 
 
@@ -173,24 +174,6 @@ def test_client_hangs_up_mid_frame(bystander):
     c = bystander.connect()
     c.send_raw(struct.pack(">I", 1000) + b"\x12")
     c.close()
-
-
-def run_as_nobody(fn):
-    """Runs fn() in a child with uid/gid 65534; returns its exit status."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            fn()
-            os._exit(0)
-        except BaseException as e:    # noqa: B902 - report anything
-            import traceback
-            traceback.print_exc()
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 def test_refused_peer(bystander):

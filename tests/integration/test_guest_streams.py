@@ -18,6 +18,7 @@ import pytest
 
 import qlwire
 from guestfix import pid_alive, wait_for
+from procs import run_as_nobody
 from qlwire import pb
 
 KEY_SIZE = 16
@@ -517,24 +518,6 @@ def test_attach_without_exec_is_closed(guest_agent):
     assert names in ([], ["error"]), frames
     b.close()
     wait_for(lambda: g.fd_count() == before, timeout=30, what=f"fd count back to {before}")
-
-
-def run_as_nobody(fn):
-    """Runs fn() in a child with uid/gid 65534; returns its exit status."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            fn()
-            os._exit(0)
-        except BaseException:         # noqa: B902 - report anything
-            import traceback
-            traceback.print_exc()
-            os._exit(1)
-    _, st = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(st)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a client of another uid")

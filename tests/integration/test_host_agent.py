@@ -12,6 +12,7 @@ import pytest
 import qlwire
 from conftest import program
 from hostfix import VM, wait_for
+from procs import socket_fds
 from qlwire import pb
 
 
@@ -58,17 +59,6 @@ def test_connect_hands_over_a_guest_connection(stack):
     finally:
         g.close()
         c.close()
-
-
-def socket_fds(pid):
-    n = 0
-    for f in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{f}").startswith("socket:"):
-                n += 1
-        except FileNotFoundError:
-            pass
-    return n
 
 
 def test_the_host_agent_keeps_no_copy_of_the_guest_socket(stack):

@@ -9,6 +9,7 @@ import pytest
 
 import qlwire
 from hostfix import wait_for
+from procs import socket_fds
 from qlwire import pb
 
 
@@ -33,17 +34,6 @@ def recv_frame_with_fds(sock, timeout=60):
     env.ParseFromString(buf[4:])
     name = env.WhichOneof("msg")
     return name, getattr(env, name), fds, carriers
-
-
-def socket_fds(pid):
-    n = 0
-    for f in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{f}").startswith("socket:"):
-                n += 1
-        except FileNotFoundError:
-            pass
-    return n
 
 
 def connect_streams(stack, streams=1):
