@@ -188,6 +188,12 @@ static bool client_handoff_ready(const Client *c) {
     return c->want_handoff > 0 && c->n_handoff == c->want_handoff;
 }
 
+/* Ends a guest connection attempt in progress, if any. */
+static void client_attempt_drop(Client *c) {
+    c->guest_io = sd_event_source_disable_unref(c->guest_io);
+    c->guest_fd = safe_close(c->guest_fd);
+}
+
 /* Closes the guest connections not handed over (yet). */
 static void client_handoff_drop(Client *c) {
     for (unsigned i = 0; i < c->n_handoff; i++) {
@@ -276,9 +282,7 @@ static int client_fail(Client *c, WireError code, const char *message) {
     Msg m = msg_error(code, message);
     int r;
 
-    sd_event_source_disable_unref(c->guest_io);
-    c->guest_io = NULL;
-    c->guest_fd = safe_close(c->guest_fd);
+    client_attempt_drop(c);
     client_handoff_drop(c); /* the Error is the answer: no Connected after it */
     c->want_handoff = 0;
     r = client_queue(c, &m);
@@ -417,15 +421,13 @@ static int client_guest_failed(Client *c, int r) {
     uint64_t now = now_mono();
     char msg[512];
 
+    client_attempt_drop(c);
     if (c->n_handoff > 0) {
         /* A stream connection failed where the first one worked: hand over
          * what we have rather than keep that one waiting (the client then
          * relays all stdio on it). */
         log_info_errno(r, "Guest agent of VM '%s': no stream connection for pid %d: %m",
                        a->vm_name, (int)c->pid);
-        sd_event_source_disable_unref(c->guest_io);
-        c->guest_io = NULL;
-        c->guest_fd = safe_close(c->guest_fd);
         c->want_handoff = c->n_handoff;
         return client_flush(c);
     }
@@ -434,9 +436,6 @@ static int client_guest_failed(Client *c, int r) {
         agent_guest_state(a, false);
     }
     c->last_error = r;
-    sd_event_source_disable_unref(c->guest_io);
-    c->guest_io = NULL;
-    c->guest_fd = safe_close(c->guest_fd);
     if (now >= c->deadline) {
         log_warning_errno(r,
                           "Guest agent of VM '%s' at %s did not answer within %" PRIu64
@@ -1433,9 +1432,7 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
         case CLIENT_CONNECTING:
             if (restart_ok && !c->restarted &&
                 (c->request == MSG_CONNECT || c->request == MSG_HOST_START)) {
-                sd_event_source_disable_unref(c->guest_io);
-                c->guest_io = NULL;
-                c->guest_fd = safe_close(c->guest_fd);
+                client_attempt_drop(c);
                 client_handoff_drop(c); /* connected to the guest that went */
                 c->restarted = true;
                 if (c->state == CLIENT_CONNECTING) {

@@ -112,6 +112,22 @@ static void host_error(const Msg *m) {
     client_fail_error(vm_name, m);
 }
 
+/* Sends a and b in one write, so that the peer wakes once and finds both;
+ * waits for room if need be. 0 or a negative errno. */
+static int send_two(int fd, const Msg *a, const Msg *b) {
+    WireWriter w = {0};
+    int r = wire_writer_queue(&w, a);
+    if (r >= 0) {
+        r = wire_writer_queue(&w, b);
+    }
+    while (r >= 0 && (r = wire_writer_flush(&w, fd)) == 1) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        (void)poll(&p, 1, -1);
+    }
+    wire_writer_done(&w);
+    return r;
+}
+
 /* Connects to the host agent and returns the guest agent connection;
  * *ret_host is the lease, kept open until we exit. */
 static int host_connect(const char *sock_path, Timing *t, bool stream, int *ret_host,
@@ -136,15 +152,7 @@ static int host_connect(const char *sock_path, Timing *t, bool stream, int *ret_
      * closed: read that answer even when our frames no longer go through. */
     Msg hello = msg_hello(SOFTWARE);
     Msg connect = {.type = MSG_CONNECT, .connect = {.streams = stream ? 1 : 0}};
-    WireWriter w = {0};
-    /* One write: the host agent wakes once and finds both. */
-    if (wire_writer_queue(&w, &hello) >= 0 && wire_writer_queue(&w, &connect) >= 0) {
-        while (wire_writer_flush(&w, fd) == 1) {
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            (void)poll(&p, 1, -1);
-        }
-    }
-    wire_writer_done(&w);
+    (void)send_two(fd, &hello, &connect);
     r = wire_recv(fd, &m, NULL);
     if (r < 0) {
         errno = -r;
@@ -312,6 +320,14 @@ static void session_signals(Session *s) {
     session_flush(s);
 }
 
+/* Whoever read our output is gone: end as a local program in a pipeline
+ * would, which also ends the session. */
+static void stdout_reader_gone(void) {
+    client_terminal_restore();
+    signal(SIGPIPE, SIG_DFL);
+    raise(SIGPIPE);
+}
+
 /* Writes all of a Data chunk to fd 1 or 2, blocking: the socket is not
  * read meanwhile (backpressure), but signals still interrupt the write
  * and are forwarded. */
@@ -337,11 +353,7 @@ static void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
                 continue;
             }
             if (errno == EPIPE && fd == STDOUT_FILENO) {
-                /* Whoever read our output is gone: end as a local program
-                 * in a pipeline would, which also ends the session. */
-                client_terminal_restore();
-                signal(SIGPIPE, SIG_DFL);
-                raise(SIGPIPE);
+                stdout_reader_gone();
             }
             /* stderr unwritable: nowhere to report it; drop the output. */
             return;
@@ -602,11 +614,7 @@ static void stream_head(Session *s) {
 /* Our stdout failed with errno e: as session_output() would. */
 static void stream_stdout_error(Session *s) {
     if (errno == EPIPE) {
-        /* Whoever read our output is gone: end as a local program in a
-         * pipeline would, which also ends the session. */
-        client_terminal_restore();
-        signal(SIGPIPE, SIG_DFL);
-        raise(SIGPIPE);
+        stdout_reader_gone();
     }
     /* Unwritable otherwise: the output is dropped; the command goes on. */
     s->st.splice_out = false;
@@ -991,20 +999,12 @@ int main(int argc, char **argv) {
         exec.exec.has_stream_key = true;
         Msg attach = {.type = MSG_ATTACH};
         memcpy(attach.attach_key, exec.exec.stream_key, WIRE_STREAM_KEY_SIZE);
-        WireWriter w = {0};
-        r = wire_writer_queue(&w, &hello);
-        if (r >= 0) {
-            r = wire_writer_queue(&w, &attach);
-        }
-        if (r >= 0) {
-            r = wire_writer_flush(&w, stream_fd);
-        }
+        r = send_two(stream_fd, &hello, &attach);
         /* A refused or closed connection: the Exec's connection says why. */
-        if (r != 0 && r != -EPIPE && r != -ECONNRESET) {
-            errno = r > 0 ? EAGAIN : -r;
+        if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+            errno = -r;
             client_fail("cannot write to the guest agent of VM '%s': %m", vm_name);
         }
-        wire_writer_done(&w);
         s.st.buf = malloc(STREAM_BUF_SIZE);
         s.st.obuf = malloc(STREAM_BUF_SIZE);
         if (!s.st.buf || !s.st.obuf) {
