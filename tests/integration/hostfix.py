@@ -202,10 +202,7 @@ class HostStack:
         c = qlwire.Conn.unix(self.guest_sock, timeout=30)
         try:
             c.hello()
-            c.send("status_request")
-            name, msg = c.recv(timeout=30)
-            assert name == "status", (name, msg)
-            return msg
+            return c.status()
         finally:
             c.close()
 

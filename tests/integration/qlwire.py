@@ -116,6 +116,13 @@ class Conn:
         name = env.WhichOneof("msg")
         return name, getattr(env, name)
 
+    def status(self, timeout=30):
+        """A StatusRequest round trip (after Hello): the Status message."""
+        self.send("status_request")
+        name, msg = self.recv(timeout=timeout)
+        assert name == "status", (name, msg)
+        return msg
+
     def recv_until_exit(self, timeout=30):
         """Collects stdout/stderr until Exited; returns (out, err, exited, others)."""
         out, err, others = bytearray(), bytearray(), []

@@ -38,10 +38,7 @@ def status(g):
     it to order their connections."""
     c = g.connect()
     try:
-        c.send("status_request")
-        name, msg = c.recv(timeout=30)
-        assert name == "status", (name, msg)
-        return msg
+        return c.status()
     finally:
         c.close()
 

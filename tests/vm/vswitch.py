@@ -23,8 +23,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+
+# The /proc helpers the integration fixtures use.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "integration"))
+from procs import children_of, ns_pid  # noqa: E402
 
 STATS_FILE = "vm-switch.stats"
 SANDBOX_USER = "nobody"
@@ -68,26 +74,6 @@ def parse_stats(text):
             row[k] = int(v) if v.isdigit() else v
         vms[fields["vm"]] = row
     return vms
-
-
-def children_of(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def ns_pid(pid):
-    """pid's number in its own (innermost) pid namespace, or None."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
-    except OSError:
-        pass
-    return None
 
 
 class Switch:
