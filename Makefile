@@ -46,7 +46,7 @@ endif
 pc_cflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
 pc_libs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
 
-CFLAGS := $(CFLAGS_BASE) $(OPT) $(HARDEN) -I$(GEN) -Iproto $(call pc_cflags,libprotobuf-c libsystemd) $(EXTRA_CFLAGS)
+CFLAGS := $(CFLAGS_BASE) $(OPT) $(HARDEN) -I$(GEN) -Iproto -I. $(call pc_cflags,libprotobuf-c libsystemd) $(EXTRA_CFLAGS)
 LDFLAGS := $(LDFLAGS_BASE) $(LDSAN) $(EXTRA_LDFLAGS)
 
 PROGRAMS :=

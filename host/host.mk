@@ -2,13 +2,13 @@
 
 # Every object is listed here, before the link rule: a rule's prerequisites
 # are expanded where it stands.
-HOST_AGENT_OBJS := $(OBJ)/host/host-agent.o $(OBJ)/host/config.o $(OBJ)/host/paths.o \
-	$(OBJ)/host/crosvm.o $(OBJ)/host/vfio.o \
-	$(OBJ)/host/console.o $(OBJ)/host/guestcall.o $(OBJ)/host/switchconf.o
-VM_RUN_OBJS := $(OBJ)/host/vm-run.o $(OBJ)/host/vmrun-opts.o $(OBJ)/host/opts.o \
-	$(OBJ)/host/paths.o $(OBJ)/host/client.o
+HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o \
+	$(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/agent/vfio.o \
+	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o
+VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
+	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
-HOSTCTL_OBJS := $(OBJ)/host/hostctl.o $(OBJ)/host/client.o $(OBJ)/host/paths.o
+HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o
 HOSTCTL_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
 VM_COMMANDS := vm-start vm-stop vm-list vm-start-debug
 HOST_LIBS := $(call pc_libs,jansson)
@@ -41,34 +41,34 @@ $(BIN)/vm-run: $(VM_RUN_OBJS) $(PROTO_LIB)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(VM_RUN_LDFLAGS) -o $@ $^ $(VM_RUN_LIBS)
 
-$(VM_COMMANDS:%=$(BIN)/%): $(BIN)/%: $(OBJ)/host/%.o $(HOSTCTL_OBJS) $(PROTO_LIB)
+$(VM_COMMANDS:%=$(BIN)/%): $(BIN)/%: $(OBJ)/host/cli/%.o $(HOSTCTL_OBJS) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(HOSTCTL_OBJS) $(PROTO_LIB) $(HOSTCTL_LIBS)
 
 # Unit tests (tests/unit/test-<module>.c, built by the generic rule).
-UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/vmrun-opts.o $(OBJ)/host/opts.o
+UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o
 UNIT_LIBS_test-vmrun-opts :=
-UNIT_OBJS_test-config := $(OBJ)/host/config.o $(OBJ)/host/paths.o
+UNIT_OBJS_test-config := $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
 UNIT_LIBS_test-config := $(HOST_LIBS)
 
 # The crosvm command line against golden argv lists.
-UNIT_OBJS_test-crosvm := $(OBJ)/host/crosvm.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
+UNIT_OBJS_test-crosvm := $(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
 UNIT_LIBS_test-crosvm := $(HOST_LIBS)
-UNIT_OBJS_test-vfio := $(OBJ)/host/vfio.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
+UNIT_OBJS_test-vfio := $(OBJ)/host/agent/vfio.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
 UNIT_LIBS_test-vfio := $(HOST_LIBS)
 # The console's scrollback ring and pty.
-UNIT_OBJS_test-console := $(OBJ)/host/console.o
+UNIT_OBJS_test-console := $(OBJ)/host/agent/console.o
 UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
 
-UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/vmshell-opts.o $(OBJ)/host/opts.o
+UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/cli/opts.o
 UNIT_LIBS_test-vmshell-opts :=
-UNIT_OBJS_test-units := $(OBJ)/host/units.o
+UNIT_OBJS_test-units := $(OBJ)/host/tools/units.o
 UNIT_LIBS_test-units :=
 
 # vm-shell: the serial console client, and ssh over vsock through the proxy.
-VM_SHELL_OBJS := $(OBJ)/host/vm-shell.o $(OBJ)/host/vmshell-opts.o $(OBJ)/host/opts.o \
-	$(OBJ)/host/client.o $(OBJ)/host/config.o $(OBJ)/host/paths.o
+VM_SHELL_OBJS := $(OBJ)/host/cli/vm-shell.o $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/cli/opts.o \
+	$(OBJ)/host/cli/client.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
 PROGRAMS += $(BIN)/vm-shell $(BIN)/qubes-lite-vsock-proxy
 
 $(BIN)/vm-shell: $(VM_SHELL_OBJS) $(PROTO_LIB)
@@ -77,7 +77,7 @@ $(BIN)/vm-shell: $(VM_SHELL_OBJS) $(PROTO_LIB)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS) $(PROTO_LIBS)
 
 # The proxy needs nothing but libc (and parse_uint from the protocol library).
-$(BIN)/qubes-lite-vsock-proxy: $(OBJ)/host/vsock-proxy.o $(PROTO_LIB)
+$(BIN)/qubes-lite-vsock-proxy: $(OBJ)/host/tools/vsock-proxy.o $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -Wl,--as-needed $(PROTO_LIBS)
@@ -85,10 +85,10 @@ $(BIN)/qubes-lite-vsock-proxy: $(OBJ)/host/vsock-proxy.o $(PROTO_LIB)
 # The systemd generator: units for every configured VM. The host agent is
 # looked for beside the generator's real path, else in BINDIR.
 BINDIR ?= /usr/bin
-GENERATOR_OBJS := $(OBJ)/host/generator.o $(OBJ)/host/units.o $(OBJ)/host/config.o \
-	$(OBJ)/host/paths.o
+GENERATOR_OBJS := $(OBJ)/host/tools/generator.o $(OBJ)/host/tools/units.o $(OBJ)/host/common/config.o \
+	$(OBJ)/host/common/paths.o
 PROGRAMS += $(BIN)/qubes-lite-generator
-$(OBJ)/host/generator.o: CFLAGS_host += -DQUBES_LITE_BINDIR='"$(BINDIR)"'
+$(OBJ)/host/tools/generator.o: CFLAGS_host += -DQUBES_LITE_BINDIR='"$(BINDIR)"'
 
 $(BIN)/qubes-lite-generator: $(GENERATOR_OBJS) $(PROTO_LIB)
 	@mkdir -p $(dir $@)

@@ -4,7 +4,7 @@
 # dispatch, guest memory, virtqueue walker) plus the virtio-net device
 # description; other programs (a userspace vsock device) link it too.
 
-VHOSTUSER_SRCS := switch/vhost-user.c switch/vu-mem.c switch/vq.c switch/vu-net.c
+VHOSTUSER_SRCS := switch/vhost/vhost-user.c switch/vhost/vu-mem.c switch/vhost/vq.c
 VHOSTUSER_OBJS := $(VHOSTUSER_SRCS:%.c=$(OBJ)/%.o)
 VHOSTUSER_LIB := $(LIB)/libvhostuser.a
 
@@ -16,20 +16,20 @@ $(VHOSTUSER_LIB): $(VHOSTUSER_OBJS)
 all: $(VHOSTUSER_LIB)
 
 # Unit tests (tests/unit/test-NAME.c, built by tests/unit/unit.mk's rule).
-UNIT_OBJS_test-vhost-user := $(VHOSTUSER_OBJS)
+UNIT_OBJS_test-vhost-user := $(VHOSTUSER_OBJS) $(OBJ)/switch/net/vu-net.o
 
-UNIT_OBJS_test-vq := $(OBJ)/switch/vq.o $(OBJ)/switch/vu-mem.o
+UNIT_OBJS_test-vq := $(OBJ)/switch/vhost/vq.o $(OBJ)/switch/vhost/vu-mem.o
 
 # Fuzz targets (tests/fuzz/fuzz.mk's rule links $^): the switch objects
 # they exercise, compiled by clang like the rest of the fuzz build.
 FUZZ_VHOSTUSER_OBJS := $(VHOSTUSER_SRCS:%.c=$(FUZZ_OBJ)/%.o)
-$(FUZZ_DIR)/fuzz-vhost-msg: $(FUZZ_VHOSTUSER_OBJS)
-$(FUZZ_DIR)/fuzz-vq: $(FUZZ_OBJ)/switch/vq.o $(FUZZ_OBJ)/switch/vu-mem.o
-$(FUZZ_OBJ)/tests/fuzz/fuzz-vhost-msg.o $(FUZZ_OBJ)/tests/fuzz/fuzz-vq.o: FUZZ_CFLAGS += -I.
+$(FUZZ_DIR)/fuzz-vhost-msg: $(FUZZ_VHOSTUSER_OBJS) $(FUZZ_OBJ)/switch/net/vu-net.o
+$(FUZZ_DIR)/fuzz-vq: $(FUZZ_OBJ)/switch/vhost/vq.o $(FUZZ_OBJ)/switch/vhost/vu-mem.o
 
 # libvmswitch.a: what only vm-switch itself uses (frame rings between
 # children, <vm>.conf, the forwarding policy, the control channel).
-SWITCH_SRCS := switch/ring.c switch/config.c switch/policy.c switch/ctl.c
+SWITCH_SRCS := switch/net/ring.c switch/net/config.c switch/net/policy.c switch/net/ctl.c \
+	switch/net/vu-net.c
 SWITCH_OBJS := $(SWITCH_SRCS:%.c=$(OBJ)/%.o)
 SWITCH_LIB := $(LIB)/libvmswitch.a
 
@@ -40,23 +40,20 @@ $(SWITCH_LIB): $(SWITCH_OBJS)
 
 all: $(SWITCH_LIB)
 
-UNIT_OBJS_test-ring := $(OBJ)/switch/ring.o
-$(FUZZ_DIR)/fuzz-ring: $(FUZZ_OBJ)/switch/ring.o
-$(FUZZ_OBJ)/tests/fuzz/fuzz-ring.o: FUZZ_CFLAGS += -I.
-UNIT_OBJS_test-switch-config := $(OBJ)/switch/config.o
-UNIT_OBJS_test-policy := $(OBJ)/switch/policy.o
-$(FUZZ_DIR)/fuzz-switch-config: $(FUZZ_OBJ)/switch/config.o
-$(FUZZ_OBJ)/tests/fuzz/fuzz-switch-config.o: FUZZ_CFLAGS += -I.
-UNIT_OBJS_test-vhost-testpmd := $(VHOSTUSER_OBJS)
+UNIT_OBJS_test-ring := $(OBJ)/switch/net/ring.o
+$(FUZZ_DIR)/fuzz-ring: $(FUZZ_OBJ)/switch/net/ring.o
+UNIT_OBJS_test-switch-config := $(OBJ)/switch/net/config.o
+UNIT_OBJS_test-policy := $(OBJ)/switch/net/policy.o
+$(FUZZ_DIR)/fuzz-switch-config: $(FUZZ_OBJ)/switch/net/config.o
+PEER_OBJS_vhost-testpmd := $(VHOSTUSER_OBJS) $(OBJ)/switch/net/vu-net.o
 
 # The control channel between the main process and the children.
-UNIT_OBJS_test-ctl := $(OBJ)/switch/ctl.o $(OBJ)/switch/policy.o
-$(FUZZ_DIR)/fuzz-ctl: $(FUZZ_OBJ)/switch/ctl.o $(FUZZ_OBJ)/switch/policy.o
-$(FUZZ_OBJ)/tests/fuzz/fuzz-ctl.o: FUZZ_CFLAGS += -I.
+UNIT_OBJS_test-ctl := $(OBJ)/switch/net/ctl.o $(OBJ)/switch/net/policy.o
+$(FUZZ_DIR)/fuzz-ctl: $(FUZZ_OBJ)/switch/net/ctl.o $(FUZZ_OBJ)/switch/net/policy.o
 
 # The sandbox: namespaces, the minimal root, capabilities, rlimits and the
 # seccomp allowlists (libseccomp, libcap).
-SANDBOX_SRCS := switch/sandbox.c switch/filter.c
+SANDBOX_SRCS := switch/sandbox/sandbox.c switch/sandbox/filter.c
 SANDBOX_OBJS := $(SANDBOX_SRCS:%.c=$(OBJ)/%.o)
 SANDBOX_LIBS := $(call pc_libs,libseccomp libcap)
 SANDBOX_LIB := $(LIB)/libvmsandbox.a
@@ -72,7 +69,7 @@ all: $(SANDBOX_LIB)
 # program. It links libc, libseccomp and libcap only: children are
 # executed again in a root that holds just the files the program is mapped
 # from (sandbox.c).
-VM_SWITCH_OBJS := $(OBJ)/switch/vm-switch.o $(OBJ)/switch/child.o
+VM_SWITCH_OBJS := $(OBJ)/switch/net/main.o $(OBJ)/switch/net/child.o
 VM_SWITCH_LIBS := $(SWITCH_LIB) $(VHOSTUSER_LIB) $(SANDBOX_LIB) $(PROTO_LIB)
 
 PROGRAMS += $(BIN)/vm-switch
@@ -87,17 +84,17 @@ $(BIN)/vm-switch: $(VM_SWITCH_OBJS) $(VM_SWITCH_LIBS)
 VM_SWITCH_HOOKED := $(BUILD)/tests/switch/vm-switch
 TEST_PROGRAMS += $(VM_SWITCH_HOOKED)
 
-$(OBJ)/tests/switch/child-hooked.o: switch/child.c | $(GEN)/qubes-lite.pb-c.h
+$(OBJ)/tests/switch/child-hooked.o: switch/net/child.c | $(GEN)/qubes-lite.pb-c.h
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -DVM_SWITCH_TEST_HOOKS -c -o $@ $<
 
-$(VM_SWITCH_HOOKED): $(OBJ)/switch/vm-switch.o $(OBJ)/tests/switch/child-hooked.o $(VM_SWITCH_LIBS)
+$(VM_SWITCH_HOOKED): $(OBJ)/switch/net/main.o $(OBJ)/tests/switch/child-hooked.o $(VM_SWITCH_LIBS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS)
 
-UNIT_OBJS_test-filter := $(OBJ)/switch/filter.o
+UNIT_OBJS_test-filter := $(OBJ)/switch/sandbox/filter.o
 UNIT_LIBS_test-filter := $(SANDBOX_LIBS)
 
 # Test programs: the syscall prober run under each role's filter, and a

@@ -1,6 +1,8 @@
-"""Runs every cmocka unit test binary built by `make tests`.
+"""Runs every cmocka binary built by `make tests`.
 
-Each $BUILD/tests/unit/test-* binary is one test here; a failure shows the
+Each $BUILD/tests/unit/DIR/test-* binary (a unit test of one module) and
+each $BUILD/tests/integration/NAME built from tests/integration/c/NAME.c (a
+C test driving a real peer program) is one test here; a failure shows the
 binary's own cmocka output. BUILD (default build) is relative to the
 repository root.
 """
@@ -13,14 +15,24 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 UNIT_DIR = os.path.join(BUILD, "tests", "unit")
-SOURCES = sorted(os.path.basename(p)[:-2]
-                 for p in glob.glob(os.path.join(ROOT, "tests", "unit", "test-*.c")))
+SOURCES = sorted(os.path.relpath(p, os.path.join(ROOT, "tests", "unit"))[:-2]
+                 for p in glob.glob(os.path.join(ROOT, "tests", "unit", "*", "test-*.c")))
+PEER_SOURCES = sorted(os.path.basename(p)[:-2]
+                      for p in glob.glob(os.path.join(ROOT, "tests", "integration", "c", "*.c")))
 TIMEOUT = 300
 
 
 @pytest.mark.parametrize("name", SOURCES)
 def test_unit(name, tmp_path):
-    binary = os.path.join(UNIT_DIR, name)
+    run_cmocka(os.path.join(UNIT_DIR, name), name, tmp_path)
+
+
+@pytest.mark.parametrize("name", PEER_SOURCES)
+def test_c_peer(name, tmp_path):
+    run_cmocka(os.path.join(BUILD, "tests", "integration", name), name, tmp_path)
+
+
+def run_cmocka(binary, name, tmp_path):
     if not os.access(binary, os.X_OK):
         pytest.fail(f"{binary} is not built: run `make tests` (BUILD={BUILD})")
     try:

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "switch/ctl.h"
+#include "switch/net/ctl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

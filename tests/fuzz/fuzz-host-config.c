@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "host/config.h"
-#include "host/crosvm.h"
+#include "host/common/config.h"
+#include "host/agent/crosvm.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,7 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "switch/ring.h"
+#include "switch/net/ring.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "switch/config.h"
+#include "switch/net/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -15,8 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "switch/vhost-user.h"
-#include "switch/vu-net.h"
+#include "switch/vhost/vhost-user.h"
+#include "switch/net/vu-net.h"
 
 #define MEM_SIZE (1u << 20)
 

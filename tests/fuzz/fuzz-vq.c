@@ -12,8 +12,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "switch/vq.h"
-#include "switch/vu-mem.h"
+#include "switch/vhost/vq.h"
+#include "switch/vhost/vu-mem.h"
 
 #define MEM_SIZE (64u << 10)
 #define DESC 0x0

@@ -18,7 +18,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_TARGETS := $(FUZZ_SRCS:tests/fuzz/%.c=%)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -I$(GEN) -Iproto \
+FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -I$(GEN) -Iproto -I. \
 	-Itests/fuzz $(call pc_cflags,libprotobuf-c libsystemd)
 FUZZ_COMMON_OBJS := $(PROTO_SRCS:%.c=$(FUZZ_OBJ)/%.o) $(FUZZ_OBJ)/gen/qubes-lite.pb-c.o \
 	$(FUZZ_OBJ)/tests/fuzz/oracle.o
@@ -53,7 +53,8 @@ fuzz: fuzz-build
 
 # fuzz-host-config: the host's JSON configuration and the crosvm command
 # line built from it (clang objects of host/, and jansson).
-FUZZ_HOST_CONFIG_OBJS := $(FUZZ_OBJ)/host/config.o $(FUZZ_OBJ)/host/paths.o $(FUZZ_OBJ)/host/crosvm.o
+FUZZ_HOST_CONFIG_OBJS := $(FUZZ_OBJ)/host/common/config.o $(FUZZ_OBJ)/host/common/paths.o $(FUZZ_OBJ)/host/agent/crosvm.o \
+	$(FUZZ_OBJ)/host/agent/vmm.o
 $(FUZZ_DIR)/fuzz-host-config: $(FUZZ_HOST_CONFIG_OBJS)
 $(FUZZ_DIR)/fuzz-host-config: PROTO_LIBS += $(call pc_libs,jansson)
-$(FUZZ_OBJ)/tests/fuzz/fuzz-host-config.o $(FUZZ_HOST_CONFIG_OBJS): FUZZ_CFLAGS += -I. $(call pc_cflags,jansson)
+$(FUZZ_OBJ)/tests/fuzz/fuzz-host-config.o $(FUZZ_HOST_CONFIG_OBJS): FUZZ_CFLAGS += $(call pc_cflags,jansson)

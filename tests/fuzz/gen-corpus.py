@@ -352,7 +352,7 @@ def frame_seeds():
     return seeds
 
 
-# ---- vm-switch control messages (switch/ctl.h) -------------------------------
+# ---- vm-switch control messages (switch/net/ctl.h) -------------------------------
 # First byte: bit 0 = sent by a child, bits 1-2 = number of fds.
 
 def ctl(sender_child, n_fds, type_, body):
@@ -361,7 +361,7 @@ def ctl(sender_child, n_fds, type_, body):
 
 CTL_DROP_MAX = 12
 CTL_MAX_PORTS = 64
-POLICY_DROP_MAX = 6        # switch/policy.h: the policy's drop reasons
+POLICY_DROP_MAX = 6        # switch/net/policy.h: the policy's drop reasons
 MAC = bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56])
 
 

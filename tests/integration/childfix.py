@@ -31,7 +31,7 @@ DROPS = ("runt", "spoofed_source", "client_to_client", "unknown_unicast", "to_se
 MAX_PORTS = 64
 POLICY_DROPS = 6  # the first six of DROPS
 
-# The ring memfd (switch/ring.c): head, tail and the two wait flags on
+# The ring memfd (switch/net/ring.c): head, tail and the two wait flags on
 # their own cache lines, then 256 slots of {len, flags, 2040 bytes}.
 RING_HEAD, RING_TAIL, RING_CWAIT, RING_PWAIT, RING_SLOT0 = 0, 64, 128, 192, 256
 RING_SLOTS, RING_SLOT_SIZE = 256, 2048

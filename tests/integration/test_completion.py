@@ -1,4 +1,4 @@
-"""bash completion of the vm-* commands (host/completion.bash): each
+"""bash completion of the vm-* commands (host/cli/completion.bash): each
 command's options and VM names, and commands after the VM where it takes
 one. Each case runs the function `complete -p` names for the command."""
 import os
@@ -11,7 +11,7 @@ from conftest import program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-SCRIPT = os.path.join(ROOT, "host", "completion.bash")
+SCRIPT = os.path.join(ROOT, "host", "cli", "completion.bash")
 
 
 def complete(words, tmp_path):

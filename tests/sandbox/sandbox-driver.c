@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "switch/sandbox.h"
+#include "switch/sandbox/sandbox.h"
 #include "util.h"
 
 typedef struct Options {

@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "switch/filter.h"
+#include "switch/sandbox/filter.h"
 #include "util.h"
 
 /* What a call may use, set up before the filter. */

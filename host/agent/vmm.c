@@ -1,0 +1,37 @@
+/* What every VMM behind VmmOps shares. */
+#include "vmm.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void vmm_argv_free(char **argv) {
+    if (!argv) {
+        return;
+    }
+    for (char **p = argv; *p; p++) {
+        free(*p);
+    }
+    free(argv);
+}
+
+int vmm_print_command(const VmmOps *ops, const HostConfig *h, const VmConfig *vm, FILE *out,
+                      ConfigError *err) {
+    _cleanup_(vmm_argv_freep) char **argv = NULL;
+    int r = ops->argv(h, vm, &argv, err);
+    if (r < 0) {
+        return r;
+    }
+    for (char **p = argv; *p; p++) {
+        fprintf(out, "%s\n", *p);
+    }
+    if (fflush(out) != 0 || ferror(out)) {
+        r = -errno;
+        if (err) {
+            snprintf(err->message, sizeof(err->message), "cannot write the command: %s",
+                     strerror(-r));
+        }
+        return r < 0 ? r : -EIO;
+    }
+    return 0;
+}

@@ -1,0 +1,195 @@
+/* Shared by the vm-* commands: see client.h. */
+#include "client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "host/common/paths.h"
+#include "util.h"
+
+static struct termios saved_termios;
+static bool termios_saved;
+static const char *program = "vm";
+static int failure_status = EXIT_FAILURE;
+
+void client_setup(const char *name, int status) {
+    program = name;
+    failure_status = status;
+    /* Started with stdin, stdout or stderr closed, our own sockets would
+     * land there and be taken for them: /dev/null holds the place (open()
+     * takes the lowest free fd, and those below are taken by now). */
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            (void)open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        }
+    }
+}
+
+void client_fail(const char *fmt, ...) {
+    va_list ap;
+    client_terminal_restore();
+    fprintf(stderr, "%s: ", program);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(failure_status);
+}
+
+const char *client_program(void) {
+    return program;
+}
+
+void client_error_text(const char *vm, const Msg *error, char *buf, size_t size) {
+    char text[512];
+    str_sanitize(error->error.message, strlen(error->error.message), text, sizeof(text));
+    snprintf(buf, size, "VM '%s': %s (%s)", vm, text, client_error_name(error->error.code));
+}
+
+void client_fail_error(const char *vm, const Msg *error) {
+    char buf[640];
+    client_error_text(vm, error, buf, sizeof(buf));
+    client_fail("%s", buf);
+}
+
+int client_unix_connect(const char *path, int *ret_fd) {
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+    _cleanup_close_ int fd = -EBADF;
+
+    if (n >= sizeof(un.sun_path)) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(un.sun_path, path, n);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    while (connect(fd, (struct sockaddr *)&un,
+                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1)) < 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
+bool client_vm_configured(const char *vm) {
+    struct stat st;
+    _cleanup_free_ char *cfg = NULL;
+
+    if (!config_vm_name_valid(vm)) {
+        return false;
+    }
+    if (asprintf(&cfg, "%s/vms/%s.json", config_dir(), vm) < 0) {
+        return false;
+    }
+    return stat(cfg, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool client_vm_known(const char *vm, const char *sock_path) {
+    struct stat st;
+    return client_vm_configured(vm) ||
+           (config_vm_name_valid(vm) && sock_path && lstat(sock_path, &st) == 0);
+}
+
+static int signal_pipe[2] = {-EBADF, -EBADF};
+static volatile sig_atomic_t signal_seen;
+
+static void on_signal(int signo) {
+    int saved = errno;
+    uint8_t b = (uint8_t)signo;
+    signal_seen = 1;
+    (void)!write(signal_pipe[1], &b, 1);
+    errno = saved;
+}
+
+void client_signals_setup(void) {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH};
+    struct sigaction sa = {.sa_handler = on_signal};
+
+    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        client_fail("cannot create a pipe: %s", strerror(errno));
+    }
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+int client_signal_fd(void) {
+    return signal_pipe[0];
+}
+
+bool client_signal_seen(void) {
+    return signal_seen;
+}
+
+ssize_t client_signals_read(uint8_t *buf, size_t size) {
+    signal_seen = 0;
+    return read(signal_pipe[0], buf, size);
+}
+
+bool client_window_size(uint16_t *ret_rows, uint16_t *ret_cols) {
+    static const int fds[] = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
+    for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+        struct winsize ws;
+        if (ioctl(fds[i], TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+            *ret_rows = ws.ws_row;
+            *ret_cols = ws.ws_col;
+            return true;
+        }
+    }
+    *ret_rows = 0;
+    *ret_cols = 0;
+    return false;
+}
+
+bool client_terminal_raw(void) {
+    struct termios t;
+    if (termios_saved || !isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_termios) < 0) {
+        return false;
+    }
+    termios_saved = true;
+    t = saved_termios;
+    cfmakeraw(&t);
+    tcsetattr(STDIN_FILENO, TCSADRAIN, &t);
+    return true;
+}
+
+void client_terminal_restore(void) {
+    if (termios_saved) {
+        /* FLUSH: input we did not read (a terminal's answers to queries
+         * the remote side sent last) must not reach the shell after us. */
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_termios);
+        termios_saved = false;
+    }
+}
+
+const char *client_error_name(WireError e) {
+    static const char *const names[] = {
+        [WIRE_ERR_UNSPECIFIED] = "UNSPECIFIED",
+        [WIRE_ERR_PROTOCOL] = "PROTOCOL",
+        [WIRE_ERR_VERSION] = "VERSION",
+        [WIRE_ERR_TOO_LARGE] = "TOO_LARGE",
+        [WIRE_ERR_DENIED] = "DENIED",
+        [WIRE_ERR_INVALID] = "INVALID",
+        [WIRE_ERR_UNAVAILABLE] = "UNAVAILABLE",
+        [WIRE_ERR_INTERNAL] = "INTERNAL",
+        [WIRE_ERR_SHUTTING_DOWN] = "SHUTTING_DOWN",
+    };
+    return (unsigned)e < ELEMENTSOF(names) && names[e] ? names[e] : "UNSPECIFIED";
+}

@@ -1,0 +1,446 @@
+/* vm-shell: the serial console of a running VM, or ssh to it over vsock.
+ *
+ * The console: connects to the host agent's console relay
+ * (<runtime dir>/<vm>-console), attaches with the window size, prints the
+ * replayed scrollback and the live output, and sends keystrokes until
+ * Ctrl-] (or, when stdin is not a terminal, until its end and a short
+ * drain). --ssh: execs ssh with qubes-lite-vsock-proxy as its
+ * ProxyCommand, to the VM's CID, port 22. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "host/common/config.h"
+#include "host/common/paths.h"
+#include "util.h"
+#include "vmshell-opts.h"
+#include "wire.h"
+
+#define SOFTWARE "vm-shell 0.1"
+#define EXIT_OWN_ERROR 255
+/* How long the console's replies to Hello and ConsoleAttach may take. */
+#define ATTACH_TIMEOUT_MS 10000
+/* stdin that is not a terminal: after its end, leave once the console
+ * has been quiet this long, or after DRAIN_MAX_MS at most. */
+#define QUIET_MS 500
+#define DRAIN_MAX_MS 5000
+/* Stop reading stdin while this much is queued for the console. */
+#define OUT_HIGH (4u * WIRE_DATA_MAX)
+#define PROXY_NAME "qubes-lite-vsock-proxy"
+
+static const char *vm_name = "?";
+
+/* ---- ssh ---------------------------------------------------------------- */
+
+/* The proxy beside our own executable (a build tree, a package's bin
+ * directory), else the one in PATH. */
+static char *proxy_path(void) {
+    char self[PATH_MAX];
+    char *p = NULL;
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+    if (n > 0) {
+        self[n] = '\0';
+        if (asprintf(&p, "%s/" PROXY_NAME, dirname(self)) < 0) {
+            p = NULL;
+        } else if (access(p, X_OK) < 0) {
+            free(p);
+            p = NULL;
+        }
+    }
+    return p ? p : strdup(PROXY_NAME);
+}
+
+_noreturn_ static void run_ssh(const VmShellOptions *o) {
+    _cleanup_(host_config_freep) HostConfig *host = NULL;
+    _cleanup_(vm_config_freep) VmConfig *vm = NULL;
+    ConfigError err = {{0}};
+    unsigned cid;
+    char **argv = NULL;
+    int r;
+
+    if (!config_vm_name_valid(o->vm)) {
+        client_fail("no VM named '%s'", o->vm);
+    }
+    r = config_load_vm(config_dir(), o->vm, &vm, &err);
+    if (r == -ENOENT) {
+        client_fail("no VM named '%s'", o->vm);
+    }
+    if (r < 0) {
+        client_fail("%s", err.message);
+    }
+    r = config_load_host(config_dir(), &host, &err);
+    if (r == -ENOENT) {
+        r = config_host_defaults(&host);
+    }
+    if (r < 0) {
+        client_fail("%s", err.message[0] ? err.message : strerror(-r));
+    }
+    const char *user = o->root ? "root" : host->user;
+    if (!user) {
+        client_fail("no user is configured (\"user\" in %s/host.json); use --root", config_dir());
+    }
+    cid = vm->id;
+    /* Tests run the guest side in one VM over the loopback CID (1). */
+    const char *e = getenv("QUBES_LITE_VSOCK_CID");
+    if (e && *e) {
+        unsigned long long v;
+        if (parse_uint(e, 1, UINT32_MAX - 1, &v) < 0) {
+            client_fail("QUBES_LITE_VSOCK_CID is not a CID: '%.32s'", e);
+        }
+        cid = (unsigned)v;
+    }
+    _cleanup_free_ char *proxy = proxy_path();
+    if (!proxy) {
+        client_fail("out of memory");
+    }
+    r = vmshell_ssh_argv(proxy, cid, user, o->vm, o->argv, o->argc, &argv);
+    if (r < 0) {
+        client_fail("out of memory");
+    }
+    fflush(NULL);
+    execvp("ssh", argv);
+    client_fail("cannot run ssh: %m");
+}
+
+/* ---- the console -------------------------------------------------------- */
+
+typedef struct Console {
+    int sock;
+    bool tty; /* stdin is a terminal: raw mode, Ctrl-] */
+    bool stdin_done;
+    uint64_t drain_end; /* after stdin's end: leave by then at the latest */
+    uint64_t quiet_end; /* ... or once the console is quiet until then */
+    WireReader in;
+    WireWriter out;
+} Console;
+
+/* One frame, blocking, within the attach timeout. */
+static void attach_recv(int fd, Msg *m, const char *want) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r = poll(&p, 1, ATTACH_TIMEOUT_MS);
+    if (r == 0) {
+        client_fail("the console of VM '%s' did not answer within %d s", vm_name,
+                    ATTACH_TIMEOUT_MS / 1000);
+    }
+    r = wire_recv(fd, m, NULL);
+    if (r == -ECONNRESET || r == -EPIPE) {
+        client_fail("the console of VM '%s' closed the connection before %s", vm_name, want);
+    }
+    if (r < 0) {
+        errno = -r;
+        client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
+    }
+    if (m->type == MSG_ERROR) {
+        client_fail_error(vm_name, m);
+    }
+}
+
+static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
+    _cleanup_close_ int fd = -EBADF;
+    Msg m;
+    int r;
+
+    r = client_unix_connect(path, &fd);
+    if (r == -ENOENT || r == -ECONNREFUSED) {
+        client_fail("VM '%s' is not running; start it with vm-start %s", vm_name, vm_name);
+    }
+    if (r < 0) {
+        errno = -r;
+        client_fail("cannot reach the console of VM '%s' at %s: %m", vm_name, path);
+    }
+
+    /* Hello and ConsoleAttach go out together. */
+    Msg hello = msg_hello(SOFTWARE);
+    Msg attach = {.type = MSG_CONSOLE_ATTACH, .console_attach = {.rows = rows, .cols = cols}};
+    WireWriter w = {0};
+    r = wire_writer_queue(&w, &hello);
+    if (r >= 0) {
+        r = wire_writer_queue(&w, &attach);
+    }
+    while (r >= 0 && (r = wire_writer_flush(&w, fd)) == 1) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        (void)poll(&p, 1, -1);
+    }
+    wire_writer_done(&w);
+    /* A refusal is sent before the server closes: read it even when our
+     * frames did not go through. */
+
+    attach_recv(fd, &m, "Hello");
+    if (m.type != MSG_HELLO) {
+        client_fail("protocol error: the console sent %s instead of Hello", msg_type_name(m.type));
+    }
+    if (wire_check_hello(&m) < 0) {
+        client_fail("the console of VM '%s' speaks protocol version %u, vm-shell %u", vm_name,
+                    m.hello.major, WIRE_VERSION_MAJOR);
+    }
+    msg_done(&m);
+    attach_recv(fd, &m, "ConsoleAttached");
+    if (m.type != MSG_CONSOLE_ATTACHED) {
+        client_fail("protocol error: the console sent %s instead of ConsoleAttached",
+                    msg_type_name(m.type));
+    }
+    msg_done(&m);
+    return TAKE_FD(fd);
+}
+
+/* Leaves: the terminal as it was, a line saying so on a terminal. */
+_noreturn_ static void console_leave(Console *c, int status, const char *why) {
+    client_terminal_restore();
+    if (why) {
+        fprintf(stderr, "%svm-shell: %s\n", c->tty ? "\n" : "", why);
+    }
+    wire_reader_done(&c->in);
+    wire_writer_done(&c->out);
+    safe_close(c->sock);
+    exit(status);
+}
+
+static void console_queue(Console *c, const Msg *m) {
+    int r = wire_writer_queue(&c->out, m);
+    if (r < 0) {
+        errno = -r;
+        client_fail("cannot queue %s: %m", msg_type_name(m->type));
+    }
+}
+
+static void console_flush(Console *c) {
+    int r = wire_writer_flush(&c->out, c->sock);
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+        errno = -r;
+        client_fail("cannot write to the console of VM '%s': %m", vm_name);
+    }
+    /* A closed connection shows up on the reading side. */
+    if (r < 0) {
+        wire_writer_done(&c->out);
+    }
+}
+
+/* Best effort, bounded: what was typed before Ctrl-] goes out first. */
+static void console_flush_all(Console *c) {
+    uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 1000000ULL;
+    while (wire_writer_pending(&c->out) && now_usec(CLOCK_MONOTONIC) < deadline) {
+        if (wire_writer_flush(&c->out, c->sock) != 1) {
+            return;
+        }
+        struct pollfd p = {.fd = c->sock, .events = POLLOUT};
+        (void)poll(&p, 1, 100);
+    }
+}
+
+/* Writes all of n bytes to stdout, blocking: the socket is not read
+ * meanwhile (backpressure). */
+static void console_output(Console *c, const uint8_t *p, size_t n) {
+    while (n > 0) {
+        ssize_t k = write(STDOUT_FILENO, p, n);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN) {
+                struct pollfd pf = {.fd = STDOUT_FILENO, .events = POLLOUT};
+                (void)poll(&pf, 1, -1);
+                continue;
+            }
+            if (errno == EPIPE) {
+                /* Whoever read our output is gone: end as a program in a
+                 * pipeline would. */
+                client_terminal_restore();
+                signal(SIGPIPE, SIG_DFL);
+                raise(SIGPIPE);
+            }
+            client_fail("cannot write the console's output: %m");
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    if (c->stdin_done) {
+        c->quiet_end = now_usec(CLOCK_MONOTONIC) + QUIET_MS * 1000ULL;
+    }
+}
+
+static void console_read_socket(Console *c) {
+    for (;;) {
+        Msg m;
+        int r = wire_reader_read(&c->in, c->sock, &m);
+        if (r == 0) {
+            return;
+        }
+        if (r == -ECONNRESET || r == -EPIPE) {
+            char why[128];
+            snprintf(why, sizeof(why), "the console of VM '%s' was closed (the VM stopped)",
+                     vm_name);
+            console_leave(c, 0, why);
+        }
+        if (r == -EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            errno = -r;
+            client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
+        }
+        if (m.type == MSG_ERROR) {
+            client_fail_error(vm_name, &m);
+        }
+        if (m.type != MSG_DATA || m.data.stream != WIRE_STDOUT) {
+            client_fail("protocol error: unexpected %s from the console", msg_type_name(m.type));
+        }
+        console_output(c, m.data.data, m.data.size);
+        msg_done(&m);
+    }
+}
+
+static void console_read_stdin(Console *c) {
+    uint8_t buf[WIRE_DATA_MAX];
+    ssize_t n = read(STDIN_FILENO, buf, c->tty ? 4096 : sizeof(buf));
+
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+        return;
+    }
+    if (n <= 0) {
+        if (c->tty) {
+            /* A terminal that hung up: nobody to show anything to. */
+            console_leave(c, 0, NULL);
+        }
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        c->stdin_done = true;
+        c->drain_end = now + DRAIN_MAX_MS * 1000ULL;
+        c->quiet_end = now + QUIET_MS * 1000ULL;
+        return;
+    }
+    ssize_t esc = c->tty ? vmshell_find_escape(buf, (size_t)n) : -1;
+    size_t send = esc >= 0 ? (size_t)esc : (size_t)n;
+    if (send > 0) {
+        Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDIN, .data = buf, .size = send}};
+        console_queue(c, &m);
+    }
+    if (esc >= 0) {
+        char why[128];
+        console_flush_all(c);
+        snprintf(why, sizeof(why), "left the console of VM '%s'", vm_name);
+        console_leave(c, 0, why);
+    }
+}
+
+static void console_signals(Console *c) {
+    uint8_t buf[64];
+    ssize_t n;
+    while ((n = client_signals_read(buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] != SIGWINCH) {
+                console_leave(c, 128 + buf[i], NULL);
+            }
+            Msg m = {.type = MSG_RESIZE};
+            if (c->tty && client_window_size(&m.resize.rows, &m.resize.cols)) {
+                console_queue(c, &m);
+            }
+        }
+    }
+}
+
+_noreturn_ static void console_run(Console *c) {
+    for (;;) {
+        struct pollfd pf[3];
+        nfds_t n = 0;
+        int i_in = -1, timeout = -1;
+        uint64_t now;
+
+        pf[n++] = (struct pollfd){
+            .fd = c->sock,
+            .events = POLLIN | (wire_writer_pending(&c->out) ? POLLOUT : 0),
+        };
+        pf[n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
+        if (!c->stdin_done && wire_writer_pending(&c->out) < OUT_HIGH) {
+            i_in = (int)n;
+            pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
+        }
+        if (c->stdin_done) {
+            /* Quiet with everything sent, or out of time in any case (a
+             * console that does not take our input does not keep us). */
+            bool pending = wire_writer_pending(&c->out) > 0;
+            now = now_usec(CLOCK_MONOTONIC);
+            if ((now >= c->quiet_end && !pending) || now >= c->drain_end) {
+                console_leave(c, 0, NULL);
+            }
+            uint64_t end = pending ? c->drain_end : MIN(c->drain_end, c->quiet_end);
+            timeout = now >= end ? 0 : (int)((end - now + 999) / 1000);
+        }
+        if (poll(pf, n, timeout) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            client_fail("poll() failed: %m");
+        }
+        if (pf[1].revents) {
+            console_signals(c);
+        }
+        if (i_in >= 0 && pf[i_in].revents) {
+            if (pf[i_in].revents & POLLNVAL) {
+                c->stdin_done = true;
+                c->drain_end = c->quiet_end = now_usec(CLOCK_MONOTONIC);
+            } else {
+                console_read_stdin(c);
+            }
+        }
+        if (wire_writer_pending(&c->out)) {
+            console_flush(c);
+        }
+        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            console_read_socket(c);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    VmShellOptions opts;
+    char err[256];
+    _cleanup_free_ char *path = NULL;
+    uint16_t rows = 0, cols = 0;
+
+    client_setup("vm-shell", EXIT_OWN_ERROR);
+    if (vmshell_parse_args(argc, argv, &opts, err, sizeof(err)) < 0) {
+        client_fail("%s", err);
+    }
+    if (opts.help) {
+        fputs(vmshell_usage, stdout);
+        return 0;
+    }
+    vm_name = opts.vm;
+    if (opts.ssh) {
+        run_ssh(&opts);
+    }
+    /* Broken connections are errors we report, not signals. */
+    signal(SIGPIPE, SIG_IGN);
+    if (asprintf(&path, "%s/%s-console", config_runtime_dir(), opts.vm) < 0) {
+        client_fail("out of memory");
+    }
+    if (!client_vm_known(opts.vm, path)) {
+        client_fail("no VM named '%s'", opts.vm);
+    }
+
+    Console c = {.tty = isatty(STDIN_FILENO) == 1};
+    if (c.tty) {
+        client_window_size(&rows, &cols);
+    }
+    c.sock = console_connect(path, rows, cols);
+    int r = fd_nonblock(c.sock, true);
+    if (r < 0) {
+        errno = -r;
+        client_fail("cannot set up the console connection: %m");
+    }
+    client_signals_setup();
+    if (c.tty) {
+        fprintf(stderr, "vm-shell: attached to the console of VM '%s'; Ctrl-] leaves\n", vm_name);
+        atexit(client_terminal_restore);
+        client_terminal_raw();
+    }
+    console_run(&c);
+}

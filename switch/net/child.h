@@ -1,0 +1,23 @@
+/* One VM's vhost-user-net backend: a vm-switch child.
+ *
+ * It owns nothing it did not get from the main process over its control
+ * socket: the VM's listening vhost-user socket, and the rings (memfds and
+ * eventfds) shared with the peers. Once it serves it needs no open(), no
+ * socket(), no fork and no exec: the main process may seal that with
+ * seccomp.
+ *
+ * It accepts one frontend at a time, serves vhost-user, and moves frames:
+ * guest TX queue -> policy -> rings towards the peers; rings from the
+ * peers -> guest RX queue. Everything is driven by eventfds through one
+ * epoll set: an idle child sleeps. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "switch/sandbox/filter.h"
+
+/* Runs the child on its control socket until the main process goes away
+ * or breaks the protocol. With `lockdown`, the child drops what it does
+ * not need and adds its seccomp filter (in `mode`) once it is set up.
+ * Returns the process exit status. */
+int child_run(int ctl_fd, bool lockdown, FilterMode mode);
