@@ -1,6 +1,6 @@
 # proto/: the library every program links (libqlproto.a).
 
-PROTO_SRCS := proto/wire.c proto/addr.c proto/log.c proto/util.c
+PROTO_SRCS := proto/wire.c proto/addr.c proto/log.c proto/util.c proto/rules.c proto/vmconf.c
 PROTO_OBJS := $(PROTO_SRCS:%.c=$(OBJ)/%.o) $(OBJ)/gen/qubes-lite.pb-c.o
 PROTO_LIB := $(LIB)/libqlproto.a
 PROTO_LIBS := $(call pc_libs,libprotobuf-c libsystemd)
@@ -19,4 +19,4 @@ $(OBJ)/gen/qubes-lite.pb-c.o: $(GEN)/qubes-lite.pb-c.c
 $(PROTO_LIB): $(PROTO_OBJS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  AR      $@")
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^

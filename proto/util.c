@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -216,21 +217,6 @@ char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize) {
     return buf;
 }
 
-bool user_name_valid(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 32 || s[0] == '-') {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 int unhexchar(char c) {
     if (c >= '0' && c <= '9') {
         return c - '0';
@@ -242,4 +228,14 @@ int unhexchar(char c) {
         return c - 'A' + 10;
     }
     return -1;
+}
+
+int error_set(ErrorText *e, int r, const char *fmt, ...) {
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->message, sizeof(e->message), fmt, ap);
+        va_end(ap);
+    }
+    return r;
 }

@@ -20,17 +20,17 @@
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
 /* Take ownership out of a variable that has a cleanup attribute. */
-#define TAKE_PTR(p)                                                            \
-    ({                                                                         \
-        __typeof__(p) _taken = (p);                                            \
-        (p) = NULL;                                                            \
-        _taken;                                                                \
+#define TAKE_PTR(p)                                                                                \
+    ({                                                                                             \
+        __typeof__(p) _taken = (p);                                                                \
+        (p) = NULL;                                                                                \
+        _taken;                                                                                    \
     })
-#define TAKE_FD(fd)                                                            \
-    ({                                                                         \
-        int _taken = (fd);                                                     \
-        (fd) = -EBADF;                                                         \
-        _taken;                                                                \
+#define TAKE_FD(fd)                                                                                \
+    ({                                                                                             \
+        int _taken = (fd);                                                                         \
+        (fd) = -EBADF;                                                                             \
+        _taken;                                                                                    \
     })
 
 static inline void freep(void *p) {
@@ -67,11 +67,11 @@ static inline void close_pairp(int (*p)[2]) {
 #define _cleanup_close_pair_ _cleanup_(close_pairp)
 
 /* Declares name##p(), a cleanup function calling func on a non-NULL pointer. */
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                \
-    static inline void func##p(type *p) {                                      \
-        if (*p) {                                                              \
-            func(*p);                                                          \
-        }                                                                      \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                    \
+    static inline void func##p(type *p) {                                                          \
+        if (*p) {                                                                                  \
+            func(*p);                                                                              \
+        }                                                                                          \
     }
 
 static inline uint64_t now_usec(clockid_t clock) {
@@ -87,6 +87,18 @@ static inline bool streq(const char *a, const char *b) {
 static inline bool startswith(const char *s, const char *prefix) {
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
+
+/* The one way an error's text travels back to the caller that reports it:
+ * an ErrorText passed last, filled only on failure; the function returns
+ * a negative errno as always. The caller logs it once, with its context. */
+#define ERROR_TEXT_MAX 512
+typedef struct ErrorText {
+    char message[ERROR_TEXT_MAX];
+} ErrorText;
+
+/* Formats e->message (e may be NULL: nothing is written) and returns r, a
+ * negative errno: `return error_set(err, -EINVAL, "bad %s", what);`. */
+_printf_(3, 4) int error_set(ErrorText *e, int r, const char *fmt, ...);
 
 /* Parses a whole decimal number in [min, max]. */
 int parse_uint(const char *s, unsigned long long min, unsigned long long max,
@@ -110,10 +122,6 @@ ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd);
 /* The same for up to max fds, stored from fds[*count] on (*count grows);
  * on -EBADMSG (truncated control data) this call's fds are closed. */
 ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count);
-
-/* A portable user name: [A-Za-z0-9_.-], 1 to 32 characters, no leading '-'.
- * The one rule for the protocol's user field and the configuration. */
-bool user_name_valid(const char *s);
 
 /* The value of one hex digit, or -1. */
 int unhexchar(char c);

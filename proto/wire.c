@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "qubes-lite.pb-c.h"
+#include "rules.h"
 #include "util.h"
 
 typedef Qubeslite__Envelope Envelope;
@@ -126,21 +127,6 @@ static bool text_ok(const char *s, size_t max) {
     return true;
 }
 
-static bool term_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '+' || c == '_' || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static bool bytes_no_nul(const ProtobufCBinaryData *b) {
     return b->len == 0 || memchr(b->data, '\0', b->len) == NULL;
 }
@@ -206,7 +192,7 @@ static int validate_exec(const Qubeslite__Exec *e, Msg *m) {
             e->pty->cols > UINT16_MAX) {
             return -EINVAL;
         }
-        if (e->pty->term && e->pty->term[0] && !term_ok(e->pty->term)) {
+        if (e->pty->term && e->pty->term[0] && !term_name_valid(e->pty->term)) {
             return -EINVAL;
         }
     }

@@ -11,7 +11,7 @@ VHOSTUSER_LIB := $(LIB)/libvhostuser.a
 $(VHOSTUSER_LIB): $(VHOSTUSER_OBJS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  AR      $@")
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 all: $(VHOSTUSER_LIB)
 
@@ -28,7 +28,7 @@ $(FUZZ_DIR)/fuzz-vq: $(FUZZ_OBJ)/switch/vhost/vq.o $(FUZZ_OBJ)/switch/vhost/vu-m
 
 # libvmswitch.a: what only vm-switch itself uses (frame rings between
 # children, <vm>.conf, the forwarding policy, the control channel).
-SWITCH_SRCS := switch/net/ring.c switch/net/config.c switch/net/policy.c switch/net/ctl.c \
+SWITCH_SRCS := switch/net/ring.c switch/net/policy.c switch/net/ctl.c \
 	switch/net/vu-net.c
 SWITCH_OBJS := $(SWITCH_SRCS:%.c=$(OBJ)/%.o)
 SWITCH_LIB := $(LIB)/libvmswitch.a
@@ -36,15 +36,13 @@ SWITCH_LIB := $(LIB)/libvmswitch.a
 $(SWITCH_LIB): $(SWITCH_OBJS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  AR      $@")
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 all: $(SWITCH_LIB)
 
 UNIT_OBJS_test-ring := $(OBJ)/switch/net/ring.o
 $(FUZZ_DIR)/fuzz-ring: $(FUZZ_OBJ)/switch/net/ring.o
-UNIT_OBJS_test-switch-config := $(OBJ)/switch/net/config.o
 UNIT_OBJS_test-policy := $(OBJ)/switch/net/policy.o
-$(FUZZ_DIR)/fuzz-switch-config: $(FUZZ_OBJ)/switch/net/config.o
 PEER_OBJS_vhost-testpmd := $(VHOSTUSER_OBJS) $(OBJ)/switch/net/vu-net.o
 
 # The control channel between the main process and the children.
@@ -61,7 +59,7 @@ SANDBOX_LIB := $(LIB)/libvmsandbox.a
 $(SANDBOX_LIB): $(SANDBOX_OBJS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  AR      $@")
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 all: $(SANDBOX_LIB)
 

@@ -12,6 +12,7 @@
 
 #include "host/common/config.h"
 #include "util.h"
+#include "vmconf.h"
 
 static void closedirp(DIR **d) {
     if (*d) {
@@ -22,8 +23,8 @@ static void closedirp(DIR **d) {
 /* What each <vm>.conf of a VM in the configuration should hold: NULL text
  * for a VM not on the network, keep for one whose file does not load. */
 typedef struct Entry {
-    char name[CONFIG_VM_NAME_MAX + 1];
-    char text[64];
+    char name[VM_NAME_MAX + 1];
+    char text[VM_CONF_TEXT_MAX];
     bool on_net;
     bool keep;
 } Entry;
@@ -71,7 +72,7 @@ static bool same_text(int dirfd, const char *name, const char *text) {
 
 /* dirfd/<name>.conf := text, through a hidden temporary the switch ignores. */
 static int write_conf(int dirfd, const char *name, const char *text) {
-    char file[CONFIG_VM_NAME_MAX + 8], tmp[CONFIG_VM_NAME_MAX + 16];
+    char file[VM_NAME_MAX + 8], tmp[VM_NAME_MAX + 16];
     size_t len = strlen(text);
 
     snprintf(file, sizeof(file), "%s.conf", name);
@@ -135,7 +136,7 @@ static int collect(const char *config_dir, const char *net, FILE *errors, Entry 
 
         snprintf(name, sizeof(name), "%.*s", (int)len, ents[i]->d_name);
         free(ents[i]);
-        if (!v || !config_vm_name_valid(name)) {
+        if (!v || !vm_name_valid(name)) {
             continue;
         }
         Entry *e = &v[k++];
@@ -150,10 +151,9 @@ static int collect(const char *config_dir, const char *net, FILE *errors, Entry 
         for (size_t j = 0; j < vm->n_vm_networks; j++) {
             const ConfigVmNet *vn = &vm->vm_networks[j];
             if (streq(vn->network, net)) {
-                char mac[18];
-                config_format_mac(vn->mac, mac);
-                snprintf(e->text, sizeof(e->text), "mac=%s\nrole=%s\n", mac,
-                         vn->router ? "router" : "client");
+                VmConf conf = {.role = vn->router ? VM_ROLE_ROUTER : VM_ROLE_CLIENT};
+                memcpy(conf.mac, vn->mac, sizeof(conf.mac));
+                vm_conf_format(&conf, e->text);
                 e->on_net = true;
                 break;
             }
@@ -208,7 +208,7 @@ int switchconf_write(const char *config_dir, const char *net, const char *dir, F
             continue;
         }
         snprintf(name, sizeof(name), "%.*s", (int)(len - 5), de->d_name);
-        if (!config_vm_name_valid(name)) {
+        if (!vm_name_valid(name)) {
             continue;
         }
         const Entry *e = find(v, n, name);

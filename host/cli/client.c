@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "host/common/paths.h"
+#include "rules.h"
 #include "util.h"
 
 static struct termios saved_termios;
@@ -91,7 +92,7 @@ bool client_vm_configured(const char *vm) {
     struct stat st;
     _cleanup_free_ char *cfg = NULL;
 
-    if (!config_vm_name_valid(vm)) {
+    if (!vm_name_valid(vm)) {
         return false;
     }
     if (asprintf(&cfg, "%s/vms/%s.json", config_dir(), vm) < 0) {
@@ -103,7 +104,7 @@ bool client_vm_configured(const char *vm) {
 bool client_vm_known(const char *vm, const char *sock_path) {
     struct stat st;
     return client_vm_configured(vm) ||
-           (config_vm_name_valid(vm) && sock_path && lstat(sock_path, &st) == 0);
+           (vm_name_valid(vm) && sock_path && lstat(sock_path, &st) == 0);
 }
 
 static int signal_pipe[2] = {-EBADF, -EBADF};

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "host/common/paths.h"
+#include "rules.h"
 #include "util.h"
 
 const char *hostctl_state_name(VmState s) {
@@ -27,7 +28,7 @@ const char *hostctl_state_name(VmState s) {
 void hostctl_require_vm(const char *vm) {
     if (!client_vm_configured(vm)) {
         client_fail("no VM named '%s' (no %s/vms/%s.json)", vm, config_dir(),
-                    config_vm_name_valid(vm) ? vm : "NAME");
+                    vm_name_valid(vm) ? vm : "NAME");
     }
 }
 

@@ -22,6 +22,7 @@
 
 #include "client.h"
 #include "host/common/paths.h"
+#include "rules.h"
 #include "util.h"
 #include "vmrun-opts.h"
 #include "wire.h"
@@ -227,14 +228,6 @@ static void window_size(uint16_t *rows, uint16_t *cols) {
         *rows = 24;
         *cols = 80;
     }
-}
-
-static bool term_valid(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64) {
-        return false;
-    }
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+_-") == n;
 }
 
 /* ---- the session -------------------------------------------------------- */
@@ -987,7 +980,7 @@ int main(int argc, char **argv) {
         const char *term = getenv("TERM");
         exec.exec.pty = true;
         window_size(&exec.exec.rows, &exec.exec.cols);
-        exec.exec.term = (term && term_valid(term)) ? term : NULL;
+        exec.exec.term = (term && term_name_valid(term)) ? term : NULL;
     }
     if (stream_fd >= 0) {
         /* The key pairs the Exec with the stream connection; Hello and

@@ -20,6 +20,7 @@
 #include "client.h"
 #include "host/common/config.h"
 #include "host/common/paths.h"
+#include "rules.h"
 #include "util.h"
 #include "vmshell-opts.h"
 #include "wire.h"
@@ -67,7 +68,7 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     char **argv = NULL;
     int r;
 
-    if (!config_vm_name_valid(o->vm)) {
+    if (!vm_name_valid(o->vm)) {
         client_fail("no VM named '%s'", o->vm);
     }
     r = config_load_vm(config_dir(), o->vm, &vm, &err);

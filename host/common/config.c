@@ -4,6 +4,7 @@
  * one goes to ConfigError, each one to the report stream when checking),
  * so that `--check` lists them all while loading stops at the first. */
 #include "config.h"
+#include "rules.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -178,25 +179,6 @@ bool config_pci_canonical(const char *s, char buf[static 13]) {
     }
     snprintf(buf, 13, "%04x:%02x:%02x.%x", domain, bus, dev, fn);
     return true;
-}
-
-static bool mac_parse(const char *s, uint8_t mac[6]) {
-    if (strlen(s) != 17) {
-        return false;
-    }
-    for (size_t i = 0; i < 6; i++) {
-        unsigned v;
-        if (!hexn(s + 3 * i, 2, &v) || (i < 5 && s[3 * i + 2] != ':')) {
-            return false;
-        }
-        mac[i] = (uint8_t)v;
-    }
-    return true;
-}
-
-void config_format_mac(const uint8_t mac[6], char buf[static 18]) {
-    snprintf(buf, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4],
-             mac[5]);
 }
 
 /* 52:xx:xx:xx:xx:xx (0x52: locally administered, unicast), the other five
@@ -904,12 +886,11 @@ static void parse_vm_networks(Parser *p, json_t *root, VmConfig *c) {
             get_string(p, v, kb, "macAddress", NULL, NULL, &mac);
             if (mac) {
                 char mk[KEY_MAX];
-                if (!mac_parse(mac, n->mac)) {
+                if (vm_mac_parse(mac, n->mac) < 0) {
                     problem(p, -EINVAL, key_join(mk, kb, "macAddress"),
-                            "'%.64s' is not a MAC address (52:ab:cd:ef:12:34)", mac);
-                } else if (n->mac[0] & 1) {
-                    problem(p, -EINVAL, key_join(mk, kb, "macAddress"),
-                            "'%s' is a multicast address", mac);
+                            "'%.64s' is not a VM's MAC address (52:ab:cd:ef:12:34: unicast, "
+                            "not all zero)",
+                            mac);
                 } else {
                     n->mac_given = true;
                 }
@@ -973,11 +954,11 @@ static void parse_vm(Parser *p, json_t *root, const char *name, VmConfig *c) {
     if (jname) {
         if (!json_is_string(jname)) {
             problem(p, -EINVAL, "name", "must be a string");
-        } else if (!config_vm_name_valid(json_string_value(jname))) {
+        } else if (!vm_name_valid(json_string_value(jname))) {
             problem(p, -EINVAL, "name",
                     "'%.64s' is not a valid VM name ([a-z][a-z0-9-], at most %u: the TAP is "
                     "vm-<name>)",
-                    json_string_value(jname), CONFIG_VM_NAME_MAX);
+                    json_string_value(jname), VM_NAME_MAX);
         } else if (!streq(json_string_value(jname), name)) {
             problem(p, -EINVAL, "name", "'%s' does not match the file name '%s.json'",
                     json_string_value(jname), name);
@@ -1048,12 +1029,12 @@ static int load_vm(const char *dir, const char *name, FILE *report, VmConfig **r
         return -ENOMEM;
     }
     p.path = path;
-    if (!config_vm_name_valid(name)) {
+    if (!vm_name_valid(name)) {
         /* The name comes from the caller (a command line): say so plainly. */
         p.path = name;
         r = problem(&p, -EINVAL, NULL,
                     "not a valid VM name ([a-z][a-z0-9-], at most %u: the TAP is vm-<name>)",
-                    CONFIG_VM_NAME_MAX);
+                    VM_NAME_MAX);
         *ret_problems = p.problems;
         return r;
     }
@@ -1175,12 +1156,12 @@ int config_check_all(const char *dir, FILE *errors) {
         char name[256];
         size_t len = strlen(ents[i]->d_name) - 5;
         snprintf(name, sizeof(name), "%.*s", (int)len, ents[i]->d_name);
-        if (!config_vm_name_valid(name)) {
+        if (!vm_name_valid(name)) {
             if (errors) {
                 fprintf(errors,
                         "%s/%s: the file name is not a valid VM name ([a-z][a-z0-9-], at most "
                         "%u) followed by .json\n",
-                        vms_dir, ents[i]->d_name, CONFIG_VM_NAME_MAX);
+                        vms_dir, ents[i]->d_name, VM_NAME_MAX);
             }
             total++;
             continue;
@@ -1236,7 +1217,7 @@ int config_check_all(const char *dir, FILE *errors) {
                         continue;
                     }
                     char mac[18];
-                    config_format_mac(na->mac, mac);
+                    mac_format(na->mac, mac);
                     if (errors) {
                         fprintf(errors,
                                 "%s: key 'vmNetwork.%s.macAddress': %s is already the MAC of VM "

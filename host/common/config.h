@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "paths.h"
+#include "rules.h"
 #include "util.h"
 
 #define CONFIG_ERROR_MAX 512
@@ -173,8 +174,6 @@ void config_vm_addresses(const HostConfig *h, const VmConfig *vm, ConfigAddresse
  * all their pairs in `opts`. The items borrow from `vm`: free only the
  * array. */
 int config_vm_vhost_user(const VmConfig *vm, ConfigDevice **ret, size_t *ret_n);
-/* "52:ab:cd:ef:12:34". */
-void config_format_mac(const uint8_t mac[6], char buf[static 18]);
 /* Canonical PCI address (DDDD:BB:DD.F, lower case) of "01:00.0" or
  * "0000:01:00.0"; false when `s` is neither. */
 bool config_pci_canonical(const char *s, char buf[static 13]);

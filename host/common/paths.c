@@ -1,4 +1,4 @@
-/* Configuration and runtime directories, VM names. */
+/* Configuration and runtime directories. */
 #include "paths.h"
 
 #include <stdlib.h>
@@ -17,18 +17,4 @@ const char *config_dir(void) {
 
 const char *config_runtime_dir(void) {
     return env_dir("QUBES_LITE_RUNTIME_DIR", DEFAULT_RUNTIME_DIR);
-}
-
-bool config_vm_name_valid(const char *name) {
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > CONFIG_VM_NAME_MAX || name[0] < 'a' || name[0] > 'z') {
-        return false;
-    }
-    for (size_t i = 1; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-            return false;
-        }
-    }
-    return true;
 }

@@ -30,6 +30,7 @@
 #include "addr.h"
 #include "host/common/config.h"
 #include "host/common/paths.h"
+#include "rules.h"
 #include "units.h"
 #include "util.h"
 
@@ -292,7 +293,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
         char name[256];
         snprintf(name, sizeof(name), "%.*s", (int)(strlen(ents[i]->d_name) - 5), ents[i]->d_name);
-        if (config_vm_name_valid(name)) {
+        if (vm_name_valid(name)) {
             generate_vm(dir, host, name, &env, &nets);
         }
         free(ents[i]);

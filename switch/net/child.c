@@ -11,14 +11,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "config.h"
 #include "ctl.h"
 #include "log.h"
 #include "policy.h"
 #include "ring.h"
 #include "switch/sandbox/sandbox.h"
-#include "util.h"
 #include "switch/vhost/vhost-user.h"
+#include "util.h"
+#include "vmconf.h"
 #include "vu-net.h"
 
 /* Frames handled per queue before the event loop looks at everything else

@@ -6,8 +6,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "config.h"
+#include "rules.h"
 #include "util.h"
+#include "vmconf.h"
 
 typedef struct CtlShape {
     uint32_t type;
@@ -80,24 +81,16 @@ void ctl_msg_init(CtlMsg *m, CtlType type) {
     m->hdr.type = type;
 }
 
-static bool mac_ok(const uint8_t mac[6]) {
-    static const uint8_t zero[6];
-    /* What a <vm>.conf may hold: unicast, not all zero. */
-    return !(mac[0] & 1) && memcmp(mac, zero, 6) != 0;
-}
-
-static bool name_ok(const char name[CTL_NAME_SIZE]) {
-    size_t n = strnlen(name, CTL_NAME_SIZE);
-    if (n == 0 || n > VM_NAME_MAX || !(name[0] >= 'a' && name[0] <= 'z')) {
+/* A name field: a VM name (rules.h), then nothing but NULs, so that no
+ * stray bytes are carried along. */
+static bool name_ok(const char untrusted_name[CTL_NAME_SIZE]) {
+    char name[CTL_NAME_SIZE + 1];
+    memcpy(name, untrusted_name, CTL_NAME_SIZE);
+    name[CTL_NAME_SIZE] = '\0';
+    size_t n = strlen(name);
+    if (!vm_name_valid(name)) {
         return false;
     }
-    for (size_t i = 1; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-            return false;
-        }
-    }
-    /* Nothing but NULs after the name: no stray bytes carried along. */
     for (size_t i = n; i < CTL_NAME_SIZE; i++) {
         if (name[i] != '\0') {
             return false;
@@ -127,13 +120,13 @@ int ctl_msg_validate(CtlDir from, const void *untrusted, size_t len, unsigned n_
     switch (m.hdr.type) {
     case CTL_SETUP:
         if (m.setup.port >= CTL_MAX_PORTS || m.setup.role > VM_ROLE_ROUTER || m.setup.pad ||
-            !mac_ok(m.setup.mac) || !name_ok(m.setup.name)) {
+            !vm_mac_valid(m.setup.mac) || !name_ok(m.setup.name)) {
             return -EBADMSG;
         }
         break;
     case CTL_PEER:
         if (m.peer.port >= CTL_MAX_PORTS || m.peer.role > VM_ROLE_ROUTER || m.peer.pad ||
-            !mac_ok(m.peer.mac)) {
+            !vm_mac_valid(m.peer.mac)) {
             return -EBADMSG;
         }
         break;

@@ -33,13 +33,14 @@
 #include <unistd.h>
 
 #include "child.h"
-#include "config.h"
 #include "ctl.h"
 #include "log.h"
 #include "policy.h"
 #include "ring.h"
+#include "rules.h"
 #include "switch/sandbox/sandbox.h"
 #include "util.h"
+#include "vmconf.h"
 
 #define PROGRAM "vm-switch"
 #define STATS_FILE "vm-switch.stats"
@@ -1015,20 +1016,20 @@ static bool conf_conflicts(Switch *s, const Vm *self, const char *file, const Vm
 
 static void config_file(Switch *s, const char *file) {
     char name[VM_NAME_MAX + 1];
-    char err[VM_CONF_ERROR_MAX];
+    ErrorText err;
     VmConf conf;
     size_t n = strlen(file);
     if (n < 5 || !streq(file + n - 5, ".conf") || file[0] == '.') {
         return; /* not ours: editors' temporary files and the like */
     }
-    if (vm_conf_name_from_filename(file, name) < 0) {
+    if (vm_name_from_filename(file, ".conf", name) < 0) {
         char safe[64];
         log_error("%s: not a VM name ([a-z][a-z0-9-]{0,11}.conf): ignored",
                   str_sanitize(file, n, safe, sizeof(safe)));
         return;
     }
     Vm *v = vm_find(s, name);
-    int r = vm_conf_load_at(s->config_fd, file, &conf, err, sizeof(err));
+    int r = vm_conf_load_at(s->config_fd, file, &conf, &err);
     if (r == -ENOENT) {
         if (v) {
             vm_remove(s, v);
@@ -1036,7 +1037,7 @@ static void config_file(Switch *s, const char *file) {
         return;
     }
     if (r < 0) {
-        log_error("%s%s", err, v ? " (the running VM keeps its configuration)" : ": ignored");
+        log_error("%s%s", err.message, v ? " (the running VM keeps its configuration)" : ": ignored");
         return;
     }
     if (v) {
@@ -1150,7 +1151,7 @@ static void config_scan(Switch *s, bool only_new) {
         char name[VM_NAME_MAX + 1];
         size_t len = strlen(names[i]);
         bool known = len > 5 && streq(names[i] + len - 5, ".conf") &&
-                     vm_conf_name_from_filename(names[i], name) >= 0 && vm_find(s, name);
+                     vm_name_from_filename(names[i], ".conf", name) >= 0 && vm_find(s, name);
         if (!only_new || !known) {
             config_file(s, names[i]);
         }
@@ -1194,7 +1195,7 @@ static void on_inotify(Switch *s) {
                 size_t len = strlen(ev->name);
                 Vm *v = NULL;
                 if (len > 5 && streq(ev->name + len - 5, ".conf") &&
-                    vm_conf_name_from_filename(ev->name, name) >= 0) {
+                    vm_name_from_filename(ev->name, ".conf", name) >= 0) {
                     v = vm_find(s, name);
                 }
                 if (v) {

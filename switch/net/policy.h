@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "vmconf.h"
 
 #define POLICY_MAX_PORTS 64
 

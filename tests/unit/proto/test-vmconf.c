@@ -1,4 +1,5 @@
-/* switch/config: <vm>.conf parsing, MACs, file names, and errors that name
+/* proto/vmconf and proto/rules: <vm>.conf parsing and writing, VM MACs,
+ * VM names of file names, terminal and user names, and errors that name
  * the file, the line and the reason. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,14 +13,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "switch/net/config.h"
+#include "rules.h"
 #include "util.h"
+#include "vmconf.h"
 
-static char err[VM_CONF_ERROR_MAX];
+static ErrorText error;
+static const char *err = error.message;
 
 static int parse(const char *text, VmConf *c) {
-    memset(err, 0, sizeof(err));
-    return vm_conf_parse("vm.conf", text, strlen(text), c, err, sizeof(err));
+    memset(&error, 0, sizeof(error));
+    return vm_conf_parse("vm.conf", text, strlen(text), c, &error);
 }
 
 static void expect_error(const char *text, const char *want) {
@@ -90,8 +93,7 @@ static void test_limits(void **state) {
     VmConf c;
     char text[VM_CONF_MAX_SIZE + 2];
     /* NUL inside. */
-    assert_int_equal(vm_conf_parse("x.conf", "mac=52:54:00:12:34:56\0", 22, &c, err, sizeof(err)),
-                     -EINVAL);
+    assert_int_equal(vm_conf_parse("x.conf", "mac=52:54:00:12:34:56\0", 22, &c, &error), -EINVAL);
     assert_string_equal(err, "x.conf: contains a NUL byte");
     /* A line of 257 bytes. */
     memset(text, '#', 257);
@@ -102,20 +104,16 @@ static void test_limits(void **state) {
     assert_int_equal(parse(text, &c), 0);
     /* Too large a file. */
     memset(text, '\n', sizeof(text));
-    assert_int_equal(vm_conf_parse("x.conf", text, VM_CONF_MAX_SIZE + 1, &c, err, sizeof(err)),
-                     -EINVAL);
+    assert_int_equal(vm_conf_parse("x.conf", text, VM_CONF_MAX_SIZE + 1, &c, &error), -EINVAL);
     assert_string_equal(err, "x.conf: larger than 4096 bytes");
-    /* A tiny error buffer is still terminated; none at all is fine. */
-    char small[8];
-    assert_int_equal(vm_conf_parse("x.conf", "bad", 3, &c, small, sizeof(small)), -EINVAL);
-    assert_string_equal(small, "x.conf:");
-    assert_int_equal(vm_conf_parse("x.conf", "bad", 3, &c, NULL, 0), -EINVAL);
+    /* No ErrorText at all is fine. */
+    assert_int_equal(vm_conf_parse("x.conf", "bad", 3, &c, NULL), -EINVAL);
 }
 
 static void test_mac(void **state) {
     uint8_t m[6] = {0};
     static const uint8_t want[6] = {0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54};
-    assert_int_equal(vm_conf_parse_mac("fe:dc:ba:98:76:54", m), 0);
+    assert_int_equal(vm_mac_parse("fe:dc:ba:98:76:54", m), 0);
     assert_memory_equal(m, want, 6);
     const char *bad[] = {
         "",
@@ -132,7 +130,7 @@ static void test_mac(void **state) {
         "525400123456aaaaa",
     };
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-        if (vm_conf_parse_mac(bad[i], m) != -EINVAL) {
+        if (vm_mac_parse(bad[i], m) != -EINVAL) {
             fail_msg("accepted \"%s\"", bad[i]);
         }
     }
@@ -141,20 +139,88 @@ static void test_mac(void **state) {
 
 static void test_name_from_filename(void **state) {
     char name[VM_NAME_MAX + 1];
-    assert_int_equal(vm_conf_name_from_filename("banking.conf", name), 0);
+    assert_int_equal(vm_name_from_filename("banking.conf", ".conf", name), 0);
     assert_string_equal(name, "banking");
-    assert_int_equal(vm_conf_name_from_filename("a.conf", name), 0);
-    assert_int_equal(vm_conf_name_from_filename("abcdefghijkl.conf", name), 0);
+    assert_int_equal(vm_name_from_filename("a.conf", ".conf", name), 0);
+    assert_int_equal(vm_name_from_filename("abcdefghijkl.conf", ".conf", name), 0);
     assert_string_equal(name, "abcdefghijkl");
-    assert_int_equal(vm_conf_name_from_filename("vm-2.conf", name), 0);
+    assert_int_equal(vm_name_from_filename("vm-2.conf", ".conf", name), 0);
     const char *bad[] = {".conf",    "banking",   "banking.conf~",      "Banking.conf", "1vm.conf",
                          "-vm.conf", "vm_1.conf", "abcdefghijklm.conf", "vm.conf.conf", ".vm.conf",
                          "vm.cong",  "vm/x.conf", "vm .conf",           "..conf"};
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-        if (vm_conf_name_from_filename(bad[i], name) != -EINVAL) {
+        if (vm_name_from_filename(bad[i], ".conf", name) != -EINVAL) {
             fail_msg("accepted \"%s\"", bad[i]);
         }
     }
+}
+
+static void test_vm_name(void **state) {
+    assert_true(vm_name_valid("a"));
+    assert_true(vm_name_valid("banking"));
+    assert_true(vm_name_valid("sys-net-2"));
+    assert_true(vm_name_valid("abcdefghijkl"));   /* 12 */
+    assert_false(vm_name_valid("abcdefghijklm")); /* 13 */
+    assert_false(vm_name_valid(""));
+    assert_false(vm_name_valid(NULL));
+    assert_false(vm_name_valid("1abc"));
+    assert_false(vm_name_valid("-abc"));
+    assert_false(vm_name_valid("Abc"));
+    assert_false(vm_name_valid("a_b"));
+    assert_false(vm_name_valid("a/b"));
+    assert_false(vm_name_valid("../x"));
+    /* Another suffix: the host's vms/<name>.json. */
+    char name[VM_NAME_MAX + 1];
+    assert_int_equal(vm_name_from_filename("vault.json", ".json", name), 0);
+    assert_string_equal(name, "vault");
+    assert_int_equal(vm_name_from_filename("vault.conf", ".json", name), -EINVAL);
+}
+
+static void test_mac_format(void **state) {
+    char buf[MAC_STR_SIZE];
+    uint8_t m[6];
+    static const uint8_t mac[6] = {0x52, 0xAB, 0x00, 0x01, 0xfe, 0x10};
+    assert_string_equal(mac_format(mac, buf), "52:ab:00:01:fe:10");
+    assert_int_equal(vm_mac_parse(buf, m), 0);
+    assert_memory_equal(m, mac, 6);
+    assert_true(vm_mac_valid(mac));
+    static const uint8_t zero[6], group[6] = {0x01, 0, 0x5e, 0, 0, 1};
+    assert_false(vm_mac_valid(zero));
+    assert_false(vm_mac_valid(group));
+}
+
+static void test_format_round_trip(void **state) {
+    char text[VM_CONF_TEXT_MAX];
+    VmConf back, c = {.mac = {0x52, 0x54, 0, 0xab, 0xcd, 0xef}, .role = VM_ROLE_ROUTER};
+    assert_string_equal(vm_conf_format(&c, text), "mac=52:54:00:ab:cd:ef\nrole=router\n");
+    assert_int_equal(parse(text, &back), 0);
+    assert_memory_equal(back.mac, c.mac, 6);
+    assert_int_equal(back.role, VM_ROLE_ROUTER);
+    c.role = VM_ROLE_CLIENT;
+    assert_string_equal(vm_conf_format(&c, text), "mac=52:54:00:ab:cd:ef\nrole=client\n");
+    assert_int_equal(parse(text, &back), 0);
+    assert_int_equal(back.role, VM_ROLE_CLIENT);
+}
+
+static void test_term_and_user(void **state) {
+    assert_true(term_name_valid("xterm-256color"));
+    assert_true(term_name_valid("screen.xterm+x_y"));
+    assert_false(term_name_valid(""));
+    assert_false(term_name_valid("xterm 256"));
+    assert_false(term_name_valid("../../x"));
+    assert_false(term_name_valid("x\x1b"));
+    char long_term[TERM_NAME_MAX + 2];
+    memset(long_term, 'x', sizeof(long_term) - 1);
+    long_term[TERM_NAME_MAX + 1] = '\0';
+    assert_false(term_name_valid(long_term));
+    long_term[TERM_NAME_MAX] = '\0';
+    assert_true(term_name_valid(long_term));
+    assert_true(user_name_valid("alice"));
+    assert_true(user_name_valid("a.b_c-d"));
+    assert_false(user_name_valid("-alice"));
+    assert_false(user_name_valid(""));
+    assert_false(user_name_valid("a b"));
+    assert_false(user_name_valid("abcdefghijklmnopqrstuvwxyzabcdefg")); /* 33 */
 }
 
 static void write_file(const char *path, const char *text, size_t len) {
@@ -165,19 +231,19 @@ static void write_file(const char *path, const char *text, size_t len) {
 }
 
 static void test_load(void **state) {
-    char dir[] = "/tmp/test-switch-config.XXXXXX";
+    char dir[] = "/tmp/test-vmconf.XXXXXX";
     char path[128], link[128];
     VmConf c;
     assert_non_null(mkdtemp(dir));
 
     snprintf(path, sizeof(path), "%s/router.conf", dir);
     write_file(path, "mac=52:54:00:00:00:01\nrole=router\n", 34);
-    assert_int_equal(vm_conf_load(path, &c, err, sizeof(err)), 0);
+    assert_int_equal(vm_conf_load_at(AT_FDCWD, path, &c, &error), 0);
     assert_int_equal(c.role, VM_ROLE_ROUTER);
 
     /* Errors carry the file's name, not the whole path. */
     write_file(path, "mac=52:54:00:00:00:01\nrole=gateway\n", 35);
-    assert_int_equal(vm_conf_load(path, &c, err, sizeof(err)), -EINVAL);
+    assert_int_equal(vm_conf_load_at(AT_FDCWD, path, &c, &error), -EINVAL);
     assert_string_equal(err, "router.conf:2: role \"gateway\" is neither router nor client");
 
     /* Larger than allowed, even if only by a byte. */
@@ -185,29 +251,29 @@ static void test_load(void **state) {
     memset(big, '\n', sizeof(big));
     memcpy(big, "mac=52:54:00:00:00:01", 21);
     write_file(path, big, VM_CONF_MAX_SIZE);
-    assert_int_equal(vm_conf_load(path, &c, err, sizeof(err)), 0);
+    assert_int_equal(vm_conf_load_at(AT_FDCWD, path, &c, &error), 0);
     write_file(path, big, sizeof(big));
-    assert_int_equal(vm_conf_load(path, &c, err, sizeof(err)), -EINVAL);
+    assert_int_equal(vm_conf_load_at(AT_FDCWD, path, &c, &error), -EINVAL);
     assert_string_equal(err, "router.conf: larger than 4096 bytes");
 
     /* Missing, a symlink, a directory. */
     snprintf(link, sizeof(link), "%s/missing.conf", dir);
-    assert_int_equal(vm_conf_load(link, &c, err, sizeof(err)), -ENOENT);
+    assert_int_equal(vm_conf_load_at(AT_FDCWD, link, &c, &error), -ENOENT);
     assert_true(startswith(err, "missing.conf: cannot open: "));
     snprintf(link, sizeof(link), "%s/link.conf", dir);
     assert_int_equal(symlink(path, link), 0);
-    assert_int_equal(vm_conf_load(link, &c, err, sizeof(err)), -ELOOP);
-    assert_int_equal(vm_conf_load(dir, &c, err, sizeof(err)), -EINVAL);
+    assert_int_equal(vm_conf_load_at(AT_FDCWD, link, &c, &error), -ELOOP);
+    assert_int_equal(vm_conf_load_at(AT_FDCWD, dir, &c, &error), -EINVAL);
     assert_true(strstr(err, "not a regular file") != NULL);
 
     /* Relative to a directory fd, as vm-switch reads its directory. */
     write_file(path, "mac=52:54:00:00:00:01\nrole=router\n", 34);
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     assert_true(dfd >= 0);
-    assert_int_equal(vm_conf_load_at(dfd, "router.conf", &c, err, sizeof(err)), 0);
+    assert_int_equal(vm_conf_load_at(dfd, "router.conf", &c, &error), 0);
     assert_int_equal(c.role, VM_ROLE_ROUTER);
-    assert_int_equal(vm_conf_load_at(dfd, "link.conf", &c, err, sizeof(err)), -ELOOP);
-    assert_int_equal(vm_conf_load_at(dfd, "missing.conf", &c, err, sizeof(err)), -ENOENT);
+    assert_int_equal(vm_conf_load_at(dfd, "link.conf", &c, &error), -ELOOP);
+    assert_int_equal(vm_conf_load_at(dfd, "missing.conf", &c, &error), -ENOENT);
     assert_true(startswith(err, "missing.conf: cannot open: "));
     close(dfd);
 
@@ -218,10 +284,12 @@ static void test_load(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_minimal), cmocka_unit_test(test_full),
-        cmocka_unit_test(test_errors),  cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_mac),     cmocka_unit_test(test_name_from_filename),
-        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_minimal),       cmocka_unit_test(test_full),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_mac),           cmocka_unit_test(test_name_from_filename),
+        cmocka_unit_test(test_load),          cmocka_unit_test(test_vm_name),
+        cmocka_unit_test(test_mac_format),    cmocka_unit_test(test_format_round_trip),
+        cmocka_unit_test(test_term_and_user),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
