@@ -76,49 +76,6 @@ static void child_reset_signals(void) {
     (void)sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
-/* Closes every fd from first on. close_range() needs Linux 5.9; before
- * (ENOSYS, EINVAL), the fds /proc/self/fd lists, else every fd below the
- * limit. Nothing is allocated: a CLONE_VM child shares the agent's heap. */
-static int child_close_from(int first) {
-    if (close_range((unsigned)first, ~0U, 0) == 0) {
-        return 0;
-    }
-    if (errno != ENOSYS && errno != EINVAL) {
-        return -errno;
-    }
-    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        uint64_t buf[512]; /* struct linux_dirent64 records, 8-aligned */
-        long n;
-        while ((n = syscall(SYS_getdents64, dfd, buf, sizeof(buf))) > 0) {
-            for (long off = 0; off < n;) {
-                const uint8_t *d = (const uint8_t *)buf + off;
-                unsigned short reclen;
-                memcpy(&reclen, d + 16, sizeof(reclen)); /* after d_ino, d_off */
-                const char *name = (const char *)d + 19; /* after d_type */
-                unsigned long long fd;
-                if (parse_uint(name, 0, INT32_MAX, &fd) == 0 && fd >= (unsigned)first &&
-                    (int)fd != dfd) {
-                    (void)close((int)fd);
-                }
-                off += reclen;
-            }
-        }
-        (void)close(dfd);
-        if (n == 0) {
-            return 0;
-        }
-    }
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-        return -errno;
-    }
-    for (rlim_t fd = (rlim_t)first; fd < rl.rlim_cur && fd <= INT32_MAX; fd++) {
-        (void)close((int)fd);
-    }
-    return 0;
-}
-
 /* Puts fds on 0, 1, 2 and the error pipe on ERR_FD, closes the rest so a
  * child waiting for Wayland does not hold other sessions' fds open. */
 static void child_setup_fds(const int stdio[3], int err_fd) {
@@ -147,7 +104,7 @@ static void child_setup_fds(const int stdio[3], int err_fd) {
         child_fail(errno, "qubes-lite: cannot set up stdio: %s", strerror(errno));
     }
     child_report_fd = ERR_FD;
-    int r = child_close_from(ERR_FD + 1);
+    int r = fd_close_from(ERR_FD + 1);
     if (r < 0) {
         child_fail(-r, "qubes-lite: cannot close inherited fds: %s", strerror(-r));
     }

@@ -183,10 +183,9 @@ _noreturn_ static void lookup_child(const char *name, int wfd) {
     if (wfd != 3 && dup2(wfd, 3) < 0) {
         _exit(1);
     }
-    if (close_range(4, ~0U, 0) < 0) {
-        /* Old kernel: closing them is tidiness, not safety; the agent
-         * kills a lookup that takes too long. */
-    }
+    /* Closing them is tidiness, not safety: the agent kills a lookup
+     * that takes too long. */
+    (void)fd_close_from(4);
     struct passwd *pw = user_lookup(name);
     if (!pw || !pw->pw_name || !pw->pw_name[0]) {
         _exit(1);

@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
 int parse_uint(const char *s, unsigned long long min, unsigned long long max,
                unsigned long long *ret) {
@@ -238,4 +240,44 @@ int error_set(ErrorText *e, int r, const char *fmt, ...) {
         va_end(ap);
     }
     return r;
+}
+
+int fd_close_from(int first) {
+    if (close_range((unsigned)first, ~0U, 0) == 0) {
+        return 0;
+    }
+    if (errno != ENOSYS && errno != EINVAL) {
+        return -errno;
+    }
+    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        uint64_t buf[512]; /* struct linux_dirent64 records, 8-aligned */
+        long n;
+        while ((n = syscall(SYS_getdents64, dfd, buf, sizeof(buf))) > 0) {
+            for (long off = 0; off < n;) {
+                const uint8_t *d = (const uint8_t *)buf + off;
+                unsigned short reclen;
+                memcpy(&reclen, d + 16, sizeof(reclen)); /* after d_ino, d_off */
+                const char *name = (const char *)d + 19; /* after d_type */
+                unsigned long long fd;
+                if (parse_uint(name, 0, INT32_MAX, &fd) == 0 && fd >= (unsigned)first &&
+                    (int)fd != dfd) {
+                    (void)close((int)fd);
+                }
+                off += reclen;
+            }
+        }
+        (void)close(dfd);
+        if (n == 0) {
+            return 0;
+        }
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        return -errno;
+    }
+    for (rlim_t fd = (rlim_t)first; fd < rl.rlim_cur && fd <= INT32_MAX; fd++) {
+        (void)close((int)fd);
+    }
+    return 0;
 }

@@ -107,6 +107,12 @@ int parse_uint(const char *s, unsigned long long min, unsigned long long max,
 /* fd helpers: all return 0 or a negative errno. */
 int fd_nonblock(int fd, bool nonblock);
 int fd_cloexec(int fd, bool cloexec);
+/* Closes every fd from first on, close-on-exec or not: for a child
+ * between fork and exec. close_range() needs Linux 5.9; before (ENOSYS,
+ * EINVAL), the fds /proc/self/fd lists, else every fd below the limit.
+ * Async-signal-safe and allocates nothing (a CLONE_VM child shares its
+ * parent's heap). 0 or a negative errno. */
+int fd_close_from(int first);
 /* Writes all of buf, retrying on EINTR and partial writes (blocking fd). */
 int loop_write(int fd, const void *buf, size_t n);
 /* Reads exactly n bytes; -EPIPE on EOF before n bytes (0 bytes: returns 0

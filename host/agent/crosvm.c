@@ -143,7 +143,7 @@ static void add_feature(Argv *a, const char *flag, const ConfigFeature *f, const
     }
 }
 
-int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ConfigError *err) {
+int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ErrorText *err) {
     _cleanup_(host_config_freep) HostConfig *defaults = NULL;
     _cleanup_free_ ConfigDevice *vhost = NULL;
     size_t n_vhost = 0;

@@ -21,7 +21,7 @@ extern const VmmOps vmm_crosvm;
 /* `h` may be NULL (no host.json): the defaults. argv[0] is
  * $QUBES_LITE_CROSVM when set and non-empty, else "crosvm" (from PATH).
  * PCI devices are under $QUBES_LITE_SYSFS_ROOT (default /sys). */
-int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ConfigError *err);
+int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ErrorText *err);
 /* crosvm stop RUNTIME/<name>-crosvm.sock */
 int vmm_crosvm_stop_argv(const VmConfig *vm, char ***ret_argv);
 /* RUNTIME/<name>-crosvm.sock, malloc'ed; NULL when out of memory. */

@@ -904,22 +904,6 @@ fail:
     return r;
 }
 
-/* Closes every fd from 3 on. close_range() needs Linux 5.9; before, every
- * fd below the limit. */
-static void child_close_from_3(void) {
-    if (close_range(3, ~0U, 0) == 0) {
-        return;
-    }
-    struct rlimit rl;
-    int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-                      rl.rlim_cur < (1u << 20)
-                  ? (int)rl.rlim_cur
-                  : (1 << 20);
-    for (int fd = 3; fd < max; fd++) {
-        (void)close(fd);
-    }
-}
-
 /* Forks and execs argv with the environment env. stdin/stdout: `in`,
  * `out` or ours when -1; stderr: `err` or ours when -1; nothing else of
  * ours (every other fd is closed, whether or not it is close-on-exec).
@@ -944,7 +928,7 @@ static int spawn(char **argv, char **env, int in, int out, int err, bool new_ses
             (err >= 0 && dup2(err, STDERR_FILENO) < 0)) {
             _exit(127);
         }
-        child_close_from_3();
+        (void)fd_close_from(3);
         /* execvpe searches our PATH, the one the VMM gets too. */
         execvpe(argv[0], argv, env);
         fprintf(stderr, "cannot execute %s: %s\n", argv[0], strerror(errno));
@@ -1005,8 +989,8 @@ static int agent_start_vm_steps(Agent *a, char *why, size_t why_size) {
     _cleanup_close_ int master = -EBADF, slave = -EBADF, err_fd = -EBADF;
     _cleanup_free_ char *console_path = NULL;
     bool err_journal = false;
-    ConfigError cerr;
-    VfioError verr;
+    ErrorText cerr;
+    ErrorText verr;
     pid_t pid = 0;
     int r;
 
@@ -1467,7 +1451,7 @@ static int on_vmm_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
         (void)addr_unix_remove_stale(a->control_path);
     }
     if (restart > 0) {
-        char why[VFIO_ERROR_MAX + CONFIG_ERROR_MAX];
+        char why[2 * ERROR_TEXT_MAX];
         a->stop_phase = STOP_PHASE_NONE;
         log_info("VM '%s': starting it again for %u waiting client(s)", a->vm_name, restart);
         if (agent_start_vm(a, why, sizeof(why)) == 0) {
@@ -1585,7 +1569,7 @@ static int handle_hello(Client *c, const Msg *m) {
  * no_start, then wait for its guest agent. */
 static int client_wait_vm(Client *c, bool no_start) {
     Agent *a = c->agent;
-    char msg[VFIO_ERROR_MAX + CONFIG_ERROR_MAX];
+    char msg[2 * ERROR_TEXT_MAX];
 
     switch (a->state) {
     case VM_STOPPING:
@@ -2112,7 +2096,7 @@ static int run_check(void) {
 }
 
 /* host.json is optional: without it the defaults apply. */
-static int load_host_or_defaults(HostConfig **ret, ConfigError *cerr) {
+static int load_host_or_defaults(HostConfig **ret, ErrorText *cerr) {
     int r = config_load_host(config_dir(), ret, cerr);
     if (r == -ENOENT) {
         r = config_host_defaults(ret);
@@ -2126,7 +2110,7 @@ static int load_host_or_defaults(HostConfig **ret, ConfigError *cerr) {
 static int run_print_command(const char *name) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
     _cleanup_(vm_config_freep) VmConfig *vm = NULL;
-    ConfigError cerr;
+    ErrorText cerr;
 
     if (load_host_or_defaults(&host, &cerr) < 0) {
         die("%s", cerr.message);
@@ -2147,7 +2131,7 @@ static int run_print_command(const char *name) {
 
 static int run_bind_vfio(void) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
-    ConfigError cerr;
+    ErrorText cerr;
 
     if (load_host_or_defaults(&host, &cerr) < 0) {
         die("%s", cerr.message);
@@ -2219,7 +2203,7 @@ int main(int argc, char **argv) {
     /* 0: serve, else ARG_CHECK, ARG_PRINT_COMMAND, ARG_BIND_VFIO or
      * ARG_WRITE_SWITCH_CONFIG */
     int mode = 0;
-    ConfigError cerr;
+    ErrorText cerr;
     sigset_t mask;
     int c, r;
 
@@ -2392,7 +2376,7 @@ int main(int argc, char **argv) {
     if (a.no_vmm) {
         sd_notify(0, "READY=1");
     } else if (a.foreground) {
-        char why[VFIO_ERROR_MAX + CONFIG_ERROR_MAX];
+        char why[2 * ERROR_TEXT_MAX];
         r = agent_start_vm(&a, why, sizeof(why));
         if (r < 0) {
             goto out;

@@ -130,7 +130,7 @@ static int collect(const char *config_dir, const char *net, FILE *errors, Entry 
     v = calloc((size_t)n + 1, sizeof(*v));
     for (int i = 0; i < n; i++) {
         _cleanup_(vm_config_freep) VmConfig *vm = NULL;
-        ConfigError err = {{0}};
+        ErrorText err = {{0}};
         size_t len = strlen(ents[i]->d_name) - 5;
         char name[256];
 

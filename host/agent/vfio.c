@@ -51,7 +51,7 @@ static void closedirp(DIR **d) {
     }
 }
 
-_printf_(3, 4) static int fail(VfioError *err, int r, const char *fmt, ...) {
+_printf_(3, 4) static int fail(ErrorText *err, int r, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
@@ -67,7 +67,7 @@ const char *vfio_sysfs_root(void) {
 /* Every path we build is the root plus at most a few hundred bytes (an
  * address, a group number, a driver name: each at most NAME_MAX): checked
  * once here, so that the sysfs_path() calls after it cannot fail. */
-static int root_check(VfioError *err) {
+static int root_check(ErrorText *err) {
     const char *root = vfio_sysfs_root();
     if (strlen(root) > PATH_MAX - 2 * NAME_MAX - 64) {
         return fail(err, -ENAMETOOLONG, "the sysfs root is too long: %.64s...", root);
@@ -154,7 +154,7 @@ static int log_write(const char *rel, const char *value) {
 
 /* The one place that writes to sysfs: `value` to <root>/<rel>, in a
  * single write() as sysfs attributes want. The file must exist. */
-static int sysfs_write(const char *bdf, const char *rel, const char *value, VfioError *err) {
+static int sysfs_write(const char *bdf, const char *rel, const char *value, ErrorText *err) {
     char path[PATH_MAX];
     size_t len = strlen(value);
     int r = sysfs_path(path, "%s", rel);
@@ -188,7 +188,7 @@ static int sysfs_write(const char *bdf, const char *rel, const char *value, Vfio
 
 /* Reads a device's driver, IOMMU group and class. -ENODEV when the device
  * does not exist. */
-static int pci_info(const char *bdf, PciInfo *ret, VfioError *err) {
+static int pci_info(const char *bdf, PciInfo *ret, ErrorText *err) {
     char path[PATH_MAX], class[32];
     PciInfo info = {0};
     struct stat st;
@@ -242,7 +242,7 @@ static int bdf_cmp(const void *a, const void *b) {
 
 /* The members of IOMMU group `group`, sorted. */
 static int group_members(const char *bdf, const char *group, Bdf **ret, size_t *ret_n,
-                         VfioError *err) {
+                         ErrorText *err) {
     char path[PATH_MAX];
     _cleanup_(closedirp) DIR *d = NULL;
     _cleanup_free_ Bdf *v = NULL;
@@ -301,7 +301,7 @@ static bool in_list(const Bdf *list, size_t n, const char *bdf) {
 }
 
 static int check_device(const char *vm_name, const Bdf *given, size_t n_given, const char *bdf,
-                        VfioError *err) {
+                        ErrorText *err) {
     PciInfo info, m;
     _cleanup_free_ Bdf *members = NULL;
     size_t n_members = 0;
@@ -364,7 +364,7 @@ static int check_device(const char *vm_name, const Bdf *given, size_t n_given, c
     return 0;
 }
 
-int vfio_check_vm(const VmConfig *vm, VfioError *err) {
+int vfio_check_vm(const VmConfig *vm, ErrorText *err) {
     _cleanup_free_ Bdf *given = NULL;
     size_t n = vm->pci_devices.n;
 
@@ -394,7 +394,7 @@ int vfio_check_vm(const VmConfig *vm, VfioError *err) {
     return 0;
 }
 
-int vfio_bind(const char *untrusted_bdf, VfioError *err) {
+int vfio_bind(const char *untrusted_bdf, ErrorText *err) {
     char path[PATH_MAX], rel[PATH_MAX], override[NAME_MAX + 2];
     Bdf bdf;
     PciInfo info;
@@ -474,7 +474,7 @@ int vfio_bind_all(const ConfigStrv *bdfs, FILE *errors) {
     int failed = 0;
 
     for (size_t i = 0; i < bdfs->n; i++) {
-        VfioError err = {{0}};
+        ErrorText err = {{0}};
         if (vfio_bind(bdfs->v[i], &err) < 0) {
             failed++;
             if (errors) {

@@ -20,13 +20,8 @@
 
 #include "host/common/config.h"
 
-#define VFIO_ERROR_MAX 512
 #define VFIO_DRIVER "vfio-pci"
 #define VFIO_DEFAULT_SYSFS_ROOT "/sys"
-
-typedef struct VfioError {
-    char message[VFIO_ERROR_MAX];
-} VfioError;
 
 /* $QUBES_LITE_SYSFS_ROOT when set and non-empty, else /sys. */
 const char *vfio_sysfs_root(void);
@@ -37,7 +32,7 @@ const char *vfio_sysfs_root(void);
  * pciDevices. -ENODEV (no such device), -EOPNOTSUPP (no IOMMU group),
  * -EBUSY (a group member is not ready or not the VM's), -EINVAL (not a PCI
  * address), other negative errnos when sysfs cannot be read. */
-int vfio_check_vm(const VmConfig *vm, VfioError *err);
+int vfio_check_vm(const VmConfig *vm, ErrorText *err);
 
 /* Binds one device to vfio-pci: writes "vfio-pci" to its driver_override
  * (unless it holds that already), writes the address to its current
@@ -46,7 +41,7 @@ int vfio_check_vm(const VmConfig *vm, VfioError *err);
  * is written when the vfio-pci driver is not loaded. Returns 1 when it
  * wrote something, 0 when the device was bound and claimed already, a
  * negative errno otherwise. */
-int vfio_bind(const char *bdf, VfioError *err);
+int vfio_bind(const char *bdf, ErrorText *err);
 
 /* vfio_bind() for each address, going on after a failure; prints one line
  * per failure to `errors` (when not NULL) and returns how many failed. */

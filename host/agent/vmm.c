@@ -16,7 +16,7 @@ void vmm_argv_free(char **argv) {
 }
 
 int vmm_print_command(const VmmOps *ops, const HostConfig *h, const VmConfig *vm, FILE *out,
-                      ConfigError *err) {
+                      ErrorText *err) {
     _cleanup_(vmm_argv_freep) char **argv = NULL;
     int r = ops->argv(h, vm, &argv, err);
     if (r < 0) {

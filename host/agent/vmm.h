@@ -15,7 +15,7 @@ typedef struct VmmOps {
     /* The VMM's argv (NULL-terminated, free with vmm_argv_free()). Fails
      * with -EINVAL and err->message naming the file and the key when the
      * configuration lacks what the VMM needs (a kernel). */
-    int (*argv)(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ConfigError *err);
+    int (*argv)(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ErrorText *err);
     /* The argv of a command that asks the running VM to stop. */
     int (*stop_argv)(const VmConfig *vm, char ***ret_argv);
     /* The VMM's control socket (malloc'ed; NULL when out of memory), which
@@ -26,7 +26,7 @@ typedef struct VmmOps {
 /* `--print-command`: the VMM's argv, one argument per line, on `out`. 0,
  * or a negative errno with err->message set. */
 int vmm_print_command(const VmmOps *ops, const HostConfig *h, const VmConfig *vm, FILE *out,
-                      ConfigError *err);
+                      ErrorText *err);
 
 void vmm_argv_free(char **argv);
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, vmm_argv_free)

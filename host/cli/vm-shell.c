@@ -63,7 +63,7 @@ static char *proxy_path(void) {
 _noreturn_ static void run_ssh(const VmShellOptions *o) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
     _cleanup_(vm_config_freep) VmConfig *vm = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     unsigned cid;
     char **argv = NULL;
     int r;

@@ -1,7 +1,7 @@
 /* Configuration files: loading, validation and derived values.
  *
  * One parser walks a file and records every problem it finds (the first
- * one goes to ConfigError, each one to the report stream when checking),
+ * one goes to ErrorText, each one to the report stream when checking),
  * so that `--check` lists them all while loading stops at the first. */
 #include "config.h"
 #include "rules.h"
@@ -22,7 +22,7 @@
 
 typedef struct Parser {
     const char *path;
-    ConfigError *err;
+    ErrorText *err;
     FILE *report;
     int first_r;
     unsigned problems;
@@ -30,7 +30,7 @@ typedef struct Parser {
 
 _printf_(4, 5) static int problem(Parser *p, int r, const char *key, const char *fmt, ...) {
     char reason[256];
-    char line[CONFIG_ERROR_MAX];
+    char line[ERROR_TEXT_MAX];
     va_list ap;
 
     va_start(ap, fmt);
@@ -799,7 +799,7 @@ static void parse_host(Parser *p, json_t *root, HostConfig *c) {
     }
 }
 
-static int load_host(const char *dir, FILE *report, HostConfig **ret, ConfigError *err,
+static int load_host(const char *dir, FILE *report, HostConfig **ret, ErrorText *err,
                      unsigned *ret_problems) {
     _cleanup_free_ char *path = path_join(dir, "host.json", NULL);
     _cleanup_(json_decrefp) json_t *root = NULL;
@@ -813,7 +813,7 @@ static int load_host(const char *dir, FILE *report, HostConfig **ret, ConfigErro
     }
     p.path = path;
     /* A missing host.json is the caller's call, not a reported problem. */
-    ConfigError local;
+    ErrorText local;
     if (!p.err) {
         p.err = &local;
     }
@@ -843,7 +843,7 @@ static int load_host(const char *dir, FILE *report, HostConfig **ret, ConfigErro
     return 0;
 }
 
-int config_load_host(const char *dir, HostConfig **ret, ConfigError *err) {
+int config_load_host(const char *dir, HostConfig **ret, ErrorText *err) {
     unsigned n;
     return load_host(dir, NULL, ret, err, &n);
 }
@@ -1016,7 +1016,7 @@ static void parse_vm(Parser *p, json_t *root, const char *name, VmConfig *c) {
 }
 
 static int load_vm(const char *dir, const char *name, FILE *report, VmConfig **ret,
-                   ConfigError *err, unsigned *ret_problems) {
+                   ErrorText *err, unsigned *ret_problems) {
     _cleanup_free_ char *vms = path_join(dir, "vms", NULL);
     _cleanup_free_ char *path = NULL;
     _cleanup_(json_decrefp) json_t *root = NULL;
@@ -1062,7 +1062,7 @@ static int load_vm(const char *dir, const char *name, FILE *report, VmConfig **r
     return 0;
 }
 
-int config_load_vm(const char *dir, const char *name, VmConfig **ret, ConfigError *err) {
+int config_load_vm(const char *dir, const char *name, VmConfig **ret, ErrorText *err) {
     unsigned n;
     return load_vm(dir, name, NULL, ret, err, &n);
 }
@@ -1125,7 +1125,7 @@ int config_check_all(const char *dir, FILE *errors) {
     struct dirent **ents = NULL;
     VmConfig **vms = NULL;
     unsigned total = 0, n_problems = 0;
-    ConfigError err;
+    ErrorText err;
     int n, r;
 
     if (!vms_dir) {

@@ -20,7 +20,6 @@
 #include "rules.h"
 #include "util.h"
 
-#define CONFIG_ERROR_MAX 512
 #define CONFIG_VM_ID_MIN 3u
 #define CONFIG_VM_ID_MAX 255u
 #define CONFIG_NET_NAME_MAX 32u
@@ -32,10 +31,6 @@
 /* vm-switch's socket directory: one subdirectory per network, one
  * vhost-user socket per VM in it (<dir>/<net>/<vm>.sock). */
 #define CONFIG_DEFAULT_SWITCH_DIR "/run/vm-switch"
-
-typedef struct ConfigError {
-    char message[CONFIG_ERROR_MAX];
-} ConfigError;
 
 /* One key=value pair of a free-form attribute set; booleans are "true" or
  * "false", integers in decimal. */
@@ -147,11 +142,11 @@ typedef struct ConfigAddresses {
  * decide whether that is fine; config_host_defaults() gives the defaults);
  * -EINVAL, -ESRCH (no such user), -ENOMEM, ... otherwise, with
  * err->message set to the first problem. */
-int config_load_host(const char *dir, HostConfig **ret, ConfigError *err);
+int config_load_host(const char *dir, HostConfig **ret, ErrorText *err);
 /* The configuration an empty host.json gives. */
 int config_host_defaults(HostConfig **ret);
 /* Loads <dir>/vms/<name>.json. -ENOENT when there is no such VM. */
-int config_load_vm(const char *dir, const char *name, VmConfig **ret, ConfigError *err);
+int config_load_vm(const char *dir, const char *name, VmConfig **ret, ErrorText *err);
 
 /* Validates host.json (a missing one is fine) and every vms/NAME.json at
  * once, then what only the set of files can show: unique ids, exactly one

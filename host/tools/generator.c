@@ -198,7 +198,7 @@ static void generate_switches(const char *dir, const HostConfig *h, const Networ
 static void generate_vm(const char *dir, const HostConfig *h, const char *name, const UnitsEnv *env,
                         Networks *nets) {
     _cleanup_(vm_config_freep) VmConfig *vm = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     char unit[300];
 
     /* config_check_all() has reported why a file does not load. */
@@ -228,7 +228,7 @@ int main(int argc, char **argv) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
     _cleanup_free_ char *agent = NULL, *vm_switch = NULL, *vms_dir = NULL;
     Networks nets = {0};
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     struct dirent **ents = NULL;
     int n, r;
 

@@ -77,7 +77,7 @@ static void check_argv(char **argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    ConfigError err;
+    ErrorText err;
     HostConfig *host = NULL;
     VmConfig *vm = NULL;
     int r;

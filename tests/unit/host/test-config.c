@@ -56,7 +56,7 @@ static void test_dirs_from_environment(void **state) {
 
 static void test_host_ok(void **state) {
     HostConfig *c = NULL;
-    ConfigError err;
+    ErrorText err;
     write_file("host.json", "{\"user\": \"root\"}");
     assert_int_equal(config_load_host(dir, &c, &err), 0);
     assert_string_equal(c->user, "root");
@@ -71,7 +71,7 @@ static void test_host_ok(void **state) {
 
 static void expect_host_error(const char *text, int error, const char *needle) {
     HostConfig *c = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     write_file("host.json", text);
     assert_int_equal(config_load_host(dir, &c, &err), error);
     assert_null(c);
@@ -140,7 +140,7 @@ static void test_host_errors(void **state) {
 
 static void test_host_defaults_and_values(void **state) {
     HostConfig *c = NULL;
-    ConfigError err;
+    ErrorText err;
     write_file("host.json", "{}");
     assert_int_equal(config_load_host(dir, &c, &err), 0);
     assert_string_equal(c->network, "172.16.200.0/24");
@@ -194,7 +194,7 @@ static void test_host_defaults_and_values(void **state) {
 
 static void test_host_missing(void **state) {
     HostConfig *c = NULL;
-    ConfigError err;
+    ErrorText err;
     char path[256];
     snprintf(path, sizeof(path), "%s/host.json", dir);
     unlink(path);
@@ -204,7 +204,7 @@ static void test_host_missing(void **state) {
 
 static void test_vm_ok(void **state) {
     VmConfig *c = NULL;
-    ConfigError err;
+    ErrorText err;
     write_file("vms/work.json", "{\"id\": 3, \"name\": \"work\", \"memory\": 1024}");
     assert_int_equal(config_load_vm(dir, "work", &c, &err), 0);
     assert_string_equal(c->name, "work");
@@ -236,7 +236,7 @@ static void write_json(const char *rel, const char *text) {
 static VmConfig *load_vmj(const char *name, const char *text) {
     char rel[64];
     VmConfig *c = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     snprintf(rel, sizeof(rel), "vms/%s.json", name);
     write_json(rel, text);
     int r = config_load_vm(dir, name, &c, &err);
@@ -249,7 +249,7 @@ static VmConfig *load_vmj(const char *name, const char *text) {
 /* Each rule: the file, the key and the reason in one message. */
 static void expect_vmj(const char *text, const char *needle) {
     VmConfig *c = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     write_json("vms/bad.json", text);
     assert_int_equal(config_load_vm(dir, "bad", &c, &err), -EINVAL);
     assert_null(c);
@@ -260,7 +260,7 @@ static void expect_vmj(const char *text, const char *needle) {
 
 static void expect_vm_error(const char *text, int error, const char *needle) {
     VmConfig *c = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     write_file("vms/bad.json", text);
     assert_int_equal(config_load_vm(dir, "bad", &c, &err), error);
     assert_null(c);
@@ -403,7 +403,7 @@ static void test_vm_bad_values(void **state) {
 static void test_vm_all_problems_at_once(void **state) {
     /* Loading stops at nothing: the first problem is the one returned. */
     VmConfig *c = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     write_json("vms/bad.json", "{'id': 4, 'memory': 0, 'what': 1}");
     assert_int_equal(config_load_vm(dir, "bad", &c, &err), -EINVAL);
     assert_non_null(strstr(err.message, "key 'what': unknown key"));
@@ -540,7 +540,7 @@ static void test_vm_derived(void **state) {
     /* Gateway addresses follow the id and the configured network. */
     host_config_free(h);
     write_file("host.json", "{\"hostNetworking\": {\"network\": \"10.1.2.0/24\"}}");
-    ConfigError err;
+    ErrorText err;
     assert_int_equal(config_load_host(dir, &h, &err), 0);
     config_vm_addresses(h, c, &a);
     assert_string_equal(a.vm_ip, "10.1.2.5");
@@ -719,7 +719,7 @@ static void test_check_all_problems(void **state) {
 
 static void test_vm_missing_or_bad_name(void **state) {
     VmConfig *c = NULL;
-    ConfigError err;
+    ErrorText err;
     assert_int_equal(config_load_vm(dir, "nosuch", &c, &err), -ENOENT);
     assert_non_null(strstr(err.message, "vms/nosuch.json"));
     assert_int_equal(config_load_vm(dir, "../host", &c, &err), -EINVAL);

@@ -58,7 +58,7 @@ static int teardown(void **state) {
 static VmConfig *load_vm(const char *name, const char *json) {
     char rel[64];
     VmConfig *vm = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     snprintf(rel, sizeof(rel), "vms/%s.json", name);
     write_json(rel, json);
     if (config_load_vm(dir, name, &vm, &err) < 0) {
@@ -69,7 +69,7 @@ static VmConfig *load_vm(const char *name, const char *json) {
 
 static HostConfig *load_host(const char *json) {
     HostConfig *h = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     write_json("host.json", json);
     if (config_load_host(dir, &h, &err) < 0) {
         fail_msg("%s: %s", json, err.message);
@@ -79,7 +79,7 @@ static HostConfig *load_host(const char *json) {
 
 static char **build(const HostConfig *h, const VmConfig *vm) {
     char **argv = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     if (vmm_crosvm_argv(h, vm, &argv, &err) < 0) {
         fail_msg("vmm_crosvm_argv: %s", err.message);
     }
@@ -356,7 +356,7 @@ static void test_kernel_params_and_log_level(void **state) {
 static void test_missing_kernel(void **state) {
     VmConfig *vm = load_vm("nok", "{'id': 3}");
     char **argv = NULL;
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     assert_int_equal(vmm_crosvm_argv(NULL, vm, &argv, &err), -EINVAL);
     assert_null(argv);
     assert_non_null(strstr(err.message, "vms/nok.json: key 'kernel': missing"));
@@ -504,7 +504,7 @@ static void test_whole_everything(void **state) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-    ConfigError err = {{0}};
+    ErrorText err = {{0}};
     assert_int_equal(vmm_print_command(&vmm_crosvm, h, vm, f, &err), 0);
     fclose(f);
     char *line = buf;

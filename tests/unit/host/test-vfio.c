@@ -147,7 +147,7 @@ static void check_vm(const char *name, const char *const *bdfs, size_t n, int ex
                      const char *expect_msg) {
     ConfigDevice devs[8] = {{0}};
     VmConfig vm = {0};
-    VfioError err = {{0}};
+    ErrorText err = {{0}};
 
     assert_true(n <= ELEMENTSOF(devs));
     for (size_t i = 0; i < n; i++) {
@@ -202,7 +202,7 @@ static void test_canonical(void **state) {
     assert_false(config_pci_canonical(NULL, (char[13]){0}));
 
     /* The module canonicalises what it is given. */
-    VfioError err = {{0}};
+    ErrorText err = {{0}};
     assert_int_equal(vfio_bind("01:20.0", &err), -EINVAL);
     assert_string_equal(err.message, "'01:20.0' is not a PCI address (BB:DD.F or DDDD:BB:DD.F)");
     add_device("0000:05:00.0", CLASS_USB, "vfio-pci", "20");
@@ -299,7 +299,7 @@ static void test_check_non_pci_member(void **state) {
 
 static void test_bind_writes_in_order(void **state) {
     char msg[PATH_MAX + 128];
-    VfioError err = {{0}};
+    ErrorText err = {{0}};
 
     add_device("0000:0a:00.0", CLASS_USB, "xhci_hcd", "19");
     unlink(log_path);
@@ -339,7 +339,7 @@ static void test_bind_writes_in_order(void **state) {
 }
 
 static void test_bind_already_bound(void **state) {
-    VfioError err = {{0}};
+    ErrorText err = {{0}};
 
     /* Bound by vfio-pci early at boot, without an override: only the
      * override is written, and the driver link says vfio-pci. */
@@ -357,7 +357,7 @@ static void test_bind_already_bound(void **state) {
 
 static void test_bind_failures(void **state) {
     char msg[PATH_MAX + 128];
-    VfioError err = {{0}};
+    ErrorText err = {{0}};
 
     unlink(log_path);
     assert_int_equal(vfio_bind("0000:0d:00.0", &err), -ENODEV);
