@@ -89,6 +89,14 @@ typedef struct ConfigVmNet {
     char *socket; /* <switch dir>/<network>/<vm>.sock */
 } ConfigVmNet;
 
+/* Which VMM runs a VM ("vmm"). Validated and stored; the host agent drives
+ * crosvm only for now. */
+typedef enum ConfigVmm {
+    CONFIG_VMM_UNSET, /* a VM without "vmm": host.json's */
+    CONFIG_VMM_CROSVM,
+    CONFIG_VMM_QEMU,
+} ConfigVmm;
+
 typedef struct HostConfig {
     char *path; /* the file this came from ("(defaults)" without one) */
     char *user; /* NULL: no user besides root */
@@ -105,6 +113,8 @@ typedef struct HostConfig {
     char *switch_log_level;
     ConfigStrv switch_extra_args;
     ConfigStrv isolated_pci_devices; /* canonical PCI addresses */
+    ConfigVmm vmm;                   /* crosvm unless "vmm" says qemu */
+    ConfigStrv qemu_extra_args;      /* qemu.extraArgs */
 } HostConfig;
 
 typedef struct VmConfig {
@@ -132,7 +142,9 @@ typedef struct VmConfig {
     char *crosvm_log_level; /* NULL: the global one */
     ConfigStrv crosvm_extra_args;
     ConfigStrv crosvm_extra_run_args;
-    char tap_name[16]; /* vm-<name> */
+    ConfigVmm vmm;              /* CONFIG_VMM_UNSET: host.json's */
+    ConfigStrv qemu_extra_args; /* qemu.extraArgs, after host.json's */
+    char tap_name[16];          /* vm-<name> */
 } VmConfig;
 
 /* Derived addresses of a VM's host link: a /31 per VM. */
