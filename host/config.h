@@ -28,6 +28,11 @@
 #define CONFIG_DEFAULT_IDLE_TIMEOUT 60u
 #define CONFIG_DEFAULT_NETWORK "172.16.200.0/24"
 #define CONFIG_DEFAULT_LOG_LEVEL "info"
+/* The configured user's runtime directory and Wayland display there: a VM
+ * with gpu gets crosvm's --wayland-sock on that socket, and its unit the
+ * directory as XDG_RUNTIME_DIR. */
+#define CONFIG_USER_RUNTIME_DIR_FMT "/run/user/%u"
+#define CONFIG_WAYLAND_DISPLAY "wayland-0"
 /* vm-switch's socket directory: one subdirectory per network, one
  * vhost-user socket per VM in it (<dir>/<net>/<vm>.sock). */
 #define CONFIG_DEFAULT_SWITCH_DIR "/run/vm-switch"
