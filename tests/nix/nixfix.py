@@ -5,6 +5,7 @@ what the module wrote, as its user (made known through nss_wrapper).
 nixpkgs' lib is looked for as <nixpkgs/lib> in NIX_PATH, else in
 ../shared/nixpkgs-lib beside the repository (a copy of nixpkgs' lib/); a
 test that needs it and finds neither is skipped, saying so."""
+import atexit
 import functools
 import glob
 import json
@@ -25,6 +26,7 @@ FALLBACK_LIB = os.path.normpath(os.path.join(ROOT, "..", "shared", "nixpkgs-lib"
 
 # Nix wants a state directory even to evaluate; keep it out of /nix.
 _STATE = tempfile.mkdtemp(prefix="ql-nix-")
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
 
 
 def make_env():
