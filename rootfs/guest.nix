@@ -173,9 +173,10 @@ in
       };
     };
 
-    # The user the host's commands run as: the host's user, same uid. Named
-    # `user` here, so that guestConfig written for the original
-    # (users.users.user....) configures this account.
+    # The user the host's commands run as: the host's user, same uid. Its
+    # attribute is `user` whatever the login name, so that a guestConfig
+    # shared by VMs (users.users.user.extraGroups, ….openssh…) configures
+    # this account.
     users.users.user = {
       name = cfg.user.name;
       uid = cfg.user.uid;

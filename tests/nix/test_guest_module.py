@@ -154,7 +154,7 @@ def test_the_user():
 
 def test_as_the_host_builds_it():
     """shared-guest-config: each VM's guestConfig, merged last, configures
-    the VM's user account (users.users.user, as the original's examples
+    the VM's user account (users.users.user, as the documented examples
     write it) and sshd; guestPrograms are installed."""
     data = host_example("shared-guest-config")
     dev, banking = data["guests"]["dev"], data["guests"]["banking"]

@@ -214,7 +214,8 @@ def test_example_same_command_as_by_hand(example, tmp_path):
 
 
 def test_readme_results_in():
-    """The original's "Results in:" lines, from the devices example."""
+    """The documented "Results in:" lines of each option form, from the
+    devices example."""
     data = host_example("devices")
     with tempfile.TemporaryDirectory() as tmp:
         etc = os.path.join(tmp, "etc")
