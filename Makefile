@@ -6,8 +6,10 @@
 #   make fuzz       fuzz each target for FUZZ_SECONDS (default 60)
 #   make bench      benchmarks, each beside its peer measured in the same run
 #   make demo       the agents at work on this machine
+#   make install    the programs, the systemd generator and bash completion
 #
-# Variables: BUILD (output dir), SAN=1 (sanitizers), CC, V=1 (verbose).
+# Variables: BUILD (output dir), SAN=1 (sanitizers), CC, V=1 (verbose);
+# for install: PREFIX (/usr/local), DESTDIR, BINDIR, GENERATORDIR, COMPLETIONDIR.
 
 BUILD ?= build
 SAN ?= 0
@@ -15,6 +17,15 @@ CC ?= gcc
 PKG_CONFIG ?= pkg-config
 PYTHON ?= /usr/bin/python3
 FUZZ_SECONDS ?= 60
+
+# Where `make install` puts things (DESTDIR is prepended to each). BINDIR
+# is also compiled into the generator, as where to look for the host agent
+# when it is not beside the generator's real path.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+GENERATORDIR ?= $(PREFIX)/lib/systemd/system-generators
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+INSTALL ?= install
 
 ifeq ($(V),1)
 Q :=
@@ -52,7 +63,7 @@ LDFLAGS := $(LDFLAGS_BASE) $(LDSAN) $(EXTRA_LDFLAGS)
 PROGRAMS :=
 TEST_PROGRAMS :=
 
-.PHONY: all clean test check fuzz bench demo deps format
+.PHONY: all clean test check fuzz bench demo deps format install
 .DEFAULT_GOAL := all
 
 include proto/proto.mk
@@ -87,6 +98,21 @@ bench: deps
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BUILD=$(BUILD) scripts/demo.sh
+
+# The generator is a relative link to the program in BINDIR, so that it
+# finds the host agent beside its real path wherever the tree is copied;
+# one completion file serves every vm-* command (bash-completion loads it
+# by the command's name, hence the links).
+COMPLETED_COMMANDS := vm-start vm-stop vm-start-debug vm-shell vm-list
+
+install: all
+	$(if $(Q),@echo "  INSTALL $(DESTDIR)$(PREFIX)")
+	$(Q)$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(COMPLETIONDIR)
+	$(Q)$(INSTALL) -m 0755 $(PROGRAMS) $(DESTDIR)$(BINDIR)/
+	$(Q)ln -sfn $(shell realpath -m --relative-to=$(GENERATORDIR) $(BINDIR))/qubes-lite-generator \
+		$(DESTDIR)$(GENERATORDIR)/qubes-lite-generator
+	$(Q)$(INSTALL) -m 0644 host/cli/completion.bash $(DESTDIR)$(COMPLETIONDIR)/vm-run
+	$(Q)for c in $(COMPLETED_COMMANDS); do ln -sfn vm-run $(DESTDIR)$(COMPLETIONDIR)/$$c; done
 
 clean:
 	rm -rf build

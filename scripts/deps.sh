@@ -25,6 +25,8 @@ TEST_PKGS=(
     systemd                                 # systemd-analyze verify of the generated units
     dpdk-dev                                # dpdk-testpmd: a real vhost-user peer
     socat util-linux bsdutils procps
+    nix-bin                                 # the NixOS module, guest and flake evaluated offline
+    libnss-wrapper                          # the module's user, known to the programs in tests
 )
 
 if [ "${1:-}" = --print ]; then

@@ -17,6 +17,7 @@
  *   --shared-dir PATH:TAG[:type=fs|p9:uid=…:…]   (':'-separated)
  *   --vhost-user [type=]TYPE,socket=PATH[,…]
  *   --gpu KEY=VALUE,… (context-types=LIST among them)
+ *   --wayland-sock PATH[,name=NAME]         (the unnamed one: the display's)
  *   --virtio-snd KEY=VALUE,… (backend=, capture=; needs the audio feature)
  *   --serial type=stdout,hardware=serial,num=1,console,stdin
  *                                           (bare keys are booleans set to true)
@@ -247,6 +248,14 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
         }
     }
     add_feature(&a, "--gpu", &vm->gpu, CROSVM_GPU_DEFAULT);
+    if (vm->gpu.mode != CONFIG_FEATURE_OFF && h->user) {
+        /* The cross-domain context shows the guest's windows through the
+         * configured user's compositor: crosvm runs as root and would
+         * otherwise look for a socket in its own (absent) session. */
+        argv_add(&a, "--wayland-sock");
+        argv_addf(&a, CONFIG_USER_RUNTIME_DIR_FMT "/" CONFIG_WAYLAND_DISPLAY,
+                  (unsigned)h->user_uid);
+    }
     add_feature(&a, "--virtio-snd", &vm->sound, CROSVM_SOUND_DEFAULT);
 
     argv_add_strv(&a, &h->crosvm_extra_run_args);

@@ -8,10 +8,12 @@
  *     [--block ROOTDISK[,pairs…],ro=true|false,root=true] [--initrd INITRAMFS]
  *     [--params P]… [--net tap-name=vm-<name>]
  *     [--block …]… [--shared-dir …]… [--vfio …]… [--vhost-user …]…
- *     [--gpu …] [--virtio-snd …]
+ *     [--gpu … [--wayland-sock /run/user/<uid>/wayland-0]] [--virtio-snd …]
  *     [crosvm.extraRunArgs, global then per VM] KERNEL
  * The serial console is crosvm's stdin/stdout: the host agent connects
- * them to the console pty. */
+ * them to the console pty. --wayland-sock (the configured user's Wayland
+ * socket, uid from host.json's user) comes with gpu when host.json names a
+ * user. */
 #pragma once
 
 #include "vmm.h"

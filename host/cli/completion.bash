@@ -49,7 +49,7 @@ _vm_run() {
             -u|--user|-e|--env|-w|--workdir) return ;;
         esac
         if [[ $cur == -* ]]; then
-            mapfile -t COMPREPLY < <(compgen -W "-t -u -e -w --tty --user --env --workdir --timing --help" -- "$cur")
+            mapfile -t COMPREPLY < <(compgen -W "-t -u -e -w --tty --user --env --workdir --wait-wayland --timing --help" -- "$cur")
         else
             mapfile -t COMPREPLY < <(compgen -W "$(_qubes_lite_vms)" -- "$cur")
         fi

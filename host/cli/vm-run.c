@@ -973,6 +973,7 @@ int main(int argc, char **argv) {
                 .env = opts.env,
                 .cwd = opts.cwd,
                 .user = opts.user,
+                .wait_wayland = opts.wait_wayland,
                 .stdin_window = STDIN_WINDOW,
             },
     };

@@ -18,6 +18,8 @@ const char vmrun_usage[] =
     "  -u, --user USER      run CMD as USER (default: the VM's user)\n"
     "  -e, --env KEY=VALUE  set an environment variable for CMD (repeatable)\n"
     "  -w, --workdir DIR    run CMD in DIR (absolute; default: the user's home)\n"
+    "      --wait-wayland   start CMD once the VM's Wayland display answers\n"
+    "                       (graphical programs right after the VM starts)\n"
     "      --timing         print afterwards where the time went\n"
     "  -h, --help           show this help\n"
     "\n"
@@ -43,6 +45,7 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t
         {"env", required_argument, NULL, 'e'},
         {"workdir", required_argument, NULL, 'w'},
         {"timing", no_argument, NULL, 'T'},
+        {"wait-wayland", no_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -93,6 +96,9 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t
             break;
         case 'T':
             o.timing = true;
+            break;
+        case 'W':
+            o.wait_wayland = true;
             break;
         case 'h':
             o.help = true;

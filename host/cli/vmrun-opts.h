@@ -10,6 +10,7 @@ typedef struct VmRunOptions {
     bool help;
     bool tty;         /* -t: run on a pty */
     bool timing;      /* --timing */
+    bool wait_wayland; /* --wait-wayland: start once the VM's Wayland display answers */
     const char *user; /* -u, NULL: the agent's default */
     const char *cwd;  /* -w, NULL: the user's home */
     char **env;       /* -e K=V entries, NULL-terminated */

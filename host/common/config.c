@@ -92,6 +92,10 @@ static bool log_level_valid(const char *s) {
     return false;
 }
 
+static bool vmm_valid(const char *s) {
+    return streq(s, "crosvm") || streq(s, "qemu");
+}
+
 /* A network name becomes a unit name (vm-switch-<net>.service) and a
  * directory name: the VM name's alphabet, a little longer. */
 static bool net_name_valid(const char *s) {
@@ -364,6 +368,15 @@ static json_t *get_object(Parser *p, json_t *obj, const char *prefix, const char
         return NULL;
     }
     return v;
+}
+
+/* "vmm": "crosvm" or "qemu" (validated and stored; only crosvm runs yet). */
+static void get_vmm(Parser *p, json_t *obj, ConfigVmm *out) {
+    _cleanup_free_ char *s = NULL;
+    get_string(p, obj, NULL, "vmm", vmm_valid, "a VMM (crosvm or qemu)", &s);
+    if (s) {
+        *out = streq(s, "qemu") ? CONFIG_VMM_QEMU : CONFIG_VMM_CROSVM;
+    }
 }
 
 /* ---- free-form attribute sets ------------------------------------------------------------ */
@@ -651,6 +664,7 @@ void host_config_free(HostConfig *c) {
     free(c->switch_log_level);
     strv_done(&c->switch_extra_args);
     strv_done(&c->isolated_pci_devices);
+    strv_done(&c->qemu_extra_args);
     free(c);
 }
 
@@ -681,6 +695,7 @@ void vm_config_free(VmConfig *c) {
     free(c->crosvm_log_level);
     strv_done(&c->crosvm_extra_args);
     strv_done(&c->crosvm_extra_run_args);
+    strv_done(&c->qemu_extra_args);
     free(c);
 }
 
@@ -691,6 +706,7 @@ static int host_defaults(HostConfig *c) {
     c->crosvm_log_level = strdup(CONFIG_DEFAULT_LOG_LEVEL);
     c->switch_log_level = strdup(CONFIG_DEFAULT_LOG_LEVEL);
     c->enable_bash_integration = true;
+    c->vmm = CONFIG_VMM_CROSVM;
     if (!c->network || !c->nat_interface || !c->crosvm_log_level || !c->switch_log_level) {
         return -ENOMEM;
     }
@@ -731,11 +747,12 @@ static bool pci_valid(const char *s) {
 static void parse_host(Parser *p, json_t *root, HostConfig *c) {
     static const char *const top[] = {"user",   "hostNetworking", "enableBashIntegration",
                                       "crosvm", "vm-switch",      "isolatedPciDevices",
-                                      NULL};
+                                      "vmm",    "qemu",           NULL};
     static const char *const hn_keys[] = {"network", "nat", NULL};
     static const char *const nat_keys[] = {"enable", "interface", NULL};
     static const char *const crosvm_keys[] = {"logLevel", "extraArgs", "extraRunArgs", NULL};
     static const char *const switch_keys[] = {"logLevel", "extraArgs", NULL};
+    static const char *const qemu_keys[] = {"extraArgs", NULL};
     json_t *o;
 
     check_keys(p, root, NULL, top);
@@ -784,6 +801,11 @@ static void parse_host(Parser *p, json_t *root, HostConfig *c) {
         get_string(p, o, "vm-switch", "logLevel", log_level_valid,
                    "a log level (error, warn, info, debug, trace)", &c->switch_log_level);
         get_strv(p, o, "vm-switch", "extraArgs", NULL, NULL, &c->switch_extra_args);
+    }
+    get_vmm(p, root, &c->vmm);
+    if ((o = get_object(p, root, NULL, "qemu"))) {
+        check_keys(p, o, "qemu", qemu_keys);
+        get_strv(p, o, "qemu", "extraArgs", NULL, NULL, &c->qemu_extra_args);
     }
 
     get_strv(p, root, NULL, "isolatedPciDevices", pci_valid,
@@ -928,8 +950,11 @@ static void parse_vm(Parser *p, json_t *root, const char *name, VmConfig *c) {
                                       "vmNetwork",
                                       "vhostUser",
                                       "crosvm",
+                                      "vmm",
+                                      "qemu",
                                       NULL};
     static const char *const crosvm_keys[] = {"logLevel", "extraArgs", "extraRunArgs", NULL};
+    static const char *const qemu_keys[] = {"extraArgs", NULL};
     json_t *o;
 
     check_keys(p, root, NULL, top);
@@ -1012,6 +1037,11 @@ static void parse_vm(Parser *p, json_t *root, const char *name, VmConfig *c) {
                    "a log level (error, warn, info, debug, trace)", &c->crosvm_log_level);
         get_strv(p, o, "crosvm", "extraArgs", NULL, NULL, &c->crosvm_extra_args);
         get_strv(p, o, "crosvm", "extraRunArgs", NULL, NULL, &c->crosvm_extra_run_args);
+    }
+    get_vmm(p, root, &c->vmm);
+    if ((o = get_object(p, root, NULL, "qemu"))) {
+        check_keys(p, o, "qemu", qemu_keys);
+        get_strv(p, o, "qemu", "extraArgs", NULL, NULL, &c->qemu_extra_args);
     }
 }
 

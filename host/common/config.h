@@ -28,6 +28,11 @@
 #define CONFIG_DEFAULT_IDLE_TIMEOUT 60u
 #define CONFIG_DEFAULT_NETWORK "172.16.200.0/24"
 #define CONFIG_DEFAULT_LOG_LEVEL "info"
+/* The configured user's runtime directory and Wayland display there: a VM
+ * with gpu gets crosvm's --wayland-sock on that socket, and its unit the
+ * directory as XDG_RUNTIME_DIR. */
+#define CONFIG_USER_RUNTIME_DIR_FMT "/run/user/%u"
+#define CONFIG_WAYLAND_DISPLAY "wayland-0"
 /* vm-switch's socket directory: one subdirectory per network, one
  * vhost-user socket per VM in it (<dir>/<net>/<vm>.sock). */
 #define CONFIG_DEFAULT_SWITCH_DIR "/run/vm-switch"
@@ -85,6 +90,14 @@ typedef struct ConfigVmNet {
     char *socket; /* <switch dir>/<network>/<vm>.sock */
 } ConfigVmNet;
 
+/* Which VMM runs a VM ("vmm"). Validated and stored; the host agent drives
+ * crosvm only for now. */
+typedef enum ConfigVmm {
+    CONFIG_VMM_UNSET, /* a VM without "vmm": host.json's */
+    CONFIG_VMM_CROSVM,
+    CONFIG_VMM_QEMU,
+} ConfigVmm;
+
 typedef struct HostConfig {
     char *path; /* the file this came from ("(defaults)" without one) */
     char *user; /* NULL: no user besides root */
@@ -101,6 +114,8 @@ typedef struct HostConfig {
     char *switch_log_level;
     ConfigStrv switch_extra_args;
     ConfigStrv isolated_pci_devices; /* canonical PCI addresses */
+    ConfigVmm vmm;                   /* crosvm unless "vmm" says qemu */
+    ConfigStrv qemu_extra_args;      /* qemu.extraArgs */
 } HostConfig;
 
 typedef struct VmConfig {
@@ -128,7 +143,9 @@ typedef struct VmConfig {
     char *crosvm_log_level; /* NULL: the global one */
     ConfigStrv crosvm_extra_args;
     ConfigStrv crosvm_extra_run_args;
-    char tap_name[16]; /* vm-<name> */
+    ConfigVmm vmm;              /* CONFIG_VMM_UNSET: host.json's */
+    ConfigStrv qemu_extra_args; /* qemu.extraArgs, after host.json's */
+    char tap_name[16];          /* vm-<name> */
 } VmConfig;
 
 /* Derived addresses of a VM's host link: a /31 per VM. */

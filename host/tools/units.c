@@ -117,6 +117,16 @@ int units_write_service(FILE *f, const HostConfig *h, const VmConfig *vm, const 
             "ExecStart=%s --vm %s\n",
             env->host_agent, vm->name);
     write_environment(f, env);
+    if (h->user && (vm->gpu.mode != CONFIG_FEATURE_OFF || vm->sound.mode != CONFIG_FEATURE_OFF)) {
+        /* crosvm (root) reaches the user's session: the Wayland socket is
+         * on its command line, PulseAudio's is found in the runtime
+         * directory. The host agent hands both variables to crosvm. */
+        fprintf(f, "Environment=XDG_RUNTIME_DIR=" CONFIG_USER_RUNTIME_DIR_FMT "\n",
+                (unsigned)h->user_uid);
+        if (vm->gpu.mode != CONFIG_FEATURE_OFF) {
+            fputs("Environment=WAYLAND_DISPLAY=" CONFIG_WAYLAND_DISPLAY "\n", f);
+        }
+    }
     fputs(
         /* The agent exits 0 once the VM has stopped, and the socket takes
          * the next client, which starts a fresh agent (and the VM): there

@@ -27,7 +27,9 @@ bool units_value_safe(const char *s);
 int units_write_socket(FILE *f, const HostConfig *h, const VmConfig *vm, const UnitsEnv *env);
 /* qubes-lite-<vm>-vm.service: the host agent for the VM (Type=notify),
  * after the vm-switch services of its networks (and after the vfio
- * binding when it has PCI devices and the host isolates some). */
+ * binding when it has PCI devices and the host isolates some). A VM with
+ * gpu or sound, on a host with a user, gets that user's runtime directory
+ * as XDG_RUNTIME_DIR (and, with gpu, WAYLAND_DISPLAY). */
 int units_write_service(FILE *f, const HostConfig *h, const VmConfig *vm, const UnitsEnv *env);
 /* vm-switch-<net>.service: vm-switch for one network, unprivileged
  * (DynamicUser=), its sockets in <switch dir>/<net>; its <vm>.conf files in

@@ -760,6 +760,49 @@ static void test_check_all_readme_examples(void **state) {
     cdir_remove();
 }
 
+/* vmm and qemu.extraArgs, in host.json and per VM: validated and stored. */
+static void test_vmm(void **state) {
+    HostConfig *h = NULL;
+    ErrorText err;
+    write_file("host.json", "{}");
+    assert_int_equal(config_load_host(dir, &h, &err), 0);
+    assert_int_equal(h->vmm, CONFIG_VMM_CROSVM);
+    assert_int_equal(h->qemu_extra_args.n, 0);
+    host_config_free(h);
+    write_file("host.json", "{\"vmm\": \"qemu\", \"qemu\": {\"extraArgs\": [\"-a\", \"b\"]}}");
+    assert_int_equal(config_load_host(dir, &h, &err), 0);
+    assert_int_equal(h->vmm, CONFIG_VMM_QEMU);
+    assert_int_equal(h->qemu_extra_args.n, 2);
+    assert_string_equal(h->qemu_extra_args.v[1], "b");
+    host_config_free(h);
+    write_file("host.json", "{\"vmm\": null, \"qemu\": {\"extraArgs\": null}}");
+    assert_int_equal(config_load_host(dir, &h, &err), 0);
+    assert_int_equal(h->vmm, CONFIG_VMM_CROSVM);
+    host_config_free(h);
+    expect_host_error("{\"vmm\": \"kvmtool\"}", -EINVAL,
+                      "key 'vmm': 'kvmtool' is not a VMM (crosvm or qemu)");
+    expect_host_error("{\"qemu\": {\"extraRunArgs\": []}}", -EINVAL,
+                      "key 'qemu.extraRunArgs': unknown key");
+    expect_host_error("{\"qemu\": {\"extraArgs\": \"-a\"}}", -EINVAL,
+                      "key 'qemu.extraArgs': must be a list of strings");
+
+    VmConfig *c = load_vmj("plain", "{'id': 3}");
+    assert_int_equal(c->vmm, CONFIG_VMM_UNSET);
+    assert_int_equal(c->qemu_extra_args.n, 0);
+    vm_config_free(c);
+    c = load_vmj("q", "{'id': 3, 'vmm': 'qemu', 'qemu': {'extraArgs': ['-x']}}");
+    assert_int_equal(c->vmm, CONFIG_VMM_QEMU);
+    assert_string_equal(c->qemu_extra_args.v[0], "-x");
+    vm_config_free(c);
+    c = load_vmj("c", "{'id': 3, 'vmm': 'crosvm', 'qemu': {'extraArgs': []}}");
+    assert_int_equal(c->vmm, CONFIG_VMM_CROSVM);
+    vm_config_free(c);
+    expect_vmj("{'id': 3, 'vmm': 'QEMU'}", "key 'vmm': 'QEMU' is not a VMM (crosvm or qemu)");
+    expect_vmj("{'id': 3, 'vmm': 1}", "key 'vmm': must be a string");
+    expect_vmj("{'id': 3, 'qemu': {'extra': []}}", "key 'qemu.extra': unknown key");
+    expect_vmj("{'id': 3, 'qemu': []}", "key 'qemu': must be an attribute set");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dirs_from_environment),
@@ -784,6 +827,7 @@ int main(void) {
         cmocka_unit_test(test_check_all_good),
         cmocka_unit_test(test_check_all_problems),
         cmocka_unit_test(test_check_all_readme_examples),
+        cmocka_unit_test(test_vmm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

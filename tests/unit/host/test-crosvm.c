@@ -489,6 +489,8 @@ static void test_whole_everything(void **state) {
         "type=block,socket=/run/blk.sock",
         "--gpu",
         "context-types=cross-domain",
+        "--wayland-sock",
+        "/run/user/0/wayland-0",
         "--virtio-snd",
         "backend=pulse",
         "--no-balloon",
@@ -585,6 +587,41 @@ static void test_whole_pci_passthrough(void **state) {
     host_config_free(h);
 }
 
+/* gpu with a configured user: crosvm gets that user's Wayland socket,
+ * right after --gpu; without gpu or without a user, nothing. */
+static void test_wayland_sock(void **state) {
+    HostConfig *h = load_host("{'user': 'root'}");
+    VmConfig *vm = load_vm("w", "{'id': 3, 'kernel': '/k'}");
+    char **argv = build(h, vm);
+    expect_option(argv, "--wayland-sock", "/run/user/0/wayland-0");
+    for (size_t i = 0; argv[i]; i++) {
+        if (streq(argv[i], "--wayland-sock")) {
+            assert_true(i >= 2);
+            assert_string_equal(argv[i - 2], "--gpu");
+        }
+    }
+    vmm_argv_free(argv);
+    vm_config_free(vm);
+
+    vm = load_vm("w", "{'id': 3, 'kernel': '/k', 'gpu': {'context-types': 'cross-domain'}}");
+    argv = build(h, vm);
+    expect_option(argv, "--wayland-sock", "/run/user/0/wayland-0");
+    vmm_argv_free(argv);
+    vm_config_free(vm);
+
+    vm = load_vm("w", "{'id': 3, 'kernel': '/k', 'gpu': false, 'sound': true}");
+    argv = build(h, vm);
+    expect_no_flag(argv, "--wayland-sock");
+    vmm_argv_free(argv);
+    vm_config_free(vm);
+    host_config_free(h);
+
+    /* No user: whose session would it be? */
+    argv = build_vm("w", "{'id': 3, 'kernel': '/k', 'gpu': true}");
+    expect_no_flag(argv, "--wayland-sock");
+    vmm_argv_free(argv);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readme_additional_disks),
@@ -605,6 +642,7 @@ int main(void) {
         cmocka_unit_test(test_whole_everything),
         cmocka_unit_test(test_whole_shopping_personal),
         cmocka_unit_test(test_whole_pci_passthrough),
+        cmocka_unit_test(test_wayland_sock),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

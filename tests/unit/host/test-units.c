@@ -118,6 +118,34 @@ static void test_service_after_vfio_only_with_both(void **state) {
     free(t);
 }
 
+/* gpu or sound with a user: the user's session for crosvm. */
+static void test_service_user_session(void **state) {
+    HostConfig h = {.user = "alice", .user_uid = 1000};
+    VmConfig vm = {.name = "work", .path = "/w.json", .gpu = {.mode = CONFIG_FEATURE_DEFAULT}};
+    int r;
+    char *t = render(units_write_service, &h, &vm, &ENV, &r);
+    assert_int_equal(r, 0);
+    assert_non_null(strstr(t, "\nEnvironment=XDG_RUNTIME_DIR=/run/user/1000\n"
+                              "Environment=WAYLAND_DISPLAY=wayland-0\n"));
+    free(t);
+    vm.gpu.mode = CONFIG_FEATURE_OFF;
+    vm.sound.mode = CONFIG_FEATURE_CUSTOM;
+    t = render(units_write_service, &h, &vm, &ENV, &r);
+    assert_non_null(strstr(t, "\nEnvironment=XDG_RUNTIME_DIR=/run/user/1000\n"));
+    assert_null(strstr(t, "WAYLAND_DISPLAY"));
+    free(t);
+    vm.sound.mode = CONFIG_FEATURE_OFF;
+    t = render(units_write_service, &h, &vm, &ENV, &r);
+    assert_null(strstr(t, "Environment="));
+    free(t);
+    /* Without a user there is no session to point at. */
+    h.user = NULL;
+    vm.gpu.mode = CONFIG_FEATURE_DEFAULT;
+    t = render(units_write_service, &h, &vm, &ENV, &r);
+    assert_null(strstr(t, "Environment="));
+    free(t);
+}
+
 static void test_vfio(void **state) {
     HostConfig h = {.path = "/etc/qubes-lite/host.json"};
     int r;
@@ -207,6 +235,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_value_safe),
         cmocka_unit_test(test_socket_without_user),
+        cmocka_unit_test(test_service_user_session),
         cmocka_unit_test(test_service_networks_once_each),
         cmocka_unit_test(test_service_after_vfio_only_with_both),
         cmocka_unit_test(test_vfio),

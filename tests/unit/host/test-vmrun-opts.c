@@ -23,6 +23,7 @@ static void test_minimal(void **state) {
     assert_false(o.help);
     assert_false(o.tty);
     assert_false(o.timing);
+    assert_false(o.wait_wayland);
     assert_null(o.user);
     assert_null(o.cwd);
     assert_int_equal(o.envc, 0);
@@ -37,10 +38,11 @@ static void test_all_options(void **state) {
     VmRunOptions o;
     char err[256] = "";
     assert_int_equal(PARSE(&o, err, "-t", "-u", "alice", "-e", "A=1", "--env", "B=", "-w", "/tmp",
-                           "--timing", "vault", "sh", "-c", "echo hi"),
+                           "--timing", "--wait-wayland", "vault", "sh", "-c", "echo hi"),
                      0);
     assert_true(o.tty);
     assert_true(o.timing);
+    assert_true(o.wait_wayland);
     assert_string_equal(o.user, "alice");
     assert_string_equal(o.cwd, "/tmp");
     assert_int_equal(o.envc, 2);
