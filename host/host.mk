@@ -4,7 +4,8 @@
 # are expanded where it stands.
 HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o \
 	$(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/agent/vfio.o \
-	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o
+	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o \
+	$(OBJ)/host/agent/tap.o
 VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
 	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
@@ -12,6 +13,8 @@ HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/c
 HOSTCTL_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
 VM_COMMANDS := vm-start vm-stop vm-list vm-start-debug
 HOST_LIBS := $(call pc_libs,jansson)
+# The host agent's rtnetlink (tap.c), and only the host agent's.
+TAP_LIBS := $(call pc_libs,libmnl)
 # vm-run starts for every command: it links only what it uses (not
 # libsystemd nor jansson), which keeps `vm-run VM true` short. It is also
 # linked static-pie (still position independent, so still randomised): no
@@ -30,14 +33,14 @@ VM_RUN_LDFLAGS := $(filter-out -pie,$(LDFLAGS)) -static-pie
 VM_RUN_LIBS := $(call pc_libs,libprotobuf-c)
 endif
 
-CFLAGS_host := $(call pc_cflags,jansson)
+CFLAGS_host := $(call pc_cflags,jansson libmnl)
 
 PROGRAMS += $(BIN)/qubes-lite-host-agent $(BIN)/vm-run $(VM_COMMANDS:%=$(BIN)/%)
 
 $(BIN)/qubes-lite-host-agent: $(HOST_AGENT_OBJS) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS) $(PROTO_LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS) $(TAP_LIBS) $(PROTO_LIBS)
 
 $(BIN)/vm-run: $(VM_RUN_OBJS) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
@@ -63,6 +66,11 @@ UNIT_LIBS_test-vfio := $(HOST_LIBS)
 # The console's scrollback ring and pty.
 UNIT_OBJS_test-console := $(OBJ)/host/agent/console.o
 UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
+
+# tap.c against the kernel, in a network namespace of its own (root), and
+# the same calls for the VM test (tests/integration/c/host-tap.c).
+PEER_OBJS_host-tap := $(OBJ)/host/agent/tap.o
+$(BUILD)/tests/integration/host-tap: CMOCKA_LIBS += $(TAP_LIBS)
 
 UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/cli/opts.o
 UNIT_LIBS_test-vmshell-opts :=

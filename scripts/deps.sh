@@ -13,6 +13,7 @@ BUILD_PKGS=(
     libwayland-dev                          # guest: wait for the Wayland display
     libjansson-dev                          # host: JSON configuration
     libseccomp-dev libcap-dev               # vm-switch sandbox
+    libmnl-dev                              # host: rtnetlink for hostNetworking's TAP
 )
 TEST_PKGS=(
     libcmocka-dev                           # C unit tests
@@ -25,6 +26,7 @@ TEST_PKGS=(
     systemd                                 # systemd-analyze verify of the generated units
     dpdk-dev                                # dpdk-testpmd: a real vhost-user peer
     socat util-linux bsdutils procps
+    iproute2                                # the TAP tests: interfaces that are not ours, read-back
     nix-bin                                 # the NixOS module, guest and flake evaluated offline
     libnss-wrapper                          # the module's user, known to the programs in tests
 )
