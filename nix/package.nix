@@ -10,6 +10,7 @@
 , systemd
 , wayland
 , jansson
+, libmnl
 }:
 
 stdenv.mkDerivation {
@@ -25,7 +26,7 @@ stdenv.mkDerivation {
   };
 
   nativeBuildInputs = [ pkg-config protobufc ]; # protoc-c
-  buildInputs = [ protobufc libseccomp libcap systemd wayland jansson ];
+  buildInputs = [ protobufc libseccomp libcap systemd wayland jansson libmnl ];
 
   makeFlags = [
     "PREFIX=$(out)"

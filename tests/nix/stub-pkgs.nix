@@ -47,7 +47,7 @@ let
   }
   // lib.genAttrs [
     # what package.nix takes
-    "pkg-config" "protobufc" "libseccomp" "libcap" "systemd" "wayland" "jansson"
+    "pkg-config" "protobufc" "libseccomp" "libcap" "systemd" "wayland" "jansson" "libmnl"
     # what the modules and the examples use
     "crosvm" "wayland-proxy-virtwl" "nss_wrapper" "firefox" "xfce4-terminal" "libreoffice" "keepassxc"
     # what nixos/lib/make-ext4-fs.nix takes

@@ -25,7 +25,7 @@ def test_outputs():
         a = p["args"]
         assert a["makeFlags"] == ["PREFIX=$(out)", "VM_RUN_DYNAMIC=1", "EXTRA_CFLAGS=-Wno-error"]
         assert [os.path.basename(x).split("-", 1)[1] for x in a["buildInputs"]] == [
-            "protobufc", "libseccomp", "libcap", "systemd", "wayland", "jansson"]
+            "protobufc", "libseccomp", "libcap", "systemd", "wayland", "jansson", "libmnl"]
         assert [os.path.basename(x).split("-", 1)[1] for x in a["nativeBuildInputs"]] == [
             "pkg-config", "protobufc"]
         # make, then make install: stdenv's phases, nothing overridden.
