@@ -95,7 +95,7 @@ bool client_vm_configured(const char *vm) {
     if (!vm_name_valid(vm)) {
         return false;
     }
-    if (asprintf(&cfg, "%s/vms/%s.json", config_dir(), vm) < 0) {
+    if (!(cfg = config_vm_file(config_dir(), vm))) {
         return false;
     }
     return stat(cfg, &st) == 0 && S_ISREG(st.st_mode);

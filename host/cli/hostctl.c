@@ -1,7 +1,6 @@
 /* The vm-* commands' side of the host agent's socket: see hostctl.h. */
 #include "hostctl.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
@@ -52,37 +51,33 @@ void hostctl_names_free(char **names, size_t n) {
 }
 
 int hostctl_list_vms(char ***ret_names, size_t *ret_n) {
-    char path[4096];
-    char **names = NULL;
-    size_t n = 0;
-    struct dirent *de;
+    ConfigVmFile *files = NULL;
+    char **names;
+    size_t n_files = 0, n = 0;
+    int r;
 
-    snprintf(path, sizeof(path), "%s/vms", config_dir());
-    DIR *d = opendir(path);
-    if (!d) {
-        return -errno;
+    r = config_vm_files(config_dir(), &files, &n_files);
+    if (r < 0) {
+        return r;
     }
-    while ((de = readdir(d))) {
-        size_t len = strlen(de->d_name);
-        if (len <= 5 || !streq(de->d_name + len - 5, ".json")) {
+    names = calloc(n_files + 1, sizeof(char *));
+    for (size_t i = 0; names && i < n_files; i++) {
+        /* A regular file: what client_vm_configured() calls a VM. */
+        if (!files[i].name[0] || !client_vm_configured(files[i].name)) {
             continue;
         }
-        char *name = strndup(de->d_name, len - 5);
-        char **more = name ? reallocarray(names, n + 1, sizeof(char *)) : NULL;
-        if (!more) {
-            free(name);
+        if (!(names[n] = strdup(files[i].name))) {
             hostctl_names_free(names, n);
-            closedir(d);
-            return -ENOMEM;
+            names = NULL;
+            break;
         }
-        names = more;
-        if (!client_vm_configured(name)) {
-            free(name);
-            continue;
-        }
-        names[n++] = name;
+        n++;
     }
-    closedir(d);
+    config_vm_files_free(files, n_files);
+    if (!names) {
+        return -ENOMEM;
+    }
+    /* By VM name, not file name: "a" before "a-b". */
     if (n > 0) {
         qsort(names, n, sizeof(char *), name_cmp);
     }

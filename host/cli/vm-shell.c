@@ -8,8 +8,6 @@
  * ProxyCommand, to the VM's CID, port 22. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,19 +42,7 @@ static const char *vm_name = "?";
 /* The proxy beside our own executable (a build tree, a package's bin
  * directory), else the one in PATH. */
 static char *proxy_path(void) {
-    char self[PATH_MAX];
-    char *p = NULL;
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-    if (n > 0) {
-        self[n] = '\0';
-        if (asprintf(&p, "%s/" PROXY_NAME, dirname(self)) < 0) {
-            p = NULL;
-        } else if (access(p, X_OK) < 0) {
-            free(p);
-            p = NULL;
-        }
-    }
+    char *p = config_program_beside_self(PROXY_NAME);
     return p ? p : strdup(PROXY_NAME);
 }
 

@@ -4,12 +4,12 @@
  * command socket (vm-run works) and exits with the VMM's status. */
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "host/common/paths.h"
 #include "hostctl.h"
 #include "util.h"
 
@@ -29,25 +29,8 @@ static void help(void) {
            HOST_AGENT);
 }
 
-/* The host agent beside this program (a build tree, or an installed
- * prefix), else from PATH. */
-static const char *host_agent_path(char *buf, size_t size) {
-    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
-    if (n > 0) {
-        buf[n] = '\0';
-        char *slash = strrchr(buf, '/');
-        if (slash && (size_t)(slash - buf) + 1 + sizeof(HOST_AGENT) <= size) {
-            strcpy(slash + 1, HOST_AGENT);
-            if (access(buf, X_OK) == 0) {
-                return buf;
-            }
-        }
-    }
-    return HOST_AGENT;
-}
-
 int main(int argc, char **argv) {
-    char message[512], path[PATH_MAX];
+    char message[512];
     int fd, r;
 
     /* Our own errors are told apart from the VMM's exit status. */
@@ -88,7 +71,10 @@ int main(int argc, char **argv) {
         client_fail("%s", message);
     }
 
-    const char *agent = host_agent_path(path, sizeof(path));
+    /* The host agent beside this program (a build tree, or an installed
+     * prefix), else from PATH. */
+    char *beside = config_program_beside_self(HOST_AGENT);
+    const char *agent = beside ? beside : HOST_AGENT;
     size_t extra = (size_t)argc - 2;
     char **args = calloc(extra + 5, sizeof(char *));
     if (!args) {

@@ -15,11 +15,8 @@
  * (one directory), it shows what it would generate. A VM whose file does
  * not load gets no units; every problem is reported (systemd logs a
  * generator's stderr) and makes the exit status 1. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,21 +60,9 @@ _printf_(1, 2) static void problem(const char *fmt, ...) {
 /* A program of ours beside our real path (a build tree, a package whose
  * generator is a symlink to its bin directory), else in QUBES_LITE_BINDIR. */
 static char *program_path(const char *name) {
-    char self[PATH_MAX];
-    char *p = NULL;
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    char *p = config_program_beside_self(name);
 
-    if (n > 0) {
-        self[n] = '\0';
-        if (asprintf(&p, "%s/%s", dirname(self), name) < 0) {
-            return NULL;
-        }
-        if (access(p, X_OK) == 0) {
-            return p;
-        }
-        free(p);
-    }
-    if (asprintf(&p, "%s/%s", QUBES_LITE_BINDIR, name) < 0) {
+    if (!p && asprintf(&p, "%s/%s", QUBES_LITE_BINDIR, name) < 0) {
         return NULL;
     }
     return p;
@@ -219,18 +204,14 @@ static void generate_vm(const char *dir, const HostConfig *h, const char *name, 
     (void)write_unit(dir, unit, units_write_service, h, vm, env);
 }
 
-static int json_name(const struct dirent *d) {
-    size_t n = strlen(d->d_name);
-    return d->d_name[0] != '.' && n > 5 && streq(d->d_name + n - 5, ".json");
-}
-
 int main(int argc, char **argv) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
-    _cleanup_free_ char *agent = NULL, *vm_switch = NULL, *vms_dir = NULL;
+    _cleanup_free_ char *agent = NULL, *vm_switch = NULL;
     Networks nets = {0};
     ErrorText err = {{0}};
-    struct dirent **ents = NULL;
-    int n, r;
+    ConfigVmFile *files = NULL;
+    size_t n = 0;
+    int r;
 
     if (argc == 2 && (streq(argv[1], "--help") || streq(argv[1], "-h"))) {
         fputs(usage, stdout);
@@ -286,19 +267,16 @@ int main(int argc, char **argv) {
         (void)enable(dir, "multi-user.target", UNITS_VFIO_SERVICE);
     }
 
-    if (asprintf(&vms_dir, "%s/vms", config_dir()) < 0) {
-        return 1;
-    }
-    n = scandir(vms_dir, &ents, json_name, alphasort);
-    for (int i = 0; i < n; i++) {
-        char name[256];
-        snprintf(name, sizeof(name), "%.*s", (int)(strlen(ents[i]->d_name) - 5), ents[i]->d_name);
-        if (vm_name_valid(name)) {
-            generate_vm(dir, host, name, &env, &nets);
+    /* config_check_all() has reported a directory that cannot be read
+     * and the files that are no VM's. */
+    if (config_vm_files(config_dir(), &files, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (files[i].name[0]) {
+                generate_vm(dir, host, files[i].name, &env, &nets);
+            }
         }
-        free(ents[i]);
+        config_vm_files_free(files, n);
     }
-    free(ents);
     if (nets.n > 0 && strncmp(env.switch_dir, "/run/", 5) != 0) {
         problem("the switch directory %s is not under /run: no vm-switch units", env.switch_dir);
     } else {
