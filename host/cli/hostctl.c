@@ -112,7 +112,7 @@ static int recv_reply(int fd, int timeout_ms, Msg *ret) {
     return wire_recv(fd, ret, NULL);
 }
 
-int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, size_t size) {
+int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err) {
     char path[4096];
     _cleanup_close_ int fd = -EBADF;
     Msg m;
@@ -123,36 +123,31 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, 
         r = client_unix_connect(path, &fd);
     }
     if (r == -ENAMETOOLONG) {
-        snprintf(message, size, "the socket path of VM '%s' is too long", vm);
-        return r;
+        return error_set(err, r, "the socket path of VM '%s' is too long", vm);
     }
     if (r < 0) {
-        snprintf(message, size, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
-                 strerror(-r));
-        return r;
+        return error_set(err, r, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
+                         strerror(-r));
     }
     Msg hello = msg_hello("vm-commands 0.1");
     r = wire_send(fd, &hello);
     if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-        snprintf(message, size, "cannot talk to the host agent of VM '%s': %s", vm, strerror(-r));
-        return r;
+        return error_set(err, r, "cannot talk to the host agent of VM '%s': %s", vm, strerror(-r));
     }
     /* A refused peer still gets the agent's Error: read it. */
     r = recv_reply(fd, timeout_ms, &m);
     if (r < 0) {
-        snprintf(message, size, "the host agent of VM '%s' %s", vm,
-                 r == -ETIMEDOUT ? "does not answer" : "closed the connection");
-        return r == -ETIMEDOUT ? r : -EPIPE;
+        return error_set(err, r == -ETIMEDOUT ? r : -EPIPE, "the host agent of VM '%s' %s", vm,
+                         r == -ETIMEDOUT ? "does not answer" : "closed the connection");
     }
     if (m.type == MSG_ERROR) {
-        client_error_text(vm, &m, message, size);
+        client_error_text(vm, &m, err->message, sizeof(err->message));
         msg_done(&m);
         return -EACCES;
     }
     if (m.type != MSG_HELLO || wire_check_hello(&m) < 0) {
-        snprintf(message, size, "the host agent of VM '%s' speaks another protocol", vm);
         msg_done(&m);
-        return -EPROTO;
+        return error_set(err, -EPROTO, "the host agent of VM '%s' speaks another protocol", vm);
     }
     msg_done(&m);
     *ret_fd = TAKE_FD(fd);

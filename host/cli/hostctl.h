@@ -32,8 +32,8 @@ int hostctl_socket_path(const char *vm, char *buf, size_t size);
 
 /* Connects to the VM's host agent and exchanges Hello. -ENOENT or
  * -ECONNREFUSED when nobody listens there (the VM is not running and no
- * socket unit waits for it); other errors with message filled. */
-int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, size_t size);
+ * socket unit waits for it); other errors with err filled. */
+int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err);
 
 /* Sends req and waits for the reply (up to timeout_ms, -1: no limit).
  * When notice is given and nothing came after notice_ms, it is printed

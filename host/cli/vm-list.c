@@ -34,18 +34,18 @@ static void help(void) {
 }
 
 static void query(Row *row) {
-    char message[512];
+    ErrorText err;
     int fd, r;
     Msg reply;
 
     row->state = "stopped";
-    r = hostctl_connect(row->name, ANSWER_MS, &fd, message, sizeof(message));
+    r = hostctl_connect(row->name, ANSWER_MS, &fd, &err);
     if (r == -ENOENT || r == -ECONNREFUSED) {
         return;
     }
     if (r < 0) {
         row->state = "no answer";
-        fprintf(stderr, "vm-list: %s\n", message);
+        fprintf(stderr, "vm-list: %s\n", err.message);
         return;
     }
     Msg req = {.type = MSG_HOST_STATUS_REQUEST};

@@ -913,15 +913,15 @@ static void print_timing(const Timing *t) {
 int main(int argc, char **argv) {
     VmRunOptions opts;
     Timing timing = {.start = now_usec(CLOCK_MONOTONIC)};
-    char err[256];
+    ErrorText err;
     _cleanup_free_ char *sock_path = NULL;
     _cleanup_close_ int host_fd = -EBADF;
     int r;
 
     client_setup("vm-run", EXIT_OWN_ERROR);
-    r = vmrun_parse_args(argc, argv, &opts, err, sizeof(err));
+    r = vmrun_parse_args(argc, argv, &opts, &err);
     if (r < 0) {
-        client_fail("%s", err);
+        client_fail("%s", err.message);
     }
     if (opts.help) {
         fputs(vmrun_usage, stdout);

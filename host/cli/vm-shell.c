@@ -388,13 +388,13 @@ _noreturn_ static void console_run(Console *c) {
 
 int main(int argc, char **argv) {
     VmShellOptions opts;
-    char err[256];
+    ErrorText err;
     _cleanup_free_ char *path = NULL;
     uint16_t rows = 0, cols = 0;
 
     client_setup("vm-shell", EXIT_OWN_ERROR);
-    if (vmshell_parse_args(argc, argv, &opts, err, sizeof(err)) < 0) {
-        client_fail("%s", err);
+    if (vmshell_parse_args(argc, argv, &opts, &err) < 0) {
+        client_fail("%s", err.message);
     }
     if (opts.help) {
         fputs(vmshell_usage, stdout);

@@ -30,7 +30,7 @@ static void help(void) {
 }
 
 int main(int argc, char **argv) {
-    char message[512];
+    ErrorText err;
     int fd, r;
 
     /* Our own errors are told apart from the VMM's exit status. */
@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     /* Anything that answers on the VM's socket owns it: a host agent
      * (with the VM up or not) or systemd's socket unit, whose socket file
      * the foreground agent must not replace. */
-    r = hostctl_connect(vm, 5000, &fd, message, sizeof(message));
+    r = hostctl_connect(vm, 5000, &fd, &err);
     if (r >= 0) {
         Msg req = {.type = MSG_HOST_STATUS_REQUEST}, reply;
         r = hostctl_request(fd, &req, 5000, NULL, 0, &reply);
@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
                     "stop it first (systemctl stop qubes-lite-%s.socket)",
                     vm, vm);
     } else if (r != -ENOENT && r != -ECONNREFUSED) {
-        client_fail("%s", message);
+        client_fail("%s", err.message);
     }
 
     /* The host agent beside this program (a build tree, or an installed

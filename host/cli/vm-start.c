@@ -21,7 +21,8 @@ static void help(void) {
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {0}};
-    char message[512], notice[128];
+    ErrorText err;
+    char notice[128];
     int fd, c, r;
     Msg reply;
 
@@ -35,9 +36,9 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
     const char *vm = hostctl_vm_operand(argc, argv);
-    r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
+    r = hostctl_connect(vm, 30000, &fd, &err);
     if (r < 0) {
-        client_fail("%s", message);
+        client_fail("%s", err.message);
     }
     snprintf(notice, sizeof(notice), "waiting for VM '%s' to start...", vm);
     Msg req = {.type = MSG_HOST_START};

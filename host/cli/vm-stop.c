@@ -40,7 +40,8 @@ int main(int argc, char **argv) {
         [STOP_VMM_STOP] = "stopped: the guest did not power off, the VMM stopped on request",
         [STOP_KILLED] = "stopped: killed, it did not stop on request",
     };
-    char message[512], notice[128];
+    ErrorText err;
+    char notice[128];
     int fd, c, r;
     Msg reply;
 
@@ -60,14 +61,14 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
     const char *vm = hostctl_vm_operand(argc, argv);
-    r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
+    r = hostctl_connect(vm, 30000, &fd, &err);
     if (r == -ENOENT || r == -ECONNREFUSED) {
         /* Nobody listens: no host agent, so no VM. */
         printf("VM '%s' is not running\n", vm);
         return EXIT_SUCCESS;
     }
     if (r < 0) {
-        client_fail("%s", message);
+        client_fail("%s", err.message);
     }
     snprintf(notice, sizeof(notice), "stopping VM '%s'...", vm);
     Msg req = {.type = MSG_HOST_STOP};
