@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,15 +39,26 @@ void client_setup(const char *name, int status) {
     }
 }
 
+static void vwarn(const char *fmt, va_list ap) {
+    fprintf(stderr, "%s: ", program);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void client_fail(const char *fmt, ...) {
     va_list ap;
     client_terminal_restore();
-    fprintf(stderr, "%s: ", program);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vwarn(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     exit(failure_status);
+}
+
+void client_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vwarn(fmt, ap);
+    va_end(ap);
 }
 
 const char *client_program(void) {
@@ -86,6 +98,80 @@ int client_unix_connect(const char *path, int *ret_fd) {
     }
     *ret_fd = TAKE_FD(fd);
     return 0;
+}
+
+int client_send_pair(int fd, const Msg *a, const Msg *b) {
+    WireWriter w = {0};
+    int r = wire_writer_queue(&w, a);
+    if (r >= 0) {
+        r = wire_writer_queue(&w, b);
+    }
+    while (r >= 0 && (r = wire_writer_flush(&w, fd)) == 1) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        (void)poll(&p, 1, -1);
+    }
+    wire_writer_done(&w);
+    return r;
+}
+
+static int wait_readable(int fd, int timeout_ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r;
+    do {
+        r = poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        return -errno;
+    }
+    return r == 0 ? -ETIMEDOUT : 0;
+}
+
+int client_wait_readable(int fd, int timeout_ms, const char *notice, int notice_ms) {
+    if (notice) {
+        int r = wait_readable(fd, timeout_ms >= 0 ? MIN(notice_ms, timeout_ms) : notice_ms);
+        if (r != -ETIMEDOUT) {
+            return r;
+        }
+        client_warn("%s", notice);
+        if (timeout_ms >= 0) {
+            timeout_ms = timeout_ms > notice_ms ? timeout_ms - notice_ms : 0;
+        }
+    }
+    return wait_readable(fd, timeout_ms);
+}
+
+int client_hello(int fd, const char *software, const Msg *request, int timeout_ms,
+                 ClientHelloFailure *ret_failure, Msg *ret_untrusted_reply) {
+    Msg hello = msg_hello(software);
+    Msg untrusted;
+    int r;
+
+    r = request ? client_send_pair(fd, &hello, request) : wire_send(fd, &hello);
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+        *ret_failure = CLIENT_HELLO_SEND;
+        return r;
+    }
+    r = wait_readable(fd, timeout_ms);
+    if (r == -ETIMEDOUT) {
+        *ret_failure = CLIENT_HELLO_TIMEOUT;
+        return r;
+    }
+    if (r >= 0) {
+        r = wire_recv(fd, &untrusted, NULL);
+    }
+    if (r < 0) {
+        *ret_failure = CLIENT_HELLO_RECV;
+        return r;
+    }
+    if (untrusted.type == MSG_HELLO && wire_check_hello(&untrusted) == 0) {
+        msg_done(&untrusted);
+        return 0;
+    }
+    *ret_failure = untrusted.type == MSG_ERROR   ? CLIENT_HELLO_ERROR
+                   : untrusted.type != MSG_HELLO ? CLIENT_HELLO_NOT_HELLO
+                                                 : CLIENT_HELLO_VERSION;
+    *ret_untrusted_reply = untrusted;
+    return -EPROTO;
 }
 
 bool client_vm_configured(const char *vm) {

@@ -25,8 +25,43 @@ void client_error_text(const char *vm, const Msg *error, char *buf, size_t size)
 /* Fails with client_error_text(). */
 _noreturn_ void client_fail_error(const char *vm, const Msg *error);
 
+/* One line "PROGRAM: ..." on stderr, and carry on: a notice, or a
+ * problem that does not end the command. */
+_printf_(1, 2) void client_warn(const char *fmt, ...);
+
 /* A blocking, close-on-exec connection to the unix socket at path. */
 int client_unix_connect(const char *path, int *ret_fd);
+
+/* Sends a and b in one write, so that the peer wakes once and finds both;
+ * waits for room if need be. 0 or a negative errno. */
+int client_send_pair(int fd, const Msg *a, const Msg *b);
+
+/* Waits until fd is readable: 0, -ETIMEDOUT after timeout_ms (-1: no
+ * limit), or -errno. When notice is given and nothing came within
+ * notice_ms, it is printed once (client_warn()) and the wait goes on. */
+int client_wait_readable(int fd, int timeout_ms, const char *notice, int notice_ms);
+
+/* What client_hello() found when it failed. */
+typedef enum ClientHelloFailure {
+    CLIENT_HELLO_SEND,      /* our frames could not be written (the errno returned) */
+    CLIENT_HELLO_TIMEOUT,   /* no frame within the time (-ETIMEDOUT) */
+    CLIENT_HELLO_RECV,      /* no frame: closed, reset, too large, undecodable (the errno) */
+    CLIENT_HELLO_ERROR,     /* the peer's Error frame, in *ret_untrusted_reply */
+    CLIENT_HELLO_NOT_HELLO, /* another frame before Hello, in *ret_untrusted_reply */
+    CLIENT_HELLO_VERSION,   /* a Hello of another major version, in *ret_untrusted_reply */
+} ClientHelloFailure;
+
+/* Opens a session on a connected, blocking socket, as every vm-* command
+ * does: our Hello and the first request (NULL: none) go out in one write,
+ * then the peer's Hello is read (within timeout_ms, -1: no limit) and its
+ * version checked. A refused peer sends its Error before it closes: that
+ * is read even when our frames no longer went through (EPIPE, ECONNRESET).
+ * 0 once the peer's Hello came; else a negative errno (-EPROTO for the
+ * last three), *ret_failure saying what happened and, for an Error,
+ * another frame or another version, that frame in *ret_untrusted_reply
+ * (free it with msg_done()). The caller words the failure. */
+int client_hello(int fd, const char *software, const Msg *request, int timeout_ms,
+                 ClientHelloFailure *ret_failure, Msg *ret_untrusted_reply);
 
 /* Whether VM names a configured VM: a valid name whose regular file
  * <config dir>/vms/VM.json exists. */

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,8 @@
 #include "host/common/paths.h"
 #include "rules.h"
 #include "util.h"
+
+#define SOFTWARE "vm-commands 0.1"
 
 const char *hostctl_state_name(VmState s) {
     static const char *const names[] = {
@@ -91,30 +92,32 @@ int hostctl_socket_path(const char *vm, char *buf, size_t size) {
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-/* Waits until fd is readable; -ETIMEDOUT after timeout_ms (-1: never). */
-static int wait_readable(int fd, int timeout_ms) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r;
-    do {
-        r = poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        return -errno;
+/* hostctl_connect()'s words for what client_hello() found. */
+static int hello_failed(const char *vm, int r, ClientHelloFailure failure, Msg *untrusted_reply,
+                        ErrorText *err) {
+    switch (failure) {
+    case CLIENT_HELLO_SEND:
+        return error_set(err, r, "cannot talk to the host agent of VM '%s': %s", vm, strerror(-r));
+    case CLIENT_HELLO_TIMEOUT:
+        return error_set(err, r, "the host agent of VM '%s' does not answer", vm);
+    case CLIENT_HELLO_RECV:
+        break;
+    case CLIENT_HELLO_ERROR:
+        client_error_text(vm, untrusted_reply, err->message, sizeof(err->message));
+        msg_done(untrusted_reply);
+        return -EACCES;
+    case CLIENT_HELLO_NOT_HELLO:
+    case CLIENT_HELLO_VERSION:
+        msg_done(untrusted_reply);
+        return error_set(err, -EPROTO, "the host agent of VM '%s' speaks another protocol", vm);
     }
-    return r == 0 ? -ETIMEDOUT : 0;
-}
-
-static int recv_reply(int fd, int timeout_ms, Msg *ret) {
-    int r = wait_readable(fd, timeout_ms);
-    if (r < 0) {
-        return r;
-    }
-    return wire_recv(fd, ret, NULL);
+    return error_set(err, -EPIPE, "the host agent of VM '%s' closed the connection", vm);
 }
 
 int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err) {
     char path[4096];
     _cleanup_close_ int fd = -EBADF;
+    ClientHelloFailure failure;
     Msg m;
     int r;
 
@@ -129,27 +132,10 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err)
         return error_set(err, r, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
                          strerror(-r));
     }
-    Msg hello = msg_hello("vm-commands 0.1");
-    r = wire_send(fd, &hello);
-    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-        return error_set(err, r, "cannot talk to the host agent of VM '%s': %s", vm, strerror(-r));
-    }
-    /* A refused peer still gets the agent's Error: read it. */
-    r = recv_reply(fd, timeout_ms, &m);
+    r = client_hello(fd, SOFTWARE, NULL, timeout_ms, &failure, &m);
     if (r < 0) {
-        return error_set(err, r == -ETIMEDOUT ? r : -EPIPE, "the host agent of VM '%s' %s", vm,
-                         r == -ETIMEDOUT ? "does not answer" : "closed the connection");
+        return hello_failed(vm, r, failure, &m, err);
     }
-    if (m.type == MSG_ERROR) {
-        client_error_text(vm, &m, err->message, sizeof(err->message));
-        msg_done(&m);
-        return -EACCES;
-    }
-    if (m.type != MSG_HELLO || wire_check_hello(&m) < 0) {
-        msg_done(&m);
-        return error_set(err, -EPROTO, "the host agent of VM '%s' speaks another protocol", vm);
-    }
-    msg_done(&m);
     *ret_fd = TAKE_FD(fd);
     return 0;
 }
@@ -157,21 +143,10 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err)
 int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, int notice_ms,
                     Msg *ret_reply) {
     int r = wire_send(fd, req);
-    if (r < 0) {
-        return r;
+    if (r >= 0) {
+        r = client_wait_readable(fd, timeout_ms, notice, notice_ms);
     }
-    if (notice) {
-        r = wait_readable(fd, timeout_ms >= 0 ? MIN(notice_ms, timeout_ms) : notice_ms);
-        if (r == -ETIMEDOUT) {
-            fprintf(stderr, "%s: %s\n", client_program(), notice);
-            if (timeout_ms >= 0) {
-                timeout_ms = timeout_ms > notice_ms ? timeout_ms - notice_ms : 0;
-            }
-        } else if (r < 0) {
-            return r;
-        }
-    }
-    return recv_reply(fd, timeout_ms, ret_reply);
+    return r < 0 ? r : wire_recv(fd, ret_reply, NULL);
 }
 
 void hostctl_check_reply(const char *vm, int r, const Msg *reply, MsgType want) {

@@ -45,7 +45,7 @@ static void query(Row *row) {
     }
     if (r < 0) {
         row->state = "no answer";
-        fprintf(stderr, "vm-list: %s\n", err.message);
+        client_warn("%s", err.message);
         return;
     }
     Msg req = {.type = MSG_HOST_STATUS_REQUEST};
@@ -53,8 +53,8 @@ static void query(Row *row) {
     close(fd);
     if (r < 0 || reply.type != MSG_HOST_STATUS) {
         row->state = "no answer";
-        fprintf(stderr, "vm-list: the host agent of VM '%s' %s\n", row->name,
-                r < 0 ? "did not answer" : "sent something else than its status");
+        client_warn("the host agent of VM '%s' %s", row->name,
+                    r < 0 ? "did not answer" : "sent something else than its status");
         if (r >= 0) {
             msg_done(&reply);
         }

@@ -61,14 +61,14 @@ typedef struct Stream {
     uint8_t head[STREAM_HEAD_MAX];
     size_t head_len;
     bool got_hello, attached;
-    bool out_eof;      /* the command's stdout ended */
-    bool out_blocked;  /* our stdout is full: wait for it */
-    bool in_done;      /* our stdin ended, or the command takes no more */
-    bool in_blocked;   /* the connection is full: wait for it */
+    bool out_eof;               /* the command's stdout ended */
+    bool out_blocked;           /* our stdout is full: wait for it */
+    bool in_done;               /* our stdin ended, or the command takes no more */
+    bool in_blocked;            /* the connection is full: wait for it */
     bool splice_in, splice_out; /* not known not to work */
-    uint8_t *buf;      /* the read/write path's buffer (stdin) */
+    uint8_t *buf;               /* the read/write path's buffer (stdin) */
     size_t buf_off, buf_len;
-    uint8_t *obuf;     /* ... and stdout's */
+    uint8_t *obuf; /* ... and stdout's */
 } Stream;
 
 typedef struct Session {
@@ -79,9 +79,9 @@ typedef struct Session {
     uint8_t *rbuf;
     size_t rstart, rend;
     bool got_hello, started, exited, acked;
-    bool sock_gone; /* after Exited: the connection hung up */
-    bool stdin_done; /* EOF seen and StdinClose queued */
-    uint32_t credit; /* stdin bytes we may still send */
+    bool sock_gone;           /* after Exited: the connection hung up */
+    bool stdin_done;          /* EOF seen and StdinClose queued */
+    uint32_t credit;          /* stdin bytes we may still send */
     uint32_t pending_signals; /* arrived before Started */
     uint64_t give_up_at;      /* CLOCK_MONOTONIC usec; 0: no deadline */
     int give_up_signo;
@@ -104,7 +104,8 @@ static void check_vm_known(const char *vm, const char *sock_path) {
     }
 }
 
-static void host_error(const Msg *m) {
+/* Fails with one line telling the host agent's Error. */
+_noreturn_ static void host_error(const Msg *m) {
     char buf[512];
     peer_text(m->error.message, buf, sizeof(buf));
     if (m->error.code == WIRE_ERR_DENIED) {
@@ -113,20 +114,34 @@ static void host_error(const Msg *m) {
     client_fail_error(vm_name, m);
 }
 
-/* Sends a and b in one write, so that the peer wakes once and finds both;
- * waits for room if need be. 0 or a negative errno. */
-static int send_two(int fd, const Msg *a, const Msg *b) {
-    WireWriter w = {0};
-    int r = wire_writer_queue(&w, a);
+/* Hello and Connect go out together, and the host agent's Hello must
+ * come back; fails with one line otherwise. */
+static void host_hello(int fd, bool stream) {
+    Msg connect = {.type = MSG_CONNECT, .connect = {.streams = stream ? 1 : 0}};
+    ClientHelloFailure failure;
+    Msg m;
+    int r = client_hello(fd, SOFTWARE, &connect, -1, &failure, &m);
+
     if (r >= 0) {
-        r = wire_writer_queue(&w, b);
+        return;
     }
-    while (r >= 0 && (r = wire_writer_flush(&w, fd)) == 1) {
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        (void)poll(&p, 1, -1);
+    errno = -r;
+    switch (failure) {
+    case CLIENT_HELLO_SEND:
+        client_fail("cannot write to the host agent of VM '%s': %m", vm_name);
+    case CLIENT_HELLO_TIMEOUT:
+    case CLIENT_HELLO_RECV:
+        client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
+    case CLIENT_HELLO_ERROR:
+        host_error(&m);
+    case CLIENT_HELLO_NOT_HELLO:
+        client_fail("protocol error: the host agent sent %s instead of Hello",
+                    msg_type_name(m.type));
+    case CLIENT_HELLO_VERSION:
+        client_fail("the host agent speaks protocol version %u, vm-run %u", m.hello.major,
+                    WIRE_VERSION_MAJOR);
     }
-    wire_writer_done(&w);
-    return r;
+    client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
 }
 
 /* Connects to the host agent and returns the guest agent connection;
@@ -137,6 +152,7 @@ static int host_connect(const char *sock_path, Timing *t, bool stream, int *ret_
     Msg m;
     int guest_fd[2] = {-EBADF, -EBADF};
     size_t n_fds = 0;
+    char notice[128];
     int r;
 
     /* vm-run talks to nothing but the host agent directly, so it needs
@@ -148,35 +164,10 @@ static int host_connect(const char *sock_path, Timing *t, bool stream, int *ret_
         client_fail("cannot reach the host agent of VM '%s' at %s: %m", vm_name, sock_path);
     }
     t->host = now_usec(CLOCK_MONOTONIC);
+    host_hello(fd, stream);
 
-    /* Hello and Connect go out together. A refused peer is told so and
-     * closed: read that answer even when our frames no longer go through. */
-    Msg hello = msg_hello(SOFTWARE);
-    Msg connect = {.type = MSG_CONNECT, .connect = {.streams = stream ? 1 : 0}};
-    (void)send_two(fd, &hello, &connect);
-    r = wire_recv(fd, &m, NULL);
-    if (r < 0) {
-        errno = -r;
-        client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
-    }
-    if (m.type == MSG_ERROR) {
-        host_error(&m);
-    }
-    if (m.type != MSG_HELLO) {
-        client_fail("protocol error: the host agent sent %s instead of Hello",
-                    msg_type_name(m.type));
-    }
-    if (wire_check_hello(&m) < 0) {
-        client_fail("the host agent speaks protocol version %u, vm-run %u", m.hello.major,
-                    WIRE_VERSION_MAJOR);
-    }
-    msg_done(&m);
-
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    r = poll(&p, 1, WAIT_NOTICE_MS);
-    if (r == 0) {
-        fprintf(stderr, "vm-run: waiting for VM '%s' to start...\n", vm_name);
-    }
+    snprintf(notice, sizeof(notice), "waiting for VM '%s' to start...", vm_name);
+    (void)client_wait_readable(fd, -1, notice, WAIT_NOTICE_MS);
     r = wire_recv_fds(fd, &m, guest_fd, stream ? 2 : 1, &n_fds);
     if (r < 0) {
         errno = -r;
@@ -302,8 +293,7 @@ static void session_signals(Session *s) {
                 } else {
                     s->pending_signals |= 1u << signo;
                 }
-                if (s->give_up_at == 0 &&
-                    (signo == SIGHUP || signo == SIGTERM || !s->started)) {
+                if (s->give_up_at == 0 && (signo == SIGHUP || signo == SIGTERM || !s->started)) {
                     s->give_up_at = now_usec(CLOCK_MONOTONIC) + GIVE_UP_MS * 1000ULL;
                     s->give_up_signo = signo;
                 }
@@ -992,7 +982,7 @@ int main(int argc, char **argv) {
         exec.exec.has_stream_key = true;
         Msg attach = {.type = MSG_ATTACH};
         memcpy(attach.attach_key, exec.exec.stream_key, WIRE_STREAM_KEY_SIZE);
-        r = send_two(stream_fd, &hello, &attach);
+        r = client_send_pair(stream_fd, &hello, &attach);
         /* A refused or closed connection: the Exec's connection says why. */
         if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
             errno = -r;

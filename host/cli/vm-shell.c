@@ -110,33 +110,79 @@ typedef struct Console {
     WireWriter out;
 } Console;
 
-/* One frame, blocking, within the attach timeout. */
-static void attach_recv(int fd, Msg *m, const char *want) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r = poll(&p, 1, ATTACH_TIMEOUT_MS);
-    if (r == 0) {
-        client_fail("the console of VM '%s' did not answer within %d s", vm_name,
-                    ATTACH_TIMEOUT_MS / 1000);
-    }
-    r = wire_recv(fd, m, NULL);
+/* A frame did not come (r): the console closed, or sent garbage. */
+_noreturn_ static void attach_recv_failed(int r, const char *want) {
     if (r == -ECONNRESET || r == -EPIPE) {
         client_fail("the console of VM '%s' closed the connection before %s", vm_name, want);
     }
-    if (r < 0) {
+    errno = -r;
+    client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
+}
+
+_noreturn_ static void attach_timeout(void) {
+    client_fail("the console of VM '%s' did not answer within %d s", vm_name,
+                ATTACH_TIMEOUT_MS / 1000);
+}
+
+/* Hello and ConsoleAttach go out together, and the console's Hello must
+ * come back; fails with one line otherwise. */
+static void console_hello(int fd, uint16_t rows, uint16_t cols) {
+    Msg attach = {.type = MSG_CONSOLE_ATTACH, .console_attach = {.rows = rows, .cols = cols}};
+    ClientHelloFailure failure;
+    Msg untrusted;
+    int r = client_hello(fd, SOFTWARE, &attach, ATTACH_TIMEOUT_MS, &failure, &untrusted);
+
+    if (r >= 0) {
+        return;
+    }
+    switch (failure) {
+    case CLIENT_HELLO_SEND:
         errno = -r;
-        client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
+        client_fail("cannot write to the console of VM '%s': %m", vm_name);
+    case CLIENT_HELLO_TIMEOUT:
+        attach_timeout();
+    case CLIENT_HELLO_RECV:
+        attach_recv_failed(r, "Hello");
+    case CLIENT_HELLO_ERROR:
+        client_fail_error(vm_name, &untrusted);
+    case CLIENT_HELLO_NOT_HELLO:
+        client_fail("protocol error: the console sent %s instead of Hello",
+                    msg_type_name(untrusted.type));
+    case CLIENT_HELLO_VERSION:
+        client_fail("the console of VM '%s' speaks protocol version %u, vm-shell %u", vm_name,
+                    untrusted.hello.major, WIRE_VERSION_MAJOR);
     }
-    if (m->type == MSG_ERROR) {
-        client_fail_error(vm_name, m);
+    attach_recv_failed(r, "Hello");
+}
+
+/* ConsoleAttached, within the attach timeout. */
+static void console_attached(int fd) {
+    Msg untrusted;
+    int r = client_wait_readable(fd, ATTACH_TIMEOUT_MS, NULL, 0);
+
+    if (r == -ETIMEDOUT) {
+        attach_timeout();
     }
+    if (r >= 0) {
+        r = wire_recv(fd, &untrusted, NULL);
+    }
+    if (r < 0) {
+        attach_recv_failed(r, "ConsoleAttached");
+    }
+    if (untrusted.type == MSG_ERROR) {
+        client_fail_error(vm_name, &untrusted);
+    }
+    if (untrusted.type != MSG_CONSOLE_ATTACHED) {
+        client_fail("protocol error: the console sent %s instead of ConsoleAttached",
+                    msg_type_name(untrusted.type));
+    }
+    msg_done(&untrusted);
 }
 
 static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
     _cleanup_close_ int fd = -EBADF;
-    Msg m;
-    int r;
+    int r = client_unix_connect(path, &fd);
 
-    r = client_unix_connect(path, &fd);
     if (r == -ENOENT || r == -ECONNREFUSED) {
         client_fail("VM '%s' is not running; start it with vm-start %s", vm_name, vm_name);
     }
@@ -144,38 +190,8 @@ static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
         errno = -r;
         client_fail("cannot reach the console of VM '%s' at %s: %m", vm_name, path);
     }
-
-    /* Hello and ConsoleAttach go out together. */
-    Msg hello = msg_hello(SOFTWARE);
-    Msg attach = {.type = MSG_CONSOLE_ATTACH, .console_attach = {.rows = rows, .cols = cols}};
-    WireWriter w = {0};
-    r = wire_writer_queue(&w, &hello);
-    if (r >= 0) {
-        r = wire_writer_queue(&w, &attach);
-    }
-    while (r >= 0 && (r = wire_writer_flush(&w, fd)) == 1) {
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        (void)poll(&p, 1, -1);
-    }
-    wire_writer_done(&w);
-    /* A refusal is sent before the server closes: read it even when our
-     * frames did not go through. */
-
-    attach_recv(fd, &m, "Hello");
-    if (m.type != MSG_HELLO) {
-        client_fail("protocol error: the console sent %s instead of Hello", msg_type_name(m.type));
-    }
-    if (wire_check_hello(&m) < 0) {
-        client_fail("the console of VM '%s' speaks protocol version %u, vm-shell %u", vm_name,
-                    m.hello.major, WIRE_VERSION_MAJOR);
-    }
-    msg_done(&m);
-    attach_recv(fd, &m, "ConsoleAttached");
-    if (m.type != MSG_CONSOLE_ATTACHED) {
-        client_fail("protocol error: the console sent %s instead of ConsoleAttached",
-                    msg_type_name(m.type));
-    }
-    msg_done(&m);
+    console_hello(fd, rows, cols);
+    console_attached(fd);
     return TAKE_FD(fd);
 }
 
@@ -183,7 +199,11 @@ static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
 _noreturn_ static void console_leave(Console *c, int status, const char *why) {
     client_terminal_restore();
     if (why) {
-        fprintf(stderr, "%svm-shell: %s\n", c->tty ? "\n" : "", why);
+        /* On a terminal the cursor may be anywhere in the guest's line. */
+        if (c->tty) {
+            fputc('\n', stderr);
+        }
+        client_warn("%s", why);
     }
     wire_reader_done(&c->in);
     wire_writer_done(&c->out);
@@ -425,7 +445,7 @@ int main(int argc, char **argv) {
     }
     client_signals_setup();
     if (c.tty) {
-        fprintf(stderr, "vm-shell: attached to the console of VM '%s'; Ctrl-] leaves\n", vm_name);
+        client_warn("attached to the console of VM '%s'; Ctrl-] leaves", vm_name);
         atexit(client_terminal_restore);
         client_terminal_raw();
     }
