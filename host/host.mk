@@ -11,7 +11,8 @@ HOST_CONFIG_OBJS := $(OBJ)/host/common/config.o $(OBJ)/host/common/config-parser
 HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(HOST_CONFIG_OBJS) \
 	$(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/agent/vfio.o \
 	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o
-VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
+VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-session.o \
+	$(OBJ)/host/cli/vmrun-stream.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
 	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
 HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o
