@@ -61,19 +61,29 @@ void client_warn(const char *fmt, ...) {
     va_end(ap);
 }
 
+void client_usage_error(void) {
+    fprintf(stderr, "Try '%s --help'.\n", program);
+    exit(EXIT_FAILURE);
+}
+
 const char *client_program(void) {
     return program;
 }
 
-void client_error_text(const char *vm, const Msg *error, char *buf, size_t size) {
-    char text[512];
-    str_sanitize(error->error.message, strlen(error->error.message), text, sizeof(text));
-    snprintf(buf, size, "VM '%s': %s (%s)", vm, text, client_error_name(error->error.code));
+const char *client_peer_message(const Msg *untrusted, char buf[static CLIENT_PEER_TEXT_MAX]) {
+    return str_sanitize(untrusted->error.message, strlen(untrusted->error.message), buf,
+                        CLIENT_PEER_TEXT_MAX);
 }
 
-void client_fail_error(const char *vm, const Msg *error) {
-    char buf[640];
-    client_error_text(vm, error, buf, sizeof(buf));
+void client_error_text(const char *vm, const Msg *untrusted, char *buf, size_t size) {
+    char text[CLIENT_PEER_TEXT_MAX];
+    snprintf(buf, size, "VM '%s': %s (%s)", vm, client_peer_message(untrusted, text),
+             client_error_name(untrusted->error.code));
+}
+
+void client_fail_error(const char *vm, const Msg *untrusted) {
+    char buf[CLIENT_PEER_TEXT_MAX + 128];
+    client_error_text(vm, untrusted, buf, sizeof(buf));
     client_fail("%s", buf);
 }
 
@@ -112,6 +122,40 @@ int client_send_pair(int fd, const Msg *a, const Msg *b) {
     }
     wire_writer_done(&w);
     return r;
+}
+
+void client_queue(WireWriter *w, const Msg *m) {
+    int r = wire_writer_queue(w, m);
+    if (r < 0) {
+        errno = -r;
+        client_fail("cannot queue %s: %m", msg_type_name(m->type));
+    }
+}
+
+void client_flush(WireWriter *w, int fd, const char *peer, const char *vm) {
+    int r = wire_writer_flush(w, fd);
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+        errno = -r;
+        client_fail("cannot write to %s of VM '%s': %m", peer, vm);
+    }
+    /* A closed connection shows up on the reading side, with any Error
+     * the peer sent before closing. */
+    if (r < 0) {
+        wire_writer_done(w);
+    }
+}
+
+void client_flush_bounded(WireWriter *w, int fd, int timeout_ms) {
+    uint64_t deadline = now_usec(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000ULL;
+    while (wire_writer_pending(w)) {
+        int r = wire_writer_flush(w, fd);
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        if (r <= 0 || now >= deadline) {
+            return;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        (void)poll(&p, 1, (int)((deadline - now) / 1000) + 1);
+    }
 }
 
 static int wait_readable(int fd, int timeout_ms) {

@@ -11,6 +11,11 @@
 #include "util.h"
 #include "wire.h"
 
+/* The exit status of their own errors for the commands whose status is
+ * otherwise another program's: vm-run (the command's), vm-shell (ssh's),
+ * vm-start-debug (the VMM's). */
+#define CLIENT_EXIT_OWN_ERROR 255
+
 /* The program name for client_fail() ("vm-start" etc.) and its exit
  * status: 1 for vm-start, vm-stop, vm-list; 255 for the commands whose
  * own status is another program's (vm-run, vm-shell, vm-start-debug). */
@@ -18,12 +23,20 @@ void client_setup(const char *program, int failure_status);
 /* One line "PROGRAM: ..." on stderr, the terminal restored first, then
  * exit with the status set above (1 by default). */
 _noreturn_ _printf_(1, 2) void client_fail(const char *fmt, ...);
+/* A bad command line that getopt has already told about: "Try 'PROGRAM
+ * --help'." and exit 1. */
+_noreturn_ void client_usage_error(void);
 /* The name given to client_setup(). */
 const char *client_program(void);
+/* A peer's text as we print it: control characters escaped, at most this
+ * long with its NUL. */
+#define CLIENT_PEER_TEXT_MAX 512
+/* An Error frame's message, sanitised into buf; returns buf. */
+const char *client_peer_message(const Msg *untrusted, char buf[static CLIENT_PEER_TEXT_MAX]);
 /* "VM 'x': <message> (CODE)" for an Error frame, sanitised, into buf. */
-void client_error_text(const char *vm, const Msg *error, char *buf, size_t size);
+void client_error_text(const char *vm, const Msg *untrusted, char *buf, size_t size);
 /* Fails with client_error_text(). */
-_noreturn_ void client_fail_error(const char *vm, const Msg *error);
+_noreturn_ void client_fail_error(const char *vm, const Msg *untrusted);
 
 /* One line "PROGRAM: ..." on stderr, and carry on: a notice, or a
  * problem that does not end the command. */
@@ -35,6 +48,17 @@ int client_unix_connect(const char *path, int *ret_fd);
 /* Sends a and b in one write, so that the peer wakes once and finds both;
  * waits for room if need be. 0 or a negative errno. */
 int client_send_pair(int fd, const Msg *a, const Msg *b);
+
+/* The commands' frames to a peer, queued in a WireWriter and sent as the
+ * peer takes them. client_queue() fails with one line when a frame cannot
+ * be queued. client_flush() sends what it can; a write failing otherwise
+ * than because the peer went away fails with one line naming it ("the
+ * console", "the guest agent") and the VM; a peer gone drops what is
+ * queued, as its reading side will tell. client_flush_bounded() sends all
+ * that is queued within timeout_ms, best effort, before we leave. */
+void client_queue(WireWriter *w, const Msg *m);
+void client_flush(WireWriter *w, int fd, const char *peer, const char *vm);
+void client_flush_bounded(WireWriter *w, int fd, int timeout_ms);
 
 /* Waits until fd is readable: 0, -ETIMEDOUT after timeout_ms (-1: no
  * limit), or -errno. When notice is given and nothing came within

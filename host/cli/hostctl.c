@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,10 +116,10 @@ static int hello_failed(const char *vm, int r, ClientHelloFailure failure, Msg *
 }
 
 int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err) {
-    char path[4096];
+    char path[PATH_MAX];
     _cleanup_close_ int fd = -EBADF;
     ClientHelloFailure failure;
-    Msg m;
+    Msg untrusted;
     int r;
 
     r = hostctl_socket_path(vm, path, sizeof(path));
@@ -132,9 +133,9 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err)
         return error_set(err, r, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
                          strerror(-r));
     }
-    r = client_hello(fd, SOFTWARE, NULL, timeout_ms, &failure, &m);
+    r = client_hello(fd, SOFTWARE, NULL, timeout_ms, &failure, &untrusted);
     if (r < 0) {
-        return hello_failed(vm, r, failure, &m, err);
+        return hello_failed(vm, r, failure, &untrusted, err);
     }
     *ret_fd = TAKE_FD(fd);
     return 0;
@@ -149,14 +150,14 @@ int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, 
     return r < 0 ? r : wire_recv(fd, ret_reply, NULL);
 }
 
-void hostctl_check_reply(const char *vm, int r, const Msg *reply, MsgType want) {
+void hostctl_check_reply(const char *vm, int r, const Msg *untrusted, MsgType want) {
     if (r < 0) {
         client_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
     }
-    if (reply->type == MSG_ERROR) {
-        client_fail_error(vm, reply);
+    if (untrusted->type == MSG_ERROR) {
+        client_fail_error(vm, untrusted);
     }
-    if (reply->type != want) {
-        client_fail("protocol error: the host agent sent %s", msg_type_name(reply->type));
+    if (untrusted->type != want) {
+        client_fail("protocol error: the host agent sent %s", msg_type_name(untrusted->type));
     }
 }

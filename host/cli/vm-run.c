@@ -40,10 +40,10 @@ static const char *vm_name = "?";
 
 /* Fails with one line telling the host agent's Error. */
 _noreturn_ static void host_error(const Msg *untrusted) {
-    char text[ERROR_TEXT_MAX];
-    str_sanitize(untrusted->error.message, strlen(untrusted->error.message), text, sizeof(text));
+    char text[CLIENT_PEER_TEXT_MAX];
     if (untrusted->error.code == WIRE_ERR_DENIED) {
-        client_fail("the host agent of VM '%s' denied access: %s (DENIED)", vm_name, text);
+        client_fail("the host agent of VM '%s' denied access: %s (DENIED)", vm_name,
+                    client_peer_message(untrusted, text));
     }
     client_fail_error(vm_name, untrusted);
 }
@@ -223,7 +223,7 @@ int main(int argc, char **argv) {
     Session s;
     int stream_fd;
 
-    client_setup("vm-run", VMRUN_EXIT_OWN_ERROR);
+    client_setup("vm-run", CLIENT_EXIT_OWN_ERROR);
     parse_command_line(argc, argv, &opts);
     vm_name = opts.vm;
     /* Broken connections are errors we report, not signals. */

@@ -24,13 +24,16 @@
 #include "wire.h"
 
 #define SOFTWARE "vm-shell 0.1"
-#define EXIT_OWN_ERROR 255
 /* How long the console's replies to Hello and ConsoleAttach may take. */
 #define ATTACH_TIMEOUT_MS 10000
 /* stdin that is not a terminal: after its end, leave once the console
  * has been quiet this long, or after DRAIN_MAX_MS at most. */
 #define QUIET_MS 500
 #define DRAIN_MAX_MS 5000
+/* Keystrokes read at once from a terminal (a paste may bring more). */
+#define TTY_READ_MAX 4096
+/* Leaving with Ctrl-]: how long what was typed before it may take to go. */
+#define LEAVE_FLUSH_MS 1000
 /* Stop reading stdin while this much is queued for the console. */
 #define OUT_HIGH (4u * WIRE_DATA_MAX)
 #define PROXY_NAME "qubes-lite-vsock-proxy"
@@ -211,38 +214,6 @@ _noreturn_ static void console_leave(Console *c, int status, const char *why) {
     exit(status);
 }
 
-static void console_queue(Console *c, const Msg *m) {
-    int r = wire_writer_queue(&c->out, m);
-    if (r < 0) {
-        errno = -r;
-        client_fail("cannot queue %s: %m", msg_type_name(m->type));
-    }
-}
-
-static void console_flush(Console *c) {
-    int r = wire_writer_flush(&c->out, c->sock);
-    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-        errno = -r;
-        client_fail("cannot write to the console of VM '%s': %m", vm_name);
-    }
-    /* A closed connection shows up on the reading side. */
-    if (r < 0) {
-        wire_writer_done(&c->out);
-    }
-}
-
-/* Best effort, bounded: what was typed before Ctrl-] goes out first. */
-static void console_flush_all(Console *c) {
-    uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 1000000ULL;
-    while (wire_writer_pending(&c->out) && now_usec(CLOCK_MONOTONIC) < deadline) {
-        if (wire_writer_flush(&c->out, c->sock) != 1) {
-            return;
-        }
-        struct pollfd p = {.fd = c->sock, .events = POLLOUT};
-        (void)poll(&p, 1, 100);
-    }
-}
-
 /* Writes all of n bytes to stdout, blocking: the socket is not read
  * meanwhile (backpressure). */
 static void console_output(Console *c, const uint8_t *p, size_t n) {
@@ -274,10 +245,12 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
     }
 }
 
+/* The console's frames: only Data(stdout) is the console's output; its
+ * closing is the VM stopping. */
 static void console_read_socket(Console *c) {
     for (;;) {
-        Msg m;
-        int r = wire_reader_read(&c->in, c->sock, &m);
+        Msg untrusted;
+        int r = wire_reader_read(&c->in, c->sock, &untrusted);
         if (r == 0) {
             return;
         }
@@ -294,20 +267,21 @@ static void console_read_socket(Console *c) {
             errno = -r;
             client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
         }
-        if (m.type == MSG_ERROR) {
-            client_fail_error(vm_name, &m);
+        if (untrusted.type == MSG_ERROR) {
+            client_fail_error(vm_name, &untrusted);
         }
-        if (m.type != MSG_DATA || m.data.stream != WIRE_STDOUT) {
-            client_fail("protocol error: unexpected %s from the console", msg_type_name(m.type));
+        if (untrusted.type != MSG_DATA || untrusted.data.stream != WIRE_STDOUT) {
+            client_fail("protocol error: unexpected %s from the console",
+                        msg_type_name(untrusted.type));
         }
-        console_output(c, m.data.data, m.data.size);
-        msg_done(&m);
+        console_output(c, untrusted.data.data, untrusted.data.size);
+        msg_done(&untrusted);
     }
 }
 
 static void console_read_stdin(Console *c) {
     uint8_t buf[WIRE_DATA_MAX];
-    ssize_t n = read(STDIN_FILENO, buf, c->tty ? 4096 : sizeof(buf));
+    ssize_t n = read(STDIN_FILENO, buf, c->tty ? TTY_READ_MAX : sizeof(buf));
 
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
         return;
@@ -327,11 +301,12 @@ static void console_read_stdin(Console *c) {
     size_t send = esc >= 0 ? (size_t)esc : (size_t)n;
     if (send > 0) {
         Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDIN, .data = buf, .size = send}};
-        console_queue(c, &m);
+        client_queue(&c->out, &m);
     }
     if (esc >= 0) {
         char why[128];
-        console_flush_all(c);
+        /* What was typed before Ctrl-] goes out first. */
+        client_flush_bounded(&c->out, c->sock, LEAVE_FLUSH_MS);
         snprintf(why, sizeof(why), "left the console of VM '%s'", vm_name);
         console_leave(c, 0, why);
     }
@@ -347,7 +322,7 @@ static void console_signals(Console *c) {
             }
             Msg m = {.type = MSG_RESIZE};
             if (c->tty && client_window_size(&m.resize.rows, &m.resize.cols)) {
-                console_queue(c, &m);
+                client_queue(&c->out, &m);
             }
         }
     }
@@ -398,7 +373,7 @@ _noreturn_ static void console_run(Console *c) {
             }
         }
         if (wire_writer_pending(&c->out)) {
-            console_flush(c);
+            client_flush(&c->out, c->sock, "the console", vm_name);
         }
         if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             console_read_socket(c);
@@ -412,7 +387,7 @@ int main(int argc, char **argv) {
     _cleanup_free_ char *path = NULL;
     uint16_t rows = 0, cols = 0;
 
-    client_setup("vm-shell", EXIT_OWN_ERROR);
+    client_setup("vm-shell", CLIENT_EXIT_OWN_ERROR);
     if (vmshell_parse_args(argc, argv, &opts, &err) < 0) {
         client_fail("%s", err.message);
     }

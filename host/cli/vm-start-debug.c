@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
     int fd, r;
 
     /* Our own errors are told apart from the VMM's exit status. */
-    client_setup("vm-start-debug", 255);
+    client_setup("vm-start-debug", CLIENT_EXIT_OWN_ERROR);
     /* Only our own options before VM; everything after it is passed on. */
     if (argc >= 2 && (streq(argv[1], "-h") || streq(argv[1], "--help"))) {
         help();
@@ -52,17 +52,18 @@ int main(int argc, char **argv) {
     /* Anything that answers on the VM's socket owns it: a host agent
      * (with the VM up or not) or systemd's socket unit, whose socket file
      * the foreground agent must not replace. */
-    r = hostctl_connect(vm, 5000, &fd, &err);
+    r = hostctl_connect(vm, HOSTCTL_STATUS_TIMEOUT_MS, &fd, &err);
     if (r >= 0) {
-        Msg req = {.type = MSG_HOST_STATUS_REQUEST}, reply;
-        r = hostctl_request(fd, &req, 5000, NULL, 0, &reply);
+        Msg req = {.type = MSG_HOST_STATUS_REQUEST}, untrusted_reply;
+        r = hostctl_request(fd, &req, HOSTCTL_STATUS_TIMEOUT_MS, NULL, 0, &untrusted_reply);
         close(fd);
-        if (r >= 0 && reply.type == MSG_HOST_STATUS && reply.host_status.state != VM_STOPPED) {
+        if (r >= 0 && untrusted_reply.type == MSG_HOST_STATUS &&
+            untrusted_reply.host_status.state != VM_STOPPED) {
             client_fail("VM '%s' is %s: stop it first (vm-stop %s)", vm,
-                        hostctl_state_name(reply.host_status.state), vm);
+                        hostctl_state_name(untrusted_reply.host_status.state), vm);
         }
         if (r >= 0) {
-            msg_done(&reply);
+            msg_done(&untrusted_reply);
         }
         client_fail("the host agent of VM '%s' (or its socket unit) listens on its socket: "
                     "stop it first (systemctl stop qubes-lite-%s.socket)",

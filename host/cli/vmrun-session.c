@@ -45,24 +45,11 @@ static void window_size(uint16_t *rows, uint16_t *cols) {
 /* ---- sending -------------------------------------------------------------------------------- */
 
 static void session_queue(Session *s, const Msg *m) {
-    int r = wire_writer_queue(&s->out, m);
-    if (r < 0) {
-        errno = -r;
-        client_fail("cannot queue %s: %m", msg_type_name(m->type));
-    }
+    client_queue(&s->out, m);
 }
 
 static void session_flush(Session *s) {
-    int r = wire_writer_flush(&s->out, s->sock);
-    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-        errno = -r;
-        client_fail("cannot write to the guest agent of VM '%s': %m", s->vm);
-    }
-    /* A closed connection shows up on the reading side, with any
-     * Error the agent sent before closing. */
-    if (r < 0) {
-        wire_writer_done(&s->out);
-    }
+    client_flush(&s->out, s->sock, "the guest agent", s->vm);
 }
 
 static void session_send_signal(Session *s, int signo) {
@@ -188,8 +175,8 @@ void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
 /* ---- the guest agent's frames -------------------------------------------------------------- */
 
 void session_guest_error(const Session *s, const Msg *untrusted) {
-    char text[ERROR_TEXT_MAX];
-    str_sanitize(untrusted->error.message, strlen(untrusted->error.message), text, sizeof(text));
+    char text[CLIENT_PEER_TEXT_MAX];
+    client_peer_message(untrusted, text);
     if (untrusted->error.code == WIRE_ERR_DENIED) {
         client_fail("the guest agent of VM '%s' denied access: %s (DENIED)", s->vm, text);
     }
@@ -546,7 +533,6 @@ void session_start(Session *s, const VmRunOptions *opts, const char *vm, int soc
 
 void session_ack(Session *s) {
     Msg m = {.type = MSG_EXIT_ACK};
-    uint64_t deadline = now_usec(CLOCK_MONOTONIC) + EXIT_ACK_TIMEOUT_MS * 1000ULL;
 
     if (s->acked) {
         return;
@@ -555,15 +541,7 @@ void session_ack(Session *s) {
     if (wire_writer_queue(&s->out, &m) < 0) {
         return;
     }
-    while (wire_writer_pending(&s->out)) {
-        int r = wire_writer_flush(&s->out, s->sock);
-        uint64_t now = now_usec(CLOCK_MONOTONIC);
-        if (r <= 0 || now >= deadline) {
-            return;
-        }
-        struct pollfd p = {.fd = s->sock, .events = POLLOUT};
-        (void)poll(&p, 1, (int)((deadline - now) / 1000) + 1);
-    }
+    client_flush_bounded(&s->out, s->sock, EXIT_ACK_TIMEOUT_MS);
 }
 
 int session_exit_status(const Session *s) {
@@ -576,7 +554,7 @@ int session_exit_status(const Session *s) {
     case EXIT_START_FAILED:
         return e->start_errno == ENOENT ? 127 : 126;
     }
-    return VMRUN_EXIT_OWN_ERROR;
+    return CLIENT_EXIT_OWN_ERROR;
 }
 
 void session_done(Session *s) {

@@ -19,8 +19,6 @@
 #include "wire.h"
 
 #define VMRUN_SOFTWARE "vm-run 0.1"
-/* vm-run's own errors, apart from any status the command can have. */
-#define VMRUN_EXIT_OWN_ERROR 255
 /* Stdin bytes in flight to the guest agent before it acknowledges them. */
 #define VMRUN_STDIN_WINDOW (256u * 1024u)
 /* After SIGHUP or SIGTERM (or any signal before Started), how long the
