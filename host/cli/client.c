@@ -237,6 +237,12 @@ bool client_vm_known(const char *vm, const char *sock_path) {
            (vm_name_valid(vm) && sock_path && lstat(sock_path, &st) == 0);
 }
 
+void client_stdout_gone(void) {
+    client_terminal_restore();
+    signal(SIGPIPE, SIG_DFL);
+    raise(SIGPIPE);
+}
+
 static int signal_pipe[2] = {-EBADF, -EBADF};
 static volatile sig_atomic_t signal_seen;
 

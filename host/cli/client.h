@@ -94,6 +94,11 @@ bool client_vm_configured(const char *vm);
  * whose socket at sock_path exists. */
 bool client_vm_known(const char *vm, const char *sock_path);
 
+/* Whoever read our stdout is gone (EPIPE): end as a program in a pipeline
+ * would, killed by SIGPIPE, the terminal restored first. Returns only
+ * when SIGPIPE is blocked. */
+void client_stdout_gone(void);
+
 /* Catches SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGWINCH into a
  * non-blocking self-pipe, a byte (the signal number) each. No
  * SA_RESTART: a blocked write to stdout returns, so that a signal is

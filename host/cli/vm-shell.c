@@ -67,10 +67,7 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     if (r < 0) {
         client_fail("%s", err.message);
     }
-    r = config_load_host(config_dir(), &host, &err);
-    if (r == -ENOENT) {
-        r = config_host_defaults(&host);
-    }
+    r = config_load_host_or_defaults(config_dir(), &host, &err);
     if (r < 0) {
         client_fail("%s", err.message[0] ? err.message : strerror(-r));
     }
@@ -231,9 +228,7 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
             if (errno == EPIPE) {
                 /* Whoever read our output is gone: end as a program in a
                  * pipeline would. */
-                client_terminal_restore();
-                signal(SIGPIPE, SIG_DFL);
-                raise(SIGPIPE);
+                client_stdout_gone();
             }
             client_fail("cannot write the console's output: %m");
         }

@@ -126,12 +126,6 @@ static void session_signals(Session *s) {
 
 /* ---- output -------------------------------------------------------------------------------- */
 
-void session_stdout_gone(void) {
-    client_terminal_restore();
-    signal(SIGPIPE, SIG_DFL);
-    raise(SIGPIPE);
-}
-
 void session_first_byte(Session *s) {
     if (!s->timing->first_byte) {
         s->timing->first_byte = now_usec(CLOCK_MONOTONIC);
@@ -162,7 +156,7 @@ void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
                 continue;
             }
             if (errno == EPIPE && fd == STDOUT_FILENO) {
-                session_stdout_gone();
+                client_stdout_gone();
             }
             /* stderr unwritable: nowhere to report it; drop the output. */
             return;

@@ -85,5 +85,3 @@ void session_output(Session *s, int fd, const uint8_t *p, size_t n);
 void session_first_byte(Session *s);
 /* Fails with one line telling the guest agent's Error. */
 _noreturn_ void session_guest_error(const Session *s, const Msg *untrusted);
-/* Whoever read our stdout is gone: end as a program in a pipeline would. */
-void session_stdout_gone(void);

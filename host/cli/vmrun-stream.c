@@ -107,7 +107,7 @@ static void stream_head(Session *s) {
 /* Our stdout failed (errno): as session_output() would. */
 static void stream_stdout_error(Session *s) {
     if (errno == EPIPE) {
-        session_stdout_gone();
+        client_stdout_gone();
     }
     /* Unwritable otherwise: the output is dropped; the command goes on. */
     s->st.splice_out = false;

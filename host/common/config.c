@@ -279,6 +279,17 @@ int config_load_host(const char *dir, HostConfig **ret, ErrorText *err) {
     return config_load_host_report(dir, NULL, ret, err, &n);
 }
 
+int config_load_host_or_defaults(const char *dir, HostConfig **ret, ErrorText *err) {
+    int r = config_load_host(dir, ret, err);
+    if (r == -ENOENT) {
+        r = config_host_defaults(ret);
+        if (r < 0) {
+            error_set(err, r, "out of memory");
+        }
+    }
+    return r;
+}
+
 /* ---- vms/<name>.json ------------------------------------------------------------------------- */
 
 /* One vmNetwork entry (`net`, named kb in messages) into n: router,

@@ -150,6 +150,9 @@ typedef struct ConfigAddresses {
 int config_load_host(const char *dir, HostConfig **ret, ErrorText *err);
 /* The configuration an empty host.json gives. */
 int config_host_defaults(HostConfig **ret);
+/* host.json is optional: config_load_host(), or the defaults when the
+ * file does not exist. */
+int config_load_host_or_defaults(const char *dir, HostConfig **ret, ErrorText *err);
 /* Loads <dir>/vms/<name>.json. -ENOENT when there is no such VM. */
 int config_load_vm(const char *dir, const char *name, VmConfig **ret, ErrorText *err);
 

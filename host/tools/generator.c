@@ -254,10 +254,7 @@ int main(int argc, char **argv) {
     }
     problems += (unsigned)r;
 
-    r = config_load_host(config_dir(), &host, &err);
-    if (r == -ENOENT) {
-        r = config_host_defaults(&host);
-    }
+    r = config_load_host_or_defaults(config_dir(), &host, &err);
     if (r < 0) {
         /* Without host.json no unit would be right (the socket's owner). */
         return 1;
