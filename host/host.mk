@@ -70,6 +70,9 @@ UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
 
 UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/cli/opts.o
 UNIT_LIBS_test-vmshell-opts :=
+# client.c's session opening against a peer on a socketpair.
+UNIT_OBJS_test-client := $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o
+UNIT_LIBS_test-client :=
 UNIT_OBJS_test-units := $(OBJ)/host/tools/units.o
 UNIT_LIBS_test-units :=
 
