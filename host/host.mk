@@ -1,4 +1,5 @@
-# host/: qubes-lite-host-agent and vm-run.
+# host/: the host agent, the vm-* commands, the generator and the vsock
+# proxy, and host/common, the library they share (host/README.md).
 
 # Every object is listed here, before the link rule: a rule's prerequisites
 # are expanded where it stands.
