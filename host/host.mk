@@ -1,12 +1,20 @@
-# host/: qubes-lite-host-agent and vm-run.
+# host/: the host agent, the vm-* commands, the generator and the vsock
+# proxy, and host/common, the library they share (host/README.md).
 
 # Every object is listed here, before the link rule: a rule's prerequisites
 # are expanded where it stands.
-HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o \
+
+# host/common: the configuration (jansson) and the paths (libc only).
+HOST_CONFIG_OBJS := $(OBJ)/host/common/config.o $(OBJ)/host/common/config-parser.o \
+	$(OBJ)/host/common/config-sets.o $(OBJ)/host/common/config-derived.o \
+	$(OBJ)/host/common/config-check.o $(OBJ)/host/common/paths.o
+
+HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(HOST_CONFIG_OBJS) \
 	$(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/agent/vfio.o \
 	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o \
 	$(OBJ)/host/agent/tap.o
-VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
+VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-session.o \
+	$(OBJ)/host/cli/vmrun-stream.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
 	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
 HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o
@@ -55,13 +63,13 @@ $(VM_COMMANDS:%=$(BIN)/%): $(BIN)/%: $(OBJ)/host/cli/%.o $(HOSTCTL_OBJS) $(PROTO
 # Unit tests (tests/unit/test-<module>.c, built by the generic rule).
 UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o
 UNIT_LIBS_test-vmrun-opts :=
-UNIT_OBJS_test-config := $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
+UNIT_OBJS_test-config := $(HOST_CONFIG_OBJS)
 UNIT_LIBS_test-config := $(HOST_LIBS)
 
 # The crosvm command line against golden argv lists.
-UNIT_OBJS_test-crosvm := $(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
+UNIT_OBJS_test-crosvm := $(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(HOST_CONFIG_OBJS)
 UNIT_LIBS_test-crosvm := $(HOST_LIBS)
-UNIT_OBJS_test-vfio := $(OBJ)/host/agent/vfio.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
+UNIT_OBJS_test-vfio := $(OBJ)/host/agent/vfio.o $(HOST_CONFIG_OBJS)
 UNIT_LIBS_test-vfio := $(HOST_LIBS)
 # The console's scrollback ring and pty.
 UNIT_OBJS_test-console := $(OBJ)/host/agent/console.o
@@ -74,12 +82,15 @@ $(BUILD)/tests/integration/host-tap: CMOCKA_LIBS += $(TAP_LIBS)
 
 UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/cli/opts.o
 UNIT_LIBS_test-vmshell-opts :=
+# client.c's session opening against a peer on a socketpair.
+UNIT_OBJS_test-client := $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o
+UNIT_LIBS_test-client :=
 UNIT_OBJS_test-units := $(OBJ)/host/tools/units.o
 UNIT_LIBS_test-units :=
 
 # vm-shell: the serial console client, and ssh over vsock through the proxy.
 VM_SHELL_OBJS := $(OBJ)/host/cli/vm-shell.o $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/cli/opts.o \
-	$(OBJ)/host/cli/client.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
+	$(OBJ)/host/cli/client.o $(HOST_CONFIG_OBJS)
 PROGRAMS += $(BIN)/vm-shell $(BIN)/qubes-lite-vsock-proxy
 
 $(BIN)/vm-shell: $(VM_SHELL_OBJS) $(PROTO_LIB)
@@ -96,8 +107,7 @@ $(BIN)/qubes-lite-vsock-proxy: $(OBJ)/host/tools/vsock-proxy.o $(PROTO_LIB)
 # The systemd generator: units for every configured VM. The host agent is
 # looked for beside the generator's real path, else in BINDIR.
 BINDIR ?= /usr/bin
-GENERATOR_OBJS := $(OBJ)/host/tools/generator.o $(OBJ)/host/tools/units.o $(OBJ)/host/common/config.o \
-	$(OBJ)/host/common/paths.o
+GENERATOR_OBJS := $(OBJ)/host/tools/generator.o $(OBJ)/host/tools/units.o $(HOST_CONFIG_OBJS)
 PROGRAMS += $(BIN)/qubes-lite-generator
 $(OBJ)/host/tools/generator.o: CFLAGS_host += -DQUBES_LITE_BINDIR='"$(BINDIR)"'
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,30 +39,51 @@ void client_setup(const char *name, int status) {
     }
 }
 
+static void vwarn(const char *fmt, va_list ap) {
+    fprintf(stderr, "%s: ", program);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void client_fail(const char *fmt, ...) {
     va_list ap;
     client_terminal_restore();
-    fprintf(stderr, "%s: ", program);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vwarn(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     exit(failure_status);
+}
+
+void client_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vwarn(fmt, ap);
+    va_end(ap);
+}
+
+void client_usage_error(void) {
+    fprintf(stderr, "Try '%s --help'.\n", program);
+    exit(EXIT_FAILURE);
 }
 
 const char *client_program(void) {
     return program;
 }
 
-void client_error_text(const char *vm, const Msg *error, char *buf, size_t size) {
-    char text[512];
-    str_sanitize(error->error.message, strlen(error->error.message), text, sizeof(text));
-    snprintf(buf, size, "VM '%s': %s (%s)", vm, text, client_error_name(error->error.code));
+const char *client_peer_message(const Msg *untrusted, char buf[static CLIENT_PEER_TEXT_MAX]) {
+    return str_sanitize(untrusted->error.message, strlen(untrusted->error.message), buf,
+                        CLIENT_PEER_TEXT_MAX);
 }
 
-void client_fail_error(const char *vm, const Msg *error) {
-    char buf[640];
-    client_error_text(vm, error, buf, sizeof(buf));
+void client_error_text(const char *vm, const Msg *untrusted, char *buf, size_t size) {
+    char text[CLIENT_PEER_TEXT_MAX];
+    snprintf(buf, size, "VM '%s': %s (%s)", vm, client_peer_message(untrusted, text),
+             client_error_name(untrusted->error.code));
+}
+
+void client_fail_error(const char *vm, const Msg *untrusted) {
+    char buf[CLIENT_PEER_TEXT_MAX + 128];
+    client_error_text(vm, untrusted, buf, sizeof(buf));
     client_fail("%s", buf);
 }
 
@@ -88,6 +110,114 @@ int client_unix_connect(const char *path, int *ret_fd) {
     return 0;
 }
 
+int client_send_pair(int fd, const Msg *a, const Msg *b) {
+    WireWriter w = {0};
+    int r = wire_writer_queue(&w, a);
+    if (r >= 0) {
+        r = wire_writer_queue(&w, b);
+    }
+    while (r >= 0 && (r = wire_writer_flush(&w, fd)) == 1) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        (void)poll(&p, 1, -1);
+    }
+    wire_writer_done(&w);
+    return r;
+}
+
+void client_queue(WireWriter *w, const Msg *m) {
+    int r = wire_writer_queue(w, m);
+    if (r < 0) {
+        errno = -r;
+        client_fail("cannot queue %s: %m", msg_type_name(m->type));
+    }
+}
+
+void client_flush(WireWriter *w, int fd, const char *peer, const char *vm) {
+    int r = wire_writer_flush(w, fd);
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+        errno = -r;
+        client_fail("cannot write to %s of VM '%s': %m", peer, vm);
+    }
+    /* A closed connection shows up on the reading side, with any Error
+     * the peer sent before closing. */
+    if (r < 0) {
+        wire_writer_done(w);
+    }
+}
+
+void client_flush_bounded(WireWriter *w, int fd, int timeout_ms) {
+    uint64_t deadline = now_usec(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000ULL;
+    while (wire_writer_pending(w)) {
+        int r = wire_writer_flush(w, fd);
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        if (r <= 0 || now >= deadline) {
+            return;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        (void)poll(&p, 1, (int)((deadline - now) / 1000) + 1);
+    }
+}
+
+static int wait_readable(int fd, int timeout_ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r;
+    do {
+        r = poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        return -errno;
+    }
+    return r == 0 ? -ETIMEDOUT : 0;
+}
+
+int client_wait_readable(int fd, int timeout_ms, const char *notice, int notice_ms) {
+    if (notice) {
+        int r = wait_readable(fd, timeout_ms >= 0 ? MIN(notice_ms, timeout_ms) : notice_ms);
+        if (r != -ETIMEDOUT) {
+            return r;
+        }
+        client_warn("%s", notice);
+        if (timeout_ms >= 0) {
+            timeout_ms = timeout_ms > notice_ms ? timeout_ms - notice_ms : 0;
+        }
+    }
+    return wait_readable(fd, timeout_ms);
+}
+
+int client_hello(int fd, const char *software, const Msg *request, int timeout_ms,
+                 ClientHelloFailure *ret_failure, Msg *ret_untrusted_reply) {
+    Msg hello = msg_hello(software);
+    Msg untrusted;
+    int r;
+
+    r = request ? client_send_pair(fd, &hello, request) : wire_send(fd, &hello);
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
+        *ret_failure = CLIENT_HELLO_SEND;
+        return r;
+    }
+    r = wait_readable(fd, timeout_ms);
+    if (r == -ETIMEDOUT) {
+        *ret_failure = CLIENT_HELLO_TIMEOUT;
+        return r;
+    }
+    if (r >= 0) {
+        r = wire_recv(fd, &untrusted, NULL);
+    }
+    if (r < 0) {
+        *ret_failure = CLIENT_HELLO_RECV;
+        return r;
+    }
+    if (untrusted.type == MSG_HELLO && wire_check_hello(&untrusted) == 0) {
+        msg_done(&untrusted);
+        return 0;
+    }
+    *ret_failure = untrusted.type == MSG_ERROR   ? CLIENT_HELLO_ERROR
+                   : untrusted.type != MSG_HELLO ? CLIENT_HELLO_NOT_HELLO
+                                                 : CLIENT_HELLO_VERSION;
+    *ret_untrusted_reply = untrusted;
+    return -EPROTO;
+}
+
 bool client_vm_configured(const char *vm) {
     struct stat st;
     _cleanup_free_ char *cfg = NULL;
@@ -95,7 +225,7 @@ bool client_vm_configured(const char *vm) {
     if (!vm_name_valid(vm)) {
         return false;
     }
-    if (asprintf(&cfg, "%s/vms/%s.json", config_dir(), vm) < 0) {
+    if (!(cfg = config_vm_file(config_dir(), vm))) {
         return false;
     }
     return stat(cfg, &st) == 0 && S_ISREG(st.st_mode);
@@ -105,6 +235,12 @@ bool client_vm_known(const char *vm, const char *sock_path) {
     struct stat st;
     return client_vm_configured(vm) ||
            (vm_name_valid(vm) && sock_path && lstat(sock_path, &st) == 0);
+}
+
+void client_stdout_gone(void) {
+    client_terminal_restore();
+    signal(SIGPIPE, SIG_DFL);
+    raise(SIGPIPE);
 }
 
 static int signal_pipe[2] = {-EBADF, -EBADF};

@@ -11,6 +11,11 @@
 #include "util.h"
 #include "wire.h"
 
+/* The exit status of their own errors for the commands whose status is
+ * otherwise another program's: vm-run (the command's), vm-shell (ssh's),
+ * vm-start-debug (the VMM's). */
+#define CLIENT_EXIT_OWN_ERROR 255
+
 /* The program name for client_fail() ("vm-start" etc.) and its exit
  * status: 1 for vm-start, vm-stop, vm-list; 255 for the commands whose
  * own status is another program's (vm-run, vm-shell, vm-start-debug). */
@@ -18,15 +23,69 @@ void client_setup(const char *program, int failure_status);
 /* One line "PROGRAM: ..." on stderr, the terminal restored first, then
  * exit with the status set above (1 by default). */
 _noreturn_ _printf_(1, 2) void client_fail(const char *fmt, ...);
+/* A bad command line that getopt has already told about: "Try 'PROGRAM
+ * --help'." and exit 1. */
+_noreturn_ void client_usage_error(void);
 /* The name given to client_setup(). */
 const char *client_program(void);
+/* A peer's text as we print it: control characters escaped, at most this
+ * long with its NUL. */
+#define CLIENT_PEER_TEXT_MAX 512
+/* An Error frame's message, sanitised into buf; returns buf. */
+const char *client_peer_message(const Msg *untrusted, char buf[static CLIENT_PEER_TEXT_MAX]);
 /* "VM 'x': <message> (CODE)" for an Error frame, sanitised, into buf. */
-void client_error_text(const char *vm, const Msg *error, char *buf, size_t size);
+void client_error_text(const char *vm, const Msg *untrusted, char *buf, size_t size);
 /* Fails with client_error_text(). */
-_noreturn_ void client_fail_error(const char *vm, const Msg *error);
+_noreturn_ void client_fail_error(const char *vm, const Msg *untrusted);
+
+/* One line "PROGRAM: ..." on stderr, and carry on: a notice, or a
+ * problem that does not end the command. */
+_printf_(1, 2) void client_warn(const char *fmt, ...);
 
 /* A blocking, close-on-exec connection to the unix socket at path. */
 int client_unix_connect(const char *path, int *ret_fd);
+
+/* Sends a and b in one write, so that the peer wakes once and finds both;
+ * waits for room if need be. 0 or a negative errno. */
+int client_send_pair(int fd, const Msg *a, const Msg *b);
+
+/* The commands' frames to a peer, queued in a WireWriter and sent as the
+ * peer takes them. client_queue() fails with one line when a frame cannot
+ * be queued. client_flush() sends what it can; a write failing otherwise
+ * than because the peer went away fails with one line naming it ("the
+ * console", "the guest agent") and the VM; a peer gone drops what is
+ * queued, as its reading side will tell. client_flush_bounded() sends all
+ * that is queued within timeout_ms, best effort, before we leave. */
+void client_queue(WireWriter *w, const Msg *m);
+void client_flush(WireWriter *w, int fd, const char *peer, const char *vm);
+void client_flush_bounded(WireWriter *w, int fd, int timeout_ms);
+
+/* Waits until fd is readable: 0, -ETIMEDOUT after timeout_ms (-1: no
+ * limit), or -errno. When notice is given and nothing came within
+ * notice_ms, it is printed once (client_warn()) and the wait goes on. */
+int client_wait_readable(int fd, int timeout_ms, const char *notice, int notice_ms);
+
+/* What client_hello() found when it failed. */
+typedef enum ClientHelloFailure {
+    CLIENT_HELLO_SEND,      /* our frames could not be written (the errno returned) */
+    CLIENT_HELLO_TIMEOUT,   /* no frame within the time (-ETIMEDOUT) */
+    CLIENT_HELLO_RECV,      /* no frame: closed, reset, too large, undecodable (the errno) */
+    CLIENT_HELLO_ERROR,     /* the peer's Error frame, in *ret_untrusted_reply */
+    CLIENT_HELLO_NOT_HELLO, /* another frame before Hello, in *ret_untrusted_reply */
+    CLIENT_HELLO_VERSION,   /* a Hello of another major version, in *ret_untrusted_reply */
+} ClientHelloFailure;
+
+/* Opens a session on a connected, blocking socket, as every vm-* command
+ * does: our Hello and the first request (NULL: none) go out in one write,
+ * then the peer's Hello is read (within timeout_ms, -1: no limit) and its
+ * version checked. A refused peer sends its Error before it closes: that
+ * is read even when our frames no longer went through (EPIPE, ECONNRESET).
+ * 0 once the peer's Hello came; else a negative errno (-EPROTO for the
+ * last three), *ret_failure saying what happened and, for an Error,
+ * another frame or another version, that frame in *ret_untrusted_reply
+ * (free it with msg_done()). The caller words the failure. */
+int client_hello(int fd, const char *software, const Msg *request, int timeout_ms,
+                 ClientHelloFailure *ret_failure, Msg *ret_untrusted_reply);
 
 /* Whether VM names a configured VM: a valid name whose regular file
  * <config dir>/vms/VM.json exists. */
@@ -34,6 +93,11 @@ bool client_vm_configured(const char *vm);
 /* The same, or (for a VM whose configuration is not readable here) one
  * whose socket at sock_path exists. */
 bool client_vm_known(const char *vm, const char *sock_path);
+
+/* Whoever read our stdout is gone (EPIPE): end as a program in a pipeline
+ * would, killed by SIGPIPE, the terminal restored first. Returns only
+ * when SIGPIPE is blocked. */
+void client_stdout_gone(void);
 
 /* Catches SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGWINCH into a
  * non-blocking self-pipe, a byte (the signal number) each. No

@@ -38,8 +38,29 @@ _qubes_lite_vm_at() {
     echo 0
 }
 
-_vm_run() {
+# The word being completed, before VM: an option from the list given, or
+# a VM name.
+_qubes_lite_option_or_vm() {
     local cur=${COMP_WORDS[COMP_CWORD]}
+    if [[ $cur == -* ]]; then
+        mapfile -t COMPREPLY < <(compgen -W "$1" -- "$cur")
+    else
+        mapfile -t COMPREPLY < <(compgen -W "$(_qubes_lite_vms)" -- "$cur")
+    fi
+}
+
+# After the VM at index $1: the command and its arguments, completed as
+# commands and files.
+_qubes_lite_command() {
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    if ((COMP_CWORD == $1 + 1)); then
+        mapfile -t COMPREPLY < <(compgen -c -- "$cur")
+    else
+        mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+    fi
+}
+
+_vm_run() {
     local vm_at
     COMPREPLY=()
     vm_at=$(_qubes_lite_vm_at -u -e -w --user --env --workdir)
@@ -48,25 +69,15 @@ _vm_run() {
         case ${COMP_WORDS[COMP_CWORD - 1]} in
             -u|--user|-e|--env|-w|--workdir) return ;;
         esac
-        if [[ $cur == -* ]]; then
-            mapfile -t COMPREPLY < <(compgen -W "-t -u -e -w --tty --user --env --workdir --wait-wayland --timing --help" -- "$cur")
-        else
-            mapfile -t COMPREPLY < <(compgen -W "$(_qubes_lite_vms)" -- "$cur")
-        fi
+        _qubes_lite_option_or_vm "-t -u -e -w --tty --user --env --workdir --wait-wayland --timing --help"
         return
     fi
-    # After the VM: the command and its arguments, completed as commands.
-    if ((COMP_CWORD == vm_at + 1)); then
-        mapfile -t COMPREPLY < <(compgen -c -- "$cur")
-    else
-        mapfile -t COMPREPLY < <(compgen -f -- "$cur")
-    fi
+    _qubes_lite_command "$vm_at"
 }
 
 # vm-start, vm-stop [--timeout SECS], vm-start-debug: options, then one
 # VM name (vm-start-debug's options after it are the host agent's).
 _vm_name_only() {
-    local cur=${COMP_WORDS[COMP_CWORD]}
     local vm_at opts="--help" argopts=()
     COMPREPLY=()
     if [[ ${COMP_WORDS[0]##*/} == vm-stop ]]; then
@@ -77,16 +88,11 @@ _vm_name_only() {
     ((vm_at == 0 || vm_at == COMP_CWORD)) || return
     # --timeout's argument: seconds, nothing to offer.
     [[ ${COMP_WORDS[COMP_CWORD - 1]} == --timeout && ${#argopts[@]} -gt 0 ]] && return
-    if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
-    else
-        mapfile -t COMPREPLY < <(compgen -W "$(_qubes_lite_vms)" -- "$cur")
-    fi
+    _qubes_lite_option_or_vm "$opts"
 }
 
 # vm-shell [--ssh [--root]] VM [COMMAND...]: with --ssh, a command after VM.
 _vm_shell() {
-    local cur=${COMP_WORDS[COMP_CWORD]}
     local i vm_at ssh=0
     COMPREPLY=()
     vm_at=$(_qubes_lite_vm_at)
@@ -94,19 +100,11 @@ _vm_shell() {
         [[ ${COMP_WORDS[i]} == --ssh ]] && ssh=1
     done
     if ((vm_at == 0 || vm_at == COMP_CWORD)); then
-        if [[ $cur == -* ]]; then
-            mapfile -t COMPREPLY < <(compgen -W "--ssh --root --help" -- "$cur")
-        else
-            mapfile -t COMPREPLY < <(compgen -W "$(_qubes_lite_vms)" -- "$cur")
-        fi
+        _qubes_lite_option_or_vm "--ssh --root --help"
         return
     fi
     ((ssh)) || return
-    if ((COMP_CWORD == vm_at + 1)); then
-        mapfile -t COMPREPLY < <(compgen -c -- "$cur")
-    else
-        mapfile -t COMPREPLY < <(compgen -f -- "$cur")
-    fi
+    _qubes_lite_command "$vm_at"
 }
 
 # vm-list: options only.

@@ -1,10 +1,9 @@
 /* The vm-* commands' side of the host agent's socket: see hostctl.h. */
 #include "hostctl.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,8 @@
 #include "host/common/paths.h"
 #include "rules.h"
 #include "util.h"
+
+#define SOFTWARE "vm-commands 0.1"
 
 const char *hostctl_state_name(VmState s) {
     static const char *const names[] = {
@@ -52,37 +53,33 @@ void hostctl_names_free(char **names, size_t n) {
 }
 
 int hostctl_list_vms(char ***ret_names, size_t *ret_n) {
-    char path[4096];
-    char **names = NULL;
-    size_t n = 0;
-    struct dirent *de;
+    ConfigVmFile *files = NULL;
+    char **names;
+    size_t n_files = 0, n = 0;
+    int r;
 
-    snprintf(path, sizeof(path), "%s/vms", config_dir());
-    DIR *d = opendir(path);
-    if (!d) {
-        return -errno;
+    r = config_vm_files(config_dir(), &files, &n_files);
+    if (r < 0) {
+        return r;
     }
-    while ((de = readdir(d))) {
-        size_t len = strlen(de->d_name);
-        if (len <= 5 || !streq(de->d_name + len - 5, ".json")) {
+    names = calloc(n_files + 1, sizeof(char *));
+    for (size_t i = 0; names && i < n_files; i++) {
+        /* A regular file: what client_vm_configured() calls a VM. */
+        if (!files[i].name[0] || !client_vm_configured(files[i].name)) {
             continue;
         }
-        char *name = strndup(de->d_name, len - 5);
-        char **more = name ? reallocarray(names, n + 1, sizeof(char *)) : NULL;
-        if (!more) {
-            free(name);
+        if (!(names[n] = strdup(files[i].name))) {
             hostctl_names_free(names, n);
-            closedir(d);
-            return -ENOMEM;
+            names = NULL;
+            break;
         }
-        names = more;
-        if (!client_vm_configured(name)) {
-            free(name);
-            continue;
-        }
-        names[n++] = name;
+        n++;
     }
-    closedir(d);
+    config_vm_files_free(files, n_files);
+    if (!names) {
+        return -ENOMEM;
+    }
+    /* By VM name, not file name: "a" before "a-b". */
     if (n > 0) {
         qsort(names, n, sizeof(char *), name_cmp);
     }
@@ -96,31 +93,33 @@ int hostctl_socket_path(const char *vm, char *buf, size_t size) {
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-/* Waits until fd is readable; -ETIMEDOUT after timeout_ms (-1: never). */
-static int wait_readable(int fd, int timeout_ms) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r;
-    do {
-        r = poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        return -errno;
+/* hostctl_connect()'s words for what client_hello() found. */
+static int hello_failed(const char *vm, int r, ClientHelloFailure failure, Msg *untrusted_reply,
+                        ErrorText *err) {
+    switch (failure) {
+    case CLIENT_HELLO_SEND:
+        return error_set(err, r, "cannot talk to the host agent of VM '%s': %s", vm, strerror(-r));
+    case CLIENT_HELLO_TIMEOUT:
+        return error_set(err, r, "the host agent of VM '%s' does not answer", vm);
+    case CLIENT_HELLO_RECV:
+        break;
+    case CLIENT_HELLO_ERROR:
+        client_error_text(vm, untrusted_reply, err->message, sizeof(err->message));
+        msg_done(untrusted_reply);
+        return -EACCES;
+    case CLIENT_HELLO_NOT_HELLO:
+    case CLIENT_HELLO_VERSION:
+        msg_done(untrusted_reply);
+        return error_set(err, -EPROTO, "the host agent of VM '%s' speaks another protocol", vm);
     }
-    return r == 0 ? -ETIMEDOUT : 0;
+    return error_set(err, -EPIPE, "the host agent of VM '%s' closed the connection", vm);
 }
 
-static int recv_reply(int fd, int timeout_ms, Msg *ret) {
-    int r = wait_readable(fd, timeout_ms);
-    if (r < 0) {
-        return r;
-    }
-    return wire_recv(fd, ret, NULL);
-}
-
-int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, size_t size) {
-    char path[4096];
+int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err) {
+    char path[PATH_MAX];
     _cleanup_close_ int fd = -EBADF;
-    Msg m;
+    ClientHelloFailure failure;
+    Msg untrusted;
     int r;
 
     r = hostctl_socket_path(vm, path, sizeof(path));
@@ -128,38 +127,16 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, 
         r = client_unix_connect(path, &fd);
     }
     if (r == -ENAMETOOLONG) {
-        snprintf(message, size, "the socket path of VM '%s' is too long", vm);
-        return r;
+        return error_set(err, r, "the socket path of VM '%s' is too long", vm);
     }
     if (r < 0) {
-        snprintf(message, size, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
-                 strerror(-r));
-        return r;
+        return error_set(err, r, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
+                         strerror(-r));
     }
-    Msg hello = msg_hello("vm-commands 0.1");
-    r = wire_send(fd, &hello);
-    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-        snprintf(message, size, "cannot talk to the host agent of VM '%s': %s", vm, strerror(-r));
-        return r;
-    }
-    /* A refused peer still gets the agent's Error: read it. */
-    r = recv_reply(fd, timeout_ms, &m);
+    r = client_hello(fd, SOFTWARE, NULL, timeout_ms, &failure, &untrusted);
     if (r < 0) {
-        snprintf(message, size, "the host agent of VM '%s' %s", vm,
-                 r == -ETIMEDOUT ? "does not answer" : "closed the connection");
-        return r == -ETIMEDOUT ? r : -EPIPE;
+        return hello_failed(vm, r, failure, &untrusted, err);
     }
-    if (m.type == MSG_ERROR) {
-        client_error_text(vm, &m, message, size);
-        msg_done(&m);
-        return -EACCES;
-    }
-    if (m.type != MSG_HELLO || wire_check_hello(&m) < 0) {
-        snprintf(message, size, "the host agent of VM '%s' speaks another protocol", vm);
-        msg_done(&m);
-        return -EPROTO;
-    }
-    msg_done(&m);
     *ret_fd = TAKE_FD(fd);
     return 0;
 }
@@ -167,31 +144,20 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, 
 int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, int notice_ms,
                     Msg *ret_reply) {
     int r = wire_send(fd, req);
-    if (r < 0) {
-        return r;
+    if (r >= 0) {
+        r = client_wait_readable(fd, timeout_ms, notice, notice_ms);
     }
-    if (notice) {
-        r = wait_readable(fd, timeout_ms >= 0 ? MIN(notice_ms, timeout_ms) : notice_ms);
-        if (r == -ETIMEDOUT) {
-            fprintf(stderr, "%s: %s\n", client_program(), notice);
-            if (timeout_ms >= 0) {
-                timeout_ms = timeout_ms > notice_ms ? timeout_ms - notice_ms : 0;
-            }
-        } else if (r < 0) {
-            return r;
-        }
-    }
-    return recv_reply(fd, timeout_ms, ret_reply);
+    return r < 0 ? r : wire_recv(fd, ret_reply, NULL);
 }
 
-void hostctl_check_reply(const char *vm, int r, const Msg *reply, MsgType want) {
+void hostctl_check_reply(const char *vm, int r, const Msg *untrusted, MsgType want) {
     if (r < 0) {
         client_fail("the host agent of VM '%s' closed the connection: %s", vm, strerror(-r));
     }
-    if (reply->type == MSG_ERROR) {
-        client_fail_error(vm, reply);
+    if (untrusted->type == MSG_ERROR) {
+        client_fail_error(vm, untrusted);
     }
-    if (reply->type != want) {
-        client_fail("protocol error: the host agent sent %s", msg_type_name(reply->type));
+    if (untrusted->type != want) {
+        client_fail("protocol error: the host agent sent %s", msg_type_name(untrusted->type));
     }
 }

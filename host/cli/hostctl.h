@@ -13,6 +13,16 @@
 #include "util.h"
 #include "wire.h"
 
+/* How long a host agent may take to answer Hello: under systemd the
+ * socket starts it first. */
+#define HOSTCTL_HELLO_TIMEOUT_MS 30000
+/* How long a status request may take, Hello and reply each (vm-list asks
+ * every VM in turn). */
+#define HOSTCTL_STATUS_TIMEOUT_MS 5000
+/* After this long without an answer, vm-start and vm-stop say what they
+ * wait for. */
+#define HOSTCTL_NOTICE_MS 1000
+
 /* Fails with one line (client_fail()) unless VM has a configuration file
  * (CONFIG_DIR/vms/VM.json) and a valid name. */
 void hostctl_require_vm(const char *vm);
@@ -32,8 +42,8 @@ int hostctl_socket_path(const char *vm, char *buf, size_t size);
 
 /* Connects to the VM's host agent and exchanges Hello. -ENOENT or
  * -ECONNREFUSED when nobody listens there (the VM is not running and no
- * socket unit waits for it); other errors with message filled. */
-int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, size_t size);
+ * socket unit waits for it); other errors with err filled. */
+int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err);
 
 /* Sends req and waits for the reply (up to timeout_ms, -1: no limit).
  * When notice is given and nothing came after notice_ms, it is printed
@@ -42,8 +52,9 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, char *message, 
 int hostctl_request(int fd, const Msg *req, int timeout_ms, const char *notice, int notice_ms,
                     Msg *ret_reply);
 
-/* Fails with one line unless hostctl_request() returned r >= 0 and a
- * reply of type want; an Error reply is told with its message. */
-void hostctl_check_reply(const char *vm, int r, const Msg *reply, MsgType want);
+/* The validator of a reply: fails with one line unless hostctl_request()
+ * returned r >= 0 and a reply of type want (whose fields the decoder
+ * has bounded); an Error reply is told with its message. */
+void hostctl_check_reply(const char *vm, int r, const Msg *untrusted, MsgType want);
 
 const char *hostctl_state_name(VmState s);

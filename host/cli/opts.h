@@ -1,14 +1,10 @@
-/* What vm-run's and vm-shell's command-line parsers share: errors told
- * in a caller's buffer, in the same words. */
+/* What vm-run's and vm-shell's command-line parsers share: the words
+ * for an unknown option. Their errors go to an ErrorText, without the
+ * "PROGRAM: " the command puts in front. */
 #pragma once
-
-#include <stddef.h>
 
 #include "util.h"
 
-/* Formats the error into err and returns -EINVAL. */
-_printf_(3, 4) int opts_fail(char *err, size_t errsize, const char *fmt, ...);
-
 /* After getopt_long() returned '?': "unknown option '-x'" or
- * "unknown option '--xyz'" (as given, bounded), and -EINVAL. */
-int opts_unknown(char *err, size_t errsize, char **argv);
+ * "unknown option '--xyz'" (as given, bounded) into err, and -EINVAL. */
+int opts_unknown(ErrorText *err, char **argv);

@@ -11,8 +11,6 @@
 #include "host/common/paths.h"
 #include "util.h"
 
-#define ANSWER_MS 5000
-
 typedef struct Row {
     const char *name;
     const char *state; /* stopped, starting, running, stopping, no answer */
@@ -34,37 +32,38 @@ static void help(void) {
 }
 
 static void query(Row *row) {
-    char message[512];
+    ErrorText err;
     int fd, r;
-    Msg reply;
+    Msg untrusted_reply;
 
     row->state = "stopped";
-    r = hostctl_connect(row->name, ANSWER_MS, &fd, message, sizeof(message));
+    r = hostctl_connect(row->name, HOSTCTL_STATUS_TIMEOUT_MS, &fd, &err);
     if (r == -ENOENT || r == -ECONNREFUSED) {
         return;
     }
     if (r < 0) {
         row->state = "no answer";
-        fprintf(stderr, "vm-list: %s\n", message);
+        client_warn("%s", err.message);
         return;
     }
     Msg req = {.type = MSG_HOST_STATUS_REQUEST};
-    r = hostctl_request(fd, &req, ANSWER_MS, NULL, 0, &reply);
+    r = hostctl_request(fd, &req, HOSTCTL_STATUS_TIMEOUT_MS, NULL, 0, &untrusted_reply);
     close(fd);
-    if (r < 0 || reply.type != MSG_HOST_STATUS) {
+    if (r < 0 || untrusted_reply.type != MSG_HOST_STATUS) {
         row->state = "no answer";
-        fprintf(stderr, "vm-list: the host agent of VM '%s' %s\n", row->name,
-                r < 0 ? "did not answer" : "sent something else than its status");
+        client_warn("the host agent of VM '%s' %s", row->name,
+                    r < 0 ? "did not answer" : "sent something else than its status");
         if (r >= 0) {
-            msg_done(&reply);
+            msg_done(&untrusted_reply);
         }
         return;
     }
     row->have_status = true;
-    row->st = reply.host_status;
+    /* Checked: a HostStatus; the decoder bounded its state. */
+    row->st = untrusted_reply.host_status;
     row->st.vm = NULL;
-    row->state = hostctl_state_name(reply.host_status.state);
-    msg_done(&reply);
+    row->state = hostctl_state_name(row->st.state);
+    msg_done(&untrusted_reply);
 }
 
 static bool up(const Row *row) {
@@ -164,8 +163,7 @@ int main(int argc, char **argv) {
             help();
             return EXIT_SUCCESS;
         default:
-            fprintf(stderr, "Try 'vm-list --help'.\n");
-            return EXIT_FAILURE;
+            client_usage_error();
         }
     }
     if (optind < argc) {

@@ -8,8 +8,6 @@
  * ProxyCommand, to the VM's CID, port 22. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,13 +24,16 @@
 #include "wire.h"
 
 #define SOFTWARE "vm-shell 0.1"
-#define EXIT_OWN_ERROR 255
 /* How long the console's replies to Hello and ConsoleAttach may take. */
 #define ATTACH_TIMEOUT_MS 10000
 /* stdin that is not a terminal: after its end, leave once the console
  * has been quiet this long, or after DRAIN_MAX_MS at most. */
 #define QUIET_MS 500
 #define DRAIN_MAX_MS 5000
+/* Keystrokes read at once from a terminal (a paste may bring more). */
+#define TTY_READ_MAX 4096
+/* Leaving with Ctrl-]: how long what was typed before it may take to go. */
+#define LEAVE_FLUSH_MS 1000
 /* Stop reading stdin while this much is queued for the console. */
 #define OUT_HIGH (4u * WIRE_DATA_MAX)
 #define PROXY_NAME "qubes-lite-vsock-proxy"
@@ -44,19 +45,7 @@ static const char *vm_name = "?";
 /* The proxy beside our own executable (a build tree, a package's bin
  * directory), else the one in PATH. */
 static char *proxy_path(void) {
-    char self[PATH_MAX];
-    char *p = NULL;
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-    if (n > 0) {
-        self[n] = '\0';
-        if (asprintf(&p, "%s/" PROXY_NAME, dirname(self)) < 0) {
-            p = NULL;
-        } else if (access(p, X_OK) < 0) {
-            free(p);
-            p = NULL;
-        }
-    }
+    char *p = config_program_beside_self(PROXY_NAME);
     return p ? p : strdup(PROXY_NAME);
 }
 
@@ -78,10 +67,7 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     if (r < 0) {
         client_fail("%s", err.message);
     }
-    r = config_load_host(config_dir(), &host, &err);
-    if (r == -ENOENT) {
-        r = config_host_defaults(&host);
-    }
+    r = config_load_host_or_defaults(config_dir(), &host, &err);
     if (r < 0) {
         client_fail("%s", err.message[0] ? err.message : strerror(-r));
     }
@@ -124,33 +110,79 @@ typedef struct Console {
     WireWriter out;
 } Console;
 
-/* One frame, blocking, within the attach timeout. */
-static void attach_recv(int fd, Msg *m, const char *want) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r = poll(&p, 1, ATTACH_TIMEOUT_MS);
-    if (r == 0) {
-        client_fail("the console of VM '%s' did not answer within %d s", vm_name,
-                    ATTACH_TIMEOUT_MS / 1000);
-    }
-    r = wire_recv(fd, m, NULL);
+/* A frame did not come (r): the console closed, or sent garbage. */
+_noreturn_ static void attach_recv_failed(int r, const char *want) {
     if (r == -ECONNRESET || r == -EPIPE) {
         client_fail("the console of VM '%s' closed the connection before %s", vm_name, want);
     }
-    if (r < 0) {
+    errno = -r;
+    client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
+}
+
+_noreturn_ static void attach_timeout(void) {
+    client_fail("the console of VM '%s' did not answer within %d s", vm_name,
+                ATTACH_TIMEOUT_MS / 1000);
+}
+
+/* Hello and ConsoleAttach go out together, and the console's Hello must
+ * come back; fails with one line otherwise. */
+static void console_hello(int fd, uint16_t rows, uint16_t cols) {
+    Msg attach = {.type = MSG_CONSOLE_ATTACH, .console_attach = {.rows = rows, .cols = cols}};
+    ClientHelloFailure failure;
+    Msg untrusted;
+    int r = client_hello(fd, SOFTWARE, &attach, ATTACH_TIMEOUT_MS, &failure, &untrusted);
+
+    if (r >= 0) {
+        return;
+    }
+    switch (failure) {
+    case CLIENT_HELLO_SEND:
         errno = -r;
-        client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
+        client_fail("cannot write to the console of VM '%s': %m", vm_name);
+    case CLIENT_HELLO_TIMEOUT:
+        attach_timeout();
+    case CLIENT_HELLO_RECV:
+        attach_recv_failed(r, "Hello");
+    case CLIENT_HELLO_ERROR:
+        client_fail_error(vm_name, &untrusted);
+    case CLIENT_HELLO_NOT_HELLO:
+        client_fail("protocol error: the console sent %s instead of Hello",
+                    msg_type_name(untrusted.type));
+    case CLIENT_HELLO_VERSION:
+        client_fail("the console of VM '%s' speaks protocol version %u, vm-shell %u", vm_name,
+                    untrusted.hello.major, WIRE_VERSION_MAJOR);
     }
-    if (m->type == MSG_ERROR) {
-        client_fail_error(vm_name, m);
+    attach_recv_failed(r, "Hello");
+}
+
+/* ConsoleAttached, within the attach timeout. */
+static void console_attached(int fd) {
+    Msg untrusted;
+    int r = client_wait_readable(fd, ATTACH_TIMEOUT_MS, NULL, 0);
+
+    if (r == -ETIMEDOUT) {
+        attach_timeout();
     }
+    if (r >= 0) {
+        r = wire_recv(fd, &untrusted, NULL);
+    }
+    if (r < 0) {
+        attach_recv_failed(r, "ConsoleAttached");
+    }
+    if (untrusted.type == MSG_ERROR) {
+        client_fail_error(vm_name, &untrusted);
+    }
+    if (untrusted.type != MSG_CONSOLE_ATTACHED) {
+        client_fail("protocol error: the console sent %s instead of ConsoleAttached",
+                    msg_type_name(untrusted.type));
+    }
+    msg_done(&untrusted);
 }
 
 static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
     _cleanup_close_ int fd = -EBADF;
-    Msg m;
-    int r;
+    int r = client_unix_connect(path, &fd);
 
-    r = client_unix_connect(path, &fd);
     if (r == -ENOENT || r == -ECONNREFUSED) {
         client_fail("VM '%s' is not running; start it with vm-start %s", vm_name, vm_name);
     }
@@ -158,38 +190,8 @@ static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
         errno = -r;
         client_fail("cannot reach the console of VM '%s' at %s: %m", vm_name, path);
     }
-
-    /* Hello and ConsoleAttach go out together. */
-    Msg hello = msg_hello(SOFTWARE);
-    Msg attach = {.type = MSG_CONSOLE_ATTACH, .console_attach = {.rows = rows, .cols = cols}};
-    WireWriter w = {0};
-    r = wire_writer_queue(&w, &hello);
-    if (r >= 0) {
-        r = wire_writer_queue(&w, &attach);
-    }
-    while (r >= 0 && (r = wire_writer_flush(&w, fd)) == 1) {
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        (void)poll(&p, 1, -1);
-    }
-    wire_writer_done(&w);
-    /* A refusal is sent before the server closes: read it even when our
-     * frames did not go through. */
-
-    attach_recv(fd, &m, "Hello");
-    if (m.type != MSG_HELLO) {
-        client_fail("protocol error: the console sent %s instead of Hello", msg_type_name(m.type));
-    }
-    if (wire_check_hello(&m) < 0) {
-        client_fail("the console of VM '%s' speaks protocol version %u, vm-shell %u", vm_name,
-                    m.hello.major, WIRE_VERSION_MAJOR);
-    }
-    msg_done(&m);
-    attach_recv(fd, &m, "ConsoleAttached");
-    if (m.type != MSG_CONSOLE_ATTACHED) {
-        client_fail("protocol error: the console sent %s instead of ConsoleAttached",
-                    msg_type_name(m.type));
-    }
-    msg_done(&m);
+    console_hello(fd, rows, cols);
+    console_attached(fd);
     return TAKE_FD(fd);
 }
 
@@ -197,44 +199,16 @@ static int console_connect(const char *path, uint16_t rows, uint16_t cols) {
 _noreturn_ static void console_leave(Console *c, int status, const char *why) {
     client_terminal_restore();
     if (why) {
-        fprintf(stderr, "%svm-shell: %s\n", c->tty ? "\n" : "", why);
+        /* On a terminal the cursor may be anywhere in the guest's line. */
+        if (c->tty) {
+            fputc('\n', stderr);
+        }
+        client_warn("%s", why);
     }
     wire_reader_done(&c->in);
     wire_writer_done(&c->out);
     safe_close(c->sock);
     exit(status);
-}
-
-static void console_queue(Console *c, const Msg *m) {
-    int r = wire_writer_queue(&c->out, m);
-    if (r < 0) {
-        errno = -r;
-        client_fail("cannot queue %s: %m", msg_type_name(m->type));
-    }
-}
-
-static void console_flush(Console *c) {
-    int r = wire_writer_flush(&c->out, c->sock);
-    if (r < 0 && r != -EPIPE && r != -ECONNRESET) {
-        errno = -r;
-        client_fail("cannot write to the console of VM '%s': %m", vm_name);
-    }
-    /* A closed connection shows up on the reading side. */
-    if (r < 0) {
-        wire_writer_done(&c->out);
-    }
-}
-
-/* Best effort, bounded: what was typed before Ctrl-] goes out first. */
-static void console_flush_all(Console *c) {
-    uint64_t deadline = now_usec(CLOCK_MONOTONIC) + 1000000ULL;
-    while (wire_writer_pending(&c->out) && now_usec(CLOCK_MONOTONIC) < deadline) {
-        if (wire_writer_flush(&c->out, c->sock) != 1) {
-            return;
-        }
-        struct pollfd p = {.fd = c->sock, .events = POLLOUT};
-        (void)poll(&p, 1, 100);
-    }
 }
 
 /* Writes all of n bytes to stdout, blocking: the socket is not read
@@ -254,9 +228,7 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
             if (errno == EPIPE) {
                 /* Whoever read our output is gone: end as a program in a
                  * pipeline would. */
-                client_terminal_restore();
-                signal(SIGPIPE, SIG_DFL);
-                raise(SIGPIPE);
+                client_stdout_gone();
             }
             client_fail("cannot write the console's output: %m");
         }
@@ -268,10 +240,12 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
     }
 }
 
+/* The console's frames: only Data(stdout) is the console's output; its
+ * closing is the VM stopping. */
 static void console_read_socket(Console *c) {
     for (;;) {
-        Msg m;
-        int r = wire_reader_read(&c->in, c->sock, &m);
+        Msg untrusted;
+        int r = wire_reader_read(&c->in, c->sock, &untrusted);
         if (r == 0) {
             return;
         }
@@ -288,20 +262,21 @@ static void console_read_socket(Console *c) {
             errno = -r;
             client_fail("protocol error: bad frame from the console of VM '%s': %m", vm_name);
         }
-        if (m.type == MSG_ERROR) {
-            client_fail_error(vm_name, &m);
+        if (untrusted.type == MSG_ERROR) {
+            client_fail_error(vm_name, &untrusted);
         }
-        if (m.type != MSG_DATA || m.data.stream != WIRE_STDOUT) {
-            client_fail("protocol error: unexpected %s from the console", msg_type_name(m.type));
+        if (untrusted.type != MSG_DATA || untrusted.data.stream != WIRE_STDOUT) {
+            client_fail("protocol error: unexpected %s from the console",
+                        msg_type_name(untrusted.type));
         }
-        console_output(c, m.data.data, m.data.size);
-        msg_done(&m);
+        console_output(c, untrusted.data.data, untrusted.data.size);
+        msg_done(&untrusted);
     }
 }
 
 static void console_read_stdin(Console *c) {
     uint8_t buf[WIRE_DATA_MAX];
-    ssize_t n = read(STDIN_FILENO, buf, c->tty ? 4096 : sizeof(buf));
+    ssize_t n = read(STDIN_FILENO, buf, c->tty ? TTY_READ_MAX : sizeof(buf));
 
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
         return;
@@ -321,11 +296,12 @@ static void console_read_stdin(Console *c) {
     size_t send = esc >= 0 ? (size_t)esc : (size_t)n;
     if (send > 0) {
         Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDIN, .data = buf, .size = send}};
-        console_queue(c, &m);
+        client_queue(&c->out, &m);
     }
     if (esc >= 0) {
         char why[128];
-        console_flush_all(c);
+        /* What was typed before Ctrl-] goes out first. */
+        client_flush_bounded(&c->out, c->sock, LEAVE_FLUSH_MS);
         snprintf(why, sizeof(why), "left the console of VM '%s'", vm_name);
         console_leave(c, 0, why);
     }
@@ -341,7 +317,7 @@ static void console_signals(Console *c) {
             }
             Msg m = {.type = MSG_RESIZE};
             if (c->tty && client_window_size(&m.resize.rows, &m.resize.cols)) {
-                console_queue(c, &m);
+                client_queue(&c->out, &m);
             }
         }
     }
@@ -392,7 +368,7 @@ _noreturn_ static void console_run(Console *c) {
             }
         }
         if (wire_writer_pending(&c->out)) {
-            console_flush(c);
+            client_flush(&c->out, c->sock, "the console", vm_name);
         }
         if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             console_read_socket(c);
@@ -402,13 +378,13 @@ _noreturn_ static void console_run(Console *c) {
 
 int main(int argc, char **argv) {
     VmShellOptions opts;
-    char err[256];
+    ErrorText err;
     _cleanup_free_ char *path = NULL;
     uint16_t rows = 0, cols = 0;
 
-    client_setup("vm-shell", EXIT_OWN_ERROR);
-    if (vmshell_parse_args(argc, argv, &opts, err, sizeof(err)) < 0) {
-        client_fail("%s", err);
+    client_setup("vm-shell", CLIENT_EXIT_OWN_ERROR);
+    if (vmshell_parse_args(argc, argv, &opts, &err) < 0) {
+        client_fail("%s", err.message);
     }
     if (opts.help) {
         fputs(vmshell_usage, stdout);
@@ -439,7 +415,7 @@ int main(int argc, char **argv) {
     }
     client_signals_setup();
     if (c.tty) {
-        fprintf(stderr, "vm-shell: attached to the console of VM '%s'; Ctrl-] leaves\n", vm_name);
+        client_warn("attached to the console of VM '%s'; Ctrl-] leaves", vm_name);
         atexit(client_terminal_restore);
         client_terminal_raw();
     }

@@ -4,12 +4,12 @@
  * command socket (vm-run works) and exits with the VMM's status. */
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "host/common/paths.h"
 #include "hostctl.h"
 #include "util.h"
 
@@ -29,29 +29,12 @@ static void help(void) {
            HOST_AGENT);
 }
 
-/* The host agent beside this program (a build tree, or an installed
- * prefix), else from PATH. */
-static const char *host_agent_path(char *buf, size_t size) {
-    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
-    if (n > 0) {
-        buf[n] = '\0';
-        char *slash = strrchr(buf, '/');
-        if (slash && (size_t)(slash - buf) + 1 + sizeof(HOST_AGENT) <= size) {
-            strcpy(slash + 1, HOST_AGENT);
-            if (access(buf, X_OK) == 0) {
-                return buf;
-            }
-        }
-    }
-    return HOST_AGENT;
-}
-
 int main(int argc, char **argv) {
-    char message[512], path[PATH_MAX];
+    ErrorText err;
     int fd, r;
 
     /* Our own errors are told apart from the VMM's exit status. */
-    client_setup("vm-start-debug", 255);
+    client_setup("vm-start-debug", CLIENT_EXIT_OWN_ERROR);
     /* Only our own options before VM; everything after it is passed on. */
     if (argc >= 2 && (streq(argv[1], "-h") || streq(argv[1], "--help"))) {
         help();
@@ -69,26 +52,30 @@ int main(int argc, char **argv) {
     /* Anything that answers on the VM's socket owns it: a host agent
      * (with the VM up or not) or systemd's socket unit, whose socket file
      * the foreground agent must not replace. */
-    r = hostctl_connect(vm, 5000, &fd, message, sizeof(message));
+    r = hostctl_connect(vm, HOSTCTL_STATUS_TIMEOUT_MS, &fd, &err);
     if (r >= 0) {
-        Msg req = {.type = MSG_HOST_STATUS_REQUEST}, reply;
-        r = hostctl_request(fd, &req, 5000, NULL, 0, &reply);
+        Msg req = {.type = MSG_HOST_STATUS_REQUEST}, untrusted_reply;
+        r = hostctl_request(fd, &req, HOSTCTL_STATUS_TIMEOUT_MS, NULL, 0, &untrusted_reply);
         close(fd);
-        if (r >= 0 && reply.type == MSG_HOST_STATUS && reply.host_status.state != VM_STOPPED) {
+        if (r >= 0 && untrusted_reply.type == MSG_HOST_STATUS &&
+            untrusted_reply.host_status.state != VM_STOPPED) {
             client_fail("VM '%s' is %s: stop it first (vm-stop %s)", vm,
-                        hostctl_state_name(reply.host_status.state), vm);
+                        hostctl_state_name(untrusted_reply.host_status.state), vm);
         }
         if (r >= 0) {
-            msg_done(&reply);
+            msg_done(&untrusted_reply);
         }
         client_fail("the host agent of VM '%s' (or its socket unit) listens on its socket: "
                     "stop it first (systemctl stop qubes-lite-%s.socket)",
                     vm, vm);
     } else if (r != -ENOENT && r != -ECONNREFUSED) {
-        client_fail("%s", message);
+        client_fail("%s", err.message);
     }
 
-    const char *agent = host_agent_path(path, sizeof(path));
+    /* The host agent beside this program (a build tree, or an installed
+     * prefix), else from PATH. */
+    char *beside = config_program_beside_self(HOST_AGENT);
+    const char *agent = beside ? beside : HOST_AGENT;
     size_t extra = (size_t)argc - 2;
     char **args = calloc(extra + 5, sizeof(char *));
     if (!args) {

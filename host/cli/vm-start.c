@@ -8,8 +8,6 @@
 #include "hostctl.h"
 #include "util.h"
 
-#define NOTICE_MS 1000
-
 static void help(void) {
     printf("Usage: vm-start VM\n"
            "Start VM, unless it runs, and wait until its guest agent answers.\n"
@@ -21,9 +19,10 @@ static void help(void) {
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {0}};
-    char message[512], notice[128];
+    ErrorText err;
+    char notice[128];
     int fd, c, r;
-    Msg reply;
+    Msg untrusted_reply;
 
     client_setup("vm-start", EXIT_FAILURE);
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
@@ -31,22 +30,22 @@ int main(int argc, char **argv) {
             help();
             return EXIT_SUCCESS;
         }
-        fprintf(stderr, "Try 'vm-start --help'.\n");
-        return EXIT_FAILURE;
+        client_usage_error();
     }
     const char *vm = hostctl_vm_operand(argc, argv);
-    r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
+    r = hostctl_connect(vm, HOSTCTL_HELLO_TIMEOUT_MS, &fd, &err);
     if (r < 0) {
-        client_fail("%s", message);
+        client_fail("%s", err.message);
     }
     snprintf(notice, sizeof(notice), "waiting for VM '%s' to start...", vm);
     Msg req = {.type = MSG_HOST_START};
-    r = hostctl_request(fd, &req, -1, notice, NOTICE_MS, &reply);
-    hostctl_check_reply(vm, r, &reply, MSG_HOST_STATUS);
-    if (reply.host_status.state != VM_RUNNING) {
-        client_fail("VM '%s' is %s, not running", vm, hostctl_state_name(reply.host_status.state));
+    r = hostctl_request(fd, &req, -1, notice, HOSTCTL_NOTICE_MS, &untrusted_reply);
+    hostctl_check_reply(vm, r, &untrusted_reply, MSG_HOST_STATUS);
+    const MsgHostStatus *status = &untrusted_reply.host_status; /* checked: a HostStatus */
+    if (status->state != VM_RUNNING) {
+        client_fail("VM '%s' is %s, not running", vm, hostctl_state_name(status->state));
     }
-    msg_done(&reply);
+    msg_done(&untrusted_reply);
     close(fd);
     return EXIT_SUCCESS;
 }

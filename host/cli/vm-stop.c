@@ -9,10 +9,10 @@
 #include "hostctl.h"
 #include "util.h"
 
-#define NOTICE_MS 1000
 /* Longer than the host agent's whole default sequence (30 s for the
  * guest, 10 s for the stop command, 5 s after SIGKILL). */
 #define TIMEOUT_DEFAULT_S 120
+#define TIMEOUT_MAX_S (24 * 3600)
 
 static void help(void) {
     printf("Usage: vm-stop [--timeout SECS] VM\n"
@@ -40,9 +40,10 @@ int main(int argc, char **argv) {
         [STOP_VMM_STOP] = "stopped: the guest did not power off, the VMM stopped on request",
         [STOP_KILLED] = "stopped: killed, it did not stop on request",
     };
-    char message[512], notice[128];
+    ErrorText err;
+    char notice[128];
     int fd, c, r;
-    Msg reply;
+    Msg untrusted_reply;
 
     client_setup("vm-stop", EXIT_FAILURE);
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
@@ -51,39 +52,42 @@ int main(int argc, char **argv) {
             return EXIT_SUCCESS;
         }
         if (c == 't') {
-            if (parse_uint(optarg, 1, 24 * 3600, &timeout_s) < 0) {
-                client_fail("--timeout wants seconds from 1 to 86400, not '%s'", optarg);
+            if (parse_uint(optarg, 1, TIMEOUT_MAX_S, &timeout_s) < 0) {
+                client_fail("--timeout wants seconds from 1 to %d, not '%s'", TIMEOUT_MAX_S,
+                            optarg);
             }
             continue;
         }
-        fprintf(stderr, "Try 'vm-stop --help'.\n");
-        return EXIT_FAILURE;
+        client_usage_error();
     }
     const char *vm = hostctl_vm_operand(argc, argv);
-    r = hostctl_connect(vm, 30000, &fd, message, sizeof(message));
+    r = hostctl_connect(vm, HOSTCTL_HELLO_TIMEOUT_MS, &fd, &err);
     if (r == -ENOENT || r == -ECONNREFUSED) {
         /* Nobody listens: no host agent, so no VM. */
         printf("VM '%s' is not running\n", vm);
         return EXIT_SUCCESS;
     }
     if (r < 0) {
-        client_fail("%s", message);
+        client_fail("%s", err.message);
     }
     snprintf(notice, sizeof(notice), "stopping VM '%s'...", vm);
     Msg req = {.type = MSG_HOST_STOP};
-    r = hostctl_request(fd, &req, (int)timeout_s * 1000, notice, NOTICE_MS, &reply);
+    r = hostctl_request(fd, &req, (int)timeout_s * 1000, notice, HOSTCTL_NOTICE_MS,
+                        &untrusted_reply);
     if (r == -ETIMEDOUT) {
         client_fail("VM '%s' did not stop within %llu s (its host agent may still be at it)", vm,
                     timeout_s);
     }
-    hostctl_check_reply(vm, r, &reply, MSG_HOST_STOPPED);
-    if (reply.host_stopped.method == STOP_NOT_RUNNING) {
+    hostctl_check_reply(vm, r, &untrusted_reply, MSG_HOST_STOPPED);
+    /* Checked: a HostStopped, whose method the decoder bounded. */
+    const MsgHostStopped *stopped = &untrusted_reply.host_stopped;
+    if (stopped->method == STOP_NOT_RUNNING) {
         printf("VM '%s' is not running\n", vm);
     } else {
-        printf("VM '%s' %s (%" PRIu64 ".%01" PRIu64 " s)\n", vm, how[reply.host_stopped.method],
-               reply.host_stopped.stop_ms / 1000, reply.host_stopped.stop_ms % 1000 / 100);
+        printf("VM '%s' %s (%" PRIu64 ".%01" PRIu64 " s)\n", vm, how[stopped->method],
+               stopped->stop_ms / 1000, stopped->stop_ms % 1000 / 100);
     }
-    msg_done(&reply);
+    msg_done(&untrusted_reply);
     close(fd);
     return EXIT_SUCCESS;
 }

@@ -38,7 +38,7 @@ void vmrun_options_done(VmRunOptions *o) {
     o->envc = 0;
 }
 
-int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t errsize) {
+int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, ErrorText *err) {
     static const struct option longopts[] = {
         {"tty", no_argument, NULL, 't'},
         {"user", required_argument, NULL, 'u'},
@@ -63,23 +63,23 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t
         case 'u':
             if (!*optarg) {
                 vmrun_options_done(&o);
-                return opts_fail(err, errsize, "-u needs a user name");
+                return error_set(err, -EINVAL, "-u needs a user name");
             }
             o.user = optarg;
             break;
         case 'e': {
             if (!env_entry_valid(optarg)) {
                 vmrun_options_done(&o);
-                return opts_fail(err, errsize, "-e wants KEY=VALUE, not '%.64s'", optarg);
+                return error_set(err, -EINVAL, "-e wants KEY=VALUE, not '%.64s'", optarg);
             }
             if (o.envc >= VMRUN_ENV_MAX) {
                 vmrun_options_done(&o);
-                return opts_fail(err, errsize, "too many -e options (at most %u)", VMRUN_ENV_MAX);
+                return error_set(err, -EINVAL, "too many -e options (at most %u)", VMRUN_ENV_MAX);
             }
             char **n = reallocarray(o.env, o.envc + 2, sizeof(char *));
             if (!n) {
                 vmrun_options_done(&o);
-                return opts_fail(err, errsize, "out of memory");
+                return error_set(err, -EINVAL, "out of memory");
             }
             o.env = n;
             o.env[o.envc++] = optarg;
@@ -89,7 +89,7 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t
         case 'w':
             if (optarg[0] != '/') {
                 vmrun_options_done(&o);
-                return opts_fail(err, errsize, "-w wants an absolute directory, not '%.64s'",
+                return error_set(err, -EINVAL, "-w wants an absolute directory, not '%.64s'",
                                  optarg);
             }
             o.cwd = optarg;
@@ -106,24 +106,24 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t
             return 0;
         case ':':
             vmrun_options_done(&o);
-            return opts_fail(err, errsize, "option '%s' needs an argument", argv[optind - 1]);
+            return error_set(err, -EINVAL, "option '%s' needs an argument", argv[optind - 1]);
         default:
             vmrun_options_done(&o);
-            return opts_unknown(err, errsize, argv);
+            return opts_unknown(err, argv);
         }
     }
     if (optind >= argc) {
         vmrun_options_done(&o);
-        return opts_fail(err, errsize, "no VM given (see --help)");
+        return error_set(err, -EINVAL, "no VM given (see --help)");
     }
     o.vm = argv[optind++];
     if (optind >= argc) {
         vmrun_options_done(&o);
-        return opts_fail(err, errsize, "no command given for VM '%.64s' (see --help)", o.vm);
+        return error_set(err, -EINVAL, "no command given for VM '%.64s' (see --help)", o.vm);
     }
     if (argv[optind][0] == '\0') {
         vmrun_options_done(&o);
-        return opts_fail(err, errsize, "the command name is empty");
+        return error_set(err, -EINVAL, "the command name is empty");
     }
     o.argv = argv + optind;
     o.argc = (size_t)(argc - optind);

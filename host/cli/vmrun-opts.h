@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util.h"
+
 #define VMRUN_ENV_MAX 4096u
 
 typedef struct VmRunOptions {
@@ -22,7 +24,7 @@ typedef struct VmRunOptions {
 
 /* Parses argv. Returns 0 (check ->help), or -EINVAL with a one-line reason
  * in err (without the "vm-run: " prefix). Strings point into argv. */
-int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, char *err, size_t errsize);
+int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, ErrorText *err);
 void vmrun_options_done(VmRunOptions *o);
 
 extern const char vmrun_usage[];

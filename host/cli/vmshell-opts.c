@@ -28,7 +28,7 @@ const char vmshell_usage[] =
     "Exit status: 0 when leaving the console, ssh's with --ssh, 128+N when\n"
     "a signal N ends it, 255 for vm-shell's own errors.\n";
 
-int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, char *err, size_t errsize) {
+int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, ErrorText *err) {
     enum { ARG_SSH = 0x100, ARG_ROOT };
     static const struct option longopts[] = {
         {"ssh", no_argument, NULL, ARG_SSH},
@@ -56,22 +56,22 @@ int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, char *err, si
             *ret = o;
             return 0;
         default:
-            return opts_unknown(err, errsize, argv);
+            return opts_unknown(err, argv);
         }
     }
     if (o.root && !o.ssh) {
-        return opts_fail(err, errsize, "--root goes with --ssh (the console has no user)");
+        return error_set(err, -EINVAL, "--root goes with --ssh (the console has no user)");
     }
     if (optind >= argc) {
-        return opts_fail(err, errsize, "no VM given (see --help)");
+        return error_set(err, -EINVAL, "no VM given (see --help)");
     }
     o.vm = argv[optind++];
     if (optind < argc) {
         if (!o.ssh) {
-            return opts_fail(err, errsize, "a command needs --ssh (the console takes none)");
+            return error_set(err, -EINVAL, "a command needs --ssh (the console takes none)");
         }
         if (argv[optind][0] == '\0') {
-            return opts_fail(err, errsize, "the command is empty");
+            return error_set(err, -EINVAL, "the command is empty");
         }
         o.argv = argv + optind;
         o.argc = (size_t)(argc - optind);

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util.h"
+
 /* Ctrl-], as in telnet: leaves the console. */
 #define VMSHELL_ESCAPE 0x1d
 /* The guest's sshd listens on this vsock port. */
@@ -23,7 +25,7 @@ typedef struct VmShellOptions {
 
 /* Parses argv. Returns 0 (check ->help), or -EINVAL with a one-line reason
  * in err (without the "vm-shell: " prefix). Strings point into argv. */
-int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, char *err, size_t errsize);
+int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, ErrorText *err);
 
 /* The offset of the first escape byte in buf, or -1 when there is none. */
 ssize_t vmshell_find_escape(const uint8_t *buf, size_t n);

@@ -23,6 +23,11 @@
 #define CONFIG_VM_ID_MIN 3u
 #define CONFIG_VM_ID_MAX 255u
 #define CONFIG_NET_NAME_MAX 32u
+#define CONFIG_MEMORY_MIB_MAX (1u << 24) /* 16 TiB */
+#define CONFIG_CPUS_MAX 1024u
+#define CONFIG_IDLE_TIMEOUT_MAX (366u * 24 * 3600)
+/* A canonical PCI address, "0000:01:00.0", and its NUL. */
+#define CONFIG_PCI_ADDR_SIZE 13
 #define CONFIG_DEFAULT_MEMORY_MIB 1024u
 #define CONFIG_DEFAULT_CPUS 2u
 #define CONFIG_DEFAULT_IDLE_TIMEOUT 60u
@@ -162,21 +167,36 @@ typedef struct ConfigAddresses {
 int config_load_host(const char *dir, HostConfig **ret, ErrorText *err);
 /* The configuration an empty host.json gives. */
 int config_host_defaults(HostConfig **ret);
+/* host.json is optional: config_load_host(), or the defaults when the
+ * file does not exist. */
+int config_load_host_or_defaults(const char *dir, HostConfig **ret, ErrorText *err);
 /* Loads <dir>/vms/<name>.json. -ENOENT when there is no such VM. */
 int config_load_vm(const char *dir, const char *name, VmConfig **ret, ErrorText *err);
+
+/* As config_load_host() and config_load_vm(), also printing every problem
+ * of the file (not only the first), a line each, to `report` when it is
+ * not NULL, and counting them in *ret_problems. A missing host.json is
+ * -ENOENT and no problem. */
+int config_load_host_report(const char *dir, FILE *report, HostConfig **ret, ErrorText *err,
+                            unsigned *ret_problems);
+int config_load_vm_report(const char *dir, const char *name, FILE *report, VmConfig **ret,
+                          ErrorText *err, unsigned *ret_problems);
 
 /* Validates host.json (a missing one is fine) and every vms/NAME.json at
  * once, then what only the set of files can show: unique ids, exactly one
  * router per vmNetwork, unique MACs on a network, a PCI device given to
- * one VM only, and a kernel for every VM. Prints one line per problem to
- * `errors` (when not NULL) and returns how many there were, or a negative
- * errno when the directory cannot be read. */
+ * one VM only, and a kernel for every VM (config-check.c). Prints one line
+ * per problem to `errors` (when not NULL) and returns how many there were,
+ * or a negative errno when the directory cannot be read. */
 int config_check_all(const char *dir, FILE *errors);
+
+/* ---- derived values (config-derived.c) ---- */
 
 /* $QUBES_LITE_SWITCH_DIR when set and non-empty, else
  * CONFIG_DEFAULT_SWITCH_DIR. Read when a VM's file is loaded. */
 const char *config_switch_dir(void);
-
+/* A vmNetwork MAC not given as macAddress: 52:xx:xx:xx:xx:xx. */
+void config_mac_derive(const char *network, const char *vm, uint8_t ret[6]);
 /* The VM's addresses on hostNetworking.network. */
 void config_vm_addresses(const HostConfig *h, const VmConfig *vm, ConfigAddresses *ret);
 /* The vhost-user devices to give the VM: one per vmNetwork entry, then
@@ -186,9 +206,10 @@ void config_vm_addresses(const HostConfig *h, const VmConfig *vm, ConfigAddresse
  * all their pairs in `opts`. The items borrow from `vm`: free only the
  * array. */
 int config_vm_vhost_user(const VmConfig *vm, ConfigDevice **ret, size_t *ret_n);
+
 /* Canonical PCI address (DDDD:BB:DD.F, lower case) of "01:00.0" or
- * "0000:01:00.0"; false when `s` is neither. */
-bool config_pci_canonical(const char *s, char buf[static 13]);
+ * "0000:01:00.0"; false when `s` is neither (config-parser.c). */
+bool config_pci_canonical(const char *s, char buf[static CONFIG_PCI_ADDR_SIZE]);
 
 void host_config_free(HostConfig *c);
 void vm_config_free(VmConfig *c);

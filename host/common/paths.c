@@ -1,10 +1,19 @@
-/* Configuration and runtime directories. */
+/* Configuration and runtime directories, the VMs' files, our programs. */
 #include "paths.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "addr.h"
+#include "util.h"
+
+#define VM_FILE_SUFFIX ".json"
 
 static const char *env_dir(const char *var, const char *fallback) {
     const char *e = getenv(var);
@@ -17,4 +26,85 @@ const char *config_dir(void) {
 
 const char *config_runtime_dir(void) {
     return env_dir("QUBES_LITE_RUNTIME_DIR", DEFAULT_RUNTIME_DIR);
+}
+
+char *config_host_file(const char *dir) {
+    char *p;
+    return asprintf(&p, "%s/host.json", dir) < 0 ? NULL : p;
+}
+
+char *config_vms_dir(const char *dir) {
+    char *p;
+    return asprintf(&p, "%s/vms", dir) < 0 ? NULL : p;
+}
+
+char *config_vm_file(const char *dir, const char *name) {
+    char *p;
+    return asprintf(&p, "%s/vms/%s" VM_FILE_SUFFIX, dir, name) < 0 ? NULL : p;
+}
+
+static int vm_file_filter(const struct dirent *d) {
+    size_t n = strlen(d->d_name), sl = strlen(VM_FILE_SUFFIX);
+    return d->d_name[0] != '.' && n > sl && streq(d->d_name + n - sl, VM_FILE_SUFFIX);
+}
+
+void config_vm_files_free(ConfigVmFile *v, size_t n) {
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].file);
+    }
+    free(v);
+}
+
+int config_vm_files(const char *dir, ConfigVmFile **ret, size_t *ret_n) {
+    _cleanup_free_ char *vms = config_vms_dir(dir);
+    struct dirent **ents = NULL;
+    ConfigVmFile *v;
+    int n, r = 0;
+
+    if (!vms) {
+        return -ENOMEM;
+    }
+    /* alphasort is strcoll(): bytewise, as none of our programs sets a
+     * locale. */
+    n = scandir(vms, &ents, vm_file_filter, alphasort);
+    if (n < 0) {
+        return -errno;
+    }
+    v = calloc((size_t)n + 1, sizeof(*v));
+    for (int i = 0; i < n; i++) {
+        if (v && !(v[i].file = strdup(ents[i]->d_name))) {
+            r = -ENOMEM;
+        }
+        if (v && vm_name_from_filename(ents[i]->d_name, VM_FILE_SUFFIX, v[i].name) < 0) {
+            v[i].name[0] = '\0';
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    if (!v || r < 0) {
+        config_vm_files_free(v, (size_t)n);
+        return -ENOMEM;
+    }
+    *ret = v;
+    *ret_n = (size_t)n;
+    return 0;
+}
+
+char *config_program_beside_self(const char *name) {
+    char self[PATH_MAX];
+    char *p;
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+    if (n <= 0) {
+        return NULL;
+    }
+    self[n] = '\0';
+    if (asprintf(&p, "%s/%s", dirname(self), name) < 0) {
+        return NULL;
+    }
+    if (access(p, X_OK) < 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
 }

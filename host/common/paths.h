@@ -1,9 +1,37 @@
-/* Where things are: the configuration and runtime directories. No I/O
- * beyond reading the environment, no libraries: vm-run links this without
+/* Where things are: the configuration and runtime directories, the files
+ * of the configured VMs, and our own programs. No I/O beyond reading the
+ * environment and directories, no libraries: vm-run links this without
  * the JSON parser. What a VM name may be is proto/rules.h's. */
 #pragma once
+
+#include <stddef.h>
+
+#include "rules.h"
 
 /* $QUBES_LITE_CONFIG_DIR when set and non-empty, else DEFAULT_CONFIG_DIR. */
 const char *config_dir(void);
 /* $QUBES_LITE_RUNTIME_DIR when set and non-empty, else DEFAULT_RUNTIME_DIR. */
 const char *config_runtime_dir(void);
+
+/* <dir>/host.json, <dir>/vms and <dir>/vms/<name>.json, newly allocated;
+ * NULL when out of memory. `name` is not checked here. */
+char *config_host_file(const char *dir);
+char *config_vms_dir(const char *dir);
+char *config_vm_file(const char *dir, const char *name);
+
+/* One file of <dir>/vms whose name ends in ".json" (dotfiles aside). */
+typedef struct ConfigVmFile {
+    char *file;                 /* "banking.json" */
+    char name[VM_NAME_MAX + 1]; /* "banking"; "" when the file name is no VM name */
+} ConfigVmFile;
+
+/* Every such file, sorted by file name (bytewise): the one listing of
+ * the configured VMs. -errno when the directory cannot be read (-ENOENT:
+ * it does not exist); free with config_vm_files_free(). */
+int config_vm_files(const char *dir, ConfigVmFile **ret, size_t *ret_n);
+void config_vm_files_free(ConfigVmFile *v, size_t n);
+
+/* The program `name` beside our own executable (a build tree, a package's
+ * bin directory), when it is there and executable; NULL otherwise (and
+ * when out of memory). Callers fall back to PATH or a fixed directory. */
+char *config_program_beside_self(const char *name);

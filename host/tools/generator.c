@@ -15,11 +15,8 @@
  * (one directory), it shows what it would generate. A VM whose file does
  * not load gets no units; every problem is reported (systemd logs a
  * generator's stderr) and makes the exit status 1. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,21 +60,9 @@ _printf_(1, 2) static void problem(const char *fmt, ...) {
 /* A program of ours beside our real path (a build tree, a package whose
  * generator is a symlink to its bin directory), else in QUBES_LITE_BINDIR. */
 static char *program_path(const char *name) {
-    char self[PATH_MAX];
-    char *p = NULL;
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    char *p = config_program_beside_self(name);
 
-    if (n > 0) {
-        self[n] = '\0';
-        if (asprintf(&p, "%s/%s", dirname(self), name) < 0) {
-            return NULL;
-        }
-        if (access(p, X_OK) == 0) {
-            return p;
-        }
-        free(p);
-    }
-    if (asprintf(&p, "%s/%s", QUBES_LITE_BINDIR, name) < 0) {
+    if (!p && asprintf(&p, "%s/%s", QUBES_LITE_BINDIR, name) < 0) {
         return NULL;
     }
     return p;
@@ -219,18 +204,75 @@ static void generate_vm(const char *dir, const HostConfig *h, const char *name, 
     (void)write_unit(dir, unit, units_write_service, h, vm, env);
 }
 
-static int json_name(const struct dirent *d) {
-    size_t n = strlen(d->d_name);
-    return d->d_name[0] != '.' && n > 5 && streq(d->d_name + n - 5, ".json");
+/* Where the units' programs and directories are, into env (agent and
+ * vm_switch hold the paths); false, with the problem told, when one
+ * cannot stand in a unit file. */
+static bool units_env(UnitsEnv *env, char **agent, char **vm_switch) {
+    *agent = program_path(AGENT_NAME);
+    *vm_switch = program_path(SWITCH_NAME);
+    if (!*agent || !*vm_switch) {
+        problem("out of memory");
+        return false;
+    }
+    *env = (UnitsEnv){
+        .host_agent = *agent,
+        .config_dir = streq(config_dir(), DEFAULT_CONFIG_DIR) ? NULL : config_dir(),
+        .runtime_dir = config_runtime_dir(),
+        .vm_switch = *vm_switch,
+        .switch_dir = config_switch_dir(),
+    };
+    if (!units_value_safe(env->host_agent) || !units_value_safe(env->runtime_dir) ||
+        (env->config_dir && !units_value_safe(env->config_dir)) ||
+        !units_value_safe(env->vm_switch) || !units_value_safe(env->switch_dir)) {
+        problem("the host agent's or vm-switch's path, the configuration, the runtime or "
+                "the switch directory holds characters a unit file cannot carry as they "
+                "are: %s, %s, %s, %s, %s",
+                env->host_agent, env->vm_switch, config_dir(), env->runtime_dir, env->switch_dir);
+        return false;
+    }
+    return true;
 }
 
+/* qubes-lite-vfio.service, when host.json isolates PCI devices. */
+static void generate_vfio(const char *dir, const HostConfig *host, const UnitsEnv *env) {
+    if (host->isolated_pci_devices.n > 0 &&
+        write_unit(dir, UNITS_VFIO_SERVICE, write_vfio, host, NULL, env) >= 0) {
+        (void)enable(dir, "multi-user.target", UNITS_VFIO_SERVICE);
+    }
+}
+
+/* Every VM's units, then a switch unit per network they name. */
+static void generate_vms(const char *dir, const HostConfig *host, const UnitsEnv *env) {
+    Networks nets = {0};
+    ConfigVmFile *files = NULL;
+    size_t n = 0;
+
+    /* config_check_all() has reported a directory that cannot be read
+     * and the files that are no VM's. */
+    if (config_vm_files(config_dir(), &files, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (files[i].name[0]) {
+                generate_vm(dir, host, files[i].name, env, &nets);
+            }
+        }
+        config_vm_files_free(files, n);
+    }
+    if (nets.n > 0 && strncmp(env->switch_dir, "/run/", 5) != 0) {
+        problem("the switch directory %s is not under /run: no vm-switch units", env->switch_dir);
+    } else {
+        generate_switches(dir, host, &nets, env);
+    }
+    networks_done(&nets);
+}
+
+/* The command line; the units' environment; every problem of the
+ * configuration, once, in --check's words; then the units. */
 int main(int argc, char **argv) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
-    _cleanup_free_ char *agent = NULL, *vm_switch = NULL, *vms_dir = NULL;
-    Networks nets = {0};
+    _cleanup_free_ char *agent = NULL, *vm_switch = NULL;
     ErrorText err = {{0}};
-    struct dirent **ents = NULL;
-    int n, r;
+    UnitsEnv env;
+    int r;
 
     if (argc == 2 && (streq(argv[1], "--help") || streq(argv[1], "-h"))) {
         fputs(usage, stdout);
@@ -242,30 +284,9 @@ int main(int argc, char **argv) {
     }
     const char *dir = argv[1];
 
-    agent = program_path(AGENT_NAME);
-    vm_switch = program_path(SWITCH_NAME);
-    if (!agent || !vm_switch) {
-        problem("out of memory");
+    if (!units_env(&env, &agent, &vm_switch)) {
         return 1;
     }
-    UnitsEnv env = {
-        .host_agent = agent,
-        .config_dir = streq(config_dir(), DEFAULT_CONFIG_DIR) ? NULL : config_dir(),
-        .runtime_dir = config_runtime_dir(),
-        .vm_switch = vm_switch,
-        .switch_dir = config_switch_dir(),
-    };
-    if (!units_value_safe(env.host_agent) || !units_value_safe(env.runtime_dir) ||
-        (env.config_dir && !units_value_safe(env.config_dir)) || !units_value_safe(env.vm_switch) ||
-        !units_value_safe(env.switch_dir)) {
-        problem("the host agent's or vm-switch's path, the configuration, the runtime or "
-                "the switch directory holds characters a unit file cannot carry as they "
-                "are: %s, %s, %s, %s, %s",
-                env.host_agent, env.vm_switch, config_dir(), env.runtime_dir, env.switch_dir);
-        return 1;
-    }
-
-    /* Every problem of the configuration, once, in --check's words. */
     r = config_check_all(config_dir(), stderr);
     if (r < 0) {
         problem("cannot read %s: %s", config_dir(), strerror(-r));
@@ -273,37 +294,12 @@ int main(int argc, char **argv) {
     }
     problems += (unsigned)r;
 
-    r = config_load_host(config_dir(), &host, &err);
-    if (r == -ENOENT) {
-        r = config_host_defaults(&host);
-    }
+    r = config_load_host_or_defaults(config_dir(), &host, &err);
     if (r < 0) {
         /* Without host.json no unit would be right (the socket's owner). */
         return 1;
     }
-    if (host->isolated_pci_devices.n > 0 &&
-        write_unit(dir, UNITS_VFIO_SERVICE, write_vfio, host, NULL, &env) >= 0) {
-        (void)enable(dir, "multi-user.target", UNITS_VFIO_SERVICE);
-    }
-
-    if (asprintf(&vms_dir, "%s/vms", config_dir()) < 0) {
-        return 1;
-    }
-    n = scandir(vms_dir, &ents, json_name, alphasort);
-    for (int i = 0; i < n; i++) {
-        char name[256];
-        snprintf(name, sizeof(name), "%.*s", (int)(strlen(ents[i]->d_name) - 5), ents[i]->d_name);
-        if (vm_name_valid(name)) {
-            generate_vm(dir, host, name, &env, &nets);
-        }
-        free(ents[i]);
-    }
-    free(ents);
-    if (nets.n > 0 && strncmp(env.switch_dir, "/run/", 5) != 0) {
-        problem("the switch directory %s is not under /run: no vm-switch units", env.switch_dir);
-    } else {
-        generate_switches(dir, host, &nets, &env);
-    }
-    networks_done(&nets);
+    generate_vfio(dir, host, &env);
+    generate_vms(dir, host, &env);
     return problems ? 1 : 0;
 }

@@ -150,18 +150,86 @@ static bool pipe_write(Pipe *p, int sock) {
     return true;
 }
 
-int main(int argc, char **argv) {
-    unsigned long long v;
-    static Pipe up, down; /* stdin -> socket, socket -> stdout */
+/* The fds one round of the relay waits for: each direction's reader
+ * while its buffer has room, its writer while it holds bytes. */
+typedef struct RelayPoll {
+    struct pollfd pf[4];
+    Pipe *owner[4];
+    bool writing[4];
+    nfds_t n;
+} RelayPoll;
 
-    if (argc == 2 && (streq(argv[1], "--help") || streq(argv[1], "-h"))) {
-        fputs(usage, stdout);
-        return 0;
+static void relay_poll_build(Pipe *const pipes[2], RelayPoll *rp) {
+    rp->n = 0;
+    for (int i = 0; i < 2; i++) {
+        Pipe *p = pipes[i];
+        if (p->done) {
+            continue;
+        }
+        if (!p->eof && p->end < sizeof(p->buf)) {
+            rp->owner[rp->n] = p;
+            rp->writing[rp->n] = false;
+            rp->pf[rp->n++] = (struct pollfd){.fd = p->from, .events = POLLIN};
+        }
+        if (p->end > p->start) {
+            rp->owner[rp->n] = p;
+            rp->writing[rp->n] = true;
+            rp->pf[rp->n++] = (struct pollfd){.fd = p->to, .events = POLLOUT};
+        }
     }
-    if (argc != 3) {
-        fputs(usage, stderr);
-        return 2;
+}
+
+/* Relays stdin to the socket and the socket to stdout until both
+ * directions are done, or the peer is gone; returns the exit status. */
+static int relay(int sock) {
+    static Pipe up, down; /* stdin -> socket, socket -> stdout */
+    Pipe *const pipes[2] = {&up, &down};
+
+    up = (Pipe){.from = STDIN_FILENO, .to = sock};
+    down = (Pipe){.from = sock, .to = STDOUT_FILENO};
+    while (!(up.done && down.done)) {
+        RelayPoll rp;
+
+        relay_poll_build(pipes, &rp);
+        /* With the peer's output ended, its closing the connection for
+         * good must end ours even while stdin stays open and quiet; vsock
+         * raises no POLLHUP for it, so look every little while. */
+        int timeout = down.done && !up.done ? PEER_PROBE_MS : -1;
+        if (poll(rp.pf, rp.n, timeout) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            fail(1, "poll() failed: %m");
+        }
+        for (nfds_t i = 0; i < rp.n; i++) {
+            Pipe *p = rp.owner[i];
+            if (!rp.pf[i].revents || p->done) {
+                continue;
+            }
+            if (!rp.writing[i]) {
+                pipe_read(p, sock);
+            } else if (!pipe_write(p, sock)) {
+                /* The receiver is gone: so is this direction; when it is
+                 * the peer, nothing more will come from it either that
+                 * anyone could use. */
+                if (p == &down) {
+                    return 0;
+                }
+                p->done = true;
+                p->start = p->end = 0;
+            }
+        }
+        if (down.done && !up.done && peer_gone(sock)) {
+            return 0;
+        }
     }
+    return 0;
+}
+
+/* CID and PORT into the globals; a bad one exits 2. */
+static void parse_address(char **argv) {
+    unsigned long long v;
+
     if (parse_uint(argv[1], 0, UINT32_MAX, &v) < 0) {
         fail(2, "not a CID: '%.32s'", argv[1]);
     }
@@ -170,6 +238,18 @@ int main(int argc, char **argv) {
         fail(2, "not a port: '%.32s'", argv[2]);
     }
     port = (unsigned)v;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && (streq(argv[1], "--help") || streq(argv[1], "-h"))) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (argc != 3) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    parse_address(argv);
     /* A reader that went away is the end of that direction, not a signal. */
     signal(SIGPIPE, SIG_IGN);
 
@@ -183,68 +263,5 @@ int main(int argc, char **argv) {
     }
     int fl = fcntl(STDOUT_FILENO, F_GETFL);
     stdout_blocking = fl < 0 || !(fl & O_NONBLOCK);
-    up = (Pipe){.from = STDIN_FILENO, .to = sock};
-    down = (Pipe){.from = sock, .to = STDOUT_FILENO};
-
-    while (!(up.done && down.done)) {
-        Pipe *pipes[2] = {&up, &down};
-        struct pollfd pf[4];
-        Pipe *owner[4];
-        bool writing[4];
-        nfds_t n = 0;
-
-        for (int i = 0; i < 2; i++) {
-            Pipe *p = pipes[i];
-            if (p->done) {
-                continue;
-            }
-            if (!p->eof && p->end < sizeof(p->buf)) {
-                owner[n] = p;
-                writing[n] = false;
-                pf[n++] = (struct pollfd){.fd = p->from, .events = POLLIN};
-            }
-            if (p->end > p->start) {
-                owner[n] = p;
-                writing[n] = true;
-                pf[n++] = (struct pollfd){.fd = p->to, .events = POLLOUT};
-            }
-        }
-        /* With the peer's output ended, its closing the connection for
-         * good must end ours even while stdin stays open and quiet; vsock
-         * raises no POLLHUP for it, so look every little while. */
-        int timeout = down.done && !up.done ? PEER_PROBE_MS : -1;
-        if (poll(pf, n, timeout) < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            fail(1, "poll() failed: %m");
-        }
-        for (nfds_t i = 0; i < n; i++) {
-            if (!pf[i].revents) {
-                continue;
-            }
-            Pipe *p = owner[i];
-            if (p->done) {
-                continue;
-            }
-            if (writing[i]) {
-                if (!pipe_write(p, sock)) {
-                    /* The receiver is gone: so is this direction; when it
-                     * is the peer, nothing more will come from it either
-                     * that anyone could use. */
-                    if (p == &down) {
-                        return 0;
-                    }
-                    p->done = true;
-                    p->start = p->end = 0;
-                }
-            } else {
-                pipe_read(p, sock);
-            }
-        }
-        if (down.done && !up.done && peer_gone(sock)) {
-            return 0;
-        }
-    }
-    return 0;
+    return relay(sock);
 }

@@ -106,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             abort();
         }
         if (r == 0) {
-            if (vm->id < 3 || vm->id > 255 || !(vm->id & 1)) {
+            if (vm->id < CONFIG_VM_ID_MIN || vm->id > CONFIG_VM_ID_MAX || !(vm->id & 1)) {
                 abort();
             }
             char **argv = NULL;

@@ -53,7 +53,7 @@ fuzz: fuzz-build
 
 # fuzz-host-config: the host's JSON configuration and the crosvm command
 # line built from it (clang objects of host/, and jansson).
-FUZZ_HOST_CONFIG_OBJS := $(FUZZ_OBJ)/host/common/config.o $(FUZZ_OBJ)/host/common/paths.o $(FUZZ_OBJ)/host/agent/crosvm.o \
+FUZZ_HOST_CONFIG_OBJS := $(HOST_CONFIG_OBJS:$(OBJ)/%=$(FUZZ_OBJ)/%) $(FUZZ_OBJ)/host/agent/crosvm.o \
 	$(FUZZ_OBJ)/host/agent/vmm.o
 $(FUZZ_DIR)/fuzz-host-config: $(FUZZ_HOST_CONFIG_OBJS)
 $(FUZZ_DIR)/fuzz-host-config: PROTO_LIBS += $(call pc_libs,jansson)

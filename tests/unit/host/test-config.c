@@ -727,6 +727,49 @@ static void test_vm_missing_or_bad_name(void **state) {
     assert_null(c);
 }
 
+/* The one listing of vms/: every *.json but dotfiles, by file name, each
+ * with its VM name or "" when the file name is no VM's. */
+static void test_vm_files(void **state) {
+    ConfigVmFile *files = NULL;
+    size_t n = 0;
+
+    cdir_new();
+    cwrite("vms/b.json", "{}");
+    cwrite("vms/a.json", "{}");
+    cwrite("vms/a-b.json", "{}");
+    cwrite("vms/Bad.json", "{}");
+    cwrite("vms/.hidden.json", "{}");
+    cwrite("vms/notes.txt", "");
+    cwrite("vms/.json", "");
+    assert_int_equal(config_vm_files(cdir, &files, &n), 0);
+    assert_int_equal(n, 4);
+    assert_string_equal(files[0].file, "Bad.json");
+    assert_string_equal(files[0].name, "");
+    assert_string_equal(files[1].file, "a-b.json");
+    assert_string_equal(files[1].name, "a-b");
+    assert_string_equal(files[2].file, "a.json");
+    assert_string_equal(files[2].name, "a");
+    assert_string_equal(files[3].name, "b");
+    config_vm_files_free(files, n);
+    cdir_remove();
+
+    char missing[] = "/nonexistent-config-dir";
+    assert_int_equal(config_vm_files(missing, &files, &n), -ENOENT);
+}
+
+static void test_file_paths(void **state) {
+    char *host = config_host_file("/c"), *vms = config_vms_dir("/c"),
+         *vm = config_vm_file("/c", "x");
+    assert_string_equal(host, "/c/host.json");
+    assert_string_equal(vms, "/c/vms");
+    assert_string_equal(vm, "/c/vms/x.json");
+    free(host);
+    free(vms);
+    free(vm);
+    /* Nothing of that name beside this test binary. */
+    assert_null(config_program_beside_self("no-such-program-here"));
+}
+
 /* The original README's configurations pass the check as they are. */
 static void test_check_all_readme_examples(void **state) {
     int n;
@@ -828,6 +871,8 @@ int main(void) {
         cmocka_unit_test(test_check_all_problems),
         cmocka_unit_test(test_check_all_readme_examples),
         cmocka_unit_test(test_vmm),
+        cmocka_unit_test(test_vm_files),
+        cmocka_unit_test(test_file_paths),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

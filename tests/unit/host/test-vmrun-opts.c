@@ -13,12 +13,11 @@
 
 #define ARGV(...) ((char *[]){"vm-run", __VA_ARGS__, NULL})
 #define ARGC(...) ((int)(sizeof((char *[]){"vm-run", __VA_ARGS__}) / sizeof(char *)))
-#define PARSE(o, err, ...)                                                                         \
-    vmrun_parse_args(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (o), (err), sizeof(err))
+#define PARSE(o, err, ...) vmrun_parse_args(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (o), &(err))
 
 static void test_minimal(void **state) {
     VmRunOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "work", "ls"), 0);
     assert_false(o.help);
     assert_false(o.tty);
@@ -36,7 +35,7 @@ static void test_minimal(void **state) {
 
 static void test_all_options(void **state) {
     VmRunOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "-t", "-u", "alice", "-e", "A=1", "--env", "B=", "-w", "/tmp",
                            "--timing", "--wait-wayland", "vault", "sh", "-c", "echo hi"),
                      0);
@@ -57,7 +56,7 @@ static void test_all_options(void **state) {
 
 static void test_long_forms(void **state) {
     VmRunOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "--tty", "--user=bob", "--workdir", "/", "x", "y"), 0);
     assert_true(o.tty);
     assert_string_equal(o.user, "bob");
@@ -67,7 +66,7 @@ static void test_long_forms(void **state) {
 
 static void test_options_after_the_command_are_its_own(void **state) {
     VmRunOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "vm", "ls", "-t", "-e", "X", "--help"), 0);
     assert_false(o.tty);
     assert_false(o.help);
@@ -90,7 +89,7 @@ static void test_options_after_the_command_are_its_own(void **state) {
 
 static void test_help(void **state) {
     VmRunOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "--help"), 0);
     assert_true(o.help);
     vmrun_options_done(&o);
@@ -102,33 +101,33 @@ static void test_help(void **state) {
 
 static void test_errors(void **state) {
     VmRunOptions o;
-    char err[256];
+    ErrorText err;
 
-    assert_int_equal(vmrun_parse_args(1, ARGV(NULL), &o, err, sizeof(err)), -EINVAL);
-    assert_non_null(strstr(err, "no VM"));
+    assert_int_equal(vmrun_parse_args(1, ARGV(NULL), &o, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "no VM"));
     assert_int_equal(PARSE(&o, err, "vm"), -EINVAL);
-    assert_non_null(strstr(err, "no command"));
+    assert_non_null(strstr(err.message, "no command"));
     assert_int_equal(PARSE(&o, err, "vm", ""), -EINVAL);
     assert_int_equal(PARSE(&o, err, "-x", "vm", "ls"), -EINVAL);
-    assert_non_null(strstr(err, "-x"));
+    assert_non_null(strstr(err.message, "-x"));
     assert_int_equal(PARSE(&o, err, "--bogus", "vm", "ls"), -EINVAL);
-    assert_non_null(strstr(err, "--bogus"));
+    assert_non_null(strstr(err.message, "--bogus"));
     assert_int_equal(PARSE(&o, err, "-u"), -EINVAL);
-    assert_non_null(strstr(err, "needs an argument"));
+    assert_non_null(strstr(err.message, "needs an argument"));
     assert_int_equal(PARSE(&o, err, "-u", "", "vm", "ls"), -EINVAL);
     assert_int_equal(PARSE(&o, err, "-e", "NOEQUALS", "vm", "ls"), -EINVAL);
-    assert_non_null(strstr(err, "KEY=VALUE"));
+    assert_non_null(strstr(err.message, "KEY=VALUE"));
     assert_int_equal(PARSE(&o, err, "-e", "=v", "vm", "ls"), -EINVAL);
     assert_int_equal(PARSE(&o, err, "-e", "A=1", "-e", "=v", "vm", "ls"), -EINVAL);
     assert_int_equal(PARSE(&o, err, "-w", "relative", "vm", "ls"), -EINVAL);
-    assert_non_null(strstr(err, "absolute"));
+    assert_non_null(strstr(err.message, "absolute"));
     assert_int_equal(PARSE(&o, err, "--timing=yes", "vm", "ls"), -EINVAL);
 }
 
 static void test_reparse(void **state) {
     /* getopt state is reset on every call. */
     VmRunOptions o;
-    char err[256];
+    ErrorText err;
     for (int i = 0; i < 3; i++) {
         assert_int_equal(PARSE(&o, err, "-t", "vm", "ls"), 0);
         assert_true(o.tty);

@@ -13,12 +13,11 @@
 
 #define ARGV(...) ((char *[]){"vm-shell", __VA_ARGS__, NULL})
 #define ARGC(...) ((int)(sizeof((char *[]){"vm-shell", __VA_ARGS__}) / sizeof(char *)))
-#define PARSE(o, err, ...)                                                                         \
-    vmshell_parse_args(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (o), (err), sizeof(err))
+#define PARSE(o, err, ...) vmshell_parse_args(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (o), &(err))
 
 static void test_console(void **state) {
     VmShellOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "work"), 0);
     assert_false(o.help);
     assert_false(o.ssh);
@@ -30,7 +29,7 @@ static void test_console(void **state) {
 
 static void test_ssh(void **state) {
     VmShellOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "--ssh", "work"), 0);
     assert_true(o.ssh);
     assert_false(o.root);
@@ -48,7 +47,7 @@ static void test_ssh(void **state) {
 
 static void test_ssh_command_keeps_its_options(void **state) {
     VmShellOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "--ssh", "work", "ls", "-l", "--root"), 0);
     assert_false(o.root);
     assert_int_equal(o.argc, 3);
@@ -60,7 +59,7 @@ static void test_ssh_command_keeps_its_options(void **state) {
 
 static void test_help(void **state) {
     VmShellOptions o;
-    char err[256] = "";
+    ErrorText err = {{0}};
     assert_int_equal(PARSE(&o, err, "--help"), 0);
     assert_true(o.help);
     assert_int_equal(PARSE(&o, err, "-h", "--bogus"), 0);
@@ -70,30 +69,30 @@ static void test_help(void **state) {
 
 static void test_errors(void **state) {
     VmShellOptions o;
-    char err[256];
+    ErrorText err;
 
-    assert_int_equal(vmshell_parse_args(1, ARGV(NULL), &o, err, sizeof(err)), -EINVAL);
-    assert_string_equal(err, "no VM given (see --help)");
+    assert_int_equal(vmshell_parse_args(1, ARGV(NULL), &o, &err), -EINVAL);
+    assert_string_equal(err.message, "no VM given (see --help)");
     assert_int_equal(PARSE(&o, err, "--ssh"), -EINVAL);
-    assert_string_equal(err, "no VM given (see --help)");
+    assert_string_equal(err.message, "no VM given (see --help)");
     assert_int_equal(PARSE(&o, err, "--root", "vm"), -EINVAL);
-    assert_non_null(strstr(err, "--root goes with --ssh"));
+    assert_non_null(strstr(err.message, "--root goes with --ssh"));
     assert_int_equal(PARSE(&o, err, "vm", "ls"), -EINVAL);
-    assert_non_null(strstr(err, "needs --ssh"));
+    assert_non_null(strstr(err.message, "needs --ssh"));
     assert_int_equal(PARSE(&o, err, "--ssh", "vm", ""), -EINVAL);
-    assert_string_equal(err, "the command is empty");
+    assert_string_equal(err.message, "the command is empty");
     assert_int_equal(PARSE(&o, err, "--bogus", "vm"), -EINVAL);
-    assert_string_equal(err, "unknown option '--bogus' (see --help)");
+    assert_string_equal(err.message, "unknown option '--bogus' (see --help)");
     assert_int_equal(PARSE(&o, err, "-x", "vm"), -EINVAL);
-    assert_string_equal(err, "unknown option '-x' (see --help)");
+    assert_string_equal(err.message, "unknown option '-x' (see --help)");
     assert_int_equal(PARSE(&o, err, "--ssh=yes", "vm"), -EINVAL);
-    assert_non_null(strstr(err, "--ssh=yes"));
+    assert_non_null(strstr(err.message, "--ssh=yes"));
 }
 
 static void test_reparse(void **state) {
     /* getopt state is reset on every call. */
     VmShellOptions o;
-    char err[256];
+    ErrorText err;
     for (int i = 0; i < 3; i++) {
         assert_int_equal(PARSE(&o, err, "--ssh", "vm", "true"), 0);
         assert_true(o.ssh);

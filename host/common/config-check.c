@@ -1,0 +1,202 @@
+/* config_check_all(): every file of a configuration directory at once
+ * (`qubes-lite-host-agent --check`, and the generator before it writes
+ * units), then what only the set of VMs can show, one function per rule.
+ *
+ * A rule about two VMs is checked against every earlier file (in file
+ * name order) and reported at the later one, so each clash is one line;
+ * lines come file by file, the router count per network last. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Report {
+    FILE *errors; /* may be NULL: count only */
+    unsigned problems;
+} Report;
+
+_printf_(2, 3) static void report(Report *rep, const char *fmt, ...) {
+    va_list ap;
+
+    rep->problems++;
+    if (!rep->errors) {
+        return;
+    }
+    va_start(ap, fmt);
+    vfprintf(rep->errors, fmt, ap);
+    va_end(ap);
+    fputc('\n', rep->errors);
+}
+
+/* ---- the rules about the whole set --------------------------------------------------------- */
+
+/* Every VM has a kernel: one can be started without it nowhere. */
+static void check_kernel(Report *rep, const VmConfig *a) {
+    if (!a->kernel) {
+        report(rep, "%s: key 'kernel': missing (required to start the VM)", a->path);
+    }
+}
+
+/* Ids are unique: the id is the vsock CID and the host link's address. */
+static void check_unique_id(Report *rep, const VmConfig *a, const VmConfig *b) {
+    if (a->id == b->id) {
+        report(rep, "%s: key 'id': %u is already the id of VM '%s' (%s)", a->path, a->id, b->name,
+               b->path);
+    }
+}
+
+/* A PCI device is given to one VM only. */
+static void check_pci_once(Report *rep, const VmConfig *a, const VmConfig *b) {
+    for (size_t x = 0; x < a->pci_devices.n; x++) {
+        for (size_t y = 0; y < b->pci_devices.n; y++) {
+            if (streq(a->pci_devices.v[x].path, b->pci_devices.v[y].path)) {
+                report(rep, "%s: key 'pciDevices[%zu].path': %s is already given to VM '%s'",
+                       a->path, x, a->pci_devices.v[x].path, b->name);
+            }
+        }
+    }
+}
+
+/* MACs are unique on a network: the switch forwards by them. */
+static void check_unique_macs(Report *rep, const VmConfig *a, const VmConfig *b) {
+    for (size_t x = 0; x < a->n_vm_networks; x++) {
+        for (size_t y = 0; y < b->n_vm_networks; y++) {
+            const ConfigVmNet *na = &a->vm_networks[x], *nb = &b->vm_networks[y];
+            if (!streq(na->network, nb->network) || memcmp(na->mac, nb->mac, 6) != 0) {
+                continue;
+            }
+            char mac[MAC_STR_SIZE];
+            report(rep,
+                   "%s: key 'vmNetwork.%s.macAddress': %s is already the MAC of VM '%s' on "
+                   "that network",
+                   a->path, na->network, mac_format(na->mac, mac), b->name);
+        }
+    }
+}
+
+/* Whether entry x of vms[i] is the first mention of its network, and how
+ * many routers the network has. */
+static bool network_routers(VmConfig *const *vms, size_t n, size_t i, size_t x,
+                            unsigned *ret_routers) {
+    const char *net = vms[i]->vm_networks[x].network;
+    bool first = true;
+    unsigned routers = 0;
+
+    for (size_t j = 0; j < n; j++) {
+        if (!vms[j]) {
+            continue;
+        }
+        for (size_t y = 0; y < vms[j]->n_vm_networks; y++) {
+            if (!streq(vms[j]->vm_networks[y].network, net)) {
+                continue;
+            }
+            if (j < i || (j == i && y < x)) {
+                first = false;
+            }
+            routers += vms[j]->vm_networks[y].router;
+        }
+    }
+    *ret_routers = routers;
+    return first;
+}
+
+/* Exactly one router per network (the switch's policy has one hub):
+ * reported at the network's first member, in file order. */
+static void check_one_router(Report *rep, VmConfig *const *vms, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        for (size_t x = 0; vms[i] && x < vms[i]->n_vm_networks; x++) {
+            unsigned routers;
+            const char *net = vms[i]->vm_networks[x].network;
+            if (network_routers(vms, n, i, x, &routers) && routers != 1) {
+                report(rep,
+                       "%s: key 'vmNetwork.%s': network '%s' has %u routers; it needs exactly "
+                       "one (router = true)",
+                       vms[i]->path, net, net, routers);
+            }
+        }
+    }
+}
+
+typedef void (*PairCheck)(Report *rep, const VmConfig *a, const VmConfig *b);
+
+/* The rules across files, over the VMs that loaded (NULL: did not). */
+static void check_across(Report *rep, VmConfig *const *vms, size_t n) {
+    static const PairCheck pair_checks[] = {check_unique_id, check_pci_once, check_unique_macs};
+
+    for (size_t i = 0; i < n; i++) {
+        if (!vms[i]) {
+            continue;
+        }
+        check_kernel(rep, vms[i]);
+        for (size_t j = 0; j < i; j++) {
+            for (size_t k = 0; vms[j] && k < ELEMENTSOF(pair_checks); k++) {
+                pair_checks[k](rep, vms[i], vms[j]);
+            }
+        }
+    }
+    check_one_router(rep, vms, n);
+}
+
+/* ---- every file ---------------------------------------------------------------------------- */
+
+/* Loads every file of vms/ into vms[] (NULL where one does not load),
+ * reporting each problem. -ENOMEM, else 0. */
+static int load_vms(const char *dir, const ConfigVmFile *files, size_t n, Report *rep,
+                    VmConfig **vms) {
+    for (size_t i = 0; i < n; i++) {
+        ErrorText err;
+        unsigned problems;
+
+        if (!files[i].name[0]) {
+            report(rep,
+                   "%s/vms/%s: the file name is not a valid VM name ([a-z][a-z0-9-], at most "
+                   "%u) followed by .json",
+                   dir, files[i].file, VM_NAME_MAX);
+            continue;
+        }
+        int r = config_load_vm_report(dir, files[i].name, rep->errors, &vms[i], &err, &problems);
+        rep->problems += problems;
+        if (r == -ENOMEM) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+int config_check_all(const char *dir, FILE *errors) {
+    _cleanup_(host_config_freep) HostConfig *host = NULL;
+    Report rep = {.errors = errors};
+    ConfigVmFile *files = NULL;
+    VmConfig **vms;
+    size_t n = 0;
+    ErrorText err;
+    unsigned problems;
+    int r;
+
+    r = config_load_host_report(dir, errors, &host, &err, &problems);
+    rep.problems += problems;
+    if (r == -ENOMEM) {
+        return r;
+    }
+    r = config_vm_files(dir, &files, &n);
+    if (r < 0 && r != -ENOENT) {
+        return r;
+    }
+    vms = calloc(n + 1, sizeof(VmConfig *));
+    if (!vms) {
+        config_vm_files_free(files, n);
+        return -ENOMEM;
+    }
+    /* Out of memory half way: what loaded is still checked, as before. */
+    (void)load_vms(dir, files, n, &rep, vms);
+    check_across(&rep, vms, n);
+    for (size_t i = 0; i < n; i++) {
+        vm_config_free(vms[i]);
+    }
+    free(vms);
+    config_vm_files_free(files, n);
+    return (int)MIN(rep.problems, (unsigned)INT32_MAX);
+}
