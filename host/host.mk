@@ -2,7 +2,10 @@
 
 # Every object is listed here, before the link rule: a rule's prerequisites
 # are expanded where it stands.
-HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o \
+HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/agent/agent.o \
+	$(OBJ)/host/agent/clients.o $(OBJ)/host/agent/handoff.o $(OBJ)/host/agent/lifecycle.o \
+	$(OBJ)/host/agent/vmmproc.o $(OBJ)/host/agent/idle.o \
+	$(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o \
 	$(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/agent/vfio.o \
 	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o
 VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
