@@ -60,6 +60,9 @@ UNIT_OBJS_test-crosvm := $(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OB
 UNIT_LIBS_test-crosvm := $(HOST_LIBS)
 UNIT_OBJS_test-vfio := $(OBJ)/host/agent/vfio.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
 UNIT_LIBS_test-vfio := $(HOST_LIBS)
+# The VMM's environment and process.
+UNIT_OBJS_test-vmmproc := $(OBJ)/host/agent/vmmproc.o $(OBJ)/host/agent/vmm.o
+UNIT_LIBS_test-vmmproc :=
 # The console's scrollback ring and pty.
 UNIT_OBJS_test-console := $(OBJ)/host/agent/console.o
 UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
