@@ -276,15 +276,15 @@ static int client_send_status(Client *c, uint32_t live_sessions) {
 
 static void on_status_done(GuestCall *call, int r, const Msg *reply, void *userdata) {
     Client *c = userdata;
-    /* The guest's own count, passed on for display only: nothing here
-     * decides on it (the idle backstop counts leases instead). */
-    uint32_t live = r == 0 ? reply->status.live_sessions : 0;
+    /* The guest's own claim, passed on for display and never acted on
+     * (the idle backstop counts leases instead): any number will do. */
+    uint32_t untrusted_live = r == 0 ? reply->status.live_sessions : 0;
 
     if (r < 0) {
         log_debug("VM '%s': no Status from the guest agent: %s", c->agent->vm_name, strerror(-r));
     }
     guest_call_free(TAKE_PTR(c->status_call));
-    client_kick(c, client_send_status(c, live));
+    client_kick(c, client_send_status(c, untrusted_live));
 }
 
 /* HostStatus, with the guest agent's live sessions when it runs (asked
@@ -556,8 +556,10 @@ static void peer_refuse(const Agent *a, int fd, uid_t uid, pid_t pid) {
     (void)wire_send(fd, &m);
 }
 
-/* 1 when fd became a client, 0 or a negative errno when the caller closes
- * it. */
+/* A new connection, in this order: the peer's credentials (SO_PEERCRED)
+ * and the check of its uid, the client with our Hello queued, its I/O and
+ * handshake timer, then what it sent right away served at once. 1 when fd
+ * became a client, 0 or a negative errno when the caller closes it. */
 static int clients_accept_one(Clients *cs, int fd) {
     Agent *a = cs->agent;
     uid_t uid;

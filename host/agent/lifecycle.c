@@ -323,6 +323,8 @@ static void start_wait_guest(Lifecycle *l) {
     probe(l);
 }
 
+/* The steps in order; the console only without --foreground (then the
+ * serial console is our terminal). */
 int lifecycle_start(Lifecycle *l, ErrorText *err) {
     _cleanup_(vmm_argv_freep) char **argv = NULL;
     _cleanup_close_ int console_fd = -EBADF;
