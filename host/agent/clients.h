@@ -14,7 +14,21 @@
  * Frames are decoded and validated by proto/wire.c before any handler
  * sees them; a frame that fails, or a request out of order, gets an Error
  * and that client is closed. A client that says nothing useful within
- * CLIENT_HANDSHAKE_TIMEOUT_USEC, or does not read its reply, is dropped. */
+ * CLIENT_HANDSHAKE_TIMEOUT_USEC, or does not read its reply, is dropped.
+ *
+ * HostStatus: live_sessions is the guest agent's Status, asked for at
+ * most CLIENT_STATUS_TIMEOUT_USEC when the VM runs (0 otherwise or
+ * without an answer); uptime_ms counts from the VMM's start; idle_ms
+ * since the last lease ended; idle_timeout_s is idleTimeout for a
+ * disposable VM, else 0. HostStart gets HostStatus only with the VM
+ * running: one that went down meanwhile is an Error, never a HostStatus
+ * of another state. Connected.vm_start_us is how long the client waited
+ * for the VM's start (0 when it ran).
+ *
+ * With --no-vmm, HostStart and HostStop get Error(UNAVAILABLE), and
+ * HostStatus.running says whether the last attempt to reach the guest
+ * agent succeeded, uptime_ms counting from the first success of that
+ * run. */
 #pragma once
 
 #include <stdbool.h>

@@ -355,7 +355,10 @@ static int run_bind_vfio(void) {
     return vfio_bind_all(&host->isolated_pci_devices, stderr) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-/* --write-switch-config NET DIR: vm-switch's <vm>.conf files for NET. */
+/* --write-switch-config NET DIR: vm-switch's <vm>.conf files for NET
+ * (switchconf.h). Exit 1 only when DIR cannot be made or written: a VM
+ * whose file does not load is reported and keeps its <vm>.conf, so that
+ * one broken VM does not stop its network. */
 static int run_write_switch_config(const char *net, const char *dir) {
     int r = switchconf_write(config_dir(), net, dir, stderr);
     if (r < 0) {
@@ -370,8 +373,11 @@ static int run_write_switch_config(const char *net, const char *dir) {
 
 /* A unix socket we create: the default <runtime dir>/<vm>.sock or
  * --listen unix:PATH. Its directory is checked (agent_runtime_dir_check)
- * and created when missing. Born 0600 and handed to the configured user,
- * so that nobody else may connect. */
+ * and created when missing. A file at the path is replaced only when it
+ * is a stale socket; one somebody listens on (another host agent, the
+ * systemd socket unit) makes us refuse to start. Born 0600 and handed to
+ * the configured user, so that nobody else may connect; removed at exit
+ * only while it is still the one we bound (listen_close). */
 static int listen_unix(const Agent *a, const Addr *addr, Listener *l) {
     const char *path = addr->un.sun_path;
     _cleanup_free_ char *dir = strdup(path);
