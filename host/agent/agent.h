@@ -8,8 +8,8 @@
  *   lifecycle.c  the VM: start, running, stop phases, the VMM's exit
  *   vmmproc.c    the VMM's process: environment, spawn, stderr, kill
  *   idle.c       leases, the idle backstop of disposable VMs, lingering
- * agent.c wires the lifecycle's events to the clients and the idle
- * backstop, and holds the helpers they all use. */
+ * main.c sets them up and wires the lifecycle's events to the clients and
+ * the idle backstop; agent.c holds the helpers they all use. */
 #pragma once
 
 #include <stdbool.h>
@@ -96,9 +96,3 @@ uint32_t agent_idle_timeout_s(const Agent *a);
  * or what we remove chosen by someone else. Checked on the opened
  * directory, so the check is of the directory we then use. */
 int agent_runtime_dir_check(const char *dir, ErrorText *err);
-
-/* Sets the modules up once the event loop and the listening socket are:
- * the clients served on listen_fd, the VM's lifecycle, the leases. */
-int agent_modules_new(Agent *a, int listen_fd);
-/* Teardown: every client dropped, a VMM still running killed. */
-void agent_modules_free(Agent *a);

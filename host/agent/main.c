@@ -12,7 +12,9 @@
  * has exited, so that a systemd socket re-arms.
  *
  * This file: the options, the one-shot modes (--check, --print-command,
- * --bind-vfio, --write-switch-config), the listening socket and signals. */
+ * --bind-vfio, --write-switch-config), the listening socket, signals, and
+ * the modules' setup, with the lifecycle's events wired to the clients
+ * and the idle backstop. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -479,6 +481,89 @@ static void listen_close(Listener *l) {
     safe_close(l->fd);
 }
 
+/* ---- the modules and the lifecycle's events ---------------------------------- */
+
+static void on_vm_started(void *userdata) {
+    Agent *a = userdata;
+    idle_vm_started(a->idle, lifecycle_started_at(a->life));
+    idle_update(a->idle);
+    idle_linger_update(a->idle);
+}
+
+static void on_vm_running(void *userdata) {
+    Agent *a = userdata;
+    clients_vm_running(a->clients);
+}
+
+static void on_vm_stopping(void *userdata, const char *message) {
+    Agent *a = userdata;
+    idle_update(a->idle);
+    clients_refuse_waiting(a->clients, WIRE_ERR_SHUTTING_DOWN, message);
+}
+
+static unsigned on_vm_exited(void *userdata, const LifecycleExit *e) {
+    Agent *a = userdata;
+    return clients_vm_exited(a->clients, e);
+}
+
+static void on_vm_start_failed(void *userdata, const char *message) {
+    Agent *a = userdata;
+    clients_refuse_waiting(a->clients, WIRE_ERR_UNAVAILABLE, message);
+}
+
+static void on_vm_gave_up(void *userdata, const char *message) {
+    Agent *a = userdata;
+    clients_vm_gave_up(a->clients, message);
+}
+
+/* Somebody at the serial console is using the VM as much as a command
+ * is: a lease, so that the idle backstop leaves it alone. */
+static void on_vm_console(void *userdata, bool attached) {
+    Agent *a = userdata;
+    if (attached) {
+        idle_lease_begin(a->idle);
+    } else {
+        idle_lease_end(a->idle);
+    }
+    log_debug("Console client %s, %u lease(s)", attached ? "attached" : "gone",
+              idle_leases(a->idle));
+    idle_update(a->idle);
+}
+
+static const LifecycleEvents agent_vm_events = {
+    .started = on_vm_started,
+    .running = on_vm_running,
+    .stopping = on_vm_stopping,
+    .exited = on_vm_exited,
+    .start_failed = on_vm_start_failed,
+    .gave_up = on_vm_gave_up,
+    .console = on_vm_console,
+};
+
+/* The modules, once the event loop and the listening socket are: the
+ * leases, the VM's lifecycle (its events to the clients and the idle
+ * backstop), the clients served on listen_fd. */
+static int modules_new(Agent *a, int listen_fd) {
+    int r = idle_new(a, &a->idle);
+    if (r >= 0) {
+        r = lifecycle_new(a, &agent_vm_events, a, &a->life);
+    }
+    if (r >= 0) {
+        r = clients_new(a, listen_fd, &a->clients);
+    }
+    return r;
+}
+
+/* Teardown: every client dropped, a VMM still running killed. */
+static void modules_free(Agent *a) {
+    /* Teardown: no lease or linger bookkeeping any more. */
+    a->activated = false;
+    a->no_vmm = true;
+    clients_free(TAKE_PTR(a->clients));
+    lifecycle_free(TAKE_PTR(a->life));
+    idle_free(TAKE_PTR(a->idle));
+}
+
 /* ---- serving ------------------------------------------------------------------ */
 
 /* SIGTERM/SIGINT: with a VM up, stop it (a second signal kills it) and
@@ -578,7 +663,7 @@ static int serve_begin(Agent *a) {
 /* Serves the VM's command socket until the VM has stopped (or, never
  * started, the agent lingered long enough). In this order: the
  * configuration, the guest agent's address, signals and the event loop,
- * the listening socket, the modules (agent.c), what comes first
+ * the listening socket, the modules, what comes first
  * (serve_begin), the loop; then the teardown, which kills a VMM still
  * running. */
 static int run_serve(Agent *a, const Options *o) {
@@ -592,7 +677,7 @@ static int run_serve(Agent *a, const Options *o) {
         r = listen_open(a, o->listen, &l);
     }
     if (r >= 0) {
-        r = agent_modules_new(a, l.fd);
+        r = modules_new(a, l.fd);
         if (r >= 0) {
             r = sd_event_add_signal(a->event, NULL, SIGTERM, on_signal, a);
         }
@@ -613,7 +698,7 @@ static int run_serve(Agent *a, const Options *o) {
             log_error_errno(r, "Event loop failed: %m");
         }
     }
-    agent_modules_free(a);
+    modules_free(a);
     listen_close(&l);
     host_config_free(a->host);
     vm_config_free(a->vm);
