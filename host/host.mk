@@ -60,6 +60,9 @@ UNIT_OBJS_test-crosvm := $(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OB
 UNIT_LIBS_test-crosvm := $(HOST_LIBS)
 UNIT_OBJS_test-vfio := $(OBJ)/host/agent/vfio.o $(OBJ)/host/common/config.o $(OBJ)/host/common/paths.o
 UNIT_LIBS_test-vfio := $(HOST_LIBS)
+# A Connect's guest connections, against a unix listener.
+UNIT_OBJS_test-handoff := $(OBJ)/host/agent/handoff.o $(OBJ)/host/agent/agent.o
+UNIT_LIBS_test-handoff :=
 # The VMM's environment and process.
 UNIT_OBJS_test-vmmproc := $(OBJ)/host/agent/vmmproc.o $(OBJ)/host/agent/vmm.o
 UNIT_LIBS_test-vmmproc :=
