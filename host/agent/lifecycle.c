@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "console.h"
@@ -626,9 +627,11 @@ static void exit_log(const Lifecycle *l, const siginfo_t *si, StopMethod method,
 /* The VMM is gone: what it left in its process group (not yet reaped, the
  * group's id is still its own) would hold the VM's devices and goes too;
  * the probe, the stop phase and a stop command still running end (it has
- * nothing left to stop); its last stderr and console output are read. */
-static void vm_stopped(Lifecycle *l) {
-    if (vmm_proc_own_group(l->vmm)) {
+ * nothing left to stop); its last stderr and console output are read.
+ * Returns whether it had a process group of its own, killed now. */
+static bool vm_stopped(Lifecycle *l) {
+    bool group = vmm_proc_own_group(l->vmm);
+    if (group) {
         (void)vmm_proc_kill(l->vmm);
     }
     l->state = VM_STOPPED;
@@ -640,6 +643,24 @@ static void vm_stopped(Lifecycle *l) {
     vmm_proc_free(TAKE_PTR(l->vmm));
     if (l->console) {
         console_drain(l->console);
+    }
+    return group;
+}
+
+/* The VMM's control socket goes once the VMM has. It is removed only when
+ * stale (nobody answers on it). After we killed the VMM's process group, a
+ * process of it that has not died yet may still hold the socket: a few
+ * more tries, a little apart, while that one dies. */
+static void remove_control_socket(Lifecycle *l, bool group_killed) {
+    if (!l->control_path) {
+        return;
+    }
+    for (unsigned i = 0;; i++) {
+        int r = addr_unix_remove_stale(l->control_path);
+        if (r != -EADDRINUSE || !group_killed || i + 1 >= CONTROL_SOCKET_TRIES) {
+            return;
+        }
+        (void)usleep(CONTROL_SOCKET_RETRY_USEC);
     }
 }
 
@@ -682,7 +703,7 @@ static void on_vmm_exit(void *userdata, const siginfo_t *si) {
     VmState was = l->state;
 
     exit_log(l, si, method, how, now);
-    vm_stopped(l);
+    bool group_killed = vm_stopped(l);
     snprintf(msg, sizeof(msg), "VM '%s' stopped%s: %s", a->vm_name,
              was == VM_STARTING ? " before its guest agent answered" : "", how);
     LifecycleExit e = {
@@ -694,9 +715,7 @@ static void on_vmm_exit(void *userdata, const siginfo_t *si) {
     };
     unsigned restart = l->events->exited(l->userdata, &e);
     console_free(TAKE_PTR(l->console));
-    if (l->control_path) {
-        (void)addr_unix_remove_stale(l->control_path);
-    }
+    remove_control_socket(l, group_killed);
     if (restart > 0 && restart_for(l, restart) == 0) {
         return;
     }
@@ -715,9 +734,7 @@ void lifecycle_free(Lifecycle *l) {
         (void)vmm_proc_kill(l->vmm);
         /* Not one that SIGKILL did not end already: we would hang here. */
         vmm_proc_reap(l->vmm, !l->vmm_unkillable);
-        if (l->control_path) {
-            (void)addr_unix_remove_stale(l->control_path);
-        }
+        remove_control_socket(l, vmm_proc_own_group(l->vmm));
     }
     console_free(l->console);
     guest_call_free(l->probe);

@@ -19,6 +19,11 @@
  * request when it stops, are each bounded by these. */
 #define PROBE_TIMEOUT_USEC (2 * USEC_PER_SEC)
 #define SHUTDOWN_CALL_TIMEOUT_USEC (5 * USEC_PER_SEC)
+/* Removing the control socket once the VMM has exited: while something of
+ * its killed process group still answers there, this many tries, this far
+ * apart (at most 0.2 s). */
+#define CONTROL_SOCKET_TRIES 20u
+#define CONTROL_SOCKET_RETRY_USEC (10 * 1000u)
 
 /* How the VMM's exit went, for the clients. */
 typedef struct LifecycleExit {
