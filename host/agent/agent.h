@@ -25,7 +25,8 @@
 
 #define USEC_PER_SEC UINT64_C(1000000)
 /* Reaching the guest agent (a client's connection, the start's probe):
- * the wait between attempts doubles from the first to the second. */
+ * the wait between attempts starts at the first and doubles up to the
+ * second. */
 #define GUEST_BACKOFF_MIN_USEC (20 * 1000ULL)
 #define GUEST_BACKOFF_MAX_USEC (500 * 1000ULL)
 
