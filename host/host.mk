@@ -9,7 +9,9 @@ HOST_CONFIG_OBJS := $(OBJ)/host/common/config.o $(OBJ)/host/common/config-parser
 	$(OBJ)/host/common/config-sets.o $(OBJ)/host/common/config-derived.o \
 	$(OBJ)/host/common/config-check.o $(OBJ)/host/common/paths.o
 
-HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(HOST_CONFIG_OBJS) \
+HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/agent/agent.o \
+	$(OBJ)/host/agent/clients.o $(OBJ)/host/agent/handoff.o $(OBJ)/host/agent/lifecycle.o \
+	$(OBJ)/host/agent/vmmproc.o $(OBJ)/host/agent/idle.o $(HOST_CONFIG_OBJS) \
 	$(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/agent/vfio.o \
 	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o \
 	$(OBJ)/host/agent/tap.o
@@ -71,6 +73,12 @@ UNIT_OBJS_test-crosvm := $(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(HO
 UNIT_LIBS_test-crosvm := $(HOST_LIBS)
 UNIT_OBJS_test-vfio := $(OBJ)/host/agent/vfio.o $(HOST_CONFIG_OBJS)
 UNIT_LIBS_test-vfio := $(HOST_LIBS)
+# A Connect's guest connections, against a unix listener.
+UNIT_OBJS_test-handoff := $(OBJ)/host/agent/handoff.o $(OBJ)/host/agent/agent.o
+UNIT_LIBS_test-handoff :=
+# The VMM's environment and process.
+UNIT_OBJS_test-vmmproc := $(OBJ)/host/agent/vmmproc.o $(OBJ)/host/agent/vmm.o
+UNIT_LIBS_test-vmmproc :=
 # The console's scrollback ring and pty.
 UNIT_OBJS_test-console := $(OBJ)/host/agent/console.o
 UNIT_LIBS_test-console := $(call pc_libs,libsystemd)

@@ -152,11 +152,8 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
     int r;
 
     if (!vm->kernel) {
-        if (err) {
-            snprintf(err->message, sizeof(err->message),
-                     "%.200s: key 'kernel': missing (required to start the VM)", vm->path);
-        }
-        return -EINVAL;
+        return error_set(err, -EINVAL, "%.200s: key 'kernel': missing (required to start the VM)",
+                         vm->path);
     }
     if (!h) {
         r = config_host_defaults(&defaults);
@@ -272,10 +269,7 @@ oom:
     if (a.v) {
         vmm_argv_free(a.v);
     }
-    if (err) {
-        snprintf(err->message, sizeof(err->message), "out of memory");
-    }
-    return -ENOMEM;
+    return error_set(err, -ENOMEM, "out of memory");
 }
 
 int vmm_crosvm_stop_argv(const VmConfig *vm, char ***ret_argv) {

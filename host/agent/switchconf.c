@@ -29,11 +29,6 @@ typedef struct Entry {
     bool keep;
 } Entry;
 
-static int json_name(const struct dirent *d) {
-    size_t n = strlen(d->d_name);
-    return d->d_name[0] != '.' && n > 5 && streq(d->d_name + n - 5, ".json");
-}
-
 /* mkdir -p, each new directory 0755 whatever the umask. */
 static int mkdir_p(const char *path) {
     _cleanup_free_ char *p = strdup(path);
@@ -61,7 +56,8 @@ static int mkdir_p(const char *path) {
 
 /* Whether dirfd/name already holds exactly `text`. */
 static bool same_text(int dirfd, const char *name, const char *text) {
-    char buf[128];
+    /* One byte more than any text: a longer file is not the same. */
+    char buf[VM_CONF_TEXT_MAX];
     _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         return false;
@@ -121,7 +117,7 @@ static int collect(const char *config_dir, const char *net, FILE *errors, Entry 
     if (asprintf(&vms_dir, "%s/vms", config_dir) < 0) {
         return -ENOMEM;
     }
-    int n = scandir(vms_dir, &ents, json_name, alphasort);
+    int n = scandir(vms_dir, &ents, NULL, alphasort);
     if (n < 0 && errno == ENOENT) {
         n = 0; /* no VMs: none on the network */
     } else if (n < 0) {
@@ -131,16 +127,15 @@ static int collect(const char *config_dir, const char *net, FILE *errors, Entry 
     for (int i = 0; i < n; i++) {
         _cleanup_(vm_config_freep) VmConfig *vm = NULL;
         ErrorText err = {{0}};
-        size_t len = strlen(ents[i]->d_name) - 5;
-        char name[256];
+        char name[VM_NAME_MAX + 1];
+        bool listed = v && vm_name_from_filename(ents[i]->d_name, ".json", name) == 0;
 
-        snprintf(name, sizeof(name), "%.*s", (int)len, ents[i]->d_name);
         free(ents[i]);
-        if (!v || !vm_name_valid(name)) {
+        if (!listed) {
             continue;
         }
         Entry *e = &v[k++];
-        memcpy(e->name, name, strlen(name) + 1); /* a valid name fits */
+        memcpy(e->name, name, sizeof(e->name));
         if (config_load_vm(config_dir, name, &vm, &err) < 0) {
             if (errors) {
                 fprintf(errors, "%s (its %s.conf is left as it is)\n", err.message, name);
@@ -202,14 +197,9 @@ int switchconf_write(const char *config_dir, const char *net, const char *dir, F
         return -errno;
     }
     for (struct dirent *de; (errno = 0, de = readdir(d));) {
-        size_t len = strlen(de->d_name);
-        char name[256];
-        if (de->d_name[0] == '.' || len <= 5 || !streq(de->d_name + len - 5, ".conf")) {
-            continue;
-        }
-        snprintf(name, sizeof(name), "%.*s", (int)(len - 5), de->d_name);
-        if (!vm_name_valid(name)) {
-            continue;
+        char name[VM_NAME_MAX + 1];
+        if (vm_name_from_filename(de->d_name, ".conf", name) < 0) {
+            continue; /* not a <vm>.conf: not ours to remove */
         }
         const Entry *e = find(v, n, name);
         if ((!e || (!e->on_net && !e->keep)) && unlinkat(dirfd, de->d_name, 0) < 0 &&

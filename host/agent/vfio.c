@@ -31,12 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PCI_CLASS_BRIDGE_PCI 0x0604u
-/* A group on real hardware holds a handful of functions; this bounds what
- * a broken or hostile tree can make us allocate. */
-#define VFIO_GROUP_MAX 256u
-
-typedef char Bdf[13];
+typedef char Bdf[PCI_ADDR_SIZE];
 
 /* What sysfs says about one PCI device. */
 typedef struct PciInfo {
@@ -51,14 +46,6 @@ static void closedirp(DIR **d) {
     }
 }
 
-_printf_(3, 4) static int fail(ErrorText *err, int r, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof(err->message), fmt, ap);
-    va_end(ap);
-    return r;
-}
-
 const char *vfio_sysfs_root(void) {
     const char *e = getenv("QUBES_LITE_SYSFS_ROOT");
     return (e && *e) ? e : VFIO_DEFAULT_SYSFS_ROOT;
@@ -70,7 +57,7 @@ const char *vfio_sysfs_root(void) {
 static int root_check(ErrorText *err) {
     const char *root = vfio_sysfs_root();
     if (strlen(root) > PATH_MAX - 2 * NAME_MAX - 64) {
-        return fail(err, -ENAMETOOLONG, "the sysfs root is too long: %.64s...", root);
+        return error_set(err, -ENAMETOOLONG, "the sysfs root is too long: %.64s...", root);
     }
     return 0;
 }
@@ -160,17 +147,17 @@ static int sysfs_write(const char *bdf, const char *rel, const char *value, Erro
     int r = sysfs_path(path, "%s", rel);
 
     if (r < 0) {
-        return fail(err, r, "%s: path too long: %s/%s", bdf, vfio_sysfs_root(), rel);
+        return error_set(err, r, "%s: path too long: %s/%s", bdf, vfio_sysfs_root(), rel);
     }
     r = log_write(rel, value);
     if (r < 0) {
-        return fail(err, r, "%s: cannot log the write to %s in $QUBES_LITE_SYSFS_LOG: %s", bdf,
-                    path, strerror(-r));
+        return error_set(err, r, "%s: cannot log the write to %s in $QUBES_LITE_SYSFS_LOG: %s", bdf,
+                         path, strerror(-r));
     }
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
         r = -errno;
-        return fail(err, r, "%s: cannot open %s: %s", bdf, path, strerror(-r));
+        return error_set(err, r, "%s: cannot open %s: %s", bdf, path, strerror(-r));
     }
     ssize_t n;
     do {
@@ -178,10 +165,10 @@ static int sysfs_write(const char *bdf, const char *rel, const char *value, Erro
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         r = -errno;
-        return fail(err, r, "%s: cannot write '%s' to %s: %s", bdf, value, path, strerror(-r));
+        return error_set(err, r, "%s: cannot write '%s' to %s: %s", bdf, value, path, strerror(-r));
     }
     if ((size_t)n != len) {
-        return fail(err, -EIO, "%s: short write of '%s' to %s", bdf, value, path);
+        return error_set(err, -EIO, "%s: short write of '%s' to %s", bdf, value, path);
     }
     return 0;
 }
@@ -189,47 +176,53 @@ static int sysfs_write(const char *bdf, const char *rel, const char *value, Erro
 /* Reads a device's driver, IOMMU group and class. -ENODEV when the device
  * does not exist. */
 static int pci_info(const char *bdf, PciInfo *ret, ErrorText *err) {
-    char path[PATH_MAX], class[32];
+    char path[PATH_MAX], untrusted_class[PCI_CLASS_ATTR_MAX], untrusted_group[NAME_MAX + 1];
     PciInfo info = {0};
     struct stat st;
     int r;
 
     if (sysfs_path(path, "bus/pci/devices/%s", bdf) < 0) {
-        return fail(err, -ENAMETOOLONG, "%s: sysfs path too long", bdf);
+        return error_set(err, -ENAMETOOLONG, "%s: sysfs path too long", bdf);
     }
     if (stat(path, &st) < 0) {
         r = -errno;
         if (r == -ENOENT) {
-            return fail(err, -ENODEV, "%s: no such PCI device (no %s)", bdf, path);
+            return error_set(err, -ENODEV, "%s: no such PCI device (no %s)", bdf, path);
         }
-        return fail(err, r, "%s: cannot stat %s: %s", bdf, path, strerror(-r));
+        return error_set(err, r, "%s: cannot stat %s: %s", bdf, path, strerror(-r));
     }
 
     (void)sysfs_path(path, "bus/pci/devices/%s/driver", bdf);
     r = link_name(path, info.driver);
     if (r < 0 && r != -ENOENT) {
-        return fail(err, r, "%s: cannot read the link %s: %s", bdf, path, strerror(-r));
+        return error_set(err, r, "%s: cannot read the link %s: %s", bdf, path, strerror(-r));
     }
 
     (void)sysfs_path(path, "bus/pci/devices/%s/iommu_group", bdf);
-    r = link_name(path, info.group);
+    r = link_name(path, untrusted_group);
     if (r < 0 && r != -ENOENT) {
-        return fail(err, r, "%s: cannot read the link %s: %s", bdf, path, strerror(-r));
+        return error_set(err, r, "%s: cannot read the link %s: %s", bdf, path, strerror(-r));
     }
-    if (r == 0 && info.group[strspn(info.group, "0123456789")] != '\0') {
-        return fail(err, -EINVAL, "%s: %s does not point at a numbered IOMMU group", bdf, path);
+    if (r == 0) {
+        /* A group's name is its number: it goes into a path below. */
+        if (untrusted_group[strspn(untrusted_group, "0123456789")] != '\0') {
+            return error_set(err, -EINVAL, "%s: %s does not point at a numbered IOMMU group", bdf,
+                             path);
+        }
+        memcpy(info.group, untrusted_group, sizeof(info.group));
     }
 
     (void)sysfs_path(path, "bus/pci/devices/%s/class", bdf);
-    r = read_attr(path, class, sizeof(class));
+    r = read_attr(path, untrusted_class, sizeof(untrusted_class));
     if (r < 0) {
-        return fail(err, r, "%s: cannot read %s: %s", bdf, path, strerror(-r));
+        return error_set(err, r, "%s: cannot read %s: %s", bdf, path, strerror(-r));
     }
     char *end;
     errno = 0;
-    unsigned long c = strtoul(class, &end, 16);
-    if (errno != 0 || end == class || *end || c > 0xffffffUL) {
-        return fail(err, -EINVAL, "%s: %s holds '%.16s', not a PCI class", bdf, path, class);
+    unsigned long c = strtoul(untrusted_class, &end, 16);
+    if (errno != 0 || end == untrusted_class || *end || c > PCI_CLASS_MAX) {
+        return error_set(err, -EINVAL, "%s: %s holds '%.16s', not a PCI class", bdf, path,
+                         untrusted_class);
     }
     info.bridge = (c >> 8) == PCI_CLASS_BRIDGE_PCI;
     *ret = info;
@@ -250,40 +243,41 @@ static int group_members(const char *bdf, const char *group, Bdf **ret, size_t *
     struct dirent *de;
 
     if (sysfs_path(path, "kernel/iommu_groups/%s/devices", group) < 0) {
-        return fail(err, -ENAMETOOLONG, "%s: sysfs path too long", bdf);
+        return error_set(err, -ENAMETOOLONG, "%s: sysfs path too long", bdf);
     }
     d = opendir(path);
     if (!d) {
         int r = -errno;
-        return fail(err, r, "%s: cannot list IOMMU group %s (%s): %s", bdf, group, path,
-                    strerror(-r));
+        return error_set(err, r, "%s: cannot list IOMMU group %s (%s): %s", bdf, group, path,
+                         strerror(-r));
     }
     v = calloc(VFIO_GROUP_MAX, sizeof(Bdf));
     if (!v) {
-        return fail(err, -ENOMEM, "%s: out of memory", bdf);
+        return error_set(err, -ENOMEM, "%s: out of memory", bdf);
     }
     while ((errno = 0, de = readdir(d))) {
-        if (streq(de->d_name, ".") || streq(de->d_name, "..")) {
+        const char *untrusted_member = de->d_name;
+        if (streq(untrusted_member, ".") || streq(untrusted_member, "..")) {
             continue;
         }
         if (n == VFIO_GROUP_MAX) {
-            return fail(err, -E2BIG, "%s: IOMMU group %s has more than %u devices", bdf, group,
-                        VFIO_GROUP_MAX);
+            return error_set(err, -E2BIG, "%s: IOMMU group %s has more than %u devices", bdf, group,
+                             VFIO_GROUP_MAX);
         }
         /* Members are named by their canonical address; anything else is
          * not a PCI device, which we cannot hand over with the group. */
-        if (!config_pci_canonical(de->d_name, v[n]) || !streq(de->d_name, v[n])) {
-            return fail(err, -EBUSY,
-                        "%s in IOMMU group %s: the group also holds '%.64s', "
-                        "which is not a PCI device",
-                        bdf, group, de->d_name);
+        if (!config_pci_canonical(untrusted_member, v[n]) || !streq(untrusted_member, v[n])) {
+            return error_set(err, -EBUSY,
+                             "%s in IOMMU group %s: the group also holds '%.64s', "
+                             "which is not a PCI device",
+                             bdf, group, untrusted_member);
         }
         n++;
     }
     if (errno != 0) {
         int r = -errno;
-        return fail(err, r, "%s: cannot list IOMMU group %s (%s): %s", bdf, group, path,
-                    strerror(-r));
+        return error_set(err, r, "%s: cannot list IOMMU group %s (%s): %s", bdf, group, path,
+                         strerror(-r));
     }
     qsort(v, n, sizeof(Bdf), bdf_cmp);
     *ret = TAKE_PTR(v);
@@ -312,18 +306,18 @@ static int check_device(const char *vm_name, const Bdf *given, size_t n_given, c
         return r;
     }
     if (!*info.group) {
-        return fail(err, -EOPNOTSUPP,
-                    "%s has no IOMMU group: the IOMMU is missing or disabled "
-                    "(firmware VT-d/AMD-Vi, kernel intel_iommu=on), so it cannot be passed "
-                    "through",
-                    bdf);
+        return error_set(err, -EOPNOTSUPP,
+                         "%s has no IOMMU group: the IOMMU is missing or disabled "
+                         "(firmware VT-d/AMD-Vi, kernel intel_iommu=on), so it cannot be passed "
+                         "through",
+                         bdf);
     }
     r = group_members(bdf, info.group, &members, &n_members, err);
     if (r < 0) {
         return r;
     }
     if (!in_list(members, n_members, bdf)) {
-        return fail(err, -EINVAL, "%s: IOMMU group %s does not list it", bdf, info.group);
+        return error_set(err, -EINVAL, "%s: IOMMU group %s does not list it", bdf, info.group);
     }
     for (size_t i = 0; i < n_members; i++) {
         const char *who = members[i];
@@ -352,14 +346,15 @@ static int check_device(const char *vm_name, const Bdf *given, size_t n_given, c
             snprintf(driver, sizeof(driver), "is bound to %s, not " VFIO_DRIVER, m.driver);
         }
         if (!bound && !ours) {
-            return fail(err, -EBUSY, "%s in IOMMU group %s%s %s, and is not given to VM %s", who,
-                        info.group, with, driver, vm_name);
+            return error_set(err, -EBUSY, "%s in IOMMU group %s%s %s, and is not given to VM %s",
+                             who, info.group, with, driver, vm_name);
         }
         if (!bound) {
-            return fail(err, -EBUSY, "%s in IOMMU group %s%s %s", who, info.group, with, driver);
+            return error_set(err, -EBUSY, "%s in IOMMU group %s%s %s", who, info.group, with,
+                             driver);
         }
-        return fail(err, -EBUSY, "%s in IOMMU group %s%s is not given to VM %s", who, info.group,
-                    with, vm_name);
+        return error_set(err, -EBUSY, "%s in IOMMU group %s%s is not given to VM %s", who,
+                         info.group, with, vm_name);
     }
     return 0;
 }
@@ -377,12 +372,13 @@ int vfio_check_vm(const VmConfig *vm, ErrorText *err) {
     }
     given = calloc(n, sizeof(Bdf));
     if (!given) {
-        return fail(err, -ENOMEM, "VM %s: out of memory", vm->name);
+        return error_set(err, -ENOMEM, "VM %s: out of memory", vm->name);
     }
     for (size_t i = 0; i < n; i++) {
         const char *p = vm->pci_devices.v[i].path;
         if (!config_pci_canonical(p, given[i])) {
-            return fail(err, -EINVAL, "VM %s: '%.32s' is not a PCI address", vm->name, p ? p : "");
+            return error_set(err, -EINVAL, "VM %s: '%.32s' is not a PCI address", vm->name,
+                             p ? p : "");
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -407,8 +403,8 @@ int vfio_bind(const char *untrusted_bdf, ErrorText *err) {
         return r;
     }
     if (!config_pci_canonical(untrusted_bdf, bdf)) {
-        return fail(err, -EINVAL, "'%.32s' is not a PCI address (BB:DD.F or DDDD:BB:DD.F)",
-                    untrusted_bdf ? untrusted_bdf : "");
+        return error_set(err, -EINVAL, "'%.32s' is not a PCI address (BB:DD.F or DDDD:BB:DD.F)",
+                         untrusted_bdf ? untrusted_bdf : "");
     }
     r = pci_info(bdf, &info, err);
     if (r < 0) {
@@ -418,8 +414,8 @@ int vfio_bind(const char *untrusted_bdf, ErrorText *err) {
      * taking it away from the host. */
     (void)sysfs_path(path, "bus/pci/drivers/" VFIO_DRIVER);
     if (stat(path, &st) < 0) {
-        return fail(err, -ENODEV, "%s: the " VFIO_DRIVER " driver is not loaded (no %s)", bdf,
-                    path);
+        return error_set(err, -ENODEV, "%s: the " VFIO_DRIVER " driver is not loaded (no %s)", bdf,
+                         path);
     }
 
     /* The override first: it makes the binding stick across later probes
@@ -427,7 +423,7 @@ int vfio_bind(const char *untrusted_bdf, ErrorText *err) {
     (void)sysfs_path(path, "bus/pci/devices/%s/driver_override", bdf);
     r = read_attr(path, override, sizeof(override));
     if (r < 0) {
-        return fail(err, r, "%s: cannot read %s: %s", bdf, path, strerror(-r));
+        return error_set(err, r, "%s: cannot read %s: %s", bdf, path, strerror(-r));
     }
     if (!streq(override, VFIO_DRIVER)) {
         snprintf(rel, sizeof(rel), "bus/pci/devices/%s/driver_override", bdf);
@@ -459,13 +455,13 @@ int vfio_bind(const char *untrusted_bdf, ErrorText *err) {
     if (!streq(info.driver, VFIO_DRIVER)) {
         (void)sysfs_path(path, "bus/pci/devices/%s/driver", bdf);
         if (!*info.driver) {
-            return fail(err, -EIO,
-                        "%s: no driver took it after drivers_probe (%s is missing), "
-                        "not " VFIO_DRIVER,
-                        bdf, path);
+            return error_set(err, -EIO,
+                             "%s: no driver took it after drivers_probe (%s is missing), "
+                             "not " VFIO_DRIVER,
+                             bdf, path);
         }
-        return fail(err, -EIO, "%s: %s points at %s after drivers_probe, not " VFIO_DRIVER, bdf,
-                    path, info.driver);
+        return error_set(err, -EIO, "%s: %s points at %s after drivers_probe, not " VFIO_DRIVER,
+                         bdf, path, info.driver);
     }
     return 1;
 }

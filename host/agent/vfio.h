@@ -22,6 +22,16 @@
 
 #define VFIO_DRIVER "vfio-pci"
 #define VFIO_DEFAULT_SYSFS_ROOT "/sys"
+/* A canonical PCI address, "0000:01:00.0", and its NUL. */
+#define PCI_ADDR_SIZE 13
+/* A group on real hardware holds a handful of functions; this bounds what
+ * a broken or hostile tree can make us allocate. */
+#define VFIO_GROUP_MAX 256u
+/* The class attribute, "0x060400\n", read into a buffer this large; a
+ * class is 24 bits, and 0x0604xx is a PCI-to-PCI bridge. */
+#define PCI_CLASS_ATTR_MAX 32
+#define PCI_CLASS_MAX 0xffffffUL
+#define PCI_CLASS_BRIDGE_PCI 0x0604u
 
 /* $QUBES_LITE_SYSFS_ROOT when set and non-empty, else /sys. */
 const char *vfio_sysfs_root(void);

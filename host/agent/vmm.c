@@ -26,12 +26,8 @@ int vmm_print_command(const VmmOps *ops, const HostConfig *h, const VmConfig *vm
         fprintf(out, "%s\n", *p);
     }
     if (fflush(out) != 0 || ferror(out)) {
-        r = -errno;
-        if (err) {
-            snprintf(err->message, sizeof(err->message), "cannot write the command: %s",
-                     strerror(-r));
-        }
-        return r < 0 ? r : -EIO;
+        r = errno > 0 ? -errno : -EIO;
+        return error_set(err, r, "cannot write the command: %s", strerror(-r));
     }
     return 0;
 }

@@ -1,9 +1,10 @@
 /* The VMM interface of the host agent.
  *
  * The host agent drives a VMM through VmmOps: build the command line and
- * ask the running VM to stop; starting it and noticing its exit are the
- * caller's fork/exec and pidfd. Each VMM lives in a module of its own
- * (crosvm.c) behind one VmmOps. */
+ * ask the running VM to stop. Starting the process, noticing its exit and
+ * killing it are the same for every VMM (vmmproc.c), and so is when each
+ * happens (lifecycle.c). Each VMM lives in a module of its own (crosvm.c)
+ * behind one VmmOps. */
 #pragma once
 
 #include <stdio.h>

@@ -297,6 +297,45 @@ static void test_check_non_pci_member(void **state) {
              "not a PCI device");
 }
 
+/* What sysfs says is checked before it is used: a class is 24 bits of
+ * hex, a group is a number (it goes into a path), a group has at most
+ * VFIO_GROUP_MAX members. */
+static void test_check_hostile_sysfs(void **state) {
+    char msg[PATH_MAX + 128], rel[128];
+
+    add_device("0000:30:00.0", "0x1000000\n", "vfio-pci", "40");
+    snprintf(msg, sizeof(msg),
+             "0000:30:00.0: %s/bus/pci/devices/0000:30:00.0/class holds '0x1000000', not a PCI "
+             "class",
+             root);
+    check_vm("sys-usb", (const char *[]){"0000:30:00.0"}, 1, -EINVAL, msg);
+
+    add_device("0000:31:00.0", "bridge\n", "vfio-pci", "41");
+    snprintf(msg, sizeof(msg),
+             "0000:31:00.0: %s/bus/pci/devices/0000:31:00.0/class holds 'bridge', not a PCI class",
+             root);
+    check_vm("sys-usb", (const char *[]){"0000:31:00.0"}, 1, -EINVAL, msg);
+
+    add_device("0000:32:00.0", CLASS_USB, "vfio-pci", NULL);
+    mkdirs("kernel/iommu_groups/..x/devices");
+    link_to("../../../../kernel/iommu_groups/..x", "bus/pci/devices/0000:32:00.0/iommu_group");
+    snprintf(msg, sizeof(msg),
+             "0000:32:00.0: %s/bus/pci/devices/0000:32:00.0/iommu_group does not point at a "
+             "numbered IOMMU group",
+             root);
+    check_vm("sys-usb", (const char *[]){"0000:32:00.0"}, 1, -EINVAL, msg);
+
+    add_device("0000:33:00.0", CLASS_USB, "vfio-pci", "42");
+    for (unsigned i = 0; i < VFIO_GROUP_MAX; i++) {
+        snprintf(rel, sizeof(rel), "kernel/iommu_groups/42/devices/0000:%02x:%02x.%u",
+                 0x40 + i / 256, (i / 8) % 32, i % 8);
+        put(rel, "");
+    }
+    snprintf(msg, sizeof(msg), "0000:33:00.0: IOMMU group 42 has more than %u devices",
+             VFIO_GROUP_MAX);
+    check_vm("sys-usb", (const char *[]){"0000:33:00.0"}, 1, -E2BIG, msg);
+}
+
 static void test_bind_writes_in_order(void **state) {
     char msg[PATH_MAX + 128];
     ErrorText err = {{0}};
@@ -432,6 +471,7 @@ int main(void) {
         cmocka_unit_test(test_check_no_iommu),
         cmocka_unit_test(test_check_no_device),
         cmocka_unit_test(test_check_non_pci_member),
+        cmocka_unit_test(test_check_hostile_sysfs),
         cmocka_unit_test(test_bind_writes_in_order),
         cmocka_unit_test(test_bind_already_bound),
         cmocka_unit_test(test_bind_failures),

@@ -1,0 +1,283 @@
+/* A Connect's guest connections (handoff.h). */
+#include "handoff.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "wire.h"
+
+struct Handoff {
+    Agent *agent;
+    pid_t pid;
+    HandoffDoneFn done;
+    void *userdata;
+    /* Connected guest sockets not sent yet: the Connect's one, then the
+     * stream connections it asked for; sent together once all are here. */
+    int fds[1 + WIRE_CONNECT_STREAMS_MAX];
+    unsigned n, want;
+    MsgConnected connected; /* its timing, from the first connection */
+    uint64_t vm_wait_start;
+    /* The attempt in progress. */
+    int attempt_fd;
+    sd_event_source *attempt_io;
+    sd_event_source *timer; /* the backoff, or the attempt's deadline */
+    uint64_t start, deadline, backoff;
+    unsigned attempts;
+    /* Over: error < 0 when there is nothing to hand over, and why. */
+    bool over;
+    int error;
+    ErrorText message;
+};
+
+/* --no-vmm: HostStatus says whether the last attempt reached the guest
+ * agent, and since when it does. */
+static void guest_seen(Agent *a, bool up) {
+    if (!a->no_vmm) {
+        return;
+    }
+    if (up && !a->guest_up) {
+        a->guest_up_since = now_mono();
+    }
+    a->guest_up = up;
+}
+
+static void attempt_drop(Handoff *h) {
+    h->attempt_io = sd_event_source_disable_unref(h->attempt_io);
+    h->attempt_fd = safe_close(h->attempt_fd);
+}
+
+/* Over: 1 (what handoff_start() and the handlers pass on). */
+static int finish(Handoff *h, int error) {
+    h->over = true;
+    h->error = error;
+    agent_timer_off(h->timer);
+    return 1;
+}
+
+static int try_connect(Handoff *h);
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* The steps below return 1 when the hand-off is over, 0 while it goes
+ * on, a negative errno when it failed. */
+
+static int connected(Handoff *h, int fd) {
+    uint64_t now = now_mono();
+
+    guest_seen(h->agent, true);
+    assert(h->n < h->want && h->want <= ELEMENTSOF(h->fds));
+    if (h->n == 0) {
+        h->connected = (MsgConnected){
+            .vm_start_us = h->vm_wait_start ? now - h->vm_wait_start : 0,
+            .guest_wait_us = now - (h->vm_wait_start ? h->vm_wait_start : h->start),
+        };
+    }
+    h->fds[h->n++] = fd;
+    if (h->n < h->want) {
+        /* The stream connection(s): the guest agent answers now. */
+        return try_connect(h);
+    }
+    return finish(h, 0);
+}
+
+/* One attempt failed with error r: retry after a backoff, or give up at
+ * the deadline. */
+static int failed(Handoff *h, int r) {
+    Agent *a = h->agent;
+    uint64_t now = now_mono();
+
+    attempt_drop(h);
+    if (h->n > 0) {
+        /* A stream connection failed where the first one worked: hand over
+         * what we have rather than keep that one waiting. */
+        log_info_errno(r, "Guest agent of VM '%s': no stream connection for pid %d: %m", a->vm_name,
+                       (int)h->pid);
+        return finish(h, 0);
+    }
+    guest_seen(a, false);
+    if (now >= h->deadline) {
+        log_warning_errno(r,
+                          "Guest agent of VM '%s' at %s did not answer within %" PRIu64
+                          " s, giving up for pid %d: %m",
+                          a->vm_name, a->guest_str, a->guest_timeout / USEC_PER_SEC, (int)h->pid);
+        error_set(&h->message, r,
+                  "the guest agent of VM '%s' did not answer within %" PRIu64 " s (%s: %s)",
+                  a->vm_name, a->guest_timeout / USEC_PER_SEC, a->guest_str, strerror(-r));
+        return finish(h, r);
+    }
+    if (h->attempts == 1) {
+        log_info_errno(r, "Guest agent of VM '%s' at %s not answering yet, retrying: %m",
+                       a->vm_name, a->guest_str);
+    }
+    uint64_t wait = MIN(h->backoff, h->deadline - now);
+    h->backoff = MIN(h->backoff * 2, GUEST_BACKOFF_MAX_USEC);
+    r = agent_timer_at(a, &h->timer, now + wait, on_timer, h);
+    return r < 0 ? r : 0;
+}
+
+/* Tells the client when the hand-off is over (or failed); the last thing
+ * a handler does, since the client may free the Handoff. */
+static void notify(Handoff *h, int r) {
+    if (r != 0) {
+        h->done(h->userdata, r < 0 ? r : 0);
+    }
+}
+
+static int on_attempt_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+    Handoff *h = userdata;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    int r;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        err = errno;
+    }
+    if (err != 0) {
+        r = failed(h, -err);
+    } else {
+        h->attempt_io = sd_event_source_disable_unref(h->attempt_io);
+        agent_timer_off(h->timer);
+        r = connected(h, TAKE_FD(h->attempt_fd));
+    }
+    notify(h, r);
+    return 0;
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+    Handoff *h = userdata;
+    /* The attempt in progress reached the deadline, or the backoff is over. */
+    int r = h->attempt_io ? failed(h, -ETIMEDOUT) : try_connect(h);
+    notify(h, r);
+    return 0;
+}
+
+static int try_connect(Handoff *h) {
+    Agent *a = h->agent;
+    int fd = -EBADF;
+    int r;
+
+    h->attempts++;
+    r = addr_connect(&a->guest, ADDR_NONBLOCK | ADDR_RESERVED_PORT, &fd);
+    if (r == 0) {
+        return connected(h, fd);
+    }
+    if (r == -EINPROGRESS) {
+        h->attempt_fd = fd;
+        r = sd_event_add_io(a->event, &h->attempt_io, fd, EPOLLOUT, on_attempt_io, h);
+        if (r < 0) {
+            return r;
+        }
+        /* An attempt in progress is bounded by the deadline. */
+        r = agent_timer_at(a, &h->timer, h->deadline, on_timer, h);
+        return r < 0 ? r : 0;
+    }
+    return failed(h, r);
+}
+
+int handoff_start(Agent *a, unsigned want, uint64_t vm_wait_start, pid_t pid, HandoffDoneFn done,
+                  void *userdata, Handoff **ret) {
+    Handoff *h = calloc(1, sizeof(*h));
+    if (!h) {
+        return -ENOMEM;
+    }
+    uint64_t now = now_mono();
+    *h = (Handoff){
+        .agent = a,
+        .pid = pid,
+        .done = done,
+        .userdata = userdata,
+        .want = want,
+        .vm_wait_start = vm_wait_start,
+        .attempt_fd = -EBADF,
+        .start = now,
+        .deadline = now + a->guest_timeout,
+        .backoff = GUEST_BACKOFF_MIN_USEC,
+    };
+    int r = try_connect(h);
+    if (r < 0) {
+        handoff_free(h);
+        return r;
+    }
+    *ret = h;
+    return r;
+}
+
+int handoff_result(const Handoff *h, ErrorText *err) {
+    assert(h->over);
+    if (h->error < 0) {
+        *err = h->message;
+    }
+    return h->error;
+}
+
+bool handoff_ready(const Handoff *h) {
+    return h->over && h->error == 0 && h->n > 0;
+}
+
+int handoff_send(Handoff *h, int client_fd) {
+    Msg m = {.type = MSG_CONNECTED, .connected = h->connected};
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t n;
+    int r = wire_encode(&m, &buf, &n);
+    if (r < 0) {
+        return r;
+    }
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(h->fds))];
+    } control = {0};
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    size_t fds_size = h->n * sizeof(int);
+    struct msghdr mh = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = control.buf,
+        .msg_controllen = CMSG_SPACE(fds_size),
+    };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(fds_size);
+    memcpy(CMSG_DATA(cm), h->fds, fds_size);
+    ssize_t k;
+    do {
+        k = sendmsg(client_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        return -errno;
+    }
+    /* As unlikely as a full socket for a first short frame. */
+    if ((size_t)k < n) {
+        log_warning("Client pid %d took only part of Connected, dropping it", (int)h->pid);
+        return -EPROTO;
+    }
+    return 0;
+}
+
+unsigned handoff_sockets(const Handoff *h) {
+    return h->n;
+}
+
+unsigned handoff_attempts(const Handoff *h) {
+    return h->attempts;
+}
+
+Handoff *handoff_free(Handoff *h) {
+    if (!h) {
+        return NULL;
+    }
+    attempt_drop(h);
+    sd_event_source_disable_unref(h->timer);
+    for (unsigned i = 0; i < h->n; i++) {
+        safe_close(h->fds[i]);
+    }
+    free(h);
+    return NULL;
+}
