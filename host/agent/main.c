@@ -306,18 +306,6 @@ static int run_check(void) {
     return EXIT_SUCCESS;
 }
 
-/* host.json is optional: without it the defaults apply. */
-static int load_host_or_defaults(HostConfig **ret, ErrorText *err) {
-    int r = config_load_host(config_dir(), ret, err);
-    if (r == -ENOENT) {
-        r = config_host_defaults(ret);
-        if (r < 0) {
-            error_set(err, r, "out of memory");
-        }
-    }
-    return r;
-}
-
 /* vms/<name>.json, or die saying why. */
 static void load_vm_or_die(const char *name, VmConfig **ret) {
     ErrorText err;
@@ -336,7 +324,7 @@ static int run_print_command(const char *name) {
     _cleanup_(vm_config_freep) VmConfig *vm = NULL;
     ErrorText err;
 
-    if (load_host_or_defaults(&host, &err) < 0) {
+    if (config_load_host_or_defaults(config_dir(), &host, &err) < 0) {
         die("%s", err.message);
     }
     load_vm_or_die(name, &vm);
@@ -351,7 +339,7 @@ static int run_bind_vfio(void) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
     ErrorText err;
 
-    if (load_host_or_defaults(&host, &err) < 0) {
+    if (config_load_host_or_defaults(config_dir(), &host, &err) < 0) {
         die("%s", err.message);
     }
     return vfio_bind_all(&host->isolated_pci_devices, stderr) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

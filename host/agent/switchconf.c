@@ -109,29 +109,22 @@ static const Entry *find(const Entry *v, size_t n, const char *name) {
 /* The configuration's VMs, each with the text of its <vm>.conf on net. */
 static int collect(const char *config_dir, const char *net, FILE *errors, Entry **ret,
                    size_t *ret_n) {
-    _cleanup_free_ char *vms_dir = NULL;
-    struct dirent **ents = NULL;
-    Entry *v;
-    size_t k = 0;
+    ConfigVmFile *files = NULL;
+    size_t n = 0, k = 0;
 
-    if (asprintf(&vms_dir, "%s/vms", config_dir) < 0) {
-        return -ENOMEM;
-    }
-    int n = scandir(vms_dir, &ents, NULL, alphasort);
-    if (n < 0 && errno == ENOENT) {
+    int r = config_vm_files(config_dir, &files, &n);
+    if (r == -ENOENT) {
         n = 0; /* no VMs: none on the network */
-    } else if (n < 0) {
-        return -errno;
+    } else if (r < 0) {
+        return r;
     }
-    v = calloc((size_t)n + 1, sizeof(*v));
-    for (int i = 0; i < n; i++) {
+    Entry *v = calloc(n + 1, sizeof(*v));
+    for (size_t i = 0; v && i < n; i++) {
         _cleanup_(vm_config_freep) VmConfig *vm = NULL;
         ErrorText err = {{0}};
-        char name[VM_NAME_MAX + 1];
-        bool listed = v && vm_name_from_filename(ents[i]->d_name, ".json", name) == 0;
+        const char *name = files[i].name;
 
-        free(ents[i]);
-        if (!listed) {
+        if (!name[0]) {
             continue;
         }
         Entry *e = &v[k++];
@@ -154,7 +147,7 @@ static int collect(const char *config_dir, const char *net, FILE *errors, Entry 
             }
         }
     }
-    free(ents);
+    config_vm_files_free(files, n);
     if (!v) {
         return -ENOMEM;
     }
