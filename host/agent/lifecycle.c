@@ -42,6 +42,7 @@
 #include "console.h"
 #include "guestcall.h"
 #include "log.h"
+#include "tap.h"
 #include "vfio.h"
 
 typedef enum StopPhase {
@@ -72,6 +73,7 @@ struct Lifecycle {
     VmmProc *stop_cmd; /* the VMM's stop command while it runs */
     GuestCall *shutdown_call;
     bool vmm_unkillable; /* still there after SIGKILL and --kill-timeout */
+    bool tap_created;    /* hostNetworking's TAP is ours to remove (tap.c) */
 };
 
 int lifecycle_new(Agent *a, const LifecycleEvents *events, void *userdata, Lifecycle **ret) {
@@ -229,6 +231,44 @@ static int start_check_runtime_dir(Lifecycle *l, ErrorText *err) {
     return r < 0 ? start_failed(l, err, r, "%s", derr.message) : 0;
 }
 
+/* hostNetworking: the TAP vm-<name> the VMM opens by name, with the
+ * host's address of the VM's /31, owned by the configured user. One the
+ * system made is used as it is; one we make is removed once the VMM has
+ * exited for good (tap.c). */
+static int start_tap(Lifecycle *l, ErrorText *err) {
+    Agent *a = l->agent;
+    ConfigAddresses ad;
+    ErrorText terr;
+    bool user = a->host && a->host->user, created = false;
+
+    if (!a->vm->host_networking) {
+        return 0;
+    }
+    config_vm_addresses(a->host, a->vm, &ad);
+    int r = tap_ensure(a->vm->tap_name, user ? a->host->user_uid : (uid_t)-1,
+                       user ? a->host->user_gid : (gid_t)-1, ad.host_ip, ad.prefix, &created,
+                       &terr);
+    if (r < 0) {
+        return start_failed(l, err, r, "%s", terr.message);
+    }
+    l->tap_created = l->tap_created || created;
+    return 0;
+}
+
+/* The TAP goes when the VM has stopped for good, and only ours. */
+static void remove_tap(Lifecycle *l) {
+    ErrorText terr;
+
+    if (!l->tap_created) {
+        return;
+    }
+    int r = tap_remove(l->agent->vm->tap_name, &terr);
+    if (r < 0) {
+        log_warning("VM '%s': %s", l->agent->vm_name, terr.message);
+    }
+    l->tap_created = false;
+}
+
 /* The VMM's control socket: one left by a VMM that did not clean up is
  * removed; one that answers belongs to a VMM we do not know of. */
 static int start_control_socket(Lifecycle *l, ErrorText *err) {
@@ -339,6 +379,9 @@ int lifecycle_start(Lifecycle *l, ErrorText *err) {
         r = start_check_runtime_dir(l, err);
     }
     if (r >= 0) {
+        r = start_tap(l, err);
+    }
+    if (r >= 0) {
         r = start_control_socket(l, err);
     }
     if (r >= 0 && !l->agent->foreground) {
@@ -349,6 +392,7 @@ int lifecycle_start(Lifecycle *l, ErrorText *err) {
     }
     if (r < 0) {
         console_free(TAKE_PTR(l->console));
+        remove_tap(l);
         return r;
     }
     start_wait_guest(l);
@@ -719,6 +763,7 @@ static void on_vmm_exit(void *userdata, const siginfo_t *si) {
     if (restart > 0 && restart_for(l, restart) == 0) {
         return;
     }
+    remove_tap(l);
     exit_agent(l, how, status);
 }
 
