@@ -22,3 +22,13 @@ UNIT_OBJS_test-vsock-mux := $(VSOCK_OBJS)
 # the protocol library (proto/addr.c).
 $(FUZZ_DIR)/fuzz-vsock-mux: $(VSOCK_SRCS:%.c=$(FUZZ_OBJ)/%.o)
 
+# The program: the device (libvhostuser.a), the host side, the loop.
+VSOCK_PROG_OBJS := $(OBJ)/switch/vsock/main.o $(OBJ)/switch/vsock/device.o \
+	$(OBJ)/switch/vsock/host.o
+
+PROGRAMS += $(BIN)/qubes-lite-vsock
+
+$(BIN)/qubes-lite-vsock: $(VSOCK_PROG_OBJS) $(VSOCK_LIB) $(VHOSTUSER_LIB) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PROTO_LIBS)
