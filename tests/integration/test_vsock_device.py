@@ -8,7 +8,7 @@ guest_cid, the TRANSPORT_RESET event on every frontend connection, the
 exact packets (ports, CIDs, credit) the device sends, a guest that breaks
 the protocol (only its connection is reset), a looping descriptor chain
 (the frontend is dropped, the next one served), the source port rule, and
-the sockets' permissions. Real guests: tests/vm/test_vsock_device.py.
+the sockets' permissions. Real guests: tests/vm/test_vsock_device_guest.py.
 """
 import os
 import select
