@@ -203,6 +203,8 @@ const VsockMuxOps vsock_host_ops = {
 
 /* ---- programs on PATH --------------------------------------------------------------- */
 
+static void on_client(VsockHost *h, HostSock *s, uint64_t now);
+
 static void on_accept(VsockHost *h, uint64_t now) {
     for (;;) {
         int fd = accept4(h->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -240,6 +242,9 @@ static void on_accept(VsockHost *h, uint64_t now) {
             continue;
         }
         list_append(&h->clients, s);
+        /* Its line is usually there already: a burst of programs does not
+         * count against those waiting for theirs. */
+        on_client(h, s, now);
     }
 }
 
