@@ -177,6 +177,32 @@ class Stack:
             assert time.monotonic() < deadline, "the device did not start"
             time.sleep(0.05)
 
+    def boot(self, kernel, initrd, extra=(), timeout=None):
+        """The device, then the guest with the device attached over QMP,
+        then the guest agent in it. extra: more qemu options."""
+        self.start_device()
+        g = qemuvm.Guest("guest", kernel.vmlinux, initrd, self.dir, memory=256)
+        qmp_path = os.path.join(self.dir, "qmp.sock")
+        # Before -kernel: paused, a QMP socket, the chardev the device is
+        # added on (it reconnects by itself once a second).
+        g.argv[-6:-6] = ["-S", "-qmp", f"unix:{qmp_path},server=on,wait=off",
+                         "-chardev", f"socket,id=vs,path={self.vhost},reconnect=1", *extra]
+        self.guest = g.start()
+        self.qmp = Qmp(qmp_path)
+        self.qmp.add_vsock()
+        self.qmp.cmd("cont")
+        g.wait_ready(timeout or float(os.environ.get("QL_VM_TIMEOUT", "120")))
+        g.check("qubes-lite-guest-agent --listen vsock::5200 --kill-grace 2 --log-level debug "
+                ">/tmp/guest-agent.log 2>&1 &")
+        deadline = time.monotonic() + 30
+        while True:  # until the guest agent accepts through the device
+            try:
+                self.hvsock()[0].close()
+                return
+            except (AssertionError, OSError):
+                assert time.monotonic() < deadline, "the guest agent never answered"
+                time.sleep(0.2)
+
     def start_host_agent(self):
         os.makedirs(os.path.join(self.etc, "vms"), exist_ok=True)
         os.makedirs(self.run, mode=0o755, exist_ok=True)
@@ -262,20 +288,7 @@ def vm(request):
         vminitramfs.build(initrd, kernel, os.path.join(HERE, "guest-ctl.sh"),
                           [vmhelper(), os.path.join(BIN, "qubes-lite-guest-agent")],
                           modules=MODULES)
-        st.start_device()
-        g = qemuvm.Guest("guest", kernel.vmlinux, initrd, workdir, memory=256)
-        qmp_path = os.path.join(workdir, "qmp.sock")
-        # Before -kernel: paused, a QMP socket, the chardev the device is
-        # added on (it reconnects by itself once a second).
-        g.argv[-6:-6] = ["-S", "-qmp", f"unix:{qmp_path},server=on,wait=off",
-                         "-chardev", f"socket,id=vs,path={st.vhost},reconnect=1"]
-        st.guest = g.start()
-        st.qmp = Qmp(qmp_path)
-        st.qmp.add_vsock()
-        st.qmp.cmd("cont")
-        st.boot_s = g.wait_ready(float(os.environ.get("QL_VM_TIMEOUT", "120")))
-        g.check("qubes-lite-guest-agent --listen vsock::5200 --kill-grace 2 --log-level debug "
-                ">/tmp/guest-agent.log 2>&1 &")
+        st.boot(kernel, initrd)
         st.start_host_agent()
     except Exception as e:  # noqa: B902 - every test reports it
         st.error = f"setting up failed: {e}"
