@@ -433,11 +433,9 @@ def test_guest_connects_to_host(vm):
     finally:
         lsn.close()
         os.unlink(f"{vm.path}_7000")
-    t0 = time.monotonic()
+    # The device's RST, not a timeout (that would be ETIMEDOUT).
     rc, out = g.sh("vmhelper probe 2 7001 -t 5")
-    took = time.monotonic() - t0
     assert rc == 1 and "PROBE connect-failed Connection reset by peer" in out, out
-    assert took < 3, took  # at once, not after a timeout (the command round trip included)
 
 
 # ---- vm-run through the host agent --------------------------------------------------
