@@ -347,12 +347,9 @@ def test_guest_agent_through_the_device(vm):
     c.close()
 
 
-def test_other_users_refused(vm):
-    """PATH is 0600: another uid cannot connect. Opened to it, it gets a
-    port above 1023, and the guest agent refuses it as it refuses an
-    unprivileged host process on the kernel's vsock."""
-    up(vm)
-    assert os.stat(vm.path).st_mode & 0o777 == 0o600
+def as_nobody(fn):
+    """fn() in a child as uid and gid 65534; what it returns (JSON), or
+    the exception it raised, as text."""
     rd, wr = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -361,46 +358,47 @@ def test_other_users_refused(vm):
             os.setgroups([])
             os.setresgid(65534, 65534, 65534)
             os.setresuid(65534, 65534, 65534)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(vm.path)
-                os.write(wr, b"connected")
-            except PermissionError:
-                os.write(wr, b"EACCES")
+            os.write(wr, json.dumps(fn()).encode())
+        except BaseException as e:  # noqa: B902 - the parent reports it
+            os.write(wr, json.dumps(f"raised {e!r}").encode())
         finally:
             os._exit(0)
     os.close(wr)
-    assert os.read(rd, 100) == b"EACCES"
-    os.close(rd)
-    os.waitpid(pid, 0)
-
-    os.chmod(vm.path, 0o666)
     try:
-        rd, wr = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(rd)
-            try:
-                os.setgroups([])
-                os.setresgid(65534, 65534, 65534)
-                os.setresuid(65534, 65534, 65534)
-                s, port = vm.hvsock()
-                # Refused at once: one Error, then the end.
-                frames = qlwire.Conn(s).expect_closed(timeout=30)
-                os.write(wr, json.dumps([port, [n for n, _ in frames],
-                                         [m.code for n, m in frames if n == "error"]]).encode())
-            except BaseException as e:  # noqa: B902 - the parent reports it
-                os.write(wr, json.dumps(repr(e)).encode())
-            finally:
-                os._exit(0)
-        os.close(wr)
-        got = json.loads(os.read(rd, 1000))
+        return json.loads(os.read(rd, 4096))
+    finally:
         os.close(rd)
         os.waitpid(pid, 0)
-        assert isinstance(got, list), got
-        port, names, codes = got
+
+
+def test_other_users_refused(vm):
+    """PATH is 0600: another uid cannot connect. Opened to it, it gets a
+    port above 1023, and the guest agent refuses it as it refuses an
+    unprivileged host process on the kernel's vsock."""
+    up(vm)
+    assert os.stat(vm.path).st_mode & 0o777 == 0o600
+
+    def connect():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(vm.path)
+            return "connected"
+        except PermissionError:
+            return "EACCES"
+    assert as_nobody(connect) == "EACCES"
+
+    def refused():
+        s, port = vm.hvsock()
+        # Refused at once: one Error, then the end.
+        frames = qlwire.Conn(s).expect_closed(timeout=30)
+        return [port, [n for n, _ in frames], [m.code for n, m in frames if n == "error"]]
+    os.chmod(vm.path, 0o666)
+    try:
+        got = as_nobody(refused)
     finally:
         os.chmod(vm.path, 0o600)
+    assert isinstance(got, list), got
+    port, names, codes = got
     assert port > 1023
     assert "error" in names and qlwire.pb.ERROR_DENIED in codes, (names, codes)
 
