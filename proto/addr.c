@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -28,19 +30,39 @@ static int parse_u32(const char *s, size_t len, uint32_t *ret) {
     return 0;
 }
 
+/* A unix socket address for the n bytes at path. */
+static int unix_addr(const char *path, size_t n, Addr *a) {
+    if (n == 0 || n >= sizeof(a->un.sun_path) || memchr(path, '\0', n)) {
+        return -EINVAL;
+    }
+    a->family = AF_UNIX;
+    a->un.sun_family = AF_UNIX;
+    memcpy(a->un.sun_path, path, n);
+    a->un.sun_path[n] = '\0';
+    a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
+}
+
 int addr_parse(const char *s, Addr *ret) {
     Addr a = {0};
 
     if (startswith(s, "unix:")) {
-        const char *path = s + 5;
-        size_t n = strlen(path);
-        if (n == 0 || n >= sizeof(a.un.sun_path)) {
+        if (unix_addr(s + 5, strlen(s + 5), &a) < 0) {
             return -EINVAL;
         }
-        a.family = AF_UNIX;
-        a.un.sun_family = AF_UNIX;
-        memcpy(a.un.sun_path, path, n);
-        a.len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    } else if (startswith(s, "hvsock:")) {
+        /* The port follows the last colon: the path may hold colons. */
+        const char *path = s + 7;
+        const char *colon = strrchr(path, ':');
+        uint32_t port;
+        if (!colon || unix_addr(path, (size_t)(colon - path), &a) < 0) {
+            return -EINVAL;
+        }
+        if (parse_u32(colon + 1, strlen(colon + 1), &port) < 0 || port == VMADDR_PORT_ANY) {
+            return -EINVAL;
+        }
+        a.hvsock = true;
+        a.hvsock_port = port;
     } else if (startswith(s, "vsock:")) {
         const char *p = s + 6;
         const char *colon = strchr(p, ':');
@@ -67,7 +89,9 @@ int addr_parse(const char *s, Addr *ret) {
 }
 
 const char *addr_format(const Addr *a, char *buf, size_t size) {
-    if (a->family == AF_UNIX) {
+    if (a->family == AF_UNIX && a->hvsock) {
+        snprintf(buf, size, "hvsock:%s:%u", a->un.sun_path, a->hvsock_port);
+    } else if (a->family == AF_UNIX) {
         snprintf(buf, size, "unix:%s", a->un.sun_path);
     } else if (a->family == AF_VSOCK && a->vm.svm_cid == VMADDR_CID_ANY) {
         snprintf(buf, size, "vsock::%u", a->vm.svm_port);
@@ -106,6 +130,10 @@ static int unix_path_check_stale(const struct sockaddr_un *un, socklen_t len) {
 }
 
 int addr_listen(const Addr *a, int *ret_fd) {
+    if (a->hvsock) {
+        /* A VM's port is reached through its device, never listened on. */
+        return -EAFNOSUPPORT;
+    }
     _cleanup_close_ int fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int r;
 
@@ -185,6 +213,109 @@ static int bind_reserved_vsock(int fd) {
     return -EADDRINUSE;
 }
 
+int hvsock_line_parse(const char *untrusted, size_t n, const char *word, uint32_t *ret_port) {
+    size_t wlen = strlen(word);
+    size_t i;
+    uint64_t port = 0;
+
+    /* Byte by byte as far as the input goes, so that a prefix of a valid
+     * line asks for more and anything else is refused at once. */
+    for (i = 0; i < wlen; i++) {
+        if (i == n) {
+            return 0;
+        }
+        if (untrusted[i] != word[i]) {
+            return -EPROTO;
+        }
+    }
+    if (i == n) {
+        return 0;
+    }
+    if (untrusted[i++] != ' ') {
+        return -EPROTO;
+    }
+    size_t digits = 0;
+    for (;; i++) {
+        if (i == n) {
+            return i < HVSOCK_LINE_MAX ? 0 : -EPROTO;
+        }
+        char c = untrusted[i];
+        if (c == '\n') {
+            break;
+        }
+        if (c < '0' || c > '9' || (digits == 1 && port == 0)) {
+            return -EPROTO; /* not a digit, or a leading zero */
+        }
+        port = port * 10 + (uint64_t)(c - '0');
+        if (++digits > 10 || port >= VMADDR_PORT_ANY) {
+            return -EPROTO;
+        }
+    }
+    if (digits == 0 || i + 1 > HVSOCK_LINE_MAX) {
+        return -EPROTO;
+    }
+    *ret_port = (uint32_t)port;
+    return (int)(i + 1);
+}
+
+int hvsock_line_format(char *buf, size_t size, const char *word, uint32_t port) {
+    int k = snprintf(buf, size, "%s %u\n", word, port);
+    if (k < 0 || (size_t)k >= size || k > HVSOCK_LINE_MAX) {
+        return -ENOBUFS;
+    }
+    return k;
+}
+
+/* The device's reply to CONNECT, consumed from fd and nothing after it
+ * (the guest's first bytes may follow in the same read). The device
+ * writes it with one send(), so it arrives whole: a part of it is a
+ * protocol error rather than something to wait for. 0, -EAGAIN when
+ * nothing came yet, -ECONNRESET when the device closed, -EPROTO. */
+static int hvsock_read_ok(int fd) {
+    char buf[HVSOCK_LINE_MAX];
+    uint32_t port;
+    ssize_t k;
+
+    do {
+        k = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        return errno == EAGAIN ? -EAGAIN : -errno;
+    }
+    if (k == 0) {
+        return -ECONNRESET;
+    }
+    int len = hvsock_line_parse(buf, (size_t)k, "OK", &port);
+    if (len <= 0) {
+        return -EPROTO;
+    }
+    do {
+        k = recv(fd, buf, (size_t)len, MSG_DONTWAIT);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        return -errno;
+    }
+    return k == len ? 0 : -EPROTO;
+}
+
+/* Sends the CONNECT line on a fresh socket: its empty buffer takes it
+ * whole, blocking or not. */
+static int hvsock_send_connect(int fd, uint32_t port) {
+    char line[HVSOCK_LINE_MAX];
+    int n = hvsock_line_format(line, sizeof(line), "CONNECT", port);
+    if (n < 0) {
+        return n;
+    }
+    ssize_t k;
+    do {
+        k = send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (k < 0 && errno == EINTR);
+    if (k < 0) {
+        return errno == EPIPE ? -ECONNRESET : -errno;
+    }
+    return k == n ? 0 : -EIO;
+}
+
 int addr_connect(const Addr *a, int flags, int *ret_fd) {
     int type = SOCK_STREAM | SOCK_CLOEXEC | ((flags & ADDR_NONBLOCK) ? SOCK_NONBLOCK : 0);
     _cleanup_close_ int fd = socket(a->family, type, 0);
@@ -206,8 +337,55 @@ int addr_connect(const Addr *a, int flags, int *ret_fd) {
         }
         return r;
     }
+    if (a->hvsock) {
+        r = hvsock_send_connect(fd, a->hvsock_port);
+        if (r < 0) {
+            return r;
+        }
+        if (flags & ADDR_NONBLOCK) {
+            *ret_fd = TAKE_FD(fd);
+            return -EINPROGRESS;
+        }
+        for (;;) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            if (poll(&p, 1, -1) < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                return -errno;
+            }
+            r = hvsock_read_ok(fd);
+            if (r != -EAGAIN) {
+                break;
+            }
+        }
+        if (r < 0) {
+            return r;
+        }
+    }
     *ret_fd = TAKE_FD(fd);
     return 0;
+}
+
+int addr_connect_finish(const Addr *a, int fd, uint32_t *ret_events) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        return -errno;
+    }
+    if (err != 0) {
+        return -err;
+    }
+    if (!a->hvsock) {
+        return 0;
+    }
+    int r = hvsock_read_ok(fd);
+    if (r == -EAGAIN) {
+        *ret_events = EPOLLIN;
+        return -EINPROGRESS;
+    }
+    return r;
 }
 
 int addr_listen_fd_from_systemd(int *ret_fd) {

@@ -105,3 +105,5 @@ $(SANDBOX_TEST_PROGRAMS): $(SANDBOX_TEST_DIR)/%: $(OBJ)/tests/sandbox/%.o $(SAND
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SANDBOX_LIB) $(PROTO_LIB) $(SANDBOX_LIBS)
+
+include switch/vsock/vsock.mk

@@ -39,6 +39,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import switch_bench  # noqa: E402
+import vsock_bench  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BIN = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bin")
 VM = "bench"
@@ -600,6 +601,10 @@ def main():
                                  notes, args.rounds)
             except switch_bench.SwitchBenchError as e:
                 raise BenchError(f"vm-switch: {e}")
+        try:
+            vsock_bench.run(args.quick, rows, details, notes, args.rounds)
+        except vsock_bench.VsockBenchError as e:
+            raise BenchError(f"qubes-lite-vsock: {e}")
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1
