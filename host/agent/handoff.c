@@ -132,15 +132,18 @@ static void notify(Handoff *h, int r) {
 
 static int on_attempt_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
     Handoff *h = userdata;
-    int err = 0;
-    socklen_t len = sizeof(err);
-    int r;
+    uint32_t events = 0;
 
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
-        err = errno;
-    }
-    if (err != 0) {
-        r = failed(h, -err);
+    /* The connect goes on (hvsock: the device's OK line) or ends here. */
+    int r = addr_connect_finish(&h->agent->guest, fd, &events);
+    if (r == -EINPROGRESS) {
+        r = sd_event_source_set_io_events(s, events);
+        if (r >= 0) {
+            return 0;
+        }
+        r = failed(h, r);
+    } else if (r < 0) {
+        r = failed(h, r);
     } else {
         h->attempt_io = sd_event_source_disable_unref(h->attempt_io);
         agent_timer_off(h->timer);

@@ -602,7 +602,8 @@ static void load_configuration(Agent *a) {
 static void set_guest_address(Agent *a, const char *guest_arg) {
     if (guest_arg) {
         if (addr_parse(guest_arg, &a->guest) < 0) {
-            die("Invalid --guest address '%s' (vsock:CID:PORT or unix:PATH)", guest_arg);
+            die("Invalid --guest address '%s' (vsock:CID:PORT, hvsock:PATH:PORT or unix:PATH)",
+                guest_arg);
         }
     } else {
         char buf[64];

@@ -18,8 +18,7 @@ drops its vsock connections as the device goes).
 
 The tests run in file order; the last kills the device with SIGKILL.
 Skipped (with the reason) when qemu, busybox-static or the Debian kernel
-cannot be had; the vm-run tests are skipped while the host agent cannot
-finish an hvsock connect (it must call addr_connect_finish()). Logs stay
+cannot be had. Logs stay
 in the directory named on failure. Environment: BUILD, QL_VM_TIMEOUT
 (boot, default 120 s).
 """
@@ -124,16 +123,6 @@ def vmhelper():
                        check=True, capture_output=True)
         os.replace(tmp, out)
     return out
-
-
-def host_agent_takes_hvsock(path):
-    """Whether this host agent finishes its connects with
-    addr_connect_finish(), which an hvsock address needs (the device's OK
-    line comes first): whether its code calls it (the function itself is
-    in every program that links proto/addr.c)."""
-    r = subprocess.run(["objdump", "-d", "--no-show-raw-insn", path], capture_output=True,
-                       text=True)
-    return re.search(r"\scall\s+\S+\s+<addr_connect_finish>", r.stdout) is not None
 
 
 class Stack:
@@ -312,15 +301,6 @@ def up(vm):
     return vm
 
 
-def needs_hvsock_host_agent(vm):
-    up(vm)
-    if not host_agent_takes_hvsock(os.path.join(BIN, "qubes-lite-host-agent")):
-        pytest.skip("the host agent cannot finish an hvsock connect yet: its connect to the "
-                    "guest must call addr_connect_finish() (host/agent/main.c on_guest_io, "
-                    "host/agent/guestcall.c on_io)")
-    return vm
-
-
 # ---- the device and the guest's driver ----------------------------------------------
 
 
@@ -440,7 +420,7 @@ def test_guest_connects_to_host(vm):
 
 
 def test_exit_statuses(vm):
-    needs_hvsock_host_agent(vm)
+    up(vm)
     cases = [(["true"], 0), (["false"], 1), (["sh", "-c", "exit 7"], 7),
              (["no-such-program"], 127), (["sh", "-c", "kill -TERM $$"], 143)]
     for argv, want in cases:
@@ -451,7 +431,7 @@ def test_exit_statuses(vm):
 
 
 def test_64mib_each_way(vm):
-    needs_hvsock_host_agent(vm)
+    up(vm)
     data = os.urandom(64 * MIB)
     r = vm.vm_run("test", "sha256sum", input=data, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -464,13 +444,13 @@ def test_64mib_each_way(vm):
 
 
 def test_stdin_end(vm):
-    needs_hvsock_host_agent(vm)
+    up(vm)
     r = vm.vm_run("test", "sh", "-c", "cat; echo done", input=b"abc")
     assert r.returncode == 0 and r.stdout == b"abcdone\n", r
 
 
 def test_pty_and_resize(vm):
-    needs_hvsock_host_agent(vm)
+    up(vm)
     import fcntl
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
@@ -512,7 +492,7 @@ def test_pty_and_resize(vm):
 
 
 def test_signal_forwarded(vm):
-    needs_hvsock_host_agent(vm)
+    up(vm)
     p = vm.vm_run_popen("test", "sh", "-c", "echo ready; exec sleep 300",
                         stdout=subprocess.PIPE)
     assert p.stdout.readline() == b"ready\n"
@@ -521,7 +501,7 @@ def test_signal_forwarded(vm):
 
 
 def test_100_concurrent_sessions(vm):
-    needs_hvsock_host_agent(vm)
+    up(vm)
     procs = [vm.vm_run_popen("test", "echo", f"session-{i}", stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE) for i in range(100)]
     for i, p in enumerate(procs):
@@ -531,7 +511,7 @@ def test_100_concurrent_sessions(vm):
 
 
 def test_killed_client_leaves_nothing(vm):
-    needs_hvsock_host_agent(vm)
+    up(vm)
     g = vm.guest
     p = vm.vm_run_popen("test", "sh", "-c", "echo ready; exec sleep 1201",
                         stdout=subprocess.PIPE)
@@ -550,7 +530,6 @@ def test_killed_client_leaves_nothing(vm):
 
 def test_device_killed_and_restarted(vm):
     g = up(vm).guest
-    with_host_agent = host_agent_takes_hvsock(os.path.join(BIN, "qubes-lite-host-agent"))
     # Sessions in flight: one straight to the guest agent through PATH, and
     # one of vm-run through the host agent.
     s, _ = vm.hvsock()
@@ -558,20 +537,18 @@ def test_device_killed_and_restarted(vm):
     direct.hello()
     direct.send("exec", argv=[b"sleep", b"1202"])
     assert direct.recv(timeout=30)[0] == "started"
-    if with_host_agent:
-        p = vm.vm_run_popen("test", "sh", "-c", "echo ready; exec sleep 1203",
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert p.stdout.readline() == b"ready\n"
+    p = vm.vm_run_popen("test", "sh", "-c", "echo ready; exec sleep 1203",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
     ps = g.check("ps")
-    assert "sleep 1202" in ps and (not with_host_agent or "sleep 1203" in ps), ps
+    assert "sleep 1202" in ps and "sleep 1203" in ps, ps
 
     vm.device.kill()
     vm.device.wait()
     # The sessions end, with a clear error for vm-run.
     direct.expect_closed(timeout=30)
-    if with_host_agent:
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 255 and err.startswith(b"vm-run: "), (p.returncode, err)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 255 and err.startswith(b"vm-run: "), (p.returncode, err)
 
     # Started again on the same sockets: qemu's chardev reconnects, the
     # device is attached anew. The guest drops its vsock connections as
@@ -595,11 +572,10 @@ def test_device_killed_and_restarted(vm):
     c.send("ping", nonce=8)
     assert c.recv(timeout=30)[0] == "pong"
     c.close()
-    if with_host_agent:
-        deadline = time.monotonic() + 60
-        while True:
-            r = vm.vm_run("test", "echo", "after the restart")
-            if r.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert r.returncode == 0 and r.stdout == b"after the restart\n", r.stderr
+    deadline = time.monotonic() + 60
+    while True:
+        r = vm.vm_run("test", "echo", "after the restart")
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert r.returncode == 0 and r.stdout == b"after the restart\n", r.stderr
