@@ -1057,6 +1057,7 @@ static WireError error_code(int r) {
     case -ESHUTDOWN:
         return WIRE_ERR_SHUTTING_DOWN;
     case -EBADMSG:
+    case -EMSGSIZE:
     case -EPROTO:
         return WIRE_ERR_PROTOCOL;
     default:
@@ -1197,9 +1198,9 @@ static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *user
             if (r == 0) {
                 break;
             }
-            if (r == -E2BIG || r == -EBADMSG || r == -EINVAL || r == -ENOMEM) {
-                /* -ENOMEM here is the decode budget: the peer's fault. */
-                session_fail(s, r == -ENOMEM ? WIRE_ERR_PROTOCOL : error_code(r),
+            if (r == -E2BIG || r == -EBADMSG || r == -EINVAL || r == -EMSGSIZE) {
+                /* The peer's fault (-EMSGSIZE: over the decode budget). */
+                session_fail(s, error_code(r),
                              r == -E2BIG    ? "frame too large"
                              : r == -EINVAL ? "invalid message"
                                             : "undecodable frame");

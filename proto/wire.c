@@ -22,7 +22,8 @@ typedef Qubeslite__Envelope Envelope;
 typedef struct Budget {
     ProtobufCAllocator allocator;
     size_t used, limit;
-    bool exhausted; /* an allocation was refused */
+    bool exhausted;     /* an allocation was refused: over the budget */
+    bool out_of_memory; /* ... or malloc() failed */
 } Budget;
 
 typedef struct Decoded {
@@ -41,7 +42,7 @@ static void *budget_alloc(void *data, size_t size) {
     }
     uint8_t *p = malloc(total);
     if (!p) {
-        b->exhausted = true;
+        b->out_of_memory = true;
         return NULL;
     }
     memcpy(p, &total, sizeof(total));
@@ -97,8 +98,9 @@ int wire_decode(const uint8_t *untrusted_body, size_t size, Msg *ret) {
     if (!d->untrusted_env) {
         /* protobuf-c does not tell a failed allocation from bad input, and
          * it has freed everything by now (used is back to 0): remember
-         * the refusal itself. */
-        r = d->budget.exhausted ? -ENOMEM : -EBADMSG;
+         * the refusal itself. Over the budget is the peer's doing; a
+         * failed malloc() is ours. */
+        r = d->budget.out_of_memory ? -ENOMEM : d->budget.exhausted ? -EMSGSIZE : -EBADMSG;
         free(d);
         return r;
     }

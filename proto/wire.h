@@ -24,9 +24,10 @@ void msg_done(Msg *m);
 /* Decodes one frame body (without the 4-byte header) and validates every
  * field. Returns 0 and fills *ret, or:
  *   -E2BIG     body over WIRE_FRAME_MAX
- *   -ENOMEM    decoding would exceed WIRE_DECODE_BUDGET (hostile input)
+ *   -EMSGSIZE  decoding would exceed WIRE_DECODE_BUDGET (hostile input)
  *   -EBADMSG   not a valid Envelope, or no message set
  *   -EINVAL    a field failed validation
+ *   -ENOMEM    out of memory (ours, not the peer's fault)
  * On failure nothing is left allocated. */
 int wire_decode(const uint8_t *untrusted_body, size_t size, Msg *ret);
 

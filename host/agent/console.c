@@ -330,7 +330,7 @@ static int cc_read(ConsoleClient *cc) {
         if (r == -EINVAL) {
             return cc_fail(cc, WIRE_ERR_INVALID, "invalid message");
         }
-        if (r == -EBADMSG || r == -ENOMEM) {
+        if (r == -EBADMSG || r == -EMSGSIZE) {
             return cc_fail(cc, WIRE_ERR_PROTOCOL, "undecodable frame");
         }
         if (r < 0) {

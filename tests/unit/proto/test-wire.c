@@ -1090,7 +1090,7 @@ static void test_budget_exceeded(void **state) {
     }
     assert_int_equal(o, size);
     assert_true(size <= WIRE_FRAME_MAX);
-    assert_int_equal(decode_raw(body, size), -ENOMEM);
+    assert_int_equal(decode_raw(body, size), -EMSGSIZE);
 }
 
 static void test_budget_not_exceeded(void **state) {
