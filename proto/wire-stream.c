@@ -139,6 +139,38 @@ int wire_writer_queue(WireWriter *w, const Msg *m) {
     return 0;
 }
 
+int wire_writer_queue_fds(WireWriter *w, const Msg *m, const int *fds, size_t n) {
+    if (n == 0 || n > WIRE_WRITER_FDS_MAX) {
+        return -EINVAL;
+    }
+    if (w->n_fds > 0) {
+        return -EBUSY;
+    }
+    size_t ahead = wire_writer_pending(w);
+    int r = wire_writer_queue(w, m);
+    if (r < 0) {
+        return r;
+    }
+    memcpy(w->fds, fds, n * sizeof(int));
+    w->n_fds = n;
+    w->fds_ahead = ahead;
+    return 0;
+}
+
+/* k more bytes went out: the fds' frame comes that much closer. */
+static void writer_sent(WireWriter *w, size_t k) {
+    if (w->n_fds > 0) {
+        w->fds_ahead -= MIN(w->fds_ahead, k);
+    }
+}
+
+static void writer_close_fds(WireWriter *w) {
+    for (size_t i = 0; i < w->n_fds; i++) {
+        safe_close(w->fds[i]);
+    }
+    w->n_fds = 0;
+}
+
 ssize_t wire_writer_read_data(WireWriter *w, int fd, WireStream stream, size_t max) {
     uint8_t hdr[WIRE_DATA_HEADER_MAX];
     ssize_t k;
@@ -206,6 +238,7 @@ static int writer_flush_splice(WireWriter *w, int fd) {
                      MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE);
             if (k > 0) {
                 w->sp_hdr_off += (uint8_t)k;
+                writer_sent(w, (size_t)k);
             }
         } else {
             k = splice(w->sp_fd, NULL, fd, NULL, w->sp_left, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
@@ -218,6 +251,7 @@ static int writer_flush_splice(WireWriter *w, int fd) {
             if (k > 0) {
                 w->sp_left -= (uint32_t)k;
                 w->sp_active = w->sp_left > 0;
+                writer_sent(w, (size_t)k);
             }
         }
         if (k < 0) {
@@ -230,6 +264,29 @@ static int writer_flush_splice(WireWriter *w, int fd) {
     return 0;
 }
 
+/* One send of queued bytes: the fds' frame starts a send of its own, with
+ * the fds, and no send runs into it. Bytes sent, or a negative errno. */
+static ssize_t writer_send_some(WireWriter *w, int fd) {
+    size_t n = w->end - w->start;
+    ssize_t k;
+
+    if (w->n_fds > 0 && w->fds_ahead == 0) {
+        k = sendmsg_fds(fd, w->buf + w->start, n, w->fds, w->n_fds, MSG_DONTWAIT);
+        if (k > 0) {
+            writer_close_fds(w); /* the peer holds them now */
+        }
+        return k;
+    }
+    if (w->n_fds > 0) {
+        n = MIN(n, w->fds_ahead);
+    }
+    k = send(fd, w->buf + w->start, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k < 0 && errno == ENOTSOCK) {
+        k = write(fd, w->buf + w->start, n);
+    }
+    return k < 0 ? -errno : k;
+}
+
 int wire_writer_flush(WireWriter *w, int fd) {
     if (w->broken) {
         return -EPIPE;
@@ -239,20 +296,18 @@ int wire_writer_flush(WireWriter *w, int fd) {
         return r;
     }
     while (w->start < w->end) {
-        ssize_t k = send(fd, w->buf + w->start, w->end - w->start, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (k < 0 && errno == ENOTSOCK) {
-            k = write(fd, w->buf + w->start, w->end - w->start);
+        ssize_t k = writer_send_some(w, fd);
+        if (k == -EINTR) {
+            continue;
+        }
+        if (k == -EAGAIN) {
+            return 1;
         }
         if (k < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN) {
-                return 1;
-            }
-            return -errno;
+            return (int)k;
         }
         w->start += (size_t)k;
+        writer_sent(w, (size_t)k);
     }
     w->start = w->end = 0;
     return 0;
@@ -267,6 +322,7 @@ size_t wire_writer_pending(const WireWriter *w) {
 }
 
 void wire_writer_done(WireWriter *w) {
+    writer_close_fds(w);
     free(w->buf);
     *w = (WireWriter){0};
 }

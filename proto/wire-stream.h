@@ -1,7 +1,8 @@
 /* Frames on non-blocking sockets: an incremental reader (whole frames
  * out of whatever a read() returns) and an output queue that also takes
- * Data frames read or spliced straight from a program's pipe. A program
- * bounds the queue through wire_writer_pending(). */
+ * Data frames read or spliced straight from a program's pipe, and frames
+ * carrying fds. A program bounds the queue through wire_writer_pending();
+ * the connection engine (conn.h) does it for its owners. */
 #pragma once
 
 #include <stdbool.h>
@@ -30,6 +31,7 @@ void wire_reader_done(WireReader *r);
 
 /* Output queue for non-blocking sockets: bounded by the caller through
  * wire_writer_pending(). */
+#define WIRE_WRITER_FDS_MAX 4u
 typedef struct WireWriter {
     uint8_t *buf;
     size_t start, end, alloc;
@@ -41,9 +43,17 @@ typedef struct WireWriter {
     uint32_t sp_left;
     uint8_t sp_hdr[WIRE_DATA_HEADER_MAX];
     uint8_t sp_hdr_len, sp_hdr_off;
+    /* A frame queued with fds: they ride (SCM_RIGHTS) on its first byte,
+     * which goes once the fds_ahead bytes before it have. Ours until then. */
+    int fds[WIRE_WRITER_FDS_MAX];
+    size_t n_fds, fds_ahead;
 } WireWriter;
 
 int wire_writer_queue(WireWriter *w, const Msg *m);
+/* Queues m with n (1..WIRE_WRITER_FDS_MAX) fds attached to its first byte,
+ * taking them over: they are closed once sent, or by wire_writer_done().
+ * On failure nothing is taken. -EBUSY while another such frame waits. */
+int wire_writer_queue_fds(WireWriter *w, const Msg *m, const int *fds, size_t n);
 /* Reads up to max bytes (at most WIRE_DATA_MAX) of fd straight into a Data
  * frame of stream at the end of the queue: the bytes are copied once, by
  * the kernel. Returns the bytes read, 0 at EOF, or a negative errno
