@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <termios.h>
 
+#include "conn.h"
 #include "log.h"
 #include "spawn.h"
 #include "util.h"
@@ -29,8 +30,12 @@
 #define EXIT_ACK_TIMEOUT_USEC (10ULL * 1000000ULL)
 #define LINGER_USEC (2ULL * 1000000ULL)           /* flushing a last reply */
 #define OUTPUT_PENDING_MAX (2u * WIRE_DATA_MAX)   /* stop reading the program above */
+/* The connection's bound: the output's, one Data frame beyond it, and room
+ * for the few small control frames (one StdinAck in flight, Started,
+ * Exited, a start failure's report). */
+#define SESSION_OUT_MAX (OUTPUT_PENDING_MAX + 2u * WIRE_DATA_MAX)
 #define STDIN_UNWINDOWED_MAX (4u * WIRE_DATA_MAX) /* without a window: stop reading */
-#define FRAMES_PER_DISPATCH 16
+#define TIMER_ACCURACY_USEC 10000ULL
 /* Stdin chunks under STDIN_COPY_MAX bytes are copied into buffers of
  * STDIN_BUF_SIZE rather than kept as decoded frames: a frame costs some
  * hundred bytes besides its payload, and queued stdin must cost about
@@ -39,16 +44,16 @@
 #define STDIN_BUF_SIZE (16u * 1024u)
 #define CHUNKS_PER_DISPATCH 4
 
-typedef enum ConnState {
-    CONN_HELLO = 1 << 0,   /* waiting for the client's Hello */
-    CONN_REQUEST = 1 << 1, /* waiting for the one request */
-    CONN_RUNNING = 1 << 2, /* Exec accepted, Exited not sent yet */
-    CONN_EXITED = 1 << 3,  /* Exited sent, waiting for ExitAck */
-    CONN_CLOSING = 1 << 4, /* flushing a last frame, then close */
-    CONN_CLOSED = 1 << 5,
-    CONN_STREAM_WAIT = 1 << 6, /* Exec with a stream key, its Attach not here yet */
-    CONN_PARKED = 1 << 7,      /* a stream connection waiting for its Exec */
-} ConnState;
+/* The session's states on its connection (conn.h); once the connection
+ * is closing the state is 0. */
+enum {
+    S_HELLO = CONN_STATE_HELLO, /* waiting for the client's Hello */
+    S_REQUEST = 1u << 1,        /* waiting for the one request */
+    S_RUNNING = 1u << 2,        /* Exec accepted, Exited not sent yet */
+    S_EXITED = 1u << 3,         /* Exited sent, waiting for ExitAck */
+    S_STREAM_WAIT = 1u << 4,    /* Exec with a stream key, its Attach not here yet */
+    S_PARKED = 1u << 5,         /* a stream connection waiting for its Exec */
+};
 
 typedef struct StdinChunk {
     struct StdinChunk *next;
@@ -65,14 +70,7 @@ struct Session {
     unsigned id;
     uint64_t peer; /* who connected (session.h) */
 
-    ConnState state;
-    int fd;
-    sd_event_source *io;
-    WireReader rd;
-    WireWriter wr;
-    sd_event_source *timer;
-    bool shut_wr;
-    const char *fail_message;
+    Conn *conn;
 
     /* The program. */
     bool has_child, live, aborting, grace_done, reaped, exited;
@@ -94,11 +92,12 @@ struct Session {
     StdinChunk *in_head, *in_tail;
     size_t in_buffered;
     uint32_t window;
-    /* Stdin written (or dropped) and not acknowledged yet, and the queued
-     * bytes up to the end of the StdinAck frame still queued (0: none).
-     * One ack frame at a time: a client that does not read cannot make
-     * us queue one per write. */
-    size_t ack_bytes, ack_queued;
+    /* Stdin written (or dropped) and not acknowledged yet, and where the
+     * StdinAck frame last queued ends in what the connection sends
+     * (conn_sent()). One ack frame at a time: a client that does not read
+     * cannot make us queue one per write. */
+    size_t ack_bytes;
+    uint64_t ack_end;
     bool in_close_wanted, in_last_newline;
     unsigned veof_pending;
     bool veof_armed;
@@ -107,20 +106,15 @@ struct Session {
     /* Stream connections: the key of a parked Attach or of an Exec in
      * STREAM_WAIT (kept in exec until its Attach comes); stream: the
      * program's stdin and stdout are that connection, not relayed. */
-    uint8_t key[WIRE_STREAM_KEY_SIZE];
+    uint8_t untrusted_key[WIRE_STREAM_KEY_SIZE]; /* the peer's: only ever compared */
     Msg exec;
     bool stream;
 };
 
 static unsigned session_next_id;
 
-static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *userdata);
 static void session_maybe_free(Session *s);
-static void session_update(Session *s);
-static void closing_io(Session *s, uint32_t revents);
-static int session_flush(Session *s);
 static int ack_queue(Session *s);
-static WireError error_code(int r);
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -128,14 +122,27 @@ static sd_event *session_event(Session *s) {
     return s->agent->event;
 }
 
-static int session_arm(Session *s, sd_event_source **slot, uint64_t usec,
-                       sd_event_time_handler_t cb) {
-    *slot = sd_event_source_disable_unref(*slot);
-    return sd_event_add_time_relative(session_event(s), slot, CLOCK_MONOTONIC, usec, 10000, cb, s);
+static unsigned session_state(const Session *s) {
+    return conn_state(s->conn);
 }
 
 static int session_queue(Session *s, const Msg *m) {
-    return wire_writer_queue(&s->wr, m);
+    return conn_queue(s->conn, m);
+}
+
+/* The end of every handler of the session's own sources: a failure loses
+ * the connection, otherwise it is flushed and everything re-armed. May
+ * free s. Returns 0, as sd-event wants from a handler that dealt with its
+ * error. */
+static int session_settle(Session *s, int r) {
+    conn_settle(s->conn, r);
+    return 0;
+}
+
+/* Fails the connection for r, with err's text when there is one. */
+static int session_fail(Session *s, int r, const ErrorText *err) {
+    return conn_fail(s->conn, conn_wire_error(r),
+                     err && err->message[0] ? err->message : strerror(-r));
 }
 
 static void stdin_discard(Session *s) {
@@ -158,7 +165,7 @@ static void stdin_close(Session *s) {
 static void output_close(Session *s, int i) {
     if (s->out_fd[i] >= 0) {
         /* A frame spliced from it cannot be completed any more. */
-        wire_writer_splice_abort(&s->wr, s->out_fd[i]);
+        conn_splice_abort(s->conn, s->out_fd[i]);
     }
     s->out_src[i] = sd_event_source_disable_unref(s->out_src[i]);
     s->out_fd[i] = safe_close(s->out_fd[i]);
@@ -192,20 +199,7 @@ static void child_reap(Session *s) {
     s->pidfd = safe_close(s->pidfd);
 }
 
-/* ---- the connection -------------------------------------------------------- */
-
-static void conn_close(Session *s) {
-    if (s->state == CONN_CLOSED) {
-        return;
-    }
-    s->io = sd_event_source_disable_unref(s->io);
-    s->timer = sd_event_source_disable_unref(s->timer);
-    s->fd = safe_close(s->fd);
-    wire_reader_done(&s->rd);
-    wire_writer_done(&s->wr);
-    s->state = CONN_CLOSED;
-    agent_conn_closed(s->agent);
-}
+/* ---- the program's end ------------------------------------------------------ */
 
 static int on_grace(sd_event_source *src, uint64_t usec, void *userdata) {
     Session *s = userdata;
@@ -238,7 +232,10 @@ static void child_abort(Session *s) {
     log_debug("session %u: client gone, hanging up process group %d", s->id, (int)s->pid);
     child_signal(s, SIGHUP);
     child_signal(s, SIGCONT); /* a stopped group must see the HUP */
-    int r = session_arm(s, &s->grace, (uint64_t)s->agent->opt.kill_grace_s * 1000000ULL, on_grace);
+    s->grace = sd_event_source_disable_unref(s->grace);
+    int r = sd_event_add_time_relative(session_event(s), &s->grace, CLOCK_MONOTONIC,
+                                       (uint64_t)s->agent->opt.kill_grace_s * 1000000ULL,
+                                       TIMER_ACCURACY_USEC, on_grace, s);
     if (r < 0) {
         log_warning_errno(r, "session %u: no grace timer, killing now: %m", s->id);
         s->grace_done = true;
@@ -249,71 +246,12 @@ static void child_abort(Session *s) {
     }
 }
 
-/* The connection failed or ended: close it, wind the program down. May
- * free s. */
-static void session_lost(Session *s, int error) {
-    if (error != -ECONNRESET && error != -EPIPE) {
-        log_debug_errno(error, "session %u: connection lost: %m", s->id);
-    }
-    child_abort(s);
-    conn_close(s);
-    session_maybe_free(s);
-}
-
-/* The end of every event handler: a failure on the way loses the session,
- * otherwise the sources are re-armed for what the session waits for now.
- * Returns 0, as sd-event wants from a handler that dealt with its error. */
-static int session_settle(Session *s, int r) {
-    if (r < 0) {
-        session_lost(s, r);
-        return 0;
-    }
-    session_update(s);
-    return 0;
-}
-
-static int on_linger(sd_event_source *src, uint64_t usec, void *userdata) {
-    Session *s = userdata;
-    s->timer = sd_event_source_disable_unref(s->timer);
-    conn_close(s);
-    session_maybe_free(s);
-    return 0;
-}
-
-/* Sends what is queued, then closes. Never frees s: callers follow with
- * session_maybe_free(). */
-static void conn_begin_close(Session *s) {
-    if (s->state == CONN_CLOSING || s->state == CONN_CLOSED) {
-        return;
-    }
-    s->state = CONN_CLOSING;
-    wire_reader_done(&s->rd);
-    if (session_arm(s, &s->timer, LINGER_USEC, on_linger) < 0) {
-        conn_close(s);
-        return;
-    }
-    closing_io(s, 0);
-}
-
-/* Error reply, then close; the program, if any, is wound down. May free s. */
-static void session_fail(Session *s, WireError code, const char *message) {
-    Msg m = msg_error(code, message);
-    log_info("session %u: %s", s->id, message);
-    s->ack_bytes = 0; /* the Error is the last word */
-    (void)session_queue(s, &m);
-    child_abort(s);
-    conn_begin_close(s);
-    session_maybe_free(s);
-}
-
 /* ---- Exited ---------------------------------------------------------------- */
 
-static int on_exit_ack_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+static int on_exit_ack_timeout(void *userdata) {
     Session *s = userdata;
-    s->timer = sd_event_source_disable_unref(s->timer);
     log_debug("session %u: no ExitAck", s->id);
-    session_lost(s, -ETIMEDOUT);
-    return 0;
+    return -ETIMEDOUT; /* the client counts as gone */
 }
 
 /* Sends Exited once the program exited (or failed to start) and its output
@@ -321,7 +259,7 @@ static int on_exit_ack_timeout(sd_event_source *src, uint64_t usec, void *userda
 static int session_try_finish(Session *s) {
     Msg m = {.type = MSG_EXITED};
 
-    if (s->state != CONN_RUNNING || s->aborting || !s->exited || s->err_fd >= 0 ||
+    if (session_state(s) != S_RUNNING || s->aborting || !s->exited || s->err_fd >= 0 ||
         s->out_fd[0] >= 0 || s->out_fd[1] >= 0) {
         return 0;
     }
@@ -351,7 +289,7 @@ static int session_try_finish(Session *s) {
     if (r < 0) {
         return r;
     }
-    s->state = CONN_EXITED;
+    conn_set_state(s->conn, S_EXITED);
     if (s->stream) {
         /* The program's stdout may still be open (a process it left
          * behind holds it), and only the client sees it end: the session
@@ -361,7 +299,7 @@ static int session_try_finish(Session *s) {
         return 0;
     }
     session_live_end(s);
-    return session_arm(s, &s->timer, EXIT_ACK_TIMEOUT_USEC, on_exit_ack_timeout);
+    return conn_timer_arm(s->conn, EXIT_ACK_TIMEOUT_USEC, on_exit_ack_timeout);
 }
 
 /* ---- the program's stdin ----------------------------------------------------- */
@@ -437,7 +375,7 @@ static int stdin_pump(Session *s) {
         }
     }
     if (s->window > 0) {
-        s->ack_bytes += done; /* sent by session_flush() */
+        s->ack_bytes += done; /* sent before the next flush */
     }
     return r;
 }
@@ -446,7 +384,7 @@ static int on_stdin_writable(sd_event_source *src, int fd, uint32_t revents, voi
     Session *s = userdata;
     int r = stdin_pump(s);
     if (r >= 0) {
-        r = session_flush(s); /* the StdinAck: credit back at once */
+        r = conn_flush(s->conn); /* the StdinAck: credit back at once */
     }
     return session_settle(s, r);
 }
@@ -480,23 +418,21 @@ static int output_splice_begin(Session *s, int i) {
         return 0;
     }
     uint32_t n = MIN((uint32_t)avail, WIRE_DATA_MAX);
-    return wire_writer_splice_data(&s->wr, s->out_fd[i], i == 0 ? WIRE_STDOUT : WIRE_STDERR, n) <
-                   0
-               ? 0
-               : 1;
+    WireStream stream = i == 0 ? WIRE_STDOUT : WIRE_STDERR;
+    return conn_queue_splice(s->conn, s->out_fd[i], stream, n) < 0 ? 0 : 1;
 }
 
 /* Reads one chunk of output straight into the connection's output queue
  * as a Data frame. Returns the bytes read, 0 on EOF, -EAGAIN, or an
  * error. */
 static ssize_t output_read_frame(Session *s, int i) {
-    ssize_t k = wire_writer_read_data(&s->wr, s->out_fd[i], i == 0 ? WIRE_STDOUT : WIRE_STDERR,
-                                      WIRE_DATA_MAX);
+    ssize_t k = conn_queue_read(s->conn, s->out_fd[i], i == 0 ? WIRE_STDOUT : WIRE_STDERR,
+                                WIRE_DATA_MAX);
     return k == -EIO ? 0 : k; /* EIO: the pty's last slave closed */
 }
 
 static size_t session_pending(const Session *s) {
-    return wire_writer_pending(&s->wr);
+    return conn_pending(s->conn);
 }
 
 /* Queues a StdinAck for the stdin acknowledged so far. */
@@ -507,28 +443,17 @@ static int ack_queue(Session *s) {
         return r;
     }
     s->ack_bytes = 0;
-    s->ack_queued = session_pending(s);
+    s->ack_end = conn_sent(s->conn) + session_pending(s);
     return 0;
 }
 
-/* Sends what is queued, a spliced frame in progress first, and the stdin
- * acknowledged so far once no StdinAck is queued any more. 0 when all is
- * out, 1 when the socket is full, negative errno on failure. */
-static int session_flush(Session *s) {
-    for (;;) {
-        if (s->ack_bytes > 0 && s->ack_queued == 0) {
-            int r = ack_queue(s);
-            if (r < 0) {
-                return r;
-            }
-        }
-        size_t before = session_pending(s);
-        int r = wire_writer_flush(&s->wr, s->fd);
-        size_t sent = before - MIN(before, session_pending(s));
-        s->ack_queued -= MIN(s->ack_queued, sent);
-        if (r != 0 || s->ack_bytes == 0) {
-            return r;
-        }
+/* Before each flush: the stdin acknowledged so far, once no StdinAck is
+ * on its way any more. A failure to queue it leaves the bytes for the
+ * next time. */
+static void session_before_flush(void *userdata) {
+    Session *s = userdata;
+    if (s->ack_bytes > 0 && conn_sent(s->conn) >= s->ack_end) {
+        (void)ack_queue(s);
     }
 }
 
@@ -538,14 +463,14 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
     int r = 0;
 
     for (int n = 0; n < CHUNKS_PER_DISPATCH; n++) {
-        if (wire_writer_splicing(&s->wr) || session_pending(s) >= OUTPUT_PENDING_MAX) {
+        if (conn_splicing(s->conn) || session_pending(s) >= OUTPUT_PENDING_MAX) {
             break;
         }
         /* Nothing queued: the bytes can go pipe to socket without passing
          * through us. Otherwise (or on a pty) read them into the queue. */
-        if (!s->pty && wire_writer_pending(&s->wr) == 0 && splice_supported() &&
+        if (!s->pty && session_pending(s) == 0 && splice_supported() &&
             output_splice_begin(s, i) > 0) {
-            r = session_flush(s);
+            r = conn_flush(s->conn);
             if (r != 0) {
                 break;
             }
@@ -569,7 +494,7 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
     /* One send for what this round read: fewer, larger writes mean fewer
      * wake-ups on both ends. */
     if (r >= 0) {
-        r = session_flush(s);
+        r = conn_flush(s->conn);
     }
     if (r >= 0) {
         r = session_try_finish(s);
@@ -628,7 +553,7 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
         log_debug("session %u: start failed: %.*s", s->id, (int)(len > 0 ? len - 1 : 0), msg);
     }
     if (r >= 0) {
-        r = session_flush(s);
+        r = conn_flush(s->conn);
     }
     if (r >= 0) {
         r = session_try_finish(s);
@@ -662,33 +587,23 @@ static int on_child(sd_event_source *src, int fd, uint32_t revents, void *userda
     }
     int r = session_try_finish(s);
     if (r >= 0) {
-        r = session_flush(s);
+        r = conn_flush(s->conn);
     }
     return session_settle(s, r);
 }
 
 /* ---- requests ---------------------------------------------------------------- */
 
-static int handle_hello(Session *s, Msg *m) {
-    if (wire_check_hello(m) < 0) {
-        s->fail_message = "incompatible protocol major version";
-        return -EPROTONOSUPPORT;
-    }
-    s->state = CONN_REQUEST;
-    return 0;
-}
-
 /* Starts the Exec x; with stream_fd >= 0 that socket is the program's
- * stdin and stdout. */
-static int session_exec(Session *s, const MsgExec *x, int stream_fd) {
+ * stdin and stdout. A refusal's text goes to err. */
+static int session_exec(Session *s, const MsgExec *x, int stream_fd, ErrorText *err) {
     Agent *a = s->agent;
     Spawned sp;
     int r;
 
-    s->timer = sd_event_source_disable_unref(s->timer);
+    conn_timer_disarm(s->conn);
     if (a->powering_off) {
-        s->fail_message = "the VM is shutting down";
-        return -ESHUTDOWN;
+        return error_set(err, -ESHUTDOWN, "the VM is shutting down");
     }
     SpawnOptions o = {
         .default_user = a->opt.default_user,
@@ -711,8 +626,8 @@ static int session_exec(Session *s, const MsgExec *x, int stream_fd) {
         if ((r = session_queue(s, &d)) < 0 || (r = session_queue(s, &e)) < 0) {
             return r;
         }
-        s->state = CONN_EXITED;
-        return session_arm(s, &s->timer, EXIT_ACK_TIMEOUT_USEC, on_exit_ack_timeout);
+        conn_set_state(s->conn, S_EXITED);
+        return conn_timer_arm(s->conn, EXIT_ACK_TIMEOUT_USEC, on_exit_ack_timeout);
     }
 
     s->has_child = true;
@@ -726,7 +641,7 @@ static int session_exec(Session *s, const MsgExec *x, int stream_fd) {
     s->stream = stream_fd >= 0;
     s->window = x->stdin_window;
     s->in_last_newline = true;
-    s->state = CONN_RUNNING;
+    conn_set_state(s->conn, S_RUNNING);
     s->live = true;
     agent_live_begin(a);
     if (log_get_max_level() >= LOG_DEBUG) {
@@ -769,10 +684,10 @@ static int session_exec(Session *s, const MsgExec *x, int stream_fd) {
  * first waits STREAM_WAIT_USEC for the other. */
 
 /* The session of the same peer waiting in state with this key. */
-static Session *stream_find(Session *s, ConnState state, const uint8_t *key) {
+static Session *stream_find(Session *s, unsigned state, const uint8_t *untrusted_key) {
     for (Session *o = s->agent->sessions; o; o = o->next) {
-        if (o != s && o->state == state && o->peer == s->peer &&
-            memcmp(o->key, key, WIRE_STREAM_KEY_SIZE) == 0) {
+        if (o != s && session_state(o) == state && o->peer == s->peer &&
+            memcmp(o->untrusted_key, untrusted_key, WIRE_STREAM_KEY_SIZE) == 0) {
             return o;
         }
     }
@@ -781,110 +696,108 @@ static Session *stream_find(Session *s, ConnState state, const uint8_t *key) {
 
 /* Starts s's Exec x on b's connection: Attached goes out on b, then b's
  * socket (blocking again) becomes the program's stdin and stdout and our
- * copy is closed. b's connection is over either way; the caller frees b. */
-static int stream_pair(Session *s, const MsgExec *x, Session *b) {
+ * copy is closed. b's connection is over either way (and b freed, unless
+ * this runs in its handler). */
+static int stream_pair(Session *s, const MsgExec *x, Session *b, ErrorText *err) {
     Msg m = {.type = MSG_ATTACHED};
-    int r = session_queue(b, &m);
+    int r = conn_queue(b->conn, &m);
     if (r >= 0) {
         /* Hello and Attached are all we ever send: they fit an empty
          * socket buffer, or the client is not reading (1). */
-        r = session_flush(b);
+        r = conn_flush(b->conn);
     }
     if (r == 0) {
-        r = fd_nonblock(b->fd, false);
+        r = fd_nonblock(conn_fd(b->conn), false);
     }
     if (r == 0) {
         log_debug("session %u: stream connection from session %u", s->id, b->id);
-        r = session_exec(s, x, b->fd);
+        r = session_exec(s, x, conn_fd(b->conn), err);
     } else {
         log_debug_errno(r > 0 ? -EAGAIN : r, "session %u: stream connection unusable: %m", s->id);
-        s->fail_message = "the stream connection could not be set up";
-        r = r > 0 ? -EIO : r;
+        r = error_set(err, r > 0 ? -EIO : r, "the stream connection could not be set up");
     }
-    conn_close(b);
+    conn_close(b->conn, 0);
     return r;
 }
 
-static int on_stream_wait_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+static int on_stream_wait_timeout(void *userdata) {
     Session *s = userdata;
-    s->timer = sd_event_source_disable_unref(s->timer);
     msg_done(&s->exec);
-    session_fail(s, WIRE_ERR_UNAVAILABLE, "no stream connection came for the Exec");
-    return 0;
+    return conn_fail(s->conn, WIRE_ERR_UNAVAILABLE, "no stream connection came for the Exec");
 }
 
-static int on_parked_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+static int on_parked_timeout(void *userdata) {
     Session *s = userdata;
-    s->timer = sd_event_source_disable_unref(s->timer);
-    session_fail(s, WIRE_ERR_PROTOCOL, "no Exec came for this stream connection");
-    return 0;
+    return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "no Exec came for this stream connection");
 }
 
-static int handle_exec(Session *s, Msg *m) {
+static int handle_exec(void *userdata, Msg *m) {
+    Session *s = userdata;
+    ErrorText err = {};
+    int r;
+
     if (!m->exec.has_stream_key) {
-        return session_exec(s, &m->exec, -EBADF);
+        r = session_exec(s, &m->exec, -EBADF, &err);
+        return r < 0 ? session_fail(s, r, &err) : 0;
     }
-    s->timer = sd_event_source_disable_unref(s->timer);
-    memcpy(s->key, m->exec.stream_key, WIRE_STREAM_KEY_SIZE);
-    if (stream_find(s, CONN_STREAM_WAIT, s->key)) {
-        s->fail_message = "stream key in use";
-        return -EPROTO;
+    conn_timer_disarm(s->conn);
+    memcpy(s->untrusted_key, m->exec.stream_key, WIRE_STREAM_KEY_SIZE);
+    if (stream_find(s, S_STREAM_WAIT, s->untrusted_key)) {
+        return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "stream key in use");
     }
-    Session *b = stream_find(s, CONN_PARKED, s->key);
+    Session *b = stream_find(s, S_PARKED, s->untrusted_key);
     if (b) {
-        int r = stream_pair(s, &m->exec, b);
-        session_maybe_free(b);
-        return r;
+        r = stream_pair(s, &m->exec, b, &err);
+        return r < 0 ? session_fail(s, r, &err) : 0;
     }
     /* Wait for the Attach, not reading further meanwhile. */
     s->exec = *m;
     m->_storage = m->_env = NULL; /* moved */
-    s->state = CONN_STREAM_WAIT;
-    return session_arm(s, &s->timer, STREAM_WAIT_USEC, on_stream_wait_timeout);
+    conn_set_state(s->conn, S_STREAM_WAIT);
+    return conn_timer_arm(s->conn, STREAM_WAIT_USEC, on_stream_wait_timeout);
 }
 
-static int handle_attach(Session *s, Msg *m) {
-    s->timer = sd_event_source_disable_unref(s->timer);
-    memcpy(s->key, m->attach_key, WIRE_STREAM_KEY_SIZE);
-    if (stream_find(s, CONN_PARKED, s->key)) {
-        s->fail_message = "stream key in use";
-        return -EPROTO;
+static int handle_attach(void *userdata, Msg *m) {
+    Session *s = userdata;
+    ErrorText err = {};
+
+    conn_timer_disarm(s->conn);
+    memcpy(s->untrusted_key, m->attach_key, WIRE_STREAM_KEY_SIZE);
+    if (stream_find(s, S_PARKED, s->untrusted_key)) {
+        return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "stream key in use");
     }
-    Session *x = stream_find(s, CONN_STREAM_WAIT, s->key);
+    Session *x = stream_find(s, S_STREAM_WAIT, s->untrusted_key);
     if (!x) {
-        s->state = CONN_PARKED;
-        return session_arm(s, &s->timer, STREAM_WAIT_USEC, on_parked_timeout);
+        conn_set_state(s->conn, S_PARKED);
+        return conn_timer_arm(s->conn, STREAM_WAIT_USEC, on_parked_timeout);
     }
-    x->fail_message = NULL;
-    int r = stream_pair(x, &x->exec.exec, s);
+    /* This connection is the program's now: closed once paired. */
+    int r = stream_pair(x, &x->exec.exec, s, &err);
     msg_done(&x->exec);
     if (r < 0) {
-        session_fail(x, error_code(r), x->fail_message ? x->fail_message : strerror(-r));
+        (void)session_fail(x, r, &err);
     } else {
-        (void)session_settle(x, session_flush(x));
+        conn_settle(x->conn, 0);
     }
-    return 1; /* this connection is the program's now */
+    return 0;
 }
 
-static int handle_data(Session *s, Msg *m) {
+static int handle_data(void *userdata, Msg *m) {
+    Session *s = userdata;
     if (s->stream) {
-        s->fail_message = "stdin goes on the stream connection";
-        return -EPROTO;
+        return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "stdin goes on the stream connection");
     }
     if (m->data.stream != WIRE_STDIN) {
-        s->fail_message = "Data from the client must be stdin";
-        return -EINVAL;
+        return conn_fail(s->conn, WIRE_ERR_INVALID, "Data from the client must be stdin");
     }
     if (s->in_close_wanted) {
-        s->fail_message = "stdin Data after StdinClose";
-        return -EPROTO;
+        return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "stdin Data after StdinClose");
     }
-    if (s->state == CONN_EXITED) {
+    if (session_state(s) == S_EXITED) {
         return 0; /* raced with the exit */
     }
     if (s->window > 0 && s->in_buffered + m->data.size > s->window) {
-        s->fail_message = "stdin window exceeded";
-        return -EPROTO;
+        return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "stdin window exceeded");
     }
     if (s->in_fd < 0 || s->start_failed) {
         /* Nobody reads it any more: consumed. */
@@ -930,24 +843,24 @@ static int handle_data(Session *s, Msg *m) {
     return stdin_pump(s);
 }
 
-static int handle_stdin_close(Session *s, Msg *m) {
+static int handle_stdin_close(void *userdata, Msg *m) {
+    Session *s = userdata;
     if (s->stream) {
-        s->fail_message = "stdin goes on the stream connection";
-        return -EPROTO;
+        return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "stdin goes on the stream connection");
     }
     if (s->in_close_wanted) {
-        s->fail_message = "StdinClose twice";
-        return -EPROTO;
+        return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "StdinClose twice");
     }
     s->in_close_wanted = true;
-    if (s->state == CONN_EXITED) {
+    if (session_state(s) == S_EXITED) {
         return 0;
     }
     return stdin_pump(s);
 }
 
-static int handle_resize(Session *s, Msg *m) {
-    if (s->state != CONN_RUNNING || !s->pty || s->out_fd[0] < 0) {
+static int handle_resize(void *userdata, Msg *m) {
+    Session *s = userdata;
+    if (session_state(s) != S_RUNNING || !s->pty || s->out_fd[0] < 0) {
         return 0;
     }
     struct winsize ws = {.ws_row = m->resize.rows, .ws_col = m->resize.cols};
@@ -957,11 +870,13 @@ static int handle_resize(Session *s, Msg *m) {
     return 0;
 }
 
-static int handle_signal(Session *s, Msg *m) {
+static int handle_signal(void *userdata, Msg *m) {
+    Session *s = userdata;
     /* Also after the leader exited while others in its group still hold
      * the output open: the unreaped leader keeps the group id ours. With
      * a stream connection that is after Exited too. */
-    bool running = s->state == CONN_RUNNING || (s->stream && s->state == CONN_EXITED);
+    unsigned state = session_state(s);
+    bool running = state == S_RUNNING || (s->stream && state == S_EXITED);
     if (!running || !s->has_child || s->reaped) {
         return 0;
     }
@@ -973,13 +888,25 @@ static int handle_signal(Session *s, Msg *m) {
     return 0;
 }
 
-static int handle_exit_ack(Session *s, Msg *m) {
+static int handle_exit_ack(void *userdata, Msg *m) {
+    Session *s = userdata;
     child_reap(s);
-    conn_close(s);
-    return 1; /* s may be freed by the caller now */
+    conn_close(s->conn, 0); /* s is freed once the engine is done with it */
+    return 0;
 }
 
-static int handle_status(Session *s, Msg *m) {
+/* A control request's reply: queued, then the connection half-closes. */
+static int session_reply(Session *s, const Msg *reply) {
+    int r = session_queue(s, reply);
+    if (r < 0) {
+        return r;
+    }
+    conn_finish(s->conn);
+    return 0;
+}
+
+static int handle_status(void *userdata, Msg *m) {
+    Session *s = userdata;
     Agent *a = s->agent;
     uint64_t now = agent_now();
     Msg r = {
@@ -992,136 +919,67 @@ static int handle_status(Session *s, Msg *m) {
                 .idle_timeout_s = a->opt.idle_timeout_s,
             },
     };
-    s->timer = sd_event_source_disable_unref(s->timer);
-    int q = session_queue(s, &r);
-    if (q < 0) {
-        return q;
-    }
-    conn_begin_close(s);
-    return 1;
+    return session_reply(s, &r);
 }
 
-static int handle_ping(Session *s, Msg *m) {
+static int handle_ping(void *userdata, Msg *m) {
     Msg r = {.type = MSG_PONG, .nonce = m->nonce};
-    s->timer = sd_event_source_disable_unref(s->timer);
-    int q = session_queue(s, &r);
-    if (q < 0) {
-        return q;
-    }
-    conn_begin_close(s);
-    return 1;
+    return session_reply(userdata, &r);
 }
 
-static int handle_shutdown(Session *s, Msg *m) {
+static int handle_shutdown(void *userdata, Msg *m) {
+    Session *s = userdata;
     Msg r = {.type = MSG_SHUTDOWN_REPLY};
-    Agent *a = s->agent;
-    s->timer = sd_event_source_disable_unref(s->timer);
-    int q = session_queue(s, &r);
+    int q = session_reply(s, &r);
     if (q < 0) {
         return q;
     }
-    conn_begin_close(s);
-    (void)agent_power_off(a, "a Shutdown request");
-    return 1;
+    (void)agent_power_off(s->agent, "a Shutdown request");
+    return 0;
 }
 
-/* Which message is accepted in which state: checked before any handler.
- * Handlers return 0 to go on reading, 1 when the connection is done (s may
- * be gone), negative errno for a protocol error. */
-static const struct {
-    MsgType type;
-    unsigned states;
-    int (*handler)(Session *s, Msg *m);
-} handlers[] = {
-    {MSG_HELLO, CONN_HELLO, handle_hello},
-    {MSG_EXEC, CONN_REQUEST, handle_exec},
-    {MSG_ATTACH, CONN_REQUEST, handle_attach},
-    {MSG_STATUS_REQUEST, CONN_REQUEST, handle_status},
-    {MSG_PING, CONN_REQUEST, handle_ping},
-    {MSG_SHUTDOWN, CONN_REQUEST, handle_shutdown},
-    {MSG_DATA, CONN_RUNNING | CONN_EXITED, handle_data},
-    {MSG_STDIN_CLOSE, CONN_RUNNING | CONN_EXITED, handle_stdin_close},
-    {MSG_RESIZE, CONN_RUNNING | CONN_EXITED, handle_resize},
-    {MSG_SIGNAL, CONN_RUNNING | CONN_EXITED, handle_signal},
-    {MSG_EXIT_ACK, CONN_EXITED, handle_exit_ack},
+/* Which message is accepted in which state (Hello is the engine's):
+ * checked before any handler. */
+static const ConnHandler session_handlers[] = {
+    {MSG_EXEC, S_REQUEST, handle_exec},
+    {MSG_ATTACH, S_REQUEST, handle_attach},
+    {MSG_STATUS_REQUEST, S_REQUEST, handle_status},
+    {MSG_PING, S_REQUEST, handle_ping},
+    {MSG_SHUTDOWN, S_REQUEST, handle_shutdown},
+    {MSG_DATA, S_RUNNING | S_EXITED, handle_data},
+    {MSG_STDIN_CLOSE, S_RUNNING | S_EXITED, handle_stdin_close},
+    {MSG_RESIZE, S_RUNNING | S_EXITED, handle_resize},
+    {MSG_SIGNAL, S_RUNNING | S_EXITED, handle_signal},
+    {MSG_EXIT_ACK, S_EXITED, handle_exit_ack},
 };
 
-static WireError error_code(int r) {
-    switch (r) {
-    case -E2BIG:
-        return WIRE_ERR_TOO_LARGE;
-    case -EINVAL:
-        return WIRE_ERR_INVALID;
-    case -EPROTONOSUPPORT:
-        return WIRE_ERR_VERSION;
-    case -ESHUTDOWN:
-        return WIRE_ERR_SHUTTING_DOWN;
-    case -EBADMSG:
-    case -EMSGSIZE:
-    case -EPROTO:
-        return WIRE_ERR_PROTOCOL;
+/* ---- the connection ------------------------------------------------------------ */
+
+/* Whether to read the connection now. */
+static ConnInput session_input(void *userdata) {
+    Session *s = userdata;
+    switch (session_state(s)) {
+    case S_RUNNING:
+        /* Without a window, stop while enough stdin waits for the program
+         * (a client that goes away still ends the session). */
+        return s->window > 0 || s->in_buffered < STDIN_UNWINDOWED_MAX ? CONN_INPUT_READ
+                                                                      : CONN_INPUT_PAUSE;
+    case S_STREAM_WAIT:
+        return CONN_INPUT_PAUSE; /* what follows is for the program */
+    case S_PARKED:
+        /* What follows Attach is the program's stdin and a half-close its
+         * EOF: only a hang-up ends a parked connection. */
+        return CONN_INPUT_HOLD;
     default:
-        return WIRE_ERR_INTERNAL;
+        return CONN_INPUT_READ;
     }
 }
 
-static int session_dispatch(Session *s, Msg *m) {
-    for (size_t i = 0; i < ELEMENTSOF(handlers); i++) {
-        if (handlers[i].type != m->type) {
-            continue;
-        }
-        if (!(handlers[i].states & s->state)) {
-            break;
-        }
-        return handlers[i].handler(s, m);
-    }
-    s->fail_message = "unexpected message";
-    log_debug("session %u: unexpected %s in state %#x", s->id, msg_type_name(m->type),
-              (unsigned)s->state);
-    return -EPROTO;
-}
-
-/* ---- connection I/O ---------------------------------------------------------- */
-
-static bool conn_reads(const Session *s) {
-    switch (s->state) {
-    case CONN_HELLO:
-    case CONN_REQUEST:
-    case CONN_EXITED:
-        return true;
-    case CONN_RUNNING:
-        return s->window > 0 || s->in_buffered < STDIN_UNWINDOWED_MAX;
-    case CONN_CLOSING:
-        return s->shut_wr;
-    default:
-        return false;
-    }
-}
-
-static void session_update(Session *s) {
-    if (s->state == CONN_CLOSED) {
-        return;
-    }
-    size_t pending = session_pending(s);
-    bool reads = conn_reads(s);
-    uint32_t ev = (reads ? EPOLLIN : 0) | (pending > 0 ? EPOLLOUT : 0);
-    if ((s->state == CONN_RUNNING || s->state == CONN_STREAM_WAIT) && !reads) {
-        /* Not reading (unwindowed stdin is full, or waiting for the
-         * stream connection), but a client that goes away must still end
-         * the session. Not while CLOSING: the level-triggered RDHUP would
-         * spin during the linger. */
-        ev |= EPOLLRDHUP;
-    }
-    /* A parked stream connection is not read (what follows Attach is the
-     * program's stdin, and a half-close is its EOF): only a hang-up (HUP,
-     * ERR: always reported) ends it. */
-    if (ev || s->state == CONN_PARKED) {
-        (void)sd_event_source_set_io_events(s->io, ev);
-        (void)sd_event_source_set_enabled(s->io, SD_EVENT_ON);
-    } else {
-        (void)sd_event_source_set_enabled(s->io, SD_EVENT_OFF);
-    }
-    bool reading = s->state == CONN_RUNNING && s->started && pending < OUTPUT_PENDING_MAX;
+/* Re-arms the program's sources for what the session waits for now. */
+static void session_settled(void *userdata) {
+    Session *s = userdata;
+    bool reading = session_state(s) == S_RUNNING && s->started &&
+                   session_pending(s) < OUTPUT_PENDING_MAX;
     for (int i = 0; i < 2; i++) {
         if (s->out_src[i]) {
             (void)sd_event_source_set_enabled(s->out_src[i], reading ? SD_EVENT_ON : SD_EVENT_OFF);
@@ -1133,105 +991,40 @@ static void session_update(Session *s) {
     }
 }
 
-/* Never frees s. */
-static void closing_io(Session *s, uint32_t revents) {
-    if (!s->shut_wr) {
-        int r = session_flush(s);
-        if (r < 0) {
-            conn_close(s);
-            return;
-        }
-        if (r > 0) {
-            return;
-        }
-        /* All said: half-close so the peer sees EOF after our last frame,
-         * then drain what it still sends until it closes too. */
-        (void)shutdown(s->fd, SHUT_WR);
-        s->shut_wr = true;
-    }
-    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        static uint8_t scratch[16 * 1024];
-        for (int n = 0; n < FRAMES_PER_DISPATCH; n++) {
-            ssize_t k = read(s->fd, scratch, sizeof(scratch));
-            if (k < 0 && errno == EINTR) {
-                continue;
-            }
-            if (k < 0 && errno == EAGAIN) {
-                break;
-            }
-            if (k <= 0) {
-                conn_close(s);
-                return;
-            }
-        }
-    }
-    session_update(s);
+/* An Error is about to go out: it is the last word, and the program is
+ * wound down. */
+static void session_failing(void *userdata, const ConnFailure *f) {
+    Session *s = userdata;
+    log_info("session %u: %s", s->id, f->message);
+    s->ack_bytes = 0;
+    child_abort(s);
 }
 
-static int on_conn_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+/* The connection is over: the program, if any, is wound down (a client
+ * that goes away before ExitAck ends its session). May free s. */
+static void session_closed(void *userdata, int error) {
     Session *s = userdata;
-    int r;
-
-    if (s->state == CONN_CLOSING) {
-        closing_io(s, revents);
-        session_maybe_free(s);
-        return 0;
+    if (error < 0 && error != -ECONNRESET && error != -EPIPE) {
+        log_debug_errno(error, "session %u: connection lost: %m", s->id);
     }
-    if ((revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
-        (s->state & (CONN_RUNNING | CONN_STREAM_WAIT | CONN_PARKED)) && !conn_reads(s)) {
-        /* Only RDHUP was asked for: the client hung up (or half-closed,
-         * which ends the session as EOF does). */
-        session_lost(s, -ECONNRESET);
-        return 0;
-    }
-    if (revents & EPOLLOUT) {
-        r = session_flush(s);
-        if (r < 0) {
-            session_lost(s, r);
-            return 0;
-        }
-    }
-    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        for (int n = 0; n < FRAMES_PER_DISPATCH && conn_reads(s); n++) {
-            Msg m = {0};
-            r = wire_reader_read(&s->rd, s->fd, &m);
-            if (r == 0) {
-                break;
-            }
-            if (r == -E2BIG || r == -EBADMSG || r == -EINVAL || r == -EMSGSIZE) {
-                /* The peer's fault (-EMSGSIZE: over the decode budget). */
-                session_fail(s, error_code(r),
-                             r == -E2BIG    ? "frame too large"
-                             : r == -EINVAL ? "invalid message"
-                                            : "undecodable frame");
-                return 0;
-            }
-            if (r < 0) {
-                session_lost(s, r);
-                return 0;
-            }
-            s->fail_message = NULL;
-            r = session_dispatch(s, &m);
-            msg_done(&m);
-            if (r > 0) {
-                session_maybe_free(s);
-                return 0;
-            }
-            if (r < 0) {
-                session_fail(s, error_code(r), s->fail_message ? s->fail_message : strerror(-r));
-                return 0;
-            }
-        }
-    }
-    r = session_flush(s);
-    return session_settle(s, r);
+    child_abort(s);
+    agent_conn_closed(s->agent);
+    session_maybe_free(s);
 }
 
-static int on_hello_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+static const ConnOps session_ops = {
+    .handlers = session_handlers,
+    .n_handlers = ELEMENTSOF(session_handlers),
+    .closed = session_closed,
+    .failing = session_failing,
+    .input = session_input,
+    .before_flush = session_before_flush,
+    .settled = session_settled,
+};
+
+static int on_hello_timeout(void *userdata) {
     Session *s = userdata;
-    s->timer = sd_event_source_disable_unref(s->timer);
-    session_fail(s, WIRE_ERR_PROTOCOL, "timed out waiting for Hello and a request");
-    return 0;
+    return conn_fail(s->conn, WIRE_ERR_PROTOCOL, "timed out waiting for Hello and a request");
 }
 
 /* ---- lifetime ---------------------------------------------------------------- */
@@ -1249,11 +1042,11 @@ static void session_free(Session *s) {
         s->reaped = true;
     }
     session_live_end(s);
-    conn_close(s);
     stdin_discard(s);
     stdin_close(s);
     output_close(s, 0);
     output_close(s, 1);
+    conn_free(s->conn);
     s->err_src = sd_event_source_disable_unref(s->err_src);
     s->err_fd = safe_close(s->err_fd);
     s->pid_src = sd_event_source_disable_unref(s->pid_src);
@@ -1272,61 +1065,48 @@ static void session_free(Session *s) {
 }
 
 static void session_maybe_free(Session *s) {
-    if (s->state == CONN_CLOSED && (!s->has_child || s->reaped)) {
+    if (conn_is_closed(s->conn) && (!s->has_child || s->reaped)) {
         log_debug("session %u: done", s->id);
         session_free(s);
     }
 }
 
-static int session_alloc(Agent *a, int fd, Session **ret) {
+int session_new(Agent *a, int fd, uint64_t peer) {
+    ConnOptions o = {
+        .role = CONN_SERVER,
+        .software = "qubes-lite-guest-agent 0.1",
+        .after_hello = S_REQUEST,
+        .out_max = SESSION_OUT_MAX,
+        .close_mode = CONN_CLOSE_HALF,
+        .linger_usec = LINGER_USEC,
+        .timer_accuracy_usec = TIMER_ACCURACY_USEC,
+    };
     Session *s = calloc(1, sizeof(*s));
+    int r;
+
     if (!s) {
         safe_close(fd);
         return -ENOMEM;
     }
     s->agent = a;
     s->id = ++session_next_id;
-    s->fd = fd;
+    s->peer = peer;
     s->pidfd = s->err_fd = s->in_fd = s->out_fd[0] = s->out_fd[1] = -EBADF;
-    s->state = CONN_HELLO;
+    r = conn_new(a->event, fd, &o, &session_ops, s, &s->conn);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
     s->next = a->sessions;
     if (a->sessions) {
         a->sessions->prev = s;
     }
     a->sessions = s;
     a->n_conns++;
-    int r = sd_event_add_io(a->event, &s->io, fd, EPOLLIN, on_conn_io, s);
-    if (r < 0) {
-        s->state = CONN_CLOSING; /* conn_close() must count it */
-        conn_close(s);
-        session_free(s);
-        return r;
-    }
-    *ret = s;
-    return 0;
-}
-
-int session_new(Agent *a, int fd, uint64_t peer) {
-    Session *s;
-    int r = session_alloc(a, fd, &s);
-    if (r < 0) {
-        return r;
-    }
-    s->peer = peer;
-    Msg hello = msg_hello("qubes-lite-guest-agent 0.1");
-    r = session_queue(s, &hello);
-    if (r >= 0) {
-        r = session_arm(s, &s->timer, HELLO_TIMEOUT_USEC, on_hello_timeout);
-    }
-    if (r >= 0) {
-        r = session_flush(s);
-    }
-    if (r < 0) {
-        session_lost(s, r);
-        return r;
-    }
-    session_update(s);
-    return 0;
+    /* Our Hello goes out at once; theirs and the request have a while. */
+    r = conn_timer_arm(s->conn, HELLO_TIMEOUT_USEC, on_hello_timeout);
+    conn_settle(s->conn, r); /* a failure frees s */
+    return r;
 }
 
 void session_free_all(Agent *a) {

@@ -210,6 +210,10 @@ size_t conn_pending(const Conn *c) {
     return wire_writer_pending(&c->wr);
 }
 
+uint64_t conn_sent(const Conn *c) {
+    return wire_writer_sent(&c->wr);
+}
+
 int conn_flush(Conn *c) {
     if (c->phase == CONN_CLOSED) {
         return -EPIPE;

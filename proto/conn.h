@@ -156,6 +156,8 @@ int conn_queue_splice(Conn *c, int pipe_fd, WireStream stream, uint32_t size);
 void conn_splice_abort(Conn *c, int pipe_fd);
 bool conn_splicing(const Conn *c);
 size_t conn_pending(const Conn *c);
+/* Bytes written so far (wire_writer_sent()). */
+uint64_t conn_sent(const Conn *c);
 /* Writes what it can (ops->before_flush first). 0 when all is out, 1 when
  * bytes remain, or a negative errno. Closes nothing: conn_settle() does. */
 int conn_flush(Conn *c);

@@ -159,6 +159,7 @@ int wire_writer_queue_fds(WireWriter *w, const Msg *m, const int *fds, size_t n)
 
 /* k more bytes went out: the fds' frame comes that much closer. */
 static void writer_sent(WireWriter *w, size_t k) {
+    w->sent += k;
     if (w->n_fds > 0) {
         w->fds_ahead -= MIN(w->fds_ahead, k);
     }
@@ -319,6 +320,10 @@ size_t wire_writer_pending(const WireWriter *w) {
         n += (size_t)(w->sp_hdr_len - w->sp_hdr_off) + w->sp_left;
     }
     return n;
+}
+
+uint64_t wire_writer_sent(const WireWriter *w) {
+    return w->sent;
 }
 
 void wire_writer_done(WireWriter *w) {

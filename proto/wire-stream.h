@@ -47,6 +47,7 @@ typedef struct WireWriter {
      * which goes once the fds_ahead bytes before it have. Ours until then. */
     int fds[WIRE_WRITER_FDS_MAX];
     size_t n_fds, fds_ahead;
+    uint64_t sent; /* bytes written since the start */
 } WireWriter;
 
 int wire_writer_queue(WireWriter *w, const Msg *m);
@@ -74,4 +75,7 @@ bool wire_writer_splicing(const WireWriter *w);
 int wire_writer_flush(WireWriter *w, int fd);
 /* Bytes not yet written, a spliced frame's included. */
 size_t wire_writer_pending(const WireWriter *w);
+/* Bytes written so far: a frame queued when sent + pending was N is out
+ * once sent reaches N. */
+uint64_t wire_writer_sent(const WireWriter *w);
 void wire_writer_done(WireWriter *w);

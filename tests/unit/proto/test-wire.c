@@ -1324,6 +1324,7 @@ static void test_writer_fds_behind_frames(void **state) {
         got += (size_t)k;
     }
     assert_int_equal(wire_writer_pending(&w), 0);
+    assert_int_equal(wire_writer_sent(&w), total);
     assert_int_equal(n_fds, 2);
     /* They came with the frame's first byte (a read may also bring bytes
      * queued before it, never none of the frame). */
