@@ -69,6 +69,7 @@ struct Session {
     Session *prev, *next;
     unsigned id;
     uint64_t peer; /* who connected (session.h) */
+    LogContext log; /* "Session <id>", QUBES_LITE_SESSION, QUBES_LITE_PID */
 
     Conn *conn;
 
@@ -80,7 +81,7 @@ struct Session {
     siginfo_t si;
     int err_fd;
     sd_event_source *err_src;
-    uint8_t report[SPAWN_REPORT_MAX];
+    uint8_t untrusted_report[SPAWN_REPORT_MAX]; /* spawn's, from a child that may be the user */
     size_t report_len;
     bool started, start_failed;
     int start_errno;
@@ -205,7 +206,7 @@ static int on_grace(sd_event_source *src, uint64_t usec, void *userdata) {
     Session *s = userdata;
     s->grace = sd_event_source_disable_unref(s->grace);
     s->grace_done = true;
-    log_debug("session %u: grace over, killing process group %d", s->id, (int)s->pid);
+    log_ctx_debug(&s->log, "grace over, killing process group %d", (int)s->pid);
     child_signal(s, SIGKILL);
     if (s->exited) {
         child_reap(s);
@@ -229,7 +230,7 @@ static void child_abort(Session *s) {
     output_close(s, 1);
     s->err_src = sd_event_source_disable_unref(s->err_src);
     s->err_fd = safe_close(s->err_fd);
-    log_debug("session %u: client gone, hanging up process group %d", s->id, (int)s->pid);
+    log_ctx_debug(&s->log, "client gone, hanging up process group %d", (int)s->pid);
     child_signal(s, SIGHUP);
     child_signal(s, SIGCONT); /* a stopped group must see the HUP */
     s->grace = sd_event_source_disable_unref(s->grace);
@@ -237,7 +238,7 @@ static void child_abort(Session *s) {
                                        (uint64_t)s->agent->opt.kill_grace_s * 1000000ULL,
                                        TIMER_ACCURACY_USEC, on_grace, s);
     if (r < 0) {
-        log_warning_errno(r, "session %u: no grace timer, killing now: %m", s->id);
+        log_ctx_warning_errno(&s->log, r, "no grace timer, killing now: %m");
         s->grace_done = true;
         child_signal(s, SIGKILL);
         if (s->exited) {
@@ -250,7 +251,7 @@ static void child_abort(Session *s) {
 
 static int on_exit_ack_timeout(void *userdata) {
     Session *s = userdata;
-    log_debug("session %u: no ExitAck", s->id);
+    log_ctx_debug(&s->log, "no ExitAck came in time");
     return -ETIMEDOUT; /* the client counts as gone */
 }
 
@@ -340,7 +341,7 @@ static int stdin_pump(Session *s) {
                 break;
             }
             /* The program closed its stdin: what is queued is consumed. */
-            log_debug_errno(-errno, "session %u: stdin: %m", s->id);
+            log_ctx_debug_errno(&s->log, -errno, "the program's stdin is gone: %m");
             done += s->in_buffered;
             stdin_discard(s);
             stdin_close(s);
@@ -482,7 +483,7 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
         }
         if (k <= 0) {
             if (k < 0 && k != -ENOMEM) {
-                log_debug_errno((int)k, "session %u: output: %m", s->id);
+                log_ctx_debug_errno(&s->log, (int)k, "reading the program's output failed: %m");
             }
             if (k == -ENOMEM) {
                 r = (int)k;
@@ -509,7 +510,8 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
     int r;
 
     for (;;) {
-        ssize_t k = read(s->err_fd, s->report + s->report_len, sizeof(s->report) - s->report_len);
+        ssize_t k = read(s->err_fd, s->untrusted_report + s->report_len,
+                         sizeof(s->untrusted_report) - s->report_len);
         if (k < 0 && errno == EINTR) {
             continue;
         }
@@ -518,7 +520,7 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
         }
         if (k > 0) {
             s->report_len += (size_t)k;
-            if (s->report_len < sizeof(s->report)) {
+            if (s->report_len < sizeof(s->untrusted_report)) {
                 continue;
             }
         }
@@ -531,12 +533,12 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
         Msg m = {.type = MSG_STARTED, .started_pid = s->pid};
         s->started = true;
         r = session_queue(s, &m);
-        log_debug("session %u: started %d", s->id, (int)s->pid);
+        log_ctx_debug(&s->log, "started as pid %d", (int)s->pid);
     } else {
         const char *msg;
         size_t len;
         int e;
-        if (spawn_parse_report(s->report, s->report_len, &e, &msg, &len) < 0) {
+        if (spawn_parse_report(s->untrusted_report, s->report_len, &e, &msg, &len) < 0) {
             e = EIO;
             msg = "qubes-lite: cannot start the program\n";
             len = strlen(msg);
@@ -550,7 +552,7 @@ static int on_start_report(sd_event_source *src, int fd, uint32_t revents, void 
         Msg m = {.type = MSG_DATA,
                  .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)msg, .size = len}};
         r = session_queue(s, &m);
-        log_debug("session %u: start failed: %.*s", s->id, (int)(len > 0 ? len - 1 : 0), msg);
+        log_ctx_debug(&s->log, "start failed: %.*s", (int)(len > 0 ? len - 1 : 0), msg);
     }
     if (r >= 0) {
         r = conn_flush(s->conn);
@@ -567,7 +569,7 @@ static int on_child(sd_event_source *src, int fd, uint32_t revents, void *userda
 
     /* Peek only: the zombie keeps the pid and group id ours. */
     if (waitid(P_PIDFD, s->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
-        log_warning_errno(-errno, "session %u: waitid: %m", s->id);
+        log_ctx_warning_errno(&s->log, -errno, "waitid() failed: %m");
         si.si_pid = s->pid;
         si.si_code = CLD_KILLED;
         si.si_status = SIGKILL;
@@ -615,7 +617,7 @@ static int session_exec(Session *s, const MsgExec *x, int stream_fd, ErrorText *
     r = spawn_start(x, &o, &sp);
     if (r < 0) {
         char buf[256];
-        log_error_errno(r, "session %u: cannot start a program: %m", s->id);
+        log_ctx_error_errno(&s->log, r, "cannot start a program: %m");
         snprintf(buf, sizeof(buf), "qubes-lite: cannot start %s: %s\n", x->argv[0],
                  strerror(-r));
         Msg d = {
@@ -644,9 +646,10 @@ static int session_exec(Session *s, const MsgExec *x, int stream_fd, ErrorText *
     conn_set_state(s->conn, S_RUNNING);
     s->live = true;
     agent_live_begin(a);
+    log_context_set(&s->log, "QUBES_LITE_PID", "%d", (int)s->pid);
     if (log_get_max_level() >= LOG_DEBUG) {
         char name[64];
-        log_debug("session %u: exec \"%s\" as pid %d%s", s->id,
+        log_ctx_debug(&s->log, "exec \"%s\" as pid %d%s",
                   str_sanitize(x->argv[0], strlen(x->argv[0]), name, sizeof(name)), (int)s->pid,
                   s->stream ? " on a stream connection" : "");
     }
@@ -710,10 +713,10 @@ static int stream_pair(Session *s, const MsgExec *x, Session *b, ErrorText *err)
         r = fd_nonblock(conn_fd(b->conn), false);
     }
     if (r == 0) {
-        log_debug("session %u: stream connection from session %u", s->id, b->id);
+        log_ctx_debug(&s->log, "stream connection from session %u", b->id);
         r = session_exec(s, x, conn_fd(b->conn), err);
     } else {
-        log_debug_errno(r > 0 ? -EAGAIN : r, "session %u: stream connection unusable: %m", s->id);
+        log_ctx_debug_errno(&s->log, r > 0 ? -EAGAIN : r, "stream connection unusable: %m");
         r = error_set(err, r > 0 ? -EIO : r, "the stream connection could not be set up");
     }
     conn_close(b->conn, 0);
@@ -865,7 +868,7 @@ static int handle_resize(void *userdata, Msg *m) {
     }
     struct winsize ws = {.ws_row = m->resize.rows, .ws_col = m->resize.cols};
     if (ioctl(s->out_fd[0], TIOCSWINSZ, &ws) < 0) {
-        log_debug_errno(-errno, "session %u: TIOCSWINSZ: %m", s->id);
+        log_ctx_debug_errno(&s->log, -errno, "cannot set the window size: %m");
     }
     return 0;
 }
@@ -995,7 +998,7 @@ static void session_settled(void *userdata) {
  * wound down. */
 static void session_failing(void *userdata, const ConnFailure *f) {
     Session *s = userdata;
-    log_info("session %u: %s", s->id, f->message);
+    log_ctx_info(&s->log, "%s", f->message);
     s->ack_bytes = 0;
     child_abort(s);
 }
@@ -1005,7 +1008,7 @@ static void session_failing(void *userdata, const ConnFailure *f) {
 static void session_closed(void *userdata, int error) {
     Session *s = userdata;
     if (error < 0 && error != -ECONNRESET && error != -EPIPE) {
-        log_debug_errno(error, "session %u: connection lost: %m", s->id);
+        log_ctx_debug_errno(&s->log, error, "connection lost: %m");
     }
     child_abort(s);
     agent_conn_closed(s->agent);
@@ -1066,7 +1069,7 @@ static void session_free(Session *s) {
 
 static void session_maybe_free(Session *s) {
     if (conn_is_closed(s->conn) && (!s->has_child || s->reaped)) {
-        log_debug("session %u: done", s->id);
+        log_ctx_debug(&s->log, "done");
         session_free(s);
     }
 }
@@ -1091,6 +1094,8 @@ int session_new(Agent *a, int fd, uint64_t peer) {
     s->agent = a;
     s->id = ++session_next_id;
     s->peer = peer;
+    log_context_init(&s->log, "Session %u", s->id);
+    log_context_set(&s->log, "QUBES_LITE_SESSION", "%u", s->id);
     s->pidfd = s->err_fd = s->in_fd = s->out_fd[0] = s->out_fd[1] = -EBADF;
     r = conn_new(a->event, fd, &o, &session_ops, s, &s->conn);
     if (r < 0) {
