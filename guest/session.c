@@ -256,10 +256,9 @@ static int on_output(sd_event_source *src, int fd, uint32_t revents, void *userd
 
 /* ---- the program's start and exit (child.h) ---------------------------------- */
 
-static void on_program_started(void *userdata) {
-    Session *s = userdata;
-    Msg m = {.type = MSG_STARTED, .started_pid = s->child.pid};
-    int r = session_queue(s, &m);
+/* Sends m, then Exited if nothing else was left. May free s. */
+static void session_tell(Session *s, const Msg *m) {
+    int r = session_queue(s, m);
     if (r >= 0) {
         r = conn_flush(s->conn);
     }
@@ -267,6 +266,12 @@ static void on_program_started(void *userdata) {
         r = session_try_finish(s);
     }
     session_settle(s, r);
+}
+
+static void on_program_started(void *userdata) {
+    Session *s = userdata;
+    Msg m = {.type = MSG_STARTED, .started_pid = s->child.pid};
+    session_tell(s, &m);
 }
 
 /* The reason goes to the program's stderr, as a shell would print it. */
@@ -277,14 +282,7 @@ static void on_program_start_failed(void *userdata, int error, const char *msg, 
     stdin_end(s);
     Msg m = {.type = MSG_DATA,
              .data = {.stream = WIRE_STDERR, .data = (const uint8_t *)msg, .size = len}};
-    int r = session_queue(s, &m);
-    if (r >= 0) {
-        r = conn_flush(s->conn);
-    }
-    if (r >= 0) {
-        r = session_try_finish(s);
-    }
-    session_settle(s, r);
+    session_tell(s, &m);
 }
 
 static void on_program_exited(void *userdata) {

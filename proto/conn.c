@@ -238,21 +238,15 @@ int conn_flush(Conn *c) {
 
 /* ---- the timer ---------------------------------------------------------------- */
 
+static void settle(Conn *c, int r);
+
 static int on_timer(sd_event_source *src, uint64_t usec, void *userdata) {
     Conn *c = userdata;
     conn_enter(c);
     if (c->phase == CONN_CLOSING) {
         conn_close(c, 0); /* lingered long enough */
     } else if (c->phase == CONN_OPEN && c->timer_fn) {
-        int r = c->timer_fn(c->userdata);
-        if (r < 0) {
-            conn_close(c, r);
-        } else if (c->phase == CONN_OPEN) {
-            r = conn_flush(c);
-            if (r < 0) {
-                conn_close(c, r);
-            }
-        }
+        settle(c, c->timer_fn(c->userdata));
     }
     conn_leave(c);
     return 0;
@@ -593,11 +587,12 @@ void conn_kick(Conn *c) {
     conn_leave(c);
 }
 
-void conn_settle(Conn *c, int r) {
+/* r < 0 closes with r; else what is queued is sent (or, closing, the
+ * close goes on). */
+static void settle(Conn *c, int r) {
     if (c->phase == CONN_CLOSED) {
         return;
     }
-    conn_enter(c);
     if (r < 0) {
         conn_close(c, r);
     } else if (c->phase == CONN_OPEN) {
@@ -608,6 +603,14 @@ void conn_settle(Conn *c, int r) {
     } else {
         closing_progress(c, 0);
     }
+}
+
+void conn_settle(Conn *c, int r) {
+    if (c->phase == CONN_CLOSED) {
+        return;
+    }
+    conn_enter(c);
+    settle(c, r);
     conn_leave(c);
 }
 
