@@ -270,14 +270,20 @@ static int timer_set(Conn *c, uint64_t when, ConnTimerFn fn) {
 }
 
 int conn_timer_arm_at(Conn *c, uint64_t when, ConnTimerFn fn) {
+    if (c->phase != CONN_OPEN) {
+        return 0; /* closing: the linger stands */
+    }
     return timer_set(c, when, fn);
 }
 
 int conn_timer_arm(Conn *c, uint64_t usec, ConnTimerFn fn) {
-    return timer_set(c, now_usec(CLOCK_MONOTONIC) + usec, fn);
+    return conn_timer_arm_at(c, now_usec(CLOCK_MONOTONIC) + usec, fn);
 }
 
 void conn_timer_disarm(Conn *c) {
+    if (c->phase != CONN_OPEN) {
+        return;
+    }
     c->timer_fn = NULL;
     if (c->timer) {
         (void)sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);

@@ -162,9 +162,10 @@ uint64_t conn_sent(const Conn *c);
  * bytes remain, or a negative errno. Closes nothing: conn_settle() does. */
 int conn_flush(Conn *c);
 
-/* The connection's one timer (replaced by the linger once closing): fn
- * runs after usec (relative) or at when (CLOCK_MONOTONIC); a negative
- * return closes the connection with it. */
+/* The connection's one timer: fn runs after usec (relative) or at when
+ * (CLOCK_MONOTONIC); a negative return closes the connection with it.
+ * Once closing, the timer is the linger's: arming and disarming do
+ * nothing. */
 typedef int (*ConnTimerFn)(void *userdata);
 int conn_timer_arm(Conn *c, uint64_t usec, ConnTimerFn fn);
 int conn_timer_arm_at(Conn *c, uint64_t when, ConnTimerFn fn);

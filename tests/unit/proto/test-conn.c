@@ -224,6 +224,8 @@ static void peer_hello(Owner *o) {
     peer_send(o, &hello);
 }
 
+static int on_owner_timer(void *userdata);
+
 /* ---- the protocol's course ------------------------------------------------ */
 
 static void test_hello_and_dispatch(void **state) {
@@ -432,8 +434,12 @@ static void test_linger(void **state) {
     assert_int_equal(conn_new(o.event, sv[0], &opt, &ops, &o, &o.conn), 0);
     conn_finish(o.conn);
     uint64_t start = now_usec(CLOCK_MONOTONIC);
+    /* Closing, the timer is the linger's: the owner's do nothing. */
+    conn_timer_disarm(o.conn);
+    assert_int_equal(conn_timer_arm(o.conn, 1000, on_owner_timer), 0);
     RUN_UNTIL(&o, o.closed_calls == 1);
     assert_true(now_usec(CLOCK_MONOTONIC) - start >= 40000);
+    assert_int_equal(o.timer_calls, 0);
     peer_expect(&o, MSG_HELLO);
     owner_done(&o);
 }
