@@ -1,6 +1,7 @@
 # guest/: qubes-lite-guest-agent, which runs inside each VM.
 
-GUEST_SRCS := guest/main.c guest/session.c guest/spawn.c guest/idle.c guest/power.c \
+GUEST_SRCS := guest/main.c guest/session.c guest/child.c guest/stdin-queue.c guest/output.c \
+	guest/spawn.c guest/idle.c guest/power.c \
 	guest/wayland.c guest/users.c
 GUEST_OBJS := $(GUEST_SRCS:%.c=$(OBJ)/%.o)
 GUEST_AGENT := $(BIN)/qubes-lite-guest-agent

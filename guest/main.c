@@ -15,6 +15,7 @@
 
 #include "addr.h"
 #include "agent.h"
+#include "conn.h"
 #include "idle.h"
 #include "log.h"
 #include "power.h"
@@ -129,7 +130,7 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
         }
     }
     if (optind < argc) {
-        die("unexpected argument: %s", argv[optind]);
+        die("Unexpected argument: %s", argv[optind]);
     }
 }
 
@@ -230,8 +231,9 @@ void agent_conn_closed(Agent *a) {
 }
 
 /* Who may talk to us: on vsock the host (or the local CID when asked for)
- * from a reserved port; on unix sockets root and the allowed uids. */
-static int agent_check_peer(Agent *a, int fd, uint64_t *ret_peer, char *why, size_t size) {
+ * from a reserved port; on unix sockets root and the allowed uids. A
+ * refusal's reason goes to err. */
+static int agent_check_peer(Agent *a, int fd, uint64_t *ret_peer, ErrorText *err) {
     int family = socket_family(fd);
     int r;
 
@@ -243,8 +245,7 @@ static int agent_check_peer(Agent *a, int fd, uint64_t *ret_peer, char *why, siz
         }
         bool cid_ok = cid == VMADDR_CID_HOST || (a->opt.allow_local_cid && cid == VMADDR_CID_LOCAL);
         if (!cid_ok || port > VSOCK_RESERVED_PORT_MAX) {
-            snprintf(why, size, "vsock peer %u:%u refused", cid, port);
-            return -EPERM;
+            return error_set(err, -EPERM, "vsock peer %u:%u refused", cid, port);
         }
         *ret_peer = session_peer_vsock(cid);
         return 0;
@@ -264,11 +265,9 @@ static int agent_check_peer(Agent *a, int fd, uint64_t *ret_peer, char *why, siz
                 return 0;
             }
         }
-        snprintf(why, size, "uid %u refused", (unsigned)uid);
-        return -EPERM;
+        return error_set(err, -EPERM, "uid %u refused", (unsigned)uid);
     }
-    snprintf(why, size, "unsupported socket family %d", family);
-    return -EAFNOSUPPORT;
+    return error_set(err, -EAFNOSUPPORT, "unsupported socket family %d", family);
 }
 
 /* A refused peer gets no session and takes no connection slot: whoever can
@@ -294,9 +293,7 @@ static void agent_refuse(int fd, const char *why) {
     } else {
         suppressed++;
     }
-    Msg m = msg_error(WIRE_ERR_DENIED, "permission denied");
-    (void)wire_send(fd, &m);
-    safe_close(fd);
+    conn_refuse_fd(fd, WIRE_ERR_DENIED, "permission denied");
 }
 
 static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *userdata) {
@@ -309,18 +306,18 @@ static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *user
                 break;
             }
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_warning_errno(-errno, "accept: %m");
+                log_warning_errno(-errno, "Failed to accept a connection: %m");
                 agent_pause_accept(a);
                 break;
             }
-            log_debug_errno(-errno, "accept: %m"); /* ECONNABORTED and the like */
+            log_debug_errno(-errno, "Failed to accept a connection: %m"); /* ECONNABORTED ... */
             continue;
         }
-        char why[128] = "";
+        ErrorText err = {};
         uint64_t peer = 0;
-        int r = agent_check_peer(a, fd, &peer, why, sizeof(why));
+        int r = agent_check_peer(a, fd, &peer, &err);
         if (r < 0) {
-            agent_refuse(fd, why[0] ? why : strerror(-r));
+            agent_refuse(fd, err.message[0] ? err.message : strerror(-r));
             continue;
         }
         r = session_new(a, fd, peer);
@@ -387,6 +384,7 @@ int main(int argc, char **argv) {
     int r;
 
     log_setup(PROGRAM);
+    log_use_journal(); /* sessions' records carry their fields */
     parse_args(argc, argv, &a.opt);
     ensure_std_fds();
 

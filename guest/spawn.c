@@ -442,18 +442,18 @@ static pid_t spawn_clone_vm(ChildArgs *a) {
 
 /* ---- in the agent ---------------------------------------------------------- */
 
-int spawn_parse_report(const uint8_t *buf, size_t n, int *ret_errno, const char **ret_msg,
+int spawn_parse_report(const uint8_t *untrusted, size_t n, int *ret_errno, const char **ret_msg,
                        size_t *ret_msg_len) {
     int32_t e;
     if (n < sizeof(e) + 1 || n > SPAWN_REPORT_MAX) {
         return -EBADMSG;
     }
-    memcpy(&e, buf, sizeof(e));
-    if (e <= 0 || e > 4095) {
+    memcpy(&e, untrusted, sizeof(e));
+    if (e <= 0 || e > (int32_t)WIRE_ERRNO_MAX) {
         return -EBADMSG;
     }
     *ret_errno = e;
-    *ret_msg = (const char *)buf + sizeof(e);
+    *ret_msg = (const char *)untrusted + sizeof(e);
     *ret_msg_len = n - sizeof(e);
     return 0;
 }

@@ -38,9 +38,11 @@ typedef struct Spawned {
 /* Everything returned is non-blocking and close-on-exec. */
 int spawn_start(const MsgExec *x, const SpawnOptions *o, Spawned *ret);
 
-/* What the child reports on the error pipe: a 4-byte errno, then a
- * shell-like message ending in a newline. Returns 0 and the errno and
- * message, or -EBADMSG when the report is malformed. */
+/* What the child reports on the error pipe: a 4-byte errno (1 to
+ * WIRE_ERRNO_MAX), then a shell-like message ending in a newline. The
+ * child may have become the user by then: the report is checked like a
+ * peer's. Returns 0 and the errno and message (pointing into untrusted),
+ * or -EBADMSG when the report is malformed. */
 #define SPAWN_REPORT_MAX 1024u
-int spawn_parse_report(const uint8_t *buf, size_t n, int *ret_errno, const char **ret_msg,
+int spawn_parse_report(const uint8_t *untrusted, size_t n, int *ret_errno, const char **ret_msg,
                        size_t *ret_msg_len);

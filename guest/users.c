@@ -118,21 +118,21 @@ ssize_t user_record_encode(const struct passwd *pw, const gid_t *groups, size_t 
     return (ssize_t)total;
 }
 
-int user_record_parse(const uint8_t *buf, size_t n, UserRecord **ret) {
+int user_record_parse(const uint8_t *untrusted, size_t n, UserRecord **ret) {
     if (n < RECORD_HEADER_SIZE || n > USER_RECORD_MAX) {
         return -EBADMSG;
     }
-    uint32_t uid = get_u32(buf), gid = get_u32(buf + 4), n_groups = get_u32(buf + 8);
-    size_t ln = get_u16(buf + 12), ld = get_u16(buf + 14), ls = get_u16(buf + 16);
+    uint32_t uid = get_u32(untrusted), gid = get_u32(untrusted + 4), n_groups = get_u32(untrusted + 8);
+    size_t ln = get_u16(untrusted + 12), ld = get_u16(untrusted + 14), ls = get_u16(untrusted + 16);
     /* (uid_t)-1 and (gid_t)-1 mean "unchanged" to setres[ug]id(). */
-    if (get_u16(buf + 18) != 0 || n_groups > GROUPS_MAX || uid == UINT32_MAX ||
+    if (get_u16(untrusted + 18) != 0 || n_groups > GROUPS_MAX || uid == UINT32_MAX ||
         gid == UINT32_MAX || ln == 0) {
         return -EBADMSG;
     }
     if (RECORD_HEADER_SIZE + 4 * (size_t)n_groups + ln + ld + ls != n) {
         return -EBADMSG;
     }
-    const uint8_t *g = buf + RECORD_HEADER_SIZE;
+    const uint8_t *g = untrusted + RECORD_HEADER_SIZE;
     const char *s = (const char *)g + 4 * (size_t)n_groups;
     if (memchr(s, 0, ln + ld + ls)) {
         return -EBADMSG;
@@ -255,7 +255,7 @@ static void lookup_end(UserCache *c) {
 static int on_lookup_exit(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
     UserCache *c = userdata;
     siginfo_t si = {0};
-    uint8_t buf[USER_RECORD_MAX + 1];
+    uint8_t untrusted_buf[USER_RECORD_MAX + 1]; /* the lookup child's record */
     UserRecord *rec = NULL;
 
     if (waitid(P_PIDFD, c->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) {
@@ -263,8 +263,8 @@ static int on_lookup_exit(sd_event_source *src, int fd, uint32_t revents, void *
     }
     c->pid = 0; /* reaped */
     if (si.si_code == CLD_EXITED && si.si_status == 0) {
-        ssize_t k = read(c->pipe_fd, buf, sizeof(buf));
-        if (k > 0 && user_record_parse(buf, (size_t)k, &rec) < 0) {
+        ssize_t k = read(c->pipe_fd, untrusted_buf, sizeof(untrusted_buf));
+        if (k > 0 && user_record_parse(untrusted_buf, (size_t)k, &rec) < 0) {
             log_warning("User lookup: malformed record, ignored");
         }
     }

@@ -59,4 +59,4 @@ struct passwd *user_lookup(const char *name);
  * returns a record in one allocation (free() it). */
 ssize_t user_record_encode(const struct passwd *pw, const gid_t *groups, size_t n_groups,
                            uint8_t *buf, size_t size);
-int user_record_parse(const uint8_t *buf, size_t n, UserRecord **ret);
+int user_record_parse(const uint8_t *untrusted, size_t n, UserRecord **ret);

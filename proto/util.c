@@ -96,31 +96,16 @@ int loop_read_exact(int fd, void *buf, size_t n, bool *ret_eof) {
 }
 
 int send_with_fd(int sock, const void *buf, size_t n, int fd) {
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } control = {0};
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
     if (n == 0) {
         return -EINVAL;
     }
-    if (fd >= 0) {
-        mh.msg_control = control.buf;
-        mh.msg_controllen = sizeof(control.buf);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    }
     for (;;) {
-        ssize_t k = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        ssize_t k = sendmsg_fds(sock, buf, n, &fd, fd >= 0 ? 1 : 0, 0);
+        if (k == -EINTR) {
+            continue;
+        }
         if (k < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
+            return (int)k;
         }
         /* The fd travels with the first byte; the rest is plain data. */
         if ((size_t)k < n) {
@@ -280,4 +265,28 @@ int fd_close_from(int first) {
         (void)close((int)fd);
     }
     return 0;
+}
+
+ssize_t sendmsg_fds(int sock, const void *buf, size_t n, const int *fds, size_t n_fds, int flags) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * SENDMSG_FDS_MAX)];
+    } control = {0};
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+
+    if (n_fds > SENDMSG_FDS_MAX) {
+        return -EINVAL;
+    }
+    if (n_fds > 0) {
+        mh.msg_control = control.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+    }
+    ssize_t k = sendmsg(sock, &mh, MSG_NOSIGNAL | flags);
+    return k < 0 ? -errno : k;
 }

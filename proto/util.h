@@ -135,3 +135,10 @@ int unhexchar(char c);
 /* Copies s into a printable form for logs: at most max bytes, anything
  * outside printable ASCII escaped. Returns buf. */
 char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize);
+
+/* One sendmsg() of buf with n_fds (at most SENDMSG_FDS_MAX) fds attached
+ * (SCM_RIGHTS) to its first byte, and flags besides MSG_NOSIGNAL
+ * (MSG_DONTWAIT on a blocking socket). Returns the bytes sent (the fds
+ * went with the first) or a negative errno, -EINTR included. */
+#define SENDMSG_FDS_MAX 4u
+ssize_t sendmsg_fds(int sock, const void *buf, size_t n, const int *fds, size_t n_fds, int flags);

@@ -1,4 +1,5 @@
-/* The serial console relay: see console.h. */
+/* The serial console relay, its clients on the connection engine: see
+ * console.h. */
 #include "console.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "conn.h"
 #include "log.h"
 #include "util.h"
 #include "wire.h"
@@ -24,24 +26,19 @@
 
 typedef struct ConsoleClient ConsoleClient;
 
-typedef enum ConsoleClientState {
-    CC_HELLO,
-    CC_REQUEST,
-    CC_ATTACHED,
-    CC_CLOSING, /* last reply queued, then close */
-} ConsoleClientState;
+/* A client's states on its connection (conn.h). */
+enum {
+    CC_HELLO = CONN_STATE_HELLO,
+    CC_REQUEST = 1u << 1,  /* waiting for ConsoleAttach */
+    CC_ATTACHED = 1u << 2, /* the interactive client */
+};
 
 struct ConsoleClient {
     Console *console;
     ConsoleClient *prev, *next;
-    int fd;
+    Conn *conn;
     uid_t uid;
     pid_t pid;
-    sd_event_source *io;
-    sd_event_source *timer;
-    WireReader reader;
-    WireWriter writer;
-    ConsoleClientState state;
     uint64_t dropped; /* live output bytes it was too slow for */
 };
 
@@ -149,50 +146,8 @@ static void cc_free(ConsoleClient *cc) {
         cc->next->prev = cc->prev;
     }
     c->n_clients--;
-    sd_event_source_disable_unref(cc->io);
-    sd_event_source_disable_unref(cc->timer);
-    safe_close(cc->fd);
-    wire_reader_done(&cc->reader);
-    wire_writer_done(&cc->writer);
+    conn_free(cc->conn);
     free(cc);
-}
-
-static int cc_update_events(ConsoleClient *cc) {
-    uint32_t ev = 0;
-    if (cc->state != CC_CLOSING) {
-        ev |= EPOLLIN;
-    }
-    if (wire_writer_pending(&cc->writer) > 0) {
-        ev |= EPOLLOUT;
-    }
-    return sd_event_source_set_io_events(cc->io, ev);
-}
-
-static int cc_flush(ConsoleClient *cc) {
-    int r = wire_writer_flush(&cc->writer, cc->fd);
-    if (r < 0) {
-        return r;
-    }
-    if (r == 0 && cc->state == CC_CLOSING) {
-        return -ECONNRESET;
-    }
-    return 0;
-}
-
-static int cc_fail(ConsoleClient *cc, WireError code, const char *message) {
-    Msg m = msg_error(code, message);
-    int r;
-
-    cc->state = CC_CLOSING;
-    r = wire_writer_queue(&cc->writer, &m);
-    if (r < 0) {
-        return r;
-    }
-    r = sd_event_source_set_time_relative(cc->timer, CONSOLE_HANDSHAKE_USEC);
-    if (r >= 0) {
-        r = sd_event_source_set_enabled(cc->timer, SD_EVENT_ONESHOT);
-    }
-    return r;
 }
 
 /* Queues bytes of console output as Data(STDOUT) frames. */
@@ -200,24 +155,13 @@ static int cc_queue_output(ConsoleClient *cc, const uint8_t *p, size_t n) {
     while (n > 0) {
         size_t k = MIN(n, (size_t)WIRE_DATA_MAX);
         Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDOUT, .data = p, .size = k}};
-        int r = wire_writer_queue(&cc->writer, &m);
+        int r = conn_queue(cc->conn, &m);
         if (r < 0) {
             return r;
         }
         p += k;
         n -= k;
     }
-    return 0;
-}
-
-static int handle_hello(ConsoleClient *cc, const Msg *m) {
-    char buf[128];
-    if (wire_check_hello(m) < 0) {
-        snprintf(buf, sizeof(buf), "protocol version %u is not supported (this is %u)",
-                 m->hello.major, WIRE_VERSION_MAJOR);
-        return cc_fail(cc, WIRE_ERR_VERSION, buf);
-    }
-    cc->state = CC_REQUEST;
     return 0;
 }
 
@@ -233,7 +177,8 @@ static int set_winsize(Console *c, uint16_t rows, uint16_t cols) {
     return 0;
 }
 
-static int handle_attach(ConsoleClient *cc, const Msg *m) {
+static int handle_attach(void *userdata, Msg *m) {
+    ConsoleClient *cc = userdata;
     Console *c = cc->console;
     char buf[160];
     const uint8_t *a, *b;
@@ -247,13 +192,13 @@ static int handle_attach(ConsoleClient *cc, const Msg *m) {
                  c->vm_name, (int)c->attached->pid);
         log_info("Console of VM '%s': refusing pid %d, pid %d is attached", c->vm_name,
                  (int)cc->pid, (int)c->attached->pid);
-        return cc_fail(cc, WIRE_ERR_UNAVAILABLE, buf);
+        return conn_fail(cc->conn, WIRE_ERR_UNAVAILABLE, buf);
     }
-    sd_event_source_set_enabled(cc->timer, SD_EVENT_OFF);
+    conn_timer_disarm(cc->conn);
     (void)set_winsize(c, m->console_attach.rows, m->console_attach.cols);
     console_ring_spans(&c->ring, &a, &na, &b, &nb);
     Msg reply = {.type = MSG_CONSOLE_ATTACHED, .console_scrollback = (uint32_t)(na + nb)};
-    r = wire_writer_queue(&cc->writer, &reply);
+    r = conn_queue(cc->conn, &reply);
     if (r >= 0) {
         r = cc_queue_output(cc, a, na);
     }
@@ -263,7 +208,7 @@ static int handle_attach(ConsoleClient *cc, const Msg *m) {
     if (r < 0) {
         return r;
     }
-    cc->state = CC_ATTACHED;
+    conn_set_state(cc->conn, CC_ATTACHED);
     c->attached = cc;
     log_info("Console of VM '%s': pid %d (uid %u) attached, %zu bytes replayed", c->vm_name,
              (int)cc->pid, (unsigned)cc->uid, na + nb);
@@ -273,10 +218,11 @@ static int handle_attach(ConsoleClient *cc, const Msg *m) {
     return 0;
 }
 
-static int handle_input(ConsoleClient *cc, const Msg *m) {
+static int handle_input(void *userdata, Msg *m) {
+    ConsoleClient *cc = userdata;
     Console *c = cc->console;
     if (m->data.stream != WIRE_STDIN) {
-        return cc_fail(cc, WIRE_ERR_PROTOCOL, "console input must be Data(stdin)");
+        return conn_fail(cc->conn, WIRE_ERR_PROTOCOL, "console input must be Data(stdin)");
     }
     /* Keystrokes are small and the pty takes kilobytes: what it does not
      * take now is dropped rather than held, as a serial line would. */
@@ -290,89 +236,34 @@ static int handle_input(ConsoleClient *cc, const Msg *m) {
     return 0;
 }
 
-static int handle_resize(ConsoleClient *cc, const Msg *m) {
+static int handle_resize(void *userdata, Msg *m) {
+    ConsoleClient *cc = userdata;
     (void)set_winsize(cc->console, m->resize.rows, m->resize.cols);
     return 0;
 }
 
-static const struct {
-    MsgType type;
-    ConsoleClientState state;
-    int (*handler)(ConsoleClient *cc, const Msg *m);
-} cc_dispatch[] = {
-    {MSG_HELLO, CC_HELLO, handle_hello},
+/* What a client may send, and when (its Hello is the engine's); anything
+ * else is answered with Error(PROTOCOL). */
+static const ConnHandler cc_handlers[] = {
     {MSG_CONSOLE_ATTACH, CC_REQUEST, handle_attach},
     {MSG_DATA, CC_ATTACHED, handle_input},
     {MSG_RESIZE, CC_ATTACHED, handle_resize},
 };
 
-static int cc_handle(ConsoleClient *cc, const Msg *m) {
-    char buf[128];
-    for (size_t i = 0; i < ELEMENTSOF(cc_dispatch); i++) {
-        if (cc_dispatch[i].type == m->type && cc_dispatch[i].state == cc->state) {
-            return cc_dispatch[i].handler(cc, m);
-        }
-    }
-    snprintf(buf, sizeof(buf), "unexpected %s", msg_type_name(m->type));
-    return cc_fail(cc, WIRE_ERR_PROTOCOL, buf);
+static void on_cc_closed(void *userdata, int error) {
+    cc_free(userdata);
 }
 
-static int cc_read(ConsoleClient *cc) {
-    while (cc->state != CC_CLOSING) {
-        Msg m;
-        int r = wire_reader_read(&cc->reader, cc->fd, &m);
-        if (r == 0) {
-            return 0;
-        }
-        if (r == -E2BIG) {
-            return cc_fail(cc, WIRE_ERR_TOO_LARGE, "frame too large");
-        }
-        if (r == -EINVAL) {
-            return cc_fail(cc, WIRE_ERR_INVALID, "invalid message");
-        }
-        if (r == -EBADMSG || r == -ENOMEM) {
-            return cc_fail(cc, WIRE_ERR_PROTOCOL, "undecodable frame");
-        }
-        if (r < 0) {
-            return r; /* gone */
-        }
-        r = cc_handle(cc, &m);
-        msg_done(&m);
-        if (r < 0) {
-            return r;
-        }
-    }
-    return 0;
-}
+static const ConnOps cc_ops = {
+    .handlers = cc_handlers,
+    .n_handlers = ELEMENTSOF(cc_handlers),
+    .closed = on_cc_closed,
+};
 
-static int on_cc_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-    ConsoleClient *cc = userdata;
-    int r = 0;
-
-    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        if (cc->state == CC_CLOSING) {
-            r = (revents & (EPOLLHUP | EPOLLERR)) ? -ECONNRESET : 0;
-        } else {
-            r = cc_read(cc);
-        }
-    }
-    if (r >= 0) {
-        r = cc_flush(cc);
-    }
-    if (r >= 0) {
-        r = cc_update_events(cc);
-    }
-    if (r < 0) {
-        cc_free(cc);
-    }
-    return 0;
-}
-
-static int on_cc_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+static int on_cc_timeout(void *userdata) {
     ConsoleClient *cc = userdata;
     log_info("Console client pid %d did not attach in time, dropping it", (int)cc->pid);
-    cc_free(cc);
-    return 0;
+    return -ETIMEDOUT;
 }
 
 /* Output of the VMM: into the scrollback, and to the attached client
@@ -384,7 +275,10 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
     if (!cc) {
         return;
     }
-    if (wire_writer_pending(&cc->writer) + n > CONSOLE_CLIENT_QUEUE_MAX) {
+    if (!conn_is_open(cc->conn)) {
+        return; /* an Error was its last word */
+    }
+    if (conn_pending(cc->conn) + n > CONSOLE_CLIENT_QUEUE_MAX) {
         if (cc->dropped == 0) {
             log_info("Console of VM '%s': pid %d does not keep up, dropping its output", c->vm_name,
                      (int)cc->pid);
@@ -392,9 +286,7 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
         cc->dropped += n;
         return;
     }
-    if (cc_queue_output(cc, p, n) < 0 || cc_flush(cc) < 0 || cc_update_events(cc) < 0) {
-        cc_free(cc);
-    }
+    conn_settle(cc->conn, cc_queue_output(cc, p, n)); /* may free cc */
 }
 
 /* 1 when bytes were read, 0 when the pty has nothing now, <0 when it is
@@ -441,7 +333,7 @@ void console_drain(Console *c) {
         }
     }
     if (c->attached) {
-        (void)cc_flush(c->attached);
+        (void)conn_flush(c->attached->conn);
     }
 }
 
@@ -471,9 +363,7 @@ static void console_accept_one(Console *c, int fd) {
         }
         log_warning("Console of VM '%s': refusing pid %d (uid %u): %s", c->vm_name, (int)pid,
                     (unsigned)uid, buf);
-        Msg m = msg_error(denied ? WIRE_ERR_DENIED : WIRE_ERR_UNAVAILABLE, buf);
-        (void)wire_send(fd, &m); /* a fresh socket takes this small frame */
-        safe_close(fd);
+        conn_refuse_fd(fd, denied ? WIRE_ERR_DENIED : WIRE_ERR_UNAVAILABLE, buf);
         return;
     }
     ConsoleClient *cc = calloc(1, sizeof(*cc));
@@ -482,24 +372,25 @@ static void console_accept_one(Console *c, int fd) {
         return;
     }
     cc->console = c;
-    cc->fd = fd;
     cc->uid = uid;
     cc->pid = pid;
-    cc->state = CC_HELLO;
     cc->next = c->clients;
     if (c->clients) {
         c->clients->prev = cc;
     }
     c->clients = cc;
     c->n_clients++;
-    Msg hello = msg_hello(SOFTWARE);
-    r = wire_writer_queue(&cc->writer, &hello);
+    ConnOptions o = {
+        .role = CONN_SERVER,
+        .software = SOFTWARE,
+        .after_hello = CC_REQUEST,
+        .out_max = CONSOLE_CLIENT_QUEUE_MAX,
+        .close_mode = CONN_CLOSE_FLUSHED,
+        .linger_usec = CONSOLE_HANDSHAKE_USEC,
+    };
+    r = conn_new(c->event, fd, &o, &cc_ops, cc, &cc->conn);
     if (r >= 0) {
-        r = sd_event_add_io(c->event, &cc->io, fd, EPOLLIN | EPOLLOUT, on_cc_io, cc);
-    }
-    if (r >= 0) {
-        r = sd_event_add_time_relative(c->event, &cc->timer, CLOCK_MONOTONIC,
-                                       CONSOLE_HANDSHAKE_USEC, 0, on_cc_timer, cc);
+        r = conn_timer_arm(cc->conn, CONSOLE_HANDSHAKE_USEC, on_cc_timeout);
     }
     if (r < 0) {
         log_error_errno(r, "Cannot set up a console client: %m");

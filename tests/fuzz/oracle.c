@@ -228,7 +228,8 @@ static void check_promises(const Msg *m) {
 }
 
 void oracle_decode_result(int r) {
-    if (r != 0 && r != -E2BIG && r != -ENOMEM && r != -EBADMSG && r != -EINVAL) {
+    if (r != 0 && r != -E2BIG && r != -EMSGSIZE && r != -ENOMEM && r != -EBADMSG &&
+        r != -EINVAL) {
         fprintf(stderr, "oracle: wire_decode returned an undocumented error %d\n", r);
         abort();
     }

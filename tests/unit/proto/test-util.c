@@ -285,6 +285,41 @@ static void test_send_recv_one_fd(void **state) {
     assert_int_equal(recv_with_fd(-1, buf, sizeof(buf), &none), -EBADF);
 }
 
+/* One sendmsg() with fds: they arrive with the bytes; too many are
+ * refused; a full socket says so instead of blocking (MSG_DONTWAIT). */
+static void test_sendmsg_fds(void **state) {
+    _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
+    _cleanup_close_pair_ int p[2] = {-EBADF, -EBADF};
+    int fds[SENDMSG_FDS_MAX + 1], got[2];
+    size_t count = 0;
+    char buf[64 * 1024];
+    int sndbuf = 4096;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+        fds[i] = p[0];
+    }
+    assert_int_equal(sendmsg_fds(sv[0], "x", 1, fds, ELEMENTSOF(fds), 0), -EINVAL);
+    assert_int_equal(sendmsg_fds(sv[0], "ab", 2, p, 2, 0), 2);
+    assert_int_equal(recv_with_fds(sv[1], buf, sizeof(buf), got, 2, &count), 2);
+    assert_int_equal(count, 2);
+    assert_memory_equal(buf, "ab", 2);
+    assert_int_equal(write(got[1], "z", 1), 1);
+    assert_int_equal(read(got[0], buf, 1), 1);
+    assert_int_equal(buf[0], 'z');
+    safe_close(got[0]);
+    safe_close(got[1]);
+
+    /* No fds: plain bytes; then fill the socket. */
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+    memset(buf, 'y', sizeof(buf));
+    ssize_t k;
+    while ((k = sendmsg_fds(sv[0], buf, sizeof(buf), NULL, 0, MSG_DONTWAIT)) > 0) {
+    }
+    assert_int_equal(k, -EAGAIN);
+}
+
 static void test_recv_closes_extra_fds(void **state) {
     _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
     _cleanup_close_pair_ int p[2] = {-EBADF, -EBADF};
@@ -341,6 +376,7 @@ int main(void) {
         cmocka_unit_test(test_loop_write_read),
         cmocka_unit_test(test_loop_write_peer_gone),
         cmocka_unit_test(test_send_recv_one_fd),
+        cmocka_unit_test(test_sendmsg_fds),
         cmocka_unit_test(test_recv_closes_extra_fds),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);

@@ -1090,7 +1090,7 @@ static void test_budget_exceeded(void **state) {
     }
     assert_int_equal(o, size);
     assert_true(size <= WIRE_FRAME_MAX);
-    assert_int_equal(decode_raw(body, size), -ENOMEM);
+    assert_int_equal(decode_raw(body, size), -EMSGSIZE);
 }
 
 static void test_budget_not_exceeded(void **state) {
@@ -1177,7 +1177,7 @@ static void test_reader_errors(void **state) {
         socket_pair(sv, SOCK_NONBLOCK);
         assert_int_equal(write(sv[1], hdr, 4), 4);
         assert_int_equal(wire_reader_read(&rd, sv[0], &m), -E2BIG);
-        assert_null(rd.body);
+        assert_null(rd.untrusted_body);
         wire_reader_done(&rd);
     }
     /* EOF inside a header, then inside a body. */
@@ -1279,6 +1279,78 @@ static void test_writer_partial_flush(void **state) {
     assert_int_equal(wire_writer_pending(&w), 0);
     wire_writer_done(&w);
     wire_reader_done(&rd);
+}
+
+/* A frame queued with fds behind others that the socket cannot take at
+ * once: the fds arrive with its first byte, once. */
+static void test_writer_fds_behind_frames(void **state) {
+    _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
+    _cleanup_close_pair_ int p[2] = {-EBADF, -EBADF};
+    static uint8_t chunk[WIRE_DATA_MAX];
+    static uint8_t in[4 * WIRE_DATA_MAX];
+    WireWriter w = {0};
+    int sndbuf = 4096, fds[WIRE_RECV_FDS_MAX];
+    size_t got = 0, n_fds = 0, fds_from = 0, fds_to = 0;
+
+    socket_pair(sv, SOCK_NONBLOCK);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    Msg d = {.type = MSG_DATA,
+             .data = {.stream = WIRE_STDOUT, .data = chunk, .size = sizeof(chunk)}};
+    Msg c = {.type = MSG_CONNECTED, .connected = {.vm_start_us = 5}};
+    assert_int_equal(wire_writer_queue(&w, &d), 0);
+    assert_int_equal(wire_writer_queue(&w, &d), 0);
+    size_t ahead = wire_writer_pending(&w);
+    assert_int_equal(wire_writer_queue_fds(&w, &c, p, 2), 0);
+    p[0] = p[1] = -EBADF; /* the writer's now */
+    assert_int_equal(wire_writer_queue_fds(&w, &c, sv, 1), -EBUSY);
+    assert_int_equal(wire_writer_queue(&w, &d), 0); /* after it */
+    size_t total = wire_writer_pending(&w);
+    assert_true(total <= sizeof(in));
+
+    while (got < total) {
+        int r = wire_writer_flush(&w, sv[1]);
+        assert_true(r == 0 || r == 1);
+        size_t before = n_fds;
+        ssize_t k = recv_with_fds(sv[0], in + got, sizeof(in) - got, fds, ELEMENTSOF(fds), &n_fds);
+        if (k == -EAGAIN) {
+            continue;
+        }
+        assert_true(k > 0);
+        if (n_fds > before) {
+            fds_from = got; /* the bytes this read brought */
+            fds_to = got + (size_t)k;
+        }
+        got += (size_t)k;
+    }
+    assert_int_equal(wire_writer_pending(&w), 0);
+    assert_int_equal(wire_writer_sent(&w), total);
+    assert_int_equal(n_fds, 2);
+    /* They came with the frame's first byte (a read may also bring bytes
+     * queued before it, never none of the frame). */
+    assert_true(fds_from <= ahead && ahead < fds_to);
+    /* The writer closed its copies: our write end is the last one. */
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    safe_close(fds[1]);
+    char ch;
+    assert_int_equal(read(fds[0], &ch, 1), 1);
+    assert_int_equal(read(fds[0], &ch, 1), 0);
+    safe_close(fds[0]);
+    wire_writer_done(&w);
+}
+
+/* Fds not sent yet are closed with the writer. */
+static void test_writer_fds_done(void **state) {
+    _cleanup_close_pair_ int p[2] = {-EBADF, -EBADF};
+    WireWriter w = {0};
+    Msg c = {.type = MSG_CONNECTED};
+    char ch;
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    assert_int_equal(wire_writer_queue_fds(&w, &c, &p[1], 0), -EINVAL);
+    assert_int_equal(wire_writer_queue_fds(&w, &c, &p[1], 1), 0);
+    p[1] = -EBADF;
+    wire_writer_done(&w);
+    assert_int_equal(read(p[0], &ch, 1), 0); /* the write end is gone */
 }
 
 static void test_writer_peer_gone(void **state) {
@@ -1453,6 +1525,8 @@ int main(void) {
         cmocka_unit_test(test_reader_many_in_one_read),
         cmocka_unit_test(test_reader_errors),
         cmocka_unit_test(test_writer_partial_flush),
+        cmocka_unit_test(test_writer_fds_behind_frames),
+        cmocka_unit_test(test_writer_fds_done),
         cmocka_unit_test(test_writer_peer_gone),
         cmocka_unit_test(test_writer_pipe),
         cmocka_unit_test(test_send_recv_fd),
