@@ -31,6 +31,8 @@ struct Conn {
     ConnPhase phase;
     unsigned state;
     bool connecting; /* connect() in progress */
+    Addr connect_to;         /* where to: finishing needs it (addr_connect_finish) */
+    uint32_t connect_events; /* what the connect waits for now */
     bool shut_wr;    /* closing: half-closed, draining */
     /* Inside one of the engine's callbacks (nesting depth): closing and
      * freeing wait until it returns. */
@@ -48,9 +50,10 @@ int conn_new(sd_event *e, int fd, const ConnOptions *o, const ConnOps *ops, void
     Conn *c = calloc(1, sizeof(*c));
     int r;
 
-    if (!c) {
+    if (!c || (o->connecting && !o->connecting_to)) {
         safe_close(fd);
-        return -ENOMEM;
+        free(c);
+        return c ? -EINVAL : -ENOMEM;
     }
     c->event = sd_event_ref(e);
     c->fd = fd;
@@ -63,6 +66,10 @@ int conn_new(sd_event *e, int fd, const ConnOptions *o, const ConnOps *ops, void
     c->phase = CONN_OPEN;
     c->state = CONN_STATE_HELLO;
     c->connecting = o->connecting;
+    if (o->connecting) {
+        c->connect_to = *o->connecting_to;
+        c->connect_events = EPOLLOUT;
+    }
     r = 0;
     if (o->software) {
         Msg hello = msg_hello(o->software);
@@ -501,7 +508,11 @@ static void update_events(Conn *c) {
     uint32_t ev = 0;
     bool pending = wire_writer_pending(&c->wr) > 0;
 
-    if (c->phase == CONN_OPEN) {
+    if (c->phase == CONN_OPEN && c->connecting) {
+        /* Nothing is read nor written before the connection is there: an
+         * hvsock connect reads the device's OK line itself. */
+        ev = c->connect_events;
+    } else if (c->phase == CONN_OPEN) {
         switch (conn_input(c)) {
         case CONN_INPUT_READ:
             ev |= EPOLLIN;
@@ -512,7 +523,7 @@ static void update_events(Conn *c) {
         case CONN_INPUT_HOLD:
             break;
         }
-        if (pending || c->connecting) {
+        if (pending) {
             ev |= EPOLLOUT;
         }
     } else if (c->shut_wr) {
@@ -524,15 +535,18 @@ static void update_events(Conn *c) {
     (void)sd_event_source_set_enabled(c->io, SD_EVENT_ON);
 }
 
-/* A connect() in progress finished: 0 when it worked. */
+/* A connect() in progress went on: 0 when it is done and worked,
+ * -EINPROGRESS while it waits for connect_events (an hvsock device's
+ * reply), another negative errno when it failed. */
 static int connect_result(Conn *c) {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
-        err = errno;
+    uint32_t events = 0;
+    int r = addr_connect_finish(&c->connect_to, c->fd, &events);
+    if (r == -EINPROGRESS) {
+        c->connect_events = events;
+        return r;
     }
     c->connecting = false;
-    return -err;
+    return r;
 }
 
 static void conn_io(Conn *c, uint32_t revents) {
@@ -540,6 +554,10 @@ static void conn_io(Conn *c, uint32_t revents) {
 
     if (c->connecting) {
         r = connect_result(c);
+        if (r == -EINPROGRESS) {
+            update_events(c);
+            return;
+        }
         if (r < 0) {
             conn_close(c, r);
             return;

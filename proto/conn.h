@@ -44,6 +44,7 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "addr.h"
 #include "wire.h"
 
 typedef struct Conn Conn;
@@ -129,6 +130,7 @@ typedef struct ConnOptions {
     uint64_t linger_usec;         /* closing takes this long at most */
     uint64_t timer_accuracy_usec; /* 0: sd-event's default */
     bool connecting;              /* fd is a non-blocking connect() in progress */
+    const Addr *connecting_to;    /* with connecting: to where (copied) */
 } ConnOptions;
 
 /* Takes fd (non-blocking; closed on failure too) and queues our Hello.

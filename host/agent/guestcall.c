@@ -121,6 +121,7 @@ int guest_call_start(sd_event *e, const Addr *guest, MsgType request, uint64_t t
         .after_hello = GC_REPLY,
         .close_mode = CONN_CLOSE_FLUSHED,
         .connecting = r == -EINPROGRESS,
+        .connecting_to = guest,
     };
     r = conn_new(e, fd, &o, &call_ops, call, &call->conn);
     if (r >= 0) {

@@ -658,9 +658,13 @@ static void client_new(Owner *o, int *ret_listener) {
     unlink(sa.sun_path);
     assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
     assert_int_equal(listen(l, 4), 0);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-    assert_true(r == 0 || errno == EINPROGRESS);
+    char where[sizeof(sa.sun_path) + 8];
+    Addr to;
+    snprintf(where, sizeof(where), "unix:%s", sa.sun_path);
+    assert_int_equal(addr_parse(where, &to), 0);
+    int fd = -EBADF;
+    int r = addr_connect(&to, ADDR_NONBLOCK, &fd);
+    assert_true(r == 0 || r == -EINPROGRESS);
     unlink(sa.sun_path);
     ConnOptions opt = {
         .role = CONN_CLIENT,
@@ -669,6 +673,7 @@ static void client_new(Owner *o, int *ret_listener) {
         .close_mode = CONN_CLOSE_FLUSHED,
         .linger_usec = 1000000,
         .connecting = r != 0,
+        .connecting_to = &to,
     };
     assert_int_equal(conn_new(o->event, fd, &opt, &client_ops, o, &o->conn), 0);
     Msg ping = {.type = MSG_PING, .nonce = 9};
@@ -709,6 +714,67 @@ static void test_client_refuses(void **state) {
     assert_int_equal(o.failing_calls, 0);
     Msg m;
     assert_int_equal(wire_recv(o.peer, &m, NULL), -ECONNRESET); /* no Error */
+    owner_done(&o);
+    close(l);
+}
+
+/* Through a vsock device (hvsock:PATH:PORT): the device's OK line is read
+ * by the connect itself, nothing is sent before it, and the stream starts
+ * right after it (a frame in the same read as the line included). */
+static void test_client_hvsock(void **state) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char where[sizeof(sa.sun_path) + 16], line[32];
+    Owner o = {.input = CONN_INPUT_READ};
+    Addr to;
+
+    assert_int_equal(sd_event_new(&o.event), 0);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l >= 0);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/test-conn-hv-%d", (int)getpid());
+    unlink(sa.sun_path);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 4), 0);
+    snprintf(where, sizeof(where), "hvsock:%s:5200", sa.sun_path);
+    assert_int_equal(addr_parse(where, &to), 0);
+    int fd = -EBADF;
+    assert_int_equal(addr_connect(&to, ADDR_NONBLOCK, &fd), -EINPROGRESS);
+    unlink(sa.sun_path);
+    ConnOptions opt = {
+        .role = CONN_CLIENT,
+        .software = "test-conn client",
+        .after_hello = S_REQUEST,
+        .close_mode = CONN_CLOSE_FLUSHED,
+        .linger_usec = 1000000,
+        .connecting = true,
+        .connecting_to = &to,
+    };
+    assert_int_equal(conn_new(o.event, fd, &opt, &client_ops, &o, &o.conn), 0);
+    Msg ping = {.type = MSG_PING, .nonce = 9};
+    assert_int_equal(conn_queue(o.conn, &ping), 0);
+    o.peer = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(o.peer >= 0);
+
+    /* The device reads the CONNECT line; the client sends nothing else
+     * until the device answers. */
+    RUN_UNTIL(&o, peer_readable(&o));
+    ssize_t n = read(o.peer, line, sizeof(line));
+    assert_int_equal(n, 13);
+    assert_memory_equal(line, "CONNECT 5200\n", 13);
+    for (int i = 0; i < 20; i++) {
+        assert_true(sd_event_run(o.event, 1000) >= 0);
+    }
+    assert_false(peer_readable(&o));
+    /* OK, and the server's Hello right behind it. */
+    Msg hello = msg_hello("server");
+    assert_int_equal(write(o.peer, "OK 1025\n", 8), 8);
+    peer_send(&o, &hello);
+    peer_expect(&o, MSG_HELLO);
+    peer_expect(&o, MSG_PING);
+    Msg pong = {.type = MSG_PONG, .nonce = 9};
+    peer_send(&o, &pong);
+    RUN_UNTIL(&o, o.closed_calls == 1);
+    assert_int_equal(o.pings, 1);
+    assert_int_equal(o.closed_error, 0);
     owner_done(&o);
     close(l);
 }
@@ -762,6 +828,7 @@ int main(void) {
         cmocka_unit_test(test_fds),
         cmocka_unit_test(test_client),
         cmocka_unit_test(test_client_refuses),
+        cmocka_unit_test(test_client_hvsock),
         cmocka_unit_test(test_wire_error),
         cmocka_unit_test(test_refuse_fd),
     };
