@@ -41,66 +41,13 @@ void vu_msg_close_fds(VuMsg *m) {
     m->n_fds = 0;
 }
 
-/* One recvmsg() into buf, collecting any fds into m. */
-static ssize_t recv_part(int sock, void *buf, size_t n, VuMsg *m) {
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS)];
-    } control;
-    struct iovec iov = {.iov_base = buf, .iov_len = n};
-    struct msghdr mh = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = &control,
-        .msg_controllen = sizeof(control),
-    };
-    ssize_t k;
-    do {
-        k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    } while (k < 0 && errno == EINTR);
-    if (k < 0) {
-        return -errno;
-    }
-    bool too_many = (mh.msg_flags & MSG_CTRUNC) != 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-            continue;
-        }
-        size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < nfd; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            if (m->n_fds < VU_MAX_FDS) {
-                m->fds[m->n_fds++] = fd;
-            } else {
-                safe_close(fd);
-                too_many = true;
-            }
-        }
-    }
-    if (too_many) {
-        return -EPROTO;
-    }
-    return k;
-}
-
-static int recv_exact(int sock, void *buf, size_t n, VuMsg *m, bool *ret_eof) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = recv_part(sock, (uint8_t *)buf + got, n - got, m);
-        if (k < 0) {
-            return (int)k;
-        }
-        if (k == 0) {
-            if (got == 0 && ret_eof) {
-                *ret_eof = true;
-                return 0;
-            }
-            return -EPIPE;
-        }
-        got += (size_t)k;
-    }
-    return 0;
+/* Exactly n bytes of a message; the fds that ride on any of them join
+ * m's. More than any request carries refuses the message (-EPROTO). */
+static int recv_part(int sock, void *buf, size_t n, VuMsg *m, bool *ret_eof) {
+    size_t count = m->n_fds;
+    int r = recv_exact_fds(sock, buf, n, m->fds, VU_MAX_FDS, &count, RECV_FDS_STRICT, ret_eof);
+    m->n_fds = (unsigned)count;
+    return r == -EBADMSG ? -EPROTO : r;
 }
 
 int vu_msg_recv(int sock, VuMsg *ret) {
@@ -110,7 +57,7 @@ int vu_msg_recv(int sock, VuMsg *ret) {
 
     memset(&m->hdr, 0, sizeof(m->hdr));
     m->n_fds = 0;
-    r = recv_exact(sock, &m->hdr, sizeof(m->hdr), m, &eof);
+    r = recv_part(sock, &m->hdr, sizeof(m->hdr), m, &eof);
     if (r < 0) {
         goto fail;
     }
@@ -122,7 +69,7 @@ int vu_msg_recv(int sock, VuMsg *ret) {
         goto fail;
     }
     memset(&m->payload, 0, sizeof(m->payload));
-    r = recv_exact(sock, m->payload.raw, m->hdr.size, m, NULL);
+    r = recv_part(sock, m->payload.raw, m->hdr.size, m, NULL);
     if (r < 0) {
         goto fail;
     }

@@ -112,10 +112,12 @@ typedef struct VuMsg {
     unsigned n_fds;
 } VuMsg;
 
-/* Receives one message from a blocking stream socket. 1 on success, 0 on
- * EOF before a message, negative errno otherwise (-EPIPE: EOF inside a
- * message; -EMSGSIZE: payload larger than any request has; -EPROTO: more
- * fds than any request carries). On failure every fd received is closed. */
+/* Receives one message from a blocking stream socket (proto's
+ * recv_exact_fds(), strict). 1 on success, 0 on EOF before a message,
+ * negative errno otherwise (-EPIPE: EOF inside a message; -EMSGSIZE:
+ * payload larger than any request has; -EPROTO: more fds than any request
+ * carries, or control data that is not fds). On failure every fd received
+ * is closed. */
 int vu_msg_recv(int sock, VuMsg *ret);
 /* Sends a reply (header and hdr.size payload bytes, no fds). */
 int vu_msg_send(int sock, const VuMsg *m);
