@@ -1,4 +1,10 @@
-/* SPSC frame ring over a sealed memfd. */
+/* SPSC frame ring over a sealed memfd.
+ *
+ * The peer writes the shared indexes and slots: each is read once into an
+ * untrusted_ local and checked against what it can possibly be (an index
+ * moves forward only, by at most a ring; a length fits a slot) before it
+ * is kept. The wait flags are the peer's too, but any value of them only
+ * decides whether an eventfd is written. */
 #include "ring.h"
 
 #include <errno.h>
@@ -104,12 +110,14 @@ int ring_attach(int fd, RingRole role, Ring **ret) {
     r->sh = p;
     r->map_len = ring_shm_size();
     r->role = role;
-    uint32_t head = load_acquire(&r->sh->head);
-    uint32_t tail = load_acquire(&r->sh->tail);
-    if (head - tail > RING_SLOTS) {
+    /* The other child may have written the indexes before us. */
+    uint32_t untrusted_head = load_acquire(&r->sh->head);
+    uint32_t untrusted_tail = load_acquire(&r->sh->tail);
+    if (untrusted_head - untrusted_tail > RING_SLOTS) {
         ring_free(r);
         return -EPROTO;
     }
+    uint32_t head = untrusted_head, tail = untrusted_tail;
     if (role == RING_PRODUCER) {
         r->pos = r->published = head;
         r->peer = tail;
@@ -143,11 +151,11 @@ static int ring_break(Ring *r) {
 /* Reads the consumer's tail again. It may only move forward, and never
  * past what we published. */
 static int refresh_tail(Ring *r) {
-    uint32_t tail = load_acquire(&r->sh->tail);
-    if (tail - r->peer > r->published - r->peer) {
+    uint32_t untrusted_tail = load_acquire(&r->sh->tail);
+    if (untrusted_tail - r->peer > r->published - r->peer) {
         return ring_break(r);
     }
-    r->peer = tail;
+    r->peer = untrusted_tail;
     return 0;
 }
 
@@ -219,11 +227,11 @@ bool ring_producer_prepare_wait(Ring *r) {
 
 /* Reads the producer's head again: forward only, at most a ring ahead. */
 static int refresh_head(Ring *r) {
-    uint32_t head = load_acquire(&r->sh->head);
-    if (head - r->published > RING_SLOTS || head - r->peer > RING_SLOTS) {
+    uint32_t untrusted_head = load_acquire(&r->sh->head);
+    if (untrusted_head - r->published > RING_SLOTS || untrusted_head - r->peer > RING_SLOTS) {
         return ring_break(r);
     }
-    r->peer = head;
+    r->peer = untrusted_head;
     return 0;
 }
 
@@ -246,11 +254,12 @@ int ring_consumer_peek(Ring *r, RingFrame *ret) {
     const RingSlot *s = &r->sh->slot[r->pos % RING_SLOTS];
     /* Read once; the producer may be rewriting it. */
     uint32_t untrusted_len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
-    uint32_t flags = __atomic_load_n(&s->flags, __ATOMIC_RELAXED);
+    uint32_t untrusted_flags = __atomic_load_n(&s->flags, __ATOMIC_RELAXED);
     if (untrusted_len > RING_FRAME_MAX) {
         return -EBADMSG;
     }
-    *ret = (RingFrame){.data = s->data, .len = untrusted_len, .flags = flags};
+    /* The length is checked; the flags and the bytes stay the peer's. */
+    *ret = (RingFrame){.data = s->data, .len = untrusted_len, .untrusted_flags = untrusted_flags};
     return 1;
 }
 
@@ -274,7 +283,7 @@ int ring_consumer_pop_copy(Ring *r, void *buf, size_t bufsize, size_t *ret_len,
     ring_consumer_next(r);
     *ret_len = f.len;
     if (ret_flags) {
-        *ret_flags = f.flags;
+        *ret_flags = f.untrusted_flags;
     }
     return 1;
 }

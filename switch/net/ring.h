@@ -65,9 +65,9 @@ bool ring_producer_publish(Ring *r);
 bool ring_producer_prepare_wait(Ring *r);
 
 typedef struct RingFrame {
-    const uint8_t *data; /* in shared memory: the producer may still write */
-    uint32_t len;        /* <= RING_FRAME_MAX */
-    uint32_t flags;
+    const uint8_t *data;      /* in shared memory: the producer may still write */
+    uint32_t len;             /* <= RING_FRAME_MAX */
+    uint32_t untrusted_flags; /* as the producer wrote them */
 } RingFrame;
 
 /* Consumer. The next frame: 1 and *ret filled, 0 when empty, -EBADMSG for

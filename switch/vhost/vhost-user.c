@@ -1,4 +1,9 @@
-/* vhost-user backend core: receive, validate, dispatch. */
+/* vhost-user backend core: receive, validate, dispatch.
+ *
+ * A message is the frontend's word (untrusted_) from vu_msg_recv() until
+ * vu_msg_validate() has checked every field a handler reads against the
+ * request's row in the dispatch table and the limits of vhost-user.h;
+ * handlers only ever see validated messages. */
 #include "vhost-user.h"
 
 #include <errno.h>
@@ -145,7 +150,9 @@ static bool is_pow2(uint64_t n) {
     return n != 0 && (n & (n - 1)) == 0;
 }
 
-static int expected_size(const VuMsg *m, VuSize kind, uint64_t *ret) {
+/* The payload size the request's kind has; for the sized kinds, the count
+ * inside the payload is bounded first. */
+static int expected_size(const VuMsg *untrusted, VuSize kind, uint64_t *ret) {
     switch (kind) {
     case SIZE_NONE:
         *ret = 0;
@@ -160,24 +167,26 @@ static int expected_size(const VuMsg *m, VuSize kind, uint64_t *ret) {
         *ret = sizeof(VuVringAddr);
         return 0;
     case SIZE_MEM:
-        if (m->hdr.size < 8 || m->payload.mem.nregions == 0 ||
-            m->payload.mem.nregions > VU_MEM_MAX_REGIONS) {
+        if (untrusted->hdr.size < VU_MEM_TABLE_HDR_SIZE || untrusted->payload.mem.nregions == 0 ||
+            untrusted->payload.mem.nregions > VU_MEM_MAX_REGIONS) {
             return -EINVAL;
         }
-        *ret = 8 + (uint64_t)m->payload.mem.nregions * sizeof(VuMemRegionDesc);
+        *ret = VU_MEM_TABLE_HDR_SIZE +
+               (uint64_t)untrusted->payload.mem.nregions * sizeof(VuMemRegionDesc);
         return 0;
     case SIZE_CONFIG:
-        if (m->hdr.size < VU_CONFIG_HDR_SIZE || m->payload.config.size > VU_CONFIG_MAX) {
+        if (untrusted->hdr.size < VU_CONFIG_HDR_SIZE ||
+            untrusted->payload.config.size > VU_CONFIG_MAX) {
             return -EINVAL;
         }
-        *ret = VU_CONFIG_HDR_SIZE + (uint64_t)m->payload.config.size;
+        *ret = VU_CONFIG_HDR_SIZE + (uint64_t)untrusted->payload.config.size;
         return 0;
     }
     return -EINVAL;
 }
 
-int vu_msg_validate(const VuDev *d, const VuMsg *m) {
-    const VuHandler *h = handler_for(m->hdr.request);
+int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
+    const VuHandler *h = handler_for(untrusted->hdr.request);
     uint64_t size;
     unsigned want_fds = 0;
     int r;
@@ -187,22 +196,22 @@ int vu_msg_validate(const VuDev *d, const VuMsg *m) {
     }
     /* Header: version 1, no reply bit from the frontend, NEED_REPLY only
      * once REPLY_ACK was negotiated, nothing else. */
-    if ((m->hdr.flags & VU_VERSION_MASK) != VU_VERSION ||
-        (m->hdr.flags & ~(VU_VERSION_MASK | VU_FLAG_NEED_REPLY)) != 0) {
+    if ((untrusted->hdr.flags & VU_VERSION_MASK) != VU_VERSION ||
+        (untrusted->hdr.flags & ~(VU_VERSION_MASK | VU_FLAG_NEED_REPLY)) != 0) {
         return -EPROTO;
     }
-    if ((m->hdr.flags & VU_FLAG_NEED_REPLY) &&
+    if ((untrusted->hdr.flags & VU_FLAG_NEED_REPLY) &&
         !(d->protocol_features & (UINT64_C(1) << VU_PROTOCOL_F_REPLY_ACK))) {
         return -EPROTO;
     }
-    if (m->hdr.size > VU_PAYLOAD_MAX) {
+    if (untrusted->hdr.size > VU_PAYLOAD_MAX) {
         return -EMSGSIZE;
     }
-    r = expected_size(m, h->size, &size);
+    r = expected_size(untrusted, h->size, &size);
     if (r < 0) {
         return r;
     }
-    if (m->hdr.size != size) {
+    if (untrusted->hdr.size != size) {
         return -EBADMSG;
     }
 
@@ -225,16 +234,16 @@ int vu_msg_validate(const VuDev *d, const VuMsg *m) {
     case QUEUE_NONE:
         break;
     case QUEUE_STATE:
-        qi = m->payload.state.index;
+        qi = untrusted->payload.state.index;
         break;
     case QUEUE_ADDR:
-        qi = m->payload.addr.index;
+        qi = untrusted->payload.addr.index;
         break;
     case QUEUE_U64:
-        if (m->payload.u64 & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD_MASK)) {
+        if (untrusted->payload.u64 & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD_MASK)) {
             return -EINVAL;
         }
-        qi = (uint32_t)(m->payload.u64 & VU_VRING_IDX_MASK);
+        qi = (uint32_t)(untrusted->payload.u64 & VU_VRING_IDX_MASK);
         break;
     }
     if (h->queue != QUEUE_NONE && qi >= d->info.n_queues) {
@@ -247,46 +256,46 @@ int vu_msg_validate(const VuDev *d, const VuMsg *m) {
         want_fds = 0;
         break;
     case FDS_VRING:
-        want_fds = (m->payload.u64 & VU_VRING_NOFD_MASK) ? 0 : 1;
+        want_fds = (untrusted->payload.u64 & VU_VRING_NOFD_MASK) ? 0 : 1;
         break;
     case FDS_MEM:
-        want_fds = m->payload.mem.nregions; /* bounded by expected_size */
+        want_fds = untrusted->payload.mem.nregions; /* bounded by expected_size */
         break;
     }
-    if (m->n_fds != want_fds) {
+    if (untrusted->n_fds != want_fds) {
         return -EBADF;
     }
 
     /* Values, per request. */
-    switch (m->hdr.request) {
+    switch (untrusted->hdr.request) {
     case VU_SET_FEATURES:
-        if (m->payload.u64 & ~d->info.features) {
+        if (untrusted->payload.u64 & ~d->info.features) {
             return -EINVAL;
         }
         break;
     case VU_SET_PROTOCOL_FEATURES:
-        if (m->payload.u64 & ~d->info.protocol_features) {
+        if (untrusted->payload.u64 & ~d->info.protocol_features) {
             return -EINVAL;
         }
         break;
     case VU_SET_VRING_NUM:
-        if (!is_pow2(m->payload.state.num) || m->payload.state.num > VQ_MAX_SIZE) {
+        if (!is_pow2(untrusted->payload.state.num) || untrusted->payload.state.num > VQ_MAX_SIZE) {
             return -EINVAL;
         }
         break;
     case VU_SET_VRING_BASE:
         /* Split rings: a 16-bit index and nothing above it. */
-        if (m->payload.state.num > UINT16_MAX) {
+        if (untrusted->payload.state.num > VU_VRING_BASE_MAX) {
             return -EINVAL;
         }
         break;
     case VU_SET_VRING_ENABLE:
-        if (m->payload.state.num > 1) {
+        if (untrusted->payload.state.num > 1) {
             return -EINVAL;
         }
         break;
     case VU_SET_VRING_ADDR: {
-        const VuVringAddr *a = &m->payload.addr;
+        const VuVringAddr *a = &untrusted->payload.addr;
         /* No dirty logging is offered, so no log flag. */
         if (a->flags != 0 || a->desc % VQ_DESC_ALIGN || a->avail % VQ_AVAIL_ALIGN ||
             a->used % VQ_USED_ALIGN) {
@@ -296,19 +305,18 @@ int vu_msg_validate(const VuDev *d, const VuMsg *m) {
     }
     case VU_SET_VRING_KICK:
         /* We wait on kicks and never poll. */
-        if (m->payload.u64 & VU_VRING_NOFD_MASK) {
+        if (untrusted->payload.u64 & VU_VRING_NOFD_MASK) {
             return -EOPNOTSUPP;
         }
         break;
     case VU_SET_MEM_TABLE:
-        r = vu_mem_check_table(m->payload.mem.regions, m->payload.mem.nregions);
+        r = vu_mem_check_table(untrusted->payload.mem.regions, untrusted->payload.mem.nregions);
         if (r < 0) {
             return r;
         }
         break;
     case VU_GET_CONFIG:
-        /* WRITABLE and LIVE_MIGRATION are the only flags defined. */
-        if (m->payload.config.flags & ~UINT32_C(3)) {
+        if (untrusted->payload.config.flags & ~VU_CONFIG_FLAGS_KNOWN) {
             return -EINVAL;
         }
         break;
@@ -634,16 +642,18 @@ const char *vu_request_name(uint32_t request) {
     return h ? h->name + strlen("VU_") : "unknown";
 }
 
-int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply) {
+int vu_dev_handle(VuDev *d, VuMsg *untrusted_msg, VuMsg *reply, bool *ret_has_reply) {
     const VuHandler *h;
     int r;
 
     *ret_has_reply = false;
-    r = vu_msg_validate(d, m);
+    r = vu_msg_validate(d, untrusted_msg);
     if (r < 0) {
-        vu_msg_close_fds(m);
+        vu_msg_close_fds(untrusted_msg);
         return r;
     }
+    /* Validated, and in our own memory: the frontend cannot change it. */
+    VuMsg *m = untrusted_msg;
     h = handler_for(m->hdr.request);
 
     memset(&reply->hdr, 0, sizeof(reply->hdr));
@@ -666,15 +676,15 @@ int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply) {
 }
 
 int vu_dev_serve(VuDev *d, int sock) {
-    VuMsg m, reply;
+    VuMsg untrusted_msg, reply;
     bool has_reply;
     int r, k;
 
-    r = vu_msg_recv(sock, &m);
+    r = vu_msg_recv(sock, &untrusted_msg);
     if (r <= 0) {
         return r;
     }
-    r = vu_dev_handle(d, &m, &reply, &has_reply);
+    r = vu_dev_handle(d, &untrusted_msg, &reply, &has_reply);
     if (has_reply) {
         k = vu_msg_send(sock, &reply);
         if (k < 0 && r >= 0) {

@@ -55,9 +55,13 @@ enum {
 #define VU_VRING_IDX_MASK 0xffu
 #define VU_VRING_NOFD_MASK 0x100u
 
-#define VU_MAX_QUEUES 8
-#define VU_MAX_FDS VU_MEM_MAX_REGIONS
-#define VU_CONFIG_MAX 256
+/* Limits a message is checked against (vu_msg_validate()). */
+#define VU_MAX_QUEUES 8               /* virtqueues a device may have */
+#define VU_MAX_FDS VU_MEM_MAX_REGIONS /* fds one message may carry */
+#define VU_CONFIG_MAX 256             /* bytes of config space */
+#define VU_VRING_BASE_MAX UINT16_MAX  /* split rings: a 16-bit index */
+/* GET_CONFIG flags: WRITABLE and LIVE_MIGRATION, the only ones defined. */
+#define VU_CONFIG_FLAGS_KNOWN UINT32_C(3)
 
 typedef struct __attribute__((packed)) VuMsgHdr {
     uint32_t request;
@@ -78,6 +82,9 @@ typedef struct VuVringAddr {
     uint64_t avail;
     uint64_t log;
 } VuVringAddr;
+
+/* SET_MEM_TABLE: nregions and padding, then nregions descriptors. */
+#define VU_MEM_TABLE_HDR_SIZE 8u
 
 typedef struct VuMemTable {
     uint32_t nregions;
@@ -142,14 +149,14 @@ void vu_dev_free(VuDev *d);
  * request, fd count for the request, queue index, ring size, ring
  * addresses, memory table, feature subsets, and what must have been
  * negotiated or set before. 0 or a negative errno; touches nothing. */
-int vu_msg_validate(const VuDev *d, const VuMsg *m);
+int vu_msg_validate(const VuDev *d, const VuMsg *untrusted);
 
 /* Validates m, then calls its handler from the dispatch table. The fds of
  * m are consumed (kept by the device or closed) whatever happens. When the
  * request has a reply (or asked for a REPLY_ACK), *reply is filled and
  * *ret_has_reply set; the reply may be sent even when this fails (a
  * negative REPLY_ACK). */
-int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply);
+int vu_dev_handle(VuDev *d, VuMsg *untrusted_msg, VuMsg *reply, bool *ret_has_reply);
 
 /* The name of a request this backend serves ("SET_MEM_TABLE"), or
  * "unknown": for the caller's log lines. */

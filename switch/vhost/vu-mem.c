@@ -1,4 +1,8 @@
-/* Guest memory mapping and address translation. */
+/* Guest memory mapping and address translation.
+ *
+ * The table is the frontend's until vu_mem_check_table() passed it; each
+ * region's fd must then cover what is mapped (fstat), so that no access
+ * inside a region can fault. Translations never cross a region's end. */
 #include "vu-mem.h"
 
 #include <errno.h>
@@ -22,20 +26,17 @@ struct VuMem {
     VuMemRegion r[VU_MEM_MAX_REGIONS];
 };
 
-/* Frontend addresses live in the lower half of a 64-bit address space. */
-#define VU_MEM_USER_LIMIT (UINT64_C(1) << 63)
-
 static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
     /* Both ends are known not to overflow. */
     return a < b + blen && b < a + alen;
 }
 
-int vu_mem_check_table(const VuMemRegionDesc *regions, size_t n) {
+int vu_mem_check_table(const VuMemRegionDesc *untrusted_regions, size_t n) {
     if (n == 0 || n > VU_MEM_MAX_REGIONS) {
         return -EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
-        const VuMemRegionDesc *d = &regions[i];
+        const VuMemRegionDesc *d = &untrusted_regions[i];
         uint64_t end;
         if (d->size == 0) {
             return -EINVAL;
@@ -47,7 +48,7 @@ int vu_mem_check_table(const VuMemRegionDesc *regions, size_t n) {
             return -EINVAL;
         }
         for (size_t j = 0; j < i; j++) {
-            const VuMemRegionDesc *o = &regions[j];
+            const VuMemRegionDesc *o = &untrusted_regions[j];
             if (ranges_overlap(d->guest_addr, d->size, o->guest_addr, o->size) ||
                 ranges_overlap(d->user_addr, d->size, o->user_addr, o->size)) {
                 return -EINVAL;
@@ -69,11 +70,13 @@ void vu_mem_free(VuMem *m) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(VuMem *, vu_mem_free);
 
-int vu_mem_new(const VuMemRegionDesc *regions, const int *fds, size_t n, VuMem **ret) {
-    int r = vu_mem_check_table(regions, n);
+int vu_mem_new(const VuMemRegionDesc *untrusted_regions, const int *fds, size_t n, VuMem **ret) {
+    int r = vu_mem_check_table(untrusted_regions, n);
     if (r < 0) {
         return r;
     }
+    /* Checked: the table is ours to use (it is in our own memory). */
+    const VuMemRegionDesc *regions = untrusted_regions;
     _cleanup_(vu_mem_freep) VuMem *m = calloc(1, sizeof(*m));
     if (!m) {
         return -ENOMEM;
