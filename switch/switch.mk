@@ -67,7 +67,14 @@ all: $(SANDBOX_LIB)
 # program. It links libc, libseccomp and libcap only: children are
 # executed again in a root that holds just the files the program is mapped
 # from (sandbox.c).
-VM_SWITCH_OBJS := $(OBJ)/switch/net/main.o $(OBJ)/switch/net/child.o
+# Every module but child.c, which the test build compiles again with its
+# hooks: the main process's (main*.c, options.c), then the child's.
+VM_SWITCH_BASE_SRCS := switch/net/main.c switch/net/options.c switch/net/main-config.c \
+	switch/net/main-children.c switch/net/main-ctl.c switch/net/main-heartbeat.c \
+	switch/net/main-stats.c switch/net/child-ctl.c switch/net/child-vhost.c \
+	switch/net/child-rings.c switch/net/child-tx.c switch/net/child-rx.c
+VM_SWITCH_BASE_OBJS := $(VM_SWITCH_BASE_SRCS:%.c=$(OBJ)/%.o)
+VM_SWITCH_OBJS := $(VM_SWITCH_BASE_OBJS) $(OBJ)/switch/net/child.o
 VM_SWITCH_LIBS := $(SWITCH_LIB) $(VHOSTUSER_LIB) $(SANDBOX_LIB) $(PROTO_LIB)
 
 PROGRAMS += $(BIN)/vm-switch
@@ -87,7 +94,7 @@ $(OBJ)/tests/switch/child-hooked.o: switch/net/child.c | $(GEN)/qubes-lite.pb-c.
 	$(if $(Q),@echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -DVM_SWITCH_TEST_HOOKS -c -o $@ $<
 
-$(VM_SWITCH_HOOKED): $(OBJ)/switch/net/main.o $(OBJ)/tests/switch/child-hooked.o $(VM_SWITCH_LIBS)
+$(VM_SWITCH_HOOKED): $(VM_SWITCH_BASE_OBJS) $(OBJ)/tests/switch/child-hooked.o $(VM_SWITCH_LIBS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS)
