@@ -29,7 +29,7 @@ $(FUZZ_DIR)/fuzz-vq: $(FUZZ_OBJ)/switch/vhost/vq.o $(FUZZ_OBJ)/switch/vhost/vu-m
 # libvmswitch.a: what only vm-switch itself uses (frame rings between
 # children, <vm>.conf, the forwarding policy, the control channel).
 SWITCH_SRCS := switch/net/ring.c switch/net/policy.c switch/net/ctl.c \
-	switch/net/vu-net.c
+	switch/net/vu-net.c switch/net/confine.c
 SWITCH_OBJS := $(SWITCH_SRCS:%.c=$(OBJ)/%.o)
 SWITCH_LIB := $(LIB)/libvmswitch.a
 
@@ -51,7 +51,7 @@ $(FUZZ_DIR)/fuzz-ctl: $(FUZZ_OBJ)/switch/net/ctl.o $(FUZZ_OBJ)/switch/net/policy
 
 # The sandbox: namespaces, the minimal root, capabilities, rlimits and the
 # seccomp allowlists (libseccomp, libcap).
-SANDBOX_SRCS := switch/sandbox/sandbox.c switch/sandbox/filter.c
+SANDBOX_SRCS := switch/sandbox/sandbox.c switch/sandbox/supervisor.c switch/sandbox/filter.c
 SANDBOX_OBJS := $(SANDBOX_SRCS:%.c=$(OBJ)/%.o)
 SANDBOX_LIBS := $(call pc_libs,libseccomp libcap)
 SANDBOX_LIB := $(LIB)/libvmsandbox.a
@@ -99,8 +99,10 @@ $(VM_SWITCH_HOOKED): $(VM_SWITCH_BASE_OBJS) $(OBJ)/tests/switch/child-hooked.o $
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS)
 
-UNIT_OBJS_test-filter := $(OBJ)/switch/sandbox/filter.o
+UNIT_OBJS_test-filter := $(OBJ)/switch/net/confine.o $(SANDBOX_OBJS)
 UNIT_LIBS_test-filter := $(SANDBOX_LIBS)
+UNIT_OBJS_test-sandbox := $(SANDBOX_OBJS)
+UNIT_LIBS_test-sandbox := $(SANDBOX_LIBS)
 
 # Test programs: the syscall prober run under each role's filter, and a
 # driver with vm-switch's process shape around the real sandbox.
@@ -108,7 +110,9 @@ SANDBOX_TEST_DIR := $(BUILD)/tests/sandbox
 SANDBOX_TEST_PROGRAMS := $(SANDBOX_TEST_DIR)/try-syscall $(SANDBOX_TEST_DIR)/sandbox-driver
 TEST_PROGRAMS += $(SANDBOX_TEST_PROGRAMS)
 
-$(SANDBOX_TEST_PROGRAMS): $(SANDBOX_TEST_DIR)/%: $(OBJ)/tests/sandbox/%.o $(SANDBOX_LIB) $(PROTO_LIB)
+$(SANDBOX_TEST_PROGRAMS): $(SANDBOX_TEST_DIR)/%: $(OBJ)/tests/sandbox/%.o $(OBJ)/switch/net/confine.o \
+		$(SANDBOX_LIB) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(SANDBOX_LIB) $(PROTO_LIB) $(SANDBOX_LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(OBJ)/switch/net/confine.o $(SANDBOX_LIB) $(PROTO_LIB) \
+		$(SANDBOX_LIBS)

@@ -6,7 +6,7 @@
 #include "child-rings.h"
 #include "child-vhost.h"
 #include "log.h"
-#include "switch/sandbox/sandbox.h"
+#include "confine.h"
 #include "util.h"
 
 static void send_ctl(Child *c, const CtlMsg *m) {
@@ -43,7 +43,7 @@ static void on_setup(Child *c, const CtlSetup *s, int listen_fd) {
      * now on it creates no process, socket or file, executes nothing and
      * maps nothing executable. */
     if (c->lockdown) {
-        r = sandbox_lockdown_child(c->mode);
+        r = confine_lockdown_child(c->mode);
         if (r < 0) {
             die("%s: cannot lock down: %s", c->name, strerror(-r));
         }

@@ -3,7 +3,7 @@
  * it says, so a message the child cannot take (which only a bug of the
  * main process can send) ends the child. SETUP comes first and once:
  * port, generation, MAC, role, name and the listening socket; once it has
- * that, a sandboxed child locks itself down (sandbox_lockdown_child():
+ * that, a sandboxed child locks itself down (confine_lockdown_child():
  * from then on it creates no process, socket or file, executes nothing
  * and maps nothing executable). A ring (GET_BUFFER, PUT_BUFFER) meant for
  * an earlier generation of this child, or older than the one it holds, is

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "confine.h"
 #include "log.h"
 #include "main-children.h"
 #include "main-config.h"
@@ -256,20 +257,14 @@ static void enter_sandbox(Options *opt, char **ret_socket_dir) {
     if (opt->no_sandbox) {
         return;
     }
-    SandboxOptions so = {
-        .config_dir = config_dir,
-        .socket_dir = socket_dir,
-        .user = opt->user,
-        .filter_mode = opt->seccomp_mode,
-    };
-    int r = sandbox_enter(&so);
+    int r = confine_enter(config_dir, socket_dir, opt->user, opt->seccomp_mode);
     if (r == -EPERM && !opt->user && geteuid() == 0) {
         die("started as root: give --user NAME to run as (or --no-sandbox)");
     }
     if (r < 0) {
         die("cannot enter the sandbox: %s", strerror(-r));
     }
-    opt->config_dir = SANDBOX_CONFIG_DIR;
+    opt->config_dir = VM_SWITCH_CONFIG_DIR;
     opt->socket_dir = socket_dir;
 }
 
@@ -288,8 +283,8 @@ int main(int argc, char **argv) {
     if (opt.stats) {
         return print_stats(opt.socket_dir);
     }
-    if (opt.print_role >= 0) {
-        filter_print((FilterRole)opt.print_role, stdout);
+    if (opt.print_filter) {
+        filter_print(opt.print_filter, stdout);
         return EXIT_SUCCESS;
     }
 

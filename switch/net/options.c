@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "confine.h"
 #include "log.h"
 #include "main-stats.h"
 #include "rules.h"
@@ -115,8 +116,8 @@ static void option_set(Options *o, int opt, const char *arg, char **argv) {
         o->stats = true;
         break;
     case OPT_PRINT_SECCOMP:
-        o->print_role = filter_role_from_string(arg);
-        if (o->print_role < 0) {
+        o->print_filter = confine_role(arg);
+        if (!o->print_filter) {
             usage_error("unknown role '%s' (supervisor, main, child)", arg);
         }
         break;
@@ -138,7 +139,7 @@ static void option_set(Options *o, int opt, const char *arg, char **argv) {
 
 /* What each way of running needs besides its options. */
 static void options_check(const Options *o) {
-    if (o->child_fd >= 0 || o->print_role >= 0) {
+    if (o->child_fd >= 0 || o->print_filter) {
         return;
     }
     if (!o->socket_dir) {
@@ -150,7 +151,7 @@ static void options_check(const Options *o) {
 }
 
 void options_parse(int argc, char **argv, Options *ret) {
-    *ret = (Options){.child_fd = -1, .seccomp_mode = FILTER_KILL, .print_role = -1};
+    *ret = (Options){.child_fd = -1, .seccomp_mode = FILTER_KILL};
     opterr = 0;
     for (;;) {
         int c = getopt_long(argc, argv, "", longopts, NULL);

@@ -28,8 +28,8 @@ typedef struct Options {
     FilterMode seccomp_mode;
     const char *user;
     bool stats;
-    int print_role; /* --print-seccomp; -1 when not given */
-    int child_fd;   /* --child; -1 when not given */
+    const FilterTable *print_filter; /* --print-seccomp's role */
+    int child_fd;                    /* --child; -1 when not given */
 } Options;
 
 /* Parses argv into *ret; prints usage and exits 0 on --help, exits
