@@ -66,15 +66,13 @@ all: $(SANDBOX_LIB)
 # vm-switch itself: the main process and the per-VM children in one
 # program. It links libc, libseccomp and libcap only: children are
 # executed again in a root that holds just the files the program is mapped
-# from (sandbox.c).
-# Every module but child.c, which the test build compiles again with its
-# hooks: the main process's (main*.c, options.c), then the child's.
-VM_SWITCH_BASE_SRCS := switch/net/main.c switch/net/options.c switch/net/main-config.c \
+# from (sandbox.c). The main process's modules are main*.c and options.c,
+# the child's child*.c.
+VM_SWITCH_SRCS := switch/net/main.c switch/net/options.c switch/net/main-config.c \
 	switch/net/main-children.c switch/net/main-ctl.c switch/net/main-heartbeat.c \
-	switch/net/main-stats.c switch/net/child-ctl.c switch/net/child-vhost.c \
+	switch/net/main-stats.c switch/net/child.c switch/net/child-ctl.c switch/net/child-vhost.c \
 	switch/net/child-rings.c switch/net/child-tx.c switch/net/child-rx.c
-VM_SWITCH_BASE_OBJS := $(VM_SWITCH_BASE_SRCS:%.c=$(OBJ)/%.o)
-VM_SWITCH_OBJS := $(VM_SWITCH_BASE_OBJS) $(OBJ)/switch/net/child.o
+VM_SWITCH_OBJS := $(VM_SWITCH_SRCS:%.c=$(OBJ)/%.o)
 VM_SWITCH_LIBS := $(SWITCH_LIB) $(VHOSTUSER_LIB) $(SANDBOX_LIB) $(PROTO_LIB)
 
 PROGRAMS += $(BIN)/vm-switch
@@ -84,17 +82,21 @@ $(BIN)/vm-switch: $(VM_SWITCH_OBJS) $(VM_SWITCH_LIBS)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS)
 
-# The same program with test hooks (child.c's VM_SWITCH_TEST_HOOKS: SIGUSR1
-# makes a child call what its filter forbids), for tests only.
+# The same program with test hooks (VM_SWITCH_TEST_HOOKS: SIGUSR1 makes a
+# child call what its filter forbids), for tests only: the modules that
+# have hooks are compiled again with them.
 VM_SWITCH_HOOKED := $(BUILD)/tests/switch/vm-switch
+VM_SWITCH_HOOKED_SRCS := switch/net/child.c switch/net/main-children.c
+VM_SWITCH_HOOKED_OBJS := $(VM_SWITCH_HOOKED_SRCS:switch/net/%.c=$(OBJ)/tests/switch/%-hooked.o)
 TEST_PROGRAMS += $(VM_SWITCH_HOOKED)
 
-$(OBJ)/tests/switch/child-hooked.o: switch/net/child.c | $(GEN)/qubes-lite.pb-c.h
+$(VM_SWITCH_HOOKED_OBJS): $(OBJ)/tests/switch/%-hooked.o: switch/net/%.c | $(GEN)/qubes-lite.pb-c.h
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -DVM_SWITCH_TEST_HOOKS -c -o $@ $<
 
-$(VM_SWITCH_HOOKED): $(VM_SWITCH_BASE_OBJS) $(OBJ)/tests/switch/child-hooked.o $(VM_SWITCH_LIBS)
+$(VM_SWITCH_HOOKED): $(filter-out $(VM_SWITCH_HOOKED_SRCS:%.c=$(OBJ)/%.o),$(VM_SWITCH_OBJS)) \
+		$(VM_SWITCH_HOOKED_OBJS) $(VM_SWITCH_LIBS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS)

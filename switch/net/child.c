@@ -176,7 +176,12 @@ static Child *child_new(int ctl_fd, bool lockdown, FilterMode mode) {
     /* A frontend gone while we reply is an error code, not a signal. */
     signal(SIGPIPE, SIG_IGN);
 #ifdef VM_SWITCH_TEST_HOOKS
+    /* The main process (main-children.c) started us with it blocked. */
     signal(SIGUSR1, forbidden_call);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_UNBLOCK, &usr1, NULL);
 #endif
     c->epoll = epoll_create1(EPOLL_CLOEXEC);
     if (c->epoll < 0) {

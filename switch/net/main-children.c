@@ -186,6 +186,12 @@ static _noreturn_ void exec_child(Switch *s, int ctl) {
     }
     /* The blocked signals (signalfd's) survive exec: unblock them. */
     sigemptyset(&none);
+#ifdef VM_SWITCH_TEST_HOOKS
+    /* The test trigger stays blocked until the child has its handler
+     * (child.c): a test that sends it as soon as the child exists must
+     * not kill it by the signal's default action. */
+    sigaddset(&none, SIGUSR1);
+#endif
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (exe_fd == CHILD_CTL_FD) {
         /* Not where the control socket goes. */
