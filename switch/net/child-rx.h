@@ -9,7 +9,12 @@
  * into as many receive buffers as it needs (MRG_RXBUF; one without it)
  * with a header whose num_buffers says how many, from that copy. Without
  * receive buffers the frame stays in the ring and the child waits for the
- * guest's kick; a frame that can never fit is dropped (oversize). While
+ * guest's kick. When the buffers run out in the middle of a frame, the
+ * ones taken go back to the queue and the kick asked for is the one for a
+ * buffer beyond them (EVENT_IDX: avail_event at the avail index reached;
+ * flags: a re-check against that index), so the child sleeps until the
+ * guest adds one. A frame that all the ring's buffers (or RX_MAX_BUFS)
+ * cannot hold is dropped (oversize). While
  * the guest receives nothing at all (no RX queue running), frames for it
  * are discarded (guest_down), as on a link that is down, so that the
  * peers' rings do not fill up with stale frames. */

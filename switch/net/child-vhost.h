@@ -1,9 +1,13 @@
 /* A child's vhost-user side: the VM's frontend (qemu or crosvm) connects
  * to the listening socket the main process gave it, one at a time, and
  * speaks vhost-user (switch/vhost/: every message validated before any
- * handler). A frontend that breaks the protocol, or a guest that breaks a
- * queue, costs only its own connection: the device is reset and the next
- * connection accepted (the state shows "broken" until then). */
+ * handler). A frontend that breaks the protocol, a guest that breaks a
+ * queue (a descriptor violation), or a kick fd that epoll cannot watch (a
+ * regular file or memfd) costs only its own connection: the device is
+ * reset and the next connection accepted (the state shows "broken" until
+ * then); frames already taken from its TX queue in that round are still
+ * published to the peers. A frontend that disconnects is forgotten the
+ * same way (state "waiting"). */
 #pragma once
 
 #include <stddef.h>

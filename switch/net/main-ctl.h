@@ -2,7 +2,8 @@
  * the children, the rings it sets up between them, and what it accepts
  * from them.
  *
- * A ring from producer A to consumer B: the main process makes the memfd
+ * Rings exist only where frames may flow: between the router and each
+ * client, one per direction. A ring from producer A to consumer B: the main process makes the memfd
  * (sealed) and its two eventfds, sends them to B (GET_BUFFER) first, and
  * only once B answers BUFFER_READY for exactly that offer (both children's
  * generations unchanged) sends the same fds to A (PUT_BUFFER) and closes

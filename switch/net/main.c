@@ -49,7 +49,10 @@ void switch_epoll_add(Switch *s, int fd, uint64_t tag) {
     }
 }
 
-/* READY=1 to the service manager, through the supervisor when sandboxed. */
+/* READY=1 to the service manager, once the directory has been read and
+ * every child started: through the supervisor when sandboxed
+ * (sandbox_notify(): a datagram written by hand, no libsystemd, whose
+ * libraries would all have to be in the sandbox's root). */
 static void notify_ready(void) {
     int r = sandbox_notify("READY=1");
     if (r < 0) {

@@ -14,7 +14,14 @@
  * The ring is a trust boundary: the peer is another process that may be
  * compromised. Indexes that do not make sense break the ring (-EPROTO);
  * a slot whose length does not fit is reported (-EBADMSG) and skipped. A
- * frame's bytes may change while we read them: copy before inspecting. */
+ * frame's bytes may change while we read them: copy before inspecting.
+ *
+ * The memfd is sealed against shrinking, growing and further sealing, and
+ * ring_attach() refuses one without those seals: a peer cannot turn our
+ * accesses into SIGBUS. Head, tail and both wait flags are on separate
+ * cache lines. A producer killed in the middle of a batch leaves frames it
+ * never published; the consumer never sees them (the head moves once per
+ * batch). */
 #pragma once
 
 #include <stdbool.h>

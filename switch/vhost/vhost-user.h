@@ -6,7 +6,44 @@
  *
  * Every negative return from vu_dev_handle() or vu_dev_serve() means the
  * frontend broke the protocol or the device cannot go on: the caller drops
- * the connection (the frontend reconnects to a fresh device). */
+ * the connection (the frontend reconnects to a fresh device).
+ *
+ * Protocol notes:
+ * - Rings start on SET_VRING_KICK (a kick fd is required: we never poll)
+ *   and stop on GET_VRING_BASE, which reports the next avail index; their
+ *   set-up stays, so a new SET_VRING_KICK starts them again on the same
+ *   connection. With PROTOCOL_FEATURES acked a ring also needs
+ *   SET_VRING_ENABLE 1; without, it starts enabled. The enabled state
+ *   survives a stop: qemu 7.2 enables the rings when the device is
+ *   realized, before any SET_FEATURES, and not again when it starts them,
+ *   so SET_VRING_ENABLE is accepted whenever the device offers
+ *   PROTOCOL_FEATURES. qemu warns once that it does not use the CONFIG
+ *   protocol feature (crosvm does).
+ * - SET_MEM_TABLE while rings run moves them to the new mapping, all or
+ *   none.
+ * - GET_CONFIG honours any offset and size (crosvm reads the MAC byte by
+ *   byte); a read outside the config space gets an empty reply rather
+ *   than a disconnect.
+ * - GET_QUEUE_NUM answers the number of virtqueues, which is what crosvm
+ *   means (qemu means pairs, but neither asks without MQ).
+ * - RESET_OWNER stops and forgets every ring and the acked features.
+ * - Call fds are made non-blocking on arrival: a frontend that passes a
+ *   pipe or lets its eventfd saturate cannot block the backend (EAGAIN
+ *   means a notification is pending anyway).
+ *
+ * Known limits, for whoever builds on this:
+ * - vu_dev_serve() reads a whole message from a blocking socket: a
+ *   frontend that stops in the middle of a message stalls its own
+ *   process, no one else's (vm-switch replaces such a child at its next
+ *   ping).
+ * - Guest memory files are not sealed by qemu or crosvm: a frontend that
+ *   shrinks one after SET_MEM_TABLE turns our next access into SIGBUS.
+ *   That kills only the process serving that VM.
+ * - A chain of more than VQ_MAX_SEGS segments is treated as a violation;
+ *   Linux uses at most about 19 for a frame.
+ * - Call vu_dev_serve() only with no chain popped and not yet pushed: a
+ *   new memory table or a stop rebuilds the walkers from the next avail
+ *   index. */
 #pragma once
 
 #include <stdbool.h>

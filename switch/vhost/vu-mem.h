@@ -1,7 +1,10 @@
 /* Guest memory as a vhost-user frontend describes it (SET_MEM_TABLE): up to
  * VU_MEM_MAX_REGIONS regions, each an fd mapped here, with its guest
- * physical address and the frontend's own virtual address. Translations
- * are clamped to the region they start in. */
+ * physical address and the frontend's own virtual address. The table is
+ * checked before anything is mapped (sizes, 64-bit overflow, user
+ * addresses in the lower half, no overlap in guest or user space), each
+ * fd is fstat'ed to cover mmap_offset + size (no SIGBUS later), and
+ * translations are clamped to the region they start in. */
 #pragma once
 
 #include <stdbool.h>
