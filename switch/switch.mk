@@ -1,18 +1,14 @@
-# switch/: vm-switch's building blocks.
+# switch/: the sandboxed vhost-user device backends (README.md).
 #
 # libvhostuser.a is the vhost-user backend core (messages, validator,
-# dispatch, guest memory, virtqueue walker) plus the virtio-net device
-# description; other programs (a userspace vsock device) link it too.
+# dispatch, guest memory, virtqueue walker); other programs (a userspace
+# vsock device) link it too, with a device description of their own.
 
 VHOSTUSER_SRCS := switch/vhost/vhost-user.c switch/vhost/vu-mem.c switch/vhost/vq.c
 VHOSTUSER_OBJS := $(VHOSTUSER_SRCS:%.c=$(OBJ)/%.o)
 VHOSTUSER_LIB := $(LIB)/libvhostuser.a
 
 $(VHOSTUSER_LIB): $(VHOSTUSER_OBJS)
-	@mkdir -p $(dir $@)
-	$(if $(Q),@echo "  AR      $@")
-	$(Q)rm -f $@ && ar rcs $@ $^
-
 all: $(VHOSTUSER_LIB)
 
 # Unit tests (tests/unit/test-NAME.c, built by tests/unit/unit.mk's rule).
@@ -34,10 +30,6 @@ SWITCH_OBJS := $(SWITCH_SRCS:%.c=$(OBJ)/%.o)
 SWITCH_LIB := $(LIB)/libvmswitch.a
 
 $(SWITCH_LIB): $(SWITCH_OBJS)
-	@mkdir -p $(dir $@)
-	$(if $(Q),@echo "  AR      $@")
-	$(Q)rm -f $@ && ar rcs $@ $^
-
 all: $(SWITCH_LIB)
 
 UNIT_OBJS_test-ring := $(OBJ)/switch/net/ring.o
@@ -57,11 +49,13 @@ SANDBOX_LIBS := $(call pc_libs,libseccomp libcap)
 SANDBOX_LIB := $(LIB)/libvmsandbox.a
 
 $(SANDBOX_LIB): $(SANDBOX_OBJS)
+all: $(SANDBOX_LIB)
+
+# The three libraries, each from the objects named above.
+$(VHOSTUSER_LIB) $(SWITCH_LIB) $(SANDBOX_LIB):
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
-
-all: $(SANDBOX_LIB)
 
 # vm-switch itself: the main process and the per-VM children in one
 # program. It links libc, libseccomp and libcap only: children are

@@ -80,6 +80,35 @@ static void store_release(uint32_t *p, uint32_t v) {
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
+/* One side's half of the wakeup protocol (ring.h): its index stored
+ * (release: the slots before the index that covers them), a full fence,
+ * then the other side's wait flag read. true, the flag cleared, when the
+ * other side sleeps and must be woken. */
+static bool store_and_check_waiter(uint32_t *index, uint32_t value, uint32_t *peer_waiting) {
+    store_release(index, value);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(peer_waiting, __ATOMIC_RELAXED)) {
+        __atomic_store_n(peer_waiting, 0, __ATOMIC_RELAXED);
+        return true;
+    }
+    return false;
+}
+
+/* The other half, before sleeping: our wait flag raised, a full fence,
+ * then refresh() looks at the other side's index again; the flag goes
+ * down again when still_blocked() no longer holds (or the ring broke).
+ * true when we may sleep. */
+static bool raise_wait_flag(Ring *r, uint32_t *waiting, int (*refresh)(Ring *r),
+                            bool (*still_blocked)(const Ring *r)) {
+    __atomic_store_n(waiting, 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (refresh(r) < 0 || !still_blocked(r)) {
+        __atomic_store_n(waiting, 0, __ATOMIC_RELAXED);
+        return false;
+    }
+    return true;
+}
+
 int ring_attach(int fd, RingRole role, Ring **ret) {
     struct stat st;
     if (role != RING_PRODUCER && role != RING_CONSUMER) {
@@ -197,30 +226,19 @@ bool ring_producer_publish(Ring *r) {
     if (r->broken || r->role != RING_PRODUCER || r->pos == r->published) {
         return false;
     }
-    /* Release: slot contents before the index that covers them. */
-    store_release(&r->sh->head, r->pos);
     r->published = r->pos;
-    /* Our head store before reading the consumer's flag (it does the
-     * mirror image): one of us sees the other. */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&r->sh->consumer_waiting, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&r->sh->consumer_waiting, 0, __ATOMIC_RELAXED);
-        return true;
-    }
-    return false;
+    return store_and_check_waiter(&r->sh->head, r->pos, &r->sh->consumer_waiting);
+}
+
+static bool producer_full(const Ring *r) {
+    return r->pos - r->peer >= RING_SLOTS;
 }
 
 bool ring_producer_prepare_wait(Ring *r) {
     if (r->broken || r->role != RING_PRODUCER) {
         return false;
     }
-    __atomic_store_n(&r->sh->producer_waiting, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (refresh_tail(r) < 0 || r->pos - r->peer < RING_SLOTS) {
-        __atomic_store_n(&r->sh->producer_waiting, 0, __ATOMIC_RELAXED);
-        return false;
-    }
-    return true;
+    return raise_wait_flag(r, &r->sh->producer_waiting, refresh_tail, producer_full);
 }
 
 /* ---- consumer -------------------------------------------------------------- */
@@ -292,25 +310,17 @@ bool ring_consumer_release(Ring *r) {
     if (r->broken || r->role != RING_CONSUMER || r->pos == r->published) {
         return false;
     }
-    store_release(&r->sh->tail, r->pos);
     r->published = r->pos;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&r->sh->producer_waiting, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&r->sh->producer_waiting, 0, __ATOMIC_RELAXED);
-        return true;
-    }
-    return false;
+    return store_and_check_waiter(&r->sh->tail, r->pos, &r->sh->producer_waiting);
+}
+
+static bool consumer_empty(const Ring *r) {
+    return r->pos == r->peer;
 }
 
 bool ring_consumer_prepare_wait(Ring *r) {
     if (r->broken || r->role != RING_CONSUMER) {
         return false;
     }
-    __atomic_store_n(&r->sh->consumer_waiting, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (refresh_head(r) < 0 || r->pos != r->peer) {
-        __atomic_store_n(&r->sh->consumer_waiting, 0, __ATOMIC_RELAXED);
-        return false;
-    }
-    return true;
+    return raise_wait_flag(r, &r->sh->consumer_waiting, refresh_head, consumer_empty);
 }

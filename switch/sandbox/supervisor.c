@@ -106,19 +106,35 @@ static int notify_address(struct sockaddr_un *ret, socklen_t *ret_len) {
     return 1;
 }
 
-/* One datagram to $NOTIFY_SOCKET: the whole of the protocol we use,
- * without a library (whose own libraries would all have to be in the
- * root). */
-static int notify_send(const char *state) {
-    struct sockaddr_un sa;
-    socklen_t len;
-    int r = notify_address(&sa, &len);
+/* A datagram socket for $NOTIFY_SOCKET (connected to it when asked) and
+ * its address: 1, or 0 when there is no service manager to tell. */
+static int notify_open(bool connected, int *ret_fd, struct sockaddr_un *ret_sa,
+                       socklen_t *ret_len) {
+    int r = notify_address(ret_sa, ret_len);
     if (r <= 0) {
         return r;
     }
     _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         return -errno;
+    }
+    if (connected && connect(fd, (struct sockaddr *)ret_sa, *ret_len) < 0) {
+        return -errno;
+    }
+    *ret_fd = TAKE_FD(fd);
+    return 1;
+}
+
+/* One datagram to $NOTIFY_SOCKET: the whole of the protocol we use,
+ * without a library (whose own libraries would all have to be in the
+ * root). */
+static int notify_send(const char *state) {
+    _cleanup_close_ int fd = -EBADF;
+    struct sockaddr_un sa;
+    socklen_t len;
+    int r = notify_open(false, &fd, &sa, &len);
+    if (r <= 0) {
+        return r;
     }
     if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa, len) < 0) {
         return -errno;
@@ -129,19 +145,8 @@ static int notify_send(const char *state) {
 int notify_connect(void) {
     struct sockaddr_un sa;
     socklen_t len;
-    int r = notify_address(&sa, &len);
-    if (r <= 0) {
-        return r;
-    }
-    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -errno;
-    }
-    if (connect(fd, (struct sockaddr *)&sa, len) < 0) {
-        return -errno;
-    }
-    notify_fd = TAKE_FD(fd);
-    return 0;
+    int r = notify_open(true, &notify_fd, &sa, &len);
+    return r < 0 ? r : 0;
 }
 
 /* The process that called sandbox_enter(), outside the new pid namespace:

@@ -138,6 +138,7 @@ typedef struct VuHandler {
     VuFds fds;
     VuQueueArg queue;
     bool needs_owner;        /* only after SET_OWNER */
+    bool needs_stopped;      /* the ring must not be running (-EBUSY, as a handler's result) */
     bool replies;            /* has a reply of its own */
     uint64_t needs_protocol; /* protocol features that must be acked */
     bool needs_pf_offered;   /* only for devices offering VU_F_PROTOCOL_FEATURES */
@@ -492,30 +493,19 @@ static int h_set_mem_table(VuDev *d, VuMsg *m, VuMsg *reply) {
 }
 
 static int h_set_vring_num(VuDev *d, VuMsg *m, VuMsg *reply) {
-    VuQueue *q = msg_queue(d, m, QUEUE_STATE);
-    if (q->started) {
-        return -EBUSY;
-    }
-    q->num = m->payload.state.num;
+    msg_queue(d, m, QUEUE_STATE)->num = m->payload.state.num;
     return 0;
 }
 
 static int h_set_vring_addr(VuDev *d, VuMsg *m, VuMsg *reply) {
     VuQueue *q = msg_queue(d, m, QUEUE_ADDR);
-    if (q->started) {
-        return -EBUSY;
-    }
     q->addr = m->payload.addr;
     q->addr_set = true;
     return 0;
 }
 
 static int h_set_vring_base(VuDev *d, VuMsg *m, VuMsg *reply) {
-    VuQueue *q = msg_queue(d, m, QUEUE_STATE);
-    if (q->started) {
-        return -EBUSY;
-    }
-    q->base = (uint16_t)m->payload.state.num;
+    msg_queue(d, m, QUEUE_STATE)->base = (uint16_t)m->payload.state.num;
     return 0;
 }
 
@@ -552,10 +542,15 @@ static int h_set_vring_kick(VuDev *d, VuMsg *m, VuMsg *reply) {
     return 0;
 }
 
+/* A call or err fd replaced by the message's (none with the NOFD flag). */
+static void replace_vring_fd(int *fd, VuMsg *m) {
+    safe_close(*fd);
+    *fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+}
+
 static int h_set_vring_call(VuDev *d, VuMsg *m, VuMsg *reply) {
     VuQueue *q = msg_queue(d, m, QUEUE_U64);
-    safe_close(q->call_fd);
-    q->call_fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+    replace_vring_fd(&q->call_fd, m);
     if (q->call_fd >= 0) {
         /* Never block on the frontend's fd (a pipe, a saturated eventfd):
          * EAGAIN means a notification is pending already. */
@@ -565,9 +560,7 @@ static int h_set_vring_call(VuDev *d, VuMsg *m, VuMsg *reply) {
 }
 
 static int h_set_vring_err(VuDev *d, VuMsg *m, VuMsg *reply) {
-    VuQueue *q = msg_queue(d, m, QUEUE_U64);
-    safe_close(q->err_fd);
-    q->err_fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+    replace_vring_fd(&msg_queue(d, m, QUEUE_U64)->err_fd, m);
     return 0;
 }
 
@@ -607,11 +600,11 @@ static const VuHandler handlers[VU_REQUEST_MAX] = {
     H(VU_SET_MEM_TABLE, .size = SIZE_MEM, .fds = FDS_MEM, .needs_owner = true,
       .fn = h_set_mem_table),
     H(VU_SET_VRING_NUM, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
-      .fn = h_set_vring_num),
+      .needs_stopped = true, .fn = h_set_vring_num),
     H(VU_SET_VRING_ADDR, .size = SIZE_ADDR, .queue = QUEUE_ADDR, .needs_owner = true,
-      .fn = h_set_vring_addr),
+      .needs_stopped = true, .fn = h_set_vring_addr),
     H(VU_SET_VRING_BASE, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
-      .fn = h_set_vring_base),
+      .needs_stopped = true, .fn = h_set_vring_base),
     H(VU_GET_VRING_BASE, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
       .replies = true, .fn = h_get_vring_base),
     H(VU_SET_VRING_KICK, .size = SIZE_U64, .fds = FDS_VRING, .queue = QUEUE_U64,
@@ -664,7 +657,11 @@ int vu_dev_handle(VuDev *d, VuMsg *untrusted_msg, VuMsg *reply, bool *ret_has_re
     /* NEED_REPLY is read before the handler: SET_PROTOCOL_FEATURES may
      * change whether REPLY_ACK is on, but this message asked already. */
     bool ack = !h->replies && (m->hdr.flags & VU_FLAG_NEED_REPLY);
-    r = h->fn(d, m, reply);
+    if (h->needs_stopped && msg_queue(d, m, h->queue)->started) {
+        r = -EBUSY; /* its walker was built from what this would change */
+    } else {
+        r = h->fn(d, m, reply);
+    }
     vu_msg_close_fds(m);
     if (h->replies) {
         *ret_has_reply = r >= 0;

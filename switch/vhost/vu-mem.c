@@ -111,20 +111,32 @@ int vu_mem_new(const VuMemRegionDesc *untrusted_regions, const int *fds, size_t 
     return 0;
 }
 
+/* The region holding addr, a guest-physical address or (user) one of the
+ * frontend's, and addr's offset in it; NULL when no region does. */
+static const VuMemRegion *region_find(const VuMem *m, uint64_t addr, bool user, uint64_t *ret_off) {
+    for (size_t i = 0; i < m->n; i++) {
+        const VuMemRegion *g = &m->r[i];
+        uint64_t start = user ? g->user_addr : g->guest_addr;
+        if (addr >= start && addr - start < g->size) {
+            *ret_off = addr - start;
+            return g;
+        }
+    }
+    return NULL;
+}
+
 int vu_mem_gpa(const VuMem *m, uint64_t gpa, uint64_t len, void **ret_ptr, uint64_t *ret_len) {
+    uint64_t off;
     if (len == 0) {
         return -EINVAL;
     }
-    for (size_t i = 0; i < m->n; i++) {
-        const VuMemRegion *g = &m->r[i];
-        if (gpa >= g->guest_addr && gpa - g->guest_addr < g->size) {
-            uint64_t off = gpa - g->guest_addr;
-            *ret_ptr = g->host + off;
-            *ret_len = MIN(len, g->size - off);
-            return 0;
-        }
+    const VuMemRegion *g = region_find(m, gpa, false, &off);
+    if (!g) {
+        return -EFAULT;
     }
-    return -EFAULT;
+    *ret_ptr = g->host + off;
+    *ret_len = MIN(len, g->size - off);
+    return 0;
 }
 
 int vu_mem_gpa_whole(const VuMem *m, uint64_t gpa, uint64_t len, void **ret_ptr) {
@@ -142,21 +154,16 @@ int vu_mem_gpa_whole(const VuMem *m, uint64_t gpa, uint64_t len, void **ret_ptr)
 }
 
 int vu_mem_uva(const VuMem *m, uint64_t uva, uint64_t len, void **ret_ptr) {
+    uint64_t off;
     if (len == 0) {
         return -EINVAL;
     }
-    for (size_t i = 0; i < m->n; i++) {
-        const VuMemRegion *g = &m->r[i];
-        if (uva >= g->user_addr && uva - g->user_addr < g->size) {
-            uint64_t off = uva - g->user_addr;
-            if (len > g->size - off) {
-                return -EFAULT;
-            }
-            *ret_ptr = g->host + off;
-            return 0;
-        }
+    const VuMemRegion *g = region_find(m, uva, true, &off);
+    if (!g || len > g->size - off) {
+        return -EFAULT;
     }
-    return -EFAULT;
+    *ret_ptr = g->host + off;
+    return 0;
 }
 
 size_t vu_mem_n_regions(const VuMem *m) {
