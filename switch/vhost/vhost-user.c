@@ -186,17 +186,11 @@ static int expected_size(const VuMsg *untrusted, VuSize kind, uint64_t *ret) {
     return -EINVAL;
 }
 
-int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
-    const VuHandler *h = handler_for(untrusted->hdr.request);
+/* Header: version 1, no reply bit from the frontend, NEED_REPLY only once
+ * REPLY_ACK was negotiated, nothing else; the payload size exactly the
+ * request's. */
+static int check_header(const VuDev *d, const VuHandler *h, const VuMsg *untrusted) {
     uint64_t size;
-    unsigned want_fds = 0;
-    int r;
-
-    if (!h) {
-        return -EOPNOTSUPP;
-    }
-    /* Header: version 1, no reply bit from the frontend, NEED_REPLY only
-     * once REPLY_ACK was negotiated, nothing else. */
     if ((untrusted->hdr.flags & VU_VERSION_MASK) != VU_VERSION ||
         (untrusted->hdr.flags & ~(VU_VERSION_MASK | VU_FLAG_NEED_REPLY)) != 0) {
         return -EPROTO;
@@ -208,15 +202,15 @@ int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
     if (untrusted->hdr.size > VU_PAYLOAD_MAX) {
         return -EMSGSIZE;
     }
-    r = expected_size(untrusted, h->size, &size);
+    int r = expected_size(untrusted, h->size, &size);
     if (r < 0) {
         return r;
     }
-    if (untrusted->hdr.size != size) {
-        return -EBADMSG;
-    }
+    return untrusted->hdr.size == size ? 0 : -EBADMSG;
+}
 
-    /* State: what must come first. */
+/* State: what must have come first. */
+static int check_state(const VuDev *d, const VuHandler *h) {
     if (h->needs_owner && !d->owner) {
         return -EPROTO;
     }
@@ -228,12 +222,15 @@ int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
     if (h->needs_pf_offered && !(d->info.features & (UINT64_C(1) << VU_F_PROTOCOL_FEATURES))) {
         return -EPROTO;
     }
+    return 0;
+}
 
-    /* Queue index. */
+/* The queue index, where the request has one: one of the device's. */
+static int check_queue(const VuDev *d, const VuHandler *h, const VuMsg *untrusted) {
     uint32_t qi = 0;
     switch (h->queue) {
     case QUEUE_NONE:
-        break;
+        return 0;
     case QUEUE_STATE:
         qi = untrusted->payload.state.index;
         break;
@@ -247,11 +244,12 @@ int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
         qi = (uint32_t)(untrusted->payload.u64 & VU_VRING_IDX_MASK);
         break;
     }
-    if (h->queue != QUEUE_NONE && qi >= d->info.n_queues) {
-        return -ERANGE;
-    }
+    return qi < d->info.n_queues ? 0 : -ERANGE;
+}
 
-    /* Fds. */
+/* Exactly as many fds as the request carries. */
+static int check_fds(const VuHandler *h, const VuMsg *untrusted) {
+    unsigned want_fds = 0;
     switch (h->fds) {
     case FDS_NONE:
         want_fds = 0;
@@ -263,38 +261,25 @@ int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
         want_fds = untrusted->payload.mem.nregions; /* bounded by expected_size */
         break;
     }
-    if (untrusted->n_fds != want_fds) {
-        return -EBADF;
-    }
+    return untrusted->n_fds == want_fds ? 0 : -EBADF;
+}
 
-    /* Values, per request. */
+/* The payload's values, per request. */
+static int check_values(const VuDev *d, const VuMsg *untrusted) {
     switch (untrusted->hdr.request) {
     case VU_SET_FEATURES:
-        if (untrusted->payload.u64 & ~d->info.features) {
-            return -EINVAL;
-        }
-        break;
+        return (untrusted->payload.u64 & ~d->info.features) ? -EINVAL : 0;
     case VU_SET_PROTOCOL_FEATURES:
-        if (untrusted->payload.u64 & ~d->info.protocol_features) {
-            return -EINVAL;
-        }
-        break;
+        return (untrusted->payload.u64 & ~d->info.protocol_features) ? -EINVAL : 0;
     case VU_SET_VRING_NUM:
-        if (!is_pow2(untrusted->payload.state.num) || untrusted->payload.state.num > VQ_MAX_SIZE) {
-            return -EINVAL;
-        }
-        break;
+        return is_pow2(untrusted->payload.state.num) && untrusted->payload.state.num <= VQ_MAX_SIZE
+                   ? 0
+                   : -EINVAL;
     case VU_SET_VRING_BASE:
         /* Split rings: a 16-bit index and nothing above it. */
-        if (untrusted->payload.state.num > VU_VRING_BASE_MAX) {
-            return -EINVAL;
-        }
-        break;
+        return untrusted->payload.state.num > VU_VRING_BASE_MAX ? -EINVAL : 0;
     case VU_SET_VRING_ENABLE:
-        if (untrusted->payload.state.num > 1) {
-            return -EINVAL;
-        }
-        break;
+        return untrusted->payload.state.num > 1 ? -EINVAL : 0;
     case VU_SET_VRING_ADDR: {
         const VuVringAddr *a = &untrusted->payload.addr;
         /* No dirty logging is offered, so no log flag. */
@@ -302,29 +287,39 @@ int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
             a->used % VQ_USED_ALIGN) {
             return -EINVAL;
         }
-        break;
+        return 0;
     }
     case VU_SET_VRING_KICK:
         /* We wait on kicks and never poll. */
-        if (untrusted->payload.u64 & VU_VRING_NOFD_MASK) {
-            return -EOPNOTSUPP;
-        }
-        break;
+        return (untrusted->payload.u64 & VU_VRING_NOFD_MASK) ? -EOPNOTSUPP : 0;
     case VU_SET_MEM_TABLE:
-        r = vu_mem_check_table(untrusted->payload.mem.regions, untrusted->payload.mem.nregions);
-        if (r < 0) {
-            return r;
-        }
-        break;
+        return vu_mem_check_table(untrusted->payload.mem.regions, untrusted->payload.mem.nregions);
     case VU_GET_CONFIG:
-        if (untrusted->payload.config.flags & ~VU_CONFIG_FLAGS_KNOWN) {
-            return -EINVAL;
-        }
-        break;
+        return (untrusted->payload.config.flags & ~VU_CONFIG_FLAGS_KNOWN) ? -EINVAL : 0;
     default:
-        break;
+        return 0;
     }
-    return 0;
+}
+
+int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
+    const VuHandler *h = handler_for(untrusted->hdr.request);
+    if (!h) {
+        return -EOPNOTSUPP;
+    }
+    int r = check_header(d, h, untrusted);
+    if (r >= 0) {
+        r = check_state(d, h);
+    }
+    if (r >= 0) {
+        r = check_queue(d, h, untrusted);
+    }
+    if (r >= 0) {
+        r = check_fds(h, untrusted);
+    }
+    if (r >= 0) {
+        r = check_values(d, untrusted);
+    }
+    return r;
 }
 
 /* ---- queues ------------------------------------------------------------------ */
