@@ -69,16 +69,34 @@ int loop_write(int fd, const void *buf, size_t n) {
     return 0;
 }
 
-int loop_read_exact(int fd, void *buf, size_t n, bool *ret_eof) {
+/* Where recv_exact() keeps the fds that ride on the bytes it reads. */
+typedef struct FdRoom {
+    int *fds;
+    size_t max;
+    size_t *count;
+    unsigned flags;
+} FdRoom;
+
+/* The one exact-read loop: read() for plain bytes, recv_fds() when fds
+ * may come along. */
+static int read_exact(int fd, void *buf, size_t n, const FdRoom *room, bool *ret_eof) {
     uint8_t *p = buf;
     size_t got = 0;
     while (got < n) {
-        ssize_t k = read(fd, p + got, n - got);
-        if (k < 0) {
-            if (errno == EINTR) {
-                continue;
+        ssize_t k;
+        if (room) {
+            k = recv_fds(fd, p + got, n - got, room->fds, room->max, room->count, room->flags);
+        } else {
+            k = read(fd, p + got, n - got);
+            if (k < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                k = -errno;
             }
-            return -errno;
+        }
+        if (k < 0) {
+            return (int)k;
         }
         if (k == 0) {
             if (got == 0 && ret_eof) {
@@ -93,6 +111,16 @@ int loop_read_exact(int fd, void *buf, size_t n, bool *ret_eof) {
         *ret_eof = false;
     }
     return 0;
+}
+
+int loop_read_exact(int fd, void *buf, size_t n, bool *ret_eof) {
+    return read_exact(fd, buf, n, NULL, ret_eof);
+}
+
+int recv_exact_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count,
+                   unsigned flags, bool *ret_eof) {
+    const FdRoom room = {.fds = fds, .max = max, .count = count, .flags = flags};
+    return read_exact(sock, buf, n, &room, ret_eof);
 }
 
 int send_with_fd(int sock, const void *buf, size_t n, int fd) {
@@ -115,29 +143,47 @@ int send_with_fd(int sock, const void *buf, size_t n, int fd) {
     }
 }
 
-ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count) {
+/* The fds the kernel may install for one call: what the caller keeps, at
+ * least RECV_FDS_MIN_ROOM (the lenient callers have always accepted up to
+ * that many, the extra ones closed), and one more in strict mode, to see
+ * an excess. A message with more is truncated (MSG_CTRUNC: the kernel
+ * discards what does not fit) and refused, so that a peer cannot make us
+ * hold hundreds of its fds even for a moment. */
+#define RECV_FDS_MIN_ROOM 4
+
+ssize_t recv_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count,
+                 unsigned flags) {
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        char buf[CMSG_SPACE(sizeof(int) * (RECV_FDS_MAX + 1))];
     } control;
+    bool strict = flags & RECV_FDS_STRICT;
+    if (max > RECV_FDS_MAX || *count > max) {
+        return -EINVAL;
+    }
+    size_t room = MAX(max, (size_t)RECV_FDS_MIN_ROOM) + (strict ? 1 : 0);
     struct iovec iov = {.iov_base = buf, .iov_len = n};
     struct msghdr mh = {
         .msg_iov = &iov,
         .msg_iovlen = 1,
         .msg_control = control.buf,
-        .msg_controllen = sizeof(control.buf),
+        .msg_controllen = CMSG_SPACE(sizeof(int) * room),
     };
     size_t first = *count;
+    bool refuse = false;
     ssize_t k;
 
     do {
-        k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | ((flags & RECV_FDS_NONBLOCK) ? MSG_DONTWAIT : 0));
     } while (k < 0 && errno == EINTR);
     if (k < 0) {
         return -errno;
     }
+    /* Every fd is taken out of the message first, so that all of them are
+     * closed if it is refused. */
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            refuse = refuse || strict;
             continue;
         }
         size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -150,11 +196,15 @@ ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_
                 fds[(*count)++] = fd;
             } else {
                 close(fd);
+                refuse = refuse || strict;
             }
         }
     }
-    if (mh.msg_flags & MSG_CTRUNC) {
-        /* Refused: the fds we would have kept are closed too. */
+    if ((mh.msg_flags & MSG_CTRUNC) || (strict && (mh.msg_flags & MSG_TRUNC))) {
+        refuse = true;
+    }
+    if (refuse) {
+        /* The fds we would have kept are closed too. */
         while (*count > first) {
             (*count)--;
             fds[*count] = safe_close(fds[*count]);
@@ -164,10 +214,14 @@ ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_
     return k;
 }
 
+ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count) {
+    return recv_fds(sock, buf, n, fds, max, count, 0);
+}
+
 ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd) {
     size_t count = 0;
     /* One fd, only when the caller expects one and has none yet. */
-    return recv_with_fds(sock, buf, n, ret_fd, ret_fd && *ret_fd < 0 ? 1 : 0, &count);
+    return recv_fds(sock, buf, n, ret_fd, ret_fd && *ret_fd < 0 ? 1 : 0, &count, 0);
 }
 
 char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize) {

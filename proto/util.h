@@ -121,12 +121,36 @@ int loop_read_exact(int fd, void *buf, size_t n, bool *ret_eof);
 
 /* Sends buf with one fd attached (SCM_RIGHTS); blocking, all of buf. */
 int send_with_fd(int sock, const void *buf, size_t n, int fd);
-/* recvmsg() that accepts at most one fd; any fd beyond what fits is
- * closed. Returns bytes read (0 on EOF) or a negative errno. *ret_fd is
- * set to a received fd (CLOEXEC) or left alone. */
+
+/* recv_fds() flags. */
+#define RECV_FDS_STRICT 0x1u   /* refuse the message rather than close what is too much */
+#define RECV_FDS_NONBLOCK 0x2u /* MSG_DONTWAIT: -EAGAIN when nothing is there */
+/* The most fds one caller may keep from one message. */
+#define RECV_FDS_MAX 16
+
+/* The one fd-passing receive: one recvmsg() into buf (n bytes), every fd
+ * born close-on-exec (MSG_CMSG_CLOEXEC). Fds are stored from fds[*count]
+ * on while *count < max (*count grows). Returns the bytes read (0: EOF, or
+ * an empty datagram when *count grew) or a negative errno. -EBADMSG
+ * refuses the message, every fd it brought closed (those of earlier calls
+ * stay the caller's): always when its control data was truncated (more
+ * fds than the kernel buffer takes: max + 1 in strict mode), and with
+ * RECV_FDS_STRICT also for one fd more than max, control data other than
+ * SCM_RIGHTS, or a datagram longer than n (MSG_TRUNC). Without
+ * RECV_FDS_STRICT the fds beyond max are closed and the data accepted.
+ * -EINVAL: max above RECV_FDS_MAX or *count above max. */
+ssize_t recv_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count,
+                 unsigned flags);
+/* Reads exactly n bytes from a stream socket with recv_fds(): fds riding on
+ * any of them are kept as recv_fds() keeps them, with the same flags.
+ * Returns as loop_read_exact(), or recv_fds()'s errors; on failure the fds
+ * kept so far stay in fds for the caller to close. */
+int recv_exact_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count,
+                   unsigned flags, bool *ret_eof);
+/* recv_fds() without flags, for at most one fd: only when ret_fd is given
+ * and holds none yet. *ret_fd is set to a received fd or left alone. */
 ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd);
-/* The same for up to max fds, stored from fds[*count] on (*count grows);
- * on -EBADMSG (truncated control data) this call's fds are closed. */
+/* recv_fds() without flags. */
 ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count);
 
 /* The value of one hex digit, or -1. */

@@ -2,9 +2,12 @@
  *
  * It owns nothing it did not get from the main process over its control
  * socket: the VM's listening vhost-user socket, and the rings (memfds and
- * eventfds) shared with the peers. Once it serves it needs no open(), no
- * socket(), no fork and no exec: the main process may seal that with
- * seccomp.
+ * eventfds) shared with the peers. Its epoll set is made before the first
+ * message. Serving needs accept4, recvmsg/sendmsg, mmap/munmap, read/write
+ * on eventfds and epoll_*; no open(), no socket(), no fork and no exec. So
+ * once SETUP has given it its listening socket it locks itself down
+ * (confine_lockdown_child(): every capability gone, RLIMIT_NPROC 0, the
+ * child's allowlist stacked on the main's).
  *
  * It accepts one frontend at a time, serves vhost-user, and moves frames:
  * guest TX queue -> policy -> rings towards the peers; rings from the

@@ -164,55 +164,27 @@ int ctl_recv(int sock, CtlDir from, CtlMsg *ret, int fds[CTL_MAX_FDS], unsigned 
         CtlMsg m;
         uint8_t raw[sizeof(CtlMsg) + 1];
     } untrusted;
-    union {
-        struct cmsghdr align;
-        uint8_t buf[CMSG_SPACE(sizeof(int) * CTL_MAX_FDS)];
-    } control;
-    struct iovec iov = {.iov_base = untrusted.raw, .iov_len = sizeof(untrusted.raw)};
-    struct msghdr mh = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = control.buf,
-        .msg_controllen = sizeof(control.buf),
-    };
     int got[CTL_MAX_FDS];
-    unsigned n_got = 0;
-    bool bad = false;
+    size_t n_got = 0;
 
-    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    /* More fds than any message carries, control data that is not fds, a
+     * truncated packet: refused there, every fd closed. */
+    ssize_t n = recv_fds(sock, untrusted.raw, sizeof(untrusted.raw), got, CTL_MAX_FDS, &n_got,
+                         RECV_FDS_STRICT | RECV_FDS_NONBLOCK);
     if (n < 0) {
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
-    /* Collect every fd first so that all of them are closed on refusal. */
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-            bad = true;
-            continue;
-        }
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            if (n_got < CTL_MAX_FDS) {
-                got[n_got++] = fd;
-            } else {
-                safe_close(fd);
-                bad = true;
-            }
-        }
+        return (int)n;
     }
     if (n == 0 && n_got == 0) {
         return 0;
     }
-    if (bad || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-        ctl_msg_validate(from, untrusted.raw, (size_t)n, n_got, ret) < 0) {
-        for (unsigned i = 0; i < n_got; i++) {
+    if (ctl_msg_validate(from, untrusted.raw, (size_t)n, (unsigned)n_got, ret) < 0) {
+        for (size_t i = 0; i < n_got; i++) {
             safe_close(got[i]);
         }
         return -EBADMSG;
     }
     memcpy(fds, got, n_got * sizeof(int));
-    *ret_n_fds = n_got;
+    *ret_n_fds = (unsigned)n_got;
     return 1;
 }
 

@@ -2,10 +2,14 @@
  * child: one SOCK_SEQPACKET socket pair, one fixed-size message per
  * packet, fds passed with SCM_RIGHTS.
  *
- * Every message has an exact length and an exact number of fds; anything
- * else is refused (and every fd that came with it closed) before a handler
- * sees it. The main process treats its children as untrusted: what a child
- * sends goes through ctl_msg_validate() like any peer input.
+ * Every message has an exact length and an exact number of fds, and only
+ * one sender; the receiver checks length, fds, reserved fields and value
+ * ranges (ports below CTL_MAX_PORTS, roles, states, unicast MACs,
+ * NUL-padded names) before any handler sees it, as OpenBSD ntpd's imsg
+ * does. A message refused has all its fds closed. The main process never
+ * trusts a child: a child that sends anything refused is killed and
+ * restarted; a child dies on a bad message from the main process, which
+ * only a bug can send.
  *
  * main -> child:
  *   SETUP         who the child is (port, generation, MAC, role, name)

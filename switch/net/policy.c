@@ -2,6 +2,7 @@
 #include "policy.h"
 
 #include <errno.h>
+#include <linux/if_ether.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,17 +84,17 @@ static int drop(PolicyPort *src, PolicyDrop reason, PolicyDrop *ret_reason) {
     return 0;
 }
 
-int policy_route(Policy *p, unsigned port, const uint8_t *frame, size_t len, uint64_t *ret_mask,
-                 PolicyDrop *ret_reason) {
+int policy_route(Policy *p, unsigned port, const uint8_t *untrusted_frame, size_t len,
+                 uint64_t *ret_mask, PolicyDrop *ret_reason) {
     if (port >= POLICY_MAX_PORTS || !p->port[port].present) {
         return -EINVAL;
     }
     PolicyPort *src = &p->port[port];
-    if (len < 14) {
+    if (len < ETH_HLEN) {
         return drop(src, POLICY_DROP_RUNT, ret_reason);
     }
-    const uint8_t *dst_mac = frame, *src_mac = frame + 6;
-    if (memcmp(src_mac, src->mac, 6) != 0) {
+    const uint8_t *dst_mac = untrusted_frame, *src_mac = untrusted_frame + ETH_ALEN;
+    if (memcmp(src_mac, src->mac, ETH_ALEN) != 0) {
         return drop(src, POLICY_DROP_SPOOFED_SOURCE, ret_reason);
     }
     uint64_t mask = 0;
@@ -115,12 +116,12 @@ int policy_route(Policy *p, unsigned port, const uint8_t *frame, size_t len, uin
         *ret_mask = mask;
         return 1;
     }
-    if (memcmp(dst_mac, src->mac, 6) == 0) {
+    if (memcmp(dst_mac, src->mac, ETH_ALEN) == 0) {
         return drop(src, POLICY_DROP_TO_SELF, ret_reason);
     }
     for (unsigned i = 0; i < POLICY_MAX_PORTS; i++) {
         const PolicyPort *d = &p->port[i];
-        if (!d->present || memcmp(d->mac, dst_mac, 6) != 0) {
+        if (!d->present || memcmp(d->mac, dst_mac, ETH_ALEN) != 0) {
             continue;
         }
         if (src->role == VM_ROLE_CLIENT && d->role == VM_ROLE_CLIENT) {

@@ -35,12 +35,13 @@ void policy_free(Policy *p);
 int policy_set_port(Policy *p, unsigned port, const uint8_t mac[6], VmRole role);
 int policy_remove_port(Policy *p, unsigned port);
 
-/* Decides where a frame from port goes. frame must be our own copy (not
+/* Decides where a frame from port goes: the judge of every frame a guest
+ * (or a peer's child) sends. untrusted_frame must be our own copy (not
  * shared memory the sender can still change). 1: forward to every port in
  * *ret_mask (never the sender); 0: dropped, the reason counted and stored
  * in *ret_reason when given; -EINVAL: port is not configured. */
-int policy_route(Policy *p, unsigned port, const uint8_t *frame, size_t len, uint64_t *ret_mask,
-                 PolicyDrop *ret_reason);
+int policy_route(Policy *p, unsigned port, const uint8_t *untrusted_frame, size_t len,
+                 uint64_t *ret_mask, PolicyDrop *ret_reason);
 
 uint64_t policy_drops(const Policy *p, unsigned port, PolicyDrop reason);
 /* "spoofed_source" and so on, for counters files and logs. */

@@ -1,4 +1,10 @@
-/* SPSC frame ring over a sealed memfd. */
+/* SPSC frame ring over a sealed memfd.
+ *
+ * The peer writes the shared indexes and slots: each is read once into an
+ * untrusted_ local and checked against what it can possibly be (an index
+ * moves forward only, by at most a ring; a length fits a slot) before it
+ * is kept. The wait flags are the peer's too, but any value of them only
+ * decides whether an eventfd is written. */
 #include "ring.h"
 
 #include <errno.h>
@@ -74,6 +80,35 @@ static void store_release(uint32_t *p, uint32_t v) {
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
+/* One side's half of the wakeup protocol (ring.h): its index stored
+ * (release: the slots before the index that covers them), a full fence,
+ * then the other side's wait flag read. true, the flag cleared, when the
+ * other side sleeps and must be woken. */
+static bool store_and_check_waiter(uint32_t *index, uint32_t value, uint32_t *peer_waiting) {
+    store_release(index, value);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(peer_waiting, __ATOMIC_RELAXED)) {
+        __atomic_store_n(peer_waiting, 0, __ATOMIC_RELAXED);
+        return true;
+    }
+    return false;
+}
+
+/* The other half, before sleeping: our wait flag raised, a full fence,
+ * then refresh() looks at the other side's index again; the flag goes
+ * down again when still_blocked() no longer holds (or the ring broke).
+ * true when we may sleep. */
+static bool raise_wait_flag(Ring *r, uint32_t *waiting, int (*refresh)(Ring *r),
+                            bool (*still_blocked)(const Ring *r)) {
+    __atomic_store_n(waiting, 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (refresh(r) < 0 || !still_blocked(r)) {
+        __atomic_store_n(waiting, 0, __ATOMIC_RELAXED);
+        return false;
+    }
+    return true;
+}
+
 int ring_attach(int fd, RingRole role, Ring **ret) {
     struct stat st;
     if (role != RING_PRODUCER && role != RING_CONSUMER) {
@@ -104,12 +139,14 @@ int ring_attach(int fd, RingRole role, Ring **ret) {
     r->sh = p;
     r->map_len = ring_shm_size();
     r->role = role;
-    uint32_t head = load_acquire(&r->sh->head);
-    uint32_t tail = load_acquire(&r->sh->tail);
-    if (head - tail > RING_SLOTS) {
+    /* The other child may have written the indexes before us. */
+    uint32_t untrusted_head = load_acquire(&r->sh->head);
+    uint32_t untrusted_tail = load_acquire(&r->sh->tail);
+    if (untrusted_head - untrusted_tail > RING_SLOTS) {
         ring_free(r);
         return -EPROTO;
     }
+    uint32_t head = untrusted_head, tail = untrusted_tail;
     if (role == RING_PRODUCER) {
         r->pos = r->published = head;
         r->peer = tail;
@@ -143,11 +180,11 @@ static int ring_break(Ring *r) {
 /* Reads the consumer's tail again. It may only move forward, and never
  * past what we published. */
 static int refresh_tail(Ring *r) {
-    uint32_t tail = load_acquire(&r->sh->tail);
-    if (tail - r->peer > r->published - r->peer) {
+    uint32_t untrusted_tail = load_acquire(&r->sh->tail);
+    if (untrusted_tail - r->peer > r->published - r->peer) {
         return ring_break(r);
     }
-    r->peer = tail;
+    r->peer = untrusted_tail;
     return 0;
 }
 
@@ -189,41 +226,30 @@ bool ring_producer_publish(Ring *r) {
     if (r->broken || r->role != RING_PRODUCER || r->pos == r->published) {
         return false;
     }
-    /* Release: slot contents before the index that covers them. */
-    store_release(&r->sh->head, r->pos);
     r->published = r->pos;
-    /* Our head store before reading the consumer's flag (it does the
-     * mirror image): one of us sees the other. */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&r->sh->consumer_waiting, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&r->sh->consumer_waiting, 0, __ATOMIC_RELAXED);
-        return true;
-    }
-    return false;
+    return store_and_check_waiter(&r->sh->head, r->pos, &r->sh->consumer_waiting);
+}
+
+static bool producer_full(const Ring *r) {
+    return r->pos - r->peer >= RING_SLOTS;
 }
 
 bool ring_producer_prepare_wait(Ring *r) {
     if (r->broken || r->role != RING_PRODUCER) {
         return false;
     }
-    __atomic_store_n(&r->sh->producer_waiting, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (refresh_tail(r) < 0 || r->pos - r->peer < RING_SLOTS) {
-        __atomic_store_n(&r->sh->producer_waiting, 0, __ATOMIC_RELAXED);
-        return false;
-    }
-    return true;
+    return raise_wait_flag(r, &r->sh->producer_waiting, refresh_tail, producer_full);
 }
 
 /* ---- consumer -------------------------------------------------------------- */
 
 /* Reads the producer's head again: forward only, at most a ring ahead. */
 static int refresh_head(Ring *r) {
-    uint32_t head = load_acquire(&r->sh->head);
-    if (head - r->published > RING_SLOTS || head - r->peer > RING_SLOTS) {
+    uint32_t untrusted_head = load_acquire(&r->sh->head);
+    if (untrusted_head - r->published > RING_SLOTS || untrusted_head - r->peer > RING_SLOTS) {
         return ring_break(r);
     }
-    r->peer = head;
+    r->peer = untrusted_head;
     return 0;
 }
 
@@ -246,11 +272,12 @@ int ring_consumer_peek(Ring *r, RingFrame *ret) {
     const RingSlot *s = &r->sh->slot[r->pos % RING_SLOTS];
     /* Read once; the producer may be rewriting it. */
     uint32_t untrusted_len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
-    uint32_t flags = __atomic_load_n(&s->flags, __ATOMIC_RELAXED);
+    uint32_t untrusted_flags = __atomic_load_n(&s->flags, __ATOMIC_RELAXED);
     if (untrusted_len > RING_FRAME_MAX) {
         return -EBADMSG;
     }
-    *ret = (RingFrame){.data = s->data, .len = untrusted_len, .flags = flags};
+    /* The length is checked; the flags and the bytes stay the peer's. */
+    *ret = (RingFrame){.data = s->data, .len = untrusted_len, .untrusted_flags = untrusted_flags};
     return 1;
 }
 
@@ -274,7 +301,7 @@ int ring_consumer_pop_copy(Ring *r, void *buf, size_t bufsize, size_t *ret_len,
     ring_consumer_next(r);
     *ret_len = f.len;
     if (ret_flags) {
-        *ret_flags = f.flags;
+        *ret_flags = f.untrusted_flags;
     }
     return 1;
 }
@@ -283,25 +310,17 @@ bool ring_consumer_release(Ring *r) {
     if (r->broken || r->role != RING_CONSUMER || r->pos == r->published) {
         return false;
     }
-    store_release(&r->sh->tail, r->pos);
     r->published = r->pos;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&r->sh->producer_waiting, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&r->sh->producer_waiting, 0, __ATOMIC_RELAXED);
-        return true;
-    }
-    return false;
+    return store_and_check_waiter(&r->sh->tail, r->pos, &r->sh->producer_waiting);
+}
+
+static bool consumer_empty(const Ring *r) {
+    return r->pos == r->peer;
 }
 
 bool ring_consumer_prepare_wait(Ring *r) {
     if (r->broken || r->role != RING_CONSUMER) {
         return false;
     }
-    __atomic_store_n(&r->sh->consumer_waiting, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (refresh_head(r) < 0 || r->pos != r->peer) {
-        __atomic_store_n(&r->sh->consumer_waiting, 0, __ATOMIC_RELAXED);
-        return false;
-    }
-    return true;
+    return raise_wait_flag(r, &r->sh->consumer_waiting, refresh_head, consumer_empty);
 }

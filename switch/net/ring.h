@@ -14,7 +14,14 @@
  * The ring is a trust boundary: the peer is another process that may be
  * compromised. Indexes that do not make sense break the ring (-EPROTO);
  * a slot whose length does not fit is reported (-EBADMSG) and skipped. A
- * frame's bytes may change while we read them: copy before inspecting. */
+ * frame's bytes may change while we read them: copy before inspecting.
+ *
+ * The memfd is sealed against shrinking, growing and further sealing, and
+ * ring_attach() refuses one without those seals: a peer cannot turn our
+ * accesses into SIGBUS. Head, tail and both wait flags are on separate
+ * cache lines. A producer killed in the middle of a batch leaves frames it
+ * never published; the consumer never sees them (the head moves once per
+ * batch). */
 #pragma once
 
 #include <stdbool.h>
@@ -65,9 +72,9 @@ bool ring_producer_publish(Ring *r);
 bool ring_producer_prepare_wait(Ring *r);
 
 typedef struct RingFrame {
-    const uint8_t *data; /* in shared memory: the producer may still write */
-    uint32_t len;        /* <= RING_FRAME_MAX */
-    uint32_t flags;
+    const uint8_t *data;      /* in shared memory: the producer may still write */
+    uint32_t len;             /* <= RING_FRAME_MAX */
+    uint32_t untrusted_flags; /* as the producer wrote them */
 } RingFrame;
 
 /* Consumer. The next frame: 1 and *ret filled, 0 when empty, -EBADMSG for

@@ -1,6 +1,9 @@
 /* The virtio-net device on top of the vhost-user core: exactly the
- * features both qemu and crosvm need, and a config space holding the MAC
- * (crosvm reads it through GET_CONFIG; qemu uses its own mac= option). */
+ * features both qemu and crosvm need (VERSION_1, MAC, MRG_RXBUF,
+ * EVENT_IDX and PROTOCOL_FEATURES; protocol features REPLY_ACK and CONFIG:
+ * no MQ, dirty log, inflight or IOTLB), and a config space holding the
+ * MAC (crosvm reads it through GET_CONFIG; qemu uses its own mac=
+ * option). */
 #pragma once
 
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* vm-switch's sandbox.
+/* The sandbox (sandbox.h).
  *
  * sandbox_enter() runs one step per function, in this order (the order
  * matters, each step says why it stands where it does):
@@ -6,68 +6,70 @@
  *   leave_root        started as root: become the unprivileged user first,
  *                     because a user namespace belongs to the uid that
  *                     creates it
+ *   resolve_binds     the description's paths, while the host's are there
+ *   collect_mapped_files  what the dynamic loader mapped, for the new root
+ *   notify_connect    without a supervisor: $NOTIFY_SOCKET, before the
+ *                     root and the network namespace change (supervisor.c)
  *   enter_user_ns     uid 0 inside, the unprivileged user outside
  *   enter_other_ns    mount, IPC, UTS, cgroup and an empty network
  *                     namespace, shared by the supervisor and the main
- *   enter_pid_ns      fork: the main process is PID 1 of a new pid
- *                     namespace, the caller stays outside as supervisor
- *   setup_root        the main's own mount namespace: a fresh tmpfs root
- *                     with only what is needed; pivot_root; the old root
- *                     detached
+ *   supervisor_split  (with a supervisor) fork: the main process is PID 1
+ *                     of a new pid namespace, the caller stays outside
+ *                     (supervisor.c)
+ *   setup_root        the process's own mount namespace: a fresh tmpfs
+ *                     root with only what is needed; pivot_root; the old
+ *                     root detached
  *   drop_capabilities all of them, the bounding set too
  *   set_rlimits       no core dumps, bounded descriptors and processes
  *   set_no_new_privs  nothing we exec can gain privileges
- *   filter_apply      the main role's seccomp allowlist, last
+ *   filter_apply      the process's seccomp allowlist, last
  *
- * Children are re-executed after pivot_root from a descriptor of the
+ * Children may be re-executed after pivot_root from a descriptor of the
  * program opened before. The new root therefore holds, read-only and at
  * their own paths, exactly the files the program is mapped from (its ELF
- * interpreter and shared libraries, as the dynamic loader found them) and
- * the loader's cache, so that the same lookups find the same files. This
- * works for the normal and for the sanitizer build alike; ASan cannot be
- * linked statically, and the tests must run the program we ship. */
-#include <dirent.h>
+ * interpreter and shared libraries, as the dynamic loader found them:
+ * dl_iterate_phdr() and the program's PT_INTERP, each resolved, since the
+ * interpreter's path is a symbolic link to an absolute path on Debian)
+ * and the loader's cache, so that the same lookups find the same files.
+ * Static linking would do for the normal build but not for the sanitizer
+ * build (ASan cannot be linked statically), and the tests must run the
+ * program as it ships; this works unchanged for both, and for Nix store
+ * paths (RUNPATH, no cache). Those files are the only host files in the
+ * root, read-only and nosuid, and hold nothing the process had not mapped
+ * already. */
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <link.h>
-#include <poll.h>
 #include <pwd.h>
 #include <grp.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/capability.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/un.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "sandbox.h"
+#include "supervisor.h"
 #include "util.h"
 
-/* Descriptors: the main process and its children each get at most this
- * many (a VM needs a few dozen: memory regions, kick/call, rings). */
-#define SANDBOX_MAX_FDS 4096
-/* Processes of our user inside the user namespace: the main process, one
- * child per VM, and children being restarted. */
-#define SANDBOX_MAX_PROCS 512
 /* The mapped files bound into the new root. */
 #define MAX_MAPPED_FILES 64
-#define HOSTNAME "vm-switch"
+/* tmpfs sizes: the scratch root that holds the two roots while the new
+ * one is built, the new root (mount points only), the private /tmp. */
+#define SCRATCH_TMPFS "mode=0700,size=64k"
+#define ROOT_TMPFS "mode=0755,size=1m,nr_inodes=1024"
+#define TMP_TMPFS "mode=1777,size=4m,nr_inodes=256"
 
-/* The main process's end of the relay to the supervisor. */
-static int relay_fd = -EBADF;
+/* sandbox_enter() has returned into this process. */
 static bool active;
 
 bool sandbox_active(void) {
@@ -176,191 +178,17 @@ static int enter_user_ns(const Ids *ids) {
     return write_file("/proc/self/gid_map", map);
 }
 
-static const int forwarded_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-
-/* One relayed notification: known assignments only, one per line, so that
- * a compromised main process cannot speak for the service (MAINPID=,
- * FDSTORE=, …). */
-static bool notify_state_valid(const char *s, size_t n) {
-    static const char *const exact[] = {"READY=1", "STOPPING=1", "RELOADING=1"};
-    size_t i = 0;
-    while (i < n) {
-        const char *line = s + i;
-        const char *nl = memchr(line, '\n', n - i);
-        size_t len = nl ? (size_t)(nl - line) : n - i;
-        bool ok = false;
-        for (size_t k = 0; k < ELEMENTSOF(exact) && !ok; k++) {
-            ok = len == strlen(exact[k]) && memcmp(line, exact[k], len) == 0;
-        }
-        if (!ok && len >= 7 && memcmp(line, "STATUS=", 7) == 0) {
-            ok = true;
-            for (size_t k = 7; k < len; k++) {
-                ok = ok && (unsigned char)line[k] >= 0x20 && line[k] != 0x7f;
-            }
-        }
-        if (!ok) {
-            return false;
-        }
-        i += len + 1;
-    }
-    return n > 0;
-}
-
-static int lockdown(FilterRole role, FilterMode mode, rlim_t nofile, rlim_t nproc);
-
-/* One datagram to $NOTIFY_SOCKET (a path, or "@" for the abstract
- * namespace): the whole of the protocol we use, without a library. */
-static int notify_send(const char *state) {
-    const char *path = getenv("NOTIFY_SOCKET");
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (!path || (path[0] != '/' && path[0] != '@')) {
-        return 0;
-    }
-    size_t n = strlen(path);
-    if (n >= sizeof(sa.sun_path)) {
-        return -ENAMETOOLONG;
-    }
-    memcpy(sa.sun_path, path, n);
-    if (path[0] == '@') {
-        sa.sun_path[0] = '\0';
-    }
-    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -errno;
-    }
-    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
-               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0) {
-        return -errno;
-    }
-    return 1;
-}
-
-/* The process that called sandbox_enter(), outside the new pid namespace:
- * systemd's main PID. It forwards signals (PID 1 only gets those it
- * handles, and the main process does), relays notifications and mirrors the
- * main process's exit. It is locked down like the rest: no capabilities,
- * its own small filter. */
-static _noreturn_ void supervise(pid_t main_pid, int relay, const sigset_t *mask, FilterMode mode) {
-    int sfd = signalfd(-1, mask, SFD_CLOEXEC);
-    if (sfd < 0) {
-        log_error_errno(-errno, "Failed to create the supervisor's signalfd: %m");
-        kill(main_pid, SIGKILL);
-        _exit(1);
-    }
-    int r = lockdown(FILTER_ROLE_SUPERVISOR, mode, 16, 0);
-    if (r < 0) {
-        log_error_errno(r, "Failed to lock the supervisor down: %m");
-        kill(main_pid, SIGKILL);
-        _exit(1);
-    }
-    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = relay, .events = POLLIN}};
-    for (;;) {
-        if (ppoll(p, 2, NULL, NULL) < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            kill(main_pid, SIGKILL);
-            _exit(1);
-        }
-        if (p[0].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-                if (si.ssi_signo != SIGCHLD) {
-                    kill(main_pid, (int)si.ssi_signo);
-                }
-            }
-            int status;
-            pid_t pid = wait4(main_pid, &status, WNOHANG, NULL);
-            if (pid == main_pid) {
-                if (WIFEXITED(status)) {
-                    _exit(WEXITSTATUS(status));
-                }
-                _exit(128 + WTERMSIG(status));
-            }
-        }
-        if (p[1].revents & (POLLIN | POLLHUP)) {
-            char buf[256];
-            ssize_t n = read(relay, buf, sizeof(buf) - 1);
-            if (n <= 0) {
-                /* The main process closed its end (exiting); wait for it. */
-                p[1].fd = -1;
-            } else if (notify_state_valid(buf, (size_t)n)) {
-                buf[n] = '\0';
-                r = notify_send(buf);
-                if (r < 0) {
-                    log_warning_errno(r, "Failed to notify the service manager: %m");
-                }
-            } else {
-                log_warning("Dropped a notification the supervisor does not relay");
-            }
-        }
-    }
-}
-
-/* A new pid namespace: the main process becomes its PID 1, sees only its
- * own children in /proc, cannot signal anything outside, and when it dies
- * the kernel kills every child with it. unshare(CLONE_NEWPID) applies to
- * the next child, so this is where the process splits: the child goes on
- * into the sandbox, the parent supervises and never returns. */
-static int enter_pid_ns(FilterMode mode) {
-    if (unshare(CLONE_NEWPID) < 0) {
-        return -errno;
-    }
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
-        return -errno;
-    }
-    sigset_t mask, old;
-    sigemptyset(&mask);
-    for (size_t i = 0; i < ELEMENTSOF(forwarded_signals); i++) {
-        sigaddset(&mask, forwarded_signals[i]);
-    }
-    sigaddset(&mask, SIGCHLD);
-    /* Blocked before the fork so that none is lost in between. */
-    if (sigprocmask(SIG_BLOCK, &mask, &old) < 0) {
-        int r = -errno;
-        close_pair(pair);
-        return r;
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        int r = -errno;
-        sigprocmask(SIG_SETMASK, &old, NULL);
-        close_pair(pair);
-        return r;
-    }
-    if (pid > 0) {
-        close(pair[1]);
-        supervise(pid, pair[0], &mask, mode);
-    }
-    close(pair[0]);
-    relay_fd = pair[1];
-    if (sigprocmask(SIG_SETMASK, &old, NULL) < 0) {
-        return -errno;
-    }
-    /* Die with the supervisor; if it is already gone, its end of the relay
-     * has hung up. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
-        return -errno;
-    }
-    struct pollfd p = {.fd = relay_fd, .events = POLLIN};
-    if (poll(&p, 1, 0) > 0 && (p.revents & POLLHUP)) {
-        _exit(1);
-    }
-    return 0;
-}
-
 /* Mount, IPC, UTS and cgroup namespaces, and a network namespace holding
- * nothing but a loopback interface that stays down: the switch moves
- * frames through shared memory and talks over unix sockets only (path
+ * nothing but a loopback interface that stays down: a device backend
+ * moves data through shared memory and talks over unix sockets only (path
  * sockets, which need no network). Done before the split so that the
  * supervisor has none of the host's either; its mount namespace is a
  * copy of the host's, where systemd's notification socket is. */
-static int enter_other_ns(void) {
+static int enter_other_ns(const char *hostname) {
     if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_NEWNET) < 0) {
         return -errno;
     }
-    if (sethostname(HOSTNAME, strlen(HOSTNAME)) < 0) {
+    if (sethostname(hostname, strlen(hostname)) < 0) {
         return -errno;
     }
     return 0;
@@ -368,62 +196,80 @@ static int enter_other_ns(void) {
 
 /* ---- the new root ----------------------------------------------------- */
 
-/* A file bound at its own path; the source is resolved before pivot_root,
- * because a symbolic link to an absolute path (the ELF interpreter's is
- * one on Debian) means something else under /oldroot. */
-typedef struct MappedFile {
-    char *path;
-    char *source;
-} MappedFile;
+/* What a bind is mounted with: never a device, a setuid program or code
+ * from a bind (the mapped files are the exception: code, read-only). */
+#define BIND_RW (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+#define BIND_RO (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+#define BIND_CODE (MS_RDONLY | MS_NOSUID | MS_NODEV)
 
-typedef struct PathList {
-    MappedFile files[MAX_MAPPED_FILES];
+/* One host file or directory in the new root. The source is resolved
+ * before pivot_root, because a symbolic link to an absolute path (the ELF
+ * interpreter's is one on Debian) means something else under /oldroot. */
+typedef struct RootEntry {
+    char *source;
+    char *target;
+    unsigned long flags;
+    bool own; /* at its own path on the host (not at a target of its own) */
+} RootEntry;
+
+/* Everything bound into the new root, in order: the mapped files, then
+ * the description's binds. */
+typedef struct RootList {
+    RootEntry e[MAX_MAPPED_FILES + SANDBOX_MAX_BINDS];
     size_t n;
     int error;
-} PathList;
+} RootList;
 
-static void path_list_free(PathList *l) {
+static void root_list_free(RootList *l) {
     for (size_t i = 0; i < l->n; i++) {
-        free(l->files[i].path);
-        free(l->files[i].source);
+        free(l->e[i].source);
+        free(l->e[i].target);
     }
     l->n = 0;
 }
 
-static void path_list_add(PathList *l, const char *path) {
-    if (!path || path[0] != '/' || l->error < 0) {
+/* Adds source (resolved) at target; a target already in the list is not
+ * added twice. Errors stay in l->error. */
+static void root_list_add(RootList *l, const char *source, const char *target, unsigned long flags,
+                          bool own) {
+    if (l->error < 0) {
         return;
     }
     for (size_t i = 0; i < l->n; i++) {
-        if (streq(l->files[i].path, path)) {
+        if (streq(l->e[i].target, target)) {
             return;
         }
     }
-    if (l->n == ELEMENTSOF(l->files)) {
+    if (l->n == ELEMENTSOF(l->e)) {
         l->error = -E2BIG;
         return;
     }
-    char *copy = strdup(path);
-    char *source = realpath(path, NULL);
-    if (!copy || !source) {
+    char *copy = strdup(target);
+    char *resolved = realpath(source, NULL);
+    if (!copy || !resolved) {
         l->error = -errno;
         free(copy);
-        free(source);
+        free(resolved);
         return;
     }
-    l->files[l->n++] = (MappedFile){copy, source};
+    l->e[l->n++] = (RootEntry){.source = resolved, .target = copy, .flags = flags, .own = own};
 }
 
 static int mapped_file_cb(struct dl_phdr_info *info, size_t size, void *data) {
-    PathList *l = data;
+    RootList *l = data;
     /* The program itself ("") is executed from its descriptor; the vDSO
      * has no file. Everything else is a path the loader opened. */
-    path_list_add(l, info->dlpi_name);
+    if (info->dlpi_name[0] == '/') {
+        root_list_add(l, info->dlpi_name, info->dlpi_name, BIND_CODE, true);
+    }
     if (info->dlpi_name[0] == '\0') {
         /* The program's PT_INTERP, as the kernel will look it up. */
         for (int i = 0; i < info->dlpi_phnum; i++) {
             if (info->dlpi_phdr[i].p_type == PT_INTERP) {
-                path_list_add(l, (const char *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr));
+                const char *interp = (const char *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+                if (interp[0] == '/') {
+                    root_list_add(l, interp, interp, BIND_CODE, true);
+                }
             }
         }
     }
@@ -433,12 +279,60 @@ static int mapped_file_cb(struct dl_phdr_info *info, size_t size, void *data) {
 /* The files a re-executed child needs before main() runs: the ELF
  * interpreter, the shared libraries (at the paths the loader found them,
  * which are the paths it will look for again) and the loader's cache. */
-static int collect_mapped_files(PathList *l) {
+static int collect_mapped_files(RootList *l) {
     dl_iterate_phdr(mapped_file_cb, l);
     if (access("/etc/ld.so.cache", F_OK) == 0) {
-        path_list_add(l, "/etc/ld.so.cache");
+        root_list_add(l, "/etc/ld.so.cache", "/etc/ld.so.cache", BIND_CODE, true);
     }
     return l->error;
+}
+
+/* The description's binds, each resolved now: at its target, or at its
+ * own canonical path. */
+static int resolve_binds(const SandboxConfig *c, RootList *l) {
+    for (size_t i = 0; i < c->n_binds; i++) {
+        const SandboxBind *b = &c->binds[i];
+        unsigned long flags = b->writable ? BIND_RW : BIND_RO;
+        if (b->target) {
+            root_list_add(l, b->source, b->target, flags, false);
+            continue;
+        }
+        _cleanup_free_ char *own = realpath(b->source, NULL);
+        if (!own) {
+            return -errno;
+        }
+        root_list_add(l, own, own, flags, true);
+    }
+    return l->error;
+}
+
+static bool path_under(const char *p, const char *dir) {
+    size_t n = strlen(dir);
+    return strncmp(p, dir, n) == 0 && (p[n] == '\0' || p[n] == '/');
+}
+
+/* Every target absolute, not the root itself and not where the sandbox
+ * puts something of its own; a file bound at its own path not under a
+ * target the description chose (say /config). */
+static int root_list_check(const RootList *l) {
+    static const char *const reserved[] = {"/proc", "/dev", "/oldroot", "/newroot"};
+    for (size_t i = 0; i < l->n; i++) {
+        const char *t = l->e[i].target;
+        if (t[0] != '/' || streq(t, "/")) {
+            return -EINVAL;
+        }
+        for (size_t k = 0; k < ELEMENTSOF(reserved); k++) {
+            if (path_under(t, reserved[k])) {
+                return -EINVAL;
+            }
+        }
+        for (size_t k = 0; k < l->n && l->e[i].own; k++) {
+            if (!l->e[k].own && path_under(t, l->e[k].target)) {
+                return -EINVAL;
+            }
+        }
+    }
+    return 0;
 }
 
 /* mkdir -p, for the mount points under the new root. */
@@ -532,36 +426,20 @@ static int mount_fs(const char *type, const char *dst, unsigned long flags, cons
     return 0;
 }
 
-/* A path we may bind at its own place in the new root: absolute, and not
- * where the sandbox puts something of its own. */
-static bool own_path_ok(const char *p) {
-    static const char *const reserved[] = {"/proc", "/dev", SANDBOX_CONFIG_DIR, "/oldroot",
-                                           "/newroot"};
-    if (p[0] != '/' || streq(p, "/")) {
-        return false;
-    }
-    for (size_t i = 0; i < ELEMENTSOF(reserved); i++) {
-        size_t n = strlen(reserved[i]);
-        if (strncmp(p, reserved[i], n) == 0 && (p[n] == '\0' || p[n] == '/')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Builds the new root under /newroot from the old one at /oldroot. */
-static int populate_root(const char *config_dir, const char *socket_dir, const PathList *files) {
+static int populate_root(const SandboxConfig *c, const RootList *l) {
     static const char *const devices[] = {"/dev/null", "/dev/zero", "/dev/urandom"};
     int r;
     /* A pid namespace needs its own /proc: children's /proc/self, and what
      * the main process may see of processes are ours only. */
-    r = mount_fs("proc", "/newroot/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    if (r < 0) {
-        return r;
+    if (c->supervisor) {
+        r = mount_fs("proc", "/newroot/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+        if (r < 0) {
+            return r;
+        }
     }
     /* A private /tmp, mounted before anything bound below it. */
-    r = mount_fs("tmpfs", "/newroot/tmp", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                 "mode=1777,size=4m,nr_inodes=256");
+    r = mount_fs("tmpfs", "/newroot/tmp", MS_NOSUID | MS_NODEV | MS_NOEXEC, TMP_TMPFS);
     if (r < 0) {
         return r;
     }
@@ -575,36 +453,28 @@ static int populate_root(const char *config_dir, const char *socket_dir, const P
             return r;
         }
     }
-    /* What the program is mapped from, read-only, at its own paths. */
-    for (size_t i = 0; i < files->n; i++) {
-        if (!own_path_ok(files->files[i].path)) {
-            return -EINVAL;
-        }
-        r = bind_into(files->files[i].source, files->files[i].path,
-                      MS_RDONLY | MS_NOSUID | MS_NODEV);
+    /* What the program is mapped from, read-only, at its own paths; then
+     * the description's binds. */
+    for (size_t i = 0; i < l->n; i++) {
+        r = bind_into(l->e[i].source, l->e[i].target, l->e[i].flags);
         if (r < 0) {
             return r;
         }
     }
-    /* The vhost-user sockets: the only writable place besides /tmp. */
-    r = bind_into(socket_dir, socket_dir, MS_NOSUID | MS_NODEV | MS_NOEXEC);
-    if (r < 0) {
-        return r;
-    }
-    return bind_into(config_dir, SANDBOX_CONFIG_DIR, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    return 0;
 }
 
-/* A new root on a fresh tmpfs, holding /config (read-only), the socket
- * directory, /dev/null, /dev/zero, /dev/urandom, /proc, /tmp and the
- * program's own files: nothing else of the host is reachable, and the old
- * root is detached, not just hidden.
+/* A new root on a fresh tmpfs, holding /proc (with a supervisor), /tmp,
+ * /dev/null, /dev/zero, /dev/urandom, the program's own files and the
+ * binds: nothing else of the host is reachable, and the old root is
+ * detached, not just hidden.
  *
  * As bubblewrap does: a scratch tmpfs becomes the root first, with the
  * old root at /oldroot and the new one being built at /newroot, so that
  * every source is reachable whatever is mounted where; then the new root
  * replaces the scratch one. */
-static int setup_root(const char *config_dir, const char *socket_dir, const PathList *files) {
-    /* A mount namespace of the main's own: pivot_root moves the root of
+static int setup_root(const SandboxConfig *c, const RootList *l) {
+    /* A mount namespace of the process's own: pivot_root moves the root of
      * every process in the namespace, and the supervisor must keep the
      * host's view. */
     if (unshare(CLONE_NEWNS) < 0) {
@@ -615,21 +485,19 @@ static int setup_root(const char *config_dir, const char *socket_dir, const Path
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
         return -errno;
     }
-    if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=64k") <
-        0) {
+    if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, SCRATCH_TMPFS) < 0) {
         return -errno;
     }
     if (chdir("/tmp") < 0 || mkdir("newroot", 0755) < 0 || mkdir("oldroot", 0755) < 0) {
         return -errno;
     }
-    if (mount("tmpfs", "newroot", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              "mode=0755,size=1m,nr_inodes=1024") < 0) {
+    if (mount("tmpfs", "newroot", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, ROOT_TMPFS) < 0) {
         return -errno;
     }
     if (syscall(SYS_pivot_root, ".", "oldroot") < 0 || chdir("/") < 0) {
         return -errno;
     }
-    int r = populate_root(config_dir, socket_dir, files);
+    int r = populate_root(c, l);
     if (r < 0) {
         return r;
     }
@@ -700,16 +568,16 @@ static int set_one_rlimit(int resource, rlim_t max) {
  * descriptors and processes so that a compromised process cannot exhaust
  * the host's. RLIMIT_NPROC counts our user's processes in the user
  * namespace, so it bounds the main process's children. */
-static int set_rlimits(rlim_t nofile, rlim_t nproc) {
+static int set_rlimits(const SandboxLimits *limits) {
     int r = set_one_rlimit(RLIMIT_CORE, 0);
     if (r < 0) {
         return r;
     }
-    r = set_one_rlimit(RLIMIT_NOFILE, nofile);
+    r = set_one_rlimit(RLIMIT_NOFILE, limits->max_fds);
     if (r < 0) {
         return r;
     }
-    return set_one_rlimit(RLIMIT_NPROC, nproc);
+    return set_one_rlimit(RLIMIT_NPROC, limits->max_procs);
 }
 
 /* No exec can grant privileges (setuid, file capabilities); also what
@@ -721,13 +589,13 @@ static int set_no_new_privs(void) {
     return 0;
 }
 
-/* The last steps every role shares, in order. */
-static int lockdown(FilterRole role, FilterMode mode, rlim_t nofile, rlim_t nproc) {
+/* The last steps every process shares, in order. */
+static int lockdown(const FilterTable *filter, FilterMode mode, const SandboxLimits *limits) {
     int r = drop_capabilities();
     if (r < 0) {
         return r;
     }
-    r = set_rlimits(nofile, nproc);
+    r = set_rlimits(limits);
     if (r < 0) {
         return r;
     }
@@ -735,56 +603,75 @@ static int lockdown(FilterRole role, FilterMode mode, rlim_t nofile, rlim_t npro
     if (r < 0) {
         return r;
     }
-    return filter_apply(role, mode);
+    return filter_apply(filter, mode);
 }
 
 /* ---- entry points ----------------------------------------------------- */
 
-int sandbox_enter(const SandboxOptions *o) {
-    _cleanup_free_ char *config_dir = NULL, *socket_dir = NULL;
-    _cleanup_(path_list_free) PathList files = {0};
-    Ids ids = {0};
-    int r;
-
-    if (!o || !o->config_dir || !o->socket_dir) {
+static int config_check(const SandboxConfig *c) {
+    if (!c || !c->filter || !c->hostname || c->n_binds > SANDBOX_MAX_BINDS ||
+        (c->n_binds > 0 && !c->binds)) {
         return -EINVAL;
+    }
+    for (size_t i = 0; i < c->n_binds; i++) {
+        if (!c->binds[i].source) {
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int sandbox_enter(const SandboxConfig *c) {
+    _cleanup_(root_list_free) RootList root = {0};
+    Ids ids = {0};
+    int r = config_check(c);
+    if (r < 0) {
+        return r;
     }
     /* Resolve the user (NSS, /etc) and the paths while the host's files
      * are still there. */
-    r = leave_root(o->user, &ids);
+    r = leave_root(c->user, &ids);
     if (r < 0) {
         return r;
     }
-    config_dir = realpath(o->config_dir, NULL);
-    socket_dir = realpath(o->socket_dir, NULL);
-    if (!config_dir || !socket_dir) {
-        return -errno;
-    }
-    if (!own_path_ok(socket_dir)) {
-        return -EINVAL;
-    }
-    r = collect_mapped_files(&files);
+    r = collect_mapped_files(&root);
     if (r < 0) {
         return r;
+    }
+    r = resolve_binds(c, &root);
+    if (r < 0) {
+        return r;
+    }
+    r = root_list_check(&root);
+    if (r < 0) {
+        return r;
+    }
+    if (!c->supervisor) {
+        r = notify_connect();
+        if (r < 0) {
+            return r;
+        }
     }
     r = enter_user_ns(&ids);
     if (r < 0) {
         return r;
     }
-    r = enter_other_ns();
+    r = enter_other_ns(c->hostname);
     if (r < 0) {
         return r;
     }
-    r = enter_pid_ns(o->filter_mode);
+    if (c->supervisor) {
+        r = supervisor_split(c->filter_mode);
+        if (r < 0) {
+            return r;
+        }
+        /* From here on: the main process, PID 1. */
+    }
+    r = setup_root(c, &root);
     if (r < 0) {
         return r;
     }
-    /* From here on: the main process, PID 1. */
-    r = setup_root(config_dir, socket_dir, &files);
-    if (r < 0) {
-        return r;
-    }
-    r = lockdown(FILTER_ROLE_MAIN, o->filter_mode, SANDBOX_MAX_FDS, SANDBOX_MAX_PROCS);
+    r = lockdown(c->filter, c->filter_mode, &c->limits);
     if (r < 0) {
         return r;
     }
@@ -792,18 +679,9 @@ int sandbox_enter(const SandboxOptions *o) {
     return 0;
 }
 
-int sandbox_lockdown_child(FilterMode mode) {
-    /* A child makes no process: RLIMIT_NPROC 0 backs the filter up. */
-    return lockdown(FILTER_ROLE_CHILD, mode, SANDBOX_MAX_FDS, 0);
-}
-
-int sandbox_notify(const char *state) {
-    if (relay_fd < 0) {
-        return notify_send(state);
+int sandbox_lockdown(const FilterTable *filter, FilterMode mode, const SandboxLimits *limits) {
+    if (!filter || !limits) {
+        return -EINVAL;
     }
-    size_t n = strlen(state);
-    if (send(relay_fd, state, n, MSG_NOSIGNAL) < 0) {
-        return -errno;
-    }
-    return 0;
+    return lockdown(filter, mode, limits);
 }

@@ -1,4 +1,9 @@
-/* vhost-user backend core: receive, validate, dispatch. */
+/* vhost-user backend core: receive, validate, dispatch.
+ *
+ * A message is the frontend's word (untrusted_) from vu_msg_recv() until
+ * vu_msg_validate() has checked every field a handler reads against the
+ * request's row in the dispatch table and the limits of vhost-user.h;
+ * handlers only ever see validated messages. */
 #include "vhost-user.h"
 
 #include <errno.h>
@@ -41,66 +46,13 @@ void vu_msg_close_fds(VuMsg *m) {
     m->n_fds = 0;
 }
 
-/* One recvmsg() into buf, collecting any fds into m. */
-static ssize_t recv_part(int sock, void *buf, size_t n, VuMsg *m) {
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS)];
-    } control;
-    struct iovec iov = {.iov_base = buf, .iov_len = n};
-    struct msghdr mh = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = &control,
-        .msg_controllen = sizeof(control),
-    };
-    ssize_t k;
-    do {
-        k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    } while (k < 0 && errno == EINTR);
-    if (k < 0) {
-        return -errno;
-    }
-    bool too_many = (mh.msg_flags & MSG_CTRUNC) != 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-            continue;
-        }
-        size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < nfd; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-            if (m->n_fds < VU_MAX_FDS) {
-                m->fds[m->n_fds++] = fd;
-            } else {
-                safe_close(fd);
-                too_many = true;
-            }
-        }
-    }
-    if (too_many) {
-        return -EPROTO;
-    }
-    return k;
-}
-
-static int recv_exact(int sock, void *buf, size_t n, VuMsg *m, bool *ret_eof) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = recv_part(sock, (uint8_t *)buf + got, n - got, m);
-        if (k < 0) {
-            return (int)k;
-        }
-        if (k == 0) {
-            if (got == 0 && ret_eof) {
-                *ret_eof = true;
-                return 0;
-            }
-            return -EPIPE;
-        }
-        got += (size_t)k;
-    }
-    return 0;
+/* Exactly n bytes of a message; the fds that ride on any of them join
+ * m's. More than any request carries refuses the message (-EPROTO). */
+static int recv_part(int sock, void *buf, size_t n, VuMsg *m, bool *ret_eof) {
+    size_t count = m->n_fds;
+    int r = recv_exact_fds(sock, buf, n, m->fds, VU_MAX_FDS, &count, RECV_FDS_STRICT, ret_eof);
+    m->n_fds = (unsigned)count;
+    return r == -EBADMSG ? -EPROTO : r;
 }
 
 int vu_msg_recv(int sock, VuMsg *ret) {
@@ -110,7 +62,7 @@ int vu_msg_recv(int sock, VuMsg *ret) {
 
     memset(&m->hdr, 0, sizeof(m->hdr));
     m->n_fds = 0;
-    r = recv_exact(sock, &m->hdr, sizeof(m->hdr), m, &eof);
+    r = recv_part(sock, &m->hdr, sizeof(m->hdr), m, &eof);
     if (r < 0) {
         goto fail;
     }
@@ -122,7 +74,7 @@ int vu_msg_recv(int sock, VuMsg *ret) {
         goto fail;
     }
     memset(&m->payload, 0, sizeof(m->payload));
-    r = recv_exact(sock, m->payload.raw, m->hdr.size, m, NULL);
+    r = recv_part(sock, m->payload.raw, m->hdr.size, m, NULL);
     if (r < 0) {
         goto fail;
     }
@@ -186,6 +138,7 @@ typedef struct VuHandler {
     VuFds fds;
     VuQueueArg queue;
     bool needs_owner;        /* only after SET_OWNER */
+    bool needs_stopped;      /* the ring must not be running (-EBUSY, as a handler's result) */
     bool replies;            /* has a reply of its own */
     uint64_t needs_protocol; /* protocol features that must be acked */
     bool needs_pf_offered;   /* only for devices offering VU_F_PROTOCOL_FEATURES */
@@ -198,7 +151,9 @@ static bool is_pow2(uint64_t n) {
     return n != 0 && (n & (n - 1)) == 0;
 }
 
-static int expected_size(const VuMsg *m, VuSize kind, uint64_t *ret) {
+/* The payload size the request's kind has; for the sized kinds, the count
+ * inside the payload is bounded first. */
+static int expected_size(const VuMsg *untrusted, VuSize kind, uint64_t *ret) {
     switch (kind) {
     case SIZE_NONE:
         *ret = 0;
@@ -213,53 +168,49 @@ static int expected_size(const VuMsg *m, VuSize kind, uint64_t *ret) {
         *ret = sizeof(VuVringAddr);
         return 0;
     case SIZE_MEM:
-        if (m->hdr.size < 8 || m->payload.mem.nregions == 0 ||
-            m->payload.mem.nregions > VU_MEM_MAX_REGIONS) {
+        if (untrusted->hdr.size < VU_MEM_TABLE_HDR_SIZE || untrusted->payload.mem.nregions == 0 ||
+            untrusted->payload.mem.nregions > VU_MEM_MAX_REGIONS) {
             return -EINVAL;
         }
-        *ret = 8 + (uint64_t)m->payload.mem.nregions * sizeof(VuMemRegionDesc);
+        *ret = VU_MEM_TABLE_HDR_SIZE +
+               (uint64_t)untrusted->payload.mem.nregions * sizeof(VuMemRegionDesc);
         return 0;
     case SIZE_CONFIG:
-        if (m->hdr.size < VU_CONFIG_HDR_SIZE || m->payload.config.size > VU_CONFIG_MAX) {
+        if (untrusted->hdr.size < VU_CONFIG_HDR_SIZE ||
+            untrusted->payload.config.size > VU_CONFIG_MAX) {
             return -EINVAL;
         }
-        *ret = VU_CONFIG_HDR_SIZE + (uint64_t)m->payload.config.size;
+        *ret = VU_CONFIG_HDR_SIZE + (uint64_t)untrusted->payload.config.size;
         return 0;
     }
     return -EINVAL;
 }
 
-int vu_msg_validate(const VuDev *d, const VuMsg *m) {
-    const VuHandler *h = handler_for(m->hdr.request);
+/* Header: version 1, no reply bit from the frontend, NEED_REPLY only once
+ * REPLY_ACK was negotiated, nothing else; the payload size exactly the
+ * request's. */
+static int check_header(const VuDev *d, const VuHandler *h, const VuMsg *untrusted) {
     uint64_t size;
-    unsigned want_fds = 0;
-    int r;
-
-    if (!h) {
-        return -EOPNOTSUPP;
-    }
-    /* Header: version 1, no reply bit from the frontend, NEED_REPLY only
-     * once REPLY_ACK was negotiated, nothing else. */
-    if ((m->hdr.flags & VU_VERSION_MASK) != VU_VERSION ||
-        (m->hdr.flags & ~(VU_VERSION_MASK | VU_FLAG_NEED_REPLY)) != 0) {
+    if ((untrusted->hdr.flags & VU_VERSION_MASK) != VU_VERSION ||
+        (untrusted->hdr.flags & ~(VU_VERSION_MASK | VU_FLAG_NEED_REPLY)) != 0) {
         return -EPROTO;
     }
-    if ((m->hdr.flags & VU_FLAG_NEED_REPLY) &&
+    if ((untrusted->hdr.flags & VU_FLAG_NEED_REPLY) &&
         !(d->protocol_features & (UINT64_C(1) << VU_PROTOCOL_F_REPLY_ACK))) {
         return -EPROTO;
     }
-    if (m->hdr.size > VU_PAYLOAD_MAX) {
+    if (untrusted->hdr.size > VU_PAYLOAD_MAX) {
         return -EMSGSIZE;
     }
-    r = expected_size(m, h->size, &size);
+    int r = expected_size(untrusted, h->size, &size);
     if (r < 0) {
         return r;
     }
-    if (m->hdr.size != size) {
-        return -EBADMSG;
-    }
+    return untrusted->hdr.size == size ? 0 : -EBADMSG;
+}
 
-    /* State: what must come first. */
+/* State: what must have come first. */
+static int check_state(const VuDev *d, const VuHandler *h) {
     if (h->needs_owner && !d->owner) {
         return -EPROTO;
     }
@@ -271,104 +222,104 @@ int vu_msg_validate(const VuDev *d, const VuMsg *m) {
     if (h->needs_pf_offered && !(d->info.features & (UINT64_C(1) << VU_F_PROTOCOL_FEATURES))) {
         return -EPROTO;
     }
+    return 0;
+}
 
-    /* Queue index. */
+/* The queue index, where the request has one: one of the device's. */
+static int check_queue(const VuDev *d, const VuHandler *h, const VuMsg *untrusted) {
     uint32_t qi = 0;
     switch (h->queue) {
     case QUEUE_NONE:
-        break;
+        return 0;
     case QUEUE_STATE:
-        qi = m->payload.state.index;
+        qi = untrusted->payload.state.index;
         break;
     case QUEUE_ADDR:
-        qi = m->payload.addr.index;
+        qi = untrusted->payload.addr.index;
         break;
     case QUEUE_U64:
-        if (m->payload.u64 & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD_MASK)) {
+        if (untrusted->payload.u64 & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD_MASK)) {
             return -EINVAL;
         }
-        qi = (uint32_t)(m->payload.u64 & VU_VRING_IDX_MASK);
+        qi = (uint32_t)(untrusted->payload.u64 & VU_VRING_IDX_MASK);
         break;
     }
-    if (h->queue != QUEUE_NONE && qi >= d->info.n_queues) {
-        return -ERANGE;
-    }
+    return qi < d->info.n_queues ? 0 : -ERANGE;
+}
 
-    /* Fds. */
+/* Exactly as many fds as the request carries. */
+static int check_fds(const VuHandler *h, const VuMsg *untrusted) {
+    unsigned want_fds = 0;
     switch (h->fds) {
     case FDS_NONE:
         want_fds = 0;
         break;
     case FDS_VRING:
-        want_fds = (m->payload.u64 & VU_VRING_NOFD_MASK) ? 0 : 1;
+        want_fds = (untrusted->payload.u64 & VU_VRING_NOFD_MASK) ? 0 : 1;
         break;
     case FDS_MEM:
-        want_fds = m->payload.mem.nregions; /* bounded by expected_size */
+        want_fds = untrusted->payload.mem.nregions; /* bounded by expected_size */
         break;
     }
-    if (m->n_fds != want_fds) {
-        return -EBADF;
-    }
+    return untrusted->n_fds == want_fds ? 0 : -EBADF;
+}
 
-    /* Values, per request. */
-    switch (m->hdr.request) {
+/* The payload's values, per request. */
+static int check_values(const VuDev *d, const VuMsg *untrusted) {
+    switch (untrusted->hdr.request) {
     case VU_SET_FEATURES:
-        if (m->payload.u64 & ~d->info.features) {
-            return -EINVAL;
-        }
-        break;
+        return (untrusted->payload.u64 & ~d->info.features) ? -EINVAL : 0;
     case VU_SET_PROTOCOL_FEATURES:
-        if (m->payload.u64 & ~d->info.protocol_features) {
-            return -EINVAL;
-        }
-        break;
+        return (untrusted->payload.u64 & ~d->info.protocol_features) ? -EINVAL : 0;
     case VU_SET_VRING_NUM:
-        if (!is_pow2(m->payload.state.num) || m->payload.state.num > VQ_MAX_SIZE) {
-            return -EINVAL;
-        }
-        break;
+        return is_pow2(untrusted->payload.state.num) && untrusted->payload.state.num <= VQ_MAX_SIZE
+                   ? 0
+                   : -EINVAL;
     case VU_SET_VRING_BASE:
         /* Split rings: a 16-bit index and nothing above it. */
-        if (m->payload.state.num > UINT16_MAX) {
-            return -EINVAL;
-        }
-        break;
+        return untrusted->payload.state.num > VU_VRING_BASE_MAX ? -EINVAL : 0;
     case VU_SET_VRING_ENABLE:
-        if (m->payload.state.num > 1) {
-            return -EINVAL;
-        }
-        break;
+        return untrusted->payload.state.num > 1 ? -EINVAL : 0;
     case VU_SET_VRING_ADDR: {
-        const VuVringAddr *a = &m->payload.addr;
+        const VuVringAddr *a = &untrusted->payload.addr;
         /* No dirty logging is offered, so no log flag. */
         if (a->flags != 0 || a->desc % VQ_DESC_ALIGN || a->avail % VQ_AVAIL_ALIGN ||
             a->used % VQ_USED_ALIGN) {
             return -EINVAL;
         }
-        break;
+        return 0;
     }
     case VU_SET_VRING_KICK:
         /* We wait on kicks and never poll. */
-        if (m->payload.u64 & VU_VRING_NOFD_MASK) {
-            return -EOPNOTSUPP;
-        }
-        break;
+        return (untrusted->payload.u64 & VU_VRING_NOFD_MASK) ? -EOPNOTSUPP : 0;
     case VU_SET_MEM_TABLE:
-        r = vu_mem_check_table(m->payload.mem.regions, m->payload.mem.nregions);
-        if (r < 0) {
-            return r;
-        }
-        break;
+        return vu_mem_check_table(untrusted->payload.mem.regions, untrusted->payload.mem.nregions);
     case VU_GET_CONFIG:
-        /* WRITABLE and LIVE_MIGRATION are the only flags defined. */
-        if (m->payload.config.flags & ~UINT32_C(3)) {
-            return -EINVAL;
-        }
-        break;
+        return (untrusted->payload.config.flags & ~VU_CONFIG_FLAGS_KNOWN) ? -EINVAL : 0;
     default:
-        break;
+        return 0;
     }
-    return 0;
+}
+
+int vu_msg_validate(const VuDev *d, const VuMsg *untrusted) {
+    const VuHandler *h = handler_for(untrusted->hdr.request);
+    if (!h) {
+        return -EOPNOTSUPP;
+    }
+    int r = check_header(d, h, untrusted);
+    if (r >= 0) {
+        r = check_state(d, h);
+    }
+    if (r >= 0) {
+        r = check_queue(d, h, untrusted);
+    }
+    if (r >= 0) {
+        r = check_fds(h, untrusted);
+    }
+    if (r >= 0) {
+        r = check_values(d, untrusted);
+    }
+    return r;
 }
 
 /* ---- queues ------------------------------------------------------------------ */
@@ -537,30 +488,19 @@ static int h_set_mem_table(VuDev *d, VuMsg *m, VuMsg *reply) {
 }
 
 static int h_set_vring_num(VuDev *d, VuMsg *m, VuMsg *reply) {
-    VuQueue *q = msg_queue(d, m, QUEUE_STATE);
-    if (q->started) {
-        return -EBUSY;
-    }
-    q->num = m->payload.state.num;
+    msg_queue(d, m, QUEUE_STATE)->num = m->payload.state.num;
     return 0;
 }
 
 static int h_set_vring_addr(VuDev *d, VuMsg *m, VuMsg *reply) {
     VuQueue *q = msg_queue(d, m, QUEUE_ADDR);
-    if (q->started) {
-        return -EBUSY;
-    }
     q->addr = m->payload.addr;
     q->addr_set = true;
     return 0;
 }
 
 static int h_set_vring_base(VuDev *d, VuMsg *m, VuMsg *reply) {
-    VuQueue *q = msg_queue(d, m, QUEUE_STATE);
-    if (q->started) {
-        return -EBUSY;
-    }
-    q->base = (uint16_t)m->payload.state.num;
+    msg_queue(d, m, QUEUE_STATE)->base = (uint16_t)m->payload.state.num;
     return 0;
 }
 
@@ -597,10 +537,15 @@ static int h_set_vring_kick(VuDev *d, VuMsg *m, VuMsg *reply) {
     return 0;
 }
 
+/* A call or err fd replaced by the message's (none with the NOFD flag). */
+static void replace_vring_fd(int *fd, VuMsg *m) {
+    safe_close(*fd);
+    *fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+}
+
 static int h_set_vring_call(VuDev *d, VuMsg *m, VuMsg *reply) {
     VuQueue *q = msg_queue(d, m, QUEUE_U64);
-    safe_close(q->call_fd);
-    q->call_fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+    replace_vring_fd(&q->call_fd, m);
     if (q->call_fd >= 0) {
         /* Never block on the frontend's fd (a pipe, a saturated eventfd):
          * EAGAIN means a notification is pending already. */
@@ -610,9 +555,7 @@ static int h_set_vring_call(VuDev *d, VuMsg *m, VuMsg *reply) {
 }
 
 static int h_set_vring_err(VuDev *d, VuMsg *m, VuMsg *reply) {
-    VuQueue *q = msg_queue(d, m, QUEUE_U64);
-    safe_close(q->err_fd);
-    q->err_fd = (m->payload.u64 & VU_VRING_NOFD_MASK) ? -EBADF : TAKE_FD(m->fds[0]);
+    replace_vring_fd(&msg_queue(d, m, QUEUE_U64)->err_fd, m);
     return 0;
 }
 
@@ -652,11 +595,11 @@ static const VuHandler handlers[VU_REQUEST_MAX] = {
     H(VU_SET_MEM_TABLE, .size = SIZE_MEM, .fds = FDS_MEM, .needs_owner = true,
       .fn = h_set_mem_table),
     H(VU_SET_VRING_NUM, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
-      .fn = h_set_vring_num),
+      .needs_stopped = true, .fn = h_set_vring_num),
     H(VU_SET_VRING_ADDR, .size = SIZE_ADDR, .queue = QUEUE_ADDR, .needs_owner = true,
-      .fn = h_set_vring_addr),
+      .needs_stopped = true, .fn = h_set_vring_addr),
     H(VU_SET_VRING_BASE, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
-      .fn = h_set_vring_base),
+      .needs_stopped = true, .fn = h_set_vring_base),
     H(VU_GET_VRING_BASE, .size = SIZE_STATE, .queue = QUEUE_STATE, .needs_owner = true,
       .replies = true, .fn = h_get_vring_base),
     H(VU_SET_VRING_KICK, .size = SIZE_U64, .fds = FDS_VRING, .queue = QUEUE_U64,
@@ -687,16 +630,18 @@ const char *vu_request_name(uint32_t request) {
     return h ? h->name + strlen("VU_") : "unknown";
 }
 
-int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply) {
+int vu_dev_handle(VuDev *d, VuMsg *untrusted_msg, VuMsg *reply, bool *ret_has_reply) {
     const VuHandler *h;
     int r;
 
     *ret_has_reply = false;
-    r = vu_msg_validate(d, m);
+    r = vu_msg_validate(d, untrusted_msg);
     if (r < 0) {
-        vu_msg_close_fds(m);
+        vu_msg_close_fds(untrusted_msg);
         return r;
     }
+    /* Validated, and in our own memory: the frontend cannot change it. */
+    VuMsg *m = untrusted_msg;
     h = handler_for(m->hdr.request);
 
     memset(&reply->hdr, 0, sizeof(reply->hdr));
@@ -707,7 +652,11 @@ int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply) {
     /* NEED_REPLY is read before the handler: SET_PROTOCOL_FEATURES may
      * change whether REPLY_ACK is on, but this message asked already. */
     bool ack = !h->replies && (m->hdr.flags & VU_FLAG_NEED_REPLY);
-    r = h->fn(d, m, reply);
+    if (h->needs_stopped && msg_queue(d, m, h->queue)->started) {
+        r = -EBUSY; /* its walker was built from what this would change */
+    } else {
+        r = h->fn(d, m, reply);
+    }
     vu_msg_close_fds(m);
     if (h->replies) {
         *ret_has_reply = r >= 0;
@@ -719,15 +668,15 @@ int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply) {
 }
 
 int vu_dev_serve(VuDev *d, int sock) {
-    VuMsg m, reply;
+    VuMsg untrusted_msg, reply;
     bool has_reply;
     int r, k;
 
-    r = vu_msg_recv(sock, &m);
+    r = vu_msg_recv(sock, &untrusted_msg);
     if (r <= 0) {
         return r;
     }
-    r = vu_dev_handle(d, &m, &reply, &has_reply);
+    r = vu_dev_handle(d, &untrusted_msg, &reply, &has_reply);
     if (has_reply) {
         k = vu_msg_send(sock, &reply);
         if (k < 0 && r >= 0) {

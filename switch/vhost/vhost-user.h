@@ -6,7 +6,44 @@
  *
  * Every negative return from vu_dev_handle() or vu_dev_serve() means the
  * frontend broke the protocol or the device cannot go on: the caller drops
- * the connection (the frontend reconnects to a fresh device). */
+ * the connection (the frontend reconnects to a fresh device).
+ *
+ * Protocol notes:
+ * - Rings start on SET_VRING_KICK (a kick fd is required: we never poll)
+ *   and stop on GET_VRING_BASE, which reports the next avail index; their
+ *   set-up stays, so a new SET_VRING_KICK starts them again on the same
+ *   connection. With PROTOCOL_FEATURES acked a ring also needs
+ *   SET_VRING_ENABLE 1; without, it starts enabled. The enabled state
+ *   survives a stop: qemu 7.2 enables the rings when the device is
+ *   realized, before any SET_FEATURES, and not again when it starts them,
+ *   so SET_VRING_ENABLE is accepted whenever the device offers
+ *   PROTOCOL_FEATURES. qemu warns once that it does not use the CONFIG
+ *   protocol feature (crosvm does).
+ * - SET_MEM_TABLE while rings run moves them to the new mapping, all or
+ *   none.
+ * - GET_CONFIG honours any offset and size (crosvm reads the MAC byte by
+ *   byte); a read outside the config space gets an empty reply rather
+ *   than a disconnect.
+ * - GET_QUEUE_NUM answers the number of virtqueues, which is what crosvm
+ *   means (qemu means pairs, but neither asks without MQ).
+ * - RESET_OWNER stops and forgets every ring and the acked features.
+ * - Call fds are made non-blocking on arrival: a frontend that passes a
+ *   pipe or lets its eventfd saturate cannot block the backend (EAGAIN
+ *   means a notification is pending anyway).
+ *
+ * Known limits, for whoever builds on this:
+ * - vu_dev_serve() reads a whole message from a blocking socket: a
+ *   frontend that stops in the middle of a message stalls its own
+ *   process, no one else's (vm-switch replaces such a child at its next
+ *   ping).
+ * - Guest memory files are not sealed by qemu or crosvm: a frontend that
+ *   shrinks one after SET_MEM_TABLE turns our next access into SIGBUS.
+ *   That kills only the process serving that VM.
+ * - A chain of more than VQ_MAX_SEGS segments is treated as a violation;
+ *   Linux uses at most about 19 for a frame.
+ * - Call vu_dev_serve() only with no chain popped and not yet pushed: a
+ *   new memory table or a stop rebuilds the walkers from the next avail
+ *   index. */
 #pragma once
 
 #include <stdbool.h>
@@ -55,9 +92,13 @@ enum {
 #define VU_VRING_IDX_MASK 0xffu
 #define VU_VRING_NOFD_MASK 0x100u
 
-#define VU_MAX_QUEUES 8
-#define VU_MAX_FDS VU_MEM_MAX_REGIONS
-#define VU_CONFIG_MAX 256
+/* Limits a message is checked against (vu_msg_validate()). */
+#define VU_MAX_QUEUES 8               /* virtqueues a device may have */
+#define VU_MAX_FDS VU_MEM_MAX_REGIONS /* fds one message may carry */
+#define VU_CONFIG_MAX 256             /* bytes of config space */
+#define VU_VRING_BASE_MAX UINT16_MAX  /* split rings: a 16-bit index */
+/* GET_CONFIG flags: WRITABLE and LIVE_MIGRATION, the only ones defined. */
+#define VU_CONFIG_FLAGS_KNOWN UINT32_C(3)
 
 typedef struct __attribute__((packed)) VuMsgHdr {
     uint32_t request;
@@ -78,6 +119,9 @@ typedef struct VuVringAddr {
     uint64_t avail;
     uint64_t log;
 } VuVringAddr;
+
+/* SET_MEM_TABLE: nregions and padding, then nregions descriptors. */
+#define VU_MEM_TABLE_HDR_SIZE 8u
 
 typedef struct VuMemTable {
     uint32_t nregions;
@@ -112,10 +156,12 @@ typedef struct VuMsg {
     unsigned n_fds;
 } VuMsg;
 
-/* Receives one message from a blocking stream socket. 1 on success, 0 on
- * EOF before a message, negative errno otherwise (-EPIPE: EOF inside a
- * message; -EMSGSIZE: payload larger than any request has; -EPROTO: more
- * fds than any request carries). On failure every fd received is closed. */
+/* Receives one message from a blocking stream socket (proto's
+ * recv_exact_fds(), strict). 1 on success, 0 on EOF before a message,
+ * negative errno otherwise (-EPIPE: EOF inside a message; -EMSGSIZE:
+ * payload larger than any request has; -EPROTO: more fds than any request
+ * carries, or control data that is not fds). On failure every fd received
+ * is closed. */
 int vu_msg_recv(int sock, VuMsg *ret);
 /* Sends a reply (header and hdr.size payload bytes, no fds). */
 int vu_msg_send(int sock, const VuMsg *m);
@@ -140,14 +186,14 @@ void vu_dev_free(VuDev *d);
  * request, fd count for the request, queue index, ring size, ring
  * addresses, memory table, feature subsets, and what must have been
  * negotiated or set before. 0 or a negative errno; touches nothing. */
-int vu_msg_validate(const VuDev *d, const VuMsg *m);
+int vu_msg_validate(const VuDev *d, const VuMsg *untrusted);
 
 /* Validates m, then calls its handler from the dispatch table. The fds of
  * m are consumed (kept by the device or closed) whatever happens. When the
  * request has a reply (or asked for a REPLY_ACK), *reply is filled and
  * *ret_has_reply set; the reply may be sent even when this fails (a
  * negative REPLY_ACK). */
-int vu_dev_handle(VuDev *d, VuMsg *m, VuMsg *reply, bool *ret_has_reply);
+int vu_dev_handle(VuDev *d, VuMsg *untrusted_msg, VuMsg *reply, bool *ret_has_reply);
 
 /* The name of a request this backend serves ("SET_MEM_TABLE"), or
  * "unknown": for the caller's log lines. */

@@ -1,4 +1,10 @@
-/* Split virtqueue walker over untrusted guest rings. */
+/* Split virtqueue walker over untrusted guest rings.
+ *
+ * Everything in the rings is the guest's and may change under us: each
+ * shared field is read once into an untrusted_ local, checked, and only
+ * then used (the checks are vq.h's). A descriptor is copied whole before
+ * it is judged; its address and length become trusted only as a segment
+ * translated and clamped by vu-mem. */
 #include "vq.h"
 
 #include <endian.h>
@@ -111,28 +117,31 @@ typedef struct Desc {
 } Desc;
 
 /* One copy of a descriptor: the guest may rewrite it while we look. The
- * table may be unaligned (indirect tables), hence memcpy. */
-static void read_desc(const struct vring_desc *table, unsigned i, Desc *ret) {
+ * table may be unaligned (indirect tables), hence memcpy. Every field of
+ * the copy is still the guest's word. */
+static void read_desc(const struct vring_desc *table, unsigned i, Desc *ret_untrusted) {
     struct vring_desc raw;
     memcpy(&raw, &table[i], sizeof(raw));
     barrier();
-    ret->addr = le64toh(raw.addr);
-    ret->len = le32toh(raw.len);
-    ret->flags = le16toh(raw.flags);
-    ret->next = le16toh(raw.next);
+    ret_untrusted->addr = le64toh(raw.addr);
+    ret_untrusted->len = le32toh(raw.len);
+    ret_untrusted->flags = le16toh(raw.flags);
+    ret_untrusted->next = le16toh(raw.next);
 }
 
-/* Adds the buffer [addr, addr+len) to elem, split at region boundaries. */
-static int add_buffer(Vq *vq, VqElem *elem, uint64_t addr, uint32_t len, bool writable) {
+/* Adds the guest's buffer [addr, addr+len) to elem, split at region
+ * boundaries: what lands in elem is translated and clamped, trusted. */
+static int add_buffer(Vq *vq, VqElem *elem, uint64_t untrusted_addr, uint32_t untrusted_len,
+                      bool writable) {
     if (!writable && elem->n_in > 0) {
         /* Device-readable buffers must all come before writable ones. */
         return -EPROTO;
     }
-    uint64_t left = len;
+    uint64_t left = untrusted_len;
     while (left > 0) {
         void *p;
         uint64_t got;
-        if (vu_mem_gpa(vq->mem, addr, left, &p, &got) < 0) {
+        if (vu_mem_gpa(vq->mem, untrusted_addr, left, &p, &got) < 0) {
             return -EPROTO;
         }
         unsigned n = elem->n_out + elem->n_in;
@@ -148,11 +157,18 @@ static int add_buffer(Vq *vq, VqElem *elem, uint64_t addr, uint32_t len, bool wr
             elem->out_len += got;
         }
         left -= got;
-        addr += got; /* no overflow: the region held [addr, addr+got) */
+        untrusted_addr += got; /* no overflow: the region held [addr, addr+got) */
     }
     return 0;
 }
 
+/* Walks the chain starting at head (already checked < num) into elem.
+ * Each descriptor is copied once and judged on the copy: a chain visits
+ * each entry of its table at most once (more means a loop), an indirect
+ * table only where negotiated, alone in its chain, non-empty, a whole
+ * number of descriptors, no larger than the ring and inside one region;
+ * every next index stays inside its table. -EPROTO (or add_buffer's
+ * error) on the first violation. */
 static int walk_chain(Vq *vq, uint16_t head, VqElem *elem) {
     const struct vring_desc *table = vq->desc;
     unsigned table_len = vq->num;
@@ -167,49 +183,48 @@ static int walk_chain(Vq *vq, uint16_t head, VqElem *elem) {
     elem->n_out = elem->n_in = 0;
     elem->out_len = elem->in_len = 0;
     for (;;) {
-        Desc d;
-        /* A chain visits each entry of its table at most once; more
-         * means a loop. */
+        Desc untrusted;
         if (seen >= table_len) {
             return -EPROTO;
         }
         seen++;
-        read_desc(table, i, &d);
+        read_desc(table, i, &untrusted);
 
-        if (d.flags & VRING_DESC_F_INDIRECT) {
+        if (untrusted.flags & VRING_DESC_F_INDIRECT) {
             void *p;
-            if (!vq->indirect || in_indirect || (d.flags & VRING_DESC_F_NEXT) ||
+            if (!vq->indirect || in_indirect || (untrusted.flags & VRING_DESC_F_NEXT) ||
                 elem->n_out + elem->n_in > 0) {
                 return -EPROTO;
             }
-            if (d.len == 0 || d.len % sizeof(struct vring_desc) != 0 ||
-                d.len / sizeof(struct vring_desc) > vq->num) {
+            if (untrusted.len == 0 || untrusted.len % sizeof(struct vring_desc) != 0 ||
+                untrusted.len / sizeof(struct vring_desc) > vq->num) {
                 return -EPROTO;
             }
-            if (vu_mem_gpa_whole(vq->mem, d.addr, d.len, &p) < 0) {
+            if (vu_mem_gpa_whole(vq->mem, untrusted.addr, untrusted.len, &p) < 0) {
                 return -EPROTO;
             }
             table = p;
-            table_len = d.len / sizeof(struct vring_desc);
+            table_len = untrusted.len / sizeof(struct vring_desc);
             i = 0;
             seen = 0;
             in_indirect = true;
             continue;
         }
 
-        if (d.len > 0) {
-            int r = add_buffer(vq, elem, d.addr, d.len, d.flags & VRING_DESC_F_WRITE);
+        if (untrusted.len > 0) {
+            int r = add_buffer(vq, elem, untrusted.addr, untrusted.len,
+                               untrusted.flags & VRING_DESC_F_WRITE);
             if (r < 0) {
                 return r;
             }
         }
-        if (!(d.flags & VRING_DESC_F_NEXT)) {
+        if (!(untrusted.flags & VRING_DESC_F_NEXT)) {
             return 0;
         }
-        if (d.next >= table_len) {
+        if (untrusted.next >= table_len) {
             return -EPROTO;
         }
-        i = d.next;
+        i = untrusted.next;
     }
 }
 
@@ -218,19 +233,21 @@ int vq_pop(Vq *vq, VqElem *elem) {
         return vq->broken;
     }
     /* Acquire: the entries the driver published before idx are visible. */
-    uint16_t avail_idx = load16_acquire(&vq->avail->idx);
-    uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
+    uint16_t untrusted_avail_idx = load16_acquire(&vq->avail->idx);
+    uint16_t pending = (uint16_t)(untrusted_avail_idx - vq->last_avail);
     if (pending == 0) {
         return 0;
     }
+    /* More than a ring's worth of new entries: the index is made up. */
     if (pending > vq->num) {
         return vq_break(vq, -EPROTO);
     }
-    uint16_t head = load16(&vq->avail->ring[vq->last_avail & (vq->num - 1)]);
+    uint16_t untrusted_head = load16(&vq->avail->ring[vq->last_avail & (vq->num - 1)]);
     barrier();
-    if (head >= vq->num) {
+    if (untrusted_head >= vq->num) {
         return vq_break(vq, -EPROTO);
     }
+    uint16_t head = untrusted_head;
     int r = walk_chain(vq, head, elem);
     if (r < 0) {
         return vq_break(vq, r);
@@ -275,9 +292,11 @@ bool vq_need_notify(Vq *vq) {
     /* Our used->idx store must be ordered before reading what the driver
      * asked for, or both sides could miss each other. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* What the driver asked for only decides whether it gets an
+     * interrupt: any value of it is safe. */
     if (!vq->event_idx) {
-        uint16_t flags = load16(&vq->avail->flags);
-        return !(flags & VRING_AVAIL_F_NO_INTERRUPT);
+        uint16_t untrusted_flags = load16(&vq->avail->flags);
+        return !(untrusted_flags & VRING_AVAIL_F_NO_INTERRUPT);
     }
     uint16_t old = vq->signalled_used;
     uint16_t new = vq->used_idx;
@@ -287,8 +306,8 @@ bool vq_need_notify(Vq *vq) {
     if (!valid) {
         return true;
     }
-    uint16_t event = load16(used_event_ptr(vq));
-    return (uint16_t)(new - event - 1) < (uint16_t)(new - old);
+    uint16_t untrusted_used_event = load16(used_event_ptr(vq));
+    return (uint16_t)(new - untrusted_used_event - 1) < (uint16_t)(new - old);
 }
 
 void vq_disable_notify(Vq *vq) {
@@ -307,7 +326,8 @@ bool vq_enable_notify_after(Vq *vq, uint16_t seen) {
     }
     /* The flag must be visible before we look at avail->idx again. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return load16_acquire(&vq->avail->idx) != seen;
+    uint16_t untrusted_avail_idx = load16_acquire(&vq->avail->idx);
+    return untrusted_avail_idx != seen; /* only compared: any value is safe */
 }
 
 bool vq_enable_notify(Vq *vq) {
@@ -315,11 +335,16 @@ bool vq_enable_notify(Vq *vq) {
 }
 
 bool vq_has_avail(const Vq *vq) {
-    return !vq->broken && load16_acquire(&vq->avail->idx) != vq->last_avail;
+    return vq_avail_moved(vq, vq->last_avail);
 }
 
 bool vq_avail_moved(const Vq *vq, uint16_t seen) {
-    return !vq->broken && load16_acquire(&vq->avail->idx) != seen;
+    if (vq->broken) {
+        return false;
+    }
+    /* Only compared: vq_pop judges the index when it takes entries. */
+    uint16_t untrusted_avail_idx = load16_acquire(&vq->avail->idx);
+    return untrusted_avail_idx != seen;
 }
 
 unsigned vq_size(const Vq *vq) {

@@ -1,9 +1,17 @@
 /* Split virtqueue walker. The rings live in guest memory and the guest may
  * change them at any time: every shared field is read once into a local,
  * every index checked against the ring size, every chain bounded, every
- * buffer address translated and clamped to its memory region. The first
+ * buffer address translated and clamped to its memory region: head and
+ * next indexes below the ring size, a chain visits at most as many
+ * descriptors as its table has (no loops), indirect tables only when
+ * negotiated and bounded by the ring size, device-readable buffers before
+ * device-writable ones, buffers split at region boundaries. The first
  * violation marks the queue broken: every later call returns the same
- * error, and the caller treats the device as broken. */
+ * error, and the caller treats the device as broken.
+ *
+ * Notifications: EVENT_IDX or the flags, one used->idx publish per batch
+ * (vq_flush), and vq_enable_notify() looks again after arming, so that a
+ * kick is never lost. */
 #pragma once
 
 #include <stdbool.h>

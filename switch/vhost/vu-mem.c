@@ -1,4 +1,8 @@
-/* Guest memory mapping and address translation. */
+/* Guest memory mapping and address translation.
+ *
+ * The table is the frontend's until vu_mem_check_table() passed it; each
+ * region's fd must then cover what is mapped (fstat), so that no access
+ * inside a region can fault. Translations never cross a region's end. */
 #include "vu-mem.h"
 
 #include <errno.h>
@@ -22,20 +26,17 @@ struct VuMem {
     VuMemRegion r[VU_MEM_MAX_REGIONS];
 };
 
-/* Frontend addresses live in the lower half of a 64-bit address space. */
-#define VU_MEM_USER_LIMIT (UINT64_C(1) << 63)
-
 static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
     /* Both ends are known not to overflow. */
     return a < b + blen && b < a + alen;
 }
 
-int vu_mem_check_table(const VuMemRegionDesc *regions, size_t n) {
+int vu_mem_check_table(const VuMemRegionDesc *untrusted_regions, size_t n) {
     if (n == 0 || n > VU_MEM_MAX_REGIONS) {
         return -EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
-        const VuMemRegionDesc *d = &regions[i];
+        const VuMemRegionDesc *d = &untrusted_regions[i];
         uint64_t end;
         if (d->size == 0) {
             return -EINVAL;
@@ -47,7 +48,7 @@ int vu_mem_check_table(const VuMemRegionDesc *regions, size_t n) {
             return -EINVAL;
         }
         for (size_t j = 0; j < i; j++) {
-            const VuMemRegionDesc *o = &regions[j];
+            const VuMemRegionDesc *o = &untrusted_regions[j];
             if (ranges_overlap(d->guest_addr, d->size, o->guest_addr, o->size) ||
                 ranges_overlap(d->user_addr, d->size, o->user_addr, o->size)) {
                 return -EINVAL;
@@ -69,11 +70,13 @@ void vu_mem_free(VuMem *m) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(VuMem *, vu_mem_free);
 
-int vu_mem_new(const VuMemRegionDesc *regions, const int *fds, size_t n, VuMem **ret) {
-    int r = vu_mem_check_table(regions, n);
+int vu_mem_new(const VuMemRegionDesc *untrusted_regions, const int *fds, size_t n, VuMem **ret) {
+    int r = vu_mem_check_table(untrusted_regions, n);
     if (r < 0) {
         return r;
     }
+    /* Checked: the table is ours to use (it is in our own memory). */
+    const VuMemRegionDesc *regions = untrusted_regions;
     _cleanup_(vu_mem_freep) VuMem *m = calloc(1, sizeof(*m));
     if (!m) {
         return -ENOMEM;
@@ -108,20 +111,32 @@ int vu_mem_new(const VuMemRegionDesc *regions, const int *fds, size_t n, VuMem *
     return 0;
 }
 
+/* The region holding addr, a guest-physical address or (user) one of the
+ * frontend's, and addr's offset in it; NULL when no region does. */
+static const VuMemRegion *region_find(const VuMem *m, uint64_t addr, bool user, uint64_t *ret_off) {
+    for (size_t i = 0; i < m->n; i++) {
+        const VuMemRegion *g = &m->r[i];
+        uint64_t start = user ? g->user_addr : g->guest_addr;
+        if (addr >= start && addr - start < g->size) {
+            *ret_off = addr - start;
+            return g;
+        }
+    }
+    return NULL;
+}
+
 int vu_mem_gpa(const VuMem *m, uint64_t gpa, uint64_t len, void **ret_ptr, uint64_t *ret_len) {
+    uint64_t off;
     if (len == 0) {
         return -EINVAL;
     }
-    for (size_t i = 0; i < m->n; i++) {
-        const VuMemRegion *g = &m->r[i];
-        if (gpa >= g->guest_addr && gpa - g->guest_addr < g->size) {
-            uint64_t off = gpa - g->guest_addr;
-            *ret_ptr = g->host + off;
-            *ret_len = MIN(len, g->size - off);
-            return 0;
-        }
+    const VuMemRegion *g = region_find(m, gpa, false, &off);
+    if (!g) {
+        return -EFAULT;
     }
-    return -EFAULT;
+    *ret_ptr = g->host + off;
+    *ret_len = MIN(len, g->size - off);
+    return 0;
 }
 
 int vu_mem_gpa_whole(const VuMem *m, uint64_t gpa, uint64_t len, void **ret_ptr) {
@@ -139,21 +154,16 @@ int vu_mem_gpa_whole(const VuMem *m, uint64_t gpa, uint64_t len, void **ret_ptr)
 }
 
 int vu_mem_uva(const VuMem *m, uint64_t uva, uint64_t len, void **ret_ptr) {
+    uint64_t off;
     if (len == 0) {
         return -EINVAL;
     }
-    for (size_t i = 0; i < m->n; i++) {
-        const VuMemRegion *g = &m->r[i];
-        if (uva >= g->user_addr && uva - g->user_addr < g->size) {
-            uint64_t off = uva - g->user_addr;
-            if (len > g->size - off) {
-                return -EFAULT;
-            }
-            *ret_ptr = g->host + off;
-            return 0;
-        }
+    const VuMemRegion *g = region_find(m, uva, true, &off);
+    if (!g || len > g->size - off) {
+        return -EFAULT;
     }
-    return -EFAULT;
+    *ret_ptr = g->host + off;
+    return 0;
 }
 
 size_t vu_mem_n_regions(const VuMem *m) {

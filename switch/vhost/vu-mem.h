@@ -1,14 +1,21 @@
 /* Guest memory as a vhost-user frontend describes it (SET_MEM_TABLE): up to
  * VU_MEM_MAX_REGIONS regions, each an fd mapped here, with its guest
- * physical address and the frontend's own virtual address. Translations
- * are clamped to the region they start in. */
+ * physical address and the frontend's own virtual address. The table is
+ * checked before anything is mapped (sizes, 64-bit overflow, user
+ * addresses in the lower half, no overlap in guest or user space), each
+ * fd is fstat'ed to cover mmap_offset + size (no SIGBUS later), and
+ * translations are clamped to the region they start in. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/* Regions one table may hold (vhost-user's own limit without the
+ * CONFIGURE_MEM_SLOTS protocol feature). */
 #define VU_MEM_MAX_REGIONS 8
+/* Frontend addresses live in the lower half of a 64-bit address space. */
+#define VU_MEM_USER_LIMIT (UINT64_C(1) << 63)
 
 /* One region as the frontend sent it, not yet trusted. */
 typedef struct VuMemRegionDesc {
@@ -25,12 +32,12 @@ typedef struct VuMem VuMem;
  * (guest, user and file offset), user addresses in the lower half of the
  * address space, no two regions overlapping in guest or user space.
  * 0 or -EINVAL. */
-int vu_mem_check_table(const VuMemRegionDesc *regions, size_t n);
+int vu_mem_check_table(const VuMemRegionDesc *untrusted_regions, size_t n);
 
 /* Maps the n regions from their fds (the table must pass
  * vu_mem_check_table; each fd must be a regular file at least
  * mmap_offset + size long). The fds are not consumed. */
-int vu_mem_new(const VuMemRegionDesc *regions, const int *fds, size_t n, VuMem **ret);
+int vu_mem_new(const VuMemRegionDesc *untrusted_regions, const int *fds, size_t n, VuMem **ret);
 void vu_mem_free(VuMem *m);
 
 /* Guest physical address -> pointer. The length that is mapped

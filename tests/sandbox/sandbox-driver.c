@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "switch/net/confine.h"
 #include "switch/sandbox/sandbox.h"
 #include "util.h"
 
@@ -46,8 +47,8 @@ typedef struct Options {
     const char *config_dir;
     const char *socket_dir;
     const char *command;
-    int child_fd;   /* --child FD: the re-executed child */
-    int print_role; /* --print-seccomp ROLE */
+    int child_fd;                    /* --child FD: the re-executed child */
+    const FilterTable *print_filter; /* --print-seccomp ROLE */
 } Options;
 
 static void out(const char *fmt, ...) _printf_(1, 2);
@@ -89,7 +90,7 @@ static int child_main(const Options *o) {
     }
     int self = proc_self_pid();
     if (!o->no_sandbox) {
-        int r = sandbox_lockdown_child(o->mode);
+        int r = confine_lockdown_child(o->mode);
         if (r < 0) {
             return log_error_errno(r, "child: lockdown: %m");
         }
@@ -273,7 +274,7 @@ static int inspect(const Options *o, int exe_fd) {
     print_file_lines("hostname", "/proc/sys/kernel/hostname");
     print_mounts();
     print_dir("root", "/", false);
-    print_dir("config", o->no_sandbox ? o->config_dir : SANDBOX_CONFIG_DIR, false);
+    print_dir("config", o->no_sandbox ? o->config_dir : VM_SWITCH_CONFIG_DIR, false);
     print_netdevs();
     pid_t pid;
     _cleanup_close_ int ctl = -EBADF;
@@ -367,7 +368,7 @@ static int parse(int argc, char **argv, Options *o) {
         {"print-seccomp", required_argument, NULL, OPT_PRINT},
         {},
     };
-    *o = (Options){.mode = FILTER_KILL, .child_fd = -1, .print_role = -1};
+    *o = (Options){.mode = FILTER_KILL, .child_fd = -1};
     int c, r;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) >= 0) {
         switch (c) {
@@ -396,17 +397,16 @@ static int parse(int argc, char **argv, Options *o) {
             o->child_fd = atoi(optarg);
             break;
         case OPT_PRINT:
-            r = filter_role_from_string(optarg);
-            if (r < 0) {
+            o->print_filter = confine_role(optarg);
+            if (!o->print_filter) {
                 return -EINVAL;
             }
-            o->print_role = r;
             break;
         default:
             return -EINVAL;
         }
     }
-    if (o->child_fd >= 0 || o->print_role >= 0) {
+    if (o->child_fd >= 0 || o->print_filter) {
         return 0;
     }
     if (optind != argc - 1 || !o->config_dir || !o->socket_dir) {
@@ -429,21 +429,15 @@ int main(int argc, char **argv) {
                         "--config-dir DIR --socket-dir DIR inspect|serve\n");
         return 2;
     }
-    if (o.print_role >= 0) {
-        filter_print((FilterRole)o.print_role, stdout);
+    if (o.print_filter) {
+        filter_print(o.print_filter, stdout);
         return 0;
     }
     if (o.child_fd >= 0) {
         return child_main(&o) < 0 ? 1 : 0;
     }
     if (!o.no_sandbox) {
-        SandboxOptions so = {
-            .config_dir = o.config_dir,
-            .socket_dir = o.socket_dir,
-            .user = o.user,
-            .filter_mode = o.mode,
-        };
-        int r = sandbox_enter(&so);
+        int r = confine_enter(o.config_dir, o.socket_dir, o.user, o.mode);
         if (r < 0) {
             log_error_errno(r, "Failed to enter the sandbox: %m");
             return 1;

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "switch/net/confine.h"
 #include "switch/sandbox/filter.h"
 #include "util.h"
 
@@ -315,7 +316,7 @@ static void prepare(Prep *p) {
 }
 
 /* In the forked process: set up, filter, call, report. */
-static _noreturn_ void try_one(const Call *c, FilterRole role, FilterMode mode) {
+static _noreturn_ void try_one(const Call *c, const FilterTable *role, FilterMode mode) {
     Prep p;
     prepare(&p);
     current = c->name;
@@ -327,8 +328,8 @@ static _noreturn_ void try_one(const Call *c, FilterRole role, FilterMode mode) 
     }
     /* A child runs under the main's filter and adds its own. */
     int r = 0;
-    if (role == FILTER_ROLE_CHILD) {
-        r = filter_apply(FILTER_ROLE_MAIN, mode);
+    if (role == &vm_switch_child_filter) {
+        r = filter_apply(&vm_switch_main_filter, mode);
     }
     if (r >= 0) {
         r = filter_apply(role, mode);
@@ -346,7 +347,7 @@ static _noreturn_ void try_one(const Call *c, FilterRole role, FilterMode mode) 
     _exit(0);
 }
 
-static int run(const Call *c, FilterRole role, FilterMode mode) {
+static int run(const Call *c, const FilterTable *role, FilterMode mode) {
     pid_t pid = fork();
     if (pid < 0) {
         return -errno;
@@ -387,9 +388,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: try-syscall ROLE MODE CALL...\n");
         return 2;
     }
-    int role = filter_role_from_string(argv[1]);
+    const FilterTable *role = confine_role(argv[1]);
     int mode = filter_mode_from_string(argv[2]);
-    if (role < 0 || mode < 0) {
+    if (!role || mode < 0) {
         fprintf(stderr, "try-syscall: unknown role or mode\n");
         return 2;
     }
@@ -404,7 +405,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "try-syscall: unknown call %s\n", argv[i]);
             return 2;
         }
-        if (run(c, role, mode) < 0) {
+        if (run(c, role, (FilterMode)mode) < 0) {
             return 1;
         }
     }

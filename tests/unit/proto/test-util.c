@@ -364,6 +364,136 @@ static void test_recv_closes_extra_fds(void **state) {
     assert_int_equal(read(p[0], buf, 1), 0);
 }
 
+/* Strict mode: a message with one fd too many, control data the caller
+ * did not ask for or more bytes than the buffer is refused whole, and
+ * nothing it brought stays open. */
+static void test_recv_fds_strict(void **state) {
+    _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
+    _cleanup_close_pair_ int p[2] = {-EBADF, -EBADF};
+    char buf[4];
+    int fds[RECV_FDS_MAX];
+    size_t count = 0;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    int three[3] = {p[1], p[1], p[1]};
+    int many[8] = {p[1], p[1], p[1], p[1], p[1], p[1], p[1], p[1]};
+    int before = count_fds();
+
+    /* Nothing there yet: a non-blocking receive says so. */
+    assert_int_equal(
+        recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, RECV_FDS_STRICT | RECV_FDS_NONBLOCK),
+        -EAGAIN);
+
+    /* As many as allowed: kept, close-on-exec. */
+    send_fds(sv[0], "ab", 2, three, 2);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, RECV_FDS_STRICT), 2);
+    assert_int_equal(count, 2);
+    assert_true(fcntl(fds[0], F_GETFD) & FD_CLOEXEC);
+    assert_true(fcntl(fds[1], F_GETFD) & FD_CLOEXEC);
+    fds[0] = safe_close(fds[0]);
+    fds[1] = safe_close(fds[1]);
+    count = 0;
+    assert_int_equal(count_fds(), before);
+
+    /* One more than allowed: refused, all closed. */
+    send_fds(sv[0], "cd", 2, three, 3);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, RECV_FDS_STRICT), -EBADMSG);
+    assert_int_equal(count, 0);
+    assert_int_equal(count_fds(), before);
+
+    /* Far more than the kernel buffer takes: truncated, refused. */
+    send_fds(sv[0], "ef", 2, many, 8);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, RECV_FDS_STRICT), -EBADMSG);
+    assert_int_equal(count_fds(), before);
+
+    /* The fds of earlier calls stay the caller's: only this call's go. */
+    send_fds(sv[0], "g", 1, three, 1);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, RECV_FDS_STRICT), 1);
+    send_fds(sv[0], "h", 1, three, 2);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, RECV_FDS_STRICT), -EBADMSG);
+    assert_int_equal(count, 1);
+    assert_int_equal(count_fds(), before + 1);
+    fds[0] = safe_close(fds[0]);
+    count = 0;
+
+    /* A datagram longer than the buffer: refused with its fd in strict
+     * mode, cut short without it. */
+    send_fds(sv[0], "abcdefgh", 8, three, 1);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, RECV_FDS_STRICT), -EBADMSG);
+    assert_int_equal(count_fds(), before);
+    send_fds(sv[0], "abcdefgh", 8, three, 1);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, 0), (ssize_t)sizeof(buf));
+    assert_int_equal(count, 1);
+    fds[0] = safe_close(fds[0]);
+    count = 0;
+
+    /* Control data other than fds (credentials, which the sender may
+     * attach once the receiver asks for them). */
+    int on = 1;
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)), 0);
+    assert_int_equal(send(sv[0], "i", 1, 0), 1);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, RECV_FDS_STRICT), -EBADMSG);
+    assert_int_equal(send(sv[0], "j", 1, 0), 1);
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, 2, &count, 0), 1);
+    assert_int_equal(count, 0);
+
+    /* A caller asking for more than the helper holds. */
+    assert_int_equal(recv_fds(sv[1], buf, sizeof(buf), fds, RECV_FDS_MAX + 1, &count, 0), -EINVAL);
+    assert_int_equal(count_fds(), before);
+}
+
+/* Exact reads with fds: the bytes come in several parts, each with fds;
+ * all are gathered, and the limit counts over the whole read. */
+static void test_recv_exact_fds(void **state) {
+    _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
+    _cleanup_close_pair_ int p[2] = {-EBADF, -EBADF};
+    char buf[8];
+    int fds[4];
+    size_t count = 0;
+    bool eof = true;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    int two[2] = {p[1], p[1]};
+    int before = count_fds();
+
+    send_fds(sv[0], "abc", 3, two, 1);
+    send_fds(sv[0], "defgh", 5, two, 2);
+    assert_int_equal(recv_exact_fds(sv[1], buf, 8, fds, 4, &count, RECV_FDS_STRICT, &eof), 0);
+    assert_false(eof);
+    assert_memory_equal(buf, "abcdefgh", 8);
+    assert_int_equal(count, 3);
+    assert_int_equal(count_fds(), before + 3);
+    while (count > 0) {
+        count--;
+        fds[count] = safe_close(fds[count]);
+    }
+
+    /* Over the limit in the second part: that part's fds are closed, the
+     * first part's are left to the caller. */
+    send_fds(sv[0], "abc", 3, two, 2);
+    send_fds(sv[0], "defgh", 5, two, 2);
+    assert_int_equal(recv_exact_fds(sv[1], buf, 8, fds, 3, &count, RECV_FDS_STRICT, NULL),
+                     -EBADMSG);
+    assert_int_equal(count, 2);
+    assert_int_equal(count_fds(), before + 2);
+    while (count > 0) {
+        count--;
+        fds[count] = safe_close(fds[count]);
+    }
+    /* What that part carried is gone with it; start clean. */
+    char rest[8];
+    (void)recv(sv[1], rest, sizeof(rest), MSG_DONTWAIT);
+
+    /* EOF: before anything, a clean end; in the middle, -EPIPE. */
+    assert_int_equal(send(sv[0], "xy", 2, 0), 2);
+    sv[0] = safe_close(sv[0]);
+    assert_int_equal(recv_exact_fds(sv[1], buf, 4, fds, 4, &count, 0, &eof), -EPIPE);
+    assert_int_equal(recv_exact_fds(sv[1], buf, 4, fds, 4, &count, 0, &eof), 0);
+    assert_true(eof);
+    assert_int_equal(count, 0);
+    assert_int_equal(count_fds(), before - 1); /* sv[0] is closed */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_uint),
@@ -378,6 +508,8 @@ int main(void) {
         cmocka_unit_test(test_send_recv_one_fd),
         cmocka_unit_test(test_sendmsg_fds),
         cmocka_unit_test(test_recv_closes_extra_fds),
+        cmocka_unit_test(test_recv_fds_strict),
+        cmocka_unit_test(test_recv_exact_fds),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -141,7 +141,7 @@ static void test_publish_per_batch(void **state) {
     assert_int_equal(*u32_at(f, OFF_HEAD), 2);
     assert_int_equal(ring_consumer_peek(f->c, &fr), 1);
     assert_int_equal(fr.len, 3);
-    assert_int_equal(fr.flags, 7);
+    assert_int_equal(fr.untrusted_flags, 7);
     assert_memory_equal(fr.data, "one", 3);
     /* Peek again: the same frame until next. */
     assert_int_equal(ring_consumer_peek(f->c, &fr), 1);

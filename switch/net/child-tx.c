@@ -1,0 +1,191 @@
+/* Guest TX: guest -> policy -> rings. */
+#include "child-tx.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+
+#include "child-rings.h"
+#include "child-vhost.h"
+#include "log.h"
+#include "util.h"
+
+/* Copies the frame of the chain in hand (past the virtio-net header) into
+ * c->frame. Its length, or a drop reason as a negative CtlDrop - 1. */
+static long gather_frame(Child *c, size_t hdr) {
+    const VqElem *e = &c->elem;
+    if (e->out_len < hdr) {
+        return -(long)CTL_DROP_MALFORMED - 1;
+    }
+    if (e->out_len - hdr > RING_FRAME_MAX) {
+        return -(long)CTL_DROP_OVERSIZE - 1;
+    }
+    size_t skip = hdr, done = 0;
+    for (unsigned i = 0; i < e->n_out; i++) {
+        const uint8_t *b = e->seg[i].base;
+        size_t len = e->seg[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        b += skip;
+        len -= skip;
+        skip = 0;
+        memcpy(c->frame + done, b, len);
+        done += len;
+    }
+    return (long)done;
+}
+
+/* The ring towards port is full: let its consumer see what we have, then
+ * wait (a client) or give it a moment (the router). A slot, or -ENOBUFS
+ * (the router drops), -EAGAIN (a client waits) or -EPROTO (broken). */
+static int slot_when_full(Child *c, unsigned port, void **ret_slot) {
+    Peer *p = &c->peer[port];
+    /* The guest learns first that those chains are done: a crash between
+     * the two then loses frames rather than sending them twice (a new
+     * child would take the chains again from the last used index). */
+    if (p->out_dirty) {
+        Vq *tx = c->dev ? vu_dev_queue(c->dev, VU_NET_TX) : NULL;
+        if (tx) {
+            vq_flush(tx);
+        }
+        publish_ring(p);
+    }
+    if (c->role == VM_ROLE_CLIENT) {
+        if (ring_producer_prepare_wait(p->out.ring)) {
+            c->tx_blocked = true;
+            c->tx_blocked_on = port;
+            return -EAGAIN;
+        }
+    } else {
+        /* The router does not wait for one client: one yield for its
+         * consumer to run, then the frame is dropped. */
+        sched_yield();
+    }
+    int r = ring_producer_slot(p->out.ring, ret_slot);
+    if (r == -ENOBUFS && c->role == VM_ROLE_CLIENT) {
+        /* prepare_wait saw room, then it was gone: not possible with one
+         * producer, but never spin on it. */
+        c->work_pending = true;
+        return -EAGAIN;
+    }
+    return r;
+}
+
+/* Puts the frame into the ring towards port. 1: queued; 0: dropped
+ * (counted); -EAGAIN: a client's ring to the router is full and the caller
+ * must leave the frame in the guest's queue. */
+static int forward_to(Child *c, unsigned port, size_t len) {
+    Peer *p = &c->peer[port];
+    void *slot;
+    if (!p->out.ring) {
+        c->counters.drops[CTL_DROP_PEER_DOWN]++;
+        return 0;
+    }
+    if (p->out_full) {
+        goto full;
+    }
+    int r = ring_producer_slot(p->out.ring, &slot);
+    if (r == -ENOBUFS) {
+        r = slot_when_full(c, port, &slot);
+        if (r == -EAGAIN) {
+            return r;
+        }
+        if (r == -ENOBUFS) {
+            p->out_full = true;
+            goto full;
+        }
+    }
+    if (r < 0) {
+        log_warning("%s: ring towards port %u is broken: dropping it", c->name, port);
+        peer_ring_drop(c, port, false);
+        c->counters.drops[CTL_DROP_PEER_DOWN]++;
+        return 0;
+    }
+    memcpy(slot, c->frame, len);
+    if (ring_producer_commit(p->out.ring, (uint32_t)len, 0) < 0) {
+        c->counters.drops[CTL_DROP_PEER_DOWN]++;
+        return 0;
+    }
+    p->out_dirty = true;
+    return 1;
+full:
+    /* Counted against the destination (the main process adds it there). */
+    c->ring_full_to[port]++;
+    return 0;
+}
+
+/* Routes the chain in hand. false when a client's ring is full and the
+ * chain must go back to the guest's queue. */
+static bool route_chain(Child *c, size_t hdr) {
+    long len = gather_frame(c, hdr);
+    if (len < 0) {
+        c->counters.drops[-len - 1]++;
+        return true;
+    }
+    uint64_t mask = 0;
+    PolicyDrop reason;
+    int k = policy_route(c->policy, c->port, c->frame, (size_t)len, &mask, &reason);
+    if (k == 0) {
+        c->counters.drops[reason]++;
+    }
+    for (unsigned d = 0; k > 0 && d < CTL_MAX_PORTS; d++) {
+        if (!(mask & (1ull << d))) {
+            continue;
+        }
+        if (forward_to(c, d, (size_t)len) == -EAGAIN) {
+            /* Only a client blocks, and a client has one destination:
+             * nothing was queued for this frame. */
+            return false;
+        }
+    }
+    return true;
+}
+
+void process_tx(Child *c) {
+    Vq *tx = c->dev ? vu_dev_queue(c->dev, VU_NET_TX) : NULL;
+    if (!tx || c->tx_blocked) {
+        return;
+    }
+    size_t hdr = net_hdr_len(c);
+    unsigned n = 0;
+    bool pushed = false;
+    vq_disable_notify(tx);
+    while (n < BUDGET) {
+        int r = vq_pop(tx, &c->elem);
+        if (r < 0) {
+            /* What this round queued for the peers still goes to them. */
+            publish_rings(c);
+            device_broken(c, "transmit", r);
+            return;
+        }
+        if (r == 0) {
+            break; /* kicks are asked for only before sleeping: arm_wakeups() */
+        }
+        n++;
+        if (!route_chain(c, hdr)) {
+            (void)vq_rewind(tx, 1);
+            break;
+        }
+        c->counters.rx_frames++;
+        c->counters.rx_bytes += c->elem.out_len - MIN(c->elem.out_len, hdr);
+        if (vq_push(tx, c->elem.head, 0) < 0) {
+            publish_rings(c);
+            device_broken(c, "transmit", -EINVAL);
+            return;
+        }
+        pushed = true;
+    }
+    if (pushed) {
+        vq_flush(tx);
+        guest_notify(c, VU_NET_TX, tx);
+    }
+    publish_rings(c);
+    if (n > 0) {
+        c->moved = true;
+    }
+    if (n >= BUDGET) {
+        c->work_pending = true;
+    }
+}
