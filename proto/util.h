@@ -2,6 +2,7 @@
  * time helpers. */
 #pragma once
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -73,6 +74,9 @@ static inline void close_pairp(int (*p)[2]) {
             func(*p);                                                                              \
         }                                                                                          \
     }
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
+#define _cleanup_closedir_ _cleanup_(closedirp)
 
 static inline uint64_t now_usec(clockid_t clock) {
     struct timespec ts;
