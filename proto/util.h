@@ -133,6 +133,12 @@ ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd);
  * on -EBADMSG (truncated control data) this call's fds are closed. */
 ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count);
 
+/* Frees a NULL-terminated array of strings (an argv, an environment) and
+ * each of its strings. NULL is fine. */
+void strv_free(char **v);
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free)
+#define _cleanup_strv_free_ _cleanup_(strv_freep)
+
 /* The value of one hex digit, or -1. */
 int unhexchar(char c);
 
