@@ -367,7 +367,7 @@ static void start_wait_guest(Lifecycle *l) {
 /* The steps in order; the console only without --foreground (then the
  * serial console is our terminal). */
 int lifecycle_start(Lifecycle *l, ErrorText *err) {
-    _cleanup_(vmm_argv_freep) char **argv = NULL;
+    _cleanup_strv_free_ char **argv = NULL;
     _cleanup_close_ int console_fd = -EBADF;
     int r;
 
@@ -516,7 +516,7 @@ static void on_stop_command_exit(void *userdata, const siginfo_t *si) {
  * environment and /dev/null for stdin. */
 static int spawn_stop_command(Lifecycle *l) {
     Agent *a = l->agent;
-    _cleanup_(vmm_argv_freep) char **argv = NULL;
+    _cleanup_strv_free_ char **argv = NULL;
     _cleanup_close_ int null = -EBADF;
     int r;
 
