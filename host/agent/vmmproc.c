@@ -73,7 +73,7 @@ int vmm_environ(char *const *from, const char *const *extra, size_t n_extra, int
     for (char *const *e = from; *e; e++) {
         max++;
     }
-    _cleanup_(vmm_argv_freep) char **env = calloc(max + 1, sizeof(char *));
+    _cleanup_strv_free_ char **env = calloc(max + 1, sizeof(char *));
     if (!env) {
         return -ENOMEM;
     }
@@ -287,7 +287,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(VmmProc *, vmm_proc_free)
 int vmm_proc_spawn(sd_event *e, const VmmProcSpec *spec, VmmProcExitFn on_exit, void *userdata,
                    VmmProc **ret, ErrorText *err) {
     extern char **environ;
-    _cleanup_(vmm_argv_freep) char **env = NULL;
+    _cleanup_strv_free_ char **env = NULL;
     _cleanup_close_ int err_fd = -EBADF;
     bool err_journal = false;
     int r;

@@ -72,7 +72,7 @@ void vmm_proc_reap(VmmProc *p, bool block);
 void vmm_proc_free(VmmProc *p);
 
 /* The environment above, from `from` (our environ): a NULL-terminated
- * array to free with vmm_argv_free(). journal_fd >= 0 is the journal
+ * array to free with strv_free(). journal_fd >= 0 is the journal
  * stream that will be its stderr (JOURNAL_STREAM names it); -1 for none. */
 int vmm_environ(char *const *from, const char *const *extra, size_t n_extra, int journal_fd,
                 char ***ret);

@@ -50,7 +50,7 @@ static void test_environ_allowlist(void **state) {
     assert_string_equal(env[0], "PATH=/p");
     assert_string_equal(env[1], "TZ=UTC");
     assert_string_equal(env[2], "WAYLAND_DISPLAY=w");
-    vmm_argv_free(env);
+    strv_free(env);
 }
 
 static void test_environ_default_path(void **state) {
@@ -61,7 +61,7 @@ static void test_environ_default_path(void **state) {
     assert_int_equal(strv_len(env), 2);
     assert_string_equal(env[0], "DISPLAY=:0");
     assert_string_equal(env[1], "PATH=" VMM_ENV_DEFAULT_PATH);
-    vmm_argv_free(env);
+    strv_free(env);
 }
 
 /* --vmm-env NAME is that name exactly; PREFIX* every name starting with
@@ -78,7 +78,7 @@ static void test_environ_extra(void **state) {
     assert_string_equal(env[1], "PFX_A=a");
     assert_string_equal(env[2], "PFX_=b");
     assert_string_equal(env[3], "PATH=/p");
-    vmm_argv_free(env);
+    strv_free(env);
 }
 
 /* Its stderr is a journal stream: JOURNAL_STREAM names that stream. */
@@ -96,7 +96,7 @@ static void test_environ_journal(void **state) {
     assert_int_equal(strv_len(env), 2);
     assert_string_equal(env[0], "PATH=/p");
     assert_string_equal(env[1], want);
-    vmm_argv_free(env);
+    strv_free(env);
     close(fd);
 }
 
