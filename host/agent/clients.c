@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "acceptor.h"
 #include "guestcall.h"
 #include "handoff.h"
 #include "idle.h"
@@ -64,8 +65,7 @@ struct Client {
 struct Clients {
     Agent *agent;
     Client *list;
-    sd_event_source *listen_src;
-    sd_event_source *accept_pause; /* re-enables accepting after EMFILE */
+    Acceptor *acceptor;
 };
 
 static const char *vm_state_name(VmState s) {
@@ -607,44 +607,19 @@ static int clients_accept_one(Clients *cs, int fd) {
     return 1;
 }
 
-static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
-    Clients *cs = userdata;
-    return sd_event_source_set_enabled(cs->listen_src, SD_EVENT_ON);
-}
-
-/* Out of fds: stop accepting for a moment instead of spinning on a
- * listening socket that stays readable. */
-static void clients_pause_accepting(Clients *cs) {
-    int r = sd_event_source_set_enabled(cs->listen_src, SD_EVENT_OFF);
-    if (r >= 0) {
-        r = agent_timer_in(cs->agent, &cs->accept_pause, CLIENT_ACCEPT_PAUSE_USEC, on_accept_resume,
-                           cs);
-    }
-    if (r < 0) {
-        log_error_errno(r, "Cannot pause accepting: %m");
-    }
-}
-
-static int on_listen_io(sd_event_source *s, int lfd, uint32_t revents, void *userdata) {
+static void on_accept(void *userdata, int fd) {
     Clients *cs = userdata;
 
-    for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) {
-                continue;
-            }
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_warning_errno(-errno, "Cannot accept a client, pausing: %m");
-                clients_pause_accepting(cs);
-            } else if (errno != EAGAIN) {
-                log_warning_errno(-errno, "accept() failed: %m");
-            }
-            return 0;
+    if (fd < 0) {
+        if (acceptor_paused(cs->acceptor)) {
+            log_warning_errno(fd, "Cannot accept a client, pausing: %m");
+        } else if (fd != -ECONNABORTED) {
+            log_warning_errno(fd, "accept() failed: %m");
         }
-        if (clients_accept_one(cs, fd) <= 0) {
-            safe_close(fd);
-        }
+        return;
+    }
+    if (clients_accept_one(cs, fd) <= 0) {
+        safe_close(fd);
     }
 }
 
@@ -654,7 +629,7 @@ int clients_new(Agent *a, int listen_fd, Clients **ret) {
         return -ENOMEM;
     }
     cs->agent = a;
-    int r = sd_event_add_io(a->event, &cs->listen_src, listen_fd, EPOLLIN, on_listen_io, cs);
+    int r = acceptor_new(a->event, listen_fd, on_accept, cs, &cs->acceptor);
     if (r < 0) {
         free(cs);
         return r;
@@ -670,8 +645,7 @@ void clients_free(Clients *cs) {
     while (cs->list) {
         client_free(cs->list);
     }
-    sd_event_source_disable_unref(cs->accept_pause);
-    sd_event_source_disable_unref(cs->listen_src);
+    acceptor_free(cs->acceptor);
     free(cs);
 }
 

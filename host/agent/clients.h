@@ -43,8 +43,6 @@
 #define CLIENT_HANDSHAKE_TIMEOUT_USEC (30 * USEC_PER_SEC)
 /* HostStatus asks the guest agent for its live sessions this long. */
 #define CLIENT_STATUS_TIMEOUT_USEC (500 * 1000ULL)
-/* Out of fds: accepting pauses this long. */
-#define CLIENT_ACCEPT_PAUSE_USEC (200 * 1000ULL)
 
 /* Accepts clients on listen_fd (which stays the caller's). */
 int clients_new(Agent *a, int listen_fd, Clients **ret);
