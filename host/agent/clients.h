@@ -11,10 +11,12 @@
  *   HostStatusRequest HostStatus, with the guest agent's live sessions
  *   HostStart         HostStatus once the guest agent answers
  *   HostStop          HostStopped once the VMM has exited
- * Frames are decoded and validated by proto/wire.c before any handler
- * sees them; a frame that fails, or a request out of order, gets an Error
- * and that client is closed. A client that says nothing useful within
- * CLIENT_HANDSHAKE_TIMEOUT_USEC, or does not read its reply, is dropped.
+ * Each client is a connection on the engine (proto/conn.h): frames are
+ * decoded and validated by proto/wire.c before any handler sees them; a
+ * frame that fails, or a request out of order (during a lease too), gets
+ * an Error and that client is closed. A client that says nothing useful
+ * within CLIENT_HANDSHAKE_TIMEOUT_USEC, or does not read its last reply
+ * as long, is dropped.
  *
  * HostStatus: live_sessions is the guest agent's Status, asked for at
  * most CLIENT_STATUS_TIMEOUT_USEC when the VM runs (0 otherwise or
