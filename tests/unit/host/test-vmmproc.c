@@ -170,6 +170,23 @@ static void test_exit_status(void **state) {
     assert_int_equal(run.si.si_status, 3);
 }
 
+/* Records about the process carry its pid as a journal field, and no
+ * prefix: their text stays what the caller wrote. */
+static void test_log_context(void **state) {
+    VmmProcSpec spec = {.in = -1, .out = -1};
+    char want[64];
+    sd_event *e = NULL;
+    Run run;
+
+    spawn_sh("exit 0", &spec, &run, &e);
+    const LogContext *ctx = vmm_proc_log(run.proc);
+    snprintf(want, sizeof(want), "QUBES_LITE_PID=%d", (int)vmm_proc_pid(run.proc));
+    assert_string_equal(ctx->prefix, "");
+    assert_int_equal(ctx->n_fields, 1);
+    assert_string_equal(ctx->fields[0], want);
+    wait_exit(&run, e);
+}
+
 /* No fd of ours but its stdio, close-on-exec or not; only the variables
  * it may have. */
 static void test_fds_and_environment(void **state) {
@@ -281,7 +298,7 @@ int main(void) {
         cmocka_unit_test(test_environ_extra),     cmocka_unit_test(test_environ_journal),
         cmocka_unit_test(test_exit_status),       cmocka_unit_test(test_fds_and_environment),
         cmocka_unit_test(test_kill_group),        cmocka_unit_test(test_no_own_group),
-        cmocka_unit_test(test_stderr_relayed),
+        cmocka_unit_test(test_stderr_relayed),    cmocka_unit_test(test_log_context),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
