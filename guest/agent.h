@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "acceptor.h"
 #include "idle.h"
 #include "users.h"
 
@@ -33,11 +34,10 @@ typedef struct Agent {
     AgentOptions opt;
     Idle idle;
     sd_event_source *idle_timer;
-    sd_event_source *listen_src;
+    Acceptor *acceptor;
     unsigned n_conns;
     Session *sessions;
     bool powering_off;
-    bool accept_paused;
     UserCache *users; /* root only: the users programs run as */
 } Agent;
 

@@ -198,29 +198,9 @@ int agent_power_off(Agent *a, const char *why) {
 
 /* ---- accepting ---------------------------------------------------------------- */
 
+/* Accepting stops while AGENT_CONN_MAX connections are open. */
 static void agent_update_listen(Agent *a) {
-    bool on = a->n_conns < AGENT_CONN_MAX && !a->accept_paused;
-    (void)sd_event_source_set_enabled(a->listen_src, on ? SD_EVENT_ON : SD_EVENT_OFF);
-}
-
-static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
-    Agent *a = userdata;
-    a->accept_paused = false;
-    agent_update_listen(a);
-    return 0;
-}
-
-/* Out of fds or memory: a level-triggered listener would spin, so stop
- * accepting for a moment; sessions ending free what we need. */
-static void agent_pause_accept(Agent *a) {
-    if (a->accept_paused) {
-        return;
-    }
-    int r = sd_event_add_time_relative(a->event, NULL, CLOCK_MONOTONIC, 250000, 10000,
-                                       on_accept_resume, a);
-    if (r >= 0) {
-        a->accept_paused = true;
-    }
+    acceptor_hold(a->acceptor, a->n_conns >= AGENT_CONN_MAX);
 }
 
 void agent_conn_closed(Agent *a) {
@@ -296,37 +276,28 @@ static void agent_refuse(int fd, const char *why) {
     conn_refuse_fd(fd, WIRE_ERR_DENIED, "permission denied");
 }
 
-static int on_accept(sd_event_source *src, int lfd, uint32_t revents, void *userdata) {
+static void on_accept(void *userdata, int fd) {
     Agent *a = userdata;
 
-    while (a->n_conns < AGENT_CONN_MAX) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                break;
-            }
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_warning_errno(-errno, "Failed to accept a connection: %m");
-                agent_pause_accept(a);
-                break;
-            }
-            log_debug_errno(-errno, "Failed to accept a connection: %m"); /* ECONNABORTED ... */
-            continue;
-        }
-        ErrorText err = {};
-        uint64_t peer = 0;
-        int r = agent_check_peer(a, fd, &peer, &err);
-        if (r < 0) {
-            agent_refuse(fd, err.message[0] ? err.message : strerror(-r));
-            continue;
-        }
-        r = session_new(a, fd, peer);
-        if (r < 0) {
-            log_warning_errno(r, "Failed to set up a session: %m");
-        }
+    if (fd < 0) {
+        /* Out of fds or memory: accepting pauses, sessions ending free
+         * what we need. Else only that connection is lost (ECONNABORTED). */
+        log_full_errno(acceptor_paused(a->acceptor) ? LOG_WARNING : LOG_DEBUG, fd,
+                       "Failed to accept a connection: %m");
+        return;
+    }
+    ErrorText err = {};
+    uint64_t peer = 0;
+    int r = agent_check_peer(a, fd, &peer, &err);
+    if (r < 0) {
+        agent_refuse(fd, err.message[0] ? err.message : strerror(-r));
+        return;
+    }
+    r = session_new(a, fd, peer);
+    if (r < 0) {
+        log_warning_errno(r, "Failed to set up a session: %m");
     }
     agent_update_listen(a);
-    return 0;
 }
 
 static int agent_listen(Agent *a, int *ret_fd) {
@@ -425,7 +396,7 @@ int main(int argc, char **argv) {
     if (agent_listen(&a, &lfd) < 0) {
         return EXIT_FAILURE;
     }
-    r = sd_event_add_io(a.event, &a.listen_src, lfd, EPOLLIN, on_accept, &a);
+    r = acceptor_new(a.event, lfd, on_accept, &a, &a.acceptor);
     if (r < 0) {
         die("Failed to watch the listening socket: %s", strerror(-r));
     }
@@ -440,7 +411,7 @@ int main(int argc, char **argv) {
     session_free_all(&a);
     a.users = user_cache_free(a.users);
     power_done();
-    a.listen_src = sd_event_source_disable_unref(a.listen_src);
+    a.acceptor = acceptor_free(a.acceptor);
     a.idle_timer = sd_event_source_disable_unref(a.idle_timer);
     a.event = sd_event_unref(a.event);
     return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;

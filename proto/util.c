@@ -258,6 +258,16 @@ char *str_sanitize(const char *s, size_t len, char *buf, size_t bufsize) {
     return buf;
 }
 
+void strv_free(char **v) {
+    if (!v) {
+        return;
+    }
+    for (char **p = v; *p; p++) {
+        free(*p);
+    }
+    free(v);
+}
+
 int unhexchar(char c) {
     if (c >= '0' && c <= '9') {
         return c - '0';

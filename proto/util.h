@@ -2,6 +2,7 @@
  * time helpers. */
 #pragma once
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -73,6 +74,9 @@ static inline void close_pairp(int (*p)[2]) {
             func(*p);                                                                              \
         }                                                                                          \
     }
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
+#define _cleanup_closedir_ _cleanup_(closedirp)
 
 static inline uint64_t now_usec(clockid_t clock) {
     struct timespec ts;
@@ -152,6 +156,12 @@ int recv_exact_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *
 ssize_t recv_with_fd(int sock, void *buf, size_t n, int *ret_fd);
 /* recv_fds() without flags. */
 ssize_t recv_with_fds(int sock, void *buf, size_t n, int *fds, size_t max, size_t *count);
+
+/* Frees a NULL-terminated array of strings (an argv, an environment) and
+ * each of its strings. NULL is fine. */
+void strv_free(char **v);
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free)
+#define _cleanup_strv_free_ _cleanup_(strv_freep)
 
 /* The value of one hex digit, or -1. */
 int unhexchar(char c);

@@ -1,14 +1,29 @@
-/* The clients of the VM's command socket (clients.h).
+/* The clients of the VM's command socket (clients.h), each a connection
+ * on the engine (proto/conn.h): Hello, the table below, the bounded
+ * writer, closing after the last reply and the one timer are its.
  *
- * A client's states, and what moves it on:
- *   hello → request                            its Hello
+ * A client's states (bits of the connection's state), and what moves it
+ * on:
+ *   hello → request                            its Hello (checked by the engine)
  *   request → wait VM → connecting → lease     Connect (VM not running)
  *   request → connecting → lease               Connect (VM running)
  *   request → wait VM → status                 HostStart
  *   request → status                           HostStatusRequest
  *   request → stop wait                        HostStop
- *   any → closing                              its last reply queued
- * client_dispatch[] says which message each state takes. */
+ *   any → closing (state 0)                    its last reply or an Error queued
+ * client_handlers[] says which message each state takes; anything else,
+ * during a lease too, gets Error(PROTOCOL) and closes the connection.
+ *
+ * The connection's timer is the handshake's (CLIENT_HANDSHAKE_TIMEOUT_USEC
+ * for Hello and the request), then the wait for the VM's start; the
+ * engine lingers as long for an unread last reply. The hand-off's backoff
+ * and deadline are its own (handoff.c).
+ *
+ * The replies end the connection (client_reply(), client_fail()). Called
+ * from outside the engine's callbacks (the lifecycle's events, the
+ * hand-off, the guest call), they may close it and free the client before
+ * they return: they return CLIENT_DONE, and client_settle() then leaves
+ * the client alone. */
 #include "clients.h"
 
 #include <errno.h>
@@ -16,10 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include "acceptor.h"
+#include "conn.h"
 #include "guestcall.h"
 #include "handoff.h"
 #include "idle.h"
@@ -29,29 +44,29 @@
 
 typedef struct Client Client;
 
-typedef enum ClientState {
-    CLIENT_HELLO,      /* waiting for the client's Hello */
-    CLIENT_REQUEST,    /* waiting for its request */
-    CLIENT_WAIT_VM,    /* Connect or HostStart: the VM is starting */
-    CLIENT_CONNECTING, /* Connect: reaching the guest agent, handing over */
-    CLIENT_LEASE,      /* Connected sent; the connection is a lease */
-    CLIENT_STATUS,     /* HostStatusRequest: asking the guest agent */
-    CLIENT_STOP_WAIT,  /* HostStop: the VM is stopping */
-    CLIENT_CLOSING,    /* last reply queued, then close */
-} ClientState;
+/* A client's states on its connection (conn.h). */
+enum {
+    CLIENT_HELLO = CONN_STATE_HELLO, /* waiting for the client's Hello */
+    CLIENT_REQUEST = 1u << 1,        /* waiting for its request */
+    CLIENT_WAIT_VM = 1u << 2,        /* Connect or HostStart: the VM is starting */
+    CLIENT_CONNECTING = 1u << 3,     /* Connect: reaching the guest agent */
+    CLIENT_LEASE = 1u << 4,          /* Connected queued; the connection is a lease */
+    CLIENT_STATUS = 1u << 5,         /* HostStatus: asking the guest agent */
+    CLIENT_STOP_WAIT = 1u << 6,      /* HostStop: the VM is stopping */
+};
+
+/* What the replies return: the last word is queued and the connection
+ * ends; from outside the engine's callbacks the client may be gone. A
+ * handler may return it too (the engine only looks for errors). */
+#define CLIENT_DONE 1
 
 struct Client {
     Clients *clients;
     Agent *agent;
     Client *prev, *next;
-    int fd;
+    Conn *conn;
     uid_t uid;
     pid_t pid;
-    sd_event_source *io;
-    sd_event_source *timer; /* handshake timeout, VM start deadline, unread last reply */
-    WireReader reader;
-    WireWriter writer;
-    ClientState state;
     MsgType request;
     bool leased;
     bool restarted;         /* its wait already outlived one run of the VM */
@@ -64,8 +79,7 @@ struct Client {
 struct Clients {
     Agent *agent;
     Client *list;
-    sd_event_source *listen_src;
-    sd_event_source *accept_pause; /* re-enables accepting after EMFILE */
+    Acceptor *acceptor;
 };
 
 static const char *vm_state_name(VmState s) {
@@ -94,13 +108,9 @@ static void client_free(Client *c) {
     if (c->next) {
         c->next->prev = c->prev;
     }
-    sd_event_source_disable_unref(c->io);
-    sd_event_source_disable_unref(c->timer);
+    conn_free(c->conn);
     handoff_free(c->handoff);
     guest_call_free(c->status_call);
-    safe_close(c->fd);
-    wire_reader_done(&c->reader);
-    wire_writer_done(&c->writer);
     free(c);
     if (leased) {
         idle_update(a->idle);
@@ -108,57 +118,35 @@ static void client_free(Client *c) {
     idle_linger_update(a->idle);
 }
 
-static bool client_handoff_ready(const Client *c) {
-    return c->handoff && handoff_ready(c->handoff);
+/* The connection's state; 0 once it is closing. */
+static unsigned client_state(const Client *c) {
+    return conn_state(c->conn);
 }
 
-/* Sets what we wait for on the client socket from its state. */
-static int client_update_events(Client *c) {
-    uint32_t ev = 0;
-
-    if (c->state != CLIENT_CLOSING) {
-        ev |= EPOLLIN;
+/* The end of a change made outside the engine's callbacks, r its result:
+ * r < 0 drops the client, CLIENT_DONE leaves it alone (it may be gone),
+ * else what is queued is sent. */
+static void client_settle(Client *c, int r) {
+    if (r != CLIENT_DONE) {
+        conn_settle(c->conn, r);
     }
-    if (wire_writer_pending(&c->writer) > 0 || client_handoff_ready(c)) {
-        ev |= EPOLLOUT;
-    }
-    return sd_event_source_set_io_events(c->io, ev);
 }
 
-static int client_queue(Client *c, const Msg *m) {
-    if (wire_writer_pending(&c->writer) > CLIENT_OUT_MAX) {
-        return -ENOBUFS;
-    }
-    return wire_writer_queue(&c->writer, m);
-}
-
-static int client_arm_timer(Client *c, uint64_t usec) {
-    int r = sd_event_source_set_time(c->timer, usec);
-    if (r >= 0) {
-        r = sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
-    }
-    return r;
-}
-
-/* The last reply is queued: close once it is written, and bound how long
- * an unread reply keeps the client around. */
-static int client_closing(Client *c) {
-    c->state = CLIENT_CLOSING;
-    return client_arm_timer(c, now_mono() + CLIENT_HANDSHAKE_TIMEOUT_USEC);
-}
-
-/* Queues a last reply; the client is closed once it is written. */
+/* Queues a last reply; the connection closes once it is written. */
 static int client_reply(Client *c, const Msg *m) {
-    int r = client_queue(c, m);
-    return r < 0 ? r : client_closing(c);
+    int r = conn_queue(c->conn, m);
+    if (r < 0) {
+        return r;
+    }
+    conn_finish(c->conn);
+    return CLIENT_DONE;
 }
 
+/* Error(code, message) as the last reply; the failing hook drops what the
+ * client waited for. */
 static int client_fail(Client *c, WireError code, const char *message) {
-    Msg m = msg_error(code, message);
-
-    /* The Error is the answer: no Connected after it. */
-    c->handoff = handoff_free(c->handoff);
-    return client_reply(c, &m);
+    (void)conn_fail(c->conn, code, message);
+    return CLIENT_DONE;
 }
 
 static int client_send_stopped(Client *c, StopMethod method, uint64_t stop_ms) {
@@ -166,73 +154,46 @@ static int client_send_stopped(Client *c, StopMethod method, uint64_t stop_ms) {
     return client_reply(c, &m);
 }
 
-/* Writes what is queued, then the hand-off. Returns <0 when the client
- * must be dropped, 0 otherwise. */
-static int client_flush(Client *c) {
-    int r = wire_writer_flush(&c->writer, c->fd);
-    if (r < 0) {
-        return r;
-    }
-    if (r > 0) {
-        return 0;
-    }
-    if (client_handoff_ready(c)) {
-        r = handoff_send(c->handoff, c->fd);
-        if (r == -EAGAIN) {
-            return 0;
-        }
-        if (r < 0) {
-            return r;
-        }
-        log_debug("Handed %u guest connection(s) to pid %d (uid %u) after %u attempt(s)",
-                  handoff_sockets(c->handoff), (int)c->pid, (unsigned)c->uid,
-                  handoff_attempts(c->handoff));
-        /* The client holds the guest connections now; ours go. */
-        c->handoff = handoff_free(c->handoff);
-        c->state = CLIENT_LEASE;
-        sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-    }
-    if (c->state == CLIENT_CLOSING && wire_writer_pending(&c->writer) == 0) {
-        return -ECONNRESET; /* done: close */
-    }
-    return 0;
-}
+static int on_client_timer(void *userdata);
 
-/* After a change (r: its result): write, and drop the client when that,
- * or the change, failed. */
-static void client_kick(Client *c, int r) {
-    if (r >= 0) {
-        r = client_flush(c);
-    }
-    if (r >= 0) {
-        r = client_update_events(c);
-    }
-    if (r < 0) {
-        client_free(c);
-    }
+/* Waits for the VM's start until `deadline` (CLOCK_MONOTONIC). */
+static int client_wait_until(Client *c, uint64_t deadline) {
+    conn_set_state(c->conn, CLIENT_WAIT_VM);
+    return conn_timer_arm_at(c->conn, deadline, on_client_timer);
 }
 
 /* ---- Connect: the guest connections ----------------------------------------- */
 
-/* The hand-off is over: Connected goes out (client_flush), or the
- * guest agent did not answer in time. */
+/* The hand-off is over: Connected with the guest connections is queued
+ * (the connection takes them over) and the lease begins, or the guest
+ * agent did not answer in time. */
 static int client_handoff_over(Client *c) {
     ErrorText err;
     int r = handoff_result(c->handoff, &err);
     if (r < 0) {
         return client_fail(c, WIRE_ERR_UNAVAILABLE, err.message);
     }
-    return client_flush(c);
+    log_debug("Handing %u guest connection(s) to pid %d (uid %u) after %u attempt(s)",
+              handoff_sockets(c->handoff), (int)c->pid, (unsigned)c->uid,
+              handoff_attempts(c->handoff));
+    r = handoff_queue(c->handoff, c->conn);
+    if (r < 0) {
+        return r;
+    }
+    c->handoff = handoff_free(c->handoff);
+    conn_set_state(c->conn, CLIENT_LEASE);
+    conn_timer_disarm(c->conn);
+    return 0;
 }
 
 static void on_handoff_done(void *userdata, int r) {
     Client *c = userdata;
-    client_kick(c, r < 0 ? r : client_handoff_over(c));
+    client_settle(c, r < 0 ? r : client_handoff_over(c));
 }
 
 /* Connect, once the guest agent may answer. */
 static int client_begin_guest(Client *c) {
-    c->state = CLIENT_CONNECTING;
+    conn_set_state(c->conn, CLIENT_CONNECTING);
     int r = handoff_start(c->agent, c->want_handoff, c->vm_wait_start, c->pid, on_handoff_done, c,
                           &c->handoff);
     if (r <= 0) {
@@ -284,7 +245,7 @@ static void on_status_done(GuestCall *call, int r, const Msg *reply, void *userd
         log_debug("VM '%s': no Status from the guest agent: %s", c->agent->vm_name, strerror(-r));
     }
     guest_call_free(TAKE_PTR(c->status_call));
-    client_kick(c, client_send_status(c, untrusted_live));
+    client_settle(c, client_send_status(c, untrusted_live));
 }
 
 /* HostStatus, with the guest agent's live sessions when it runs (asked
@@ -293,11 +254,11 @@ static int client_request_status(Client *c) {
     Agent *a = c->agent;
     bool ask = a->no_vmm ? a->guest_up : lifecycle_state(a->life) == VM_RUNNING;
 
-    sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
+    conn_timer_disarm(c->conn);
     if (!ask) {
         return client_send_status(c, 0);
     }
-    c->state = CLIENT_STATUS;
+    conn_set_state(c->conn, CLIENT_STATUS);
     int r = guest_call_start(a->event, &a->guest, MSG_STATUS_REQUEST, CLIENT_STATUS_TIMEOUT_USEC,
                              on_status_done, c, &c->status_call);
     if (r < 0) {
@@ -306,7 +267,7 @@ static int client_request_status(Client *c) {
     return 0;
 }
 
-/* ---- requests ----------------------------------------------------------------- */
+/* ---- the connection's hooks and timer ------------------------------------------ */
 
 static int client_vm_wait_timeout(Client *c) {
     Agent *a = c->agent;
@@ -321,39 +282,56 @@ static int client_vm_wait_timeout(Client *c) {
     return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
 }
 
-static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+/* The handshake's timeout, or the backstop of a wait for the VM. */
+static int on_client_timer(void *userdata) {
     Client *c = userdata;
-    int r;
 
-    switch (c->state) {
-    case CLIENT_WAIT_VM:
-        r = client_vm_wait_timeout(c);
-        break;
-    case CLIENT_HELLO:
-    case CLIENT_REQUEST:
-        log_info("Client pid %d sent no request in time, dropping it", (int)c->pid);
-        r = -ETIMEDOUT;
-        break;
-    default:
-        r = -ETIMEDOUT; /* a closing client that does not read */
-        break;
+    if (client_state(c) == CLIENT_WAIT_VM) {
+        return client_vm_wait_timeout(c);
     }
-    if (r < 0 || client_update_events(c) < 0) {
-        client_free(c);
-    }
-    return 0;
+    log_info("Client pid %d sent no request in time, dropping it", (int)c->pid);
+    return -ETIMEDOUT;
 }
 
-static int handle_hello(Client *c, const Msg *m) {
-    char buf[128];
+/* An Error is about to end the connection: it is the answer, so nothing
+ * the client waited for may follow it (no Connected, no HostStatus). */
+static void on_client_failing(void *userdata, const ConnFailure *f) {
+    Client *c = userdata;
 
-    if (wire_check_hello(m) < 0) {
-        snprintf(buf, sizeof(buf), "protocol version %u is not supported (this is %u)",
-                 m->hello.major, WIRE_VERSION_MAJOR);
-        return client_fail(c, WIRE_ERR_VERSION, buf);
+    c->handoff = handoff_free(c->handoff);
+    guest_call_free(TAKE_PTR(c->status_call));
+    if (f->refused) {
+        log_info("Client pid %d sent %s out of order, dropping it", (int)c->pid,
+                 msg_type_name(f->refused->type));
+    } else if (f->error < 0) {
+        log_info_errno(f->error, "Client pid %d: %s, dropping it", (int)c->pid, f->message);
     }
-    c->state = CLIENT_REQUEST;
-    return 0;
+}
+
+static void on_client_closed(void *userdata, int error) {
+    client_free(userdata); /* a lease ends here */
+}
+
+/* ---- requests ----------------------------------------------------------------- */
+
+static int client_no_vmm(Client *c) {
+    char msg[160];
+    snprintf(msg, sizeof(msg), "the host agent of VM '%s' does not manage its VMM (--no-vmm)",
+             c->agent->vm_name);
+    return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
+}
+
+/* Every request first: no handshake timeout any more, and which request
+ * it is. A request that needs the VMM (vmm_only) is refused with
+ * --no-vmm: false then, its Error queued. */
+static bool client_request_begins(Client *c, const Msg *m, bool vmm_only) {
+    conn_timer_disarm(c->conn);
+    c->request = m->type;
+    if (vmm_only && c->agent->no_vmm) {
+        (void)client_no_vmm(c);
+        return false;
+    }
+    return true;
 }
 
 static int client_wait_vm_stopping(Client *c, bool no_start) {
@@ -371,10 +349,9 @@ static int client_wait_vm_stopping(Client *c, bool no_start) {
     /* Wait for it to stop, then start it again (clients_vm_exited): a
      * command that races a poweroff still runs. Bounded by the rest of
      * the stop sequence plus a start. */
-    c->state = CLIENT_WAIT_VM;
     c->vm_wait_start = now_mono();
-    return client_arm_timer(c, c->vm_wait_start + a->shutdown_timeout + a->vmm_stop_timeout +
-                                   a->kill_timeout + a->guest_timeout + USEC_PER_SEC);
+    return client_wait_until(c, c->vm_wait_start + a->shutdown_timeout + a->vmm_stop_timeout +
+                                    a->kill_timeout + a->guest_timeout + USEC_PER_SEC);
 }
 
 /* Connect or HostStart while the VM is not running: start it unless
@@ -399,16 +376,17 @@ static int client_wait_vm(Client *c, bool no_start) {
     default:
         break;
     }
-    c->state = CLIENT_WAIT_VM;
     c->vm_wait_start = now_mono();
     /* The VM's own start bound (lifecycle.c) ends the wait first, with the
      * reason; this one is only a backstop. */
-    return client_arm_timer(c, c->vm_wait_start + a->guest_timeout + USEC_PER_SEC);
+    return client_wait_until(c, c->vm_wait_start + a->guest_timeout + USEC_PER_SEC);
 }
 
-static int handle_connect(Client *c, const Msg *m) {
+static int handle_connect(void *userdata, Msg *m) {
+    Client *c = userdata;
     Agent *a = c->agent;
 
+    (void)client_request_begins(c, m, false);
     c->want_handoff = 1 + m->connect.streams;
     c->leased = true;
     idle_lease_begin(a->idle);
@@ -421,122 +399,59 @@ static int handle_connect(Client *c, const Msg *m) {
     return client_wait_vm(c, m->connect.no_start);
 }
 
-static int handle_host_start(Client *c, const Msg *m) {
+static int handle_host_start(void *userdata, Msg *m) {
+    Client *c = userdata;
+
+    if (!client_request_begins(c, m, true)) {
+        return CLIENT_DONE;
+    }
     if (lifecycle_state(c->agent->life) == VM_RUNNING) {
         return client_request_status(c);
     }
     return client_wait_vm(c, false);
 }
 
-static int handle_host_stop(Client *c, const Msg *m) {
+static int handle_host_stop(void *userdata, Msg *m) {
+    Client *c = userdata;
     Agent *a = c->agent;
 
+    if (!client_request_begins(c, m, true)) {
+        return CLIENT_DONE;
+    }
     if (lifecycle_state(a->life) == VM_STOPPED) {
         return client_send_stopped(c, STOP_NOT_RUNNING, 0);
     }
-    c->state = CLIENT_STOP_WAIT;
+    conn_set_state(c->conn, CLIENT_STOP_WAIT);
     lifecycle_stop(a->life, "asked to");
     return 0;
 }
 
-static int handle_host_status(Client *c, const Msg *m) {
+static int handle_host_status(void *userdata, Msg *m) {
+    Client *c = userdata;
     Agent *a = c->agent;
 
+    (void)client_request_begins(c, m, false);
     log_debug("Status asked by pid %d: VM '%s' %s, %u lease(s)", (int)c->pid, a->vm_name,
               vm_state_name(lifecycle_state(a->life)), idle_leases(a->idle));
     return client_request_status(c);
 }
 
-/* What a client may send, and when. Anything else ends the connection
- * with Error(PROTOCOL). */
-static const struct {
-    MsgType type;
-    ClientState state;
-    bool vmm_only; /* refused with --no-vmm */
-    int (*handler)(Client *c, const Msg *m);
-} client_dispatch[] = {
-    {MSG_HELLO, CLIENT_HELLO, false, handle_hello},
-    {MSG_CONNECT, CLIENT_REQUEST, false, handle_connect},
-    {MSG_HOST_STATUS_REQUEST, CLIENT_REQUEST, false, handle_host_status},
-    {MSG_HOST_START, CLIENT_REQUEST, true, handle_host_start},
-    {MSG_HOST_STOP, CLIENT_REQUEST, true, handle_host_stop},
+/* What a client may send, and when (its Hello is the engine's); anything
+ * else ends the connection with Error(PROTOCOL). HostStart and HostStop
+ * need the VMM: refused with --no-vmm (client_request_begins()). */
+static const ConnHandler client_handlers[] = {
+    {MSG_CONNECT, CLIENT_REQUEST, handle_connect},
+    {MSG_HOST_STATUS_REQUEST, CLIENT_REQUEST, handle_host_status},
+    {MSG_HOST_START, CLIENT_REQUEST, handle_host_start},
+    {MSG_HOST_STOP, CLIENT_REQUEST, handle_host_stop},
 };
 
-static int client_no_vmm(Client *c) {
-    char msg[160];
-    snprintf(msg, sizeof(msg), "the host agent of VM '%s' does not manage its VMM (--no-vmm)",
-             c->agent->vm_name);
-    return client_fail(c, WIRE_ERR_UNAVAILABLE, msg);
-}
-
-static int client_handle(Client *c, const Msg *m) {
-    char buf[128];
-
-    for (size_t i = 0; i < ELEMENTSOF(client_dispatch); i++) {
-        if (client_dispatch[i].type != m->type || client_dispatch[i].state != c->state) {
-            continue;
-        }
-        if (c->state == CLIENT_REQUEST) {
-            /* The request came: no handshake timeout any more. */
-            sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-            c->request = m->type;
-        }
-        if (client_dispatch[i].vmm_only && c->agent->no_vmm) {
-            return client_no_vmm(c);
-        }
-        return client_dispatch[i].handler(c, m);
-    }
-    snprintf(buf, sizeof(buf), "unexpected %s", msg_type_name(m->type));
-    log_info("Client pid %d sent %s out of order, dropping it", (int)c->pid,
-             msg_type_name(m->type));
-    return client_fail(c, WIRE_ERR_PROTOCOL, buf);
-}
-
-static int client_read(Client *c) {
-    while (c->state != CLIENT_CLOSING) {
-        Msg m;
-        int r = wire_reader_read(&c->reader, c->fd, &m);
-        if (r == 0) {
-            return 0;
-        }
-        if (r == -ECONNRESET || r == -EPIPE) {
-            return r; /* gone; a lease ends here */
-        }
-        if (r == -E2BIG) {
-            return client_fail(c, WIRE_ERR_TOO_LARGE, "frame too large");
-        }
-        if (r == -EINVAL) {
-            return client_fail(c, WIRE_ERR_INVALID, "invalid message");
-        }
-        if (r == -EBADMSG || r == -ENOMEM) {
-            return client_fail(c, WIRE_ERR_PROTOCOL, "undecodable frame");
-        }
-        if (r < 0) {
-            return r;
-        }
-        r = client_handle(c, &m);
-        msg_done(&m);
-        if (r < 0) {
-            return r;
-        }
-    }
-    return 0;
-}
-
-static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-    Client *c = userdata;
-    int r = 0;
-
-    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        if (c->state == CLIENT_CLOSING) {
-            r = (revents & (EPOLLHUP | EPOLLERR)) ? -ECONNRESET : 0;
-        } else {
-            r = client_read(c);
-        }
-    }
-    client_kick(c, r);
-    return 0;
-}
+static const ConnOps client_ops = {
+    .handlers = client_handlers,
+    .n_handlers = ELEMENTSOF(client_handlers),
+    .closed = on_client_closed,
+    .failing = on_client_failing,
+};
 
 /* ---- accepting ---------------------------------------------------------------- */
 
@@ -551,16 +466,14 @@ static void peer_refuse(const Agent *a, int fd, uid_t uid, pid_t pid) {
     snprintf(msg, sizeof(msg), "uid %u may not use VM '%s'", (unsigned)uid, a->vm_name);
     log_warning("Refusing pid %d (uid %u): not root nor the configured user", (int)pid,
                 (unsigned)uid);
-    Msg m = msg_error(WIRE_ERR_DENIED, msg);
-    /* A fresh socket's buffer takes this small frame whole; best effort. */
-    (void)wire_send(fd, &m);
+    conn_refuse_fd(fd, WIRE_ERR_DENIED, msg);
 }
 
-/* A new connection, in this order: the peer's credentials (SO_PEERCRED)
- * and the check of its uid, the client with our Hello queued, its I/O and
- * handshake timer, then what it sent right away served at once. 1 when fd
- * became a client, 0 or a negative errno when the caller closes it. */
-static int clients_accept_one(Clients *cs, int fd) {
+/* A new connection (fd is taken), in this order: the peer's credentials
+ * (SO_PEERCRED) and the check of its uid, the client on the engine with
+ * our Hello queued and its handshake timer, then what it sent right away
+ * served at once. */
+static void clients_accept_one(Clients *cs, int fd) {
     Agent *a = cs->agent;
     uid_t uid;
     pid_t pid = 0;
@@ -568,83 +481,61 @@ static int clients_accept_one(Clients *cs, int fd) {
 
     r = peer_ucred(fd, &uid, NULL, &pid);
     if (r < 0) {
-        return log_warning_errno(r, "Cannot identify a new client, closing it: %m");
+        log_warning_errno(r, "Cannot identify a new client, closing it: %m");
+        safe_close(fd);
+        return;
     }
     if (!peer_allowed(a, uid)) {
         peer_refuse(a, fd, uid, pid);
-        return 0;
+        return;
     }
     Client *c = calloc(1, sizeof(*c));
     if (!c) {
-        return log_error_errno(-ENOMEM, "Cannot accept a client: %m");
+        log_error_errno(-ENOMEM, "Cannot accept a client: %m");
+        safe_close(fd);
+        return;
     }
-    *c = (Client){
-        .clients = cs, .agent = a, .fd = fd, .uid = uid, .pid = pid, .state = CLIENT_HELLO};
+    *c = (Client){.clients = cs, .agent = a, .uid = uid, .pid = pid};
+    ConnOptions o = {
+        .role = CONN_SERVER,
+        .software = SOFTWARE,
+        .after_hello = CLIENT_REQUEST,
+        .out_max = CLIENT_OUT_MAX,
+        .close_mode = CONN_CLOSE_FLUSHED,
+        .linger_usec = CLIENT_HANDSHAKE_TIMEOUT_USEC,
+    };
+    r = conn_new(a->event, fd, &o, &client_ops, c, &c->conn);
+    if (r < 0) {
+        free(c);
+        log_error_errno(r, "Cannot set up a client: %m");
+        return;
+    }
     c->next = cs->list;
     if (cs->list) {
         cs->list->prev = c;
     }
     cs->list = c;
-
-    Msg hello = msg_hello(SOFTWARE);
-    r = client_queue(c, &hello);
-    if (r >= 0) {
-        r = sd_event_add_io(a->event, &c->io, fd, EPOLLIN | EPOLLOUT, on_client_io, c);
-    }
-    if (r >= 0) {
-        r = sd_event_add_time_relative(a->event, &c->timer, CLOCK_MONOTONIC,
-                                       CLIENT_HANDSHAKE_TIMEOUT_USEC, 0, on_timer, c);
-    }
+    r = conn_timer_arm(c->conn, CLIENT_HANDSHAKE_TIMEOUT_USEC, on_client_timer);
     if (r < 0) {
-        c->fd = -EBADF; /* the caller closes it */
+        log_error_errno(r, "Cannot set up a client: %m");
         client_free(c);
-        return log_error_errno(r, "Cannot set up a client: %m");
+        return;
     }
     log_debug("Client pid %d (uid %u) connected", (int)pid, (unsigned)uid);
     /* Clients send their request right after connecting: serve it (and
      * send our Hello) now rather than one loop iteration later. */
-    on_client_io(c->io, fd, EPOLLIN | EPOLLOUT, c);
-    return 1;
+    conn_kick(c->conn); /* may free c */
 }
 
-static int on_accept_resume(sd_event_source *s, uint64_t usec, void *userdata) {
-    Clients *cs = userdata;
-    return sd_event_source_set_enabled(cs->listen_src, SD_EVENT_ON);
-}
-
-/* Out of fds: stop accepting for a moment instead of spinning on a
- * listening socket that stays readable. */
-static void clients_pause_accepting(Clients *cs) {
-    int r = sd_event_source_set_enabled(cs->listen_src, SD_EVENT_OFF);
-    if (r >= 0) {
-        r = agent_timer_in(cs->agent, &cs->accept_pause, CLIENT_ACCEPT_PAUSE_USEC, on_accept_resume,
-                           cs);
-    }
-    if (r < 0) {
-        log_error_errno(r, "Cannot pause accepting: %m");
-    }
-}
-
-static int on_listen_io(sd_event_source *s, int lfd, uint32_t revents, void *userdata) {
+static void on_accept(void *userdata, int fd) {
     Clients *cs = userdata;
 
-    for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) {
-                continue;
-            }
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_warning_errno(-errno, "Cannot accept a client, pausing: %m");
-                clients_pause_accepting(cs);
-            } else if (errno != EAGAIN) {
-                log_warning_errno(-errno, "accept() failed: %m");
-            }
-            return 0;
-        }
-        if (clients_accept_one(cs, fd) <= 0) {
-            safe_close(fd);
-        }
+    if (fd >= 0) {
+        clients_accept_one(cs, fd);
+    } else if (acceptor_paused(cs->acceptor)) {
+        log_warning_errno(fd, "Cannot accept a client, pausing: %m");
+    } else if (fd != -ECONNABORTED) {
+        log_warning_errno(fd, "accept() failed: %m");
     }
 }
 
@@ -654,7 +545,7 @@ int clients_new(Agent *a, int listen_fd, Clients **ret) {
         return -ENOMEM;
     }
     cs->agent = a;
-    int r = sd_event_add_io(a->event, &cs->listen_src, listen_fd, EPOLLIN, on_listen_io, cs);
+    int r = acceptor_new(a->event, listen_fd, on_accept, cs, &cs->acceptor);
     if (r < 0) {
         free(cs);
         return r;
@@ -670,8 +561,7 @@ void clients_free(Clients *cs) {
     while (cs->list) {
         client_free(cs->list);
     }
-    sd_event_source_disable_unref(cs->accept_pause);
-    sd_event_source_disable_unref(cs->listen_src);
+    acceptor_free(cs->acceptor);
     free(cs);
 }
 
@@ -681,26 +571,26 @@ bool clients_none(const Clients *cs) {
 
 /* ---- what the lifecycle tells ------------------------------------------------- */
 
+/* Each walk below keeps the next client before it handles one: handling a
+ * client may free it (client_settle()), never another. */
+
 void clients_vm_running(Clients *cs) {
     for (Client *c = cs->list, *next; c; c = next) {
         next = c->next;
-        if (c->state != CLIENT_WAIT_VM) {
+        if (client_state(c) != CLIENT_WAIT_VM) {
             continue;
         }
-        sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-        if (c->request == MSG_CONNECT) {
-            client_kick(c, client_begin_guest(c));
-        } else {
-            client_kick(c, client_request_status(c));
-        }
+        conn_timer_disarm(c->conn);
+        client_settle(c,
+                      c->request == MSG_CONNECT ? client_begin_guest(c) : client_request_status(c));
     }
 }
 
 void clients_refuse_waiting(Clients *cs, WireError code, const char *message) {
     for (Client *c = cs->list, *next; c; c = next) {
         next = c->next;
-        if (c->state == CLIENT_WAIT_VM) {
-            client_kick(c, client_fail(c, code, message));
+        if (client_state(c) == CLIENT_WAIT_VM) {
+            (void)client_fail(c, code, message);
         }
     }
 }
@@ -708,11 +598,11 @@ void clients_refuse_waiting(Clients *cs, WireError code, const char *message) {
 void clients_vm_gave_up(Clients *cs, const char *message) {
     for (Client *c = cs->list, *next; c; c = next) {
         next = c->next;
-        switch (c->state) {
+        switch (client_state(c)) {
         case CLIENT_STOP_WAIT:
         case CLIENT_WAIT_VM:
         case CLIENT_CONNECTING:
-            client_kick(c, client_fail(c, WIRE_ERR_UNAVAILABLE, message));
+            (void)client_fail(c, WIRE_ERR_UNAVAILABLE, message);
             break;
         default:
             break;
@@ -722,38 +612,38 @@ void clients_vm_gave_up(Clients *cs, const char *message) {
 
 /* A client waiting for the VM, or connecting to the guest that went,
  * waits for the fresh start: what it connected goes. */
-static void client_wait_restart(Client *c, uint64_t now) {
+static int client_wait_restart(Client *c, uint64_t now) {
     c->handoff = handoff_free(c->handoff);
     c->restarted = true;
-    if (c->state == CLIENT_CONNECTING) {
-        c->state = CLIENT_WAIT_VM;
-        c->vm_wait_start = now;
-        client_kick(c, client_arm_timer(c, now + c->agent->guest_timeout + USEC_PER_SEC));
+    if (client_state(c) != CLIENT_CONNECTING) {
+        return 0; /* waiting already, with its deadline */
     }
+    c->vm_wait_start = now;
+    return client_wait_until(c, now + c->agent->guest_timeout + USEC_PER_SEC);
 }
 
 /* One client's share of the VMM's exit; true when it waits for the VM to
  * be started again. */
 static bool client_vm_exited(Client *c, const LifecycleExit *e) {
-    switch (c->state) {
+    switch (client_state(c)) {
     case CLIENT_WAIT_VM:
     case CLIENT_CONNECTING:
         if (e->restart_ok && !c->restarted &&
             (c->request == MSG_CONNECT || c->request == MSG_HOST_START)) {
-            client_wait_restart(c, e->now);
+            client_settle(c, client_wait_restart(c, e->now));
             return true;
         }
-        client_kick(c, client_fail(c, WIRE_ERR_UNAVAILABLE, e->message));
+        (void)client_fail(c, WIRE_ERR_UNAVAILABLE, e->message);
         return false;
     case CLIENT_STOP_WAIT:
-        client_kick(c, client_send_stopped(c, e->method, e->stop_ms));
+        client_settle(c, client_send_stopped(c, e->method, e->stop_ms));
         return false;
     case CLIENT_STATUS:
         guest_call_free(TAKE_PTR(c->status_call));
         /* A HostStart that was being answered: the VM did not stay up. */
-        client_kick(c, c->request == MSG_HOST_START
-                           ? client_fail(c, WIRE_ERR_UNAVAILABLE, e->message)
-                           : client_send_status(c, 0));
+        client_settle(c, c->request == MSG_HOST_START
+                             ? client_fail(c, WIRE_ERR_UNAVAILABLE, e->message)
+                             : client_send_status(c, 0));
         return false;
     default:
         return false;

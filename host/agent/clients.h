@@ -11,10 +11,12 @@
  *   HostStatusRequest HostStatus, with the guest agent's live sessions
  *   HostStart         HostStatus once the guest agent answers
  *   HostStop          HostStopped once the VMM has exited
- * Frames are decoded and validated by proto/wire.c before any handler
- * sees them; a frame that fails, or a request out of order, gets an Error
- * and that client is closed. A client that says nothing useful within
- * CLIENT_HANDSHAKE_TIMEOUT_USEC, or does not read its reply, is dropped.
+ * Each client is a connection on the engine (proto/conn.h): frames are
+ * decoded and validated by proto/wire.c before any handler sees them; a
+ * frame that fails, or a request out of order (during a lease too), gets
+ * an Error and that client is closed. A client that says nothing useful
+ * within CLIENT_HANDSHAKE_TIMEOUT_USEC, or does not read its last reply
+ * as long, is dropped.
  *
  * HostStatus: live_sessions is the guest agent's Status, asked for at
  * most CLIENT_STATUS_TIMEOUT_USEC when the VM runs (0 otherwise or
@@ -43,8 +45,6 @@
 #define CLIENT_HANDSHAKE_TIMEOUT_USEC (30 * USEC_PER_SEC)
 /* HostStatus asks the guest agent for its live sessions this long. */
 #define CLIENT_STATUS_TIMEOUT_USEC (500 * 1000ULL)
-/* Out of fds: accepting pauses this long. */
-#define CLIENT_ACCEPT_PAUSE_USEC (200 * 1000ULL)
 
 /* Accepts clients on listen_fd (which stays the caller's). */
 int clients_new(Agent *a, int listen_fd, Clients **ret);

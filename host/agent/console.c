@@ -14,6 +14,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "acceptor.h"
 #include "addr.h"
 #include "conn.h"
 #include "log.h"
@@ -48,7 +49,7 @@ struct Console {
     int pty;
     sd_event_source *pty_src;
     int listen_fd;
-    sd_event_source *listen_src;
+    Acceptor *acceptor;
     char *socket_path;
     struct stat socket_st; /* the file we bound, removed at the end while it is */
     uid_t allowed_uid;
@@ -398,20 +399,13 @@ static void console_accept_one(Console *c, int fd) {
     }
 }
 
-static int on_listen_io(sd_event_source *s, int lfd, uint32_t revents, void *userdata) {
+static void on_accept(void *userdata, int fd) {
     Console *c = userdata;
-    for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) {
-                continue;
-            }
-            if (errno != EAGAIN) {
-                log_warning_errno(-errno, "Console: accept() failed: %m");
-            }
-            return 0;
-        }
+    if (fd >= 0) {
         console_accept_one(c, fd);
+    } else if (fd != -ECONNABORTED) {
+        log_warning_errno(fd, "Console of VM '%s': cannot accept a client%s: %m", c->vm_name,
+                          acceptor_paused(c->acceptor) ? ", pausing" : "");
     }
 }
 
@@ -449,7 +443,7 @@ static int console_listen(Console *c, const char *path) {
             log_warning("Not root: %s stays owned by uid %u", path, (unsigned)geteuid());
         }
     }
-    return sd_event_add_io(c->event, &c->listen_src, c->listen_fd, EPOLLIN, on_listen_io, c);
+    return acceptor_new(c->event, c->listen_fd, on_accept, c, &c->acceptor);
 }
 
 int console_new(sd_event *e, const char *vm_name, int pty_master, const char *socket_path,
@@ -495,7 +489,7 @@ void console_free(Console *c) {
     while (c->clients) {
         cc_free(c->clients);
     }
-    sd_event_source_disable_unref(c->listen_src);
+    acceptor_free(c->acceptor);
     sd_event_source_disable_unref(c->pty_src);
     if (c->socket_path) {
         (void)addr_unix_unlink_bound(c->socket_path, &c->socket_st);

@@ -267,7 +267,7 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
 
 oom:
     if (a.v) {
-        vmm_argv_free(a.v);
+        strv_free(a.v);
     }
     return error_set(err, -ENOMEM, "out of memory");
 }
@@ -278,7 +278,7 @@ int vmm_crosvm_stop_argv(const VmConfig *vm, char ***ret_argv) {
     argv_add(&a, "stop");
     argv_add_owned(&a, vmm_crosvm_control_socket(vm));
     if (a.oom) {
-        vmm_argv_free(a.v);
+        strv_free(a.v);
         return -ENOMEM;
     }
     *ret_argv = a.v;

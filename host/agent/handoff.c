@@ -8,18 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 
 #include "log.h"
 #include "wire.h"
+
+_Static_assert(1 + WIRE_CONNECT_STREAMS_MAX <= WIRE_WRITER_FDS_MAX,
+               "a Connected carries every guest connection");
 
 struct Handoff {
     Agent *agent;
     pid_t pid;
     HandoffDoneFn done;
     void *userdata;
-    /* Connected guest sockets not sent yet: the Connect's one, then the
-     * stream connections it asked for; sent together once all are here. */
+    /* Connected guest sockets not queued yet: the Connect's one, then the
+     * stream connections it asked for; queued together once all are here. */
     int fds[1 + WIRE_CONNECT_STREAMS_MAX];
     unsigned n, want;
     MsgConnected connected; /* its timing, from the first connection */
@@ -220,47 +222,15 @@ int handoff_result(const Handoff *h, ErrorText *err) {
     return h->error;
 }
 
-bool handoff_ready(const Handoff *h) {
-    return h->over && h->error == 0 && h->n > 0;
-}
-
-int handoff_send(Handoff *h, int client_fd) {
+int handoff_queue(Handoff *h, Conn *conn) {
     Msg m = {.type = MSG_CONNECTED, .connected = h->connected};
-    _cleanup_free_ uint8_t *buf = NULL;
-    size_t n;
-    int r = wire_encode(&m, &buf, &n);
+
+    assert(h->over && h->error == 0 && h->n > 0);
+    int r = conn_queue_fds(conn, &m, h->fds, h->n);
     if (r < 0) {
         return r;
     }
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(h->fds))];
-    } control = {0};
-    struct iovec iov = {.iov_base = buf, .iov_len = n};
-    size_t fds_size = h->n * sizeof(int);
-    struct msghdr mh = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = control.buf,
-        .msg_controllen = CMSG_SPACE(fds_size),
-    };
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(fds_size);
-    memcpy(CMSG_DATA(cm), h->fds, fds_size);
-    ssize_t k;
-    do {
-        k = sendmsg(client_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (k < 0 && errno == EINTR);
-    if (k < 0) {
-        return -errno;
-    }
-    /* As unlikely as a full socket for a first short frame. */
-    if ((size_t)k < n) {
-        log_warning("Client pid %d took only part of Connected, dropping it", (int)h->pid);
-        return -EPROTO;
-    }
+    h->n = 0; /* the connection's now: closed there once sent */
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "agent.h"
+#include "conn.h"
 
 typedef struct Handoff Handoff;
 
@@ -39,13 +40,11 @@ int handoff_start(Agent *a, unsigned want, uint64_t vm_wait_start, pid_t pid, Ha
  * error of the last attempt, with err the client's Error message ("the
  * guest agent of VM 'x' did not answer within N s (…)"). */
 int handoff_result(const Handoff *h, ErrorText *err);
-/* Whether Connected is ready to be sent. */
-bool handoff_ready(const Handoff *h);
-/* Sends Connected with the sockets on client_fd: 0 (the client holds
- * them now), -EAGAIN when the socket took nothing (try again once it is
- * writable), another negative errno when the client must be dropped (a
- * partial send cannot be resumed: the fds would go twice). */
-int handoff_send(Handoff *h, int client_fd);
+/* Once it is over with 0: queues Connected on the client's connection
+ * with the sockets attached (conn_queue_fds(), which takes them over and
+ * closes them once sent; a partial send resumes). 0, or a negative errno
+ * with the sockets still ours. */
+int handoff_queue(Handoff *h, Conn *conn);
 unsigned handoff_sockets(const Handoff *h);
 unsigned handoff_attempts(const Handoff *h);
 /* Ends what is in progress and closes the sockets not handed over.

@@ -347,8 +347,9 @@ static int start_vmm(Lifecycle *l, char **argv, int console_fd, ErrorText *err) 
     }
     l->vmm_start = now_mono();
     l->state = VM_STARTING;
-    log_info("VM '%s': started %s (pid %d), waiting for the guest agent at %s", a->vm_name, argv[0],
-             (int)vmm_proc_pid(l->vmm), a->guest_str);
+    log_ctx_info(vmm_proc_log(l->vmm),
+                 "VM '%s': started %s (pid %d), waiting for the guest agent at %s", a->vm_name,
+                 argv[0], (int)vmm_proc_pid(l->vmm), a->guest_str);
     (void)sd_notifyf(0, "STATUS=Starting VM %s", a->vm_name);
     return 0;
 }
@@ -367,7 +368,7 @@ static void start_wait_guest(Lifecycle *l) {
 /* The steps in order; the console only without --foreground (then the
  * serial console is our terminal). */
 int lifecycle_start(Lifecycle *l, ErrorText *err) {
-    _cleanup_(vmm_argv_freep) char **argv = NULL;
+    _cleanup_strv_free_ char **argv = NULL;
     _cleanup_close_ int console_fd = -EBADF;
     int r;
 
@@ -410,8 +411,9 @@ static void kill_stop_command(Lifecycle *l, bool late) {
     if (!l->stop_cmd) {
         return;
     }
-    log_internal(late ? LOG_WARNING : LOG_DEBUG, 0, "VM '%s': killing %s's stop command (pid %d)",
-                 l->agent->vm_name, l->agent->vmm->name, (int)vmm_proc_pid(l->stop_cmd));
+    log_ctx_full_errno(vmm_proc_log(l->stop_cmd), late ? LOG_WARNING : LOG_DEBUG, 0,
+                       "VM '%s': killing %s's stop command (pid %d)", l->agent->vm_name,
+                       l->agent->vmm->name, (int)vmm_proc_pid(l->stop_cmd));
     (void)vmm_proc_kill(l->stop_cmd);
 }
 
@@ -424,7 +426,7 @@ static void kill_timed_out(Lifecycle *l) {
 
     snprintf(msg, sizeof(msg), "%s (pid %d) did not die after SIGKILL (%" PRIu64 " s)",
              a->vmm->name, (int)vmm_proc_pid(l->vmm), a->kill_timeout / USEC_PER_SEC);
-    log_error("VM '%s': %s; giving up", a->vm_name, msg);
+    log_ctx_error(vmm_proc_log(l->vmm), "VM '%s': %s; giving up", a->vm_name, msg);
     (void)sd_notifyf(0, "STATUS=VM %s: %s", a->vm_name, msg);
     l->events->gave_up(l->userdata, msg);
     l->vmm_unkillable = true;
@@ -516,7 +518,7 @@ static void on_stop_command_exit(void *userdata, const siginfo_t *si) {
  * environment and /dev/null for stdin. */
 static int spawn_stop_command(Lifecycle *l) {
     Agent *a = l->agent;
-    _cleanup_(vmm_argv_freep) char **argv = NULL;
+    _cleanup_strv_free_ char **argv = NULL;
     _cleanup_close_ int null = -EBADF;
     int r;
 
@@ -544,8 +546,8 @@ static int spawn_stop_command(Lifecycle *l) {
     if (r < 0) {
         return r;
     }
-    log_info("VM '%s': running %s stop (pid %d)", a->vm_name, a->vmm->name,
-             (int)vmm_proc_pid(l->stop_cmd));
+    log_ctx_info(vmm_proc_log(l->stop_cmd), "VM '%s': running %s stop (pid %d)", a->vm_name,
+                 a->vmm->name, (int)vmm_proc_pid(l->stop_cmd));
     return 0;
 }
 
@@ -576,11 +578,12 @@ static void stop_by_kill(Lifecycle *l) {
     }
     stop_timer_arm(l, a->kill_timeout);
     pid_t pid = vmm_proc_pid(l->vmm);
-    log_warning("VM '%s': killing %s (pid %d%s)", a->vm_name, a->vmm->name, (int)pid,
-                vmm_proc_own_group(l->vmm) ? " and its process group" : "");
+    log_ctx_warning(vmm_proc_log(l->vmm), "VM '%s': killing %s (pid %d%s)", a->vm_name,
+                    a->vmm->name, (int)pid,
+                    vmm_proc_own_group(l->vmm) ? " and its process group" : "");
     int r = vmm_proc_kill(l->vmm);
     if (r < 0) {
-        log_error_errno(r, "Cannot kill pid %d: %m", (int)pid);
+        log_ctx_error_errno(vmm_proc_log(l->vmm), r, "Cannot kill pid %d: %m", (int)pid);
     }
 }
 
@@ -774,8 +777,8 @@ void lifecycle_free(Lifecycle *l) {
     Agent *a = l->agent;
     if (l->vmm) {
         /* Leaving (a failure of the loop itself): the VMM must not outlive us. */
-        log_warning("VM '%s': killing %s (pid %d) on the way out", a->vm_name, a->vmm->name,
-                    (int)vmm_proc_pid(l->vmm));
+        log_ctx_warning(vmm_proc_log(l->vmm), "VM '%s': killing %s (pid %d) on the way out",
+                        a->vm_name, a->vmm->name, (int)vmm_proc_pid(l->vmm));
         (void)vmm_proc_kill(l->vmm);
         /* Not one that SIGKILL did not end already: we would hang here. */
         vmm_proc_reap(l->vmm, !l->vmm_unkillable);

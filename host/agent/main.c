@@ -707,9 +707,15 @@ int main(int argc, char **argv) {
     Options o = {.mode = MODE_SERVE};
 
     log_setup("qubes-lite-host-agent");
+    /* Under systemd our records go to the journal with their fields: the
+     * VM's name on each, the VMM's pid on those about its process. */
+    log_use_journal();
     int r = parse_options(argc, argv, &a, &o);
     if (r != 0) {
         return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    }
+    if (a.vm_name) {
+        log_set_field("QUBES_LITE_VM", a.vm_name);
     }
     switch (o.mode) {
     case MODE_CHECK:

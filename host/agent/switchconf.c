@@ -14,12 +14,6 @@
 #include "util.h"
 #include "vmconf.h"
 
-static void closedirp(DIR **d) {
-    if (*d) {
-        closedir(*d);
-    }
-}
-
 /* What each <vm>.conf of a VM in the configuration should hold: NULL text
  * for a VM not on the network, keep for one whose file does not load. */
 typedef struct Entry {
@@ -185,7 +179,7 @@ int switchconf_write(const char *config_dir, const char *net, const char *dir, F
     }
 
     /* The files of VMs no longer on the network (or gone). */
-    _cleanup_(closedirp) DIR *d = fdopendir(dup(dirfd));
+    _cleanup_closedir_ DIR *d = fdopendir(dup(dirfd));
     if (!d) {
         return -errno;
     }

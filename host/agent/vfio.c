@@ -40,12 +40,6 @@ typedef struct PciInfo {
     bool bridge;
 } PciInfo;
 
-static void closedirp(DIR **d) {
-    if (*d) {
-        closedir(*d);
-    }
-}
-
 const char *vfio_sysfs_root(void) {
     const char *e = getenv("QUBES_LITE_SYSFS_ROOT");
     return (e && *e) ? e : VFIO_DEFAULT_SYSFS_ROOT;
@@ -237,7 +231,7 @@ static int bdf_cmp(const void *a, const void *b) {
 static int group_members(const char *bdf, const char *group, Bdf **ret, size_t *ret_n,
                          ErrorText *err) {
     char path[PATH_MAX];
-    _cleanup_(closedirp) DIR *d = NULL;
+    _cleanup_closedir_ DIR *d = NULL;
     _cleanup_free_ Bdf *v = NULL;
     size_t n = 0;
     struct dirent *de;

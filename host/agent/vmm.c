@@ -5,19 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void vmm_argv_free(char **argv) {
-    if (!argv) {
-        return;
-    }
-    for (char **p = argv; *p; p++) {
-        free(*p);
-    }
-    free(argv);
-}
-
 int vmm_print_command(const VmmOps *ops, const HostConfig *h, const VmConfig *vm, FILE *out,
                       ErrorText *err) {
-    _cleanup_(vmm_argv_freep) char **argv = NULL;
+    _cleanup_strv_free_ char **argv = NULL;
     int r = ops->argv(h, vm, &argv, err);
     if (r < 0) {
         return r;

@@ -13,7 +13,7 @@
 
 typedef struct VmmOps {
     const char *name;
-    /* The VMM's argv (NULL-terminated, free with vmm_argv_free()). Fails
+    /* The VMM's argv (NULL-terminated, free with strv_free()). Fails
      * with -EINVAL and err->message naming the file and the key when the
      * configuration lacks what the VMM needs (a kernel). */
     int (*argv)(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ErrorText *err);
@@ -28,6 +28,3 @@ typedef struct VmmOps {
  * or a negative errno with err->message set. */
 int vmm_print_command(const VmmOps *ops, const HostConfig *h, const VmConfig *vm, FILE *out,
                       ErrorText *err);
-
-void vmm_argv_free(char **argv);
-DEFINE_TRIVIAL_CLEANUP_FUNC(char **, vmm_argv_free)

@@ -19,6 +19,7 @@ struct VmmProc {
     pid_t pid;
     bool own_group;
     const char *name;
+    LogContext log; /* QUBES_LITE_PID */
     sd_event_source *child;
     VmmProcExitFn on_exit;
     void *userdata;
@@ -73,7 +74,7 @@ int vmm_environ(char *const *from, const char *const *extra, size_t n_extra, int
     for (char *const *e = from; *e; e++) {
         max++;
     }
-    _cleanup_(vmm_argv_freep) char **env = calloc(max + 1, sizeof(char *));
+    _cleanup_strv_free_ char **env = calloc(max + 1, sizeof(char *));
     if (!env) {
         return -ENOMEM;
     }
@@ -115,7 +116,7 @@ static void log_line(VmmProc *p, const char *line, size_t len) {
     if (len > 0 && line[len - 1] == '\r') {
         len--;
     }
-    log_info("%s: %s", p->name, str_sanitize(line, len, buf, sizeof(buf)));
+    log_ctx_info(&p->log, "%s: %s", p->name, str_sanitize(line, len, buf, sizeof(buf)));
 }
 
 /* Logs the complete lines read so far; a partial one too when it fills
@@ -255,6 +256,10 @@ pid_t vmm_proc_pid(const VmmProc *p) {
     return p->pid;
 }
 
+const LogContext *vmm_proc_log(const VmmProc *p) {
+    return &p->log;
+}
+
 bool vmm_proc_own_group(const VmmProc *p) {
     return p->own_group;
 }
@@ -287,7 +292,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(VmmProc *, vmm_proc_free)
 int vmm_proc_spawn(sd_event *e, const VmmProcSpec *spec, VmmProcExitFn on_exit, void *userdata,
                    VmmProc **ret, ErrorText *err) {
     extern char **environ;
-    _cleanup_(vmm_argv_freep) char **env = NULL;
+    _cleanup_strv_free_ char **env = NULL;
     _cleanup_close_ int err_fd = -EBADF;
     bool err_journal = false;
     int r;
@@ -314,6 +319,8 @@ int vmm_proc_spawn(sd_event *e, const VmmProcSpec *spec, VmmProcExitFn on_exit, 
     if (r < 0) {
         return error_set(err, r, "fork: %s", strerror(-r));
     }
+    /* No prefix (the context is zeroed), the pid as a field. */
+    log_context_set(&p->log, "QUBES_LITE_PID", "%d", (int)p->pid);
     r = sd_event_add_child(e, &p->child, p->pid, WEXITED, on_child, p);
     if (r < 0) {
         /* Unwatched, it could not be stopped: do not leave it running. */

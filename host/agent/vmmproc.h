@@ -24,6 +24,7 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include "log.h"
 #include "util.h"
 
 /* How many --vmm-env patterns. */
@@ -58,6 +59,9 @@ typedef void (*VmmProcExitFn)(void *userdata, const siginfo_t *si);
 int vmm_proc_spawn(sd_event *e, const VmmProcSpec *spec, VmmProcExitFn on_exit, void *userdata,
                    VmmProc **ret, ErrorText *err);
 pid_t vmm_proc_pid(const VmmProc *p);
+/* The context of records about the process: no prefix, its pid as the
+ * journal field QUBES_LITE_PID (its stderr's relayed lines carry it). */
+const LogContext *vmm_proc_log(const VmmProc *p);
 bool vmm_proc_own_group(const VmmProc *p);
 /* SIGKILL to its whole process group when it leads one (a VMM's device
  * and jail processes hold the TAP, vfio devices and disks), else to it. */
@@ -72,7 +76,7 @@ void vmm_proc_reap(VmmProc *p, bool block);
 void vmm_proc_free(VmmProc *p);
 
 /* The environment above, from `from` (our environ): a NULL-terminated
- * array to free with vmm_argv_free(). journal_fd >= 0 is the journal
+ * array to free with strv_free(). journal_fd >= 0 is the journal
  * stream that will be its stderr (JOURNAL_STREAM names it); -1 for none. */
 int vmm_environ(char *const *from, const char *const *extra, size_t n_extra, int journal_fd,
                 char ***ret);

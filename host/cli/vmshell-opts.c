@@ -85,16 +85,6 @@ ssize_t vmshell_find_escape(const uint8_t *buf, size_t n) {
     return p ? (ssize_t)(p - buf) : -1;
 }
 
-void vmshell_strv_free(char **v) {
-    if (!v) {
-        return;
-    }
-    for (char **p = v; *p; p++) {
-        free(*p);
-    }
-    free(v);
-}
-
 /* 'path' for sh -c, with ' as '\'', and every % doubled: ssh expands
  * %-tokens in ProxyCommand before the shell sees it. */
 static char *proxy_quote(const char *path) {
@@ -144,7 +134,7 @@ int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const ch
     do {                                                                                           \
         if (asprintf(&v[n], __VA_ARGS__) < 0) {                                                    \
             v[n] = NULL;                                                                           \
-            vmshell_strv_free(v);                                                                  \
+            strv_free(v);                                                                          \
             return -ENOMEM;                                                                        \
         }                                                                                          \
         n++;                                                                                       \

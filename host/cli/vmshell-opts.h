@@ -31,12 +31,11 @@ int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, ErrorText *er
 ssize_t vmshell_find_escape(const uint8_t *buf, size_t n);
 
 /* ssh's command line for VM (argv[0] "ssh", NULL-terminated, every string
- * its own allocation; free with vmshell_strv_free()): the connection goes
+ * its own allocation; free with strv_free()): the connection goes
  * through `proxy CID 22` (the proxy's path quoted for the shell ssh runs
  * it with, and '%' doubled for ssh's own expansion), logs in as user, and
  * runs the remote command when cmdc > 0. */
 int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const char *vm,
                      char *const *cmd, size_t cmdc, char ***ret_argv);
-void vmshell_strv_free(char **v);
 
 extern const char vmshell_usage[];

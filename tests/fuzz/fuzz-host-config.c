@@ -116,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             } else if (r != -EINVAL && r != -ENOENT) {
                 abort();
             }
-            vmm_argv_free(argv);
+            strv_free(argv);
         }
     }
     /* The whole-directory check must agree that something is wrong or not

@@ -156,7 +156,7 @@ static void test_readme_additional_disks(void **state) {
                                    "'block-size': 4096, 'id': 'data', 'direct': false}]}");
     expect_option(argv, "--block",
                   "/tmp/data.qcow2,ro=false,sparse=true,block-size=4096,id=data,direct=false");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 static void test_readme_shared_directories(void **state) {
@@ -164,61 +164,61 @@ static void test_readme_shared_directories(void **state) {
                                      "'path': '/tmp/shared', 'tag': 'shared', 'type': 'fs', "
                                      "'uid': 1000}]}");
     expect_option(argv, "--shared-dir", "/tmp/shared:shared:type=fs:uid=1000");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 static void test_readme_pci_devices(void **state) {
     char **argv = build_vm("usb", "{'id': 3, 'kernel': '/k', 'pciDevices': [{'path': '01:00.0', "
                                   "'iommu': 'on'}]}");
     expect_option(argv, "--vfio", "/sys/bus/pci/devices/0000:01:00.0/,iommu=on");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 static void test_readme_vhost_user(void **state) {
     char **argv = build_vm("vu", "{'id': 3, 'kernel': '/k', 'vhostUser': [{'type': 'net', "
                                  "'socket': '/path/to/socket'}]}");
     expect_option(argv, "--vhost-user", "type=net,socket=/path/to/socket");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 static void test_readme_gpu(void **state) {
     char **argv = build_vm("g", "{'id': 3, 'kernel': '/k', 'gpu': false}");
     expect_no_flag(argv, "--gpu");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     argv = build_vm("g", "{'id': 3, 'kernel': '/k', 'gpu': true}");
     expect_option(argv, "--gpu", "context-types=cross-domain:virgl2");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* The default is true. */
     argv = build_vm("g", "{'id': 3, 'kernel': '/k'}");
     expect_option(argv, "--gpu", "context-types=cross-domain:virgl2");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     argv = build_vm("g", "{'id': 3, 'kernel': '/k', 'gpu': {'context-types': "
                          "'cross-domain:virgl2', 'width': 1920, 'height': 1080}}");
     expect_option(argv, "--gpu", "context-types=cross-domain:virgl2,width=1920,height=1080");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 static void test_readme_sound(void **state) {
     char **argv = build_vm("s", "{'id': 3, 'kernel': '/k', 'sound': false}");
     expect_no_flag(argv, "--virtio-snd");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* The default is false. */
     argv = build_vm("s", "{'id': 3, 'kernel': '/k'}");
     expect_no_flag(argv, "--virtio-snd");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     argv = build_vm("s", "{'id': 3, 'kernel': '/k', 'sound': true}");
     expect_option(argv, "--virtio-snd", "backend=pulse");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     argv = build_vm("s", "{'id': 3, 'kernel': '/k', 'sound': {'backend': 'pulse', "
                          "'capture': true}}");
     expect_option(argv, "--virtio-snd", "backend=pulse,capture=true");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 /* The README's VM-to-VM example: router and clients on "internal". */
@@ -228,13 +228,13 @@ static void test_readme_vm_network(void **state) {
                                      "'vmNetwork': {'internal': {'router': true}}}");
     expect_option(argv, "--vhost-user", "type=net,socket=/run/vm-switch/internal/router.sock");
     expect_option(argv, "--net", "tap-name=vm-router");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     argv = build_vm("banking", "{'id': 5, 'name': 'banking', 'kernel': '/k', "
                                "'vmNetwork': {'internal': {}}}");
     expect_option(argv, "--vhost-user", "type=net,socket=/run/vm-switch/internal/banking.sock");
     expect_no_flag(argv, "--net");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* A module that also lists the vmNetwork socket under vhostUser gets
      * it once. */
@@ -242,13 +242,13 @@ static void test_readme_vm_network(void **state) {
                                "'vhostUser': [{'type': 'net', "
                                "'socket': '/run/vm-switch/internal/banking.sock'}]}");
     expect_option(argv, "--vhost-user", "type=net,socket=/run/vm-switch/internal/banking.sock");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* The switch's socket directory has an override. */
     setenv("QUBES_LITE_SWITCH_DIR", "/tmp/switch", 1);
     argv = build_vm("banking", "{'id': 5, 'kernel': '/k', 'vmNetwork': {'internal': {}}}");
     expect_option(argv, "--vhost-user", "type=net,socket=/tmp/switch/internal/banking.sock");
-    vmm_argv_free(argv);
+    strv_free(argv);
     clean_env();
 }
 
@@ -258,7 +258,7 @@ static void test_readme_dev_home_disk(void **state) {
                                   "'hostNetworking': true, 'additionalDisks': [{"
                                   "'path': '/dev/mapper/main-dev-home', 'ro': false}]}");
     expect_option(argv, "--block", "/dev/mapper/main-dev-home,ro=false");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 /* ---- the other rules ---- */
@@ -277,25 +277,25 @@ static void test_pci_forms(void **state) {
         }
     }
     assert_int_equal(k, 2);
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* Under a test sysfs tree. */
     setenv("QUBES_LITE_SYSFS_ROOT", "/tmp/sysfs", 1);
     argv = build_vm("p", "{'id': 3, 'kernel': '/k', 'pciDevices': [{'path': '01:00.0'}]}");
     expect_option(argv, "--vfio", "/tmp/sysfs/bus/pci/devices/0000:01:00.0/");
-    vmm_argv_free(argv);
+    strv_free(argv);
     clean_env();
 }
 
 static void test_root_disk(void **state) {
     char **argv = build_vm("r", "{'id': 3, 'kernel': '/k', 'rootDisk': '/img/root.img'}");
     expect_option(argv, "--block", "/img/root.img,ro=true,root=true");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     argv = build_vm("r", "{'id': 3, 'kernel': '/k', 'rootDiskReadonly': false, "
                          "'rootDisk': {'path': '/img/root.qcow2', 'sparse': false}}");
     expect_option(argv, "--block", "/img/root.qcow2,sparse=false,ro=false,root=true");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* The root disk comes before the additional disks (it is /dev/vda). */
     argv = build_vm("r", "{'id': 3, 'kernel': '/k', 'rootDisk': '/root.img', "
@@ -312,13 +312,13 @@ static void test_root_disk(void **state) {
     assert_string_equal(blocks[0], "/root.img,ro=true,root=true");
     assert_string_equal(blocks[1], "/a");
     assert_string_equal(blocks[2], "/b,ro=true");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* No root disk: an initramfs-only VM. */
     argv = build_vm("r", "{'id': 3, 'kernel': '/k', 'initramfs': '/initrd'}");
     expect_no_flag(argv, "--block");
     expect_option(argv, "--initrd", "/initrd");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 static void test_kernel_params_and_log_level(void **state) {
@@ -336,19 +336,19 @@ static void test_kernel_params_and_log_level(void **state) {
     assert_string_equal(argv[1], "--log-level");
     assert_string_equal(argv[2], "info");
     assert_string_equal(argv[3], "run");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* host.json's level, then the VM's own. */
     HostConfig *h = load_host("{'crosvm': {'logLevel': 'warn'}}");
     VmConfig *vm = load_vm("kp", "{'id': 3, 'kernel': '/k'}");
     argv = build(h, vm);
     assert_string_equal(argv[2], "warn");
-    vmm_argv_free(argv);
+    strv_free(argv);
     vm_config_free(vm);
     vm = load_vm("kp", "{'id': 3, 'kernel': '/k', 'crosvm': {'logLevel': 'trace'}}");
     argv = build(h, vm);
     assert_string_equal(argv[2], "trace");
-    vmm_argv_free(argv);
+    strv_free(argv);
     vm_config_free(vm);
     host_config_free(h);
 }
@@ -369,19 +369,19 @@ static void test_overrides(void **state) {
     char **argv = build_vm("o", "{'id': 9, 'kernel': '/k'}");
     assert_string_equal(argv[0], "/opt/fake-crosvm");
     expect_option(argv, "--socket", "/tmp/rt/o-crosvm.sock");
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     VmConfig *vm = load_vm("o", "{'id': 9}");
     assert_int_equal(vmm_crosvm_stop_argv(vm, &argv), 0);
     const char *stop[] = {"/opt/fake-crosvm", "stop", "/tmp/rt/o-crosvm.sock", NULL};
     expect_argv(argv, stop);
-    vmm_argv_free(argv);
+    strv_free(argv);
     clean_env();
 
     assert_int_equal(vmm_crosvm.stop_argv(vm, &argv), 0);
     const char *stop2[] = {"crosvm", "stop", "/run/qubes-lite/o-crosvm.sock", NULL};
     expect_argv(argv, stop2);
-    vmm_argv_free(argv);
+    strv_free(argv);
     vm_config_free(vm);
 }
 
@@ -407,7 +407,7 @@ static void test_whole_banking(void **state) {
         "/boot/bzImage", NULL,
     };
     expect_argv(argv, expected);
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 /* The Offline VMs example: vault, memory 2048, defaults otherwise. */
@@ -427,7 +427,7 @@ static void test_whole_vault(void **state) {
         "/boot/bzImage", NULL,
     };
     expect_argv(argv, expected);
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 /* Everything at once: every device kind, the extra arguments of host.json
@@ -500,7 +500,7 @@ static void test_whole_everything(void **state) {
         NULL,
     };
     expect_argv(argv, expected);
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* --print-command: the same, one argument per line. */
     char *buf = NULL;
@@ -542,7 +542,7 @@ static void test_whole_shopping_personal(void **state) {
         "/boot/bzImage", NULL,
     };
     expect_argv(argv, shopping);
-    vmm_argv_free(argv);
+    strv_free(argv);
 
     /* hostNetworking defaults to false: an offline VM has no --net. */
     argv = build_vm("personal", "{'id': 7, 'name': 'personal', 'memory': 4096, 'cpus': 4, "
@@ -559,7 +559,7 @@ static void test_whole_shopping_personal(void **state) {
         "/boot/bzImage", NULL,
     };
     expect_argv(argv, personal);
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 /* The README's PCI passthrough configuration: sys-usb and sys-net. */
@@ -582,7 +582,7 @@ static void test_whole_pci_passthrough(void **state) {
         "/boot/bzImage", NULL,
     };
     expect_argv(argv, expected);
-    vmm_argv_free(argv);
+    strv_free(argv);
     vm_config_free(vm);
     host_config_free(h);
 }
@@ -600,26 +600,26 @@ static void test_wayland_sock(void **state) {
             assert_string_equal(argv[i - 2], "--gpu");
         }
     }
-    vmm_argv_free(argv);
+    strv_free(argv);
     vm_config_free(vm);
 
     vm = load_vm("w", "{'id': 3, 'kernel': '/k', 'gpu': {'context-types': 'cross-domain'}}");
     argv = build(h, vm);
     expect_option(argv, "--wayland-sock", "/run/user/0/wayland-0");
-    vmm_argv_free(argv);
+    strv_free(argv);
     vm_config_free(vm);
 
     vm = load_vm("w", "{'id': 3, 'kernel': '/k', 'gpu': false, 'sound': true}");
     argv = build(h, vm);
     expect_no_flag(argv, "--wayland-sock");
-    vmm_argv_free(argv);
+    strv_free(argv);
     vm_config_free(vm);
     host_config_free(h);
 
     /* No user: whose session would it be? */
     argv = build_vm("w", "{'id': 3, 'kernel': '/k', 'gpu': true}");
     expect_no_flag(argv, "--wayland-sock");
-    vmm_argv_free(argv);
+    strv_free(argv);
 }
 
 int main(void) {

@@ -1,7 +1,8 @@
 /* host/agent/handoff: a Connect's guest connections against a unix
  * listener standing in for the guest agent: all of them handed over in
- * one Connected, the deadline's message when nobody listens, and what
- * --no-vmm's HostStatus reads from the attempts. */
+ * one Connected queued on the client's connection, the deadline's message
+ * when nobody listens, and what --no-vmm's HostStatus reads from the
+ * attempts. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "host/agent/agent.h"
+#include "conn.h"
 #include "host/agent/handoff.h"
 #include "log.h"
 #include "util.h"
@@ -90,26 +93,52 @@ static Handoff *run_handoff(Fixture *f, unsigned want) {
     return h;
 }
 
+static void on_conn_closed(void *userdata, int error) {
+}
+
+static const ConnOps client_conn_ops = {.closed = on_conn_closed};
+
 /* The Connect's connection and its stream connection, both to the guest
- * agent, go to the client in one Connected. */
+ * agent, go to the client in one Connected, queued on its connection
+ * (which takes the sockets over and closes its copies once sent). */
 static void test_all_handed_over(void **state) {
     Fixture *f = *state;
     int sp[2], fds[4];
     size_t n = 0;
     Msg m;
     char c;
+    Conn *conn = NULL;
 
     guest_listen(f);
     Handoff *h = run_handoff(f, 2);
     ErrorText err;
     assert_int_equal(handoff_result(h, &err), 0);
-    assert_true(handoff_ready(h));
     assert_int_equal(handoff_sockets(h), 2);
     assert_int_equal(handoff_attempts(h), 2);
 
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-    assert_int_equal(handoff_send(h, sp[0]), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp), 0);
+    ConnOptions o = {.role = CONN_SERVER, .close_mode = CONN_CLOSE_FLUSHED};
+    assert_int_equal(conn_new(f->agent.event, sp[0], &o, &client_conn_ops, NULL, &conn), 0);
+    /* Another frame with fds waits: nothing is taken, the sockets stay. */
+    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(null_fd >= 0);
+    Msg ping = {.type = MSG_PING, .nonce = 1};
+    assert_int_equal(conn_queue_fds(conn, &ping, &null_fd, 1), 0);
+    assert_int_equal(handoff_queue(h, conn), -EBUSY);
+    assert_int_equal(handoff_sockets(h), 2);
+    assert_int_equal(conn_flush(conn), 0);
+    assert_int_equal(wire_recv_fds(sp[1], &m, fds, ELEMENTSOF(fds), &n), 0);
+    assert_int_equal(m.type, MSG_PING);
+    msg_done(&m);
+    assert_int_equal(n, 1);
+    close(fds[0]);
+    n = 0;
+
+    assert_int_equal(handoff_queue(h, conn), 0);
+    assert_int_equal(handoff_sockets(h), 0);
     handoff_free(h);
+    assert_int_equal(conn_flush(conn), 0);
+    conn_free(conn);
     assert_int_equal(wire_recv_fds(sp[1], &m, fds, ELEMENTSOF(fds), &n), 0);
     assert_int_equal(m.type, MSG_CONNECTED);
     assert_int_equal(m.connected.vm_start_us, 0);
@@ -127,7 +156,7 @@ static void test_all_handed_over(void **state) {
         close(g);
         close(fds[i]);
     }
-    close_pair(sp);
+    safe_close(sp[1]);
 }
 
 /* Nobody listens: attempts until --guest-timeout, then the client's
@@ -144,7 +173,6 @@ static void test_deadline(void **state) {
     assert_true(now_mono() - start >= f->agent.guest_timeout);
     int r = handoff_result(h, &err);
     assert_true(r < 0);
-    assert_false(handoff_ready(h));
     assert_true(handoff_attempts(h) > 2);
     snprintf(want, sizeof(want), "the guest agent of VM 'test' did not answer within 1 s (%s: %s)",
              f->agent.guest_str, strerror(-r));

@@ -50,7 +50,7 @@ static void test_environ_allowlist(void **state) {
     assert_string_equal(env[0], "PATH=/p");
     assert_string_equal(env[1], "TZ=UTC");
     assert_string_equal(env[2], "WAYLAND_DISPLAY=w");
-    vmm_argv_free(env);
+    strv_free(env);
 }
 
 static void test_environ_default_path(void **state) {
@@ -61,7 +61,7 @@ static void test_environ_default_path(void **state) {
     assert_int_equal(strv_len(env), 2);
     assert_string_equal(env[0], "DISPLAY=:0");
     assert_string_equal(env[1], "PATH=" VMM_ENV_DEFAULT_PATH);
-    vmm_argv_free(env);
+    strv_free(env);
 }
 
 /* --vmm-env NAME is that name exactly; PREFIX* every name starting with
@@ -78,7 +78,7 @@ static void test_environ_extra(void **state) {
     assert_string_equal(env[1], "PFX_A=a");
     assert_string_equal(env[2], "PFX_=b");
     assert_string_equal(env[3], "PATH=/p");
-    vmm_argv_free(env);
+    strv_free(env);
 }
 
 /* Its stderr is a journal stream: JOURNAL_STREAM names that stream. */
@@ -96,7 +96,7 @@ static void test_environ_journal(void **state) {
     assert_int_equal(strv_len(env), 2);
     assert_string_equal(env[0], "PATH=/p");
     assert_string_equal(env[1], want);
-    vmm_argv_free(env);
+    strv_free(env);
     close(fd);
 }
 
@@ -168,6 +168,23 @@ static void test_exit_status(void **state) {
     run_sh("exit 3", &spec, &run);
     assert_int_equal(run.si.si_code, CLD_EXITED);
     assert_int_equal(run.si.si_status, 3);
+}
+
+/* Records about the process carry its pid as a journal field, and no
+ * prefix: their text stays what the caller wrote. */
+static void test_log_context(void **state) {
+    VmmProcSpec spec = {.in = -1, .out = -1};
+    char want[64];
+    sd_event *e = NULL;
+    Run run;
+
+    spawn_sh("exit 0", &spec, &run, &e);
+    const LogContext *ctx = vmm_proc_log(run.proc);
+    snprintf(want, sizeof(want), "QUBES_LITE_PID=%d", (int)vmm_proc_pid(run.proc));
+    assert_string_equal(ctx->prefix, "");
+    assert_int_equal(ctx->n_fields, 1);
+    assert_string_equal(ctx->fields[0], want);
+    wait_exit(&run, e);
 }
 
 /* No fd of ours but its stdio, close-on-exec or not; only the variables
@@ -281,7 +298,7 @@ int main(void) {
         cmocka_unit_test(test_environ_extra),     cmocka_unit_test(test_environ_journal),
         cmocka_unit_test(test_exit_status),       cmocka_unit_test(test_fds_and_environment),
         cmocka_unit_test(test_kill_group),        cmocka_unit_test(test_no_own_group),
-        cmocka_unit_test(test_stderr_relayed),
+        cmocka_unit_test(test_stderr_relayed),    cmocka_unit_test(test_log_context),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

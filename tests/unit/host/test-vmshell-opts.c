@@ -144,7 +144,7 @@ static void test_ssh_argv(void **state) {
         assert_string_equal(v[i], want[i]);
     }
     assert_null(v[i]);
-    vmshell_strv_free(v);
+    strv_free(v);
 
     /* No command: an interactive login, no "--". */
     assert_int_equal(vmshell_ssh_argv("/p", 255, "root", "x", NULL, 0, &v), 0);
@@ -153,7 +153,7 @@ static void test_ssh_argv(void **state) {
     }
     assert_string_equal(v[i - 1], "qubes-lite-x");
     assert_string_equal(v[2], "ProxyCommand='/p' 255 22");
-    vmshell_strv_free(v);
+    strv_free(v);
 }
 
 static void test_ssh_proxy_quoting(void **state) {
@@ -162,8 +162,8 @@ static void test_ssh_proxy_quoting(void **state) {
      * sign is doubled so that ssh does not take it for a token. */
     assert_int_equal(vmshell_ssh_argv("/opt/it's 100%/proxy", 3, "u", "vm", NULL, 0, &v), 0);
     assert_string_equal(v[2], "ProxyCommand='/opt/it'\\''s 100%%/proxy' 3 22");
-    vmshell_strv_free(v);
-    vmshell_strv_free(NULL);
+    strv_free(v);
+    strv_free(NULL);
 }
 
 int main(void) {

@@ -173,6 +173,26 @@ static void test_take_and_close(void **state) {
     assert_true(now_usec(CLOCK_MONOTONIC) > 0);
 }
 
+/* strv_free() takes the strings with the array; the cleanup form and
+ * NULL too (the sanitizer build sees a leak or a double free). */
+static void test_strv_free(void **state) {
+    char **v = calloc(3, sizeof(char *));
+    assert_non_null(v);
+    v[0] = strdup("crosvm");
+    v[1] = strdup("run");
+    strv_free(v);
+    strv_free(NULL);
+    {
+        _cleanup_strv_free_ char **w = calloc(2, sizeof(char *));
+        assert_non_null(w);
+        w[0] = strdup("ssh");
+    }
+    {
+        _cleanup_strv_free_ char **none = NULL;
+        (void)none;
+    }
+}
+
 static void test_loop_write_read(void **state) {
     _cleanup_close_pair_ int sv[2] = {-EBADF, -EBADF};
     static uint8_t out[1 << 20], in[1 << 20];
@@ -503,6 +523,7 @@ int main(void) {
         cmocka_unit_test(test_sanitize_truncation),
         cmocka_unit_test(test_fd_flags),
         cmocka_unit_test(test_take_and_close),
+        cmocka_unit_test(test_strv_free),
         cmocka_unit_test(test_loop_write_read),
         cmocka_unit_test(test_loop_write_peer_gone),
         cmocka_unit_test(test_send_recv_one_fd),
