@@ -13,9 +13,8 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_REL = os.environ.get("BUILD", "build")
-BUILD = os.path.join(ROOT, BUILD_REL)
+from qltest import BUILD, BUILD_REL, ROOT
+
 FUZZ_DIR = os.path.join(BUILD, "fuzz")
 CORPUS = os.path.join(ROOT, "tests", "fuzz", "corpus")
 TARGETS = sorted(os.path.basename(p)[:-2]

@@ -19,7 +19,7 @@ import struct
 import subprocess
 import time
 
-from conftest import program
+from qltest import program
 
 CLIENT, ROUTER = 0, 1
 SETUP, PEER, PEER_REMOVE, PEER_DOWN, GET_BUFFER, PUT_BUFFER, PING = 1, 2, 3, 4, 5, 6, 7

@@ -30,8 +30,8 @@ import time
 
 import pytest
 
-from conftest import BUILD, program
-from procs import children_of, ns_pid, pid_alive, wait_for  # noqa: F401 (re-exported)
+from qltest import BUILD, program
+from qltest.procs import children_of, ns_pid, pid_alive, wait_for  # noqa: F401 (re-exported)
 
 TESTPMD = shutil.which("dpdk-testpmd")
 # The test build of vm-switch (child.c's VM_SWITCH_TEST_HOOKS).

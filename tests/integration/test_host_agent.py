@@ -9,38 +9,19 @@ import subprocess
 
 import pytest
 
-import qlwire
-from conftest import program
-from hostfix import VM, wait_for
-from procs import socket_fds
-from qlwire import pb
-
-
-def recv_frame_with_fd(sock, timeout=60):
-    """One frame and the fd that came with it (or None)."""
-    sock.settimeout(timeout)
-    fds = []
-    buf = b""
-    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-        want = 4 - len(buf) if len(buf) < 4 else 4 + struct.unpack(">I", buf[:4])[0] - len(buf)
-        data, more, _, _ = socket.recv_fds(sock, want, 4)
-        if not data:
-            raise qlwire.Closed()
-        buf += data
-        fds += more
-    env = pb.Envelope()
-    env.ParseFromString(buf[4:])
-    name = env.WhichOneof("msg")
-    assert len(fds) <= 1, fds
-    return name, getattr(env, name), (fds[0] if fds else None)
+from qltest import program, qlwire
+from qltest.host import VM
+from qltest.procs import socket_fds, wait_for
+from qltest.qlwire import pb
 
 
 def connect_and_get_guest(stack):
     c = stack.connect_host()
     c.send("connect")
-    name, msg, fd = recv_frame_with_fd(c.sock)
+    name, msg, fds, _ = qlwire.recv_frame_with_fds(c.sock)
     assert name == "connected", (name, msg)
-    assert fd is not None
+    assert len(fds) == 1, fds
+    fd = fds[0]
     assert msg.vm_start_us == 0
     return c, socket.socket(fileno=fd)
 
@@ -197,12 +178,11 @@ def test_refused_peer_gets_denied(host_stack):
     r = subprocess.run(["/usr/bin/python3", "-c", script], user=65534, group=65534,
                        extra_groups=[], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    (n,) = struct.unpack(">I", r.stdout[:4])
-    env = pb.Envelope()
-    env.ParseFromString(r.stdout[4:4 + n])
-    assert env.WhichOneof("msg") == "error"
-    assert env.error.code == pb.ERROR_DENIED
-    assert len(r.stdout) == 4 + n
+    rest = bytearray(r.stdout)
+    [(name, msg)] = qlwire.frames(rest)
+    assert name == "error"
+    assert msg.code == pb.ERROR_DENIED
+    assert not rest
 
 
 def test_configured_user_is_accepted(host_stack):

@@ -9,7 +9,7 @@ import pytest
 
 from childfix import (CLIENT, PeerRing, EVENT_IDX, HDR, MRG_RXBUF, RING_HEAD, RING_SLOTS, RING_TAIL,
                       ROUTER, RX, TX, VERSION_1, ChildRun, Frontend, mac_bytes)
-from procs import wait_for
+from qltest.procs import wait_for
 
 ROUTER_MAC = "52:54:00:5b:00:01"
 C1_MAC = "52:54:00:5b:00:02"

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from conftest import program
+from qltest import program
 from switchfix import SwitchRun
 
 AGENT = program("qubes-lite-host-agent")

@@ -7,8 +7,8 @@ import socket
 import subprocess
 import time
 
-from conftest import program
-from procs import pid_alive, wait_for
+from qltest import program
+from qltest.procs import pid_alive, wait_for
 from switchfix import C1_MAC, C2_MAC, ROUTER_MAC, switch_run  # noqa: F401 (fixture)
 
 

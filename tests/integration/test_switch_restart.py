@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-from procs import pid_alive, wait_for
+from qltest.procs import pid_alive, wait_for
 from switchfix import C1_MAC, C2_MAC, ROUTER_MAC, needs_testpmd, pmd, switch_run  # noqa: F401
 
 pytestmark = needs_testpmd

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import program
-from procs import pid_alive, wait_for
+from qltest import program
+from qltest.procs import pid_alive, wait_for
 from switchfix import (C1_MAC, HOOKED, ROUTER_MAC, SANDBOX_USER, SwitchRun, children_of,
                        needs_testpmd, pmd)
 import pwd

@@ -7,11 +7,11 @@ import signal
 import subprocess
 import time
 
-from conftest import program
-from hostfix import VM
-from procs import wait_for
-from qlwire import pb
-from vmmfix import VMM_ENV_ARGS
+from qltest import program, qlwire
+from qltest.host import VM
+from qltest.procs import wait_for
+from qltest.qlwire import pb
+from qltest.vmm import VMM_ENV_ARGS
 
 COMMANDS = ("vm-start", "vm-stop", "vm-list", "vm-start-debug")
 
@@ -39,7 +39,7 @@ def test_vm_start_and_stop(vmm_stack):
     assert p.returncode == 0, p.stderr
     # It waited more than a second: one progress line.
     assert p.stderr == f"vm-start: waiting for VM '{VM}' to start...\n"
-    assert s.status().state == pb.VM_STATE_RUNNING
+    assert s.host_status().state == pb.VM_STATE_RUNNING
     p = s.run_tool("vm-start", VM)
     assert p.returncode == 0 and p.stderr == ""
     p = s.run_tool("vm-stop", VM)
@@ -87,7 +87,7 @@ def test_vm_list(vmm_stack):
 
     assert s.run_tool("vm-start", VM).returncode == 0
     held = s.popen("vm-run", VM, "sleep", "30")
-    wait_for(lambda: s.status().live_sessions == 1, timeout=30, what="the session")
+    wait_for(lambda: s.host_status().live_sessions == 1, timeout=30, what="the session")
     p = s.run_tool("vm-list", "--json")
     assert p.returncode == 0, p.stderr
     by = {v["name"]: v for v in json.loads(p.stdout)}
@@ -101,8 +101,8 @@ def test_vm_list(vmm_stack):
 
     os.kill(held.pid, signal.SIGKILL)
     held.wait()
-    wait_for(lambda: s.status().leases == 0, timeout=30, what="the lease to end")
-    wait_for(lambda: s.status().live_sessions == 0, timeout=30, what="the session to end")
+    wait_for(lambda: s.host_status().leases == 0, timeout=30, what="the lease to end")
+    wait_for(lambda: s.host_status().live_sessions == 0, timeout=30, what="the session to end")
     p = s.run_tool("vm-list", "--json")
     t = {v["name"]: v for v in json.loads(p.stdout)}[VM]
     assert t["leases"] == 0 and 295 <= t["idle_left_s"] <= 300, t
@@ -176,7 +176,7 @@ def test_vm_start_debug_leaves_a_listening_agent_alone(vmm_stack):
                         f"(systemctl stop qubes-lite-{VM}.socket)\n"), p.stderr
     assert not os.path.exists(s.argv_file)
     assert os.stat(s.sock).st_ino == before
-    assert s.status().state == pb.VM_STATE_STOPPED
+    assert s.host_status().state == pb.VM_STATE_STOPPED
 
 
 def list_state(s):
@@ -205,7 +205,6 @@ def fake_agent(path, reply):
     msg)` for its request. Returns the listening socket and the thread."""
     import socket as socketmod
     import threading
-    import qlwire
     os.makedirs(os.path.dirname(path), exist_ok=True)
     lsock = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
     lsock.bind(path)

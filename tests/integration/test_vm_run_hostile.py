@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-import qlwire
-from hostfix import VM, wait_for
+from qltest import qlwire
+from qltest.host import VM
+from qltest.procs import wait_for
+from qltest.qlwire import pb
 
 GIVE_UP_S = 8      # vm-run's GIVE_UP_MS
 MARGIN_S = 7
@@ -96,8 +98,6 @@ def test_tty_input_left_unread_is_flushed_at_exit(host_stack):
     import fcntl
     import os
     import termios
-    from guestfix import frames
-    from qlwire import pb
 
     s = host_stack(start_guest=False)
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -128,7 +128,7 @@ def test_tty_input_left_unread_is_flushed_at_exit(host_stack):
             data = c.recv(1 << 20)
             assert data
             buf += data
-            for name, msg in frames(buf):
+            for name, msg in qlwire.frames(buf):
                 if name == "data" and msg.stream == pb.STREAM_STDIN:
                     got += len(msg.data)
         time.sleep(0.5)

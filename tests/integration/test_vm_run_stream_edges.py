@@ -8,16 +8,9 @@ import subprocess
 import threading
 import time
 
-import qlwire
-from hostfix import VM, wait_for
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from qltest import qlwire
+from qltest.host import VM
+from qltest.procs import pid_exists, wait_for
 
 
 def leave_a_holder(stack, tmp):
@@ -30,7 +23,7 @@ def leave_a_holder(stack, tmp):
     wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
              what="the holder's pid")
     pid = int(open(pidfile).read())
-    assert pid_alive(pid)
+    assert pid_exists(pid)
     return p, pid
 
 
@@ -47,7 +40,7 @@ def test_output_outlasting_the_command_keeps_the_session_live(stack, tmp_path):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     assert out == b""
-    wait_for(lambda: not pid_alive(pid), what="the holder killed by the forwarded SIGTERM")
+    wait_for(lambda: not pid_exists(pid), what="the holder killed by the forwarded SIGTERM")
     wait_for(lambda: stack.guest_status().live_sessions == 0, what="the session over")
 
 
@@ -57,7 +50,7 @@ def test_killed_vm_run_gets_leftovers_hung_up(stack, tmp_path):
     p.wait()
     # The client is gone before acknowledging the exit: SIGHUP, then SIGKILL
     # after the grace (2 s in these stacks). Nothing is left running.
-    wait_for(lambda: not pid_alive(pid), timeout=30, what="the holder hung up")
+    wait_for(lambda: not pid_exists(pid), timeout=30, what="the holder hung up")
     wait_for(lambda: stack.guest_status().live_sessions == 0, what="the session over")
 
 

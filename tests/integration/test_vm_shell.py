@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from conftest import program
-from hostfix import VM
-from qlwire import pb
+from qltest import program, qlwire
+from qltest.host import VM
+from qltest.qlwire import pb
 
 VM_SHELL = program("vm-shell")
 CTRL_BRACKET = b"\x1d"
@@ -242,7 +242,6 @@ def hostile_console(tmp_path, script):
     client in a thread; returns the thread."""
     import socket
     import threading
-    import qlwire
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
     ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

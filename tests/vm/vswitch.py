@@ -23,14 +23,10 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
-# The /proc helpers the integration fixtures use.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "integration"))
-from procs import children_of, ns_pid  # noqa: E402
+from qltest.procs import children_of, ns_pid
 
 STATS_FILE = "vm-switch.stats"
 SANDBOX_USER = "nobody"

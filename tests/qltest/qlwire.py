@@ -3,17 +3,22 @@
 The message classes are generated from proto/qubes-lite.proto with protoc
 into $BUILD/gen/py at import time, so the tests speak exactly the schema
 the C programs are built from.
+
+    c = Conn.unix(path); c.hello()
+    c.send("exec", argv=[b"true"]); name, msg = c.recv()
+    out, err, exited, others = c.recv_until_exit()
+    name, msg, fds, carriers = recv_frame_with_fds(sock)   (SCM_RIGHTS)
 """
+import importlib.util
 import os
 import select
 import socket
 import struct
 import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+from qltest import BUILD, ROOT
+
 GENPY = os.path.join(BUILD, "gen", "py")
 PROTO = os.path.join(ROOT, "proto", "qubes-lite.proto")
 
@@ -29,10 +34,10 @@ def _load_pb():
     if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(PROTO):
         subprocess.run(["protoc", "--proto_path", os.path.dirname(PROTO),
                         "--python_out", GENPY, PROTO], check=True)
-    if GENPY not in sys.path:
-        sys.path.insert(0, GENPY)
-    import qubes_lite_pb2  # noqa: E402
-    return qubes_lite_pb2
+    spec = importlib.util.spec_from_file_location("qubes_lite_pb2", out)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 pb = _load_pb()
@@ -40,6 +45,46 @@ pb = _load_pb()
 
 class Closed(Exception):
     """The peer closed the connection."""
+
+
+def decode(body):
+    """(field name, message) of an Envelope's bytes."""
+    env = pb.Envelope()
+    env.ParseFromString(body)
+    name = env.WhichOneof("msg")
+    return name, getattr(env, name)
+
+
+def frames(buf):
+    """Splits complete frames off a bytearray; yields (name, msg)."""
+    while len(buf) >= 4:
+        (n,) = struct.unpack(">I", buf[:4])
+        if len(buf) < 4 + n:
+            return
+        body = bytes(buf[4:4 + n])
+        del buf[:4 + n]
+        yield decode(body)
+
+
+def recv_frame_with_fds(sock, timeout=60, max_fds=8):
+    """One frame read from a socket with the fds that came with it
+    (SCM_RIGHTS): (name, msg, fds, how many messages carried fds)."""
+    sock.settimeout(timeout)
+    fds, carriers = [], 0
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        want = 4 - len(buf) if len(buf) < 4 else 4 + struct.unpack(">I", buf[:4])[0] - len(buf)
+        data, more, _, _ = socket.recv_fds(sock, want, max_fds)
+        if not data:
+            for fd in fds + more:
+                os.close(fd)
+            raise Closed()
+        buf += data
+        if more:
+            carriers += 1
+        fds += more
+    name, msg = decode(buf[4:])
+    return name, msg, fds, carriers
 
 
 def encode(name, **fields):
@@ -111,10 +156,7 @@ class Conn:
         assert n <= FRAME_MAX, n
         self._fill(4 + n, deadline)
         body, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
-        env = pb.Envelope()
-        env.ParseFromString(body)
-        name = env.WhichOneof("msg")
-        return name, getattr(env, name)
+        return decode(body)
 
     def status(self, timeout=30):
         """A StatusRequest round trip (after Hello): the Status message."""
@@ -135,6 +177,14 @@ class Conn:
                 return bytes(out), bytes(err), msg, others
             else:
                 others.append((name, msg))
+
+    def expect_error(self, code, timeout=30):
+        """The next frame is Error(code), then the connection closes."""
+        name, msg = self.recv(timeout=timeout)
+        assert name == "error", (name, msg)
+        assert msg.code == code, msg
+        assert self.expect_closed(timeout=timeout) == []
+        return msg
 
     def expect_closed(self, timeout=10):
         """Asserts the peer closes (after draining whatever it still sends)."""
