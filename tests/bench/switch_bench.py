@@ -35,21 +35,22 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
-import struct
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+from qltest import ROOT, testpmd
+from qltest.procs import ProcError, context_switches, private_memory
+from qltest.switch import Switch
+from qltest.testpmd import Testpmd
+from qltest.vhost import get_features
+
 sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
 
 import qemuvm  # noqa: E402
 import vminitramfs  # noqa: E402
 import vmkernel  # noqa: E402
-import vswitch  # noqa: E402
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -97,42 +98,7 @@ def fmt_time(s):
     return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
 
-# ----------------------------------------------------------- /proc helpers
-
-def private_memory(pid):
-    """(all private, private in mappings that are not shared) in bytes,
-    from /proc/PID/smaps: Private_Clean + Private_Dirty. Guest memory and
-    rings are MAP_SHARED mappings ('s' in the permissions)."""
-    total = own = 0
-    shared = False
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split(None, 5)
-            if len(head) >= 5 and "-" in head[0] and len(head[1]) == 4:
-                shared = head[1][3] == "s"
-                continue
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                kb = int(line.split()[1]) * KIB
-                total += kb
-                if not shared:
-                    own += kb
-    return total, own
-
-
-def context_switches(pid):
-    """Voluntary + nonvoluntary context switches of every thread of pid."""
-    n = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:",
-                                        "nonvoluntary_ctxt_switches:")):
-                        n += int(line.split()[1])
-        except FileNotFoundError:
-            pass                       # a thread that just ended
-    return n
-
+# --------------------------------------------------------------- /proc
 
 def wakeup_rates(pids, seconds):
     """{pid: context switches per second over `seconds`}."""
@@ -143,41 +109,6 @@ def wakeup_rates(pids, seconds):
     return {p: (context_switches(p) - before[p]) / dt for p in pids}
 
 
-# ---------------------------------------------------- vhost-user frontend
-
-VHOST_USER_GET_FEATURES = 1
-VHOST_USER_VERSION = 0x1
-VHOST_USER_REPLY = 0x4
-
-
-def get_features(path, deadline):
-    """Connects to a vhost-user backend's socket (again and again until it
-    accepts) and asks GET_FEATURES; returns the features once answered."""
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.settimeout(max(0.001, deadline - time.monotonic()))
-            s.connect(path)
-            s.sendall(struct.pack("<III", VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, 0))
-            reply = b""
-            while len(reply) < 20:
-                chunk = s.recv(20 - len(reply))
-                if not chunk:
-                    break
-                reply += chunk
-            if len(reply) == 20:
-                req, flags, size, features = struct.unpack("<IIIQ", reply)
-                if req == VHOST_USER_GET_FEATURES and flags & VHOST_USER_REPLY and size == 8:
-                    return features
-        except OSError:
-            pass
-        finally:
-            s.close()
-        if time.monotonic() > deadline:
-            raise SwitchBenchError(f"{path}: no GET_FEATURES answer")
-        time.sleep(0.0005)
-
-
 # ------------------------------------------------------------- part one
 
 class Pmds:
@@ -185,13 +116,16 @@ class Pmds:
 
     def __init__(self, binary, tmp, crash_vms):
         self.tmp = tmp
+        self.binary = binary
         vms = {"router": (ROUTER_MAC, "router"), "client": (CLIENT_MAC, "client")}
         # Clients without a frontend, each killed once: a child that
         # crashes again soon after its restart may be held back on purpose.
         self.crash_vms = [f"crash{i}" for i in range(crash_vms)]
         for i, vm in enumerate(self.crash_vms):
             vms[vm] = (f"52:54:00:b0:01:{i:02x}", "client")
-        self.switch = vswitch.Switch(binary, os.path.join(tmp, "sw"), vms)
+        self.switch = Switch(os.path.join(tmp, "sw"))
+        for vm, (mac, role) in vms.items():
+            self.switch.write_conf(vm, mac, role)
         self.peer_socks = [os.path.join(tmp, f"pmd{i}.sock") for i in (0, 1)]
         self.backend = self.frontend = None
 
@@ -199,7 +133,7 @@ class Pmds:
         for s in self.peer_socks:
             if os.path.exists(s):
                 os.unlink(s)
-        self.backend = vswitch.Testpmd(
+        self.backend = Testpmd(
             "backend", self.tmp, [f"net_vhost{i},iface={s},queues=1"
                                   for i, s in enumerate(self.peer_socks)],
             cpu=SWITCH_CPU, args=["--forward-mode=io", "--rxd=1024", "--txd=1024",
@@ -209,7 +143,7 @@ class Pmds:
             wait_path(s, 20)
 
     def start(self):
-        self.switch.start(cpus=SWITCH_CPU)
+        self.switch.start(binary=self.binary, cpus=SWITCH_CPU)
         self.switch.wait_ready()
         self.start_backend()
         macs = [ROUTER_MAC, CLIENT_MAC, ROUTER_MAC, CLIENT_MAC]
@@ -218,7 +152,7 @@ class Pmds:
                  for i, (p, m) in enumerate(zip(paths, macs))]
         # Each port sends to the other NIC's MAC, from its own.
         peers = [f"--eth-peer={i},{macs[i ^ 1]}" for i in range(4)]
-        self.frontend = vswitch.Testpmd("frontend", self.tmp, vdevs, cpu=LOAD_CPU,
+        self.frontend = Testpmd("frontend", self.tmp, vdevs, cpu=LOAD_CPU,
                                         args=["--forward-mode=mac", "--rxd=1024",
                                               "--txd=1024", "--burst=32", *peers],
                                         mbufs=32768)
@@ -271,7 +205,7 @@ class Pmds:
         for p in (self.frontend, self.backend):
             if p:
                 p.stop()
-        self.switch.stop()
+        self.switch.stop(check=False)
 
 
 def wait_path(path, timeout):
@@ -437,15 +371,16 @@ def bench_ping(binary, tmp, cfg, rows, details, notes):
     initrd = os.path.join(work, "net.cpio.gz")
     vminitramfs.build(initrd, kernel, os.path.join(ROOT, "tests", "vm", "guest-ctl.sh"),
                       modules=vminitramfs.NET_MODULES)
-    switch = vswitch.Switch(binary, os.path.join(work, "sw"),
-                            {vm: (m, vm) for vm, (m, _, _) in GUEST_VMS.items()})
+    switch = Switch(os.path.join(work, "sw"))
+    for vm, (m, _, _) in GUEST_VMS.items():
+        switch.write_conf(vm, m, vm)
     socks = {vm: os.path.join(work, f"pmd-{vm}.sock") for vm in GUEST_VMS}
     backend = None
     guests = {}
     try:
-        switch.start()
+        switch.start(binary=binary)
         switch.wait_ready()
-        backend = vswitch.Testpmd("guests", work,
+        backend = Testpmd("guests", work,
                                   [f"net_vhost{i},iface={socks[vm]},queues=1"
                                    for i, vm in enumerate(GUEST_VMS)],
                                   cpu=LOAD_CPU, args=["--forward-mode=io"])
@@ -487,14 +422,14 @@ def bench_ping(binary, tmp, cfg, rows, details, notes):
         notes.append(f"with qemu as the frontend, the client's pings every 10 ms went "
                      f"unanswered for {outage:.2f} s around SIGKILL to its child "
                      "(qemu tries the socket again once a second: reconnect=1)")
-    except (vswitch.ProcError, qemuvm.GuestError) as e:
+    except (ProcError, RuntimeError, OSError, qemuvm.GuestError) as e:
         raise SwitchBenchError(f"guest ping: {e}")
     finally:
         for g in guests.values():
             g.stop()
         if backend:
             backend.stop()
-        switch.stop()
+        switch.stop(check=False)
     details.append(("ping RTT guest→guest via vm-switch (s)", samples["switch"]))
     details.append(("ping RTT guest→guest via testpmd vhost io (s)", samples["peer"]))
     m_ours, m_peer = median(samples["switch"]), median(samples["peer"])
@@ -514,7 +449,7 @@ def run(binary, quick, rows, details, notes, rounds=None):
         cfg["pps_rounds"] = cfg["crash_rounds"] = cfg["ping_rounds"] = rounds
     if not os.access(binary, os.X_OK):
         raise SwitchBenchError(f"{binary} not built (run make)")
-    if not vswitch.Testpmd.available():
+    if not testpmd.available():
         raise SwitchBenchError("dpdk-testpmd not installed (apt-get install dpdk-dev)")
     if (os.cpu_count() or 1) < 2:
         notes.append("one CPU: vm-switch and the load generator share it")
@@ -528,7 +463,7 @@ def run(binary, quick, rows, details, notes, rounds=None):
             bench_memory(pmds, rows, details)
             bench_wakeups(pmds, cfg, rows, details)
             bench_crash(pmds, cfg, rows, details)
-        except vswitch.ProcError as e:
+        except (ProcError, RuntimeError, OSError) as e:
             raise SwitchBenchError(str(e))
         finally:
             pmds.stop()

@@ -4,8 +4,8 @@ from $BUILD/bin (qemu is the frontend and connects to the VM's socket with
 reconnect=1; the guest's kernel runs its own virtio_net driver with
 offloads, EVENT_IDX and interrupts).
 
-One vm-switch and the three guests are started once for the module (the
-guests boot in parallel) and driven over a second serial port
+One vm-switch (qltest.switch) and the three guests are started once for
+the module (the guests boot in parallel) and driven over a second serial port
 (qemuvm.Guest, guest-ctl.sh). The tests run in file order:
 
   - each guest's NIC comes up with its MAC, every VM's child serves;
@@ -45,7 +45,9 @@ sys.path.insert(0, HERE)
 import qemuvm  # noqa: E402
 import vminitramfs  # noqa: E402
 import vmkernel  # noqa: E402
-import vswitch  # noqa: E402
+from qltest import sanitizer_reports  # noqa: E402
+from qltest.procs import ProcError  # noqa: E402
+from qltest.switch import Switch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
@@ -105,10 +107,10 @@ def net(request):
         initrd = os.path.join(n.workdir, "net.cpio.gz")
         vminitramfs.build(initrd, kernel, os.path.join(HERE, "guest-ctl.sh"),
                           modules=vminitramfs.NET_MODULES)
-        n.switch = vswitch.Switch(SWITCH, n.workdir,
-                                  {vm: (m, role) for vm, (m, role, _) in VMS.items()},
-                                  args=shlex.split(os.environ.get("QL_SWITCH_ARGS", "")),
-                                  sandbox=request.param == "sandbox")
+        n.switch = Switch(n.workdir, sandbox=request.param == "sandbox",
+                          args=shlex.split(os.environ.get("QL_SWITCH_ARGS", "")))
+        for vm, (m, role, _) in VMS.items():
+            n.switch.write_conf(vm, m, role)
         n.switch.start()
         n.switch.wait_ready()
         n.guests = {vm: qemuvm.Guest(vm, kernel.vmlinux, initrd, n.workdir,
@@ -122,14 +124,14 @@ def net(request):
             g.check(f"ip addr add {ip(vm)}/16 dev eth0 && ip link set eth0 up")
         sys.stderr.write("switch guests ready after "
                          + ", ".join(f"{vm} {s:.1f}s" for vm, s in boot.items()) + "\n")
-    except (vswitch.ProcError, qemuvm.GuestError, vminitramfs.InitramfsError,
+    except (ProcError, RuntimeError, qemuvm.GuestError, vminitramfs.InitramfsError,
             OSError) as e:
         n.error = f"setting up vm-switch and the guests failed: {e}"
     yield n
     for g in n.guests.values():
         g.stop()
     if n.switch:
-        n.switch.stop()
+        n.switch.stop(check=False)
     if request.session.testsfailed == failed_before and n.error is None:
         shutil.rmtree(n.workdir, ignore_errors=True)
     else:
@@ -320,7 +322,5 @@ def test_no_sanitizer_reports(net):
     while it served (their stderr is vm-switch's log)."""
     _, switch = ready(net)
     switch.check_alive()
-    with open(switch.log, errors="replace") as f:
-        bad = [l.rstrip() for l in f
-               if re.search(r"(Address|Leak|Undefined)Sanitizer|runtime error:", l)]
+    bad = sanitizer_reports(switch.log_text())
     assert not bad, "\n".join(bad[:20])
