@@ -13,7 +13,7 @@ import time
 import pytest
 
 from qltest import program
-from qltest.procs import children_of, ns_id, pid_alive, proc_status, wait_for
+from qltest.procs import catches, children_of, ns_id, pid_alive, proc_status, wait_for
 from qltest.switch import (BURST, C1_MAC, HOOKED, ROUTER_MAC, SANDBOX_USER, needs_testpmd,
                            switch_in_tmp)
 
@@ -132,6 +132,9 @@ def test_forbidden_call_allowed_without_filter(sw):
     s = sw.wait_running(["router"])
     victim = s["router"]["pid"]
     assert proc_status(victim)["Seccomp"] == "0"
+    # The counters name a child as soon as it is forked; its hook is set
+    # once it runs, and SIGUSR1 before that would end it by default.
+    wait_for(lambda: catches(victim, signal.SIGUSR1), timeout=10, what="the child's hook")
     os.kill(victim, signal.SIGUSR1)
     time.sleep(1.5)
     assert pid_alive(victim)

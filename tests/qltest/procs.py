@@ -149,6 +149,14 @@ def proc_status(pid):
     return fields
 
 
+def catches(pid, signo):
+    """True once pid has a handler for signal signo (SigCgt)."""
+    try:
+        return bool(int(proc_status(pid)["SigCgt"], 16) & (1 << (signo - 1)))
+    except (OSError, KeyError):
+        return False
+
+
 def ns_pid(pid):
     """pid's number in its own (innermost) pid namespace, or None."""
     try:
