@@ -36,21 +36,14 @@ import re
 import shutil
 import signal
 import statistics
-import sys
 import tempfile
 import time
 
-from qltest import ROOT, testpmd
+from qltest import qemu, testpmd
 from qltest.procs import ProcError, context_switches, private_memory
 from qltest.switch import Switch
 from qltest.testpmd import Testpmd
 from qltest.vhost import get_features
-
-sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
-
-import qemuvm  # noqa: E402
-import vminitramfs  # noqa: E402
-import vmkernel  # noqa: E402
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -347,30 +340,25 @@ def qemu_outage(switch, client, addr, seconds=4.0, interval=0.01):
     time.sleep(1.0)
     os.kill(pid, signal.SIGKILL)          # vm-switch's child, started here
     rc, out = client.wait(i, seconds * 10 + 60)
-    m = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
+    counts = qemu.ping_counts(out)
     e = re.search(r"elapsed ([\d.]+) ([\d.]+)", out)
-    if not (m and e) or int(m.group(2)) == 0:
+    if not (counts and e) or counts[1] == 0:
         raise SwitchBenchError(f"client pings around SIGKILL to its child:\n{out}")
-    sent, got = int(m.group(1)), int(m.group(2))
+    sent, got = counts
     return (sent - got) * (float(e.group(2)) - float(e.group(1))) / sent
 
 
 def bench_ping(binary, tmp, cfg, rows, details, notes):
     try:
-        qemuvm.qemu_binary()
-        vminitramfs.static_busybox()
-        kernel = vmkernel.ensure_kernel()
-    except (qemuvm.QemuUnavailable, vminitramfs.BusyboxUnavailable,
-            vmkernel.KernelUnavailable) as e:
+        kern = qemu.guest_kernel()
+    except qemu.Unavailable as e:
         notes.append(f"guest ping skipped: {e}")
         rows.append(dict(figure="ping RTT guest→guest: vm-switch vs testpmd vhost",
                          ours="—", peer="—", ratio="—", goal="—", met=None))
         return
     work = os.path.join(tmp, "guests")
     os.makedirs(work)
-    initrd = os.path.join(work, "net.cpio.gz")
-    vminitramfs.build(initrd, kernel, os.path.join(ROOT, "tests", "vm", "guest-ctl.sh"),
-                      modules=vminitramfs.NET_MODULES)
+    initrd = qemu.net_image(kern, os.path.join(work, "net.cpio.gz"))
     switch = Switch(os.path.join(work, "sw"))
     for vm, (m, _, _) in GUEST_VMS.items():
         switch.write_conf(vm, m, vm)
@@ -387,8 +375,8 @@ def bench_ping(binary, tmp, cfg, rows, details, notes):
         backend.start()
         for s in socks.values():
             wait_path(s, 20)
-        guests = {vm: qemuvm.Guest(vm, kernel.vmlinux, initrd, work,
-                                   nics=[(switch.sock(vm), m), (socks[vm], m)], memory=192)
+        guests = {vm: qemu.Guest(vm, kern.vmlinux, initrd, work,
+                                 nics=[(switch.sock(vm), m), (socks[vm], m)], memory=192)
                   for vm, (m, _, _) in GUEST_VMS.items()}
         for g in guests.values():
             g.start()
@@ -401,10 +389,8 @@ def bench_ping(binary, tmp, cfg, rows, details, notes):
         targets = {"switch": GUEST_VMS["router"][1], "peer": GUEST_VMS["router"][2]}
         backend.cmd("start")
         for side, addr in targets.items():
-            rc, out = client.sh(f"i=0; while ! ping -c 1 -W 1 {addr} >/dev/null; do "
-                                f"i=$((i+1)); [ $i -ge 20 ] && exit 1; done", 90)
-            if rc != 0:
-                raise SwitchBenchError(f"guest ping over {side} never answered:\n{out}")
+            if client.wait_reachable(addr) is None:
+                raise SwitchBenchError(f"guest ping over {side} never answered")
         backend.cmd("stop")
         samples = {"switch": [], "peer": []}
         for r in range(cfg["ping_rounds"]):
@@ -422,7 +408,7 @@ def bench_ping(binary, tmp, cfg, rows, details, notes):
         notes.append(f"with qemu as the frontend, the client's pings every 10 ms went "
                      f"unanswered for {outage:.2f} s around SIGKILL to its child "
                      "(qemu tries the socket again once a second: reconnect=1)")
-    except (ProcError, RuntimeError, OSError, qemuvm.GuestError) as e:
+    except (ProcError, RuntimeError, OSError, qemu.GuestError) as e:
         raise SwitchBenchError(f"guest ping: {e}")
     finally:
         for g in guests.values():
