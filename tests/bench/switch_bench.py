@@ -35,18 +35,15 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import tempfile
 import time
 
+from figures import MIB, fmt_mem, fmt_pps, fmt_time, median
 from qltest import qemu, testpmd
 from qltest.procs import ProcError, context_switches, private_memory
 from qltest.switch import Switch
 from qltest.testpmd import Testpmd
 from qltest.vhost import get_features
-
-KIB = 1024
-MIB = 1024 * KIB
 
 GOAL_PPS_RATIO = 0.50         # vm-switch at least 50 % of testpmd's frames/s
 GOAL_PRIVATE = 2 * MIB        # per child, beyond guest memory and rings
@@ -71,24 +68,6 @@ PING_INTERVAL = 0.02
 
 class SwitchBenchError(Exception):
     pass
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def fmt_pps(x):
-    return f"{x / 1e6:.2f} Mpps" if x >= 1e5 else f"{x / 1e3:.1f} kpps"
-
-
-def fmt_mem(b):
-    return f"{b / MIB:.2f} MiB" if b >= MIB else f"{b / KIB:.0f} KiB"
-
-
-def fmt_time(s):
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
 
 # --------------------------------------------------------------- /proc
