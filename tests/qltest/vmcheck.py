@@ -1,8 +1,9 @@
 """A qemu guest that runs a check script, for the VM test modules: the
 programs under test (and whatever else the script needs) in its
 initramfs, the script as /test.sh printing one
-`QL-CHECK <name> PASS|FAIL|SKIP <detail>` line per check, the console read
-once the guest has powered off; then one test per check.
+`QL-CHECK <name> PASS|FAIL|SKIP <detail>` line per check (what the scripts
+share is tests/vm/checks.sh, installed as /etc/ql-checks.sh), the console
+read once the guest has powered off; then one test per check.
 
     run = CheckRun("vsock-test", ["qubes-lite-guest-agent", ...])
     if not run.error:
@@ -20,9 +21,11 @@ import time
 
 import pytest
 
-from qltest import BIN, BUILD, initramfs, qemu
+from qltest import BIN, BUILD, TESTS, initramfs, qemu
 
 WORK = os.path.join(BUILD, "vm")
+# What every check script sources: check(), finish() and the like.
+CHECKS_SH = os.path.join(TESTS, "vm", "checks.sh")
 CHECK_RE = re.compile(r"^QL-CHECK (\S+) (PASS|FAIL|SKIP) ?(.*)$")
 GUEST_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "QL_CMD_TIMEOUT", "QL_STDIN_MIB")
 
@@ -52,7 +55,8 @@ class CheckRun:
         initrd = os.path.join(WORK, f"{self.name}.{os.getpid()}.cpio.gz")
         try:
             initramfs.build(initrd, kern, script, [*binaries, *self.programs],
-                            files={"/etc/ql-test.env": env.encode(), **(files or {})})
+                            files={"/etc/ql-test.env": env.encode(),
+                                   "/etc/ql-checks.sh": CHECKS_SH, **(files or {})})
         except (RuntimeError, initramfs.InitramfsError) as e:
             self.error = f"building the guest image failed: {e}"
             return
