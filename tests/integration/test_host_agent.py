@@ -15,19 +15,8 @@ from qltest.procs import socket_fds, wait_for
 from qltest.qlwire import pb
 
 
-def connect_and_get_guest(stack):
-    c = stack.connect_host()
-    c.send("connect")
-    name, msg, fds, _ = qlwire.recv_frame_with_fds(c.sock)
-    assert name == "connected", (name, msg)
-    assert len(fds) == 1, fds
-    fd = fds[0]
-    assert msg.vm_start_us == 0
-    return c, socket.socket(fileno=fd)
-
-
 def test_connect_hands_over_a_guest_connection(stack):
-    c, g = connect_and_get_guest(stack)
+    c, [g] = stack.connect_guest()
     try:
         gc = qlwire.Conn(g)
         gc.hello()
@@ -46,11 +35,11 @@ def test_the_host_agent_keeps_no_copy_of_the_guest_socket(stack):
     pid = stack.host.pid
     # Only the listening socket once nobody is connected.
     wait_for(lambda: socket_fds(pid) == 1, what="only the listening socket")
-    conns = [connect_and_get_guest(stack) for _ in range(5)]
+    conns = [stack.connect_guest() for _ in range(5)]
     # Each lease costs the host agent one fd, the client connection; its
     # copy of the guest connection is closed right after the hand-over.
     wait_for(lambda: socket_fds(pid) == 1 + 5, what="one socket per lease")
-    for c, g in conns:
+    for c, [g] in conns:
         g.close()
         c.close()
     wait_for(lambda: socket_fds(pid) == 1, what="the host agent to close the leases")
@@ -60,8 +49,8 @@ def test_host_status_and_leases(stack):
     st = stack.host_status()
     assert st.vm == VM
     assert st.leases == 0
-    c1, g1 = connect_and_get_guest(stack)
-    c2, g2 = connect_and_get_guest(stack)
+    c1, [g1] = stack.connect_guest()
+    c2, [g2] = stack.connect_guest()
     g1.close()
     g2.close()
     # The lease is the host-agent connection, not the guest one.
@@ -124,13 +113,13 @@ def test_out_of_order_and_garbage(stack):
     c.close()
 
     # Everyone else is still served.
-    c, g = connect_and_get_guest(stack)
+    c, [g] = stack.connect_guest()
     g.close()
     c.close()
 
 
 def test_message_during_a_lease_ends_it(stack):
-    c, g = connect_and_get_guest(stack)
+    c, [g] = stack.connect_guest()
     g.close()
     c.send("connect")
     frames = c.expect_closed()

@@ -11,18 +11,8 @@ from qltest.procs import socket_fds, wait_for
 from qltest.qlwire import pb
 
 
-def connect_streams(stack, streams=1):
-    c = stack.connect_host()
-    c.send("connect", streams=streams)
-    name, msg, fds, carriers = qlwire.recv_frame_with_fds(c.sock)
-    assert name == "connected", (name, msg)
-    assert msg.vm_start_us == 0
-    assert len(fds) == 2 and carriers == 1, (fds, carriers)
-    return c, [socket.socket(fileno=fd) for fd in fds]
-
-
 def test_connect_with_a_stream_hands_over_two_guest_connections(stack):
-    c, (ctl, strm) = connect_streams(stack)
+    c, (ctl, strm) = stack.connect_guest(streams=1)
     try:
         for s in (ctl, strm):
             assert s.family == socket.AF_UNIX and s.type == socket.SOCK_STREAM
@@ -59,7 +49,7 @@ def test_connect_with_a_stream_hands_over_two_guest_connections(stack):
 def test_the_host_agent_keeps_no_copy_of_either_connection(stack):
     pid = stack.host.pid
     wait_for(lambda: socket_fds(pid) == 1, what="only the listening socket")
-    leases = [connect_streams(stack) for _ in range(3)]
+    leases = [stack.connect_guest(streams=1) for _ in range(3)]
     # One socket per lease (the client's); both guest connections are gone
     # from the host agent after the hand-over.
     wait_for(lambda: socket_fds(pid) == 1 + 3, what="one socket per lease")
@@ -103,7 +93,7 @@ def test_more_than_one_stream_is_invalid(stack, streams):
     c.close()
     wait_for(lambda: stack.host_status().leases == 0, what="no lease")
     # Others are still served.
-    c, socks = connect_streams(stack)
+    c, socks = stack.connect_guest(streams=1)
     for s in socks:
         s.close()
     c.close()

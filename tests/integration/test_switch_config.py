@@ -18,10 +18,7 @@ def pids(stats):
 
 def test_add_change_remove(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    before = pids(sw.wait_running(["router", "c1"]))
+    before = pids(sw.start_vms("router", "c1"))
     assert os.path.exists(sw.sock("router")) and os.path.exists(sw.sock("c1"))
 
     # Added: its child and its socket, nobody else touched.
@@ -79,10 +76,7 @@ def test_bad_files_reported_and_ignored(switch_run):
 
 def test_one_router_per_network(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1"])
+    sw.start_vms("router", "c1")
     sw.write_conf("r2", "52:54:00:5a:00:21", "router")
     sw.wait_log("r2.conf: role=router, but router is this network's router "
                  "(exactly one per network): ignored")
@@ -115,9 +109,7 @@ def test_command_line():
 
 def test_stats_command(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.start()
-    sw.wait_running(["router"])
+    sw.start_vms("router")
     out = subprocess.run([program("vm-switch"), "--stats", "--socket-dir", sw.socket_dir],
                          capture_output=True, text=True)
     assert out.returncode == 0

@@ -10,19 +10,8 @@ pytestmark = needs_testpmd
 
 
 def three_vms(sw):
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.write_conf("c2", C2_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1", "c2"])
-    r = sw.pmd("router", ROUTER_MAC, C1_MAC)
-    a = sw.pmd("c1", C1_MAC, ROUTER_MAC)
-    b = sw.pmd("c2", C2_MAC, ROUTER_MAC)
-    for p in (r, a, b):
-        p.start_rx()
-    sw.wait_stats(lambda s: all(s[n]["state"] == "serving" for n in ("router", "c1", "c2")),
-                  what="three frontends served")
-    return r, a, b
+    sw.start_vms("router", "c1", "c2")
+    return sw.serve(router=C1_MAC, c1=ROUTER_MAC, c2=ROUTER_MAC)
 
 
 def settle(sw):
@@ -97,10 +86,7 @@ def test_policy(switch_run):
 
 def test_spoofed_source_dropped(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1"])
+    sw.start_vms("router", "c1")
     r = sw.pmd("router", ROUTER_MAC, C1_MAC)
     r.start_rx()
     # An impostor on c1's socket, sending with a MAC that is not c1's.
@@ -122,10 +108,7 @@ def test_large_frames_over_small_receive_buffers(switch_run):
     each frame spreads over several buffers (MRG_RXBUF, num_buffers) and
     arrives whole; frames longer than a ring slot are dropped as oversize."""
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1"])
+    sw.start_vms("router", "c1")
     r = sw.pmd("router", ROUTER_MAC, C1_MAC)
     # 512-byte mbufs less 128 bytes of headroom.
     a = sw.pmd("c1", C1_MAC, ROUTER_MAC, extra=["--mbuf-size=512", "--enable-scatter"])
@@ -161,14 +144,8 @@ def test_client_to_router_backpressure(switch_run):
     being dropped, and once the router reads again every frame the switch
     took from the client reaches it."""
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1"])
-    r = sw.pmd("router", ROUTER_MAC, C1_MAC)
-    a = sw.pmd("c1", C1_MAC, ROUTER_MAC)
-    r.start_rx()
-    a.start_rx()
+    sw.start_vms("router", "c1")
+    r, a = sw.serve(router=C1_MAC, c1=ROUTER_MAC)
     a.send_until(r)
     base = settle(sw)
     rr = r.rx_packets()

@@ -4,7 +4,7 @@ broken; its child is not restarted and accepts the next frontend; the
 other VMs never notice. The frontend here is Python (qltest.vhost)
 speaking vhost-user over the VM's socket, with its "guest memory" a
 memfd; the other VMs are dpdk-testpmd."""
-from qltest.switch import C1_MAC, C2_MAC, ROUTER_MAC, needs_testpmd
+from qltest.switch import C2_MAC, ROUTER_MAC, needs_testpmd
 from qltest.vhost import DESC_NEXT, TX, VERSION_1, Frontend
 
 pytestmark = needs_testpmd
@@ -12,15 +12,8 @@ pytestmark = needs_testpmd
 
 def test_descriptor_loop_breaks_only_that_vm(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.write_conf("c2", C2_MAC)
-    sw.start()
-    before = {vm: v["pid"] for vm, v in sw.wait_running(["router", "c1", "c2"]).items()}
-    r = sw.pmd("router", ROUTER_MAC, C2_MAC)
-    b = sw.pmd("c2", C2_MAC, ROUTER_MAC)
-    r.start_rx()
-    b.start_rx()
+    before = {vm: v["pid"] for vm, v in sw.start_vms("router", "c1", "c2").items()}
+    r, b = sw.serve(router=C2_MAC, c2=ROUTER_MAC)
     r.send_until(b)
 
     bad = Frontend(sw.sock("c1"))

@@ -13,17 +13,8 @@ pytestmark = needs_testpmd
 
 def test_kill_child_mid_traffic(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.write_conf("c2", C2_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1", "c2"])
-    r = sw.pmd("router", ROUTER_MAC, C2_MAC)
-    a = sw.pmd("c1", C1_MAC, ROUTER_MAC)
-    b = sw.pmd("c2", C2_MAC, ROUTER_MAC)
-    for p in (r, a, b):
-        p.start_rx()
-    sw.wait_stats(lambda s: all(s[n]["state"] == "serving" for n in ("router", "c1", "c2")))
+    sw.start_vms("router", "c1", "c2")
+    r, a, b = sw.serve(router=C2_MAC, c1=ROUTER_MAC, c2=ROUTER_MAC)
 
     # c1 talks to the router, the router streams to c2 without end.
     a.send(2)
@@ -70,10 +61,7 @@ def test_hung_child_restarted(switch_run):
     100 ms once a ping goes unanswered, killed when none is answered for
     2 s, and started again; the others stay."""
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    s = sw.wait_running(["router", "c1"])
+    s = sw.start_vms("router", "c1")
     victim, router = s["c1"]["pid"], s["router"]["pid"]
     time.sleep(1.2)  # past the start-up grace: pinged every second
     os.kill(victim, signal.SIGSTOP)

@@ -30,10 +30,7 @@ def test_processes_from_outside(sw, start):
     DynamicUser=): the same sandbox either way."""
     if start == "unprivileged" and os.geteuid() != 0:
         pytest.skip("the tests run unprivileged already: covered by root-user")
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start(unprivileged=start == "unprivileged")
-    s = sw.wait_running(["router", "c1"])
+    s = sw.start_vms("router", "c1", unprivileged=start == "unprivileged")
     sup = sw.proc.pid
     main = sw.main_pid()
     kids = [s["router"]["pid"], s["c1"]["pid"]]
@@ -87,15 +84,8 @@ def test_forbidden_call_kills_only_that_child(sw):
     the same socket, and a new frontend is served both ways."""
     if not os.access(HOOKED, os.X_OK):
         pytest.fail(f"{HOOKED} is not built: run `make tests`")
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start(binary=HOOKED)
-    sw.wait_running(["router", "c1"])
-    r = sw.pmd("router", ROUTER_MAC, C1_MAC)
-    a = sw.pmd("c1", C1_MAC, ROUTER_MAC)
-    r.start_rx()
-    a.start_rx()
-    sw.wait_stats(lambda s: all(s[n]["state"] == "serving" for n in ("router", "c1")))
+    sw.start_vms("router", "c1", binary=HOOKED)
+    r, a = sw.serve(router=C1_MAC, c1=ROUTER_MAC)
     a.send(1)
     r.wait_rx(BURST)
 
@@ -127,9 +117,7 @@ def test_forbidden_call_allowed_without_filter(sw):
     and the child lives on, so it is the filter that killed it above."""
     if not os.access(HOOKED, os.X_OK):
         pytest.fail(f"{HOOKED} is not built: run `make tests`")
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.start(binary=HOOKED, extra=["--seccomp-mode", "disabled"])
-    s = sw.wait_running(["router"])
+    s = sw.start_vms("router", binary=HOOKED, extra=["--seccomp-mode", "disabled"])
     victim = s["router"]["pid"]
     assert proc_status(victim)["Seccomp"] == "0"
     # The counters name a child as soon as it is forked; its hook is set

@@ -202,35 +202,16 @@ def test_vm_list_starting_and_stopping(vmm_stack):
 
 def fake_agent(path, reply):
     """A host agent that answers one client: Hello, then `reply(conn, name,
-    msg)` for its request. Returns the listening socket and the thread."""
-    import socket as socketmod
-    import threading
+    msg)` for its request. Returns the qlwire.FakePeer."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lsock = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
-    lsock.bind(path)
-    lsock.listen(4)
 
-    def serve():
-        try:
-            sock, _ = lsock.accept()
-        except OSError:
-            return
-        c = qlwire.Conn(sock)
-        try:
-            c.send("hello", major=qlwire.VERSION_MAJOR, minor=qlwire.VERSION_MINOR,
-                   software="fake")
-            name, _ = c.recv(timeout=30)
-            assert name == "hello"
-            name, msg = c.recv(timeout=30)
-            reply(c, name, msg)
-        except (qlwire.Closed, OSError, TimeoutError):
-            pass
-        finally:
-            c.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return lsock, t
+    def talk(c):
+        c.send_hello(software="fake")
+        name, _ = c.recv(timeout=30)
+        assert name == "hello"
+        name, msg = c.recv(timeout=30)
+        reply(c, name, msg)
+    return qlwire.FakePeer(path, talk, once=True)
 
 
 def test_vm_start_wants_the_vm_running(vmm_stack):
@@ -241,14 +222,14 @@ def test_vm_start_wants_the_vm_running(vmm_stack):
         assert name == "host_start", name
         c.send("host_status", vm=VM, state=pb.VM_STATE_STOPPED)
 
-    lsock, t = fake_agent(s.sock, reply)
+    peer = fake_agent(s.sock, reply)
     try:
         p = s.run_tool("vm-start", VM, timeout=60)
         assert p.returncode == 1, p
         assert p.stderr == f"vm-start: VM '{VM}' is stopped, not running\n", p.stderr
     finally:
-        lsock.close()
-        t.join(timeout=30)
+        peer.close()
+        peer.join(timeout=30)
 
 
 def test_vm_stop_gives_up_after_its_timeout(vmm_stack):
@@ -259,7 +240,7 @@ def test_vm_stop_gives_up_after_its_timeout(vmm_stack):
         assert name == "host_stop", name
         time.sleep(20)
 
-    lsock, t = fake_agent(s.sock, reply)
+    peer = fake_agent(s.sock, reply)
     try:
         start = time.monotonic()
         p = s.run_tool("vm-stop", "--timeout", "2", VM, timeout=60)
@@ -268,4 +249,4 @@ def test_vm_stop_gives_up_after_its_timeout(vmm_stack):
         assert p.stderr.splitlines()[-1] == (f"vm-stop: VM '{VM}' did not stop within 2 s (its "
                                              f"host agent may still be at it)"), p.stderr
     finally:
-        lsock.close()
+        peer.close()

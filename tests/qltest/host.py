@@ -22,6 +22,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import tempfile
@@ -84,6 +85,18 @@ class StackDir:
             return c.recv(timeout=timeout)
         finally:
             c.close()
+
+    def connect_guest(self, streams=0):
+        """Connect {streams}: (the lease, [the guest connection and the
+        stream ones]) once the host agent handed them over, in one
+        SCM_RIGHTS message, without starting a VM."""
+        c = self.connect_host()
+        c.send("connect", streams=streams)
+        name, msg, fds, carriers = qlwire.recv_frame_with_fds(c.sock)
+        assert name == "connected", (name, msg)
+        assert msg.vm_start_us == 0
+        assert len(fds) == 1 + streams and carriers == 1, (fds, carriers)
+        return c, [socket.socket(fileno=fd) for fd in fds]
 
     def host_status(self):
         name, msg = self.request("host_status_request")

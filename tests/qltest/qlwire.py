@@ -8,6 +8,7 @@ the C programs are built from.
     c.send("exec", argv=[b"true"]); name, msg = c.recv()
     out, err, exited, others = c.recv_until_exit()
     name, msg, fds, carriers = recv_frame_with_fds(sock)   (SCM_RIGHTS)
+    peer = FakePeer(path, talk)            the test listening as a peer
 """
 import importlib.util
 import os
@@ -15,6 +16,7 @@ import select
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 from qltest import BUILD, ROOT
@@ -128,9 +130,12 @@ class Conn:
     def send(self, name, **fields):
         self.sock.sendall(encode(name, **fields))
 
+    def send_hello(self, major=VERSION_MAJOR, minor=VERSION_MINOR, software="qlwire-test"):
+        self.send("hello", major=major, minor=minor, software=software)
+
     def hello(self, major=VERSION_MAJOR, minor=VERSION_MINOR):
         """Sends Hello and checks the peer's Hello."""
-        self.send("hello", major=major, minor=minor, software="qlwire-test")
+        self.send_hello(major, minor)
         name, msg = self.recv()
         assert name == "hello", (name, msg)
         return msg
@@ -195,3 +200,50 @@ class Conn:
                 frames.append(self.recv(timeout=max(0.01, deadline - time.monotonic())))
         except (Closed, ConnectionResetError):
             return frames
+
+
+class FakePeer:
+    """The test playing a peer that listens: a unix socket at path whose
+    connections are each handed, as a Conn, to talk(conn) (a subclass's
+    method unless given), each in a thread of its own; with once, only the
+    first one, after which the connection and the socket are closed. A
+    peer that goes away or a recv that times out ends talk quietly."""
+
+    def __init__(self, path, talk=None, once=False, timeout=None):
+        self.handler = talk or self.talk
+        self.once = once
+        self.timeout = timeout
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(path)
+        self.lsock.listen(8)
+        self.conns = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                sock, _ = self.lsock.accept()
+            except OSError:
+                return
+            sock.settimeout(self.timeout)
+            self.conns.append(sock)
+            if self.once:
+                self._talk(Conn(sock))
+                self.close()
+                return
+            threading.Thread(target=self._talk, args=(Conn(sock),), daemon=True).start()
+
+    def _talk(self, conn):
+        try:
+            self.handler(conn)
+        except (OSError, Closed, TimeoutError):
+            pass
+
+    def join(self, timeout):
+        self.thread.join(timeout)
+
+    def close(self):
+        self.lsock.close()
+        for sock in self.conns:
+            sock.close()

@@ -50,6 +50,8 @@ C1_MAC = "52:54:00:5a:00:02"
 C2_MAC = "52:54:00:5a:00:03"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 BURST = 32                       # frames a Pmd sends per burst
+# The tests' network: name -> (mac, role).
+NETWORK = {"router": (ROUTER_MAC, "router"), "c1": (C1_MAC, None), "c2": (C2_MAC, None)}
 
 needs_testpmd = pytest.mark.skipif(
     not testpmd_available(), reason="dpdk-testpmd not installed (Debian package dpdk-dev)")
@@ -121,6 +123,14 @@ class Switch:
         self.vms.discard(name)
 
     # ---- running it ----------------------------------------------------------
+
+    def start_vms(self, *names, **start):
+        """The VMs named (of NETWORK) configured, the switch started (with
+        start's options) and their children running; returns the counters."""
+        for name in names:
+            self.write_conf(name, *NETWORK[name])
+        self.start(**start)
+        return self.wait_running(list(names))
 
     def start(self, extra=(), env=None, binary=None, unprivileged=False, cpus=None):
         """unprivileged: as root, start the switch as SANDBOX_USER already
@@ -265,6 +275,16 @@ class Switch:
         p = Pmd(self, name, mac, peer, extra=extra)
         self.pmds.append(p)
         return p
+
+    def serve(self, **peers):
+        """A receiving Pmd on each VM named (with its NETWORK MAC), sending
+        to peers[name]; returns them, in that order, once all are served."""
+        pmds = [self.pmd(name, NETWORK[name][0], peer) for name, peer in peers.items()]
+        for p in pmds:
+            p.start_rx()
+        self.wait_stats(lambda s: all(s[n]["state"] == "serving" for n in peers),
+                        what=f"{', '.join(peers)} served")
+        return pmds
 
     def stop(self, check=True):
         """Kills its Pmds, stops vm-switch (with check: it exits 0 on
