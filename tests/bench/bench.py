@@ -117,8 +117,15 @@ def kill(*procs):
 
 
 class Sshd:
-    """An sshd of our own on 127.0.0.1, key authentication only, everything
-    (host key, user key, authorized_keys, config) in tmp."""
+    """An sshd of our own on 127.0.0.1 on a free port, key authentication
+    only, no PAM, everything (host key, user key, authorized_keys, config)
+    in tmp: OpenSSH as Debian ships it (sntrup761x25519 key exchange,
+    chacha20-poly1305). The client runs with -F /dev/null and BatchMode,
+    without known-hosts checks. sshd runs the command through the user's
+    login shell, and bash would source ~/.bashrc for it: the client passes
+    SHLVL (accepted by this sshd only) to keep the user's start-up files out
+    of the figure, whose peer is ssh's own cost. As root, /run/sshd (sshd's
+    privilege-separation directory) is created if missing."""
 
     def __init__(self, tmp):
         self.dir = os.path.join(tmp, "ssh")
@@ -212,7 +219,13 @@ def timed_run(argv, env):
 
 
 def bench_spawn(stack, sshd, cfg, rows, details):
-    """Round trip of `true`: locally, through vm-run, through ssh."""
+    """Round trip of `true`: locally, through vm-run, through ssh, each
+    timed by timed_run and looked up along the same ordinary PATH. Through
+    vm-run that is a whole session: vm-run starting, connecting to the host
+    agent, receiving the guest connection, Hello, Exec, the guest agent
+    starting `true`, the exit status travelling back; the local spawn is
+    the floor any launcher pays. Goals: at most 3x the local spawn, at
+    least 30x faster than ssh."""
     env = stack.env
     local, ours, ssh = [], [], []
     for argv in (["true"], vm_cmd(stack, "true")):      # warm caches
@@ -278,6 +291,12 @@ def timed_pipe(middle, size, env):
 
 
 def bench_cat(stack, cfg, rows, details):
+    """`vm-run bench cat` against a local `cat`, between the same generator
+    and sink (timed_pipe; a short count is an error). Through vm-run every
+    byte crosses vm-run's stream connection (a unix socket here, vsock in a
+    VM), which `cat` holds as its stdin and stdout: vm-run splices its
+    stdin pipe into it and it into its stdout pipe, and the guest agent
+    never touches the bytes. Goal: at least 50 % of the local throughput."""
     size = cfg["cat_size"]
     local, ours = [], []
     for _ in range(cfg["cat_rounds"]):
@@ -330,7 +349,15 @@ def bench_rss(stack, cfg, rows, details):
     """Guest agent memory while it relays a stream to a reader slower than
     the source. The stream is the command's stderr: stdout (without a pty)
     goes on the stream connection, past the agent, and would measure
-    nothing; stderr (like a pty's output) is read and framed by the agent."""
+    nothing; stderr (like a pty's output) is read and framed by the agent.
+    The reader takes SLOW_READ and sleeps SLOW_SLEEP, so the agent is under
+    constant backpressure. Every SAMPLE_PERIOD, VmRSS and VmHWM (the peak
+    the kernel recorded: nothing slips between two samples); the peer is
+    the same process idle just before. Three rows: VmRSS max and VmHWM
+    (goal: at most 4 MiB), and VmRSS spread over the transfer without its
+    first second, where the session's buffers are allocated once (flat
+    memory shows as a spread near zero; goal: at most 512 KiB). RssAnon,
+    the agent's own memory, goes to the summary."""
     pid = stack.guest.pid
     size = cfg["rss_size"]
     idle = []

@@ -189,6 +189,12 @@ def wait_path(path, timeout):
 
 
 def bench_pps(pmds, cfg, rows, details, notes):
+    """Frames/s at each size, vm-switch's ports against the backend
+    testpmd's (Pmds.rate), the two alternating round by round; medians of
+    the rounds, each direction on its own in the summary. vm-switch's drop
+    counters over the rounds become a note; a policy drop (spoofed,
+    client to client) is an error: the load must pass the policy. Goal:
+    at least 50 % of testpmd's rate at 64 B (the 1500 B row uses it too)."""
     ports = {"vm-switch": (0, 1), "testpmd vhost io": (2, 3)}
     res = {(side, size): [] for side in ports for size in SIZES}
     drops0 = pmds.switch.stats()
@@ -230,6 +236,11 @@ def child_pids(switch, vms):
 
 
 def bench_memory(pmds, rows, details):
+    """After the traffic, each child's private memory in mappings that are
+    not shared (procs.private_memory: guest memory and rings are shared and
+    left out; the summary also gives the total with them); the worst child
+    against the backend testpmd's own (for both ports). Goal: at most 2 MiB
+    per child."""
     pids = child_pids(pmds.switch, ("router", "client"))
     mem = {vm: private_memory(pid) for vm, pid in pids.items()}
     peer_total, peer_own = private_memory(pmds.backend.proc.pid)
@@ -248,7 +259,9 @@ def bench_memory(pmds, rows, details):
 
 
 def bench_wakeups(pmds, cfg, rows, details):
-    """Idle: the frontend's forwarding stopped, its ports still connected."""
+    """Idle: the frontend's forwarding stopped, its ports still connected.
+    Context switches of every thread of each child over idle_seconds
+    against the idle backend testpmd's. Goal: at most 2 per second."""
     pids = child_pids(pmds.switch, ("router", "client"))
     peer_pid = pmds.backend.proc.pid
     rates = wakeup_rates(list(pids.values()) + [peer_pid], cfg["idle_seconds"])
@@ -268,7 +281,14 @@ def bench_crash(pmds, cfg, rows, details):
     """Last in part one: it ends the frontend's client port (DPDK's
     virtio-user does not reconnect as a client) and the backend testpmd.
     Each round kills a different child once: first the client's (whose
-    frontend was connected), then the spare clients'."""
+    frontend was connected), then the spare clients', since a child that
+    crashes again soon after a restart may be held back. Timed: SIGKILL to
+    a vhost-user frontend's GET_FEATURES answered on that VM's socket
+    (vhost.get_features, connecting again and again): DPDK's virtio-user
+    does not reconnect as a client and qemu's reconnect timer ticks in
+    whole seconds, so the first answer is timed, not a frame. The peer is
+    testpmd killed and started again by us, as a supervisor would (a
+    one-process backend comes back only that way). Goal: at most 50 ms."""
     ours, peer = [], []
     switch = pmds.switch
     victims = ["client"] + pmds.crash_vms
@@ -328,6 +348,13 @@ def qemu_outage(switch, client, addr, seconds=4.0, interval=0.01):
 
 
 def bench_ping(binary, tmp, cfg, rows, details, notes):
+    """Part two: two guests (qemu.net_image), each with eth0 on a second
+    vm-switch and eth1 on a backend testpmd, on two subnets. The client
+    pings the router every PING_INTERVAL over one path, then the other,
+    alternating round by round; testpmd forwards only during its own
+    rounds. No goal: the guests' TCG dominates both. Then qemu_outage: the
+    crash as a qemu guest sees it, mostly qemu's own reconnect timer
+    (reconnect=1). Skipped, with the reason, where no guest can run."""
     try:
         kern = qemu.guest_kernel()
     except qemu.Unavailable as e:
