@@ -1,5 +1,5 @@
 """The host agent supervising its VMM: the real host agent, the crosvm
-stand-in and the real guest agent it starts (vmmfix.py). Start on the
+stand-in and the real guest agent it starts (qltest.vmm). Start on the
 first connection and on HostStart, READY=1, each way of stopping, a crash,
 the idle backstop of disposable VMs, and --foreground."""
 import os

@@ -1,5 +1,5 @@
 """vm-start, vm-stop, vm-list and vm-start-debug against the real host
-agent supervising the crosvm stand-in (vmmfix.py)."""
+agent supervising the crosvm stand-in (qltest.vmm)."""
 import json
 import re
 import os

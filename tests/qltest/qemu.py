@@ -305,5 +305,5 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     r = run(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 120)
     sys.stdout.write(r.output)
-    print(f"[qemuvm: rc={r.returncode} timed_out={r.timed_out} wall={r.wall:.1f}s]")
+    print(f"[qltest.qemu: rc={r.returncode} timed_out={r.timed_out} wall={r.wall:.1f}s]")
     sys.exit(1 if r.timed_out or r.returncode else 0)
