@@ -39,6 +39,18 @@ def children():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def client_to_router(children):
+    """c1 (port 1) with the router on port 0, a ring c1 -> router, and a
+    guest's frontend that negotiated: (child, ring, frontend)."""
+    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
+    ch.peer(0, ROUTER_MAC, ROUTER)
+    out = ch.put_buffer(0)
+    ch.ping()
+    fe = Frontend(ch.sock_path)
+    fe.negotiate()
+    return ch, out, fe
+
+
 def client_with_router_ring(children):
     """c1 (port 1) with the router on port 0 and a ring router -> c1."""
     ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
@@ -169,12 +181,7 @@ def test_unpollable_kick_fd_breaks_only_the_device(children):
 def test_full_call_pipe_does_not_block(children):
     """A guest whose call fd is a full pipe: the child does not block on
     it and answers its pings."""
-    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
-    ch.peer(0, ROUTER_MAC, ROUTER)
-    out = ch.put_buffer(0)
-    ch.ping()
-    fe = Frontend(ch.sock_path)
-    fe.negotiate()
+    ch, out, fe = client_to_router(children)
     rd, wr = os.pipe()
     os.set_blocking(wr, False)
     try:
@@ -207,17 +214,11 @@ def test_protocol_violation_is_broken(children):
     fe.close()
 
 
-
 def test_frames_before_a_bad_chain_are_published(children):
     """A guest whose transmit ring breaks after good frames, in one batch:
     the device is broken, and the frames taken before go out all the same
     (committed to the ring, not left unpublished)."""
-    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
-    ch.peer(0, ROUTER_MAC, ROUTER)
-    out = ch.put_buffer(0)
-    ch.ping()
-    fe = Frontend(ch.sock_path)
-    fe.negotiate()
+    ch, out, fe = client_to_router(children)
     tx = fe.start_queue(TX)
     good = bytes(HDR) + frame(ROUTER_MAC, C1_MAC)
     fe.mem[tx.bufs:tx.bufs + len(good)] = good
