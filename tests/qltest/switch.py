@@ -14,6 +14,10 @@ dpdk-testpmd with one net_virtio_user port playing each VM.
     sw.stop()                          SIGTERM; exit 0, no sanitizer report,
                                        its children gone
 
+    sw.start_vms("router", "c1")       NETWORK's VMs configured, the switch
+                                       started, their children running
+    r, a = sw.serve(router=C1_MAC, c1=ROUTER_MAC)    a served Pmd on each
+
 The switch runs in its sandbox unless told sandbox=False (--no-sandbox).
 As root it is told --user nobody, who gets the socket directory and may
 traverse the directories above it. In the sandbox the pids in the counters
