@@ -11,13 +11,15 @@ import os
 import subprocess
 import sys
 
+from qltest import TESTS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_bench_quick(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run([sys.executable, os.path.join(HERE, "bench.py"), "--quick",
-                        "--json", str(out)],
+                        "--json", str(out)], env=dict(os.environ, PYTHONPATH=TESTS),
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "| figure" in p.stdout

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from guestfix import wait_for
+from qltest.procs import wait_for
 
 WESTON = shutil.which("weston")
 pytestmark = pytest.mark.skipif(not WESTON, reason="weston is not installed")

@@ -1,9 +1,13 @@
 """Boots throw-away qemu TCG guests.
 
-    python3 tests/vm/qemuvm.py VMLINUX INITRD [TIMEOUT]
-    python3 tests/vm/qemuvm.py --shell VMLINUX INITRD
+    cd tests && python3 -m qltest.qemu VMLINUX INITRD [TIMEOUT]
+    cd tests && python3 -m qltest.qemu --shell VMLINUX INITRD
         the same guest on this terminal; after /test.sh it leaves a shell
         (`poweroff -f` or Ctrl-A X ends it)
+
+guest_kernel() is the one check of whether a guest can run here (qemu,
+busybox-static for the initramfs, the Debian kernel package): it returns
+the kernel or raises Unavailable with the reason.
 
 run(): the guest has no network device and no disk: the kernel (a PVH
 vmlinux), the initramfs and the serial console are all it gets. Its /init
@@ -15,15 +19,26 @@ shared memfd (what a vhost-user backend maps), it has one virtio-net NIC
 per vhost-user socket given (qemu connects as the frontend and reconnects
 every second when the backend goes away), the kernel console goes to a
 log file, and a second serial port carries commands to guest-ctl.sh (the
-guest's /test.sh) and their output back.
+guest's /test.sh) and their output back; net_image() builds its initramfs.
 """
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from qltest import TESTS, initramfs, kernel
+from qltest.procs import tail
+
+GUEST_CTL = os.path.join(TESTS, "vm", "guest-ctl.sh")
+PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) packets received")
+
+
+class Unavailable(Exception):
+    """A guest cannot run here: qemu, busybox-static or the kernel is missing."""
 
 
 class QemuUnavailable(Exception):
@@ -46,6 +61,39 @@ def qemu_binary():
     if not q:
         raise QemuUnavailable("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
     return q
+
+
+def guest_kernel():
+    """The kernel to boot, once qemu and a static busybox are known to be
+    there; Unavailable with the reason otherwise."""
+    try:
+        qemu_binary()
+        initramfs.static_busybox()
+        return kernel.ensure_kernel()
+    except (QemuUnavailable, initramfs.BusyboxUnavailable, kernel.KernelUnavailable) as e:
+        raise Unavailable(f"VM tests need qemu, busybox-static and the Debian kernel: {e}")
+
+
+def guest_kernel_or_skip():
+    """guest_kernel() for a test: skipped, with the reason, where no guest
+    can run."""
+    import pytest
+    try:
+        return guest_kernel()
+    except Unavailable as e:
+        pytest.skip(str(e))
+
+
+def net_image(kern, out):
+    """The initramfs of a Guest: guest-ctl.sh as /test.sh, virtio-net."""
+    initramfs.build(out, kern, GUEST_CTL, modules=initramfs.NET_MODULES)
+    return out
+
+
+def ping_counts(out):
+    """(transmitted, received) from busybox ping's summary; None without one."""
+    m = PING_SUMMARY.search(out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def command(vmlinux, initrd, append="", memory=512, extra=()):
@@ -221,12 +269,15 @@ class Guest:
             raise GuestError(f"{self.name}: `{cmd}` exited {rc}:\n{out}")
         return out
 
+    def wait_reachable(self, addr, tries=20):
+        """Pings addr once a second until it answers (the first probe pays
+        for ARP): the number of failed probes, or None if it never did."""
+        rc, out = self.sh(f"i=0; while ! ping -c 1 -W 1 {addr} >/dev/null; do i=$((i+1)); "
+                          f"[ $i -ge {tries} ] && exit 1; done; echo $i", timeout=tries * 3 + 30)
+        return int(out.strip().splitlines()[-1]) if rc == 0 else None
+
     def console_tail(self, n=30):
-        try:
-            with open(self.console, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        return tail(self.console, n)
 
     def stop(self, timeout=10):
         """Asks the guest to power off; kills this qemu (by its pid) if it
@@ -254,5 +305,5 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     r = run(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 120)
     sys.stdout.write(r.output)
-    print(f"[qemuvm: rc={r.returncode} timed_out={r.timed_out} wall={r.wall:.1f}s]")
+    print(f"[qltest.qemu: rc={r.returncode} timed_out={r.timed_out} wall={r.wall:.1f}s]")
     sys.exit(1 if r.timed_out or r.returncode else 0)

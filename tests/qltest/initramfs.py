@@ -1,6 +1,6 @@
 """A minimal initramfs for the VM tests.
 
-    python3 tests/vm/vminitramfs.py OUT.cpio.gz TEST_SCRIPT [BINARY ...]
+    cd tests && python3 -m qltest.initramfs OUT.cpio.gz TEST_SCRIPT [BINARY ...]
 
 It holds busybox-static (every applet as a symlink), the requested kernel
 modules with their dependencies in load order, the given binaries in /bin
@@ -246,12 +246,11 @@ def build(out, kernel, test_script=None, binaries=(), modules=VSOCK_MODULES,
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import vmkernel
+    from qltest import kernel
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     try:
-        mods = build(sys.argv[1], vmkernel.ensure_kernel(), sys.argv[2], sys.argv[3:])
-    except (InitramfsError, vmkernel.KernelUnavailable) as e:
-        sys.exit(f"vminitramfs: {e}")
+        mods = build(sys.argv[1], kernel.ensure_kernel(), sys.argv[2], sys.argv[3:])
+    except (InitramfsError, kernel.KernelUnavailable) as e:
+        sys.exit(f"qltest.initramfs: {e}")
     print(f"{sys.argv[1]}: {os.path.getsize(sys.argv[1])} bytes; modules: {' '.join(mods)}")
