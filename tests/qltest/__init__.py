@@ -6,7 +6,7 @@ a test drives:
 
     procs      processes: start, wait, stop by pid; /proc (children, pid
                namespaces, status, fds, memory)
-    wire       the agent protocol from Python (qlwire), schema compiled by protoc
+    qlwire     the agent protocol from Python, schema compiled by protoc
     guest      qubes-lite-guest-agent in a temporary directory (guest_agent fixture)
     host       the host agent --no-vmm on a guest agent, and vm-run (host_stack, stack)
     vmm        the host agent supervising the crosvm stand-in (vmm_stack)
@@ -18,6 +18,8 @@ a test drives:
     qemu       qemu TCG guests (the one check of whether qemu can run), their
                kernel (kernel.py) and initramfs (initramfs.py)
     vmcheck    a guest that runs a check script and reports QL-CHECK lines
+    weston     a headless weston for the tests that wait for a Wayland display
+    nix        the NixOS modules evaluated by nix-instantiate (tests/nix/)
 """
 import os
 
