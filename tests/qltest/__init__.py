@@ -18,6 +18,7 @@ a test drives:
     qemu       qemu TCG guests (the one check of whether qemu can run), their
                kernel (kernel.py) and initramfs (initramfs.py)
     vmcheck    a guest that runs a check script and reports QL-CHECK lines
+    vsock      qubes-lite-vsock on a directory's sockets
     weston     a headless weston for the tests that wait for a Wayland display
     nix        the NixOS modules evaluated by nix-instantiate (tests/nix/)
 """
@@ -71,3 +72,4 @@ def made(make_one):
             errors.append(e)
     if errors:
         raise errors[0]
+
