@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 
+from qltest import BUILD, TESTS
+
 # What the vsock tests need; the rest (virtio, virtio_ring) comes as deps.
 VSOCK_MODULES = ["vsock", "vmw_vsock_virtio_transport_common",
                  "vmw_vsock_virtio_transport", "vsock_loopback"]
@@ -140,6 +142,27 @@ def shared_libs(binary):
             if word.startswith("/"):
                 libs.append(word)
     return libs
+
+
+def vmhelper():
+    """tests/vm/vmhelper.c (a static helper for vsock guests: echo, probe,
+    pty runner, the CID) built into $BUILD/vm/vmhelper when out of date;
+    its path. Runs sharing $BUILD/vm may build it at once: each writes its
+    own file and renames it into place."""
+    src = os.path.join(TESTS, "vm", "vmhelper.c")
+    work = os.path.join(BUILD, "vm")
+    out = os.path.join(work, "vmhelper")
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
+        return out
+    os.makedirs(work, exist_ok=True)
+    cc = os.environ.get("CC", "gcc")
+    tmp = f"{out}.{os.getpid()}.tmp"
+    r = subprocess.run([cc, "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", tmp, src],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise InitramfsError(f"building {out} with {cc} -static failed:\n{r.stderr}")
+    os.replace(tmp, out)
+    return out
 
 
 class BusyboxUnavailable(InitramfsError):

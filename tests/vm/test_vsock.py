@@ -16,12 +16,11 @@ default 30), QL_STDIN_MIB (stdin check size, default 4), ASAN_OPTIONS,
 UBSAN_OPTIONS and LSAN_OPTIONS (passed into the guest).
 """
 import os
-import subprocess
 
 import pytest
 
-from qltest import qemu
-from qltest.vmcheck import WORK, CheckRun
+from qltest import initramfs, qemu
+from qltest.vmcheck import CheckRun
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAMS = ["qubes-lite-guest-agent", "qubes-lite-host-agent", "vm-run"]
@@ -51,21 +50,6 @@ CHECKS = [
     "clean-exit",              # every daemon exits 0 on SIGTERM
     "no-sanitizer-reports",
 ]
-def build_helper():
-    """tests/vm/vmhelper.c -> $BUILD/vm/vmhelper, static, when out of date."""
-    src = os.path.join(HERE, "vmhelper.c")
-    out = os.path.join(WORK, "vmhelper")
-    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
-        return out
-    os.makedirs(WORK, exist_ok=True)
-    cc = os.environ.get("CC", "gcc")
-    tmp = f"{out}.{os.getpid()}.tmp"     # concurrent runs share $BUILD/vm
-    r = subprocess.run([cc, "-O2", "-static", "-Wall", "-Wextra", "-Werror",
-                        "-o", tmp, src], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"building {out} with {cc} -static failed:\n{r.stderr}")
-    os.replace(tmp, out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +59,8 @@ def vm():
         return run
     kern = qemu.guest_kernel_or_skip()
     try:
-        helper = build_helper()
-    except RuntimeError as e:
+        helper = initramfs.vmhelper()
+    except initramfs.InitramfsError as e:
         run.error = f"building the guest image failed: {e}"
         return run
     run.boot(kern, os.path.join(HERE, "guest-vsock.sh"), [helper])
