@@ -18,11 +18,15 @@ a test drives:
     qemu       qemu TCG guests (the one check of whether qemu can run), their
                kernel (kernel.py) and initramfs (initramfs.py)
     vmcheck    a guest that runs a check script and reports QL-CHECK lines
-    vsock      qubes-lite-vsock on a directory's sockets
+    vsock      qubes-lite-vsock on a directory's sockets, and a qemu guest with
+               it as its vsock device and the real agents on both sides
     weston     a headless weston for the tests that wait for a Wayland display
     nix        the NixOS modules evaluated by nix-instantiate (tests/nix/)
 """
 import os
+import shutil
+import sys
+import tempfile
 
 # The repository, and tests/ in it: what PYTHONPATH must hold for a
 # script outside pytest to import this package.
@@ -73,3 +77,20 @@ def made(make_one):
     if errors:
         raise errors[0]
 
+
+class KeptOnFailure:
+    """A module fixture's temporary directory (consoles, daemons' logs):
+    removed at finish() when no test failed while it existed and the
+    fixture says all went well, else kept and named on stderr."""
+
+    def __init__(self, request, prefix, what, dir=None):
+        self.path = tempfile.mkdtemp(prefix=prefix, dir=dir)
+        self.what = what
+        self.session = request.session
+        self.failed_before = request.session.testsfailed
+
+    def finish(self, ok=True):
+        if ok and self.session.testsfailed == self.failed_before:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            sys.stderr.write(f"\n{self.what}: logs kept in {self.path}\n")

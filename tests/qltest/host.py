@@ -134,11 +134,13 @@ class HostStack(StackDir):
 
     run_as: a uid that runs both daemons (unprivileged stack); log_level
     None leaves the daemons at their default; base: a directory of the
-    caller's to use (and leave) rather than a new one."""
+    caller's to use (and leave) rather than a new one; guest_addr: the
+    host agent's --guest address, for a guest agent that is not ours
+    (start_guest=False), e.g. in a VM behind qubes-lite-vsock."""
 
     def __init__(self, user=DEFAULT_USER, start_guest=True, guest_timeout=60,
                  dir_mode=0o700, guest_args=(), run_as=None, vm=VM, log_level="debug",
-                 env=None, base=None):
+                 env=None, base=None, guest_addr=None):
         # Stacks that other users take part in live where those users can reach.
         shared = run_as is not None or dir_mode & 0o005 == 0o005
         super().__init__("qlh-", user, {}, vm=vm, tmp="/tmp" if shared else None, base=base,
@@ -153,6 +155,7 @@ class HostStack(StackDir):
         self.log_args = [] if log_level is None else ["--log-level", log_level]
         self.guest = None
         self.host = None
+        self.guest_addr = guest_addr or "unix:" + self.guest_sock
         self.guest_timeout = guest_timeout
         self.guest_args = list(guest_args)
         try:
@@ -188,7 +191,7 @@ class HostStack(StackDir):
 
     def start_host(self, *extra, preexec=None):
         args = [self.program("qubes-lite-host-agent"), "--vm", self.vm, "--no-vmm",
-                "--listen", "unix:" + self.sock, "--guest", "unix:" + self.guest_sock,
+                "--listen", "unix:" + self.sock, "--guest", self.guest_addr,
                 "--guest-timeout", str(self.guest_timeout), *self.log_args]
         self.host = Daemon("host agent", args + list(extra), os.path.join(self.dir, "host.log"),
                            "serving", env=self.env, preexec=preexec, user=self.run_as)

@@ -5,6 +5,7 @@
     d.stop()                      SIGTERM; must exit 0 with no sanitizer report
     wait_for(lambda: ..., what="...")
 """
+import json
 import os
 import signal
 import subprocess
@@ -249,6 +250,28 @@ def run_as_nobody(fn):
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def call_as_nobody(fn):
+    """fn() in a forked child with uid/gid 65534; what it returned (it
+    travels as JSON), or "raised <exception>" when it raised."""
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rd)
+        try:
+            drop_to()
+            os.write(wr, json.dumps(fn()).encode())
+        except BaseException as e:    # noqa: B902 - the parent reports it
+            os.write(wr, json.dumps(f"raised {e!r}").encode())
+        finally:
+            os._exit(0)
+    os.close(wr)
+    try:
+        with os.fdopen(rd, "rb") as f:
+            return json.loads(f.read())
+    finally:
+        os.waitpid(pid, 0)
 
 
 def drop_to(uid=65534, gid=65534):

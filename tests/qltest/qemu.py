@@ -20,7 +20,11 @@ per vhost-user socket given (qemu connects as the frontend and reconnects
 every second when the backend goes away), the kernel console goes to a
 log file, and a second serial port carries commands to guest-ctl.sh (the
 guest's /test.sh) and their output back; net_image() builds its initramfs.
+
+Qmp: qemu's monitor protocol on a unix socket (`-qmp unix:PATH,server=on,
+wait=off`): commands, their answers, and waiting for an event.
 """
+import json
 import os
 import re
 import shutil
@@ -153,17 +157,19 @@ class Guest:
     """One guest booted in the background and driven over its second serial
     port; see the module's docstring. nics: [(vhost-user socket, mac)]."""
 
-    def __init__(self, name, vmlinux, initrd, workdir, nics=(), memory=256, append=""):
+    def __init__(self, name, vmlinux, initrd, workdir, nics=(), memory=256, append="",
+                 extra=()):
+        """extra: more qemu options (devices, -S, -qmp)."""
         self.name = name
         self.console = os.path.join(workdir, f"{name}.console.log")
         self.ctl_path = os.path.join(workdir, f"{name}.ctl")
-        extra = ["-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
+        options = ["-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
                  "-numa", "node,memdev=mem",
                  "-chardev", f"socket,id=ctl,path={self.ctl_path},server=on,wait=off",
                  "-serial", "chardev:ctl"]
         for i, (sock, mac) in enumerate(nics):
-            extra += vhost_user_nic(i, sock, mac)
-        self.argv = command(vmlinux, initrd, append, memory, extra)
+            options += vhost_user_nic(i, sock, mac)
+        self.argv = command(vmlinux, initrd, append, memory, [*options, *extra])
         self.proc = None
         self.sock = None
         self.lines = []               # everything read from the control port
@@ -296,6 +302,66 @@ class Guest:
         if self.sock is not None:
             self.sock.close()
         return self.proc.returncode
+
+
+class Qmp:
+    """Just enough QMP: commands, and waiting for an event. Connects to
+    qemu's -qmp socket (again until qemu has made it) and leaves the
+    capabilities negotiation behind."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(60)
+        self.f = self.sock.makefile("rwb")
+        self.events = []
+        json.loads(self.f.readline())
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        """Runs a command; returns qemu's answer ({"return": ...} or
+        {"error": ...}). Events that come first are kept for wait_event()."""
+        self.f.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+        self.f.flush()
+        while True:
+            m = json.loads(self.f.readline())
+            if "event" in m:
+                self.events.append(m)
+            else:
+                return m
+
+    def wait_event(self, name):
+        while True:
+            for e in self.events:
+                if e["event"] == name:
+                    self.events.remove(e)
+                    return e
+            self.events.append(json.loads(self.f.readline()))
+
+    def device_add(self, timeout=30, **props):
+        """device_add, again until qemu takes it (a vhost-user device is
+        refused until its chardev has connected)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.cmd("device_add", **props)
+            if "error" not in r:
+                return
+            if time.monotonic() > deadline:
+                raise GuestError(f"device_add {props}: {r['error']['desc']}")
+            time.sleep(0.2)
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
 
 
 if __name__ == "__main__":
