@@ -31,15 +31,13 @@ guest, default 120 s), QL_SWITCH_ARGS (extra vm-switch options).
 import os
 import re
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 import time
 
 import pytest
 
-from qltest import BIN, initramfs, qemu, sanitizer_reports
+from qltest import BIN, KeptOnFailure, initramfs, qemu, sanitizer_reports
 from qltest.procs import ProcError
 from qltest.switch import Switch
 
@@ -86,8 +84,8 @@ def net(request):
         return
     kern = qemu.guest_kernel_or_skip()
     # Sockets live here too: a short /tmp path keeps them within sun_path.
-    n.workdir = tempfile.mkdtemp(prefix="ql-switch-guests.")
-    failed_before = request.session.testsfailed
+    work = KeptOnFailure(request, "ql-switch-guests.", "switch guests")
+    n.workdir = work.path
     try:
         initrd = qemu.net_image(kern, os.path.join(n.workdir, "net.cpio.gz"))
         n.switch = Switch(n.workdir, sandbox=request.param == "sandbox",
@@ -115,10 +113,7 @@ def net(request):
         g.stop()
     if n.switch:
         n.switch.stop(check=False)
-    if request.session.testsfailed == failed_before and n.error is None:
-        shutil.rmtree(n.workdir, ignore_errors=True)
-    else:
-        sys.stderr.write(f"switch guests: logs kept in {n.workdir}\n")
+    work.finish(ok=n.error is None)
 
 
 def ready(net):
