@@ -36,6 +36,7 @@ import threading
 import time
 
 import switch_bench
+import vsock_bench
 from figures import (GIB, KIB, MIB, fmt_mem, fmt_rate, fmt_size, fmt_time, median,
                      quantile)
 from qltest import BIN
@@ -502,6 +503,10 @@ def main():
                                  notes, args.rounds)
             except switch_bench.SwitchBenchError as e:
                 raise BenchError(f"vm-switch: {e}")
+        try:
+            vsock_bench.run(args.quick, rows, details, notes, args.rounds)
+        except vsock_bench.VsockBenchError as e:
+            raise BenchError(f"qubes-lite-vsock: {e}")
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
-"""How bench.py and switch_bench.py write their figures: sizes, rates,
-times and memory, and the statistics they take of their samples."""
+"""How bench.py, switch_bench.py and vsock_bench.py write their figures: sizes,
+rates, times and memory, and the statistics they take of their samples."""
 import statistics
 
 KIB = 1024

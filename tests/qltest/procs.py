@@ -188,10 +188,13 @@ def socket_fds(pid):
 
 
 def memory(pid):
-    """VmRSS, VmHWM and RssAnon (the process's own memory, without the
-    shared libraries' pages) of pid, in bytes."""
+    """VmRSS, VmHWM and VmRSS's parts of pid, in bytes: RssAnon (the
+    process's own memory, without the shared libraries' pages), RssFile
+    (its program and libraries), RssShmem (shared memory it touched, e.g.
+    a guest's RAM mapped from a memfd)."""
     st = proc_status(pid)
-    return {k: int(st[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM", "RssAnon") if k in st}
+    return {k: int(st[k].split()[0]) * 1024
+            for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem") if k in st}
 
 
 def private_memory(pid):
