@@ -24,7 +24,7 @@ import pytest
 
 from qltest import program
 from qltest.procs import drop_to, run_as_nobody, wait_for
-from qltest.vhost import VERSION_1, Frontend
+from qltest.vhost import VERSION_1, Frontend, store_word
 from qltest.vsock import GUEST_CID, Device, read_line
 
 HOST_CID = 2
@@ -520,7 +520,7 @@ def test_hostile_guest(dev):
                      txq.bufs, 64, 1, txq.avail_idx % txq.num)
     struct.pack_into("<H", g.fe.mem, txq.avail + 4 + 2 * (txq.avail_idx % txq.num),
                      txq.avail_idx % txq.num)
-    struct.pack_into("<H", g.fe.mem, txq.avail + 2, (txq.avail_idx + 1) & 0xffff)
+    store_word(g.fe.mem, txq.avail + 2, (txq.avail_idx + 1) & 0xffff)
     os.eventfd_write(txq.kick, 1)
     assert g.fe.closed_by_peer()
     assert s2.recv(10) == b""

@@ -20,6 +20,7 @@ import time
 
 from qltest import program
 from qltest.procs import cpu_seconds
+from qltest.vhost import load_word, store_word
 
 CLIENT, ROUTER = 0, 1
 SETUP, PEER, PEER_REMOVE, PEER_DOWN, GET_BUFFER, PUT_BUFFER, PING = 1, 2, 3, 4, 5, 6, 7
@@ -58,10 +59,10 @@ class PeerRing:
         return [self.memfd, self.data_efd, self.space_efd]
 
     def u32(self, off):
-        return struct.unpack_from("<I", self.mem, off)[0]
+        return load_word(self.mem, off, "I")
 
     def set_u32(self, off, v):
-        struct.pack_into("<I", self.mem, off, v & 0xffffffff)
+        store_word(self.mem, off, v & 0xffffffff, "I")
 
     def produce(self, frames):
         """Writes the frames after head, publishes them and wakes the consumer."""

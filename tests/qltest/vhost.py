@@ -17,6 +17,7 @@ import mmap
 import os
 import socket
 import struct
+import sys
 import time
 
 # Requests (vhost-user), the reply flag, feature bits (virtio).
@@ -33,6 +34,27 @@ HDR = 12
 MEM_SIZE = 1 << 20
 UVA = 0x100000000   # where the "frontend" says its memory is mapped
 NUM = 8
+
+
+# The ring indexes are read by the backend while we write them: each must
+# be one load or one store of its full width, as a driver's are. Not
+# struct.pack_into: it clears its bytes before it writes them (a backend
+# reading in between sees the index go back to 0, and rightly drops us as
+# broken), and "<H" goes byte by byte. A memoryview's item is one copy of
+# the word's size, and so is unpacking a native format. This machine is
+# little-endian, as virtio and vm-switch's rings are.
+assert sys.byteorder == "little"
+
+
+def load_word(mem, off, fmt="H"):
+    """A 16-bit (fmt "I": 32-bit) word of shared memory, read at once."""
+    return struct.unpack_from(fmt, mem, off)[0]
+
+
+def store_word(mem, off, v, fmt="H"):
+    """A 16-bit (fmt "I": 32-bit) word of shared memory, written at once."""
+    with memoryview(mem) as whole, whole[off:off + struct.calcsize(fmt)].cast(fmt) as word:
+        word[0] = v
 
 
 def header(req, size):
@@ -65,9 +87,9 @@ class Queue:
                              DESC_WRITE if writable else 0, 0)
             struct.pack_into("<H", mem, self.avail + 4 + 2 * (self.avail_idx % self.num), d)
             self.avail_idx = (self.avail_idx + 1) & 0xffff
-        struct.pack_into("<H", mem, self.avail + 2, self.avail_idx)
+        store_word(mem, self.avail + 2, self.avail_idx)
         if self.fe.features & EVENT_IDX:
-            event = struct.unpack_from("<H", mem, self.used + 4 + 8 * self.num)[0]
+            event = load_word(mem, self.used + 4 + 8 * self.num)
             if ((self.avail_idx - event - 1) & 0xffff) >= ((self.avail_idx - old) & 0xffff):
                 return False
         os.eventfd_write(self.kick, 1)
@@ -83,11 +105,11 @@ class Queue:
         for head in heads:
             struct.pack_into("<H", mem, self.avail + 4 + 2 * (self.avail_idx % self.num), head)
             self.avail_idx = (self.avail_idx + 1) & 0xffff
-        struct.pack_into("<H", mem, self.avail + 2, self.avail_idx)
+        store_word(mem, self.avail + 2, self.avail_idx)
         os.eventfd_write(self.kick, 1)
 
     def used_idx(self):
-        return struct.unpack_from("<H", self.fe.mem, self.used + 2)[0]
+        return load_word(self.fe.mem, self.used + 2)
 
     def used_entry(self, i):
         return struct.unpack_from("<II", self.fe.mem, self.used + 4 + 8 * (i % self.num))
