@@ -93,7 +93,7 @@ check: deps
 
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py
+	$(Q)BUILD=$(BUILD) PYTHONPATH=tests $(PYTHON) tests/bench/bench.py
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -1,26 +1,35 @@
 """Replays every fuzz target over its committed seed corpus.
 
-`make fuzz-build` builds the targets with clang and libFuzzer into
-$BUILD/fuzz/; each target then runs once over every file of
-tests/fuzz/corpus/<target>/ (`-runs=0`), and any crash, sanitizer report,
-leak or oracle failure fails that target's test. Without clang or libFuzzer
+The targets are what `make fuzz-list` names (a tests/fuzz/fuzz-*.c each,
+and one per message built from tests/fuzz/message.c). `make fuzz-build`
+builds them with clang and libFuzzer into $BUILD/fuzz/; each target then
+runs once over every file of tests/fuzz/corpus/<target>/ (`-runs=0`), and
+any crash, sanitizer report, leak or oracle failure fails that target's
+test. Without clang or libFuzzer
 this fails (`make test` installs them), never skips.
 """
-import glob
 import os
 import shutil
 import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_REL = os.environ.get("BUILD", "build")
-BUILD = os.path.join(ROOT, BUILD_REL)
+from qltest import BUILD, BUILD_REL, ROOT
+
 FUZZ_DIR = os.path.join(BUILD, "fuzz")
 CORPUS = os.path.join(ROOT, "tests", "fuzz", "corpus")
-TARGETS = sorted(os.path.basename(p)[:-2]
-                 for p in glob.glob(os.path.join(ROOT, "tests", "fuzz", "fuzz-*.c")))
 FUZZ_CC = os.environ.get("FUZZ_CC", "clang")
+
+
+def make(*args, timeout=900):
+    env = dict(os.environ, BUILD=BUILD_REL)
+    env.pop("MAKEFLAGS", None)
+    return subprocess.run(["make", "--no-print-directory", *args, f"BUILD={BUILD_REL}"],
+                          cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+
+
+TARGETS = make("-s", "fuzz-list", timeout=60).stdout.decode().split()
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +39,7 @@ def fuzz_build():
         pytest.fail(f"{FUZZ_CC} not found: the fuzz targets need clang with libFuzzer "
                     "(Debian: clang libclang-rt-14-dev; `make deps` installs them)",
                     pytrace=False)
-    env = dict(os.environ, BUILD=BUILD_REL)
-    env.pop("MAKEFLAGS", None)
-    proc = subprocess.run(["make", "--no-print-directory", "fuzz-build", f"BUILD={BUILD_REL}"],
-                          cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+    proc = make("fuzz-build")
     out = proc.stdout.decode(errors="replace")
     if proc.returncode != 0:
         hint = ""
@@ -46,7 +51,7 @@ def fuzz_build():
 
 
 def test_every_target_has_a_corpus():
-    assert TARGETS, "no tests/fuzz/fuzz-*.c found"
+    assert TARGETS, "`make fuzz-list` named no fuzz target"
     for t in TARGETS:
         d = os.path.join(CORPUS, t)
         assert os.path.isdir(d) and os.listdir(d), \

@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+from qltest import BUILD, ROOT
+
 UNIT_DIR = os.path.join(BUILD, "tests", "unit")
 SOURCES = sorted(os.path.relpath(p, os.path.join(ROOT, "tests", "unit"))[:-2]
                  for p in glob.glob(os.path.join(ROOT, "tests", "unit", "*", "test-*.c")))

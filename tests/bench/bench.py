@@ -17,7 +17,7 @@ Timings on a small VM are noisy: every figure is a median over several
 rounds with the two sides interleaved, and no goal fails the run; the table
 says whether each goal was met. See README.md beside this file.
 
-    /usr/bin/python3 tests/bench/bench.py [--quick] [--json FILE]
+    PYTHONPATH=tests /usr/bin/python3 tests/bench/bench.py [--quick] [--json FILE]
 
 BUILD (environment) names the build directory (default: build).
 """
@@ -29,23 +29,24 @@ import pwd
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import switch_bench  # noqa: E402
-import vsock_bench  # noqa: E402
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BIN = os.path.join(ROOT, os.environ.get("BUILD", "build"), "bin")
+import switch_bench
+import vsock_bench
+from figures import (GIB, KIB, MIB, fmt_mem, fmt_rate, fmt_size, fmt_time, median,
+                     quantile)
+from qltest import BIN
+from qltest.host import HostStack
+from qltest.procs import Daemon, memory, tail
+
 VM = "bench"
-KIB = 1024
-MIB = 1024 * KIB
-GIB = 1024 * MIB
+# A VM's PATH, not whatever the caller's shell collected: both sides of a
+# figure look `true` up along the same, ordinary PATH.
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Goals (from the design): printed, never enforced.
 GOAL_SPAWN_RATIO = 3.0        # vm-run true at most 3x a local spawn of true
@@ -70,81 +71,36 @@ class BenchError(Exception):
     pass
 
 
-# --------------------------------------------------------------- formatting
-
-def fmt_time(s):
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s:.2f} s"
-
-
-def fmt_rate(bps):
-    return f"{bps / GIB:.2f} GiB/s" if bps >= GIB else f"{bps / MIB:.0f} MiB/s"
-
-
-def fmt_mem(b):
-    return f"{b / MIB:.2f} MiB" if b >= MIB else f"{b / KIB:.0f} KiB"
-
-
-def fmt_size(b):
-    if b % GIB == 0:
-        return f"{b // GIB} GiB"
-    return f"{b // MIB} MiB" if b % MIB == 0 else f"{b} B"
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def quantile(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
-
-
 # ------------------------------------------------------------------- stack
 
-def program(name):
-    path = os.path.join(BIN, name)
-    if not os.access(path, os.X_OK):
-        raise BenchError(f"{path} not built (run make)")
-    return path
-
-
-def wait_socket(path, proc, log, timeout=10.0):
-    """Waits until something accepts on the unix socket at path."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{proc.args[0]} exited with {proc.returncode}:\n"
-                             + tail(log))
-        if os.path.exists(path):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(path)
-                return
-            except OSError:
-                pass
-            finally:
-                s.close()
-        time.sleep(0.02)
-    raise BenchError(f"nothing listens on {path} after {timeout:.0f} s:\n" + tail(log))
-
-
-def tail(path, n=20):
+def start_stack(tmp):
+    """The guest agent and the host agent (--no-vmm) as the integration
+    tests run them (qltest.host), at their default log level, with a VM
+    named VM; the guest agent must accept our uid (root is accepted by
+    default, naming it again is harmless). Ready only when a whole
+    session goes through."""
     try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
+        stack = HostStack(user=pwd.getpwuid(os.getuid()).pw_name, vm=VM, log_level=None,
+                          guest_args=["--allow-uid", str(os.getuid())], base=tmp,
+                          env={"PATH": PATH})
+    except (OSError, RuntimeError) as e:
+        raise BenchError(str(e))
+    deadline = time.monotonic() + 10
+    while True:
+        r = subprocess.run(vm_cmd(stack, "true"), env=stack.env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            return stack
+        if time.monotonic() > deadline:
+            stack.stop(check=False)
+            raise BenchError(f"vm-run {VM} true: exit {r.returncode}: {r.stderr.strip()}\n"
+                             f"guest agent:\n{tail(stack.guest.log_path, 20)}"
+                             f"host agent:\n{tail(stack.host.log_path, 20)}")
+        time.sleep(0.05)
 
 
-def daemon(argv, log, env=None):
-    """Starts a long-running program of ours, its output into the file log."""
-    with open(log, "w") as f:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f,
-                                stderr=subprocess.STDOUT, env=env)
+def vm_cmd(stack, *argv):
+    return stack.vm_run_args(VM, *argv)
 
 
 def kill(*procs):
@@ -161,79 +117,16 @@ def kill(*procs):
                 f.close()
 
 
-def stop(proc, timeout=5.0):
-    """Stops one process we started, by its pid: SIGTERM, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class Stack:
-    """The guest agent on unix:<tmp>/guest.sock and the host agent (--no-vmm)
-    attached to it, with their configuration and runtime dirs in tmp."""
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.guest = self.host = None
-        self.user = pwd.getpwuid(os.getuid()).pw_name
-        self.config = os.path.join(tmp, "etc")
-        self.runtime = os.path.join(tmp, "run")
-        os.makedirs(os.path.join(self.config, "vms"))
-        os.makedirs(self.runtime)
-        with open(os.path.join(self.config, "host.json"), "w") as f:
-            json.dump({"user": self.user}, f)
-        with open(os.path.join(self.config, "vms", VM + ".json"), "w") as f:
-            json.dump({"id": 3, "name": VM}, f)
-        # A VM's PATH, not whatever the caller's shell collected: both sides
-        # of a figure look `true` up along the same, ordinary PATH.
-        self.env = dict(os.environ,
-                        PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                        QUBES_LITE_CONFIG_DIR=self.config,
-                        QUBES_LITE_RUNTIME_DIR=self.runtime)
-        self.vm_run = program("vm-run")
-
-    def start(self):
-        guest_sock = os.path.join(self.tmp, "guest.sock")
-        host_sock = os.path.join(self.runtime, VM + ".sock")
-        glog = os.path.join(self.tmp, "guest-agent.log")
-        hlog = os.path.join(self.tmp, "host-agent.log")
-        # The host agent runs as we do; the guest agent must accept our uid
-        # (root is accepted by default, naming it again is harmless).
-        self.guest = daemon([program("qubes-lite-guest-agent"), "--listen", "unix:" + guest_sock,
-                             "--allow-uid", str(os.getuid())], glog, self.env)
-        wait_socket(guest_sock, self.guest, glog)
-        self.host = daemon([program("qubes-lite-host-agent"), "--vm", VM, "--no-vmm",
-                            "--listen", "unix:" + host_sock, "--guest", "unix:" + guest_sock],
-                           hlog, self.env)
-        wait_socket(host_sock, self.host, hlog)
-        # Ready only when a whole session goes through.
-        deadline = time.monotonic() + 10
-        while True:
-            r = subprocess.run(self.cmd("true"), env=self.env, stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True)
-            if r.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise BenchError(f"vm-run {VM} true: exit {r.returncode}: {r.stderr.strip()}\n"
-                                 f"guest agent:\n{tail(glog)}host agent:\n{tail(hlog)}")
-            time.sleep(0.05)
-
-    def cmd(self, *argv):
-        return [self.vm_run, VM, *argv]
-
-    def stop(self):
-        stop(self.host)
-        stop(self.guest)
-
-
 class Sshd:
-    """An sshd of our own on 127.0.0.1, key authentication only, everything
-    (host key, user key, authorized_keys, config) in tmp."""
+    """An sshd of our own on 127.0.0.1 on a free port, key authentication
+    only, no PAM, everything (host key, user key, authorized_keys, config)
+    in tmp: OpenSSH as Debian ships it (sntrup761x25519 key exchange,
+    chacha20-poly1305). The client runs with -F /dev/null and BatchMode,
+    without known-hosts checks. sshd runs the command through the user's
+    login shell, and bash would source ~/.bashrc for it: the client passes
+    SHLVL (accepted by this sshd only) to keep the user's start-up files out
+    of the figure, whose peer is ssh's own cost. As root, /run/sshd (sshd's
+    privilege-separation directory) is created if missing."""
 
     def __init__(self, tmp):
         self.dir = os.path.join(tmp, "ssh")
@@ -281,15 +174,16 @@ AcceptEnv SHLVL
 LogLevel ERROR
 """)
         self.log = os.path.join(self.dir, "sshd.log")
-        self.proc = daemon([sshd, "-D", "-e", "-f", conf], self.log)
+        self.proc = Daemon("sshd", [sshd, "-D", "-e", "-f", conf], self.log)
         deadline = time.monotonic() + 10
         while True:
             r = subprocess.run(self.cmd("true"), stdin=subprocess.DEVNULL,
                                capture_output=True, text=True)
             if r.returncode == 0:
                 return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"ssh to our sshd failed: {r.stderr.strip()}\n{tail(self.log)}")
+            if not self.proc.alive() or time.monotonic() > deadline:
+                raise BenchError(f"ssh to our sshd failed: {r.stderr.strip()}\n"
+                                 f"{tail(self.log, 20)}")
             time.sleep(0.1)
 
     def cmd(self, *argv):
@@ -300,7 +194,8 @@ LogLevel ERROR
                 "-l", pwd.getpwuid(os.getuid()).pw_name, "127.0.0.1", *argv]
 
     def stop(self):
-        stop(self.proc)
+        if self.proc:
+            self.proc.stop(check=False)
 
 
 # ------------------------------------------------------------ measurements
@@ -325,16 +220,22 @@ def timed_run(argv, env):
 
 
 def bench_spawn(stack, sshd, cfg, rows, details):
-    """Round trip of `true`: locally, through vm-run, through ssh."""
+    """Round trip of `true`: locally, through vm-run, through ssh, each
+    timed by timed_run and looked up along the same ordinary PATH. Through
+    vm-run that is a whole session: vm-run starting, connecting to the host
+    agent, receiving the guest connection, Hello, Exec, the guest agent
+    starting `true`, the exit status travelling back; the local spawn is
+    the floor any launcher pays. Goals: at most 3x the local spawn, at
+    least 30x faster than ssh."""
     env = stack.env
     local, ours, ssh = [], [], []
-    for argv in (["true"], stack.cmd("true")):      # warm caches
+    for argv in (["true"], vm_cmd(stack, "true")):      # warm caches
         for _ in range(3):
             timed_run(argv, env)
     for _ in range(cfg["spawn_rounds"]):
         for _ in range(cfg["spawn_per_round"]):     # interleaved, same conditions
             local.append(timed_run(["true"], env))
-            ours.append(timed_run(stack.cmd("true"), env))
+            ours.append(timed_run(vm_cmd(stack, "true"), env))
         if sshd:
             for _ in range(cfg["ssh_per_round"]):
                 ssh.append(timed_run(sshd.cmd("true"), env))
@@ -391,12 +292,18 @@ def timed_pipe(middle, size, env):
 
 
 def bench_cat(stack, cfg, rows, details):
+    """`vm-run bench cat` against a local `cat`, between the same generator
+    and sink (timed_pipe; a short count is an error). Through vm-run every
+    byte crosses vm-run's stream connection (a unix socket here, vsock in a
+    VM), which `cat` holds as its stdin and stdout: vm-run splices its
+    stdin pipe into it and it into its stdout pipe, and the guest agent
+    never touches the bytes. Goal: at least 50 % of the local throughput."""
     size = cfg["cat_size"]
     local, ours = [], []
     for _ in range(cfg["cat_rounds"]):
         dt, n = timed_pipe(["cat"], size, stack.env)
         local.append(n / dt)
-        dt, n = timed_pipe(stack.cmd("cat"), size, stack.env)
+        dt, n = timed_pipe(vm_cmd(stack, "cat"), size, stack.env)
         ours.append(n / dt)
     m_local, m_ours = median(local), median(ours)
     details.append((f"cat {fmt_size(size)}, local (B/s)", local))
@@ -407,18 +314,6 @@ def bench_cat(stack, cfg, rows, details):
                      goal=f"≥ {100 * GOAL_THROUGHPUT:.0f} %",
                      met=m_ours / m_local >= GOAL_THROUGHPUT,
                      raw=dict(ours_Bps=m_ours, peer_Bps=m_local)))
-
-
-def read_mem(pid):
-    """VmRSS, VmHWM and RssAnon (the process's own memory, without the
-    shared libraries' pages) of pid, in bytes."""
-    vals = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon"):
-                vals[key] = int(rest.split()[0]) * KIB
-    return vals
 
 
 def stream_slowly(proc, pid, stream):
@@ -442,7 +337,7 @@ def stream_slowly(proc, pid, stream):
     busy = []
     while reader.is_alive():
         try:
-            busy.append(read_mem(pid))
+            busy.append(memory(pid))
         except OSError:
             break
         reader.join(SAMPLE_PERIOD)
@@ -455,16 +350,24 @@ def bench_rss(stack, cfg, rows, details):
     """Guest agent memory while it relays a stream to a reader slower than
     the source. The stream is the command's stderr: stdout (without a pty)
     goes on the stream connection, past the agent, and would measure
-    nothing; stderr (like a pty's output) is read and framed by the agent."""
+    nothing; stderr (like a pty's output) is read and framed by the agent.
+    The reader takes SLOW_READ and sleeps SLOW_SLEEP, so the agent is under
+    constant backpressure. Every SAMPLE_PERIOD, VmRSS and VmHWM (the peak
+    the kernel recorded: nothing slips between two samples); the peer is
+    the same process idle just before. Three rows: VmRSS max and VmHWM
+    (goal: at most 4 MiB), and VmRSS spread over the transfer without its
+    first second, where the session's buffers are allocated once (flat
+    memory shows as a spread near zero; goal: at most 512 KiB). RssAnon,
+    the agent's own memory, goes to the summary."""
     pid = stack.guest.pid
     size = cfg["rss_size"]
     idle = []
     end = time.monotonic() + cfg["idle_seconds"]
     while time.monotonic() < end:
-        idle.append(read_mem(pid))
+        idle.append(memory(pid))
         time.sleep(SAMPLE_PERIOD)
 
-    proc = subprocess.Popen(stack.cmd("sh", "-c", f"head -c {size} /dev/zero >&2; echo done"),
+    proc = subprocess.Popen(vm_cmd(stack, "sh", "-c", f"head -c {size} /dev/zero >&2; echo done"),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=stack.env)
     try:
@@ -568,8 +471,7 @@ def main():
         raise KeyboardInterrupt(f"signal {signo}")
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        stack = Stack(tmp)
-        stack.start()
+        stack = start_stack(tmp)
         if args.no_ssh:
             notes.append("ssh peer skipped (--no-ssh)")
         else:
@@ -615,7 +517,7 @@ def main():
         if sshd:
             sshd.stop()
         if stack:
-            stack.stop()
+            stack.stop(check=False)
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:

@@ -35,24 +35,15 @@ import os
 import re
 import shutil
 import signal
-import socket
-import statistics
-import struct
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
-
-import qemuvm  # noqa: E402
-import vminitramfs  # noqa: E402
-import vmkernel  # noqa: E402
-import vswitch  # noqa: E402
-
-KIB = 1024
-MIB = 1024 * KIB
+from figures import MIB, fmt_mem, fmt_pps, fmt_time, median
+from qltest import qemu, testpmd
+from qltest.procs import ProcError, context_switches, private_memory
+from qltest.switch import Switch
+from qltest.testpmd import Testpmd
+from qltest.vhost import get_features
 
 GOAL_PPS_RATIO = 0.50         # vm-switch at least 50 % of testpmd's frames/s
 GOAL_PRIVATE = 2 * MIB        # per child, beyond guest memory and rings
@@ -79,60 +70,7 @@ class SwitchBenchError(Exception):
     pass
 
 
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def fmt_pps(x):
-    return f"{x / 1e6:.2f} Mpps" if x >= 1e5 else f"{x / 1e3:.1f} kpps"
-
-
-def fmt_mem(b):
-    return f"{b / MIB:.2f} MiB" if b >= MIB else f"{b / KIB:.0f} KiB"
-
-
-def fmt_time(s):
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
-
-
-# ----------------------------------------------------------- /proc helpers
-
-def private_memory(pid):
-    """(all private, private in mappings that are not shared) in bytes,
-    from /proc/PID/smaps: Private_Clean + Private_Dirty. Guest memory and
-    rings are MAP_SHARED mappings ('s' in the permissions)."""
-    total = own = 0
-    shared = False
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split(None, 5)
-            if len(head) >= 5 and "-" in head[0] and len(head[1]) == 4:
-                shared = head[1][3] == "s"
-                continue
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                kb = int(line.split()[1]) * KIB
-                total += kb
-                if not shared:
-                    own += kb
-    return total, own
-
-
-def context_switches(pid):
-    """Voluntary + nonvoluntary context switches of every thread of pid."""
-    n = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:",
-                                        "nonvoluntary_ctxt_switches:")):
-                        n += int(line.split()[1])
-        except FileNotFoundError:
-            pass                       # a thread that just ended
-    return n
-
+# --------------------------------------------------------------- /proc
 
 def wakeup_rates(pids, seconds):
     """{pid: context switches per second over `seconds`}."""
@@ -143,41 +81,6 @@ def wakeup_rates(pids, seconds):
     return {p: (context_switches(p) - before[p]) / dt for p in pids}
 
 
-# ---------------------------------------------------- vhost-user frontend
-
-VHOST_USER_GET_FEATURES = 1
-VHOST_USER_VERSION = 0x1
-VHOST_USER_REPLY = 0x4
-
-
-def get_features(path, deadline):
-    """Connects to a vhost-user backend's socket (again and again until it
-    accepts) and asks GET_FEATURES; returns the features once answered."""
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.settimeout(max(0.001, deadline - time.monotonic()))
-            s.connect(path)
-            s.sendall(struct.pack("<III", VHOST_USER_GET_FEATURES, VHOST_USER_VERSION, 0))
-            reply = b""
-            while len(reply) < 20:
-                chunk = s.recv(20 - len(reply))
-                if not chunk:
-                    break
-                reply += chunk
-            if len(reply) == 20:
-                req, flags, size, features = struct.unpack("<IIIQ", reply)
-                if req == VHOST_USER_GET_FEATURES and flags & VHOST_USER_REPLY and size == 8:
-                    return features
-        except OSError:
-            pass
-        finally:
-            s.close()
-        if time.monotonic() > deadline:
-            raise SwitchBenchError(f"{path}: no GET_FEATURES answer")
-        time.sleep(0.0005)
-
-
 # ------------------------------------------------------------- part one
 
 class Pmds:
@@ -185,13 +88,16 @@ class Pmds:
 
     def __init__(self, binary, tmp, crash_vms):
         self.tmp = tmp
+        self.binary = binary
         vms = {"router": (ROUTER_MAC, "router"), "client": (CLIENT_MAC, "client")}
         # Clients without a frontend, each killed once: a child that
         # crashes again soon after its restart may be held back on purpose.
         self.crash_vms = [f"crash{i}" for i in range(crash_vms)]
         for i, vm in enumerate(self.crash_vms):
             vms[vm] = (f"52:54:00:b0:01:{i:02x}", "client")
-        self.switch = vswitch.Switch(binary, os.path.join(tmp, "sw"), vms)
+        self.switch = Switch(os.path.join(tmp, "sw"))
+        for vm, (mac, role) in vms.items():
+            self.switch.write_conf(vm, mac, role)
         self.peer_socks = [os.path.join(tmp, f"pmd{i}.sock") for i in (0, 1)]
         self.backend = self.frontend = None
 
@@ -199,7 +105,7 @@ class Pmds:
         for s in self.peer_socks:
             if os.path.exists(s):
                 os.unlink(s)
-        self.backend = vswitch.Testpmd(
+        self.backend = Testpmd(
             "backend", self.tmp, [f"net_vhost{i},iface={s},queues=1"
                                   for i, s in enumerate(self.peer_socks)],
             cpu=SWITCH_CPU, args=["--forward-mode=io", "--rxd=1024", "--txd=1024",
@@ -209,7 +115,7 @@ class Pmds:
             wait_path(s, 20)
 
     def start(self):
-        self.switch.start(cpus=SWITCH_CPU)
+        self.switch.start(binary=self.binary, cpus=SWITCH_CPU)
         self.switch.wait_ready()
         self.start_backend()
         macs = [ROUTER_MAC, CLIENT_MAC, ROUTER_MAC, CLIENT_MAC]
@@ -218,7 +124,7 @@ class Pmds:
                  for i, (p, m) in enumerate(zip(paths, macs))]
         # Each port sends to the other NIC's MAC, from its own.
         peers = [f"--eth-peer={i},{macs[i ^ 1]}" for i in range(4)]
-        self.frontend = vswitch.Testpmd("frontend", self.tmp, vdevs, cpu=LOAD_CPU,
+        self.frontend = Testpmd("frontend", self.tmp, vdevs, cpu=LOAD_CPU,
                                         args=["--forward-mode=mac", "--rxd=1024",
                                               "--txd=1024", "--burst=32", *peers],
                                         mbufs=32768)
@@ -271,7 +177,7 @@ class Pmds:
         for p in (self.frontend, self.backend):
             if p:
                 p.stop()
-        self.switch.stop()
+        self.switch.stop(check=False)
 
 
 def wait_path(path, timeout):
@@ -283,6 +189,12 @@ def wait_path(path, timeout):
 
 
 def bench_pps(pmds, cfg, rows, details, notes):
+    """Frames/s at each size, vm-switch's ports against the backend
+    testpmd's (Pmds.rate), the two alternating round by round; medians of
+    the rounds, each direction on its own in the summary. vm-switch's drop
+    counters over the rounds become a note; a policy drop (spoofed,
+    client to client) is an error: the load must pass the policy. Goal:
+    at least 50 % of testpmd's rate at 64 B (the 1500 B row uses it too)."""
     ports = {"vm-switch": (0, 1), "testpmd vhost io": (2, 3)}
     res = {(side, size): [] for side in ports for size in SIZES}
     drops0 = pmds.switch.stats()
@@ -324,6 +236,11 @@ def child_pids(switch, vms):
 
 
 def bench_memory(pmds, rows, details):
+    """After the traffic, each child's private memory in mappings that are
+    not shared (procs.private_memory: guest memory and rings are shared and
+    left out; the summary also gives the total with them); the worst child
+    against the backend testpmd's own (for both ports). Goal: at most 2 MiB
+    per child."""
     pids = child_pids(pmds.switch, ("router", "client"))
     mem = {vm: private_memory(pid) for vm, pid in pids.items()}
     peer_total, peer_own = private_memory(pmds.backend.proc.pid)
@@ -342,7 +259,9 @@ def bench_memory(pmds, rows, details):
 
 
 def bench_wakeups(pmds, cfg, rows, details):
-    """Idle: the frontend's forwarding stopped, its ports still connected."""
+    """Idle: the frontend's forwarding stopped, its ports still connected.
+    Context switches of every thread of each child over idle_seconds
+    against the idle backend testpmd's. Goal: at most 2 per second."""
     pids = child_pids(pmds.switch, ("router", "client"))
     peer_pid = pmds.backend.proc.pid
     rates = wakeup_rates(list(pids.values()) + [peer_pid], cfg["idle_seconds"])
@@ -362,7 +281,14 @@ def bench_crash(pmds, cfg, rows, details):
     """Last in part one: it ends the frontend's client port (DPDK's
     virtio-user does not reconnect as a client) and the backend testpmd.
     Each round kills a different child once: first the client's (whose
-    frontend was connected), then the spare clients'."""
+    frontend was connected), then the spare clients', since a child that
+    crashes again soon after a restart may be held back. Timed: SIGKILL to
+    a vhost-user frontend's GET_FEATURES answered on that VM's socket
+    (vhost.get_features, connecting again and again): DPDK's virtio-user
+    does not reconnect as a client and qemu's reconnect timer ticks in
+    whole seconds, so the first answer is timed, not a frame. The peer is
+    testpmd killed and started again by us, as a supervisor would (a
+    one-process backend comes back only that way). Goal: at most 50 ms."""
     ours, peer = [], []
     switch = pmds.switch
     victims = ["client"] + pmds.crash_vms
@@ -413,47 +339,50 @@ def qemu_outage(switch, client, addr, seconds=4.0, interval=0.01):
     time.sleep(1.0)
     os.kill(pid, signal.SIGKILL)          # vm-switch's child, started here
     rc, out = client.wait(i, seconds * 10 + 60)
-    m = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
+    counts = qemu.ping_counts(out)
     e = re.search(r"elapsed ([\d.]+) ([\d.]+)", out)
-    if not (m and e) or int(m.group(2)) == 0:
+    if not (counts and e) or counts[1] == 0:
         raise SwitchBenchError(f"client pings around SIGKILL to its child:\n{out}")
-    sent, got = int(m.group(1)), int(m.group(2))
+    sent, got = counts
     return (sent - got) * (float(e.group(2)) - float(e.group(1))) / sent
 
 
 def bench_ping(binary, tmp, cfg, rows, details, notes):
+    """Part two: two guests (qemu.net_image), each with eth0 on a second
+    vm-switch and eth1 on a backend testpmd, on two subnets. The client
+    pings the router every PING_INTERVAL over one path, then the other,
+    alternating round by round; testpmd forwards only during its own
+    rounds. No goal: the guests' TCG dominates both. Then qemu_outage: the
+    crash as a qemu guest sees it, mostly qemu's own reconnect timer
+    (reconnect=1). Skipped, with the reason, where no guest can run."""
     try:
-        qemuvm.qemu_binary()
-        vminitramfs.static_busybox()
-        kernel = vmkernel.ensure_kernel()
-    except (qemuvm.QemuUnavailable, vminitramfs.BusyboxUnavailable,
-            vmkernel.KernelUnavailable) as e:
+        kern = qemu.guest_kernel()
+    except qemu.Unavailable as e:
         notes.append(f"guest ping skipped: {e}")
         rows.append(dict(figure="ping RTT guest→guest: vm-switch vs testpmd vhost",
                          ours="—", peer="—", ratio="—", goal="—", met=None))
         return
     work = os.path.join(tmp, "guests")
     os.makedirs(work)
-    initrd = os.path.join(work, "net.cpio.gz")
-    vminitramfs.build(initrd, kernel, os.path.join(ROOT, "tests", "vm", "guest-ctl.sh"),
-                      modules=vminitramfs.NET_MODULES)
-    switch = vswitch.Switch(binary, os.path.join(work, "sw"),
-                            {vm: (m, vm) for vm, (m, _, _) in GUEST_VMS.items()})
+    initrd = qemu.net_image(kern, os.path.join(work, "net.cpio.gz"))
+    switch = Switch(os.path.join(work, "sw"))
+    for vm, (m, _, _) in GUEST_VMS.items():
+        switch.write_conf(vm, m, vm)
     socks = {vm: os.path.join(work, f"pmd-{vm}.sock") for vm in GUEST_VMS}
     backend = None
     guests = {}
     try:
-        switch.start()
+        switch.start(binary=binary)
         switch.wait_ready()
-        backend = vswitch.Testpmd("guests", work,
+        backend = Testpmd("guests", work,
                                   [f"net_vhost{i},iface={socks[vm]},queues=1"
                                    for i, vm in enumerate(GUEST_VMS)],
                                   cpu=LOAD_CPU, args=["--forward-mode=io"])
         backend.start()
         for s in socks.values():
             wait_path(s, 20)
-        guests = {vm: qemuvm.Guest(vm, kernel.vmlinux, initrd, work,
-                                   nics=[(switch.sock(vm), m), (socks[vm], m)], memory=192)
+        guests = {vm: qemu.Guest(vm, kern.vmlinux, initrd, work,
+                                 nics=[(switch.sock(vm), m), (socks[vm], m)], memory=192)
                   for vm, (m, _, _) in GUEST_VMS.items()}
         for g in guests.values():
             g.start()
@@ -466,10 +395,8 @@ def bench_ping(binary, tmp, cfg, rows, details, notes):
         targets = {"switch": GUEST_VMS["router"][1], "peer": GUEST_VMS["router"][2]}
         backend.cmd("start")
         for side, addr in targets.items():
-            rc, out = client.sh(f"i=0; while ! ping -c 1 -W 1 {addr} >/dev/null; do "
-                                f"i=$((i+1)); [ $i -ge 20 ] && exit 1; done", 90)
-            if rc != 0:
-                raise SwitchBenchError(f"guest ping over {side} never answered:\n{out}")
+            if client.wait_reachable(addr) is None:
+                raise SwitchBenchError(f"guest ping over {side} never answered")
         backend.cmd("stop")
         samples = {"switch": [], "peer": []}
         for r in range(cfg["ping_rounds"]):
@@ -487,14 +414,14 @@ def bench_ping(binary, tmp, cfg, rows, details, notes):
         notes.append(f"with qemu as the frontend, the client's pings every 10 ms went "
                      f"unanswered for {outage:.2f} s around SIGKILL to its child "
                      "(qemu tries the socket again once a second: reconnect=1)")
-    except (vswitch.ProcError, qemuvm.GuestError) as e:
+    except (ProcError, RuntimeError, OSError, qemu.GuestError) as e:
         raise SwitchBenchError(f"guest ping: {e}")
     finally:
         for g in guests.values():
             g.stop()
         if backend:
             backend.stop()
-        switch.stop()
+        switch.stop(check=False)
     details.append(("ping RTT guest→guest via vm-switch (s)", samples["switch"]))
     details.append(("ping RTT guest→guest via testpmd vhost io (s)", samples["peer"]))
     m_ours, m_peer = median(samples["switch"]), median(samples["peer"])
@@ -514,7 +441,7 @@ def run(binary, quick, rows, details, notes, rounds=None):
         cfg["pps_rounds"] = cfg["crash_rounds"] = cfg["ping_rounds"] = rounds
     if not os.access(binary, os.X_OK):
         raise SwitchBenchError(f"{binary} not built (run make)")
-    if not vswitch.Testpmd.available():
+    if not testpmd.available():
         raise SwitchBenchError("dpdk-testpmd not installed (apt-get install dpdk-dev)")
     if (os.cpu_count() or 1) < 2:
         notes.append("one CPU: vm-switch and the load generator share it")
@@ -528,7 +455,7 @@ def run(binary, quick, rows, details, notes, rounds=None):
             bench_memory(pmds, rows, details)
             bench_wakeups(pmds, cfg, rows, details)
             bench_crash(pmds, cfg, rows, details)
-        except vswitch.ProcError as e:
+        except (ProcError, RuntimeError, OSError) as e:
             raise SwitchBenchError(str(e))
         finally:
             pmds.stop()

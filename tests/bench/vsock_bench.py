@@ -1,8 +1,8 @@
 """qubes-lite-vsock beside qemu's user-mode network, in one TCG guest.
 
-The guest (tests/vm/test_vsock_device_guest.py's set-up: the device on
-vhost-user, the real guest agent on vsock port 5200, the real host agent
-outside with --guest hvsock:PATH:5200) also has a virtio-net NIC on qemu's
+The guest (qltest.vsock.VsockGuest, as tests/vm/test_vsock_device_guest.py
+sets it up: the device on vhost-user, the real guest agent on vsock port
+5200, the real host agent outside with --guest hvsock:PATH:5200) also has a virtio-net NIC on qemu's
 user-mode network (slirp) with hostfwd ports to busybox `nc -ll -e`
 servers running the same payload programs. Each figure is measured on
 both paths, interleaved, in the same run:
@@ -19,32 +19,23 @@ both paths, interleaved, in the same run:
     TCG and its virtio) for the same bytes;
   - the device's memory (VmRSS) with 1,000 idle connections against idle.
 
-The vm-run figures need a host agent that takes hvsock addresses; without
-one they are reported as skipped. run() appends rows as bench.py prints
-them; it raises VsockBenchError when it cannot run at all.
+run() appends rows as bench.py prints them; it raises VsockBenchError when
+it cannot run at all.
 """
 import os
-import re
 import resource
 import select
 import shutil
 import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
-import qemuvm  # noqa: E402
-import test_vsock_device_guest as vsockvm  # noqa: E402
-import vminitramfs  # noqa: E402
-import vmkernel  # noqa: E402
+from figures import GIB, MIB, fmt_mem, fmt_rate, fmt_time, median
+from qltest import initramfs, program, qemu
+from qltest.procs import cpu_seconds, memory
+from qltest.vsock import AGENT_PORT, OK_LINE, VsockGuest
 
-KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
-CLK = os.sysconf("SC_CLK_TCK")
 ECHO_PORT = 5300              # the guest's vsock echo server
 IDLE_CONNS = 1000
 GOAL_IDLE_RSS = 4 * MIB
@@ -64,68 +55,34 @@ class Unavailable(VsockBenchError):
     """What the guest needs is not here: the figures are skipped."""
 
 
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def fmt_time(s):
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
-
-
-def fmt_rate(bps):
-    return f"{bps / MIB:.1f} MiB/s"
-
-
-def fmt_mem(b):
-    return f"{b / MIB:.2f} MiB" if b >= MIB else f"{b / KIB:.0f} KiB"
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
-
-
-def memory(pid):
-    """VmRSS and its parts (bytes). The device maps the guest's RAM (a
-    memfd qemu shares), and the guest pages it has touched count in its
-    VmRSS as RssShmem: the guest's memory, not the device's. Its own is
-    RssAnon (its heap) plus RssFile (its program and libraries)."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                out[k] = int(v.split()[0]) * KIB
-    out["own"] = out["RssAnon"] + out["RssFile"]
-    return out
+def own_memory(pid):
+    """memory() and "own": the device's own memory, RssAnon (its heap) plus
+    RssFile (its program and libraries). It maps the guest's RAM (a memfd
+    qemu shares), and the guest pages it has touched count in its VmRSS as
+    RssShmem: the guest's memory, not the device's."""
+    m = memory(pid)
+    m["own"] = m["RssAnon"] + m["RssFile"]
+    return m
 
 
 class Bench:
     def __init__(self, tmp, cfg, notes):
         self.cfg = cfg
         self.notes = notes
-        self.st = vsockvm.Stack(tmp)
+        self.st = VsockGuest(tmp)
         self.ports = {}
         self.cpu = {"device": [0.0, 0], "qemu-device": [0.0, 0]}
 
     def start(self):
         try:
-            qemuvm.qemu_binary()
-            vminitramfs.static_busybox()
-            kernel = vmkernel.ensure_kernel()
-        except (qemuvm.QemuUnavailable, vminitramfs.BusyboxUnavailable,
-                vmkernel.KernelUnavailable) as e:
-            raise Unavailable(f"needs qemu, busybox-static and the Debian kernel: {e}")
+            kernel = qemu.guest_kernel()
+        except qemu.Unavailable as e:
+            raise Unavailable(str(e))
         if not shutil.which("socat"):
             raise Unavailable("socat not installed (apt-get install socat)")
-        initrd = os.path.join(self.st.dir, "guest.cpio.gz")
-        vminitramfs.build(initrd, kernel, os.path.join(ROOT, "tests", "vm", "guest-ctl.sh"),
-                          [vsockvm.vmhelper(), os.path.join(vsockvm.BIN, "qubes-lite-guest-agent")],
-                          modules=vsockvm.MODULES + ["virtio_net"],
-                          files={"/bin/ql-sink": b"#!/bin/sh\nexec cat >/dev/null\n",
-                                 "/bin/ql-source": b"#!/bin/sh\nexec head -c %d /dev/zero\n"
-                                                   % self.cfg["size"]})
+        initrd = self.st.image(kernel, modules=["virtio_net"], files={
+            "/bin/ql-sink": b"#!/bin/sh\nexec cat >/dev/null\n",
+            "/bin/ql-source": b"#!/bin/sh\nexec head -c %d /dev/zero\n" % self.cfg["size"]})
         fwd = []
         for name, (gport, _) in SLIRP.items():
             with socket.socket() as s:
@@ -142,14 +99,7 @@ class Bench:
         for name, (gport, prog) in SLIRP.items():
             g.check(f"nc -ll -p {gport} -e {prog} </dev/null >/dev/null 2>&1 &")
         g.check(f"vmhelper echo-server {ECHO_PORT} </dev/null >/dev/null 2>&1 &")
-        self.with_agents = vsockvm.host_agent_takes_hvsock(
-            os.path.join(vsockvm.BIN, "qubes-lite-host-agent"))
-        if self.with_agents:
-            self.st.start_host_agent()
-            self.st.env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
-        else:
-            self.notes.append("vsock: the vm-run figures skipped: the host agent cannot "
-                              "finish an hvsock connect yet (addr_connect_finish())")
+        self.st.start_host_agent().env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
         # Both paths answer before anything is timed.
         deadline = time.monotonic() + 60
         while True:
@@ -162,7 +112,8 @@ class Bench:
                 time.sleep(0.5)
 
     def stop(self):
-        self.st.stop()
+        """Everything stopped; what went wrong doing so becomes a note."""
+        self.notes.extend(f"vsock: {f}" for f in self.st.stop())
 
     # ---- one measurement each ------------------------------------------------------
 
@@ -180,7 +131,7 @@ class Bench:
 
     def vm_run_round_trip(self):
         t0 = time.monotonic()
-        r = self.st.vm_run("test", "true", timeout=120)
+        r = self.st.host.vm_run("test", "true", timeout=120)
         if r.returncode != 0:
             raise VsockBenchError(f"vm-run test true: {r.returncode} {r.stderr!r}")
         return time.monotonic() - t0
@@ -236,7 +187,7 @@ class Bench:
         size = self.cfg["size"]
         argv = ["sh", "-c", "cat >/dev/null"] if direction == "to" else \
             ["head", "-c", str(size), "/dev/zero"]
-        p = self.st.vm_run_popen("test", *argv, stdin=subprocess.PIPE if direction == "to"
+        p = self.st.host.popen("test", *argv, stdin=subprocess.PIPE if direction == "to"
                                  else subprocess.DEVNULL, stdout=subprocess.PIPE)
         try:
             n = self._pump(p.stdin if direction == "to" else None, p.stdout,
@@ -279,13 +230,13 @@ class Bench:
         if soft < IDLE_CONNS + 100:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, IDLE_CONNS + 200), hard))
         pid = self.st.device.pid
-        before = memory(pid)
+        before = own_memory(pid)
         socks, pending = [], {}
         try:
             for _ in range(IDLE_CONNS):
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(self.st.path)
-                s.sendall(b"CONNECT %d\n" % vsockvm.AGENT_PORT)
+                s.sendall(b"CONNECT %d\n" % AGENT_PORT)
                 socks.append(s)
                 pending[s.fileno()] = (s, b"")
             # The guest agent closes a connection without Hello after 10 s:
@@ -302,13 +253,13 @@ class Bench:
                         raise VsockBenchError("a connection was refused")
                     line += c
                     if line.endswith(b"\n"):
-                        if not re.fullmatch(rb"OK \d+\n", line):
+                        if not OK_LINE.fullmatch(line):
                             raise VsockBenchError(f"bad reply {line!r}")
                         del pending[fd]
                     else:
                         pending[fd] = (s, line)
             time.sleep(0.2)
-            during = memory(pid)
+            during = own_memory(pid)
         finally:
             for s in socks:
                 s.close()
@@ -321,8 +272,10 @@ def run(quick, rows, details, notes, rounds=None):
     if rounds:
         cfg["rounds"] = rounds
     for p in ("qubes-lite-vsock", "qubes-lite-guest-agent", "qubes-lite-host-agent", "vm-run"):
-        if not os.access(os.path.join(vsockvm.BIN, p), os.X_OK):
-            raise VsockBenchError(f"{p} not built (run make)")
+        try:
+            program(p)
+        except FileNotFoundError as e:
+            raise VsockBenchError(str(e))
     tmp = tempfile.mkdtemp(prefix="ql-vsock-bench.", dir="/tmp")
     os.chmod(tmp, 0o755)
     b = Bench(tmp, cfg, notes)
@@ -349,55 +302,52 @@ def run(quick, rows, details, notes, rounds=None):
         for r in range(cfg["rounds"]):
             # Interleaved, the order flipped every round.
             first_dev = r % 2 == 0
-            pairs = [("echo", lambda: b.timed_cpu(b.device_echo, "echo"), b.slirp_echo)]
-            if b.with_agents:
-                pairs += [
-                    ("to", lambda: b.timed_cpu(lambda: b.vm_run_transfer("to"), "to"),
-                     lambda: b.slirp_transfer("to")),
-                    ("from", lambda: b.timed_cpu(lambda: b.vm_run_transfer("from"), "from"),
-                     lambda: b.slirp_transfer("from"))]
+            pairs = [("echo", lambda: b.timed_cpu(b.device_echo, "echo"), b.slirp_echo),
+                     ("to", lambda: b.timed_cpu(lambda: b.vm_run_transfer("to"), "to"),
+                      lambda: b.slirp_transfer("to")),
+                     ("from", lambda: b.timed_cpu(lambda: b.vm_run_transfer("from"), "from"),
+                      lambda: b.slirp_transfer("from"))]
             for name, dev, slirp in pairs:
                 for side in (("dev", "slirp") if first_dev else ("slirp", "dev")):
                     t0 = time.monotonic()
                     n = (dev if side == "dev" else slirp)()
                     samples[f"{name}_{side}"].append(n / (time.monotonic() - t0))
-            if b.with_agents:
-                for _ in range(cfg["spawns"]):
-                    for side in (("dev", "slirp") if first_dev else ("slirp", "dev")):
-                        samples[f"rt_{side}"].append(
-                            b.vm_run_round_trip() if side == "dev" else b.slirp_round_trip())
-    except (vsockvm.qemuvm.GuestError, OSError, AssertionError, subprocess.SubprocessError) as e:
+            for _ in range(cfg["spawns"]):
+                for side in (("dev", "slirp") if first_dev else ("slirp", "dev")):
+                    samples[f"rt_{side}"].append(
+                        b.vm_run_round_trip() if side == "dev" else b.slirp_round_trip())
+    except (qemu.GuestError, initramfs.InitramfsError, RuntimeError, OSError, AssertionError,
+            subprocess.SubprocessError) as e:
         raise VsockBenchError(str(e)) from e
     finally:
         b.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def pair_row(figure, key, fmt, goal, better_low):
+    def pair_row(figure, key, fmt, unit, goal, better_low):
+        """unit: how bench.py's summary of the samples reads them, (s) or (B/s)."""
         ours, peer = median(samples[f"{key}_dev"]), median(samples[f"{key}_slirp"])
-        if not samples[f"{key}_dev"]:
-            rows.append(dict(figure=figure, ours="—", peer="—", ratio="—", goal=goal, met=None))
-            return
         ratio = ours / peer
         rows.append(dict(figure=figure, ours=fmt(ours), peer=fmt(peer), ratio=f"{ratio:.2f}×",
                          goal=goal, met=ratio < 1 if better_low else ratio >= 1,
                          raw=dict(ours_value=ours, peer_value=peer)))
-        details.append((f"{figure}: device", samples[f"{key}_dev"]))
-        details.append((f"{figure}: slirp", samples[f"{key}_slirp"]))
+        details.append((f"{figure}: device {unit}", samples[f"{key}_dev"]))
+        details.append((f"{figure}: slirp {unit}", samples[f"{key}_slirp"]))
 
-    pair_row(figures[0], "rt", fmt_time, "< 1× (lower)", True)
-    pair_row(figures[1], "to", fmt_rate, "≥ 1× slirp", False)
-    pair_row(figures[2], "from", fmt_rate, "≥ 1× slirp", False)
-    pair_row(figures[3], "echo", fmt_rate, "≥ 1× slirp", False)
+    pair_row(figures[0], "rt", fmt_time, "(s)", "< 1× (lower)", True)
+    pair_row(figures[1], "to", fmt_rate, "(B/s)", "≥ 1× slirp", False)
+    pair_row(figures[2], "from", fmt_rate, "(B/s)", "≥ 1× slirp", False)
+    pair_row(figures[3], "echo", fmt_rate, "(B/s)", "≥ 1× slirp", False)
     dev_s, dev_n = b.cpu["device"]
     qemu_s, _ = b.cpu["qemu-device"]
     per_gib = dev_s / (dev_n / GIB)
     qemu_per_gib = qemu_s / (dev_n / GIB)
     rows.append(dict(figure=figures[4], ours=f"{per_gib:.2f} s/GiB",
-                     peer=f"{qemu_per_gib:.2f} s/GiB", ratio=f"{per_gib / qemu_per_gib:.3f}×", goal="—", met=None,
+                     peer=f"{qemu_per_gib:.2f} s/GiB", ratio=f"{per_gib / qemu_per_gib:.3f}×",
+                     goal="—", met=None,
                      raw=dict(ours_s_per_gib=per_gib, peer_s_per_gib=qemu_per_gib)))
     rows.append(dict(figure=figures[5], ours=fmt_mem(busy["own"]), peer=fmt_mem(idle["own"]),
-                     ratio=f"{busy['own'] / idle['own']:.2f}×", goal=f"≤ {fmt_mem(GOAL_IDLE_RSS)}",
-                     met=busy["own"] <= GOAL_IDLE_RSS,
+                     ratio=f"{busy['own'] / idle['own']:.2f}×",
+                     goal=f"≤ {fmt_mem(GOAL_IDLE_RSS)}", met=busy["own"] <= GOAL_IDLE_RSS,
                      raw=dict(ours_bytes=busy["own"], peer_bytes=idle["own"])))
     for k in ("RssAnon", "RssFile", "RssShmem", "VmRSS"):
         details.append((f"vsock device {k}, none vs {IDLE_CONNS} idle connections (B)",

@@ -5,6 +5,7 @@
 #                     new inputs go to tests/fuzz/scratch/TARGET, crashes to
 #                     $(BUILD)/fuzz/artifacts/, the committed corpus is
 #                     never written
+#   make fuzz-list    the targets' names, one a line
 #
 # The targets and the protocol library are compiled with clang
 # (-fsanitize=fuzzer,address,undefined) into objects of their own, apart
@@ -15,7 +16,13 @@ FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_OBJ := $(FUZZ_DIR)/obj
 FUZZ_SCRATCH := tests/fuzz/scratch
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
-FUZZ_TARGETS := $(FUZZ_SRCS:tests/fuzz/%.c=%)
+# The targets of one message each, built from tests/fuzz/message.c:
+# NAME:FIELD (the message's field number in Envelope), or
+# NAME:FIELD:EXEC_FIELD for a message that is a field of Exec.
+FUZZ_MESSAGES := hello:1 exec:2 pty:2:5 data:4 exited:9 error:11 host-status:21
+fuzz_msg = $(subst :, ,$(filter $(1):%,$(FUZZ_MESSAGES)))
+FUZZ_MESSAGE_TARGETS := $(foreach m,$(FUZZ_MESSAGES),fuzz-$(firstword $(subst :, ,$(m))))
+FUZZ_TARGETS := $(sort $(FUZZ_SRCS:tests/fuzz/%.c=%) $(FUZZ_MESSAGE_TARGETS))
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -I$(GEN) -Iproto -I. \
@@ -23,13 +30,25 @@ FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -I$(GEN) -
 FUZZ_COMMON_OBJS := $(PROTO_SRCS:%.c=$(FUZZ_OBJ)/%.o) $(FUZZ_OBJ)/gen/qubes-lite.pb-c.o \
 	$(FUZZ_OBJ)/tests/fuzz/oracle.o
 
-.PHONY: fuzz-build fuzz
+.PHONY: fuzz-build fuzz fuzz-list
 fuzz-build: $(FUZZ_BINS)
+
+fuzz-list:
+	@printf '%s\n' $(FUZZ_TARGETS)
 
 $(FUZZ_OBJ)/%.o: %.c | $(GEN)/qubes-lite.pb-c.h
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  FUZZCC  $<")
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_MESSAGE_TARGETS:%=$(FUZZ_OBJ)/tests/fuzz/%.o): $(FUZZ_OBJ)/tests/fuzz/fuzz-%.o: \
+		tests/fuzz/message.c | $(GEN)/qubes-lite.pb-c.h
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  FUZZCC  $< ($*)")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link \
+		-DFUZZ_FIELD=$(word 2,$(call fuzz_msg,$*)) \
+		$(if $(word 3,$(call fuzz_msg,$*)),-DFUZZ_EXEC_FIELD=$(word 3,$(call fuzz_msg,$*))) \
+		-c -o $@ $<
 
 # Generated code is not ours to hold to our warning set.
 $(FUZZ_OBJ)/gen/qubes-lite.pb-c.o: $(GEN)/qubes-lite.pb-c.c

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import program
+from qltest import program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, ROOT
+from qltest import BUILD, ROOT
 
 
 def test_demo_runs():

@@ -3,14 +3,14 @@ import errno
 import os
 import resource
 import signal
-import stat
 import tempfile
 
 import pytest
 
-import qlwire
-from guestfix import pid_alive, stream, wait_for
-from qlwire import pb
+from qltest import qlwire
+from qltest.guest import stream
+from qltest.procs import drop_to, pid_alive, wait_for
+from qltest.qlwire import pb
 
 
 def test_exit_code(guest_agent):
@@ -168,15 +168,9 @@ def test_unknown_user(guest_agent):
     assert b"no-such-user-ql" in err
 
 
-def drop_to_nobody():
-    os.setgroups([])
-    os.setresgid(65534, 65534, 65534)
-    os.setresuid(65534, 65534, 65534)
-
-
 def test_unprivileged_agent_cannot_switch_user(guest_agent):
     # The agent itself runs as nobody; the client (root) is allowed.
-    g = guest_agent(preexec=drop_to_nobody, dir_mode=0o777)
+    g = guest_agent(preexec=drop_to, dir_mode=0o777)
     out, err, ex, others = g.run(["id", "-u"], user="root")
     assert ex.WhichOneof("result") == "start_errno" and ex.start_errno == errno.EPERM
     assert b"qubes-lite: cannot run as root: Operation not permitted" in err
@@ -233,7 +227,6 @@ def test_output_memory_stays_flat_with_slow_reader(guest_agent):
     peak = 0
     buf = bytearray()
     reads = 0
-    from guestfix import frames
     import time
     while True:
         data = c.sock.recv(256 * 1024)
@@ -244,7 +237,7 @@ def test_output_memory_stays_flat_with_slow_reader(guest_agent):
             time.sleep(0.01)              # a slow reader
             peak = max(peak, g.rss_kib())
         done = False
-        for name, msg in frames(buf):
+        for name, msg in qlwire.frames(buf):
             if name == "data":
                 got += len(msg.data)
             elif name == "exited":
@@ -429,7 +422,6 @@ def test_stdin_acks_bounded_when_client_does_not_read(guest_agent):
     grown = g.rss_kib() - base
     if "san" not in os.environ.get("BUILD", ""):
         assert grown < 2048, grown   # one ack per write: about 8 MiB
-    from guestfix import frames
     buf = bytearray(c.buf)
     c.buf = b""
     acks = ack_frames = 0
@@ -438,7 +430,7 @@ def test_stdin_acks_bounded_when_client_does_not_read(guest_agent):
         data = c.sock.recv(1 << 20)
         assert data
         buf += data
-        for name, msg in frames(buf):
+        for name, msg in qlwire.frames(buf):
             if name == "stdin_ack":
                 acks += msg.bytes
                 ack_frames += 1
@@ -455,7 +447,6 @@ def test_queued_stdin_memory_is_about_the_window(guest_agent):
     """A window's worth of one-byte stdin chunks for a program that does
     not read them: what the agent holds is about the window, not a decoded
     frame (some hundred bytes) per byte."""
-    import time
     g = guest_agent()
     window = 512 * 1024
     c = g.start(["sleep", "1000"], stdin_window=window)

@@ -1,9 +1,8 @@
 """Guest agent: idle poweroff and Shutdown (with --poweroff-command)."""
-import os
 import time
 
-from guestfix import wait_for
-from qlwire import pb
+from qltest.procs import wait_for
+from qltest.qlwire import pb
 
 
 def poweroff_args(g_dir_file, timeout):

@@ -7,19 +7,9 @@ import time
 
 import pytest
 
-import qlwire
-from guestfix import wait_for
-from procs import run_as_nobody
-from qlwire import pb
-
-
-def expect_error(c, code, timeout=30):
-    """The next frame is Error(code), then the connection closes."""
-    name, msg = c.recv(timeout=timeout)
-    assert name == "error", (name, msg)
-    assert msg.code == code, msg
-    assert c.expect_closed(timeout=timeout) == []
-    return msg
+from qltest import qlwire
+from qltest.procs import drop_to, run_as_nobody, wait_for
+from qltest.qlwire import pb
 
 
 @pytest.fixture
@@ -46,7 +36,7 @@ def bystander(guest_agent):
 def test_oversized_frame(bystander):
     c = bystander.connect()
     c.send_raw(struct.pack(">I", qlwire.FRAME_MAX + 1))
-    msg = expect_error(c, pb.ERROR_TOO_LARGE)
+    msg = c.expect_error(pb.ERROR_TOO_LARGE)
 
 
 def test_oversized_frame_before_hello(bystander):
@@ -54,45 +44,45 @@ def test_oversized_frame_before_hello(bystander):
     name, _ = c.recv()
     assert name == "hello"
     c.send_raw(struct.pack(">I", 0xFFFFFFFF) + b"x" * 100)
-    expect_error(c, pb.ERROR_TOO_LARGE)
+    c.expect_error(pb.ERROR_TOO_LARGE)
 
 
 def test_undecodable_frame(bystander):
     c = bystander.connect()
     garbage = b"\xff\xff\xff\xff\x0f" * 10
     c.send_raw(struct.pack(">I", len(garbage)) + garbage)
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_empty_envelope(bystander):
     c = bystander.connect()
     c.send_raw(struct.pack(">I", 0))
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_invalid_exec(bystander):
     c = bystander.connect()
     c.send("exec", argv=[])
-    expect_error(c, pb.ERROR_INVALID)
+    c.expect_error(pb.ERROR_INVALID)
 
 
 def test_invalid_exec_bad_pty(bystander):
     c = bystander.connect()
     c.send("exec", argv=[b"true"], pty={"rows": 0, "cols": 80})
-    expect_error(c, pb.ERROR_INVALID)
+    c.expect_error(pb.ERROR_INVALID)
 
 
 def test_exec_before_hello(bystander):
     c = bystander.connect(hello=False)
     assert c.recv()[0] == "hello"
     c.send("exec", argv=[b"true"])
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_data_before_exec(bystander):
     c = bystander.connect()
     c.send("data", stream=pb.STREAM_STDIN, data=b"x")
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_two_requests(bystander):
@@ -100,7 +90,7 @@ def test_two_requests(bystander):
     c.send("exec", argv=[b"sleep", b"1000"])
     assert c.recv()[0] == "started"
     c.send("exec", argv=[b"true"])
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_exit_ack_before_exit(bystander):
@@ -108,7 +98,7 @@ def test_exit_ack_before_exit(bystander):
     c.send("exec", argv=[b"sleep", b"1000"])
     assert c.recv()[0] == "started"
     c.send("exit_ack")
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_stdout_data_from_client(bystander):
@@ -116,7 +106,7 @@ def test_stdout_data_from_client(bystander):
     c.send("exec", argv=[b"cat"])
     assert c.recv()[0] == "started"
     c.send("data", stream=pb.STREAM_STDOUT, data=b"x")
-    expect_error(c, pb.ERROR_INVALID)
+    c.expect_error(pb.ERROR_INVALID)
 
 
 def test_stdin_window_exceeded(bystander):
@@ -124,7 +114,7 @@ def test_stdin_window_exceeded(bystander):
     c.send("exec", argv=[b"sleep", b"1000"], stdin_window=1000)
     assert c.recv()[0] == "started"
     c.send("data", stream=pb.STREAM_STDIN, data=b"x" * 1001)
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_data_after_stdin_close(bystander):
@@ -133,7 +123,7 @@ def test_data_after_stdin_close(bystander):
     assert c.recv()[0] == "started"
     c.send("stdin_close")
     c.send("data", stream=pb.STREAM_STDIN, data=b"x")
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_wrong_hello_major(bystander):
@@ -141,7 +131,7 @@ def test_wrong_hello_major(bystander):
     name, msg = c.recv()
     assert name == "hello" and msg.major == qlwire.VERSION_MAJOR
     c.send("hello", major=qlwire.VERSION_MAJOR + 1, minor=0, software="future")
-    expect_error(c, pb.ERROR_VERSION)
+    c.expect_error(pb.ERROR_VERSION)
 
 
 def test_newer_minor_is_fine(bystander):
@@ -158,7 +148,7 @@ def test_protocol_error_kills_its_program(guest_agent, tmp_path):
     name, st = c.recv()
     assert name == "started"
     c.send("exec", argv=[b"true"])
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)
     wait_for(lambda: not os.path.exists(f"/proc/{st.pid}"), what="program gone")
 
 
@@ -166,7 +156,7 @@ def test_hello_timeout(bystander):
     c = bystander.connect(hello=False, timeout=60)
     assert c.recv()[0] == "hello"
     start = time.monotonic()
-    expect_error(c, pb.ERROR_PROTOCOL, timeout=60)
+    c.expect_error(pb.ERROR_PROTOCOL, timeout=60)
     assert time.monotonic() - start > 5
 
 
@@ -254,7 +244,7 @@ def test_many_bad_peers_at_once(bystander):
         conns.append(c)
         c.send_raw(struct.pack(">I", 3) + b"\xff\xff\xff")
     for c in conns:
-        expect_error(c, pb.ERROR_PROTOCOL)
+        c.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_large_exec_frame_is_fine(guest_agent):
@@ -281,7 +271,7 @@ def test_refused_peers_take_no_slots(bystander):
     g = bystander
     os.chmod(g.dir, 0o755)
     os.chmod(g.sock, 0o777)
-    before = len(os.listdir(f"/proc/{g.proc.pid}/fd"))
+    before = g.fd_count()
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
@@ -291,9 +281,7 @@ def test_refused_peers_take_no_slots(bystander):
             os.close(ready_r)
             os.close(done_w)
             resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
+            drop_to()
             held = []
             for _ in range(1100):
                 # Plain blocking sockets: select() stops at fd 1024.
@@ -303,11 +291,9 @@ def test_refused_peers_take_no_slots(bystander):
                 data = b""
                 while chunk := sk.recv(4096):
                     data += chunk
-                (n,) = struct.unpack(">I", data[:4])
-                env = pb.Envelope()
-                env.ParseFromString(data[4:4 + n])
-                assert env.WhichOneof("msg") == "error", env
-                assert env.error.code == pb.ERROR_DENIED, env
+                name, msg = next(qlwire.frames(bytearray(data)))
+                assert name == "error", (name, msg)
+                assert msg.code == pb.ERROR_DENIED, msg
                 held.append(sk)         # keep our end open
             os.write(ready_w, b"1")
             os.read(done_r, 1)
@@ -321,7 +307,7 @@ def test_refused_peers_take_no_slots(bystander):
     try:
         r, _, _ = select.select([ready_r], [], [], 120)
         assert r and os.read(ready_r, 1) == b"1", "the refused client failed"
-        during = len(os.listdir(f"/proc/{g.proc.pid}/fd"))
+        during = g.fd_count()
         # All 1100 are still open on the client side; the agent holds none.
         assert during <= before + 2, (before, during)
         c = g.connect()
@@ -357,4 +343,4 @@ def test_frame_over_the_decode_budget_is_a_protocol_error(bystander):
     body = varint(tag) + varint(len(exec_body)) + exec_body
     assert len(body) <= qlwire.FRAME_MAX
     c.send_raw(struct.pack(">I", len(body)) + body)
-    expect_error(c, pb.ERROR_PROTOCOL)
+    c.expect_error(pb.ERROR_PROTOCOL)

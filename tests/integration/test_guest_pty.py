@@ -1,10 +1,9 @@
 """Guest agent: programs on a pty."""
-import os
 import signal
 import time
 
-from guestfix import wait_for
-from qlwire import pb
+from qltest.procs import wait_for
+from qltest.qlwire import pb
 
 
 def collect_until(c, needle, timeout=30):

@@ -16,10 +16,9 @@ import time
 
 import pytest
 
-import qlwire
-from guestfix import pid_alive, wait_for
-from procs import run_as_nobody
-from qlwire import pb
+from qltest import qlwire
+from qltest.procs import pid_alive, run_as_nobody, wait_for
+from qltest.qlwire import pb
 
 KEY_SIZE = 16
 # How long one side of a pair waits for the other (the agent's limit is 10 s):
@@ -53,15 +52,6 @@ def attach(g, key):
 def expect_attached(b, timeout=30):
     name, msg = b.recv(timeout=timeout)
     assert name == "attached", (name, msg)
-
-
-def expect_error(c, code, timeout=30):
-    """The next frame is Error(code), then the connection closes."""
-    name, msg = c.recv(timeout=timeout)
-    assert name == "error", (name, msg)
-    assert msg.code == code, msg
-    assert c.expect_closed(timeout=timeout) == []
-    return msg
 
 
 def read_exactly(b, n, timeout=60):
@@ -372,7 +362,7 @@ def test_stdin_on_the_exec_connection_is_a_protocol_error(guest_agent, what):
         a.send("data", stream=pb.STREAM_STDIN, data=b"x")
     else:
         a.send("stdin_close")
-    expect_error(a, pb.ERROR_PROTOCOL)
+    a.expect_error(pb.ERROR_PROTOCOL)
     # The session ended: the program is gone, so is its hold on B.
     wait_for(lambda: not pid_alive(a.pid), timeout=30, what="the program gone")
     assert read_to_eof(b, timeout=30) == b""
@@ -391,7 +381,7 @@ def test_invalid_stream_exec(guest_agent, tmp_path, case):
     g = guest_agent()
     marker = tmp_path / "ran"
     a = g.start(["touch", str(marker)], **INVALID_EXECS[case])
-    expect_error(a, pb.ERROR_INVALID)
+    a.expect_error(pb.ERROR_INVALID)
     assert not marker.exists()
 
 
@@ -400,7 +390,7 @@ def test_attach_with_a_bad_key_is_invalid(guest_agent, size):
     g = guest_agent()
     b = g.connect()
     b.send("attach", key=b"k" * size)
-    expect_error(b, pb.ERROR_INVALID)
+    b.expect_error(pb.ERROR_INVALID)
 
 
 def test_attach_before_hello(guest_agent):
@@ -408,7 +398,7 @@ def test_attach_before_hello(guest_agent):
     b = g.connect(hello=False)
     assert b.recv()[0] == "hello"
     b.send("attach", key=new_key())
-    expect_error(b, pb.ERROR_PROTOCOL)
+    b.expect_error(pb.ERROR_PROTOCOL)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["relay", "stream"])
@@ -420,7 +410,7 @@ def test_attach_on_a_running_session(guest_agent, stream):
         a = g.start(["sleep", "1000"])
         assert a.recv()[0] == "started"
     a.send("attach", key=new_key())
-    expect_error(a, pb.ERROR_PROTOCOL)
+    a.expect_error(pb.ERROR_PROTOCOL)
 
 
 def test_attach_after_exit(guest_agent):
@@ -429,7 +419,7 @@ def test_attach_after_exit(guest_agent):
     a.send("stdin_close")
     out, err, ex, _ = a.recv_until_exit()
     a.send("attach", key=new_key())
-    expect_error(a, pb.ERROR_PROTOCOL)
+    a.expect_error(pb.ERROR_PROTOCOL)
 
 
 # ---- one key, one pair -----------------------------------------------------------
@@ -440,7 +430,7 @@ def test_attach_with_a_parked_key_is_refused(guest_agent):
     b1 = attach(g, key)
     status(g)
     b2 = attach(g, key)
-    expect_error(b2, pb.ERROR_PROTOCOL)
+    b2.expect_error(pb.ERROR_PROTOCOL)
     # The first one is still parked and pairs.
     a = g.start(["echo", "first"], stream_key=key)
     expect_attached(b1)
@@ -457,7 +447,7 @@ def test_exec_with_a_waiting_key_is_refused(guest_agent, tmp_path):
     a1 = g.start(["echo", "first"], stream_key=key)
     status(g)
     a2 = g.start(["touch", str(marker)], stream_key=key)
-    expect_error(a2, pb.ERROR_PROTOCOL)
+    a2.expect_error(pb.ERROR_PROTOCOL)
     b = attach(g, key)
     expect_attached(b)
     assert a1.recv()[0] == "started"
@@ -496,7 +486,7 @@ def test_exec_without_attach_fails_unavailable(guest_agent, tmp_path):
     g = guest_agent()
     marker = tmp_path / "ran"
     a = g.start(["touch", str(marker)], stream_key=new_key())
-    expect_error(a, pb.ERROR_UNAVAILABLE, timeout=PAIR_WAIT_BOUND)
+    a.expect_error(pb.ERROR_UNAVAILABLE, timeout=PAIR_WAIT_BOUND)
     assert not marker.exists()
     assert status(g).live_sessions == 0
 
@@ -509,7 +499,7 @@ def test_attach_without_exec_is_closed(guest_agent):
     b = attach(g, key)
     # Parked: a connection, not a live session; its key is taken.
     assert status(g).live_sessions == 0
-    expect_error(attach(g, key), pb.ERROR_PROTOCOL)
+    attach(g, key).expect_error(pb.ERROR_PROTOCOL)
     frames = b.expect_closed(timeout=PAIR_WAIT_BOUND)
     names = [n for n, _ in frames]
     assert names in ([], ["error"]), frames
@@ -535,7 +525,7 @@ def test_attach_from_another_uid_never_pairs(guest_agent, tmp_path):
         assert [n for n, _ in frames] in ([], ["error"]), frames
 
     assert run_as_nobody(other) == 0
-    expect_error(a, pb.ERROR_UNAVAILABLE, timeout=PAIR_WAIT_BOUND)
+    a.expect_error(pb.ERROR_UNAVAILABLE, timeout=PAIR_WAIT_BOUND)
     assert not marker.exists()
 
 
@@ -579,7 +569,7 @@ def test_exec_that_hangs_up_while_waiting_is_freed(guest_agent, tmp_path):
     a = g.start(["touch", str(marker)], stream_key=key)
     status(g)
     # Waiting: its key is taken.
-    expect_error(g.start(["true"], stream_key=key), pb.ERROR_PROTOCOL)
+    g.start(["true"], stream_key=key).expect_error(pb.ERROR_PROTOCOL)
     a.close()
     wait_for(lambda: g.fd_count() == before, timeout=30, what=f"fd count back to {before}")
     # The key is free again; an Attach with it pairs with a new Exec only.

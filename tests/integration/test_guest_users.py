@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from guestfix import wait_for
+from qltest.procs import wait_for
 
 CLONE_NEWNS = 0x00020000
 MS_BIND = 4096

@@ -1,59 +1,27 @@
 """Guest agent: Exec's wait_wayland against a real (headless) weston."""
 import errno
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
 
 import pytest
 
-from guestfix import wait_for
+from qltest import weston
+from qltest.procs import wait_for
 
-WESTON = shutil.which("weston")
-pytestmark = pytest.mark.skipif(not WESTON, reason="weston is not installed")
-DISPLAY = "wayland-ql"
-
-
-@pytest.fixture
-def runtime_dir():
-    d = tempfile.mkdtemp(prefix="qlw-")
-    os.chmod(d, 0o700)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+pytestmark = weston.needed
+DISPLAY = weston.DISPLAY
 
 
-def start_weston(runtime_dir):
-    env = dict(os.environ, XDG_RUNTIME_DIR=runtime_dir)
-    env.pop("WAYLAND_DISPLAY", None)
-    env.pop("DISPLAY", None)
-    log = open(os.path.join(runtime_dir, "weston.log"), "wb")
-    return subprocess.Popen([WESTON, "--backend=headless-backend.so", f"--socket={DISPLAY}",
-                             "--idle-time=0"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-
-
-def stop_weston(p):
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
-
-
-def test_waits_until_weston_answers(guest_agent, runtime_dir):
+def test_waits_until_weston_answers(guest_agent, wayland_runtime_dir):
     g = guest_agent("--wayland-timeout", "120")
-    env = [f"XDG_RUNTIME_DIR={runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
+    env = [f"XDG_RUNTIME_DIR={wayland_runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
     c = g.start(["sh", "-c", 'test -S "$XDG_RUNTIME_DIR/$WAYLAND_DISPLAY" && echo up'],
                 env=env, wait_wayland=True)
     # No compositor yet: the program must not have started.
     c.sock.settimeout(2)
     with pytest.raises(TimeoutError):
         c.recv(timeout=2)
-    weston = start_weston(runtime_dir)
+    w = weston.start(wayland_runtime_dir)
     try:
         out, err, ex, others = c.recv_until_exit(timeout=120)
         assert [n for n, _ in others] == ["started"]
@@ -66,12 +34,12 @@ def test_waits_until_weston_answers(guest_agent, runtime_dir):
         out, err, ex, _ = g.run(["true"], env=env, wait_wayland=True)
         assert ex.code == 0, err
     finally:
-        stop_weston(weston)
+        w.stop(check=False)
 
 
-def test_times_out_without_compositor(guest_agent, runtime_dir):
+def test_times_out_without_compositor(guest_agent, wayland_runtime_dir):
     g = guest_agent("--wayland-timeout", "2")
-    env = [f"XDG_RUNTIME_DIR={runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
+    env = [f"XDG_RUNTIME_DIR={wayland_runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
     start = time.monotonic()
     out, err, ex, others = g.run(["true"], env=env, wait_wayland=True, timeout=120)
     assert time.monotonic() - start >= 1.5
@@ -80,21 +48,21 @@ def test_times_out_without_compositor(guest_agent, runtime_dir):
     assert err.startswith(f"qubes-lite: Wayland display {DISPLAY} is not answering".encode()), err
 
 
-def test_socket_without_compositor_behind_it(guest_agent, runtime_dir):
+def test_socket_without_compositor_behind_it(guest_agent, wayland_runtime_dir):
     """A stale socket file (nobody listening) is not a ready display."""
     import socket
     s = socket.socket(socket.AF_UNIX)
-    s.bind(os.path.join(runtime_dir, DISPLAY))
+    s.bind(os.path.join(wayland_runtime_dir, DISPLAY))
     s.close()
     g = guest_agent("--wayland-timeout", "1")
-    env = [f"XDG_RUNTIME_DIR={runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
+    env = [f"XDG_RUNTIME_DIR={wayland_runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
     out, err, ex, others = g.run(["true"], env=env, wait_wayland=True, timeout=120)
     assert ex.start_errno == errno.ETIMEDOUT
 
 
-def test_client_gone_while_waiting(guest_agent, runtime_dir):
+def test_client_gone_while_waiting(guest_agent, wayland_runtime_dir):
     g = guest_agent("--wayland-timeout", "120", "--kill-grace", "1")
-    env = [f"XDG_RUNTIME_DIR={runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
+    env = [f"XDG_RUNTIME_DIR={wayland_runtime_dir}".encode(), f"WAYLAND_DISPLAY={DISPLAY}".encode()]
     g.run(["true"])                       # warm up lazily made fds
     before = g.settled_fd_count()
     c = g.start(["true"], env=env, wait_wayland=True)

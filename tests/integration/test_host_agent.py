@@ -9,44 +9,14 @@ import subprocess
 
 import pytest
 
-import qlwire
-from conftest import program
-from hostfix import VM, wait_for
-from procs import socket_fds
-from qlwire import pb
-
-
-def recv_frame_with_fd(sock, timeout=60):
-    """One frame and the fd that came with it (or None)."""
-    sock.settimeout(timeout)
-    fds = []
-    buf = b""
-    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-        want = 4 - len(buf) if len(buf) < 4 else 4 + struct.unpack(">I", buf[:4])[0] - len(buf)
-        data, more, _, _ = socket.recv_fds(sock, want, 4)
-        if not data:
-            raise qlwire.Closed()
-        buf += data
-        fds += more
-    env = pb.Envelope()
-    env.ParseFromString(buf[4:])
-    name = env.WhichOneof("msg")
-    assert len(fds) <= 1, fds
-    return name, getattr(env, name), (fds[0] if fds else None)
-
-
-def connect_and_get_guest(stack):
-    c = stack.connect_host()
-    c.send("connect")
-    name, msg, fd = recv_frame_with_fd(c.sock)
-    assert name == "connected", (name, msg)
-    assert fd is not None
-    assert msg.vm_start_us == 0
-    return c, socket.socket(fileno=fd)
+from qltest import program, qlwire
+from qltest.host import VM
+from qltest.procs import socket_fds, wait_for
+from qltest.qlwire import pb
 
 
 def test_connect_hands_over_a_guest_connection(stack):
-    c, g = connect_and_get_guest(stack)
+    c, [g] = stack.connect_guest()
     try:
         gc = qlwire.Conn(g)
         gc.hello()
@@ -65,11 +35,11 @@ def test_the_host_agent_keeps_no_copy_of_the_guest_socket(stack):
     pid = stack.host.pid
     # Only the listening socket once nobody is connected.
     wait_for(lambda: socket_fds(pid) == 1, what="only the listening socket")
-    conns = [connect_and_get_guest(stack) for _ in range(5)]
+    conns = [stack.connect_guest() for _ in range(5)]
     # Each lease costs the host agent one fd, the client connection; its
     # copy of the guest connection is closed right after the hand-over.
     wait_for(lambda: socket_fds(pid) == 1 + 5, what="one socket per lease")
-    for c, g in conns:
+    for c, [g] in conns:
         g.close()
         c.close()
     wait_for(lambda: socket_fds(pid) == 1, what="the host agent to close the leases")
@@ -79,8 +49,8 @@ def test_host_status_and_leases(stack):
     st = stack.host_status()
     assert st.vm == VM
     assert st.leases == 0
-    c1, g1 = connect_and_get_guest(stack)
-    c2, g2 = connect_and_get_guest(stack)
+    c1, [g1] = stack.connect_guest()
+    c2, [g2] = stack.connect_guest()
     g1.close()
     g2.close()
     # The lease is the host-agent connection, not the guest one.
@@ -143,13 +113,13 @@ def test_out_of_order_and_garbage(stack):
     c.close()
 
     # Everyone else is still served.
-    c, g = connect_and_get_guest(stack)
+    c, [g] = stack.connect_guest()
     g.close()
     c.close()
 
 
 def test_message_during_a_lease_ends_it(stack):
-    c, g = connect_and_get_guest(stack)
+    c, [g] = stack.connect_guest()
     g.close()
     c.send("connect")
     frames = c.expect_closed()
@@ -197,12 +167,11 @@ def test_refused_peer_gets_denied(host_stack):
     r = subprocess.run(["/usr/bin/python3", "-c", script], user=65534, group=65534,
                        extra_groups=[], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    (n,) = struct.unpack(">I", r.stdout[:4])
-    env = pb.Envelope()
-    env.ParseFromString(r.stdout[4:4 + n])
-    assert env.WhichOneof("msg") == "error"
-    assert env.error.code == pb.ERROR_DENIED
-    assert len(r.stdout) == 4 + n
+    rest = bytearray(r.stdout)
+    [(name, msg)] = qlwire.frames(rest)
+    assert name == "error"
+    assert msg.code == pb.ERROR_DENIED
+    assert not rest
 
 
 def test_configured_user_is_accepted(host_stack):

@@ -3,51 +3,16 @@
 connection, then the stream one; each is greeted by the guest agent."""
 import os
 import socket
-import struct
 
 import pytest
 
-import qlwire
-from hostfix import wait_for
-from procs import socket_fds
-from qlwire import pb
-
-
-def recv_frame_with_fds(sock, timeout=60):
-    """One frame, the fds that came with it, and how many messages carried
-    fds."""
-    sock.settimeout(timeout)
-    fds, carriers = [], 0
-    buf = b""
-    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-        want = 4 - len(buf) if len(buf) < 4 else 4 + struct.unpack(">I", buf[:4])[0] - len(buf)
-        data, more, _, _ = socket.recv_fds(sock, want, 8)
-        if not data:
-            for fd in fds + more:
-                os.close(fd)
-            raise qlwire.Closed()
-        buf += data
-        if more:
-            carriers += 1
-        fds += more
-    env = pb.Envelope()
-    env.ParseFromString(buf[4:])
-    name = env.WhichOneof("msg")
-    return name, getattr(env, name), fds, carriers
-
-
-def connect_streams(stack, streams=1):
-    c = stack.connect_host()
-    c.send("connect", streams=streams)
-    name, msg, fds, carriers = recv_frame_with_fds(c.sock)
-    assert name == "connected", (name, msg)
-    assert msg.vm_start_us == 0
-    assert len(fds) == 2 and carriers == 1, (fds, carriers)
-    return c, [socket.socket(fileno=fd) for fd in fds]
+from qltest import qlwire
+from qltest.procs import socket_fds, wait_for
+from qltest.qlwire import pb
 
 
 def test_connect_with_a_stream_hands_over_two_guest_connections(stack):
-    c, (ctl, strm) = connect_streams(stack)
+    c, (ctl, strm) = stack.connect_guest(streams=1)
     try:
         for s in (ctl, strm):
             assert s.family == socket.AF_UNIX and s.type == socket.SOCK_STREAM
@@ -84,7 +49,7 @@ def test_connect_with_a_stream_hands_over_two_guest_connections(stack):
 def test_the_host_agent_keeps_no_copy_of_either_connection(stack):
     pid = stack.host.pid
     wait_for(lambda: socket_fds(pid) == 1, what="only the listening socket")
-    leases = [connect_streams(stack) for _ in range(3)]
+    leases = [stack.connect_guest(streams=1) for _ in range(3)]
     # One socket per lease (the client's); both guest connections are gone
     # from the host agent after the hand-over.
     wait_for(lambda: socket_fds(pid) == 1 + 3, what="one socket per lease")
@@ -100,14 +65,14 @@ def test_without_streams_one_connection_as_before(stack):
     c = stack.connect_host()
     try:
         c.send("connect")
-        name, msg, fds, carriers = recv_frame_with_fds(c.sock)
+        name, msg, fds, carriers = qlwire.recv_frame_with_fds(c.sock)
         assert name == "connected" and len(fds) == 1, (name, fds)
         g = qlwire.Conn(socket.socket(fileno=fds[0]))
         g.hello()
         g.close()
         c2 = stack.connect_host()
         c2.send("connect", streams=0)
-        name, msg, fds, carriers = recv_frame_with_fds(c2.sock)
+        name, msg, fds, carriers = qlwire.recv_frame_with_fds(c2.sock)
         assert name == "connected" and len(fds) == 1, (name, fds)
         os.close(fds[0])
         c2.close()
@@ -119,7 +84,7 @@ def test_without_streams_one_connection_as_before(stack):
 def test_more_than_one_stream_is_invalid(stack, streams):
     c = stack.connect_host()
     c.send("connect", streams=streams)
-    name, msg, fds, carriers = recv_frame_with_fds(c.sock)
+    name, msg, fds, carriers = qlwire.recv_frame_with_fds(c.sock)
     for fd in fds:
         os.close(fd)
     assert name == "error" and msg.code == pb.ERROR_INVALID, (name, msg)
@@ -128,7 +93,7 @@ def test_more_than_one_stream_is_invalid(stack, streams):
     c.close()
     wait_for(lambda: stack.host_status().leases == 0, what="no lease")
     # Others are still served.
-    c, socks = connect_streams(stack)
+    c, socks = stack.connect_guest(streams=1)
     for s in socks:
         s.close()
     c.close()
@@ -141,7 +106,7 @@ def test_streams_for_a_guest_that_comes_late(host_stack):
         c.send("connect", streams=1)
         wait_for(lambda: s.host_status().leases == 1, what="a waiting lease")
         s.start_guest()
-        name, msg, fds, carriers = recv_frame_with_fds(c.sock, timeout=120)
+        name, msg, fds, carriers = qlwire.recv_frame_with_fds(c.sock, timeout=120)
         assert name == "connected" and len(fds) == 2 and carriers == 1, (name, msg, fds)
         for fd in fds:
             g = qlwire.Conn(socket.socket(fileno=fd))
@@ -155,7 +120,7 @@ def test_streams_from_an_unreachable_guest_is_unavailable(host_stack):
     s = host_stack(start_guest=False, guest_timeout=1)
     c = s.connect_host()
     c.send("connect", streams=1)
-    name, msg, fds, carriers = recv_frame_with_fds(c.sock)
+    name, msg, fds, carriers = qlwire.recv_frame_with_fds(c.sock)
     for fd in fds:
         os.close(fd)
     assert name == "error" and msg.code == pb.ERROR_UNAVAILABLE, (name, msg)

@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 
-from conftest import program
+from qltest import program
 
 AGENT = program("qubes-lite-host-agent")
 

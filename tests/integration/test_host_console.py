@@ -7,11 +7,11 @@ import pwd
 import stat
 import time
 
-import qlwire
-from hostfix import VM
-from procs import wait_for
-from qlwire import pb
-from vmmfix import console_read_until
+from qltest import qlwire
+from qltest.host import VM
+from qltest.procs import wait_for
+from qltest.qlwire import pb
+from qltest.vmm import console_read_until
 
 SCROLLBACK = 64 * 1024
 
@@ -157,12 +157,12 @@ def test_an_attached_console_is_a_lease(vmm_stack):
                 agent_args=["--idle-grace", "1"])
     c, _ = attach(s)
     try:
-        wait_for(lambda: s.status().leases == 1, timeout=10, what="the console's lease")
+        wait_for(lambda: s.host_status().leases == 1, timeout=10, what="the console's lease")
         time.sleep(3)
-        assert s.host.proc.poll() is None and s.status().state == pb.VM_STATE_RUNNING
+        assert s.host.proc.poll() is None and s.host_status().state == pb.VM_STATE_RUNNING
     finally:
         c.close()
-    wait_for(lambda: s.status().leases == 0, timeout=10, what="the lease to end")
+    wait_for(lambda: s.host_status().leases == 0, timeout=10, what="the lease to end")
     ended = time.monotonic()
     assert s.wait_agent_exit(timeout=30) == 0
     assert 1.5 <= time.monotonic() - ended < 10

@@ -1,5 +1,5 @@
 """The host agent supervising its VMM: the real host agent, the crosvm
-stand-in and the real guest agent it starts (vmmfix.py). Start on the
+stand-in and the real guest agent it starts (qltest.vmm). Start on the
 first connection and on HostStart, READY=1, each way of stopping, a crash,
 the idle backstop of disposable VMs, and --foreground."""
 import os
@@ -7,12 +7,11 @@ import signal
 import subprocess
 import time
 
-import qlwire
-from conftest import program
-from hostfix import VM, Daemon
-from procs import pid_alive, wait_for
-from qlwire import pb
-from vmmfix import KERNEL, STANDIN
+from qltest import qlwire
+from qltest.host import VM
+from qltest.procs import Daemon, pid_alive, wait_for
+from qltest.qlwire import pb
+from qltest.vmm import KERNEL, STANDIN
 
 
 ERR_CRASH = ("vm-run: the guest agent of VM 'test' closed the connection before the "
@@ -25,7 +24,7 @@ def runtime_files(stack):
 
 def test_first_connection_starts_the_vm(vmm_stack):
     s = vmm_stack()
-    st = s.status()
+    st = s.host_status()
     assert st.state == pb.VM_STATE_STOPPED and not st.running and st.leases == 0
     assert not any("READY=1" in text for _, text in s.notifications())
     p = s.vm_run("--timing", VM, "echo", "hello from the guest")
@@ -38,7 +37,7 @@ def test_first_connection_starts_the_vm(vmm_stack):
     assert argv[argv.index("--socket") + 1] == s.control_sock
     assert argv[argv.index("--vsock") + 1] == "cid=3"
     assert argv[argv.index("--serial") + 1] == "type=stdout,hardware=serial,num=1,console,stdin"
-    st = s.status()
+    st = s.host_status()
     assert st.state == pb.VM_STATE_RUNNING and st.running and st.uptime_ms > 0
     assert st.idle_timeout_s == 0
     wait_for(lambda: any("READY=1" in text for _, text in s.notifications()), timeout=10,
@@ -160,7 +159,7 @@ def test_crash_while_running(vmm_stack):
     # vm-run's Connect starts the VM; its command runs when the VMM crashes.
     p = s.popen("vm-run", VM, "sleep", "30", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True)
-    wait_for(lambda: s.status().live_sessions == 1, timeout=30, what="the session")
+    wait_for(lambda: s.host_status().live_sessions == 1, timeout=30, what="the session")
     assert s.wait_agent_exit(timeout=30) == 0
     out, err = p.communicate(timeout=30)
     # The guest connection went with the VM: vm-run's own error.
@@ -177,7 +176,7 @@ def test_start_failure_is_reported(vmm_stack):
     assert "'kernel'" in msg.message and "test.json" in msg.message
     p = s.vm_run(VM, "true")
     assert p.returncode == 255 and "'kernel'" in p.stderr
-    assert s.status().state == pb.VM_STATE_STOPPED
+    assert s.host_status().state == pb.VM_STATE_STOPPED
 
 
 def test_connect_no_start_does_not_start(vmm_stack):
@@ -188,7 +187,7 @@ def test_connect_no_start_does_not_start(vmm_stack):
     name, msg = c.recv()
     c.close()
     assert name == "error" and msg.code == pb.ERROR_UNAVAILABLE and "not running" in msg.message
-    assert s.status().state == pb.VM_STATE_STOPPED
+    assert s.host_status().state == pb.VM_STATE_STOPPED
 
 
 def test_idle_backstop_stops_a_disposable_vm(vmm_stack):
@@ -197,11 +196,11 @@ def test_idle_backstop_stops_a_disposable_vm(vmm_stack):
     p = s.popen("vm-run", VM, "sleep", "4", stdout=subprocess.PIPE)
     # The guest session exists only once the guest connection is handed
     # over and the command started: wait for that, not just the lease.
-    wait_for(lambda: s.status().live_sessions == 1, timeout=30, what="the session")
-    st = s.status()
+    wait_for(lambda: s.host_status().live_sessions == 1, timeout=30, what="the session")
+    st = s.host_status()
     assert st.idle_timeout_s == 1 and st.live_sessions == 1 and st.idle_ms == 0
     time.sleep(3)
-    assert s.host.proc.poll() is None and s.status().state == pb.VM_STATE_RUNNING
+    assert s.host.proc.poll() is None and s.host_status().state == pb.VM_STATE_RUNNING
     assert p.wait(timeout=30) == 0
     ended = time.monotonic()
     # Then, without a lease, idleTimeout + grace (2 s) later the host agent
@@ -218,7 +217,7 @@ def test_not_disposable_stays_up(vmm_stack):
     s = vmm_stack(vm={"idleTimeout": 1}, agent_args=["--idle-grace", "0"])
     assert s.vm_run(VM, "true").returncode == 0
     time.sleep(2.5)
-    assert s.status().state == pb.VM_STATE_RUNNING
+    assert s.host_status().state == pb.VM_STATE_RUNNING
 
 
 def test_foreground_exit_status(tmp_path, vmm_stack):
@@ -239,7 +238,7 @@ def test_foreground_serves_the_command_socket(vmm_stack):
     try:
         wait_for(lambda: os.path.exists(s.sock) and os.path.exists(s.guest_sock), timeout=30,
                  what="the VM")
-        wait_for(lambda: s.status().state == pb.VM_STATE_RUNNING, timeout=30, what="running")
+        wait_for(lambda: s.host_status().state == pb.VM_STATE_RUNNING, timeout=30, what="running")
         r = s.vm_run(VM, "echo", "fg")
         assert r.returncode == 0 and r.stdout == "fg\n", r.stderr
         assert not os.path.exists(s.console_sock)
@@ -298,7 +297,7 @@ def test_socket_activated_agent_with_the_vm_stopped_goes_away(vmm_stack):
                          pass_fds=(3,), preexec_fn=lambda: os.dup2(listener.fileno(), 3))
     try:
         listener.close()
-        assert s.status().state == pb.VM_STATE_STOPPED
+        assert s.host_status().state == pb.VM_STATE_STOPPED
         t = time.monotonic()
         assert p.wait(timeout=30) == 0
         assert 8 <= time.monotonic() - t < 20
@@ -322,7 +321,7 @@ def test_second_agent_leaves_the_live_socket_alone(vmm_stack):
     assert "another process listens there" in p.stderr, p.stderr
     # The first one still has its socket, and serves on it.
     assert os.stat(s.sock).st_ino == before
-    assert s.status().state == pb.VM_STATE_STOPPED
+    assert s.host_status().state == pb.VM_STATE_STOPPED
 
 
 def test_exit_leaves_a_socket_that_replaced_ours(vmm_stack):
@@ -349,10 +348,9 @@ def test_vmm_gets_no_fd_nor_variable_of_ours(vmm_stack):
     s = vmm_stack(start=False)
     s.env["QL_PRIVATE_SECRET"] = "agent only"
     argv = ["/bin/sh", "-c", 'exec 7</dev/null; exec "$@"', "sh", *s.agent_argv()]
-    s.host = Daemon("host agent", argv,
-                    dict(s.env, NOTIFY_SOCKET=s.notify_path, LISTEN_FDNAMES="x",
-                         JOURNAL_STREAM="1:2", WATCHDOG_USEC="1000000"),
-                    os.path.join(s.dir, "host.log"), "serving")
+    s.host = Daemon("host agent", argv, os.path.join(s.dir, "host.log"), "serving",
+                    env=dict(s.env, NOTIFY_SOCKET=s.notify_path, LISTEN_FDNAMES="x",
+                             JOURNAL_STREAM="1:2", WATCHDOG_USEC="1000000"))
     assert os.path.exists(f"/proc/{s.host.pid}/fd/7")
     name, msg = s.request("host_start")
     assert name == "host_status", (name, msg)
@@ -420,7 +418,7 @@ def test_runtime_dir_is_checked_before_a_start(vmm_stack):
     assert msg.message == (f"cannot start VM '{VM}': {s.run_dir} must be a directory owned by "
                            f"uid {os.geteuid()} that only it may write to"), msg.message
     assert not os.path.exists(s.argv_file)
-    assert s.status().state == pb.VM_STATE_STOPPED
+    assert s.host_status().state == pb.VM_STATE_STOPPED
     os.chmod(s.run_dir, 0o755)
 
 
@@ -431,7 +429,7 @@ def test_a_command_racing_a_stop_starts_the_vm_again(vmm_stack):
     assert s.request("host_start")[0] == "host_status"
     first = s.standin_pid()
     stop = s.popen("vm-stop", VM, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: s.status().state == pb.VM_STATE_STOPPING, timeout=10, what="stopping")
+    wait_for(lambda: s.host_status().state == pb.VM_STATE_STOPPING, timeout=10, what="stopping")
     p = s.vm_run(VM, "echo", "after the stop")
     assert p.returncode == 0, (p.stderr, s.log())
     assert p.stdout == "after the stop\n"
@@ -439,7 +437,7 @@ def test_a_command_racing_a_stop_starts_the_vm_again(vmm_stack):
     assert stop.returncode == 0 and "stopped on request" in out, (out, err)
     assert not pid_alive(first) and s.standin_pid() != first
     assert s.host.proc.poll() is None
-    assert s.status().state == pb.VM_STATE_RUNNING
+    assert s.host_status().state == pb.VM_STATE_RUNNING
     assert "starting it again for 1 waiting client(s)" in s.log()
 
 
@@ -447,7 +445,7 @@ def test_sigterm_fails_commands_that_wait_on_a_stopping_vm(vmm_stack):
     s = vmm_stack(standin={"ignore_poweroff": 1}, agent_args=["--shutdown-timeout", "2"])
     assert s.request("host_start")[0] == "host_status"
     os.kill(s.host.pid, signal.SIGTERM)
-    wait_for(lambda: s.status().state == pb.VM_STATE_STOPPING, timeout=10, what="stopping")
+    wait_for(lambda: s.host_status().state == pb.VM_STATE_STOPPING, timeout=10, what="stopping")
     p = s.vm_run(VM, "true")
     assert p.returncode == 255
     assert p.stderr.splitlines()[-1] == (f"vm-run: VM '{VM}': VM '{VM}' is stopping and its host "

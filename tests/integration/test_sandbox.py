@@ -9,6 +9,7 @@
   descriptor after pivot_root that locks itself down): what it sees from
   inside, and what the host sees of its processes from outside.
 """
+import functools
 import os
 import pwd
 import shutil
@@ -19,8 +20,8 @@ import tempfile
 
 import pytest
 
-from conftest import BUILD
-from procs import wait_for
+from qltest import BUILD
+from qltest.procs import children_of, drop_to, ns_id, proc_status, wait_for
 
 HELPERS = os.path.join(BUILD, "tests", "sandbox")
 TRY = os.path.join(HELPERS, "try-syscall")
@@ -77,12 +78,7 @@ def unprivileged():
     if not IS_ROOT:
         return None
     pw = pwd.getpwnam(USER)
-
-    def drop():
-        os.setgroups([])
-        os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
-        os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
-    return drop
+    return functools.partial(drop_to, pw.pw_uid, pw.pw_gid)
 
 
 def need(path):
@@ -251,24 +247,6 @@ def test_inside(dirs, how, mode):
                            sock.split("/")[1]}, top_entries
 
 
-def children_of(pid):
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
-def status_fields(pid):
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            fields[k] = v.strip()
-    return fields
-
-
-def ns(pid, name):
-    return os.readlink(f"/proc/{pid}/ns/{name}")
-
-
 @pytest.fixture
 def notify_socket(dirs):
     """A socket standing in for systemd's NOTIFY_SOCKET."""
@@ -303,7 +281,7 @@ def test_outside(dirs, notify_socket, how):
         child = children_of(main)[0]
         uid = outside_uid()
         for pid in (sup, main, child):
-            st = status_fields(pid)
+            st = proc_status(pid)
             assert st["Uid"].split() == [str(uid)] * 4, (pid, st["Uid"])
             assert st["Gid"].split()[0] != "0", (pid, st["Gid"])
             assert st["Seccomp"] == "2", pid
@@ -312,16 +290,16 @@ def test_outside(dirs, notify_socket, how):
             assert int(st["CapPrm"], 16) == 0, pid
             assert int(st["CapBnd"], 16) == 0, pid
             for name in ("user", "mnt", "net", "ipc", "uts", "cgroup"):
-                assert ns(pid, name) != ns("self", name), (pid, name)
+                assert ns_id(pid, name) != ns_id("self", name), (pid, name)
         # The supervisor stays in the host's pid namespace (systemd's main
         # PID); the main process and child are in a new one.
-        assert ns(sup, "pid") == ns("self", "pid")
-        assert ns(sup, "pid_for_children") != ns("self", "pid")
+        assert ns_id(sup, "pid") == ns_id("self", "pid")
+        assert ns_id(sup, "pid_for_children") != ns_id("self", "pid")
         for pid in (main, child):
-            assert ns(pid, "pid") != ns("self", "pid")
+            assert ns_id(pid, "pid") != ns_id("self", "pid")
         # Only the main process has its own root: the supervisor keeps a
         # copy of the host's mount table.
-        assert ns(main, "mnt") == ns(child, "mnt") != ns(sup, "mnt")
+        assert ns_id(main, "mnt") == ns_id(child, "mnt") != ns_id(sup, "mnt")
         # The network namespace: a loopback interface, down, and nothing else.
         if IS_ROOT and shutil.which("nsenter") and shutil.which("ip"):
             links = subprocess.run(["nsenter", f"--net=/proc/{main}/ns/net", "ip", "-o", "link"],

@@ -3,13 +3,19 @@ shared rings) and a hostile guest (a Python vhost-user frontend): whatever
 they do, the child answers its pings, never dies because of another
 process's writes, and does not spin."""
 import os
+import shutil
+import struct
+import tempfile
 import time
 
 import pytest
 
-from childfix import (CLIENT, PeerRing, EVENT_IDX, HDR, MRG_RXBUF, RING_HEAD, RING_SLOTS, RING_TAIL,
-                      ROUTER, RX, TX, VERSION_1, ChildRun, Frontend, mac_bytes)
-from procs import wait_for
+from qltest import made
+from qltest.child import (CLIENT, RING_HEAD, RING_SLOTS, RING_TAIL, ROUTER, ChildRun, PeerRing,
+                          mac_bytes)
+from qltest.procs import wait_for
+from qltest.vhost import (DESC_NEXT, EVENT_IDX, HDR, MRG_RXBUF, RX, SET_VRING_NUM, TX, VERSION_1,
+                          Frontend)
 
 ROUTER_MAC = "52:54:00:5b:00:01"
 C1_MAC = "52:54:00:5b:00:02"
@@ -23,20 +29,26 @@ def frame(dst, src, size=64):
 
 
 @pytest.fixture
-def children(tmp_path):
-    import shutil
-    import tempfile
+def children():
+    """children(name, port=, mac=, role=): a ChildRun in a short temporary
+    directory (unix socket paths are limited to 108 bytes)."""
     base = tempfile.mkdtemp(prefix="qlc-")
-    made = []
+    try:
+        yield from made(lambda *a, **kw: ChildRun(base, *a, **kw))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
-    def make(*a, **kw):
-        c = ChildRun(base, *a, **kw)
-        made.append(c)
-        return c
-    yield make
-    for c in made:
-        c.stop()
-    shutil.rmtree(base, ignore_errors=True)
+
+def client_to_router(children):
+    """c1 (port 1) with the router on port 0, a ring c1 -> router, and a
+    guest's frontend that negotiated: (child, ring, frontend)."""
+    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
+    ch.peer(0, ROUTER_MAC, ROUTER)
+    out = ch.put_buffer(0)
+    ch.ping()
+    fe = Frontend(ch.sock_path)
+    fe.negotiate()
+    return ch, out, fe
 
 
 def client_with_router_ring(children):
@@ -169,12 +181,7 @@ def test_unpollable_kick_fd_breaks_only_the_device(children):
 def test_full_call_pipe_does_not_block(children):
     """A guest whose call fd is a full pipe: the child does not block on
     it and answers its pings."""
-    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
-    ch.peer(0, ROUTER_MAC, ROUTER)
-    out = ch.put_buffer(0)
-    ch.ping()
-    fe = Frontend(ch.sock_path)
-    fe.negotiate()
+    ch, out, fe = client_to_router(children)
     rd, wr = os.pipe()
     os.set_blocking(wr, False)
     try:
@@ -200,8 +207,6 @@ def test_full_call_pipe_does_not_block(children):
 def test_protocol_violation_is_broken(children):
     ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
     fe = Frontend(ch.sock_path)
-    import struct
-    from childfix import SET_VRING_NUM
     fe.negotiate()
     fe.send(SET_VRING_NUM, struct.pack("<II", 0, 3))  # not a power of two
     assert fe.closed_by_peer()
@@ -209,27 +214,17 @@ def test_protocol_violation_is_broken(children):
     fe.close()
 
 
-
 def test_frames_before_a_bad_chain_are_published(children):
     """A guest whose transmit ring breaks after good frames, in one batch:
     the device is broken, and the frames taken before go out all the same
     (committed to the ring, not left unpublished)."""
-    ch = children("c1", port=1, mac=C1_MAC, role=CLIENT)
-    ch.peer(0, ROUTER_MAC, ROUTER)
-    out = ch.put_buffer(0)
-    ch.ping()
-    fe = Frontend(ch.sock_path)
-    fe.negotiate()
+    ch, out, fe = client_to_router(children)
     tx = fe.start_queue(TX)
-    import struct
-    mem = fe.mem
     good = bytes(HDR) + frame(ROUTER_MAC, C1_MAC)
-    mem[tx.bufs:tx.bufs + len(good)] = good
-    struct.pack_into("<QIHH", mem, tx.desc, tx.bufs, len(good), 0, 0)
-    struct.pack_into("<QIHH", mem, tx.desc + 16, tx.bufs, 64, 1, 1)  # next: itself
-    struct.pack_into("<HH", mem, tx.avail + 4, 0, 1)
-    struct.pack_into("<H", mem, tx.avail + 2, 2)
-    os.eventfd_write(tx.kick, 1)
+    fe.mem[tx.bufs:tx.bufs + len(good)] = good
+    tx.offer_chains([(tx.bufs, len(good), 0, 0),
+                     (tx.bufs, 64, DESC_NEXT, 1)],   # next: itself
+                    [0, 1])
     assert fe.closed_by_peer()
     assert ch.ping()[0]["state"] == "broken"
     assert out.u32(RING_HEAD) == 1

@@ -7,8 +7,8 @@ import json
 import os
 import subprocess
 
-from conftest import program
-from switchfix import SwitchRun
+from qltest import program
+from qltest.switch import Switch
 
 AGENT = program("qubes-lite-host-agent")
 
@@ -126,7 +126,7 @@ def test_switch_serves_the_written_files(tmp_path):
     """The real vm-switch on the files written: one socket and one child
     per VM of the network, with its role."""
     etc = setup_config(tmp_path, VMS)
-    sw = SwitchRun(tmp_path / "sw", sandbox=False)
+    sw = Switch(tmp_path / "sw", sandbox=False)
     p = write(etc, "office", sw.config_dir)
     assert p.returncode == 0, p.stderr
     sw.start()

@@ -7,35 +7,24 @@ import socket
 import subprocess
 import time
 
-from conftest import program
-from procs import pid_alive, wait_for
-from switchfix import C1_MAC, C2_MAC, ROUTER_MAC, switch_run  # noqa: F401 (fixture)
+from qltest import program
+from qltest.procs import pid_alive, wait_for
+from qltest.switch import C1_MAC, C2_MAC, ROUTER_MAC
 
 
 def pids(stats):
     return {vm: v["pid"] for vm, v in stats.items()}
 
 
-def wait_log(sw, text):
-    try:
-        wait_for(lambda: text in sw.log_text(), timeout=20, what=repr(text))
-    except TimeoutError:
-        raise AssertionError(f"{text!r} not in the log:\n{sw.log_text()[-3000:]}")
-
-
 def test_add_change_remove(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    before = pids(sw.wait_running(["router", "c1"]))
-    sock = lambda vm: os.path.join(sw.socket_dir, f"{vm}.sock")  # noqa: E731
-    assert os.path.exists(sock("router")) and os.path.exists(sock("c1"))
+    before = pids(sw.start_vms("router", "c1"))
+    assert os.path.exists(sw.sock("router")) and os.path.exists(sw.sock("c1"))
 
     # Added: its child and its socket, nobody else touched.
     sw.write_conf("c2", C2_MAC)
     s = sw.wait_running(["c2"])
-    assert os.path.exists(sock("c2"))
+    assert os.path.exists(sw.sock("c2"))
     assert {k: s[k]["pid"] for k in before} == before
     c2_pid = s["c2"]["pid"]
 
@@ -54,7 +43,7 @@ def test_add_change_remove(switch_run):
     # Removed: child stopped, socket gone, the others untouched.
     sw.remove_conf("c2")
     s = sw.wait_stats(lambda s: "c2" not in s, what="c2 removed")
-    assert not os.path.exists(sock("c2"))
+    assert not os.path.exists(sw.sock("c2"))
     wait_for(lambda: not pid_alive(c2_pid), timeout=10, what="c2's child to exit")
     assert pids(s) == before
 
@@ -66,18 +55,18 @@ def test_bad_files_reported_and_ignored(switch_run):
     sw.write_conf("junk", None, text="mac=52:54:00:5a:00:20\nmtu=1500\n")
     sw.start()
     before = pids(sw.wait_running(["router", "c1"]))
-    wait_log(sw, 'junk.conf:2: unknown key "mtu"')
+    sw.wait_log('junk.conf:2: unknown key "mtu"')
 
     sw.write_conf("multi", None, text="mac=01:00:5e:00:00:01\n")
-    wait_log(sw, "multi.conf:1:")
+    sw.wait_log("multi.conf:1:")
     sw.write_conf("Bad_Name", C2_MAC)
-    wait_log(sw, "Bad_Name.conf: not a VM name")
+    sw.wait_log("Bad_Name.conf: not a VM name")
     # Same MAC as c1: refused by name.
     sw.write_conf("twin", C1_MAC)
-    wait_log(sw, "twin.conf: mac is c1's already: ignored")
+    sw.wait_log("twin.conf: mac is c1's already: ignored")
     # A running VM whose file turns bad keeps what it had.
     sw.write_conf("c1", None, text="mac=nonsense\n")
-    wait_log(sw, "c1.conf:1:")
+    sw.wait_log("c1.conf:1:")
     time.sleep(1.5)
     s = sw.stats()
     assert set(s) == {"router", "c1"}
@@ -87,12 +76,9 @@ def test_bad_files_reported_and_ignored(switch_run):
 
 def test_one_router_per_network(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1"])
+    sw.start_vms("router", "c1")
     sw.write_conf("r2", "52:54:00:5a:00:21", "router")
-    wait_log(sw, "r2.conf: role=router, but router is this network's router "
+    sw.wait_log("r2.conf: role=router, but router is this network's router "
                  "(exactly one per network): ignored")
     assert "r2" not in sw.stats()
     # The first router leaves: the one refused before takes its place.
@@ -123,9 +109,7 @@ def test_command_line():
 
 def test_stats_command(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.start()
-    sw.wait_running(["router"])
+    sw.start_vms("router")
     out = subprocess.run([program("vm-switch"), "--stats", "--socket-dir", sw.socket_dir],
                          capture_output=True, text=True)
     assert out.returncode == 0

@@ -4,37 +4,14 @@ policy says and nowhere else, and the counters file says what happened.
 """
 import time
 
-from switchfix import (BROADCAST, C1_MAC, C2_MAC, ROUTER_MAC, needs_testpmd, pmd,
-                       switch_run)  # noqa: F401 (fixture)
+from qltest.switch import BROADCAST, BURST, C1_MAC, C2_MAC, ROUTER_MAC, needs_testpmd
 
 pytestmark = needs_testpmd
-BURST = 32
 
 
 def three_vms(sw):
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.write_conf("c2", C2_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1", "c2"])
-    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
-    a = pmd(sw, "c1", C1_MAC, ROUTER_MAC)
-    b = pmd(sw, "c2", C2_MAC, ROUTER_MAC)
-    for p in (r, a, b):
-        p.start_rx()
-    sw.wait_stats(lambda s: all(s[n]["state"] == "serving" for n in ("router", "c1", "c2")),
-                  what="three frontends served")
-    return r, a, b
-
-
-def warm_up(sender, receiver):
-    """The first frames may meet a driver that is still starting: send
-    until some arrive, then count from there."""
-    deadline = time.monotonic() + 30
-    while receiver.rx_packets() == 0:
-        assert time.monotonic() < deadline, f"nothing from {sender.name} reached {receiver.name}"
-        sender.send(1)
-        time.sleep(0.3)
+    sw.start_vms("router", "c1", "c2")
+    return sw.serve(router=C1_MAC, c1=ROUTER_MAC, c2=ROUTER_MAC)
 
 
 def settle(sw):
@@ -55,8 +32,8 @@ def delta(after, before, vm, key):
 def test_policy(switch_run):
     sw = switch_run
     r, a, b = three_vms(sw)
-    warm_up(r, a)
-    warm_up(a, r)
+    r.send_until(a)
+    a.send_until(r)
     base = settle(sw)
     ra, rr, rb = a.rx_packets(), r.rx_packets(), b.rx_packets()
     assert rb == 0, "c2 received frames addressed to c1"
@@ -109,14 +86,11 @@ def test_policy(switch_run):
 
 def test_spoofed_source_dropped(switch_run):
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1"])
-    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
+    sw.start_vms("router", "c1")
+    r = sw.pmd("router", ROUTER_MAC, C1_MAC)
     r.start_rx()
     # An impostor on c1's socket, sending with a MAC that is not c1's.
-    imp = pmd(sw, "c1", "52:54:00:5a:00:99", ROUTER_MAC)
+    imp = sw.pmd("c1", "52:54:00:5a:00:99", ROUTER_MAC)
     sw.wait_stats(lambda s: s["c1"]["state"] == "serving" and s["router"]["state"] == "serving")
     imp.send(2)
     s = sw.wait_stats(lambda s: s["c1"]["drop_spoofed_source"] == 2 * BURST,
@@ -134,16 +108,13 @@ def test_large_frames_over_small_receive_buffers(switch_run):
     each frame spreads over several buffers (MRG_RXBUF, num_buffers) and
     arrives whole; frames longer than a ring slot are dropped as oversize."""
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1"])
-    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
+    sw.start_vms("router", "c1")
+    r = sw.pmd("router", ROUTER_MAC, C1_MAC)
     # 512-byte mbufs less 128 bytes of headroom.
-    a = pmd(sw, "c1", C1_MAC, ROUTER_MAC, extra=["--mbuf-size=512", "--enable-scatter"])
+    a = sw.pmd("c1", C1_MAC, ROUTER_MAC, extra=["--mbuf-size=512", "--enable-scatter"])
     r.start_rx()
     a.start_rx()
-    warm_up(r, a)
+    r.send_until(a)
     base = settle(sw)
     n, nbytes = a.rx_packets(), a.rx_bytes_errors()[0]
     r.stop_fwd()
@@ -173,15 +144,9 @@ def test_client_to_router_backpressure(switch_run):
     being dropped, and once the router reads again every frame the switch
     took from the client reaches it."""
     sw = switch_run
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start()
-    sw.wait_running(["router", "c1"])
-    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
-    a = pmd(sw, "c1", C1_MAC, ROUTER_MAC)
-    r.start_rx()
-    a.start_rx()
-    warm_up(a, r)
+    sw.start_vms("router", "c1")
+    r, a = sw.serve(router=C1_MAC, c1=ROUTER_MAC)
+    a.send_until(r)
     base = settle(sw)
     rr = r.rx_packets()
 
@@ -212,7 +177,7 @@ def test_slow_client_does_not_stall_the_router(switch_run):
     (ring_full), while the other client keeps receiving."""
     sw = switch_run
     r, a, b = three_vms(sw)
-    warm_up(r, a)
+    r.send_until(a)
     a.stop_fwd()             # c1 stops reading
     r.set_peer(BROADCAST)
     r.stream()

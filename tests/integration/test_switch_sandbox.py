@@ -2,8 +2,9 @@
 namespaces, under seccomp, with no_new_privs, no capabilities and no uid 0;
 and a child that makes a forbidden call dies, is restarted, and its VM is
 served again. (The sandbox itself is tested in depth by test_sandbox.py;
-the whole vm-switch suite runs with and without it through switchfix.)"""
+the whole vm-switch suite runs with and without it through qltest.switch.)"""
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -11,39 +12,16 @@ import time
 
 import pytest
 
-from conftest import program
-from procs import pid_alive, wait_for
-from switchfix import (C1_MAC, HOOKED, ROUTER_MAC, SANDBOX_USER, SwitchRun, children_of,
-                       needs_testpmd, pmd)
-import pwd
-
-BURST = 32
+from qltest import program
+from qltest.procs import catches, children_of, ns_id, pid_alive, proc_status, wait_for
+from qltest.switch import (BURST, C1_MAC, HOOKED, ROUTER_MAC, SANDBOX_USER, needs_testpmd,
+                           switch_in_tmp)
 
 
 @pytest.fixture
 def sw():
-    import tempfile
-    base = tempfile.mkdtemp(prefix="qls-")
-    run = SwitchRun(base, sandbox=True)
-    run.pmds = []
-    yield run
-    for p in run.pmds:
-        p.kill()
-    run.stop()
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def status(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
-    return out
-
-
-def ns(pid, name):
-    return os.readlink(f"/proc/{pid}/ns/{name}")
+    """A Switch in its sandbox only."""
+    yield from switch_in_tmp(sandbox=True)
 
 
 @pytest.mark.parametrize("start", ["root-user", "unprivileged"])
@@ -52,21 +30,18 @@ def test_processes_from_outside(sw, start):
     DynamicUser=): the same sandbox either way."""
     if start == "unprivileged" and os.geteuid() != 0:
         pytest.skip("the tests run unprivileged already: covered by root-user")
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start(unprivileged=start == "unprivileged")
-    s = sw.wait_running(["router", "c1"])
+    s = sw.start_vms("router", "c1", unprivileged=start == "unprivileged")
     sup = sw.proc.pid
     main = sw.main_pid()
     kids = [s["router"]["pid"], s["c1"]["pid"]]
     assert sorted(children_of(main)) == sorted(kids)
     # A child locks itself down once its SETUP is read, which may come
     # just after it shows up in the counters.
-    wait_for(lambda: all(status(p)["Seccomp"] == "2" for p in kids), timeout=10,
+    wait_for(lambda: all(proc_status(p)["Seccomp"] == "2" for p in kids), timeout=10,
              what="the children's lock-down after SETUP")
     uid = pwd.getpwnam(SANDBOX_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
     for pid in [sup, main] + kids:
-        st = status(pid)
+        st = proc_status(pid)
         assert st["Uid"].split() == [str(uid)] * 4, (pid, st["Uid"])
         assert "0" not in st["Gid"].split(), (pid, st["Gid"])
         assert st["Seccomp"] == "2", pid
@@ -74,16 +49,16 @@ def test_processes_from_outside(sw, start):
         for caps in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
             assert int(st[caps], 16) == 0, (pid, caps, st[caps])
         for name in ("user", "mnt", "net", "ipc", "uts", "cgroup"):
-            assert ns(pid, name) != ns("self", name), (pid, name)
+            assert ns_id(pid, name) != ns_id("self", name), (pid, name)
     # The supervisor is systemd's main PID, in the host's pid namespace;
     # the switch itself is PID 1 of its own.
-    assert ns(sup, "pid") == ns("self", "pid")
+    assert ns_id(sup, "pid") == ns_id("self", "pid")
     for pid in [main] + kids:
-        assert ns(pid, "pid") != ns("self", "pid")
-    assert status(main)["NSpid"].split()[-1] == "1"
+        assert ns_id(pid, "pid") != ns_id("self", "pid")
+    assert proc_status(main)["NSpid"].split()[-1] == "1"
     # The main process and the children share their own root; the
     # supervisor kept a copy of the host's.
-    assert ns(main, "mnt") == ns(kids[0], "mnt") != ns(sup, "mnt")
+    assert ns_id(main, "mnt") == ns_id(kids[0], "mnt") != ns_id(sup, "mnt")
     if os.geteuid() == 0 and shutil.which("nsenter") and shutil.which("ip"):
         links = subprocess.run(["nsenter", f"--net=/proc/{main}/ns/net", "ip", "-o", "link"],
                                stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()
@@ -102,13 +77,6 @@ def test_print_seccomp():
     assert "accept4" in out and "socket " not in out and "openat" not in out
 
 
-def wait_log(sw, text, timeout=20):
-    try:
-        wait_for(lambda: text in sw.log_text(), timeout=timeout, what=repr(text))
-    except TimeoutError:
-        raise AssertionError(f"{text!r} not in the log:\n{sw.log_text()[-3000:]}")
-
-
 @needs_testpmd
 def test_forbidden_call_kills_only_that_child(sw):
     """The test build's children make a forbidden call (socket(AF_INET)) on
@@ -116,43 +84,32 @@ def test_forbidden_call_kills_only_that_child(sw):
     the same socket, and a new frontend is served both ways."""
     if not os.access(HOOKED, os.X_OK):
         pytest.fail(f"{HOOKED} is not built: run `make tests`")
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.write_conf("c1", C1_MAC)
-    sw.start(binary=HOOKED)
-    sw.wait_running(["router", "c1"])
-    r = pmd(sw, "router", ROUTER_MAC, C1_MAC)
-    a = pmd(sw, "c1", C1_MAC, ROUTER_MAC)
-    r.start_rx()
-    a.start_rx()
-    sw.wait_stats(lambda s: all(s[n]["state"] == "serving" for n in ("router", "c1")))
+    sw.start_vms("router", "c1", binary=HOOKED)
+    r, a = sw.serve(router=C1_MAC, c1=ROUTER_MAC)
     a.send(1)
     r.wait_rx(BURST)
 
     s = sw.stats()
     victim, router = s["c1"]["pid"], s["router"]["pid"]
     os.kill(victim, signal.SIGUSR1)
-    wait_log(sw, "killed by signal 31")
+    sw.wait_log("killed by signal 31")
     s = sw.wait_stats(lambda s: s["c1"]["pid"] not in (0, victim) and s["c1"]["restarts"] == 1,
                       what="c1's child restarted")
     assert not pid_alive(victim)
     assert s["router"]["pid"] == router and s["router"]["restarts"] == 0
     new = s["c1"]["pid"]
-    assert status(new)["Seccomp"] == "2"
+    assert proc_status(new)["Seccomp"] == "2"
 
     # The old frontend lost its backend; a new one is served by the new child.
     a.kill()
-    a2 = pmd(sw, "c1", C1_MAC, ROUTER_MAC)
+    a2 = sw.pmd("c1", C1_MAC, ROUTER_MAC)
     a2.start_rx()
     sw.wait_stats(lambda s: s["c1"]["state"] == "serving", what="c1 served again")
     before = r.rx_packets()
     a2.send(1)
     r.wait_rx(before + BURST)
     r.set_peer(C1_MAC)
-    deadline = time.monotonic() + 30
-    while a2.rx_packets() == 0:
-        assert time.monotonic() < deadline, "the router's frames never reached the new c1"
-        r.send(1)
-        time.sleep(0.3)
+    r.send_until(a2)
 
 
 def test_forbidden_call_allowed_without_filter(sw):
@@ -160,11 +117,12 @@ def test_forbidden_call_allowed_without_filter(sw):
     and the child lives on, so it is the filter that killed it above."""
     if not os.access(HOOKED, os.X_OK):
         pytest.fail(f"{HOOKED} is not built: run `make tests`")
-    sw.write_conf("router", ROUTER_MAC, "router")
-    sw.start(binary=HOOKED, extra=["--seccomp-mode", "disabled"])
-    s = sw.wait_running(["router"])
+    s = sw.start_vms("router", binary=HOOKED, extra=["--seccomp-mode", "disabled"])
     victim = s["router"]["pid"]
-    assert status(victim)["Seccomp"] == "0"
+    assert proc_status(victim)["Seccomp"] == "0"
+    # The counters name a child as soon as it is forked; its hook is set
+    # once it runs, and SIGUSR1 before that would end it by default.
+    wait_for(lambda: catches(victim, signal.SIGUSR1), timeout=10, what="the child's hook")
     os.kill(victim, signal.SIGUSR1)
     time.sleep(1.5)
     assert pid_alive(victim)

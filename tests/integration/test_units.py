@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, program
+from qltest import BIN, program
 
 GENERATOR = program("qubes-lite-generator")
 AGENT = os.path.join(BIN, "qubes-lite-host-agent")

@@ -1,5 +1,5 @@
 """vm-start, vm-stop, vm-list and vm-start-debug against the real host
-agent supervising the crosvm stand-in (vmmfix.py)."""
+agent supervising the crosvm stand-in (qltest.vmm)."""
 import json
 import re
 import os
@@ -7,11 +7,11 @@ import signal
 import subprocess
 import time
 
-from conftest import program
-from hostfix import VM
-from procs import wait_for
-from qlwire import pb
-from vmmfix import VMM_ENV_ARGS
+from qltest import program, qlwire
+from qltest.host import VM
+from qltest.procs import wait_for
+from qltest.qlwire import pb
+from qltest.vmm import VMM_ENV_ARGS
 
 COMMANDS = ("vm-start", "vm-stop", "vm-list", "vm-start-debug")
 
@@ -39,7 +39,7 @@ def test_vm_start_and_stop(vmm_stack):
     assert p.returncode == 0, p.stderr
     # It waited more than a second: one progress line.
     assert p.stderr == f"vm-start: waiting for VM '{VM}' to start...\n"
-    assert s.status().state == pb.VM_STATE_RUNNING
+    assert s.host_status().state == pb.VM_STATE_RUNNING
     p = s.run_tool("vm-start", VM)
     assert p.returncode == 0 and p.stderr == ""
     p = s.run_tool("vm-stop", VM)
@@ -87,7 +87,7 @@ def test_vm_list(vmm_stack):
 
     assert s.run_tool("vm-start", VM).returncode == 0
     held = s.popen("vm-run", VM, "sleep", "30")
-    wait_for(lambda: s.status().live_sessions == 1, timeout=30, what="the session")
+    wait_for(lambda: s.host_status().live_sessions == 1, timeout=30, what="the session")
     p = s.run_tool("vm-list", "--json")
     assert p.returncode == 0, p.stderr
     by = {v["name"]: v for v in json.loads(p.stdout)}
@@ -101,8 +101,8 @@ def test_vm_list(vmm_stack):
 
     os.kill(held.pid, signal.SIGKILL)
     held.wait()
-    wait_for(lambda: s.status().leases == 0, timeout=30, what="the lease to end")
-    wait_for(lambda: s.status().live_sessions == 0, timeout=30, what="the session to end")
+    wait_for(lambda: s.host_status().leases == 0, timeout=30, what="the lease to end")
+    wait_for(lambda: s.host_status().live_sessions == 0, timeout=30, what="the session to end")
     p = s.run_tool("vm-list", "--json")
     t = {v["name"]: v for v in json.loads(p.stdout)}[VM]
     assert t["leases"] == 0 and 295 <= t["idle_left_s"] <= 300, t
@@ -176,7 +176,7 @@ def test_vm_start_debug_leaves_a_listening_agent_alone(vmm_stack):
                         f"(systemctl stop qubes-lite-{VM}.socket)\n"), p.stderr
     assert not os.path.exists(s.argv_file)
     assert os.stat(s.sock).st_ino == before
-    assert s.status().state == pb.VM_STATE_STOPPED
+    assert s.host_status().state == pb.VM_STATE_STOPPED
 
 
 def list_state(s):
@@ -202,36 +202,16 @@ def test_vm_list_starting_and_stopping(vmm_stack):
 
 def fake_agent(path, reply):
     """A host agent that answers one client: Hello, then `reply(conn, name,
-    msg)` for its request. Returns the listening socket and the thread."""
-    import socket as socketmod
-    import threading
-    import qlwire
+    msg)` for its request. Returns the qlwire.FakePeer."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lsock = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM)
-    lsock.bind(path)
-    lsock.listen(4)
 
-    def serve():
-        try:
-            sock, _ = lsock.accept()
-        except OSError:
-            return
-        c = qlwire.Conn(sock)
-        try:
-            c.send("hello", major=qlwire.VERSION_MAJOR, minor=qlwire.VERSION_MINOR,
-                   software="fake")
-            name, _ = c.recv(timeout=30)
-            assert name == "hello"
-            name, msg = c.recv(timeout=30)
-            reply(c, name, msg)
-        except (qlwire.Closed, OSError, TimeoutError):
-            pass
-        finally:
-            c.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return lsock, t
+    def talk(c):
+        c.send_hello(software="fake")
+        name, _ = c.recv(timeout=30)
+        assert name == "hello"
+        name, msg = c.recv(timeout=30)
+        reply(c, name, msg)
+    return qlwire.FakePeer(path, talk, once=True)
 
 
 def test_vm_start_wants_the_vm_running(vmm_stack):
@@ -242,14 +222,14 @@ def test_vm_start_wants_the_vm_running(vmm_stack):
         assert name == "host_start", name
         c.send("host_status", vm=VM, state=pb.VM_STATE_STOPPED)
 
-    lsock, t = fake_agent(s.sock, reply)
+    peer = fake_agent(s.sock, reply)
     try:
         p = s.run_tool("vm-start", VM, timeout=60)
         assert p.returncode == 1, p
         assert p.stderr == f"vm-start: VM '{VM}' is stopped, not running\n", p.stderr
     finally:
-        lsock.close()
-        t.join(timeout=30)
+        peer.close()
+        peer.join(timeout=30)
 
 
 def test_vm_stop_gives_up_after_its_timeout(vmm_stack):
@@ -260,7 +240,7 @@ def test_vm_stop_gives_up_after_its_timeout(vmm_stack):
         assert name == "host_stop", name
         time.sleep(20)
 
-    lsock, t = fake_agent(s.sock, reply)
+    peer = fake_agent(s.sock, reply)
     try:
         start = time.monotonic()
         p = s.run_tool("vm-stop", "--timeout", "2", VM, timeout=60)
@@ -269,4 +249,4 @@ def test_vm_stop_gives_up_after_its_timeout(vmm_stack):
         assert p.stderr.splitlines()[-1] == (f"vm-stop: VM '{VM}' did not stop within 2 s (its "
                                              f"host agent may still be at it)"), p.stderr
     finally:
-        lsock.close()
+        peer.close()

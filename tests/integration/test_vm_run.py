@@ -1,10 +1,8 @@
 """vm-run end to end: vm-run -> qubes-lite-host-agent -> qubes-lite-guest-agent,
 all real programs, over unix sockets in a temporary directory."""
-import errno
 import fcntl
 import hashlib
 import os
-import pty
 import select
 import signal
 import struct
@@ -12,7 +10,8 @@ import subprocess
 import termios
 import time
 
-from hostfix import VM, wait_for
+from qltest.host import VM
+from qltest.procs import wait_for
 
 
 def lines(b):
@@ -98,47 +97,8 @@ def test_large_output_with_small_input(stack):
     assert len(r.stdout) == 20 << 20
 
 
-def run_on_pty(stack, args, rows=33, cols=101, timeout=60):
-    """Runs vm-run with a pty as its stdin/stdout/stderr; returns (status, output)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    env = dict(stack.env, TERM="xterm-256color")
-    p = subprocess.Popen(stack.vm_run_args(*args), stdin=slave, stdout=slave, stderr=slave,
-                         env=env, start_new_session=True)
-    stack.clients.append(p)
-    os.close(slave)
-    out = bytearray()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 0.5)
-        if r:
-            try:
-                data = os.read(master, 65536)
-            except OSError as e:
-                if e.errno == errno.EIO:
-                    break
-                raise
-            if not data:
-                break
-            out += data
-        elif p.poll() is not None:
-            # Drain what is left, then stop.
-            while select.select([master], [], [], 0.2)[0]:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                out += data
-            break
-    status = p.wait(timeout=timeout)
-    os.close(master)
-    return status, bytes(out)
-
-
 def test_tty_has_the_window_size_and_a_pty(stack):
-    status, out = run_on_pty(stack, ["-t", VM, "sh", "-c", "stty size; tty; echo $TERM"])
+    status, out = stack.run_on_pty(["-t", VM, "sh", "-c", "stty size; tty; echo $TERM"])
     assert status == 0, out
     text = out.decode(errors="replace").replace("\r", "")
     assert "33 101\n" in text, text
@@ -165,14 +125,9 @@ def test_tty_restores_the_terminal(stack):
     assert before == after
 
 
-def wait_live_sessions(stack, n):
-    wait_for(lambda: stack.guest_status().live_sessions == n,
-             what=f"{n} live session(s) in the guest")
-
-
 def test_sigint_is_forwarded(stack):
     p = stack.popen(VM, "sleep", "100", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_live_sessions(stack, 1)
+    stack.wait_live_sessions(1)
     os.kill(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 128 + signal.SIGINT, err
@@ -277,7 +232,7 @@ def test_leases_are_counted(stack):
     n = 3
     procs = [stack.popen(VM, "sleep", "100") for _ in range(n)]
     # Live in the guest: every vm-run has sent Exec and handles signals.
-    wait_live_sessions(stack, n)
+    stack.wait_live_sessions(n)
     wait_for(lambda: stack.host_status().leases == n, what=f"{n} leases")
     st = stack.host_status()
     assert st.vm == VM
@@ -317,7 +272,7 @@ def test_stdout_closed_early(stack):
                          shell=True, stdout=subprocess.PIPE, env=stack.env)
     out, _ = p.communicate(timeout=120)
     assert out == b"y\ny\ny\n"
-    wait_live_sessions(stack, 0)
+    stack.wait_live_sessions(0)
 
 
 def test_signal_is_not_stuck_behind_unread_stdin(stack):
@@ -326,7 +281,7 @@ def test_signal_is_not_stuck_behind_unread_stdin(stack):
     with open("/dev/zero", "rb") as zero:
         p = stack.popen(VM, "sleep", "100", stdin=zero, stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE)
-        wait_live_sessions(stack, 1)
+        stack.wait_live_sessions(1)
         time.sleep(0.5)
         os.kill(p.pid, signal.SIGINT)
         out, err = p.communicate(timeout=60)
@@ -336,7 +291,7 @@ def test_signal_is_not_stuck_behind_unread_stdin(stack):
 def test_signal_is_forwarded_while_stdout_is_blocked(stack):
     # Nobody reads vm-run's stdout: its writes block, signals still go out.
     p = stack.popen(VM, "yes", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_live_sessions(stack, 1)
+    stack.wait_live_sessions(1)
     time.sleep(1)
     os.kill(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=120)
@@ -374,7 +329,7 @@ def test_window_size_changes_are_forwarded(stack):
 
 def test_guest_agent_gone_before_exit(stack):
     p = stack.popen(VM, "sleep", "100", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_live_sessions(stack, 1)
+    stack.wait_live_sessions(1)
     stack.guest.stop()
     out, err = p.communicate(timeout=120)
     assert p.returncode == 255, err

@@ -8,58 +8,36 @@ import time
 
 import pytest
 
-import qlwire
-from hostfix import VM, wait_for
+from qltest import qlwire
+from qltest.host import VM
+from qltest.procs import wait_for
+from qltest.qlwire import pb
 
 GIVE_UP_S = 8      # vm-run's GIVE_UP_MS
 MARGIN_S = 7
 
 
-class FakeGuest:
+class FakeGuest(qlwire.FakePeer):
     """A unix listener that sends Hello to each connection, Started (if
     asked) for an Exec and Attached for an Attach, then ignores everything
     it is sent."""
 
     def __init__(self, path, started):
         self.started = started
-        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.lsock.bind(path)
-        self.lsock.listen(8)
-        self.conns = []
         self.got_exec = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__(path)
 
-    def serve(self):
+    def talk(self, conn):
+        conn.send_hello(software="fake guest")
         while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self.talk, args=(c,), daemon=True).start()
-
-    def talk(self, c):
-        conn = qlwire.Conn(c)
-        try:
-            conn.send("hello", major=qlwire.VERSION_MAJOR, minor=qlwire.VERSION_MINOR,
-                      software="fake guest")
-            while True:
-                name, _ = conn.recv(timeout=3600)
-                if name == "exec":
-                    if self.started:
-                        conn.send("started", pid=4242)
-                    self.got_exec.set()
-                elif name == "attach":
-                    # A stream connection: taken, then never written to.
-                    conn.send("attached")
-        except (OSError, qlwire.Closed, TimeoutError):
-            pass
-
-    def close(self):
-        self.lsock.close()
-        for c in self.conns:
-            c.close()
+            name, _ = conn.recv(timeout=3600)
+            if name == "exec":
+                if self.started:
+                    conn.send("started", pid=4242)
+                self.got_exec.set()
+            elif name == "attach":
+                # A stream connection: taken, then never written to.
+                conn.send("attached")
 
 
 @pytest.mark.parametrize("signo,started", [
@@ -96,8 +74,6 @@ def test_tty_input_left_unread_is_flushed_at_exit(host_stack):
     import fcntl
     import os
     import termios
-    from guestfix import frames
-    from qlwire import pb
 
     s = host_stack(start_guest=False)
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -128,7 +104,7 @@ def test_tty_input_left_unread_is_flushed_at_exit(host_stack):
             data = c.recv(1 << 20)
             assert data
             buf += data
-            for name, msg in frames(buf):
+            for name, msg in qlwire.frames(buf):
                 if name == "data" and msg.stream == pb.STREAM_STDIN:
                     got += len(msg.data)
         time.sleep(0.5)

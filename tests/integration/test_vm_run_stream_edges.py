@@ -8,16 +8,10 @@ import subprocess
 import threading
 import time
 
-import qlwire
-from hostfix import VM, wait_for
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from qltest import qlwire
+from qltest.host import VM
+from qltest.procs import pid_exists, wait_for
+from qltest.qlwire import pb
 
 
 def leave_a_holder(stack, tmp):
@@ -30,7 +24,7 @@ def leave_a_holder(stack, tmp):
     wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
              what="the holder's pid")
     pid = int(open(pidfile).read())
-    assert pid_alive(pid)
+    assert pid_exists(pid)
     return p, pid
 
 
@@ -47,7 +41,7 @@ def test_output_outlasting_the_command_keeps_the_session_live(stack, tmp_path):
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     assert out == b""
-    wait_for(lambda: not pid_alive(pid), what="the holder killed by the forwarded SIGTERM")
+    wait_for(lambda: not pid_exists(pid), what="the holder killed by the forwarded SIGTERM")
     wait_for(lambda: stack.guest_status().live_sessions == 0, what="the session over")
 
 
@@ -57,7 +51,7 @@ def test_killed_vm_run_gets_leftovers_hung_up(stack, tmp_path):
     p.wait()
     # The client is gone before acknowledging the exit: SIGHUP, then SIGKILL
     # after the grace (2 s in these stacks). Nothing is left running.
-    wait_for(lambda: not pid_alive(pid), timeout=30, what="the holder hung up")
+    wait_for(lambda: not pid_exists(pid), timeout=30, what="the holder hung up")
     wait_for(lambda: stack.guest_status().live_sessions == 0, what="the session over")
 
 
@@ -94,49 +88,33 @@ def test_closed_stdin_fd_is_empty_stdin(stack):
     assert r.stdout == b"rc=0\n"
 
 
-class OldGuest:
+class OldGuest(qlwire.FakePeer):
     """A guest agent of protocol 1.0: Hello 1.0 first; an Exec gets
     Started, one Data(stdout) and Exited(0); what it does not know (Attach)
     gets Error(PROTOCOL), as the real 1.0 agent answered."""
 
     def __init__(self, path):
-        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.lsock.bind(path)
-        self.lsock.listen(8)
         self.execs, self.attaches = [], 0
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.talk, args=(qlwire.Conn(c),), daemon=True).start()
+        super().__init__(path)
 
     def talk(self, c):
         try:
-            c.send("hello", major=1, minor=0, software="agent 1.0")
+            c.send_hello(1, 0, software="agent 1.0")
             while True:
                 name, msg = c.recv(timeout=60)
                 if name == "exec":
                     self.execs.append(msg)
                     c.send("started", pid=4242)
-                    c.send("data", stream=qlwire.pb.STREAM_STDOUT, data=b"relayed\n")
+                    c.send("data", stream=pb.STREAM_STDOUT, data=b"relayed\n")
                     c.send("exited", code=0)
                 elif name == "attach":
                     self.attaches += 1
-                    c.send("error", code=qlwire.pb.ERROR_PROTOCOL, message="undecodable frame")
+                    c.send("error", code=pb.ERROR_PROTOCOL, message="undecodable frame")
                     return
                 elif name == "exit_ack":
                     return
-        except (OSError, qlwire.Closed, TimeoutError):
-            pass
         finally:
             c.close()
-
-    def close(self):
-        self.lsock.close()
 
 
 def test_guest_agent_older_than_streams_gets_everything_relayed(host_stack):

@@ -12,14 +12,8 @@ import time
 
 import pytest
 
-from hostfix import VM, wait_for
-from procs import pid_alive
-from test_vm_run import run_on_pty
-
-
-def wait_live_sessions(stack, n):
-    wait_for(lambda: stack.guest_status().live_sessions == n,
-             what=f"{n} live session(s) in the guest")
+from qltest.host import VM
+from qltest.procs import pid_alive, wait_for
 
 
 def write_random_file(path, size):
@@ -130,7 +124,7 @@ def test_endless_input_into_a_program_that_stops_reading(stack):
     # vm-run ends with the program's status; yes then dies of SIGPIPE.
     assert r.stdout == b"y 141 0\n", r
     assert r.stderr == b""
-    wait_live_sessions(stack, 0)
+    stack.wait_live_sessions(0)
 
 
 def test_endless_output_into_a_reader_that_leaves(stack):
@@ -139,7 +133,7 @@ def test_endless_output_into_a_reader_that_leaves(stack):
     # Like a local `yes | head -c 1`: vm-run dies of SIGPIPE.
     assert r.stdout == b"y 141 0\n", r
     assert r.stderr == b""
-    wait_live_sessions(stack, 0)
+    stack.wait_live_sessions(0)
 
 
 def test_killed_by_sigpipe_when_the_reader_left(stack):
@@ -152,7 +146,7 @@ def test_killed_by_sigpipe_when_the_reader_left(stack):
     err = p.stderr.read()
     assert p.wait(timeout=120) == -signal.SIGPIPE, err
     assert err == b""
-    wait_live_sessions(stack, 0)
+    stack.wait_live_sessions(0)
 
 
 def test_program_sees_a_socket(stack):
@@ -267,8 +261,8 @@ def test_sigint_is_forwarded(stack):
 
 
 def test_tty_still_uses_a_pty(stack):
-    status, out = run_on_pty(stack, ["-t", VM, "sh", "-c",
-                                     "tty; stat -L -c %F /proc/self/fd/0 /proc/self/fd/1"])
+    status, out = stack.run_on_pty(["-t", VM, "sh", "-c",
+                                    "tty; stat -L -c %F /proc/self/fd/0 /proc/self/fd/1"])
     assert status == 0, out
     text = out.decode(errors="replace").replace("\r", "")
     assert "/dev/pts/" in text, text
@@ -280,7 +274,7 @@ def test_terminal_without_tty_option(stack):
     # A terminal on vm-run's side but no -t: the program still gets the
     # stream connection, and its output reaches the terminal (no splice
     # to or from a tty).
-    status, out = run_on_pty(stack, [VM, "sh", "-c", "stat -L -c %F /proc/self/fd/1; echo out"])
+    status, out = stack.run_on_pty([VM, "sh", "-c", "stat -L -c %F /proc/self/fd/1; echo out"])
     assert status == 0, out
     assert out.replace(b"\r", b"") == b"socket\nout\n"
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from conftest import program
-from hostfix import VM
-from qlwire import pb
+from qltest import program, qlwire
+from qltest.host import VM
+from qltest.qlwire import pb
 
 VM_SHELL = program("vm-shell")
 CTRL_BRACKET = b"\x1d"
@@ -239,30 +239,10 @@ def test_ssh_without_a_user(tmp_path):
 
 def hostile_console(tmp_path, script):
     """Listens on <run>/work-console and runs script(conn) for the first
-    client in a thread; returns the thread."""
-    import socket
-    import threading
-    import qlwire
+    client; returns the qlwire.FakePeer."""
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
-    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    ls.bind(str(run / "work-console"))
-    ls.listen(1)
-
-    def serve():
-        s, _ = ls.accept()
-        s.settimeout(10)
-        try:
-            script(qlwire.Conn(s))
-        except Exception:
-            pass
-        finally:
-            s.close()
-            ls.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return t
+    return qlwire.FakePeer(str(run / "work-console"), script, once=True, timeout=10)
 
 
 def attached(c):
@@ -293,9 +273,9 @@ def attached(c):
      "vm-shell: protocol error: bad frame from the console of VM 'work'"),
 ], ids=["refused", "unprintable", "version", "unexpected-reply", "closed", "stderr-data", "huge-frame"])
 def test_misbehaving_console(tmp_path, script, want):
-    t = hostile_console(tmp_path, script)
+    peer = hostile_console(tmp_path, script)
     p = run_plain(tmp_path, "work")
-    t.join(timeout=10)
+    peer.join(timeout=10)
     assert p.returncode == 255, (p.stdout, p.stderr)
     assert len(p.stderr.splitlines()) == 1, p.stderr
     assert want in p.stderr if not want.endswith("\n") else p.stderr == want, p.stderr

@@ -1,5 +1,5 @@
 """qubes-lite-vsock against a guest made of Python: a vhost-user frontend
-(childfix.Frontend, its "guest memory" a memfd) that starts the receive,
+(qltest.vhost.Frontend, its "guest memory" a memfd) that starts the receive,
 transmit and event queues and speaks virtio-vsock on them the way the
 Linux driver does, and host programs on the device's unix socket.
 
@@ -22,11 +22,11 @@ import time
 
 import pytest
 
-import childfix
-from conftest import program
-from procs import run_as_nobody, wait_for
+from qltest import program
+from qltest.procs import drop_to, run_as_nobody, wait_for
+from qltest.vhost import VERSION_1, Frontend, store_word
+from qltest.vsock import GUEST_CID, Device, read_line
 
-GUEST_CID = 3
 HOST_CID = 2
 HDR = struct.Struct("<QQIIIHHIII")  # struct virtio_vsock_hdr
 REQUEST, RESPONSE, RST, SHUTDOWN, RW, CREDIT_UPDATE, CREDIT_REQUEST = range(1, 8)
@@ -36,7 +36,6 @@ GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_CONFIG = 15, 16, 24
 PROTOCOL_F_CONFIG = 1 << 9
 GUEST_BUF = 256 * 1024
 RX_BUF = HDR.size + 4096
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 
 
 def hdr(op, src_port, dst_port, data=b"", flags=0, buf_alloc=GUEST_BUF, fwd_cnt=0,
@@ -62,8 +61,8 @@ class Guest:
     and event buffers offered, packets sent on the transmit queue."""
 
     def __init__(self, vhost_path, queues=(RX, TX, EVENT)):
-        self.fe = childfix.Frontend(vhost_path)
-        self.fe.negotiate(childfix.VERSION_1)
+        self.fe = Frontend(vhost_path)
+        self.fe.negotiate(VERSION_1)
         self.q = {q: self.fe.start_queue(q, sync=False) for q in queues}
         self.fe.sync()
         self.rx_seen = 0
@@ -151,46 +150,6 @@ class Guest:
         self.fe.close()
 
 
-class Device:
-    """qubes-lite-vsock in a temporary directory, stopped by pid."""
-
-    def __init__(self, tmp, *extra, cid=GUEST_CID):
-        self.dir = tmp
-        self.vhost = os.path.join(tmp, "vhost.sock")
-        self.path = os.path.join(tmp, "vsock.sock")
-        n = sum(1 for f in os.listdir(tmp) if f.startswith("device."))
-        self.log_path = os.path.join(tmp, f"device.{n}.log")  # one per start
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [program("qubes-lite-vsock"), "--socket", self.vhost, "--uds-path", self.path,
-             "--guest-cid", str(cid), "--log-level", "debug", "--no-sandbox", *extra],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: "Serving" in self.log_text() or self.proc.poll() is not None,
-                 what="the device to listen")
-        assert self.proc.poll() is None, self.log_text()
-
-    def log_text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def client(self, port, data=b""):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(10)
-        s.connect(self.path)
-        s.sendall(b"CONNECT %d\n" % port + data)
-        return s
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        self.log.close()
-        text = self.log_text()
-        for mark in SANITIZER_MARKS:
-            assert mark not in text, text[-4000:]
-        return self.proc.returncode
-
-
 @pytest.fixture
 def tmp():
     # Short: unix socket paths hold 107 bytes.
@@ -216,16 +175,6 @@ def closed(s):
         return s.recv(10) == b""
     except ConnectionResetError:
         return True
-
-
-def read_line(s):
-    line = b""
-    while not line.endswith(b"\n"):
-        c = s.recv(1)
-        if not c:
-            break
-        line += c
-    return line
 
 
 def recv_exact(s, n):
@@ -293,8 +242,7 @@ def test_sockets_private_and_removed(tmp):
 
     # Sockets left by a device killed with SIGKILL are taken over.
     d = Device(tmp)
-    d.proc.kill()
-    d.proc.wait()
+    d.kill()
     assert os.path.exists(d.vhost) and os.path.exists(d.path)
     d = Device(tmp)
     assert d.stop() == 0
@@ -304,7 +252,7 @@ def test_sockets_private_and_removed(tmp):
 
 
 def test_config_space_and_transport_reset(dev):
-    fe = childfix.Frontend(dev.vhost)
+    fe = Frontend(dev.vhost)
     fe.send(GET_PROTOCOL_FEATURES)
     _, pf = fe.recv_reply()
     assert struct.unpack("<Q", pf)[0] & PROTOCOL_F_CONFIG
@@ -418,10 +366,8 @@ def test_unprivileged_client_port(dev):
         os.write(wr, line)
     pid = os.fork()
     if pid == 0:
-        os.setgroups([])
-        os.setresgid(65534, 65534, 65534)
-        os.setresuid(65534, 65534, 65534)
         try:
+            drop_to()
             connect_and_wait()
         finally:
             os._exit(0)
@@ -574,7 +520,7 @@ def test_hostile_guest(dev):
                      txq.bufs, 64, 1, txq.avail_idx % txq.num)
     struct.pack_into("<H", g.fe.mem, txq.avail + 4 + 2 * (txq.avail_idx % txq.num),
                      txq.avail_idx % txq.num)
-    struct.pack_into("<H", g.fe.mem, txq.avail + 2, (txq.avail_idx + 1) & 0xffff)
+    store_word(g.fe.mem, txq.avail + 2, (txq.avail_idx + 1) & 0xffff)
     os.eventfd_write(txq.kick, 1)
     assert g.fe.closed_by_peer()
     assert s2.recv(10) == b""

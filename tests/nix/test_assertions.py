@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from nixfix import nix_eval, program, run_as_configured, write_etc
+from qltest import program
+from qltest.nix import nix_eval, run_as_configured, write_etc
 
 
 def config(vms, **host):

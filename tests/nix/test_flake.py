@@ -5,11 +5,12 @@ against the built programs."""
 import os
 import subprocess
 
-from nixfix import BIN, ROOT, nix_eval, nss_wrapper, out_paths
+from qltest import BIN, ROOT
+from qltest.nix import asan_options_preload, nix_eval, nss_wrapper, out_paths
 
 # The checks preload nss_wrapper, which a sanitizer build (make check)
 # would refuse before its own runtime.
-ASAN = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "verify_asan_link_order=0"]))
+ASAN = asan_options_preload()
 
 
 def test_outputs():

@@ -3,14 +3,10 @@ module system with the stub NixOS options: alone, and as the host module
 builds it for each VM (its settings, guestPrograms, guestConfig last). The
 agent's command line is run for real."""
 import json
-import os
-import signal
-import subprocess
-import time
 
-import pytest
-
-from nixfix import host_example, nix_eval, program
+from qltest import program
+from qltest.procs import Daemon, wait_for
+from qltest.nix import host_example, nix_eval
 
 SETTINGS = {"enable": True, "name": "banking", "id": 3,
             "user": {"name": "david", "uid": 1000}, "idleTimeout": 120,
@@ -51,18 +47,13 @@ def test_agent_takes_those_options(tmp_path):
     g = guest()
     args = g["services"]["qubes-lite-guest-agent"]["serviceConfig"]["ExecStart"].split(" ")[1:]
     sock = tmp_path / "agent.sock"
-    log = open(tmp_path / "log", "w+")
-    p = subprocess.Popen([program("qubes-lite-guest-agent"), *args, "--listen", f"unix:{sock}"],
-                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    d = Daemon("guest agent", [program("qubes-lite-guest-agent"), *args, "--listen",
+                               f"unix:{sock}"], str(tmp_path / "log"))
     try:
-        deadline = time.monotonic() + 30
-        while not sock.exists() and p.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert p.poll() is None and sock.exists(), open(tmp_path / "log").read()
+        wait_for(lambda: sock.exists() or not d.alive(), timeout=30, what="the agent's socket")
+        assert d.alive() and sock.exists(), d.log_text()
     finally:
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGTERM)
-            p.wait(timeout=30)
+        d.stop()
 
 
 def test_overlay_root_from_the_image():

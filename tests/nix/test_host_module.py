@@ -15,8 +15,9 @@ import tempfile
 
 import pytest
 
-from nixfix import (NIX, ROOT, host_example, nix_env, nix_eval, out_paths, program,
-                    run_as_configured, write_etc)
+from qltest import ROOT, program
+from qltest.nix import (NIX, host_example, nix_env, nix_eval, out_paths, run_as_configured,
+                        write_etc)
 
 EXAMPLES = ["quick-start", "shared-guest-config", "offline-vault", "vm-to-vm", "disposable",
             "pci-passthrough", "devices", "installing-on-nixos"]

@@ -4,14 +4,11 @@ bash completion file for every vm-* command."""
 import os
 import subprocess
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
-BIN = os.path.join(BUILD, "bin")
+from qltest import BIN, BUILD, ROOT
 
 PROGRAMS = ["qubes-lite-generator", "qubes-lite-guest-agent", "qubes-lite-host-agent",
-            "qubes-lite-vsock-proxy", "vm-list", "vm-run", "vm-shell", "vm-start",
-            "vm-start-debug", "vm-stop", "vm-switch"]
+            "qubes-lite-vsock", "qubes-lite-vsock-proxy", "vm-list", "vm-run", "vm-shell",
+            "vm-start", "vm-start-debug", "vm-stop", "vm-switch"]
 COMMANDS = ["vm-list", "vm-run", "vm-shell", "vm-start", "vm-start-debug", "vm-stop"]
 
 

@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from nixfix import NIX, ROOT, need_nix, nix_env
+from qltest import ROOT, nix
+from qltest.nix import NIX, need_nix, nix_env
 
 
 def nix_files():
@@ -49,14 +50,13 @@ def test_a_syntax_error_is_reported(tmp_path):
 def test_without_nixpkgs_lib_the_tests_skip_saying_why(monkeypatch):
     """No <nixpkgs/lib> in NIX_PATH and no copy beside the repository: the
     evaluation tests are skipped with the reason, never passed."""
-    import nixfix
     monkeypatch.setenv("NIX_PATH", "")
-    monkeypatch.setattr(nixfix, "FALLBACK_LIB", "/nonexistent/nixpkgs-lib/lib")
-    nixfix._find_lib.cache_clear()
+    monkeypatch.setattr(nix, "FALLBACK_LIB", "/nonexistent/nixpkgs-lib/lib")
+    nix._find_lib.cache_clear()
     try:
         with pytest.raises(pytest.skip.Exception) as e:
-            nixfix.nixpkgs_lib()
+            nix.nixpkgs_lib()
         assert "<nixpkgs/lib> is not in NIX_PATH" in str(e.value)
         assert "/nonexistent/nixpkgs-lib/lib does not exist" in str(e.value)
     finally:
-        nixfix._find_lib.cache_clear()
+        nix._find_lib.cache_clear()

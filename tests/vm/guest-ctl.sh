@@ -1,6 +1,6 @@
 #!/bin/sh
 # /test.sh of the guests that the host drives command by command (see
-# qemuvm.Guest): reads lines "ID COMMAND" from the second serial port
+# qltest.qemu.Guest): reads lines "ID COMMAND" from the second serial port
 # (ttyS1; the kernel console stays on ttyS0), runs each COMMAND with sh,
 # and answers on ttyS1 with one "QL-OUT ID <line>" per output line and
 # then "QL-RC ID <exit status>". "ID quit" ends the loop, and /init powers

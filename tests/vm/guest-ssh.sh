@@ -5,24 +5,12 @@
 # listening on vsock port 22 (sshd cannot listen on vsock itself).
 # Prints one line per check:
 #     QL-CHECK <name> PASS|FAIL|SKIP <detail>
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
-[ -f /etc/ql-test.env ] && . /etc/ql-test.env   # sanitizer options from the host
+. /etc/ql-checks.sh               # check, firstline, finish; $T, $L
 
-T=${QL_CMD_TIMEOUT:-30}
-L=/tmp/ql-logs
-mkdir -p $L /run/sshd
+mkdir -p /run/sshd
 chmod 755 /run/sshd
 export QUBES_LITE_CONFIG_DIR=/etc/qubes-lite QUBES_LITE_VSOCK_CID=1
 
-FAILED=0
-up() { cut -d' ' -f1 /proc/uptime; }
-check() {  # name PASS|FAIL|SKIP detail...
-    n=$1 r=$2; shift 2
-    echo "QL-CHECK $n $r $* (t=$(up))"
-    [ "$r" = FAIL ] && FAILED=1
-    return 0
-}
-firstline() { head -c 300 "$1" | tr '\n\r' '  '; }
 elapsed() { echo "$(up) $1" | awk '{ printf "%.2f", $1 - $2 }'; }
 # listening PORT: something listens on vsock PORT (a connect succeeds).
 listening() {
@@ -137,15 +125,4 @@ rc=$?
     || check ssh-unknown-vm FAIL "rc=$rc stderr '$(firstline $L/ssh-unknown.err)'"
 kill $SSHD 2>/dev/null
 
-if grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:' $L/* >/tmp/san 2>/dev/null; then
-    check no-sanitizer-reports FAIL "in $(tr '\n' ' ' < /tmp/san)"
-else
-    check no-sanitizer-reports PASS "no ASan/LSan/UBSan report in any log"
-fi
-
-if [ $FAILED = 1 ]; then
-    for f in $L/*; do
-        [ -s "$f" ] && tail -n 40 "$f" | sed "s|^|QL-LOG $(basename $f): |"
-    done
-fi
-exit $FAILED
+finish 40

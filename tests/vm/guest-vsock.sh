@@ -4,29 +4,18 @@
 # (vsock_loopback). Prints one line per check:
 #     QL-CHECK <name> PASS|FAIL|SKIP <detail>
 # and, when anything failed, the daemons' logs as QL-LOG lines.
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
-[ -f /etc/ql-test.env ] && . /etc/ql-test.env   # sanitizer options from the host
+. /etc/ql-checks.sh               # check, firstline, finish; $T, $L
 
-T=${QL_CMD_TIMEOUT:-30}           # seconds any one command may take
-L=/tmp/ql-logs
 CONF=/tmp/ql-config
 RUN=/run/qubes-lite
 PORT=5200                         # the guest agent's vsock port
 PORT_DENY=5201                    # a guest agent without --allow-local-cid
-mkdir -p $L $CONF/vms $RUN
+mkdir -p $CONF/vms $RUN
 echo '{"user": "root"}' > $CONF/host.json
 echo '{"id": 3, "name": "test"}' > $CONF/vms/test.json
 echo '{"id": 5, "name": "strict"}' > $CONF/vms/strict.json
 export QUBES_LITE_CONFIG_DIR=$CONF QUBES_LITE_RUNTIME_DIR=$RUN
 
-FAILED=0
-up() { cut -d' ' -f1 /proc/uptime; }
-check() {  # name PASS|FAIL|SKIP detail...
-    n=$1 r=$2; shift 2
-    echo "QL-CHECK $n $r $* (t=$(up))"
-    [ "$r" = FAIL ] && FAILED=1
-    return 0
-}
 # vmrun NAME ARGS...: runs vm-run with the timeout, stdout/stderr to
 # $L/NAME.out/.err, sets $rc.
 vmrun() {
@@ -34,7 +23,6 @@ vmrun() {
     timeout $T vm-run "$@" >$L/$n.out 2>$L/$n.err </dev/null
     rc=$?
 }
-firstline() { head -c 300 "$1" | tr '\n\r' '  '; }
 # gone PID: the process has exited (reaped, or a zombie not yet reaped).
 gone() { [ ! -d /proc/$1 ] || [ "$(cut -d' ' -f3 /proc/$1/stat 2>/dev/null)" = Z ]; }
 waitfor() {  # SECONDS PID CMD...: retry CMD every 0.1 s until it succeeds;
@@ -257,15 +245,4 @@ done
     || check clean-exit FAIL "$bad"
 
 # Sanitizer builds: nothing reported by any program.
-if grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:' $L/* >/tmp/san 2>/dev/null; then
-    check no-sanitizer-reports FAIL "in $(tr '\n' ' ' < /tmp/san)"
-else
-    check no-sanitizer-reports PASS "no ASan/LSan/UBSan report in any log"
-fi
-
-if [ $FAILED = 1 ]; then
-    for f in $L/*; do
-        [ -s "$f" ] && tail -n 60 "$f" | sed "s|^|QL-LOG $(basename $f): |"
-    done
-fi
-exit $FAILED
+finish 60

@@ -17,20 +17,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from qltest import BUILD, KeptOnFailure, initramfs, qemu
 
-import qemuvm  # noqa: E402
-import vminitramfs  # noqa: E402
-import vmkernel  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 DRIVER = os.path.join(BUILD, "tests", "integration", "host-tap")
 
 # A VM with id 3 on the default network 172.16.200.0/24 (DESIGN.md): the
@@ -45,7 +36,7 @@ class Lab:
     error = None
     holder = None                # the process holding the namespace
     guest = None
-    workdir = None
+    work = None                  # KeptOnFailure
     made = None                  # what `host-tap ensure` said
 
     def ns(self, *argv):
@@ -64,41 +55,33 @@ def lab(request):
         pytest.skip("needs root: makes a TAP in a network namespace of its own")
     if not os.access(DRIVER, os.X_OK):
         pytest.fail(f"not built: {DRIVER} (run make tests)")
-    try:
-        qemuvm.qemu_binary()
-        vminitramfs.static_busybox()
-        kernel = vmkernel.ensure_kernel()
-    except (qemuvm.QemuUnavailable, vminitramfs.BusyboxUnavailable,
-            vmkernel.KernelUnavailable) as e:
-        pytest.skip(f"VM tests need qemu, busybox-static and the Debian kernel: {e}")
+    kernel = qemu.guest_kernel_or_skip()
     lab = Lab()
-    lab.workdir = tempfile.mkdtemp(prefix="ql-host-tap.")
-    failed_before = request.session.testsfailed
+    lab.work = KeptOnFailure(request, "ql-host-tap.", "host TAP")
+    workdir = lab.work.path
     lab.holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "3600"])
     try:
         # qemu runs as USER: it must reach the kernel, the initramfs and
         # create its control socket here.
-        vmlinux = os.path.join(lab.workdir, "vmlinux")
+        vmlinux = os.path.join(workdir, "vmlinux")
         shutil.copyfile(kernel.vmlinux, vmlinux)
-        initrd = os.path.join(lab.workdir, "tap.cpio.gz")
-        vminitramfs.build(initrd, kernel, os.path.join(HERE, "guest-ctl.sh"),
-                          modules=vminitramfs.NET_MODULES)
+        initrd = qemu.net_image(kernel, os.path.join(workdir, "tap.cpio.gz"))
         for f in (vmlinux, initrd):
             os.chmod(f, 0o644)
-        os.chown(lab.workdir, USER, USER)
+        os.chown(workdir, USER, USER)
 
         lab.made = lab.run(DRIVER, "ensure", TAP, str(USER), str(USER), HOST_IP,
                            str(PREFIX)).stdout.strip()
-        g = qemuvm.Guest("tap", vmlinux, initrd, lab.workdir, memory=192)
-        # Thin use of the helper: its command line, run as the TAP's owner
-        # inside the namespace, with the TAP as the guest's NIC.
+        # The TAP as the guest's NIC; qemu run as the TAP's owner inside
+        # the namespace.
+        g = qemu.Guest("tap", vmlinux, initrd, workdir, memory=192, extra=[
+            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=n0,mac={MAC}"])
         g.argv = lab.ns("setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups",
-                        *g.argv,
-                        "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
-                        "-device", f"virtio-net-pci,netdev=n0,mac={MAC}")
+                        *g.argv)
         lab.guest = g.start()
         g.wait_ready(float(os.environ.get("QL_VM_TIMEOUT", "120")))
-    except (RuntimeError, qemuvm.GuestError, vminitramfs.InitramfsError, OSError,
+    except (RuntimeError, qemu.GuestError, initramfs.InitramfsError, OSError,
             subprocess.SubprocessError) as e:
         lab.error = f"setting up the TAP and the guest failed: {e}"
     yield lab
@@ -106,15 +89,12 @@ def lab(request):
         lab.guest.stop()
     lab.holder.kill()                # this namespace's holder only, by its pid
     lab.holder.wait()
-    if request.session.testsfailed == failed_before and lab.error is None:
-        shutil.rmtree(lab.workdir, ignore_errors=True)
-    else:
-        sys.stderr.write(f"host TAP: logs kept in {lab.workdir}\n")
+    lab.work.finish(ok=lab.error is None)
 
 
 def ready(lab):
     if lab.error:
-        pytest.fail(lab.error + f"\nlogs: {lab.workdir}", pytrace=False)
+        pytest.fail(lab.error + f"\nlogs: {lab.work.path}", pytrace=False)
     return lab.guest
 
 
@@ -155,7 +135,7 @@ def test_guest_reaches_host(lab):
 
 def test_host_reaches_guest(lab):
     ready(lab)
-    busybox = vminitramfs.static_busybox()
+    busybox = initramfs.static_busybox()
     r = lab.run(busybox, "ping", "-c", "3", "-W", "5", VM_IP, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 

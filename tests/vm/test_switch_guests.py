@@ -4,9 +4,9 @@ from $BUILD/bin (qemu is the frontend and connects to the VM's socket with
 reconnect=1; the guest's kernel runs its own virtio_net driver with
 offloads, EVENT_IDX and interrupts).
 
-One vm-switch and the three guests are started once for the module (the
-guests boot in parallel) and driven over a second serial port
-(qemuvm.Guest, guest-ctl.sh). The tests run in file order:
+One vm-switch (qltest.switch) and the three guests are started once for
+the module (the guests boot in parallel) and driven over a second serial port
+(qltest.qemu.Guest, guest-ctl.sh). The tests run in file order:
 
   - each guest's NIC comes up with its MAC, every VM's child serves;
   - each client pings the router and the router pings each client;
@@ -31,26 +31,17 @@ guest, default 120 s), QL_SWITCH_ARGS (extra vm-switch options).
 import os
 import re
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 import time
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from qltest import BIN, KeptOnFailure, initramfs, qemu, sanitizer_reports
+from qltest.procs import ProcError
+from qltest.switch import Switch
 
-import qemuvm  # noqa: E402
-import vminitramfs  # noqa: E402
-import vmkernel  # noqa: E402
-import vswitch  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
-SWITCH = os.path.join(BUILD, "bin", "vm-switch")
-WORK = os.path.join(BUILD, "vm")
+SWITCH = os.path.join(BIN, "vm-switch")
 
 # name: (mac, role, address); link-local addresses, frames never leave the
 # qemu <-> vm-switch path.
@@ -91,28 +82,20 @@ def net(request):
         n.error = f"not built: {SWITCH} (run make)"
         yield n
         return
-    try:
-        qemuvm.qemu_binary()
-        vminitramfs.static_busybox()
-        kernel = vmkernel.ensure_kernel()
-    except (qemuvm.QemuUnavailable, vminitramfs.BusyboxUnavailable,
-            vmkernel.KernelUnavailable) as e:
-        pytest.skip(f"VM tests need qemu, busybox-static and the Debian kernel: {e}")
+    kern = qemu.guest_kernel_or_skip()
     # Sockets live here too: a short /tmp path keeps them within sun_path.
-    n.workdir = tempfile.mkdtemp(prefix="ql-switch-guests.")
-    failed_before = request.session.testsfailed
+    work = KeptOnFailure(request, "ql-switch-guests.", "switch guests")
+    n.workdir = work.path
     try:
-        initrd = os.path.join(n.workdir, "net.cpio.gz")
-        vminitramfs.build(initrd, kernel, os.path.join(HERE, "guest-ctl.sh"),
-                          modules=vminitramfs.NET_MODULES)
-        n.switch = vswitch.Switch(SWITCH, n.workdir,
-                                  {vm: (m, role) for vm, (m, role, _) in VMS.items()},
-                                  args=shlex.split(os.environ.get("QL_SWITCH_ARGS", "")),
-                                  sandbox=request.param == "sandbox")
+        initrd = qemu.net_image(kern, os.path.join(n.workdir, "net.cpio.gz"))
+        n.switch = Switch(n.workdir, sandbox=request.param == "sandbox",
+                          args=shlex.split(os.environ.get("QL_SWITCH_ARGS", "")))
+        for vm, (m, role, _) in VMS.items():
+            n.switch.write_conf(vm, m, role)
         n.switch.start()
         n.switch.wait_ready()
-        n.guests = {vm: qemuvm.Guest(vm, kernel.vmlinux, initrd, n.workdir,
-                                     nics=[(n.switch.sock(vm), mac(vm))], memory=MEMORY_MB)
+        n.guests = {vm: qemu.Guest(vm, kern.vmlinux, initrd, n.workdir,
+                                   nics=[(n.switch.sock(vm), mac(vm))], memory=MEMORY_MB)
                     for vm in VMS}
         for g in n.guests.values():
             g.start()
@@ -122,18 +105,15 @@ def net(request):
             g.check(f"ip addr add {ip(vm)}/16 dev eth0 && ip link set eth0 up")
         sys.stderr.write("switch guests ready after "
                          + ", ".join(f"{vm} {s:.1f}s" for vm, s in boot.items()) + "\n")
-    except (vswitch.ProcError, qemuvm.GuestError, vminitramfs.InitramfsError,
+    except (ProcError, RuntimeError, qemu.GuestError, initramfs.InitramfsError,
             OSError) as e:
         n.error = f"setting up vm-switch and the guests failed: {e}"
     yield n
     for g in n.guests.values():
         g.stop()
     if n.switch:
-        n.switch.stop()
-    if request.session.testsfailed == failed_before and n.error is None:
-        shutil.rmtree(n.workdir, ignore_errors=True)
-    else:
-        sys.stderr.write(f"switch guests: logs kept in {n.workdir}\n")
+        n.switch.stop(check=False)
+    work.finish(ok=n.error is None)
 
 
 def ready(net):
@@ -142,30 +122,18 @@ def ready(net):
     return net.guests, net.switch
 
 
-def wait_reachable(g, addr, tries=20):
-    """Pings once a second until addr answers (the first probe pays for
-    ARP); the number of failed probes, or None if it never answered."""
-    rc, out = g.sh(f"i=0; while ! ping -c 1 -W 1 {addr} >/dev/null; do i=$((i+1)); "
-                   f"[ $i -ge {tries} ] && exit 1; done; echo $i", timeout=tries * 3 + 30)
-    return int(out.strip().splitlines()[-1]) if rc == 0 else None
-
-
-PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) packets received")
-
-
 def ping_summary(out):
     """(transmitted, received, [seq of each reply]) from busybox ping."""
-    m = PING_SUMMARY.search(out)
-    assert m, f"no ping summary in:\n{out}"
-    seqs = [int(s) for s in re.findall(r"seq=(\d+)", out)]
-    return int(m.group(1)), int(m.group(2)), seqs
+    counts = qemu.ping_counts(out)
+    assert counts, f"no ping summary in:\n{out}"
+    return (*counts, [int(s) for s in re.findall(r"seq=(\d+)", out)])
 
 
 def replies(out):
     """Replies busybox ping got; 0 when it gave up early (a send to an
     unresolved neighbour fails and ping exits without a summary)."""
-    m = PING_SUMMARY.search(out)
-    return int(m.group(2)) if m else len(re.findall(r"seq=\d+", out))
+    counts = qemu.ping_counts(out)
+    return counts[1] if counts else len(re.findall(r"seq=\d+", out))
 
 
 def drops(st, vm, reason):
@@ -191,7 +159,7 @@ def test_guests_boot_and_nics_serve(net):
 def test_clients_reach_router_and_back(net):
     guests, switch = ready(net)
     for c in ("client1", "client2"):
-        assert wait_reachable(guests[c], ip("router")) is not None, \
+        assert guests[c].wait_reachable(ip("router")) is not None, \
             f"{c} never reached the router\n" + switch.stats_path
     ids = {c: guests[c].send(f"ping -c 5 -i 0.2 {ip('router')}") for c in ("client1", "client2")}
     for c, i in ids.items():
@@ -271,7 +239,7 @@ def test_spoofed_source_mac_gets_nowhere(net):
     switch.wait_stats(lambda st: drops(st, "client1", "spoofed_source")
                       >= drops(before, "client1", "spoofed_source") + sent,
                       what=f"{sent} spoofed_source drops from client1 (the frames it sent)")
-    assert wait_reachable(c1, ip("router")) is not None, \
+    assert c1.wait_reachable(ip("router")) is not None, \
         "client1 does not reach the router with its own MAC back"
 
 
@@ -312,7 +280,7 @@ def test_child_killed_mid_traffic(net):
     for vm in ("router", "client2"):
         assert st[vm]["pid"] == pids[vm] and st[vm]["restarts"] == 0, \
             f"{vm}'s child was touched: {st[vm]} (was pid {pids[vm]})"
-    assert wait_reachable(guests["client1"], ip("router")) is not None
+    assert guests["client1"].wait_reachable(ip("router")) is not None
 
 
 def test_no_sanitizer_reports(net):
@@ -320,7 +288,5 @@ def test_no_sanitizer_reports(net):
     while it served (their stderr is vm-switch's log)."""
     _, switch = ready(net)
     switch.check_alive()
-    with open(switch.log, errors="replace") as f:
-        bad = [l.rstrip() for l in f
-               if re.search(r"(Address|Leak|Undefined)Sanitizer|runtime error:", l)]
+    bad = sanitizer_reports(switch.log_text())
     assert not bad, "\n".join(bad[:20])

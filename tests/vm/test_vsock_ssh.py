@@ -16,26 +16,15 @@ package, or openssh and socat cannot be had; failed when the programs under
 test were not built.
 """
 import os
-import re
-import shlex
 import subprocess
-import sys
 import tempfile
-import time
 
 import pytest
 
+from qltest import qemu
+from qltest.vmcheck import CheckRun
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import qemuvm  # noqa: E402
-import vminitramfs  # noqa: E402
-import vmkernel  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
-BIN = os.path.join(BUILD, "bin")
-WORK = os.path.join(BUILD, "vm")
 PROGRAMS = ["qubes-lite-vsock-proxy", "vm-shell"]
 PEERS = {"sshd": "/usr/sbin/sshd", "ssh": "/usr/bin/ssh", "socat": "/usr/bin/socat",
          "ssh-keygen": "/usr/bin/ssh-keygen"}
@@ -53,9 +42,6 @@ CHECKS = [
     "ssh-unknown-vm",        # one clear line, 255
     "no-sanitizer-reports",
 ]
-CHECK_RE = re.compile(r"^QL-CHECK (\S+) (PASS|FAIL|SKIP) ?(.*)$")
-SANITIZER_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")
-
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 sshd:x:100:65534::/run/sshd:/bin/false
 nobody:x:65534:65534:nobody:/:/bin/sh
@@ -73,14 +59,6 @@ UseDNS no
 """
 
 
-class Run:
-    error = None
-    result = None
-    checks = {}
-    log = None
-    logs_shown = False
-
-
 def _keygen(path):
     subprocess.run([PEERS["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-C", "ql-test",
                     "-f", path], check=True, capture_output=True, timeout=60)
@@ -88,105 +66,50 @@ def _keygen(path):
 
 @pytest.fixture(scope="module")
 def vm():
-    run = Run()
-    missing = [p for p in PROGRAMS if not os.access(os.path.join(BIN, p), os.X_OK)]
-    if missing:
-        run.error = (f"not built: {', '.join(os.path.join(BIN, p) for p in missing)} "
-                     "(run make)")
+    run = CheckRun("ssh-test", PROGRAMS)
+    if run.error:
         return run
-    try:
-        qemuvm.qemu_binary()
-        vminitramfs.static_busybox()
-        kernel = vmkernel.ensure_kernel()
-    except (qemuvm.QemuUnavailable, vminitramfs.BusyboxUnavailable,
-            vmkernel.KernelUnavailable) as e:
-        pytest.skip(f"VM tests need qemu, busybox-static and the Debian kernel: {e}")
+    kern = qemu.guest_kernel_or_skip()
     absent = [p for p in PEERS.values() if not os.access(p, os.X_OK)]
     if absent:
         pytest.skip(f"the ssh test needs openssh-server, openssh-client and socat: "
                     f"{', '.join(absent)} missing")
-    t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ql-ssh-keys-") as keys:
+        host_key = os.path.join(keys, "host_ed25519")
+        user_key = os.path.join(keys, "id_ed25519")
         try:
-            host_key = os.path.join(keys, "host_ed25519")
-            user_key = os.path.join(keys, "id_ed25519")
             _keygen(host_key)
             _keygen(user_key)
-            env = "".join(f"export {k}={shlex.quote(os.environ[k])}\n"
-                          for k in SANITIZER_ENV + ("QL_CMD_TIMEOUT", "QL_STDIN_MIB")
-                          if os.environ.get(k))
-            initrd = os.path.join(WORK, f"ssh-test.{os.getpid()}.cpio.gz")
-            vminitramfs.build(
-                initrd, kernel, os.path.join(HERE, "guest-ssh.sh"),
-                [os.path.join(BIN, p) for p in PROGRAMS] +
-                [PEERS["sshd"], PEERS["ssh"], PEERS["socat"]],
-                files={
-                    "/etc/ql-test.env": env.encode(),
-                    "/etc/passwd": PASSWD.encode(),
-                    "/etc/ssh/sshd_config": SSHD_CONFIG.encode(),
-                    "/etc/ssh/host_ed25519": host_key,           # 0600, kept by the copy
-                    "/etc/ssh/authorized_keys": user_key + ".pub",
-                    "/root/.ssh/id_ed25519": user_key,
-                    "/etc/qubes-lite/host.json": b'{"user": "nobody"}',
-                    "/etc/qubes-lite/vms/test.json": b'{"id": 3, "name": "test"}',
-                })
-        except (subprocess.SubprocessError, RuntimeError, vminitramfs.InitramfsError) as e:
+        except subprocess.SubprocessError as e:
             run.error = f"building the guest image failed: {e}"
             return run
-    build_s = time.monotonic() - t0
-    run.log = os.path.join(WORK, "ssh-test.console.log")
-    try:
-        run.result = qemuvm.run(kernel.vmlinux, initrd,
-                                timeout=float(os.environ.get("QL_VM_TIMEOUT", "180")),
-                                log=run.log)
-    finally:
-        os.unlink(initrd)
-    for line in run.result.lines():
-        m = CHECK_RE.match(line.strip())
-        if m:
-            run.checks[m.group(1)] = (m.group(2), m.group(3))
-    sys.stderr.write(f"vm: image built in {build_s:.1f}s, guest ran "
-                     f"{run.result.wall:.1f}s, console in {run.log}\n")
+        run.boot(kern, os.path.join(HERE, "guest-ssh.sh"),
+                 [PEERS["sshd"], PEERS["ssh"], PEERS["socat"]],
+                 files={
+                     "/etc/passwd": PASSWD.encode(),
+                     "/etc/ssh/sshd_config": SSHD_CONFIG.encode(),
+                     "/etc/ssh/host_ed25519": host_key,           # 0600, kept by the copy
+                     "/etc/ssh/authorized_keys": user_key + ".pub",
+                     "/root/.ssh/id_ed25519": user_key,
+                     "/etc/qubes-lite/host.json": b'{"user": "nobody"}',
+                     "/etc/qubes-lite/vms/test.json": b'{"id": 3, "name": "test"}',
+                 })
     return run
 
 
-def _fail_context(vm):
-    r = vm.result
-    state = "timed out (qemu killed)" if r.timed_out else f"qemu exited {r.returncode}"
-    text = f"guest {state} after {r.wall:.1f}s; console: {vm.log}"
-    if not vm.logs_shown:
-        vm.logs_shown = True
-        logs = [l for l in r.lines() if l.startswith("QL-LOG ")]
-        text += "\n" + ("\n".join(logs[-120:]) if logs
-                        else "last console lines:\n" + "\n".join(r.output.splitlines()[-40:]))
-    return text
-
-
 def test_guest_runs_the_checks(vm):
-    if vm.error:
-        pytest.fail(vm.error, pytrace=False)
-    assert not vm.result.timed_out, _fail_context(vm)
-    assert "QL-VM-DONE" in vm.result.output, _fail_context(vm)
-    assert not [l for l in vm.result.lines() if l.startswith("QL-VM-INSMOD-FAIL")]
+    vm.require()
+    assert not vm.result.timed_out, vm.fail_context()
+    assert "QL-VM-DONE" in vm.result.output, vm.fail_context()
+    assert not vm.insmod_failures()
 
 
 @pytest.mark.parametrize("name", CHECKS)
 def test_check(vm, name):
-    if vm.error:
-        pytest.fail(vm.error, pytrace=False)
-    if name not in vm.checks:
-        pytest.fail(f"check {name} did not report\n{_fail_context(vm)}", pytrace=False)
-    verdict, detail = vm.checks[name]
-    if verdict == "SKIP":
-        pytest.skip(f"{name}: {detail}")
-    if verdict != "PASS":
-        pytest.fail(f"{name}: {detail}\n{_fail_context(vm)}", pytrace=False)
+    vm.verdict(name)
 
 
 def test_no_unexpected_checks(vm):
     """Every check the guest script ran is one this file knows (a setup
     failure reports itself as an unknown check)."""
-    if vm.error:
-        pytest.fail(vm.error, pytrace=False)
-    assert set(vm.checks) <= set(CHECKS), \
-        {k: vm.checks[k] for k in set(vm.checks) - set(CHECKS)}
+    vm.only(CHECKS)

@@ -1,6 +1,6 @@
 """A minimal initramfs for the VM tests.
 
-    python3 tests/vm/vminitramfs.py OUT.cpio.gz TEST_SCRIPT [BINARY ...]
+    cd tests && python3 -m qltest.initramfs OUT.cpio.gz TEST_SCRIPT [BINARY ...]
 
 It holds busybox-static (every applet as a symlink), the requested kernel
 modules with their dependencies in load order, the given binaries in /bin
@@ -24,6 +24,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+
+from qltest import BUILD, TESTS
 
 # What the vsock tests need; the rest (virtio, virtio_ring) comes as deps.
 VSOCK_MODULES = ["vsock", "vmw_vsock_virtio_transport_common",
@@ -142,6 +144,27 @@ def shared_libs(binary):
     return libs
 
 
+def vmhelper():
+    """tests/vm/vmhelper.c (a static helper for vsock guests: echo, probe,
+    pty runner, the CID) built into $BUILD/vm/vmhelper when out of date;
+    its path. Runs sharing $BUILD/vm may build it at once: each writes its
+    own file and renames it into place."""
+    src = os.path.join(TESTS, "vm", "vmhelper.c")
+    work = os.path.join(BUILD, "vm")
+    out = os.path.join(work, "vmhelper")
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
+        return out
+    os.makedirs(work, exist_ok=True)
+    cc = os.environ.get("CC", "gcc")
+    tmp = f"{out}.{os.getpid()}.tmp"
+    r = subprocess.run([cc, "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", tmp, src],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise InitramfsError(f"building {out} with {cc} -static failed:\n{r.stderr}")
+    os.replace(tmp, out)
+    return out
+
+
 class BusyboxUnavailable(InitramfsError):
     pass
 
@@ -246,12 +269,11 @@ def build(out, kernel, test_script=None, binaries=(), modules=VSOCK_MODULES,
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import vmkernel
+    from qltest import kernel
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     try:
-        mods = build(sys.argv[1], vmkernel.ensure_kernel(), sys.argv[2], sys.argv[3:])
-    except (InitramfsError, vmkernel.KernelUnavailable) as e:
-        sys.exit(f"vminitramfs: {e}")
+        mods = build(sys.argv[1], kernel.ensure_kernel(), sys.argv[2], sys.argv[3:])
+    except (InitramfsError, kernel.KernelUnavailable) as e:
+        sys.exit(f"qltest.initramfs: {e}")
     print(f"{sys.argv[1]}: {os.path.getsize(sys.argv[1])} bytes; modules: {' '.join(mods)}")

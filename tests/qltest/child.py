@@ -1,9 +1,8 @@
 """One vm-switch child driven directly: the test plays its main process
 over the control socket (SETUP, PEER, GET_BUFFER/PUT_BUFFER with real
 sealed ring memfds, PING) and a hostile peer child by writing into the
-shared rings, and a guest through a vhost-user frontend written in Python
-whose "guest memory" is a memfd. What a compromised child or guest can do
-is done here byte by byte.
+shared rings; the guest is qltest.vhost's frontend. What a compromised
+child or guest can do is done here byte by byte.
 
     ch = ChildRun(tmpdir, "c1", port=1, mac=C1_MAC, role=CLIENT)
     ch.peer(0, ROUTER_MAC, ROUTER)
@@ -19,7 +18,9 @@ import struct
 import subprocess
 import time
 
-from conftest import program
+from qltest import program
+from qltest.procs import cpu_seconds
+from qltest.vhost import load_word, store_word
 
 CLIENT, ROUTER = 0, 1
 SETUP, PEER, PEER_REMOVE, PEER_DOWN, GET_BUFFER, PUT_BUFFER, PING = 1, 2, 3, 4, 5, 6, 7
@@ -58,10 +59,10 @@ class PeerRing:
         return [self.memfd, self.data_efd, self.space_efd]
 
     def u32(self, off):
-        return struct.unpack_from("<I", self.mem, off)[0]
+        return load_word(self.mem, off, "I")
 
     def set_u32(self, off, v):
-        struct.pack_into("<I", self.mem, off, v & 0xffffffff)
+        store_word(self.mem, off, v & 0xffffffff, "I")
 
     def produce(self, frames):
         """Writes the frames after head, publishes them and wakes the consumer."""
@@ -169,9 +170,7 @@ class ChildRun:
         return pong, rtt
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self):
         self.ctl.close()
@@ -183,128 +182,3 @@ class ChildRun:
         self.log.close()
         for r in self.rings:
             r.close()
-
-
-# ---- a vhost-user frontend -------------------------------------------------
-
-GET_FEATURES, SET_FEATURES, SET_OWNER, SET_MEM_TABLE = 1, 2, 3, 5
-SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE = 8, 9, 10
-SET_VRING_KICK, SET_VRING_CALL = 12, 13
-VERSION_1, MRG_RXBUF, EVENT_IDX = 1 << 32, 1 << 15, 1 << 29
-RX, TX = 0, 1
-HDR = 12
-MEM_SIZE = 1 << 20
-UVA = 0x100000000
-NUM = 8
-
-
-class Queue:
-    """A split ring in the frontend's memory: desc, avail, used, buffers."""
-
-    def __init__(self, fe, q, num=NUM):
-        self.fe, self.q, self.num = fe, q, num
-        base = 0x1000 + q * 0x40000
-        self.desc, self.avail, self.used = base, base + 0x1000, base + 0x2000
-        self.bufs = base + 0x3000
-        self.avail_idx = 0
-        self.kick = os.eventfd(0)
-        self.call = os.eventfd(0, os.EFD_NONBLOCK)
-
-    def offer(self, sizes, writable, data=()):
-        """Makes one single-descriptor chain available per size; kicks
-        unless EVENT_IDX says the device does not want it."""
-        mem = self.fe.mem
-        old = self.avail_idx
-        for i, size in enumerate(sizes):
-            d = self.avail_idx % self.num
-            addr = self.bufs + d * 0x2000
-            if i < len(data):
-                mem[addr:addr + len(data[i])] = data[i]
-            struct.pack_into("<QIHH", mem, self.desc + 16 * d, addr, size,
-                             2 if writable else 0, 0)
-            struct.pack_into("<H", mem, self.avail + 4 + 2 * (self.avail_idx % self.num), d)
-            self.avail_idx = (self.avail_idx + 1) & 0xffff
-        struct.pack_into("<H", mem, self.avail + 2, self.avail_idx)
-        if self.fe.features & EVENT_IDX:
-            event = struct.unpack_from("<H", mem, self.used + 4 + 8 * self.num)[0]
-            if ((self.avail_idx - event - 1) & 0xffff) >= ((self.avail_idx - old) & 0xffff):
-                return False
-        os.eventfd_write(self.kick, 1)
-        return True
-
-    def used_idx(self):
-        return struct.unpack_from("<H", self.fe.mem, self.used + 2)[0]
-
-    def used_entry(self, i):
-        return struct.unpack_from("<II", self.fe.mem, self.used + 4 + 8 * (i % self.num))
-
-    def buffer(self, head, length):
-        addr = self.bufs + head * 0x2000
-        return bytes(self.fe.mem[addr:addr + length])
-
-
-class Frontend:
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(path)
-        self.memfd = os.memfd_create("guest")
-        os.ftruncate(self.memfd, MEM_SIZE)
-        self.mem = mmap.mmap(self.memfd, MEM_SIZE)
-        self.features = 0
-        self.queues = {}
-
-    def send(self, req, payload=b"", fds=()):
-        msg = struct.pack("<III", req, 1, len(payload)) + payload
-        if fds:
-            socket.send_fds(self.sock, [msg], list(fds))
-        else:
-            self.sock.sendall(msg)
-
-    def recv_reply(self):
-        hdr = self.sock.recv(12, socket.MSG_WAITALL)
-        req, flags, size = struct.unpack("<III", hdr)
-        return req, self.sock.recv(size, socket.MSG_WAITALL)
-
-    def negotiate(self, features=VERSION_1):
-        self.send(SET_OWNER)
-        self.send(GET_FEATURES)
-        _, feat = self.recv_reply()
-        assert struct.unpack("<Q", feat)[0] & features == features
-        self.features = features
-        self.send(SET_FEATURES, struct.pack("<Q", features))
-        region = struct.pack("<QQQQ", 0, MEM_SIZE, UVA, 0)
-        self.send(SET_MEM_TABLE, struct.pack("<II", 1, 0) + region, [self.memfd])
-
-    def start_queue(self, q, kick=None, call=None, sync=True):
-        vq = Queue(self, q)
-        self.queues[q] = vq
-        self.send(SET_VRING_NUM, struct.pack("<II", q, vq.num))
-        self.send(SET_VRING_ADDR, struct.pack("<IIQQQQ", q, 0, UVA + vq.desc, UVA + vq.used,
-                                              UVA + vq.avail, 0))
-        self.send(SET_VRING_BASE, struct.pack("<II", q, 0))
-        self.send(SET_VRING_CALL, struct.pack("<Q", q), [call if call is not None else vq.call])
-        self.send(SET_VRING_KICK, struct.pack("<Q", q), [kick if kick is not None else vq.kick])
-        if sync:
-            self.sync()
-        return vq
-
-    def sync(self):
-        """Returns once the backend has handled every message before."""
-        self.send(GET_FEATURES)
-        self.recv_reply()
-
-    def closed_by_peer(self, timeout=10):
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self):
-        self.sock.close()
-        self.mem.close()
-        os.close(self.memfd)
-        for vq in self.queues.values():
-            os.close(vq.kick)
-            os.close(vq.call)

@@ -1,6 +1,6 @@
 """The guest kernel for the VM tests: Debian's own, booted as a PVH vmlinux.
 
-    python3 tests/vm/vmkernel.py        fetch (once) and print what is cached
+    cd tests && python3 -m qltest.kernel    fetch (once) and print what is cached
 
 ensure_kernel() fetches the kernel package that linux-image-amd64 depends
 on with `apt-get download` into $BUILD/vm/debs/ (BUILD defaults to
@@ -20,8 +20,8 @@ import shutil
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+from qltest import BUILD, ROOT
+
 META_PACKAGE = "linux-image-amd64"
 
 
@@ -44,7 +44,7 @@ def cache_dir():
     """$QL_VM_CACHE, else $BUILD/vm (BUILD relative to the repository)."""
     if os.environ.get("QL_VM_CACHE"):
         return os.path.abspath(os.environ["QL_VM_CACHE"])
-    return os.path.join(ROOT, os.environ.get("BUILD", "build"), "vm")
+    return os.path.join(BUILD, "vm")
 
 
 def _default_cache():
@@ -190,5 +190,5 @@ if __name__ == "__main__":
     try:
         k = ensure_kernel(log=lambda m: print(m, file=sys.stderr))
     except KernelUnavailable as e:
-        sys.exit(f"vmkernel: {e}")
+        sys.exit(f"qltest.kernel: {e}")
     print(f"version {k.version}\nvmlinux {k.vmlinux}\nmodules {k.moddir}")

@@ -3,17 +3,24 @@
 The message classes are generated from proto/qubes-lite.proto with protoc
 into $BUILD/gen/py at import time, so the tests speak exactly the schema
 the C programs are built from.
+
+    c = Conn.unix(path); c.hello()
+    c.send("exec", argv=[b"true"]); name, msg = c.recv()
+    out, err, exited, others = c.recv_until_exit()
+    name, msg, fds, carriers = recv_frame_with_fds(sock)   (SCM_RIGHTS)
+    peer = FakePeer(path, talk)            the test listening as a peer
 """
+import importlib.util
 import os
 import select
 import socket
 import struct
 import subprocess
-import sys
+import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+from qltest import BUILD, ROOT
+
 GENPY = os.path.join(BUILD, "gen", "py")
 PROTO = os.path.join(ROOT, "proto", "qubes-lite.proto")
 
@@ -29,10 +36,10 @@ def _load_pb():
     if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(PROTO):
         subprocess.run(["protoc", "--proto_path", os.path.dirname(PROTO),
                         "--python_out", GENPY, PROTO], check=True)
-    if GENPY not in sys.path:
-        sys.path.insert(0, GENPY)
-    import qubes_lite_pb2  # noqa: E402
-    return qubes_lite_pb2
+    spec = importlib.util.spec_from_file_location("qubes_lite_pb2", out)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 pb = _load_pb()
@@ -40,6 +47,46 @@ pb = _load_pb()
 
 class Closed(Exception):
     """The peer closed the connection."""
+
+
+def decode(body):
+    """(field name, message) of an Envelope's bytes."""
+    env = pb.Envelope()
+    env.ParseFromString(body)
+    name = env.WhichOneof("msg")
+    return name, getattr(env, name)
+
+
+def frames(buf):
+    """Splits complete frames off a bytearray; yields (name, msg)."""
+    while len(buf) >= 4:
+        (n,) = struct.unpack(">I", buf[:4])
+        if len(buf) < 4 + n:
+            return
+        body = bytes(buf[4:4 + n])
+        del buf[:4 + n]
+        yield decode(body)
+
+
+def recv_frame_with_fds(sock, timeout=60, max_fds=8):
+    """One frame read from a socket with the fds that came with it
+    (SCM_RIGHTS): (name, msg, fds, how many messages carried fds)."""
+    sock.settimeout(timeout)
+    fds, carriers = [], 0
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        want = 4 - len(buf) if len(buf) < 4 else 4 + struct.unpack(">I", buf[:4])[0] - len(buf)
+        data, more, _, _ = socket.recv_fds(sock, want, max_fds)
+        if not data:
+            for fd in fds + more:
+                os.close(fd)
+            raise Closed()
+        buf += data
+        if more:
+            carriers += 1
+        fds += more
+    name, msg = decode(buf[4:])
+    return name, msg, fds, carriers
 
 
 def encode(name, **fields):
@@ -83,9 +130,12 @@ class Conn:
     def send(self, name, **fields):
         self.sock.sendall(encode(name, **fields))
 
+    def send_hello(self, major=VERSION_MAJOR, minor=VERSION_MINOR, software="qlwire-test"):
+        self.send("hello", major=major, minor=minor, software=software)
+
     def hello(self, major=VERSION_MAJOR, minor=VERSION_MINOR):
         """Sends Hello and checks the peer's Hello."""
-        self.send("hello", major=major, minor=minor, software="qlwire-test")
+        self.send_hello(major, minor)
         name, msg = self.recv()
         assert name == "hello", (name, msg)
         return msg
@@ -111,10 +161,7 @@ class Conn:
         assert n <= FRAME_MAX, n
         self._fill(4 + n, deadline)
         body, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
-        env = pb.Envelope()
-        env.ParseFromString(body)
-        name = env.WhichOneof("msg")
-        return name, getattr(env, name)
+        return decode(body)
 
     def status(self, timeout=30):
         """A StatusRequest round trip (after Hello): the Status message."""
@@ -136,6 +183,14 @@ class Conn:
             else:
                 others.append((name, msg))
 
+    def expect_error(self, code, timeout=30):
+        """The next frame is Error(code), then the connection closes."""
+        name, msg = self.recv(timeout=timeout)
+        assert name == "error", (name, msg)
+        assert msg.code == code, msg
+        assert self.expect_closed(timeout=timeout) == []
+        return msg
+
     def expect_closed(self, timeout=10):
         """Asserts the peer closes (after draining whatever it still sends)."""
         deadline = time.monotonic() + timeout
@@ -145,3 +200,50 @@ class Conn:
                 frames.append(self.recv(timeout=max(0.01, deadline - time.monotonic())))
         except (Closed, ConnectionResetError):
             return frames
+
+
+class FakePeer:
+    """The test playing a peer that listens: a unix socket at path whose
+    connections are each handed, as a Conn, to talk(conn) (a subclass's
+    method unless given), each in a thread of its own; with once, only the
+    first one, after which the connection and the socket are closed. A
+    peer that goes away or a recv that times out ends talk quietly."""
+
+    def __init__(self, path, talk=None, once=False, timeout=None):
+        self.handler = talk or self.talk
+        self.once = once
+        self.timeout = timeout
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(path)
+        self.lsock.listen(8)
+        self.conns = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                sock, _ = self.lsock.accept()
+            except OSError:
+                return
+            sock.settimeout(self.timeout)
+            self.conns.append(sock)
+            if self.once:
+                self._talk(Conn(sock))
+                self.close()
+                return
+            threading.Thread(target=self._talk, args=(Conn(sock),), daemon=True).start()
+
+    def _talk(self, conn):
+        try:
+            self.handler(conn)
+        except (OSError, Closed, TimeoutError):
+            pass
+
+    def join(self, timeout):
+        self.thread.join(timeout)
+
+    def close(self):
+        self.lsock.close()
+        for sock in self.conns:
+            sock.close()

@@ -1,9 +1,13 @@
 """Boots throw-away qemu TCG guests.
 
-    python3 tests/vm/qemuvm.py VMLINUX INITRD [TIMEOUT]
-    python3 tests/vm/qemuvm.py --shell VMLINUX INITRD
+    cd tests && python3 -m qltest.qemu VMLINUX INITRD [TIMEOUT]
+    cd tests && python3 -m qltest.qemu --shell VMLINUX INITRD
         the same guest on this terminal; after /test.sh it leaves a shell
         (`poweroff -f` or Ctrl-A X ends it)
+
+guest_kernel() is the one check of whether a guest can run here (qemu,
+busybox-static for the initramfs, the Debian kernel package): it returns
+the kernel or raises Unavailable with the reason.
 
 run(): the guest has no network device and no disk: the kernel (a PVH
 vmlinux), the initramfs and the serial console are all it gets. Its /init
@@ -15,15 +19,30 @@ shared memfd (what a vhost-user backend maps), it has one virtio-net NIC
 per vhost-user socket given (qemu connects as the frontend and reconnects
 every second when the backend goes away), the kernel console goes to a
 log file, and a second serial port carries commands to guest-ctl.sh (the
-guest's /test.sh) and their output back.
+guest's /test.sh) and their output back; net_image() builds its initramfs.
+
+Qmp: qemu's monitor protocol on a unix socket (`-qmp unix:PATH,server=on,
+wait=off`): commands, their answers, and waiting for an event.
 """
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from qltest import TESTS, initramfs, kernel
+from qltest.procs import tail
+
+GUEST_CTL = os.path.join(TESTS, "vm", "guest-ctl.sh")
+PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) packets received")
+
+
+class Unavailable(Exception):
+    """A guest cannot run here: qemu, busybox-static or the kernel is missing."""
 
 
 class QemuUnavailable(Exception):
@@ -46,6 +65,39 @@ def qemu_binary():
     if not q:
         raise QemuUnavailable("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
     return q
+
+
+def guest_kernel():
+    """The kernel to boot, once qemu and a static busybox are known to be
+    there; Unavailable with the reason otherwise."""
+    try:
+        qemu_binary()
+        initramfs.static_busybox()
+        return kernel.ensure_kernel()
+    except (QemuUnavailable, initramfs.BusyboxUnavailable, kernel.KernelUnavailable) as e:
+        raise Unavailable(f"VM tests need qemu, busybox-static and the Debian kernel: {e}")
+
+
+def guest_kernel_or_skip():
+    """guest_kernel() for a test: skipped, with the reason, where no guest
+    can run."""
+    import pytest
+    try:
+        return guest_kernel()
+    except Unavailable as e:
+        pytest.skip(str(e))
+
+
+def net_image(kern, out):
+    """The initramfs of a Guest: guest-ctl.sh as /test.sh, virtio-net."""
+    initramfs.build(out, kern, GUEST_CTL, modules=initramfs.NET_MODULES)
+    return out
+
+
+def ping_counts(out):
+    """(transmitted, received) from busybox ping's summary; None without one."""
+    m = PING_SUMMARY.search(out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def command(vmlinux, initrd, append="", memory=512, extra=()):
@@ -105,17 +157,19 @@ class Guest:
     """One guest booted in the background and driven over its second serial
     port; see the module's docstring. nics: [(vhost-user socket, mac)]."""
 
-    def __init__(self, name, vmlinux, initrd, workdir, nics=(), memory=256, append=""):
+    def __init__(self, name, vmlinux, initrd, workdir, nics=(), memory=256, append="",
+                 extra=()):
+        """extra: more qemu options (devices, -S, -qmp)."""
         self.name = name
         self.console = os.path.join(workdir, f"{name}.console.log")
         self.ctl_path = os.path.join(workdir, f"{name}.ctl")
-        extra = ["-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
+        options = ["-object", f"memory-backend-memfd,id=mem,size={memory}M,share=on",
                  "-numa", "node,memdev=mem",
                  "-chardev", f"socket,id=ctl,path={self.ctl_path},server=on,wait=off",
                  "-serial", "chardev:ctl"]
         for i, (sock, mac) in enumerate(nics):
-            extra += vhost_user_nic(i, sock, mac)
-        self.argv = command(vmlinux, initrd, append, memory, extra)
+            options += vhost_user_nic(i, sock, mac)
+        self.argv = command(vmlinux, initrd, append, memory, [*options, *extra])
         self.proc = None
         self.sock = None
         self.lines = []               # everything read from the control port
@@ -221,12 +275,15 @@ class Guest:
             raise GuestError(f"{self.name}: `{cmd}` exited {rc}:\n{out}")
         return out
 
+    def wait_reachable(self, addr, tries=20):
+        """Pings addr once a second until it answers (the first probe pays
+        for ARP): the number of failed probes, or None if it never did."""
+        rc, out = self.sh(f"i=0; while ! ping -c 1 -W 1 {addr} >/dev/null; do i=$((i+1)); "
+                          f"[ $i -ge {tries} ] && exit 1; done; echo $i", timeout=tries * 3 + 30)
+        return int(out.strip().splitlines()[-1]) if rc == 0 else None
+
     def console_tail(self, n=30):
-        try:
-            with open(self.console, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        return tail(self.console, n)
 
     def stop(self, timeout=10):
         """Asks the guest to power off; kills this qemu (by its pid) if it
@@ -247,6 +304,66 @@ class Guest:
         return self.proc.returncode
 
 
+class Qmp:
+    """Just enough QMP: commands, and waiting for an event. Connects to
+    qemu's -qmp socket (again until qemu has made it) and leaves the
+    capabilities negotiation behind."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(60)
+        self.f = self.sock.makefile("rwb")
+        self.events = []
+        json.loads(self.f.readline())
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        """Runs a command; returns qemu's answer ({"return": ...} or
+        {"error": ...}). Events that come first are kept for wait_event()."""
+        self.f.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+        self.f.flush()
+        while True:
+            m = json.loads(self.f.readline())
+            if "event" in m:
+                self.events.append(m)
+            else:
+                return m
+
+    def wait_event(self, name):
+        while True:
+            for e in self.events:
+                if e["event"] == name:
+                    self.events.remove(e)
+                    return e
+            self.events.append(json.loads(self.f.readline()))
+
+    def device_add(self, timeout=30, **props):
+        """device_add, again until qemu takes it (a vhost-user device is
+        refused until its chardev has connected)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.cmd("device_add", **props)
+            if "error" not in r:
+                return
+            if time.monotonic() > deadline:
+                raise GuestError(f"device_add {props}: {r['error']['desc']}")
+            time.sleep(0.2)
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--shell":
         os.execv(qemu_binary(), command(sys.argv[2], sys.argv[3], "ql.shell"))
@@ -254,5 +371,5 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     r = run(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 120)
     sys.stdout.write(r.output)
-    print(f"[qemuvm: rc={r.returncode} timed_out={r.timed_out} wall={r.wall:.1f}s]")
+    print(f"[qltest.qemu: rc={r.returncode} timed_out={r.timed_out} wall={r.wall:.1f}s]")
     sys.exit(1 if r.timed_out or r.returncode else 0)

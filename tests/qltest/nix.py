@@ -1,6 +1,10 @@
-"""What the tests of the Nix side share: where things are, evaluating
-tests/nix/eval.nix with nix-instantiate, and running the real programs on
-what the module wrote, as its user (made known through nss_wrapper).
+"""The Nix side's tests (tests/nix/): evaluating tests/nix/eval.nix with
+nix-instantiate, and running the real programs on what the module wrote,
+as its user (made known through nss_wrapper).
+
+    data = nix_eval("host", strs={"example": "quick-start"})
+    write_etc(etc, data["etc"])
+    run_as_configured([program("qubes-lite-host-agent"), "--check"], etc, tmp)
 
 nixpkgs' lib is looked for as <nixpkgs/lib> in NIX_PATH, else in
 ../shared/nixpkgs-lib beside the repository (a copy of nixpkgs' lib/); a
@@ -16,24 +20,15 @@ import tempfile
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
-BIN = os.path.join(BUILD, "bin")
-EVAL = os.path.join(HERE, "eval.nix")
+from qltest import ROOT, TESTS
+
+EVAL = os.path.join(TESTS, "nix", "eval.nix")
 NIX = shutil.which("nix-instantiate")
 FALLBACK_LIB = os.path.normpath(os.path.join(ROOT, "..", "shared", "nixpkgs-lib", "lib"))
 
 # Nix wants a state directory even to evaluate; keep it out of /nix.
 _STATE = tempfile.mkdtemp(prefix="ql-nix-")
 atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
-
-
-def make_env():
-    """The environment for `make` from a test: the build being tested."""
-    env = dict(os.environ)
-    env.setdefault("SAN", "0")
-    return env
 
 
 def nix_env():
@@ -111,11 +106,10 @@ def out_paths(mapping):
     return "{ " + " ".join(f"{nix_string(k)} = {nix_string(v)};" for k, v in mapping.items()) + " }"
 
 
-def program(name):
-    path = os.path.join(BIN, name)
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} not built (run make)")
-    return path
+def asan_options_preload():
+    """ASAN_OPTIONS that let a sanitizer build (make check) run with a
+    library preloaded before its runtime (nss_wrapper)."""
+    return ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "verify_asan_link_order=0"]))
 
 
 def nss_wrapper():
@@ -155,9 +149,8 @@ def run_as_configured(args, etc, tmp, user="david", uid=1000, env=None, nss=True
     for k in ("QUBES_LITE_RUNTIME_DIR", "QUBES_LITE_SWITCH_DIR", "QUBES_LITE_SYSFS_ROOT",
               "QUBES_LITE_CROSVM"):
         e.pop(k, None)
-        # A sanitizer build (make check) would refuse a library loaded
-        # before its runtime.
-        asan = e.get("ASAN_OPTIONS", "")
-        e["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
+    # A sanitizer build (make check) would refuse a library loaded before
+    # its runtime.
+    e["ASAN_OPTIONS"] = asan_options_preload()
     e.update(env or {})
     return subprocess.run(args, capture_output=True, text=True, env=e, timeout=60)

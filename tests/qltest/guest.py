@@ -9,59 +9,43 @@ import hashlib
 import os
 import select
 import shutil
-import signal
-import struct
-import subprocess
 import tempfile
 import time
 
 import pytest
 
-import qlwire
-from procs import children_of, pid_alive, wait_for  # noqa: F401 (re-exported to tests)
-from qlwire import pb
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
-AGENT = os.path.join(BUILD, "bin", "qubes-lite-guest-agent")
-
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+from qltest import made, program, qlwire
+from qltest.procs import Daemon, children_of, fd_count, proc_status, wait_for
+from qltest.qlwire import pb
 
 
 class GuestAgent:
     def __init__(self, args, preexec=None, dir_mode=0o700):
-        if not os.access(AGENT, os.X_OK):
-            raise FileNotFoundError(f"{AGENT} not built (run make)")
+        agent = program("qubes-lite-guest-agent")
         # Short path: unix socket paths are limited to 108 bytes.
         self.dir = tempfile.mkdtemp(prefix="qlg-")
         os.chmod(self.dir, dir_mode)
         self.sock = os.path.join(self.dir, "guest.sock")
-        self.log_path = os.path.join(self.dir, "agent.log")
-        self.args = [AGENT, "--listen", "unix:" + self.sock, "--log-level", "debug"] + list(args)
-        self.log = open(self.log_path, "wb")
+        self.args = [agent, "--listen", "unix:" + self.sock, "--log-level", "debug"] + list(args)
         self.stopped = False
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=preexec, env=env)
-        self.pid = self.proc.pid
         try:
-            # The socket file exists from bind(); "Listening" comes after listen().
-            wait_for(lambda: (os.path.exists(self.sock) and "Listening on" in self.log_text())
-                     or self.proc.poll() is not None, timeout=30, what="the agent's socket")
-        except TimeoutError:
-            self.stop(check=False)
+            # "Listening on" comes after bind() and listen().
+            self.daemon = Daemon("agent", self.args, os.path.join(self.dir, "agent.log"),
+                                 ready_text="Listening on", env=env, preexec=preexec,
+                                 ready_timeout=30)
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
             raise
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"agent exited at start-up ({self.proc.returncode}): {self.log_text()}")
+        self.proc = self.daemon.proc
+        self.pid = self.daemon.pid
 
     def log_text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+        return self.daemon.log_text()
 
     def fd_count(self):
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
+        return fd_count(self.pid)
 
     def children(self):
         return children_of(self.pid)
@@ -73,33 +57,16 @@ class GuestAgent:
         return self.fd_count()
 
     def rss_kib(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+        return int(proc_status(self.pid).get("VmRSS", "0 kB").split()[0])
 
     def stop(self, check=True):
         if self.stopped:
             return
         self.stopped = True
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait()
-                if check:
-                    raise AssertionError("agent did not exit on SIGTERM")
-        self.log.close()
-        text = self.log_text()
-        rc = self.proc.returncode
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if check:
-            assert rc == 0, f"agent exited with {rc}:\n{text[-4000:]}"
-            for mark in SANITIZER_MARKS:
-                assert mark not in text, text[-8000:]
+        try:
+            self.daemon.stop(check=check)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # ---- talking to it ------------------------------------------------
 
@@ -132,19 +99,6 @@ class GuestAgent:
             return res
         finally:
             c.close()
-
-
-def frames(buf):
-    """Splits complete frames off a bytearray; yields (name, msg)."""
-    while len(buf) >= 4:
-        (n,) = struct.unpack(">I", buf[:4])
-        if len(buf) < 4 + n:
-            return
-        env = pb.Envelope()
-        env.ParseFromString(bytes(buf[4:4 + n]))
-        del buf[:4 + n]
-        name = env.WhichOneof("msg")
-        yield name, getattr(env, name)
 
 
 def stream(conn, source_size, block, window, timeout=300, on_data=None, read_delay=0.0):
@@ -194,7 +148,7 @@ def stream(conn, source_size, block, window, timeout=300, on_data=None, read_del
             if not data:
                 raise qlwire.Closed()
             buf += data
-            for name, msg in frames(buf):
+            for name, msg in qlwire.frames(buf):
                 if name == "data":
                     if msg.stream == pb.STREAM_STDOUT:
                         out_hash.update(msg.data)
@@ -219,19 +173,5 @@ def stream(conn, source_size, block, window, timeout=300, on_data=None, read_del
 
 @pytest.fixture
 def guest_agent():
-    agents = []
-
-    def start(*args, preexec=None, dir_mode=0o700):
-        a = GuestAgent(args, preexec=preexec, dir_mode=dir_mode)
-        agents.append(a)
-        return a
-
-    yield start
-    errors = []
-    for a in agents:
-        try:
-            a.stop()
-        except AssertionError as e:
-            errors.append(e)
-    if errors:
-        raise errors[0]
+    """guest_agent(*args, preexec=None, dir_mode=0o700): a GuestAgent."""
+    yield from made(lambda *args, **kw: GuestAgent(args, **kw))

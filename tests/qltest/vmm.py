@@ -19,19 +19,17 @@ is stopped (SIGTERM stops the VM) and must exit 0 without a sanitizer
 report; a stand-in still running after that fails the test.
 """
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
-import tempfile
+import time
 
 import pytest
 
-import qlwire
-from conftest import BUILD, program
-from hostfix import VM, Daemon
-from procs import pid_alive, wait_for
+from qltest import BUILD, made, program, qlwire
+from qltest.host import VM, StackDir
+from qltest.procs import Daemon, pid_alive, wait_for
 
 STANDIN = os.path.join(BUILD, "tests", "helpers", "crosvm-standin")
 # The host agent gives the VMM a minimal environment: the stand-in's
@@ -41,36 +39,23 @@ VMM_ENV_ARGS = ("--vmm-env", "QL_STANDIN_*", "--vmm-env", "ASAN_OPTIONS", "--vmm
 KERNEL = "/boot/vmlinuz-standin"
 
 
-class VmmStack:
+class VmmStack(StackDir):
     def __init__(self, vm=None, agent_args=(), standin=None, user="daemon", start=True):
         if not os.access(STANDIN, os.X_OK):
             raise FileNotFoundError(f"{STANDIN} not built (run make tests)")
-        self.dir = tempfile.mkdtemp(prefix="qlv-")
-        self.etc = os.path.join(self.dir, "etc")
-        self.run_dir = os.path.join(self.dir, "run")
-        self.sock = os.path.join(self.run_dir, VM + ".sock")
+        super().__init__("qlv-", user, dict({"kernel": KERNEL}, **(vm or {})))
         self.console_sock = os.path.join(self.run_dir, VM + "-console")
         self.control_sock = os.path.join(self.run_dir, VM + "-crosvm.sock")
-        self.guest_sock = os.path.join(self.dir, "guest.sock")
         self.argv_file = os.path.join(self.dir, "argv")
         self.pid_file = os.path.join(self.dir, "standin.pid")
-        os.makedirs(os.path.join(self.etc, "vms"))
-        self.write_json("host.json", {} if user is None else {"user": user})
-        cfg = {"id": 3, "name": VM, "kernel": KERNEL}
-        cfg.update(vm or {})
-        self.write_json(f"vms/{VM}.json", cfg)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify_path = os.path.join(self.dir, "notify.sock")
         self.notify.bind(self.notify_path)
         self.notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.notify.setblocking(False)
         self.notes = []
-        self.env = dict(os.environ)
-        self.env.pop("QUBES_LITE_LOG_LEVEL", None)
         self.env.pop("JOURNAL_STREAM", None)
         self.env.update({
-            "QUBES_LITE_CONFIG_DIR": self.etc,
-            "QUBES_LITE_RUNTIME_DIR": self.run_dir,
             "QUBES_LITE_CROSVM": STANDIN,
             "QL_STANDIN_GUEST_AGENT": program("qubes-lite-guest-agent"),
             "QL_STANDIN_GUEST_SOCKET": self.guest_sock,
@@ -79,19 +64,12 @@ class VmmStack:
             "QL_STANDIN_FDS": os.path.join(self.dir, "fds"),
             "QL_STANDIN_ENVIRON": os.path.join(self.dir, "environ"),
         })
-        self.env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         for k, v in (standin or {}).items():
             self.env["QL_STANDIN_" + k.upper()] = str(v)
         self.agent_args = list(agent_args)
         self.host = None
-        self.clients = []
         if start:
             self.start_agent()
-
-    def write_json(self, rel, obj):
-        import json
-        with open(os.path.join(self.etc, rel), "w") as f:
-            json.dump(obj, f)
 
     def agent_argv(self, *extra):
         return [program("qubes-lite-host-agent"), "--vm", VM, "--listen", "unix:" + self.sock,
@@ -100,8 +78,8 @@ class VmmStack:
 
     def start_agent(self, *extra):
         env = dict(self.env, NOTIFY_SOCKET=self.notify_path)
-        self.host = Daemon("host agent", self.agent_argv(*extra), env,
-                           os.path.join(self.dir, "host.log"), "serving")
+        self.host = Daemon("host agent", self.agent_argv(*extra),
+                           os.path.join(self.dir, "host.log"), "serving", env=env)
 
     def log(self):
         return self.host.log_text()
@@ -146,21 +124,6 @@ class VmmStack:
         self.clients.append(p)
         return p
 
-    def request(self, name, timeout=60, **fields):
-        """One request on the command socket; returns (reply name, reply)."""
-        c = qlwire.Conn.unix(self.sock, timeout=timeout)
-        try:
-            c.hello()
-            c.send(name, **fields)
-            return c.recv(timeout=timeout)
-        finally:
-            c.close()
-
-    def status(self):
-        name, msg = self.request("host_status_request")
-        assert name == "host_status", (name, msg)
-        return msg
-
     def console(self, rows=0, cols=0, hello=True):
         c = qlwire.Conn.unix(self.console_sock, timeout=30)
         if hello:
@@ -175,16 +138,7 @@ class VmmStack:
         return self.host.proc.returncode
 
     def stop(self):
-        for p in self.clients:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait()
-        errors = []
-        if self.host is not None:
-            try:
-                self.host.stop()
-            except AssertionError as e:
-                errors.append(str(e))
+        errors = self.stop_processes(self.host)
         if os.path.exists(self.pid_file):
             pid = self.standin_pid()
             try:
@@ -193,13 +147,11 @@ class VmmStack:
                 os.kill(pid, signal.SIGKILL)
                 errors.append(f"the stand-in (pid {pid}) outlived the host agent")
         self.notify.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        assert not errors, "\n".join(errors)
+        self.finish(errors)
 
 
 def console_read_until(conn, marker, timeout=30):
     """Reads console Data until marker is in it; returns the bytes."""
-    import time
     out = bytearray()
     deadline = time.monotonic() + timeout
     while marker not in out:
@@ -212,16 +164,5 @@ def console_read_until(conn, marker, timeout=30):
 
 @pytest.fixture
 def vmm_stack():
-    stacks = []
-
-    def make(**kw):
-        s = VmmStack(**kw)
-        stacks.append(s)
-        return s
-
-    yield make
-    for s in stacks:
-        s.stop()
-
-
-__all__ = ["vmm_stack", "VmmStack", "console_read_until", "STANDIN", "KERNEL", "VMM_ENV_ARGS"]
+    """vmm_stack(vm={...}, agent_args=[...], standin={...}): a VmmStack."""
+    yield from made(VmmStack)

@@ -1,0 +1,186 @@
+"""qubes-lite-vsock for the tests: the device on a directory's sockets, a
+host program's connection through it, and a qemu guest whose
+vhost-user-vsock device it is, with the real agents on both sides.
+
+    dev = Device(tmp)                  tmp/vhost.sock (the frontend's), tmp/vsock.sock (PATH)
+    s = dev.client(5200, b"early")     a host program: its CONNECT line sent, nothing read
+    s, port = dev.connect(5200)        ... and the device's "OK <port>" line read
+    dev.stop()                         SIGTERM: exit 0 and no sanitizer report, or it fails
+
+    vm = VsockGuest(workdir)
+    vm.boot(kern, vm.image(kern))      the device, the guest with it, the guest agent in it
+    vm.start_host_agent()              vm.host: a qltest.host.HostStack on hvsock:PATH:5200
+    vm.host.vm_run("test", "true")
+    failures = vm.stop()
+
+qemu 7.2's vhost-user-vsock sets itself up only when its chardev is
+connected, and never again after: the guest starts paused (-S) with the
+chardev on `reconnect=1`, the device is added over QMP once the chardev
+has connected, then the guest runs. After the device is killed and
+started again, `device_del` and add_device() attach the new one.
+"""
+import os
+import re
+import socket
+
+from qltest import initramfs, program, qemu, sanitizer_reports
+from qltest.host import VM, VM_ID, HostStack
+from qltest.procs import Daemon, wait_for
+
+# The VM's id is its CID; the guest agent listens on its vsock port.
+GUEST_CID = VM_ID
+AGENT_PORT = 5200
+# The guest's side: its own virtio vsock driver on a PCI device.
+MODULES = ["virtio_pci", "vsock", "vmw_vsock_virtio_transport"]
+OK_LINE = re.compile(rb"OK (\d+)\n")
+
+
+def read_line(s):
+    """Bytes from s up to and with the first newline, or what came before
+    the end."""
+    line = b""
+    while not line.endswith(b"\n"):
+        c = s.recv(1)
+        if not c:
+            break
+        line += c
+    return line
+
+
+class Device(Daemon):
+    """qubes-lite-vsock (--no-sandbox, debug log) for guest CID cid on
+    workdir/vhost.sock and workdir/vsock.sock; its log is
+    workdir/device.N.log, one per start. Ready once it logs Serving."""
+
+    def __init__(self, workdir, *extra, cid=GUEST_CID):
+        self.vhost = os.path.join(workdir, "vhost.sock")
+        self.path = os.path.join(workdir, "vsock.sock")
+        n = sum(1 for f in os.listdir(workdir) if f.startswith("device."))
+        super().__init__("qubes-lite-vsock", [
+            program("qubes-lite-vsock"), "--socket", self.vhost, "--uds-path", self.path,
+            "--guest-cid", str(cid), "--log-level", "debug", "--no-sandbox", *extra],
+            os.path.join(workdir, f"device.{n}.log"), "Serving")
+        self.killed = False
+
+    def kill(self):
+        """SIGKILL (by pid), as a crash would end it: its sockets stay."""
+        self.proc.kill()
+        self.proc.wait()
+        self.killed = True
+        self.stop(check=False)
+
+    def client(self, port, data=b"", timeout=10):
+        """A host program's connection to the guest's port: the CONNECT
+        line (and data) sent, nothing read yet."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(self.path)
+        s.sendall(b"CONNECT %d\n" % port + data)
+        return s
+
+    def connect(self, port=AGENT_PORT, timeout=30):
+        """(socket, the host port the guest sees) past the device's OK line;
+        AssertionError when the device refused."""
+        s = self.client(port, timeout=timeout)
+        line = read_line(s)
+        m = OK_LINE.fullmatch(line)
+        if not m:
+            s.close()
+        assert m, f"the device answered {line!r}"
+        return s, int(m.group(1))
+
+
+class VsockGuest:
+    """A guest (qemu.Guest, 256 MiB) whose vsock device is qubes-lite-vsock,
+    the guest agent inside on AGENT_PORT (without --allow-local-cid: it
+    accepts CID 2 from a reserved port only), and on request the host
+    agent outside reaching it through the device. Everything lives in
+    workdir, which should be short (unix socket paths) and open to others
+    (0755: a test opens PATH to uid 65534)."""
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.qmp_path = os.path.join(workdir, "qmp.sock")
+        self.devices = []      # every device started, the killed ones too
+        self.guest = None
+        self.qmp = None
+        self.host = None
+
+    @property
+    def device(self):
+        return self.devices[-1] if self.devices else None
+
+    @property
+    def path(self):
+        """The device's unix socket for host programs (PATH)."""
+        return os.path.join(self.dir, "vsock.sock")
+
+    def image(self, kern, modules=(), files=None):
+        """The guest's initramfs: guest-ctl.sh as /test.sh, vmhelper and the
+        guest agent, MODULES and modules; files as initramfs.build takes them."""
+        out = os.path.join(self.dir, "guest.cpio.gz")
+        initramfs.build(out, kern, qemu.GUEST_CTL,
+                        [initramfs.vmhelper(), program("qubes-lite-guest-agent")],
+                        modules=[*MODULES, *modules], files=files)
+        return out
+
+    def start_device(self):
+        self.devices.append(Device(self.dir))
+        return self.device
+
+    def add_device(self):
+        self.qmp.device_add(driver="vhost-user-vsock-pci", chardev="vs", id="vsock0")
+
+    def boot(self, kern, initrd, extra=(), timeout=None):
+        """The device, then the guest with the device attached over QMP,
+        then the guest agent in it, answering through the device.
+        extra: more qemu options."""
+        vhost = self.start_device().vhost
+        self.guest = qemu.Guest("guest", kern.vmlinux, initrd, self.dir, memory=256, extra=[
+            "-S", "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-chardev", f"socket,id=vs,path={vhost},reconnect=1", *extra])
+        self.guest.start()
+        self.qmp = qemu.Qmp(self.qmp_path)
+        self.add_device()
+        self.qmp.cmd("cont")
+        self.guest.wait_ready(timeout or float(os.environ.get("QL_VM_TIMEOUT", "120")))
+        self.guest.check(f"qubes-lite-guest-agent --listen vsock::{AGENT_PORT} --kill-grace 2 "
+                         "--log-level debug >/tmp/guest-agent.log 2>&1 &")
+
+        def answers():
+            try:
+                self.hvsock()[0].close()
+                return True
+            except (AssertionError, OSError):
+                return False
+        wait_for(answers, timeout=30, interval=0.2, what="the guest agent through the device")
+
+    def start_host_agent(self):
+        """The host agent (--no-vmm) for VM "test" with --guest
+        hvsock:PATH:AGENT_PORT, configured user root; vm-run through it."""
+        self.host = HostStack(user="root", start_guest=False, vm=VM, base=self.dir,
+                              guest_addr=f"hvsock:{self.path}:{AGENT_PORT}")
+        return self.host
+
+    def hvsock(self, port=AGENT_PORT):
+        """A host program's connection to the guest's port: (socket, host port)."""
+        return self.device.connect(port)
+
+    def stop(self):
+        """Stops everything by pid; returns what went wrong (a daemon that
+        did not exit 0 on SIGTERM, a sanitizer report in any device's log)."""
+        failures = []
+        if self.host is not None:
+            failures += self.host.stop_processes(self.host.host)
+        for d in self.devices:
+            try:
+                d.stop(check=not d.killed)
+            except AssertionError as e:
+                failures.append(str(e))
+            if d.killed and sanitizer_reports(d.log_text()):
+                failures.append(f"{d.log_path}: sanitizer report:\n{d.log_text()[-4000:]}")
+        if self.guest is not None:
+            self.guest.stop()
+        if self.qmp is not None:
+            self.qmp.close()
+        return failures
