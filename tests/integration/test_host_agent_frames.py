@@ -3,9 +3,9 @@ the decoder refuses: an Error names why, that client is closed, and
 everyone else is still served."""
 import struct
 
-import qlwire
-from hostfix import VM
-from qlwire import pb
+from qltest import qlwire
+from qltest.host import VM
+from qltest.qlwire import pb
 
 
 def varint(n):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import program
+from qltest import program
 
 # Runs in its own mount namespace: journald's socket is ours there. Runs
 # the command given with its stderr a file that JOURNAL_STREAM names, then
