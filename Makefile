@@ -60,6 +60,7 @@ include guest/guest.mk
 include host/host.mk
 include tests/tests.mk
 include switch/switch.mk
+include rootfs/rootfs.mk
 
 all: $(PROGRAMS)
 

@@ -1,0 +1,26 @@
+# rootfs/: the guest image. qubes-lite-init, its PID 1, is built with every
+# program.
+
+INIT_SRCS := rootfs/init.c rootfs/params.c rootfs/sysinit.c rootfs/net.c
+INIT_OBJS := $(INIT_SRCS:%.c=$(OBJ)/%.o)
+INIT := $(BIN)/qubes-lite-init
+
+# PID 1 is static-pie: nothing to load before it runs, no library in the
+# image it could break on, and still randomised. It uses nothing of libc a
+# static binary cannot have (no NSS: it reads /etc/passwd with fgetpwent).
+# The sanitizer runtimes want a dynamic binary: SAN=1 links it as the
+# others, and the image builder brings its libraries along.
+ifeq ($(SAN),1)
+INIT_LDFLAGS := $(LDFLAGS)
+else
+INIT_LDFLAGS := $(filter-out -pie,$(LDFLAGS)) -static-pie
+endif
+
+PROGRAMS += $(INIT)
+
+$(INIT): $(INIT_OBJS) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(INIT_LDFLAGS) -o $@ $(INIT_OBJS) $(PROTO_LIB)
+
+UNIT_OBJS_test-params := $(OBJ)/rootfs/params.o
