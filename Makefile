@@ -6,6 +6,7 @@
 #   make fuzz       fuzz each target for FUZZ_SECONDS (default 60)
 #   make bench      benchmarks, each beside its peer measured in the same run
 #   make demo       the agents at work on this machine
+#   make image      the guest image: build/rootfs/vmlinux and initrd.img
 #
 # Variables: BUILD (output dir), SAN=1 (sanitizers), CC, V=1 (verbose).
 
@@ -52,7 +53,7 @@ LDFLAGS := $(LDFLAGS_BASE) $(LDSAN) $(EXTRA_LDFLAGS)
 PROGRAMS :=
 TEST_PROGRAMS :=
 
-.PHONY: all clean test check fuzz bench demo deps format
+.PHONY: all clean test check fuzz bench demo deps format image
 .DEFAULT_GOAL := all
 
 include proto/proto.mk
