@@ -634,7 +634,7 @@ int main(int argc, char **argv) {
      * before there was a /proc, and would warn of false positives at
      * every noreturn call: start again once, with /proc there. */
     if (!restarted && mounted) {
-        execv("/proc/self/exe", (char *[]){argv[0], SANITIZER_RESTART, NULL});
+        execv(argv[0], (char *[]){argv[0], SANITIZER_RESTART, NULL});
     }
 #endif
     setup_stdio();
