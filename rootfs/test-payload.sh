@@ -47,6 +47,11 @@ else
     sed 's/^/QL-IMAGE log /' /run/ql-test/host-agent.log
 fi
 
+# A session kept open meanwhile keeps the VM up whatever the idle timeout
+# and however slow this machine is.
+vm-run image sleep 600 </dev/null >/dev/null 2>&1 &
+HOLD=$!
+
 fact hostname "$(vm-run image hostname </dev/null 2>&1 | oneline)"
 fact user "$(vm-run image id -un </dev/null 2>&1 | oneline)"
 fact uid "$(vm-run image id -u </dev/null 2>&1 | oneline)"
@@ -60,17 +65,27 @@ fact etc-hostname "$(oneline </etc/hostname)"
 
 # An orphan: a command's background child outlives it and is adopted by
 # PID 1 (the agent is no subreaper), which must reap it when it exits.
-ORPHAN=$(vm-run image sh -c 'sleep 1 >/dev/null 2>&1 & echo $!' </dev/null 2>&1)
+ORPHAN=$(vm-run image sh -c 'sleep 3 >/dev/null 2>&1 & echo $!' </dev/null 2>&1)
 fact orphan-ppid "$(awk '/^PPid:/ {print $2}' /proc/$ORPHAN/status 2>/dev/null)"
-sleep 1.5
+i=0
+while [ -e /proc/$ORPHAN ] && [ "$(cut -d' ' -f3 /proc/$ORPHAN/stat 2>/dev/null)" != Z ] &&
+    [ $i -lt 300 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+sleep 1
 if [ ! -e /proc/$ORPHAN ]; then
     fact orphan-reaped yes
 else
     fact orphan-reaped "no: $(cut -d' ' -f3 /proc/$ORPHAN/stat)"
 fi
-fact zombies "$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == "Z"' | wc -l)"
+# Zombies PID 1 leaves: children of 1 that stay zombies for a second.
+zombies() { awk '$3 == "Z" && $4 == 1 {print $1}' /proc/[0-9]*/stat 2>/dev/null | sort; }
+z1=$(zombies)
+sleep 1
+fact zombies "$(zombies | grep -cxF "${z1:-none}")"
 
-# The agent dies: PID 1 starts it again.
+# The agent dies (the held session with it): PID 1 starts it again.
 kill -KILL "$AGENT"
 if answers 500; then
     fact agent-restarted "yes pid $(pidof qubes-lite-guest-agent) (was $AGENT)"
@@ -78,6 +93,6 @@ else
     fact agent-restarted "no"
 fi
 
-kill $HA
-wait $HA
+kill $HOLD $HA 2>/dev/null
+wait
 echo "QL-IMAGE done uptime=$(up)"
