@@ -93,6 +93,8 @@ else
     fact agent-restarted "no"
 fi
 
+# Done at once: nothing holds the VM up from here on, and the idle timeout
+# may power it off while the host agent is still on its way out.
+echo "QL-IMAGE done uptime=$(up)"
 kill $HOLD $HA 2>/dev/null
 wait
-echo "QL-IMAGE done uptime=$(up)"
