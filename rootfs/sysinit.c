@@ -92,12 +92,16 @@ unsigned sysinit_modules(const char *list, const char *dir) {
         }
         snprintf(path, sizeof(path), "%s/%s", dir, line);
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         /* finit_module: the kernel reads the file itself (and checks its
          * signature, when it is told to). EEXIST: already there. */
         if (fd < 0 || (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)) {
             log_error_errno(-errno, "Failed to load module %s: %m", line);
             failed++;
+            continue;
         }
+        log_debug("Loaded %s in %llu ms", line,
+                  (unsigned long long)(now_usec(CLOCK_MONOTONIC) - t0) / 1000);
     }
     return failed;
 }
