@@ -7,6 +7,7 @@
 #   make bench      benchmarks, each beside its peer measured in the same run
 #   make demo       the agents at work on this machine
 #   make install    the programs, the systemd generator and bash completion
+#   make image      the guest image: build/rootfs/vmlinux and initrd.img
 #
 # Variables: BUILD (output dir), SAN=1 (sanitizers), CC, V=1 (verbose);
 # for install: PREFIX (/usr/local), DESTDIR, BINDIR, GENERATORDIR, COMPLETIONDIR.
@@ -63,7 +64,7 @@ LDFLAGS := $(LDFLAGS_BASE) $(LDSAN) $(EXTRA_LDFLAGS)
 PROGRAMS :=
 TEST_PROGRAMS :=
 
-.PHONY: all clean test check fuzz bench demo deps format install
+.PHONY: all clean test check fuzz bench demo deps format install image
 .DEFAULT_GOAL := all
 
 include proto/proto.mk
@@ -71,6 +72,7 @@ include guest/guest.mk
 include host/host.mk
 include tests/tests.mk
 include switch/switch.mk
+include rootfs/rootfs.mk
 
 all: $(PROGRAMS)
 

@@ -2,8 +2,9 @@
 # Checks the Debian packages qubes-lite needs to build and test, and installs
 # the missing ones when run as root (otherwise names them and fails).
 #
-#   scripts/deps.sh            build + test packages
-#   scripts/deps.sh --print    list them, one per line
+#   scripts/deps.sh            build + image + test packages
+#   scripts/deps.sh image      what `make image` needs: build + image packages
+#   scripts/deps.sh --print    list them all, one per line
 set -euo pipefail
 
 BUILD_PKGS=(
@@ -15,12 +16,16 @@ BUILD_PKGS=(
     libseccomp-dev libcap-dev               # vm-switch sandbox
     libmnl-dev                              # host: rtnetlink for hostNetworking's TAP
 )
+IMAGE_PKGS=(
+    busybox-static                          # the guest image's userland
+    binutils python3 apt dpkg               # objcopy; rootfs/mkimage.py; the kernel package
+)
 TEST_PKGS=(
     libcmocka-dev                           # C unit tests
-    python3 python3-pytest python3-pytest-timeout
+    python3-pytest python3-pytest-timeout
     python3-protobuf protobuf-compiler      # tests speak the protocol from Python
     clang libclang-rt-14-dev                # libFuzzer and sanitizers
-    qemu-system-x86 busybox-static          # VM tests under TCG
+    qemu-system-x86                         # VM tests under TCG
     weston                                  # a real Wayland compositor, headless
     openssh-server openssh-client           # benchmark peer; vm-shell --ssh in a VM test
     systemd                                 # systemd-analyze verify of the generated units
@@ -32,12 +37,14 @@ TEST_PKGS=(
 )
 
 if [ "${1:-}" = --print ]; then
-    printf '%s\n' "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    printf '%s\n' "${BUILD_PKGS[@]}" "${IMAGE_PKGS[@]}" "${TEST_PKGS[@]}"
     exit 0
 fi
+wanted=("${BUILD_PKGS[@]}" "${IMAGE_PKGS[@]}")
+[ "${1:-}" = image ] || wanted+=("${TEST_PKGS[@]}")
 
 missing=()
-for p in "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"; do
+for p in "${wanted[@]}"; do
     if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
         missing+=("$p")
     fi

@@ -1,6 +1,6 @@
 # tests/unit/: one cmocka binary per module, grouped by the folder it tests:
 # tests/unit/DIR/test-NAME.c -> $(BUILD)/tests/unit/DIR/test-NAME
-# (DIR: proto, guest, host, switch).
+# (DIR: proto, guest, host, switch, rootfs).
 #
 # A test links the objects in UNIT_OBJS_test-NAME (the modules it
 # exercises; each folder's fragment sets them), libqlproto.a, the libraries
