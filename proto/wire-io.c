@@ -29,29 +29,10 @@ int wire_send_fd(int sock, const Msg *m, int fd) {
  * is picked up. */
 static int recv_exact(int sock, uint8_t *buf, size_t n, int *fds, size_t max, size_t *count,
                       bool *ret_eof) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = recv_with_fds(sock, buf + got, n - got, fds, max, count);
-        if (k == -ENOTSOCK) {
-            int r = loop_read_exact(sock, buf + got, n - got, got == 0 ? ret_eof : NULL);
-            return r;
-        }
-        if (k < 0) {
-            return (int)k;
-        }
-        if (k == 0) {
-            if (got == 0 && ret_eof) {
-                *ret_eof = true;
-                return 0;
-            }
-            return -EPIPE;
-        }
-        got += (size_t)k;
-    }
-    if (ret_eof) {
-        *ret_eof = false;
-    }
-    return 0;
+    int r = recv_exact_fds(sock, buf, n, fds, max, count, 0, ret_eof);
+    /* Not a socket (a pipe): no fds can come with its bytes, and the first
+     * recvmsg() failed before it read anything. */
+    return r == -ENOTSOCK ? loop_read_exact(sock, buf, n, ret_eof) : r;
 }
 
 int wire_recv_fds(int sock, Msg *ret, int *fds, size_t max, size_t *ret_count) {
