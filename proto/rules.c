@@ -7,8 +7,9 @@
 
 #include "util.h"
 
-static bool vm_name_valid_n(const char *s, size_t n) {
-    if (n == 0 || n > VM_NAME_MAX || s[0] < 'a' || s[0] > 'z') {
+/* n bytes of [a-z][a-z0-9-], at most max of them. */
+static bool name_valid_n(const char *s, size_t n, size_t max) {
+    if (n == 0 || n > max || s[0] < 'a' || s[0] > 'z') {
         return false;
     }
     for (size_t i = 1; i < n; i++) {
@@ -21,12 +22,16 @@ static bool vm_name_valid_n(const char *s, size_t n) {
 }
 
 bool vm_name_valid(const char *s) {
-    return s && vm_name_valid_n(s, strlen(s));
+    return s && name_valid_n(s, strlen(s), VM_NAME_MAX);
+}
+
+bool net_name_valid(const char *s) {
+    return s && name_valid_n(s, strlen(s), NET_NAME_MAX);
 }
 
 int vm_name_from_filename(const char *filename, const char *suffix, char ret[VM_NAME_MAX + 1]) {
     size_t n = strlen(filename), sl = strlen(suffix);
-    if (n <= sl || !streq(filename + n - sl, suffix) || !vm_name_valid_n(filename, n - sl)) {
+    if (n <= sl || !streq(filename + n - sl, suffix) || !name_valid_n(filename, n - sl, VM_NAME_MAX)) {
         return -EINVAL;
     }
     memcpy(ret, filename, n - sl);

@@ -15,8 +15,14 @@
 #define USER_NAME_MAX 32
 #define TERM_NAME_MAX 64
 
+/* A vmNetwork's name becomes a unit name (vm-switch-<net>.service) and a
+ * directory name: the VM name's alphabet, a little longer. */
+#define NET_NAME_MAX 32
+
 /* A VM name: [a-z][a-z0-9-]{0,11}. NULL is not one. */
 bool vm_name_valid(const char *s);
+/* A network name: [a-z][a-z0-9-]{0,31}. NULL is not one. */
+bool net_name_valid(const char *s);
 /* The VM name of a file name that is "<name><suffix>" ("banking.conf" ->
  * "banking"). -EINVAL unless the name before the suffix is valid. */
 int vm_name_from_filename(const char *filename, const char *suffix, char ret[VM_NAME_MAX + 1]);

@@ -242,22 +242,6 @@ bool config_log_level_valid(const char *s) {
     return false;
 }
 
-/* A network name becomes a unit name (vm-switch-<net>.service) and a
- * directory name: the VM name's alphabet, a little longer. */
-bool config_net_name_valid(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > CONFIG_NET_NAME_MAX || s[0] < 'a' || s[0] > 'z') {
-        return false;
-    }
-    for (size_t i = 1; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 bool config_ifname_valid(const char *s) {
     size_t n = strlen(s);
     if (n == 0 || n > CONFIG_IFNAME_MAX || streq(s, ".") || streq(s, "..")) {

@@ -79,8 +79,6 @@ json_t *parser_object(ConfigParser *p, json_t *obj, const char *prefix, const ch
 /* ---- the small value checks -------------------------------------------------------------- */
 
 bool config_log_level_valid(const char *s);
-/* [a-z][a-z0-9-], at most CONFIG_NET_NAME_MAX. */
-bool config_net_name_valid(const char *s);
 bool config_ifname_valid(const char *s);
 /* An option key of a free-form set: [A-Za-z0-9_-]+. */
 bool config_opt_key_valid(const char *s);

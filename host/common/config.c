@@ -369,10 +369,10 @@ static void parse_vm_networks(ConfigParser *p, json_t *root, VmConfig *c) {
     }
     json_object_foreach(o, net, v) {
         parser_key(kb, "vmNetwork", net);
-        if (!config_net_name_valid(net)) {
+        if (!net_name_valid(net)) {
             parser_problem(p, -EINVAL, kb,
                            "'%.64s' is not a valid network name ([a-z][a-z0-9-], at most %u)", net,
-                           CONFIG_NET_NAME_MAX);
+                           NET_NAME_MAX);
             continue;
         }
         if (!json_is_null(v) && !json_is_object(v)) {

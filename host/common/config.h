@@ -22,7 +22,6 @@
 
 #define CONFIG_VM_ID_MIN 3u
 #define CONFIG_VM_ID_MAX 255u
-#define CONFIG_NET_NAME_MAX 32u
 #define CONFIG_MEMORY_MIB_MAX (1u << 24) /* 16 TiB */
 #define CONFIG_CPUS_MAX 1024u
 #define CONFIG_IDLE_TIMEOUT_MAX (366u * 24 * 3600)

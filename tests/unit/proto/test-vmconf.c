@@ -176,6 +176,18 @@ static void test_vm_name(void **state) {
     assert_int_equal(vm_name_from_filename("vault.conf", ".json", name), -EINVAL);
 }
 
+static void test_net_name(void **state) {
+    assert_true(net_name_valid("lan"));
+    assert_true(net_name_valid("averyveryverylongnetwork-name-32")); /* 32 */
+    assert_false(net_name_valid("averyveryverylongnetwork-name-33x"));
+    assert_false(net_name_valid(""));
+    assert_false(net_name_valid(NULL));
+    assert_false(net_name_valid("Lan"));
+    assert_false(net_name_valid("1lan"));
+    assert_false(net_name_valid("l_an"));
+    assert_false(net_name_valid("l/an"));
+}
+
 static void test_mac_format(void **state) {
     char buf[MAC_STR_SIZE];
     uint8_t m[6];
@@ -287,7 +299,7 @@ int main(void) {
         cmocka_unit_test(test_minimal),       cmocka_unit_test(test_full),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_limits),
         cmocka_unit_test(test_mac),           cmocka_unit_test(test_name_from_filename),
-        cmocka_unit_test(test_load),          cmocka_unit_test(test_vm_name),
+        cmocka_unit_test(test_load),          cmocka_unit_test(test_vm_name), cmocka_unit_test(test_net_name),
         cmocka_unit_test(test_mac_format),    cmocka_unit_test(test_format_round_trip),
         cmocka_unit_test(test_term_and_user),
     };
