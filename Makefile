@@ -14,6 +14,11 @@
 
 BUILD ?= build
 SAN ?= 0
+# vm-run and qubes-lite-init are linked static-pie (host.mk, rootfs.mk say
+# why); DYNAMIC=1 links them as the other programs, for the sanitizer
+# runtimes (SAN=1 implies it) and where there is no static libc or
+# protobuf-c archive (nixpkgs).
+DYNAMIC ?= $(SAN)
 CC ?= gcc
 PKG_CONFIG ?= pkg-config
 PYTHON ?= /usr/bin/python3

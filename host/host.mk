@@ -30,12 +30,9 @@ TAP_LIBS := $(call pc_libs,libmnl)
 # linked static-pie (still position independent, so still randomised): no
 # dynamic loader, no libraries to map and relocate, about 200 µs less per
 # start, a third of a local spawn of `true`. It needs nothing of libc that
-# a static binary cannot have (no NSS, no iconv, no dlopen). The sanitizer
-# runtimes want a dynamic binary: SAN=1 links it as the others.
-# VM_RUN_DYNAMIC=1 links it dynamically too, where there is no static libc
-# or protobuf-c archive (nixpkgs).
-VM_RUN_DYNAMIC ?= $(SAN)
-ifeq ($(VM_RUN_DYNAMIC),1)
+# a static binary cannot have (no NSS, no iconv, no dlopen). DYNAMIC=1 (the
+# top Makefile) links it as the others.
+ifeq ($(DYNAMIC),1)
 VM_RUN_LDFLAGS := $(LDFLAGS)
 VM_RUN_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
 else

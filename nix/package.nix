@@ -30,9 +30,9 @@ stdenv.mkDerivation {
 
   makeFlags = [
     "PREFIX=$(out)"
-    # nixpkgs ships no static libc nor protobuf-c archive: vm-run is linked
-    # like the other programs.
-    "VM_RUN_DYNAMIC=1"
+    # nixpkgs ships no static libc nor protobuf-c archive: vm-run and
+    # qubes-lite-init are linked like the other programs.
+    "DYNAMIC=1"
     # The project builds with -Werror on its own compiler; a newer one's
     # new warnings must not break a user's system build.
     "EXTRA_CFLAGS=-Wno-error"

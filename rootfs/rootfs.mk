@@ -10,9 +10,9 @@ IMAGE_DIR := $(BUILD)/rootfs
 # PID 1 is static-pie: nothing to load before it runs, no library in the
 # image it could break on, and still randomised. It uses nothing of libc a
 # static binary cannot have (no NSS: it reads /etc/passwd with fgetpwent).
-# The sanitizer runtimes want a dynamic binary: SAN=1 links it as the
-# others, and the image builder brings its libraries along.
-ifeq ($(SAN),1)
+# DYNAMIC=1 (the top Makefile; SAN=1 implies it) links it as the others,
+# and the image builder brings its libraries along.
+ifeq ($(DYNAMIC),1)
 INIT_LDFLAGS := $(LDFLAGS)
 else
 INIT_LDFLAGS := $(filter-out -pie,$(LDFLAGS)) -static-pie

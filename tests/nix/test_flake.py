@@ -24,7 +24,7 @@ def test_outputs():
         p = ps["default"]
         assert p["name"] == "qubes-lite-0.1.0"
         a = p["args"]
-        assert a["makeFlags"] == ["PREFIX=$(out)", "VM_RUN_DYNAMIC=1", "EXTRA_CFLAGS=-Wno-error"]
+        assert a["makeFlags"] == ["PREFIX=$(out)", "DYNAMIC=1", "EXTRA_CFLAGS=-Wno-error"]
         assert [os.path.basename(x).split("-", 1)[1] for x in a["buildInputs"]] == [
             "protobufc", "libseccomp", "libcap", "systemd", "wayland", "jansson", "libmnl"]
         assert [os.path.basename(x).split("-", 1)[1] for x in a["nativeBuildInputs"]] == [

@@ -7,7 +7,8 @@ import subprocess
 from qltest import BIN, BUILD, ROOT
 
 PROGRAMS = ["qubes-lite-generator", "qubes-lite-guest-agent", "qubes-lite-host-agent",
-            "qubes-lite-vsock", "qubes-lite-vsock-proxy", "vm-list", "vm-run", "vm-shell",
+            "qubes-lite-init", "qubes-lite-vsock", "qubes-lite-vsock-proxy", "vm-list", "vm-run",
+            "vm-shell",
             "vm-start", "vm-start-debug", "vm-stop", "vm-switch"]
 COMMANDS = ["vm-list", "vm-run", "vm-shell", "vm-start", "vm-start-debug", "vm-stop"]
 
