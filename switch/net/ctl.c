@@ -188,35 +188,21 @@ int ctl_recv(int sock, CtlDir from, CtlMsg *ret, int fds[CTL_MAX_FDS], unsigned 
     return 1;
 }
 
+_Static_assert(CTL_MAX_FDS <= SENDMSG_FDS_MAX, "a control message's fds fit sendmsg_fds()");
+
 int ctl_send(int sock, const CtlMsg *m, const int *fds, unsigned n_fds) {
     size_t size;
     unsigned want_fds;
-    union {
-        struct cmsghdr align;
-        uint8_t buf[CMSG_SPACE(sizeof(int) * CTL_MAX_FDS)];
-    } control;
     CtlDir from = m->hdr.type >= CTL_BUFFER_READY ? CTL_FROM_CHILD : CTL_FROM_MAIN;
     if (ctl_msg_shape(from, m->hdr.type, &size, &want_fds) < 0 || n_fds != want_fds) {
         return -EINVAL;
     }
-    struct iovec iov = {.iov_base = (void *)m, .iov_len = size};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (n_fds > 0) {
-        memset(&control, 0, sizeof(control));
-        mh.msg_control = control.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
-    }
     ssize_t k;
     do {
-        k = sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (k < 0 && errno == EINTR);
+        k = sendmsg_fds(sock, m, size, fds, n_fds, MSG_DONTWAIT);
+    } while (k == -EINTR);
     if (k < 0) {
-        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        return (int)k;
     }
     return (size_t)k == size ? 0 : -EIO;
 }
