@@ -2,7 +2,8 @@
 host program's connection through it, and a qemu guest whose
 vhost-user-vsock device it is, with the real agents on both sides.
 
-    dev = Device(tmp)                  tmp/vhost.sock (the frontend's), tmp/vsock.sock (PATH)
+    dev = Device(tmp)                  tmp/vhost.sock (the frontend's), tmp/vsock.sock (PATH),
+                                       sandboxed (sandbox=False: --no-sandbox)
     s = dev.client(5200, b"early")     a host program: its CONNECT line sent, nothing read
     s, port = dev.connect(5200)        ... and the device's "OK <port>" line read
     dev.stop()                         SIGTERM: exit 0 and no sanitizer report, or it fails
@@ -23,10 +24,12 @@ import os
 import re
 import socket
 
-from qltest import initramfs, program, qemu, sanitizer_reports
+from qltest import BUILD, initramfs, program, qemu, sanitizer_reports
 from qltest.host import VM, VM_ID, HostStack
-from qltest.procs import Daemon, wait_for
+from qltest.procs import Daemon, children_of, wait_for
 
+# The test build of the device: on SIGUSR2 it makes a call its filter forbids.
+HOOKED = os.path.join(BUILD, "tests", "switch", "qubes-lite-vsock")
 # The VM's id is its CID; the guest agent listens on its vsock port.
 GUEST_CID = VM_ID
 AGENT_PORT = 5200
@@ -48,19 +51,33 @@ def read_line(s):
 
 
 class Device(Daemon):
-    """qubes-lite-vsock (--no-sandbox, debug log) for guest CID cid on
-    workdir/vhost.sock and workdir/vsock.sock; its log is
-    workdir/device.N.log, one per start. Ready once it logs Serving."""
+    """qubes-lite-vsock (debug log) for guest CID cid on workdir/vhost.sock
+    and workdir/vsock.sock, in its sandbox or with --no-sandbox; its log is
+    workdir/device.N.log, one per start. Ready once it logs Serving.
+    binary: another build of it (the test build with its hook, HOOKED);
+    user: a uid to start it as (as systemd's User= would)."""
 
-    def __init__(self, workdir, *extra, cid=GUEST_CID):
+    def __init__(self, workdir, *extra, cid=GUEST_CID, sandbox=True, binary=None, user=None):
         self.vhost = os.path.join(workdir, "vhost.sock")
         self.path = os.path.join(workdir, "vsock.sock")
+        self.sandbox = sandbox
         n = sum(1 for f in os.listdir(workdir) if f.startswith("device."))
         super().__init__("qubes-lite-vsock", [
-            program("qubes-lite-vsock"), "--socket", self.vhost, "--uds-path", self.path,
-            "--guest-cid", str(cid), "--log-level", "debug", "--no-sandbox", *extra],
-            os.path.join(workdir, f"device.{n}.log"), "Serving")
+            binary or program("qubes-lite-vsock"), "--socket", self.vhost,
+            "--uds-path", self.path, "--guest-cid", str(cid), "--log-level", "debug",
+            *([] if sandbox else ["--no-sandbox"]), *extra],
+            os.path.join(workdir, f"device.{n}.log"), "Serving", user=user)
         self.killed = False
+
+    @property
+    def main_pid(self):
+        """The device itself: sandboxed, the supervisor's one child (PID 1
+        of its own namespace); otherwise the process started."""
+        if not self.sandbox:
+            return self.pid
+        kids = children_of(self.pid)
+        assert len(kids) == 1, f"the supervisor's children: {kids}"
+        return kids[0]
 
     def kill(self):
         """SIGKILL (by pid), as a crash would end it: its sockets stay."""
@@ -91,15 +108,17 @@ class Device(Daemon):
 
 
 class VsockGuest:
-    """A guest (qemu.Guest, 256 MiB) whose vsock device is qubes-lite-vsock,
-    the guest agent inside on AGENT_PORT (without --allow-local-cid: it
-    accepts CID 2 from a reserved port only), and on request the host
-    agent outside reaching it through the device. Everything lives in
-    workdir, which should be short (unix socket paths) and open to others
-    (0755: a test opens PATH to uid 65534)."""
+    """A guest (qemu.Guest, 256 MiB) whose vsock device is qubes-lite-vsock
+    (sandboxed unless sandbox=False), the guest agent inside on AGENT_PORT
+    (without --allow-local-cid: it accepts CID 2 from a reserved port
+    only), and on request the host agent outside reaching it through the
+    device. Everything lives in workdir, which should be short (unix
+    socket paths) and open to others (0755: a test opens PATH to uid
+    65534)."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, sandbox=True):
         self.dir = workdir
+        self.sandbox = sandbox
         self.qmp_path = os.path.join(workdir, "qmp.sock")
         self.devices = []      # every device started, the killed ones too
         self.guest = None
@@ -125,7 +144,7 @@ class VsockGuest:
         return out
 
     def start_device(self):
-        self.devices.append(Device(self.dir))
+        self.devices.append(Device(self.dir, sandbox=self.sandbox))
         return self.device
 
     def add_device(self):
