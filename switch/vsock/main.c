@@ -395,15 +395,28 @@ static void listen_both(const Options *opt, VsockSocket *vhost, VsockSocket *uds
     if (r < 0) {
         die("cannot listen on %s: %s", opt->uds_path, strerror(-r));
     }
+    if (opt->uds_group) {
+        r = vsock_socket_open_to_group(uds, opt->uds_group);
+        if (r < 0) {
+            die("cannot open %s to group '%s': %s", uds->path, opt->uds_group, strerror(-r));
+        }
+    }
 }
 
 /* Who reads as root once sandboxed (host.h's source port rule). Started
  * as root the sandbox keeps root: root reads as itself. Started as
  * another user, that user is the namespace's uid 0 and root reads as the
  * overflow uid, like anyone else: while PATH is 0600 only root can be
- * that peer. Read before the sandbox: its /proc has no sysctls. */
+ * that peer. Opened to a group, its members read the same, and root's
+ * connections get ports above 1023 (the README says to start it as root
+ * then). Read before the sandbox: its /proc has no sysctls. */
 static uid_t sandboxed_root_alias(const Options *opt) {
     if (opt->common.no_sandbox || geteuid() == 0) {
+        return (uid_t)-1;
+    }
+    if (opt->uds_group) {
+        log_warning("Started unprivileged with --uds-group: root's connections get ports "
+                    "above 1023 (start it as root to keep them below)");
         return (uid_t)-1;
     }
     unsigned long long v = 65534;

@@ -13,18 +13,21 @@ enum {
     OPT_SOCKET = 256,
     OPT_UDS,
     OPT_CID,
+    OPT_GROUP,
 };
 
 static const struct option longopts[] = {
     {"socket", required_argument, NULL, OPT_SOCKET},
     {"uds-path", required_argument, NULL, OPT_UDS},
     {"guest-cid", required_argument, NULL, OPT_CID},
+    {"uds-group", required_argument, NULL, OPT_GROUP},
     {0},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "Usage: " PROGRAM " --socket VHOST_SOCKET --uds-path PATH --guest-cid CID\n"
-               "                         [--no-sandbox] [--seccomp-mode kill|trap|log|disabled]\n"
+               "                         [--uds-group GROUP] [--no-sandbox]\n"
+               "                         [--seccomp-mode kill|trap|log|disabled]\n"
                "                         [--log-level LEVEL]\n"
                "       " PROGRAM " --print-seccomp supervisor|main\n"
                "\n"
@@ -36,6 +39,8 @@ static void usage(FILE *f) {
                "  --socket VHOST_SOCKET  the vhost-user socket to listen on (mode 0600)\n"
                "  --uds-path PATH        the host side's unix socket (mode 0600)\n"
                "  --guest-cid CID        the guest's CID (3 to 4294967294)\n"
+               "  --uds-group GROUP      PATH belongs to GROUP, mode 0660: its members may\n"
+               "                         connect (ports above 1023)\n"
                "  --no-sandbox           run without namespaces and seccomp (debugging)\n"
                "  --seccomp-mode MODE    kill (default), trap, log or disabled\n"
                "  --log-level LEVEL      error, warning, info (default) or debug\n"
@@ -61,6 +66,12 @@ static void option_set(void *ctx, int opt, const char *arg) {
             cli_usage_error("bad --guest-cid '%s' (3 to 4294967294)", arg);
         }
         o->guest_cid = v;
+        break;
+    case OPT_GROUP:
+        if (!*arg) {
+            cli_usage_error("bad --uds-group '' (a group name or number)");
+        }
+        o->uds_group = arg;
         break;
     }
 }

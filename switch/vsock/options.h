@@ -1,7 +1,7 @@
 /* qubes-lite-vsock's command line:
  *
  *   qubes-lite-vsock --socket VHOST_SOCKET --uds-path PATH --guest-cid CID
- *                    [--no-sandbox] [--seccomp-mode kill|trap|log|disabled]
+ *                    [--uds-group GROUP] [--no-sandbox] [--seccomp-mode kill|trap|log|disabled]
  *                    [--log-level L]
  *   qubes-lite-vsock --print-seccomp supervisor|main
  *
@@ -20,6 +20,7 @@ typedef struct Options {
     const char *socket;   /* VHOST_SOCKET */
     const char *uds_path; /* PATH */
     uint64_t guest_cid;
+    const char *uds_group; /* NULL: PATH stays 0600 */
     CliOptions common; /* --log-level, --no-sandbox, --seccomp-mode, --print-seccomp */
 } Options;
 

@@ -2,6 +2,7 @@
 #include "sockets.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,35 @@ int vsock_socket_listen(const char *path, VsockSocket *ret) {
         return r;
     }
     *ret = (VsockSocket){.path = TAKE_PTR(full), .dir = TAKE_PTR(dir), .fd = fd, .bound = st};
+    return 0;
+}
+
+/* A group by name, else by number. */
+static int resolve_group(const char *group, gid_t *ret) {
+    unsigned long long v;
+    errno = 0;
+    struct group *g = getgrnam(group);
+    if (g) {
+        *ret = g->gr_gid;
+        return 0;
+    }
+    if (parse_uint(group, 0, (gid_t)-2, &v) == 0) {
+        *ret = (gid_t)v;
+        return 0;
+    }
+    return errno > 0 ? -errno : -ENOENT;
+}
+
+int vsock_socket_open_to_group(const VsockSocket *s, const char *group) {
+    gid_t gid;
+    int r = resolve_group(group, &gid);
+    if (r < 0) {
+        return r;
+    }
+    /* Group first, then the mode: never open to the wrong group. */
+    if (lchown(s->path, (uid_t)-1, gid) < 0 || chmod(s->path, 0660) < 0) {
+        return -errno;
+    }
     return 0;
 }
 

@@ -19,6 +19,9 @@ typedef struct VsockSocket {
  * 0177 around bind): nobody but its owner, and root, may connect, from the
  * first moment. */
 int vsock_socket_listen(const char *path, VsockSocket *ret);
+/* Opens the socket file to a group: GROUP (a name or a number) as its
+ * group, mode 0660. Started unprivileged, the user must be a member. */
+int vsock_socket_open_to_group(const VsockSocket *s, const char *group);
 /* Removes the socket file while it is still the one we made (a file
  * another run put there since stays), frees the paths. The descriptor is
  * the caller's to close. */

@@ -426,6 +426,29 @@ def port_as(dev, guest, uid, groups=()):
         os.waitpid(pid, 0)
 
 
+def test_uds_group(tmp, sandbox):
+    """PATH opened to a group with --uds-group (a number here): its member
+    connects, from a port above 1023; without it, the same uid is refused
+    at PATH's permissions."""
+    d = Device(tmp, sandbox=sandbox)
+    g = Guest(d.vhost)
+    assert port_as(d, g, 65534, groups=[4242]) == "EACCES"
+    g.close()
+    assert d.stop() == 0
+
+    d = Device(tmp, "--uds-group", "4242", sandbox=sandbox)
+    st = os.lstat(d.path)
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 4242, (oct(st.st_mode), st.st_gid)
+    g = Guest(d.vhost)
+    assert port_as(d, g, 65534) == "EACCES"
+    s, req = host_connects(d, g)
+    assert req.src_port < 1024, req
+    assert port_as(d, g, 65534, groups=[4242]) >= 1024
+    s.close()
+    g.close()
+    assert d.stop() == 0
+
+
 def test_started_unprivileged_ports(tmp, sandbox):
     """Started as another user (systemd's User=): root's connections and
     that user's own get ports below 1024, sandboxed too (where root reads
