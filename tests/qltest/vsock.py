@@ -14,6 +14,9 @@ vhost-user-vsock device it is, with the real agents on both sides.
     vm.host.vm_run("test", "true")
     failures = vm.stop()
 
+    parts, why = ssh_image_parts(keydir)   binaries and files for vm.image(): an sshd
+    vm.start_sshd()                    ... on the guest's vsock port 22 (socat, sshd -i)
+
 qemu 7.2's vhost-user-vsock sets itself up only when its chardev is
 connected, and never again after: the guest starts paused (-S) with the
 chardev on `reconnect=1`, the device is added over QMP once the chardev
@@ -23,6 +26,7 @@ started again, `device_del` and add_device() attach the new one.
 import os
 import re
 import socket
+import subprocess
 
 from qltest import BUILD, initramfs, program, qemu, sanitizer_reports
 from qltest.host import VM, VM_ID, HostStack
@@ -107,6 +111,44 @@ class Device(Daemon):
         return s, int(m.group(1))
 
 
+# An sshd for the guest: what it takes from the host, and its settings.
+SSH_PEERS = {"sshd": "/usr/sbin/sshd", "ssh": "/usr/bin/ssh", "socat": "/usr/bin/socat",
+             "ssh-keygen": "/usr/bin/ssh-keygen"}
+SSHD_CONFIG = """HostKey /etc/ssh/host_ed25519
+AuthorizedKeysFile /etc/ssh/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PidFile none
+UseDNS no
+"""
+
+
+def ssh_image_parts(keydir):
+    """(binaries, files, the client's key) that give a VsockGuest image an
+    sshd taking that key for root, keys made in keydir; None (and the
+    reason) when openssh or socat is missing here."""
+    absent = [p for p in SSH_PEERS.values() if not os.access(p, os.X_OK)]
+    if absent:
+        return None, f"openssh-server, openssh-client and socat needed: {', '.join(absent)}"
+    keys = {}
+    for name in ("host_ed25519", "id_ed25519"):
+        keys[name] = os.path.join(keydir, name)
+        subprocess.run([SSH_PEERS["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-C",
+                        "ql-test", "-f", keys[name]], check=True, capture_output=True,
+                       timeout=60)
+    files = {
+        "/etc/passwd": (initramfs.PASSWD + "sshd:x:100:65534::/run/sshd:/bin/false\n").encode(),
+        "/etc/ssh/sshd_config": SSHD_CONFIG.encode(),
+        "/etc/ssh/host_ed25519": keys["host_ed25519"],
+        "/etc/ssh/authorized_keys": keys["id_ed25519"] + ".pub",
+    }
+    return ([SSH_PEERS["sshd"], SSH_PEERS["socat"]], files, keys["id_ed25519"]), None
+
+
 class VsockGuest:
     """A guest (qemu.Guest, 256 MiB) whose vsock device is qubes-lite-vsock
     (sandboxed unless sandbox=False), the guest agent inside on AGENT_PORT
@@ -134,14 +176,24 @@ class VsockGuest:
         """The device's unix socket for host programs (PATH)."""
         return os.path.join(self.dir, "vsock.sock")
 
-    def image(self, kern, modules=(), files=None):
-        """The guest's initramfs: guest-ctl.sh as /test.sh, vmhelper and the
-        guest agent, MODULES and modules; files as initramfs.build takes them."""
+    def image(self, kern, modules=(), files=None, binaries=()):
+        """The guest's initramfs: guest-ctl.sh as /test.sh, vmhelper, the
+        guest agent and binaries, MODULES and modules; files as
+        initramfs.build takes them."""
         out = os.path.join(self.dir, "guest.cpio.gz")
         initramfs.build(out, kern, qemu.GUEST_CTL,
-                        [initramfs.vmhelper(), program("qubes-lite-guest-agent")],
+                        [initramfs.vmhelper(), program("qubes-lite-guest-agent"), *binaries],
                         modules=[*MODULES, *modules], files=files)
         return out
+
+    def start_sshd(self):
+        """sshd in the guest (an image with ssh_image_parts()'), started by
+        socat per connection on vsock port 22, as tests/vm/guest-ssh.sh
+        does (sshd cannot listen on vsock itself)."""
+        self.guest.check("mkdir -p /run/sshd && chmod 755 /run/sshd && "
+                         "(socat VSOCK-LISTEN:22,reuseaddr,fork "
+                         "EXEC:'/bin/sshd -i -e -f /etc/ssh/sshd_config' "
+                         "2>/tmp/sshd.log &)")
 
     def start_device(self):
         self.devices.append(Device(self.dir, sandbox=self.sandbox))
