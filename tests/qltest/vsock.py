@@ -195,6 +195,14 @@ class VsockGuest:
                          "EXEC:'/bin/sshd -i -e -f /etc/ssh/sshd_config' "
                          "2>/tmp/sshd.log &)")
 
+        def listening():
+            try:
+                self.hvsock(22)[0].close()
+                return True
+            except (AssertionError, OSError):
+                return False
+        wait_for(listening, timeout=30, interval=0.2, what="socat on the guest's vsock port 22")
+
     def start_device(self):
         self.devices.append(Device(self.dir, sandbox=self.sandbox))
         return self.device
