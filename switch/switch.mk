@@ -42,8 +42,10 @@ UNIT_OBJS_test-ctl := $(OBJ)/switch/net/ctl.o $(OBJ)/switch/net/policy.o
 $(FUZZ_DIR)/fuzz-ctl: $(FUZZ_OBJ)/switch/net/ctl.o $(FUZZ_OBJ)/switch/net/policy.o
 
 # The sandbox: namespaces, the minimal root, capabilities, rlimits and the
-# seccomp allowlists (libseccomp, libcap).
-SANDBOX_SRCS := switch/sandbox/sandbox.c switch/sandbox/supervisor.c switch/sandbox/filter.c
+# seccomp allowlists (libseccomp, libcap), and the command line the
+# sandboxed programs share.
+SANDBOX_SRCS := switch/sandbox/sandbox.c switch/sandbox/supervisor.c switch/sandbox/filter.c \
+	switch/sandbox/cli.c
 SANDBOX_OBJS := $(SANDBOX_SRCS:%.c=$(OBJ)/%.o)
 SANDBOX_LIBS := $(call pc_libs,libseccomp libcap)
 SANDBOX_LIB := $(LIB)/libvmsandbox.a

@@ -1,6 +1,9 @@
-/* qubes-lite-vsock-proxy CID PORT: connects to an AF_VSOCK stream socket
- * and relays stdin to it and it to stdout: ssh's ProxyCommand for VMs
- * (vm-shell --ssh), usable by anything that speaks over stdio.
+/* qubes-lite-vsock-proxy CID PORT | ADDRESS: connects to an AF_VSOCK
+ * stream socket, or to any address proto/addr.h takes (hvsock:PATH:PORT:
+ * the VM's port through its qubes-lite-vsock device, whose CONNECT/OK
+ * lines addr_connect() exchanges), and relays stdin to it and it to
+ * stdout: ssh's ProxyCommand for VMs (vm-shell --ssh), usable by anything
+ * that speaks over stdio.
  *
  * End of stdin half-closes the connection (shutdown SHUT_WR), so the peer
  * sees the end of its input and may still answer. The peer's end of
@@ -22,6 +25,7 @@
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
+#include "addr.h"
 #include "util.h"
 
 #define BUF_SIZE (64u * 1024u)
@@ -30,11 +34,16 @@
 
 static const char usage[] =
     "Usage: qubes-lite-vsock-proxy CID PORT\n"
-    "Connect to vsock CID:PORT and relay stdin to it and its output to stdout,\n"
+    "       qubes-lite-vsock-proxy ADDRESS\n"
+    "Connect to vsock CID:PORT, or to ADDRESS (hvsock:PATH:PORT: the VM's vsock\n"
+    "port PORT through the unix socket PATH of its qubes-lite-vsock device;\n"
+    "vsock:CID:PORT, unix:PATH), and relay stdin to it and its output to stdout,\n"
     "e.g. as ssh's ProxyCommand. Exit status: 0 when the connection ended,\n"
     "1 when it could not be made or failed, 2 for a bad command line.\n";
 
-static unsigned cid, port;
+static Addr addr;
+/* What the messages call the peer: "vsock CID 3 port 22", or the address. */
+static char peer[ADDR_STR_MAX + 32];
 static bool stdout_blocking;
 
 _noreturn_ _printf_(2, 3) static void fail(int status, const char *fmt, ...) {
@@ -56,21 +65,19 @@ typedef struct Pipe {
     bool done; /* ... and everything was written, `to` shut down */
 } Pipe;
 
-static int vsock_connect(void) {
-    struct sockaddr_vm sa = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
-    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    if (fd < 0) {
-        fail(1, "cannot create a vsock socket: %m (is the vsock module loaded?)");
-    }
-    while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        if (errno == EINTR) {
-            continue;
+static int peer_connect(void) {
+    int fd;
+    int r = addr_connect(&addr, 0, &fd);
+    if (r < 0) {
+        errno = -r;
+        if (addr.family == AF_VSOCK && r == -EAFNOSUPPORT) {
+            fail(1, "cannot create a vsock socket: %m (is the vsock module loaded?)");
         }
-        /* vsock says "refused" as a reset; no route to a CID as ENODEV. */
-        bool absent = errno == ECONNRESET || errno == ECONNREFUSED || errno == ENODEV ||
-                      errno == ETIMEDOUT || errno == EHOSTUNREACH;
-        fail(1, "cannot connect to vsock CID %u port %u: %m%s", cid, port,
+        /* vsock says "refused" as a reset; no route to a CID as ENODEV. A
+         * device says it by closing: a reset too. */
+        bool absent = r == -ECONNRESET || r == -ECONNREFUSED || r == -ENODEV ||
+                      r == -ETIMEDOUT || r == -EHOSTUNREACH || r == -ENOENT;
+        fail(1, "cannot connect to %s: %m%s", peer,
              absent ? " (is the VM running, and listening on that port?)" : "");
     }
     return fd;
@@ -103,7 +110,7 @@ static void pipe_read(Pipe *p, int sock) {
             return;
         }
         if (p->from == sock && errno != ECONNRESET) {
-            fail(1, "cannot read from vsock CID %u port %u: %m", cid, port);
+            fail(1, "cannot read from %s: %m", peer);
         }
         /* A reset connection, or unreadable stdin: its end. */
         n = 0;
@@ -136,7 +143,7 @@ static bool pipe_write(Pipe *p, int sock) {
             return false;
         }
         if (p->to == sock) {
-            fail(1, "cannot write to vsock CID %u port %u: %m", cid, port);
+            fail(1, "cannot write to %s: %m", peer);
         }
         fail(1, "cannot write to stdout: %m");
     }
@@ -226,18 +233,29 @@ static int relay(int sock) {
     return 0;
 }
 
-/* CID and PORT into the globals; a bad one exits 2. */
-static void parse_address(char **argv) {
-    unsigned long long v;
+/* CID and PORT, or ADDRESS, into addr and peer; a bad one exits 2. */
+static void parse_address(int argc, char **argv) {
+    unsigned long long cid, port;
 
-    if (parse_uint(argv[1], 0, UINT32_MAX, &v) < 0) {
+    if (argc == 2) {
+        if (addr_parse(argv[1], &addr) < 0) {
+            fail(2, "not an address: '%.200s'", argv[1]);
+        }
+        (void)addr_format(&addr, peer, sizeof(peer));
+        return;
+    }
+    if (parse_uint(argv[1], 0, UINT32_MAX, &cid) < 0) {
         fail(2, "not a CID: '%.32s'", argv[1]);
     }
-    cid = (unsigned)v;
-    if (parse_uint(argv[2], 0, UINT32_MAX, &v) < 0) {
+    if (parse_uint(argv[2], 0, UINT32_MAX, &port) < 0) {
         fail(2, "not a port: '%.32s'", argv[2]);
     }
-    port = (unsigned)v;
+    addr = (Addr){
+        .family = AF_VSOCK,
+        .vm = {.svm_family = AF_VSOCK, .svm_cid = (unsigned)cid, .svm_port = (unsigned)port},
+        .len = sizeof(struct sockaddr_vm),
+    };
+    snprintf(peer, sizeof(peer), "vsock CID %llu port %llu", cid, port);
 }
 
 int main(int argc, char **argv) {
@@ -245,15 +263,15 @@ int main(int argc, char **argv) {
         fputs(usage, stdout);
         return 0;
     }
-    if (argc != 3) {
+    if (argc != 2 && argc != 3) {
         fputs(usage, stderr);
         return 2;
     }
-    parse_address(argv);
+    parse_address(argc, argv);
     /* A reader that went away is the end of that direction, not a signal. */
     signal(SIGPIPE, SIG_IGN);
 
-    int sock = vsock_connect();
+    int sock = peer_connect();
     /* The socket is ours alone: non-blocking, so a slow peer never holds
      * the other direction up. */
     int r = fd_nonblock(sock, true);

@@ -30,7 +30,7 @@
 #include "main-state.h"
 #include "main-stats.h"
 #include "options.h"
-#include "switch/sandbox/sandbox.h"
+#include "switch/sandbox/cli.h"
 #include "util.h"
 
 Vm *vm_find(Switch *s, const char *name) {
@@ -46,17 +46,6 @@ void switch_epoll_add(Switch *s, int fd, uint64_t tag) {
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
     if (epoll_ctl(s->epoll, EPOLL_CTL_ADD, fd, &ev) < 0) {
         die("epoll_ctl(ADD): %m");
-    }
-}
-
-/* READY=1 to the service manager, once the directory has been read and
- * every child started: through the supervisor when sandboxed
- * (sandbox_notify(): a datagram written by hand, no libsystemd, whose
- * libraries would all have to be in the sandbox's root). */
-static void notify_ready(void) {
-    int r = sandbox_notify("READY=1");
-    if (r < 0) {
-        log_warning_errno(r, "cannot notify readiness: %m");
     }
 }
 
@@ -232,7 +221,10 @@ static int run_main(const Options *opt, int exe_fd) {
 
     config_scan(s, false);
     write_stats(s);
-    notify_ready();
+    /* READY=1 once the directory has been read and every child started:
+     * through the supervisor when sandboxed (a datagram written by hand,
+     * no libsystemd, whose libraries would all have to be in the root). */
+    cli_notify_ready();
     log_info("serving %s on %s", opt->config_dir, opt->socket_dir);
 
     event_loop(s);
@@ -261,11 +253,8 @@ static void enter_sandbox(Options *opt, char **ret_socket_dir) {
         return;
     }
     int r = confine_enter(config_dir, socket_dir, opt->user, opt->seccomp_mode);
-    if (r == -EPERM && !opt->user && geteuid() == 0) {
-        die("started as root: give --user NAME to run as (or --no-sandbox)");
-    }
     if (r < 0) {
-        die("cannot enter the sandbox: %s", strerror(-r));
+        cli_sandbox_failed(r, !opt->user && geteuid() == 0);
     }
     opt->config_dir = VM_SWITCH_CONFIG_DIR;
     opt->socket_dir = socket_dir;
@@ -275,9 +264,6 @@ int main(int argc, char **argv) {
     Options opt;
     log_setup(PROGRAM);
     options_parse(argc, argv, &opt);
-    if (opt.log_level) {
-        log_set_max_level(log_level_from_string(opt.log_level));
-    }
     if (opt.child_fd >= 0) {
         /* A child: everything else comes over the control socket. It
          * locks itself down once set up, unless there is no sandbox. */

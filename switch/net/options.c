@@ -1,42 +1,33 @@
-/* vm-switch's command line: one function per concern (the usage text, one
- * option's value, the options that must come together). */
+/* vm-switch's command line: its own options (the directories, --user,
+ * --stats, the internal --child) on top of what every sandboxed device
+ * program takes (switch/sandbox/cli.h); one function per concern (the
+ * usage text, one option's value, the options that must come together). */
 #include "options.h"
 
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "confine.h"
-#include "log.h"
 #include "main-stats.h"
 #include "rules.h"
+#include "switch/sandbox/cli.h"
 #include "util.h"
 
 enum {
     OPT_CONFIG_DIR = 256,
     OPT_SOCKET_DIR,
-    OPT_LOG_LEVEL,
-    OPT_NO_SANDBOX,
-    OPT_SECCOMP,
     OPT_USER,
     OPT_STATS,
-    OPT_PRINT_SECCOMP,
     OPT_CHILD,
-    OPT_HELP
 };
 
 static const struct option longopts[] = {
     {"config-dir", required_argument, NULL, OPT_CONFIG_DIR},
     {"socket-dir", required_argument, NULL, OPT_SOCKET_DIR},
-    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-    {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
-    {"seccomp-mode", required_argument, NULL, OPT_SECCOMP},
     {"user", required_argument, NULL, OPT_USER},
     {"stats", no_argument, NULL, OPT_STATS},
-    {"print-seccomp", required_argument, NULL, OPT_PRINT_SECCOMP},
     {"child", required_argument, NULL, OPT_CHILD}, /* internal */
-    {"help", no_argument, NULL, OPT_HELP},
     {0},
 };
 
@@ -61,27 +52,10 @@ static void usage(FILE *f) {
                "  --help               this text\n");
 }
 
-static _noreturn_ void usage_error(const char *fmt, ...) _printf_(1, 2);
-static _noreturn_ void usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, PROGRAM ": ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nTry '" PROGRAM " --help'.\n");
-    va_end(ap);
-    exit(EXIT_USAGE);
-}
-
-/* getopt_long's answer for an option it does not take. */
-static _noreturn_ void option_refused(char **argv) {
-    if (optopt) {
-        usage_error("option '%s' needs an argument", argv[optind - 1]);
-    }
-    usage_error("unknown option '%s'", argv[optind - 1]);
-}
-
-/* One option and its value into o; values are checked here, one by one. */
-static void option_set(Options *o, int opt, const char *arg, char **argv) {
+/* One of vm-switch's own options and its value into o (an Options);
+ * values are checked here, one by one. */
+static void option_set(void *ctx, int opt, const char *arg) {
+    Options *o = ctx;
     switch (opt) {
     case OPT_CONFIG_DIR:
         o->config_dir = arg;
@@ -89,51 +63,23 @@ static void option_set(Options *o, int opt, const char *arg, char **argv) {
     case OPT_SOCKET_DIR:
         o->socket_dir = arg;
         break;
-    case OPT_LOG_LEVEL:
-        if (log_level_from_string(arg) < 0) {
-            usage_error("unknown log level '%s' (error, warning, info, debug)", arg);
-        }
-        o->log_level = arg;
-        break;
-    case OPT_NO_SANDBOX:
-        o->no_sandbox = true;
-        break;
-    case OPT_SECCOMP: {
-        int m = filter_mode_from_string(arg);
-        if (m < 0) {
-            usage_error("unknown seccomp mode '%s' (kill, trap, log, disabled)", arg);
-        }
-        o->seccomp_mode = (FilterMode)m;
-        break;
-    }
     case OPT_USER:
         if (!user_name_valid(arg)) {
-            usage_error("bad user name '%s'", arg);
+            cli_usage_error("bad user name '%s'", arg);
         }
         o->user = arg;
         break;
     case OPT_STATS:
         o->stats = true;
         break;
-    case OPT_PRINT_SECCOMP:
-        o->print_filter = confine_role(arg);
-        if (!o->print_filter) {
-            usage_error("unknown role '%s' (supervisor, main, child)", arg);
-        }
-        break;
     case OPT_CHILD: {
         unsigned long long fd;
         if (parse_uint(arg, 0, CHILD_FD_MAX, &fd) < 0) {
-            usage_error("bad --child '%s'", arg);
+            cli_usage_error("bad --child '%s'", arg);
         }
         o->child_fd = (int)fd;
         break;
     }
-    case OPT_HELP:
-        usage(stdout);
-        exit(EXIT_SUCCESS);
-    default:
-        option_refused(argv);
     }
 }
 
@@ -143,25 +89,27 @@ static void options_check(const Options *o) {
         return;
     }
     if (!o->socket_dir) {
-        usage_error("--socket-dir is required");
+        cli_usage_error("--socket-dir is required");
     }
     if (!o->stats && !o->config_dir) {
-        usage_error("--config-dir is required");
+        cli_usage_error("--config-dir is required");
     }
 }
 
+static const CliProgram program = {
+    .name = PROGRAM,
+    .usage = usage,
+    .role = confine_role,
+    .roles = "supervisor, main, child",
+};
+
 void options_parse(int argc, char **argv, Options *ret) {
-    *ret = (Options){.child_fd = -1, .seccomp_mode = FILTER_KILL};
-    opterr = 0;
-    for (;;) {
-        int c = getopt_long(argc, argv, "", longopts, NULL);
-        if (c < 0) {
-            break;
-        }
-        option_set(ret, c, optarg, argv);
-    }
-    if (optind < argc) {
-        usage_error("unexpected argument '%s'", argv[optind]);
-    }
+    CliOptions common;
+    *ret = (Options){.child_fd = -1};
+    cli_parse(&program, argc, argv, longopts, option_set, ret, &common);
+    ret->log_level = common.log_level;
+    ret->no_sandbox = common.no_sandbox;
+    ret->seccomp_mode = common.seccomp_mode;
+    ret->print_filter = common.print_filter;
     options_check(ret);
 }

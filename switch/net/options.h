@@ -1,4 +1,5 @@
-/* vm-switch's command line, for both of its processes.
+/* vm-switch's command line, for both of its processes (what every
+ * sandboxed device program takes is switch/sandbox/cli.h's).
  *
  *   vm-switch --config-dir DIR --socket-dir DIR [--log-level L]
  *             [--no-sandbox] [--seccomp-mode kill|trap|log|disabled] [--user NAME]
@@ -7,7 +8,7 @@
  *
  * and, internal, `--child FD`: a per-VM child re-executed by the main
  * process with its control socket on FD. A bad command line prints one
- * line and a hint on stderr and exits EXIT_USAGE. */
+ * line and a hint on stderr and exits CLI_EXIT_USAGE. */
 #pragma once
 
 #include <stdbool.h>
@@ -15,8 +16,6 @@
 #include "switch/sandbox/filter.h"
 
 #define PROGRAM "vm-switch"
-/* Exit status for a bad command line (1 is for failing to start). */
-#define EXIT_USAGE 2
 /* The highest fd --child accepts. */
 #define CHILD_FD_MAX 1024
 
@@ -32,6 +31,6 @@ typedef struct Options {
     int child_fd;                    /* --child; -1 when not given */
 } Options;
 
-/* Parses argv into *ret; prints usage and exits 0 on --help, exits
- * EXIT_USAGE on anything it does not take. */
+/* Parses argv into *ret and sets the log level; prints usage and exits 0
+ * on --help, exits CLI_EXIT_USAGE on anything it does not take. */
 void options_parse(int argc, char **argv, Options *ret);

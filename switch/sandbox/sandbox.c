@@ -5,7 +5,8 @@
  *
  *   leave_root        started as root: become the unprivileged user first,
  *                     because a user namespace belongs to the uid that
- *                     creates it
+ *                     creates it (or, asked to keep root, only drop the
+ *                     supplementary groups)
  *   resolve_binds     the description's paths, while the host's are there
  *   collect_mapped_files  what the dynamic loader mapped, for the new root
  *   notify_connect    without a supervisor: $NOTIFY_SOCKET, before the
@@ -112,10 +113,19 @@ static int resolve_user(const char *name, Ids *ret) {
 /* Started as root (a plain system service): become the unprivileged user
  * before anything else. The user namespace created next belongs to the
  * uid that creates it, and root outside must never be what uid 0 inside
- * maps to. Under systemd's DynamicUser= or User= we are already that user
- * and this step does nothing. */
-static int leave_root(const char *user, Ids *ret) {
+ * maps to, unless the description asks to keep root (sandbox.h says why
+ * and what it costs): then only the supplementary groups go. Under
+ * systemd's DynamicUser= or User= we are already that user and this step
+ * does nothing. */
+static int leave_root(const char *user, bool keep_root, Ids *ret) {
     Ids ids = {geteuid(), getegid()};
+    if (ids.uid == 0 && keep_root) {
+        if (setgroups(0, NULL) < 0) {
+            return -errno;
+        }
+        *ret = ids;
+        return 0;
+    }
     if (ids.uid != 0) {
         if (user) {
             Ids want;
@@ -610,7 +620,8 @@ static int lockdown(const FilterTable *filter, FilterMode mode, const SandboxLim
 
 static int config_check(const SandboxConfig *c) {
     if (!c || !c->filter || !c->hostname || c->n_binds > SANDBOX_MAX_BINDS ||
-        (c->n_binds > 0 && !c->binds)) {
+        (c->n_binds > 0 && !c->binds) || (c->keep_root && c->user) ||
+        c->n_main_fds > SANDBOX_MAX_MAIN_FDS || (c->n_main_fds > 0 && !c->main_fds)) {
         return -EINVAL;
     }
     for (size_t i = 0; i < c->n_binds; i++) {
@@ -630,7 +641,7 @@ int sandbox_enter(const SandboxConfig *c) {
     }
     /* Resolve the user (NSS, /etc) and the paths while the host's files
      * are still there. */
-    r = leave_root(c->user, &ids);
+    r = leave_root(c->user, c->keep_root, &ids);
     if (r < 0) {
         return r;
     }
@@ -661,7 +672,7 @@ int sandbox_enter(const SandboxConfig *c) {
         return r;
     }
     if (c->supervisor) {
-        r = supervisor_split(c->filter_mode);
+        r = supervisor_split(c->filter_mode, c->main_fds, c->n_main_fds);
         if (r < 0) {
             return r;
         }

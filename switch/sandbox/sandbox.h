@@ -26,6 +26,7 @@
  *            .filter = &my_filter,          // FILTER_TABLE("main", my_rules)
  *            .filter_mode = mode,           // --seccomp-mode
  *            .user = user,                  // --user, when started as root
+ *            .main_fds = fds, .n_main_fds = n,  // opened before, the main's alone
  *        };
  *        int r = sandbox_enter(&c);
  *
@@ -64,7 +65,20 @@
  * root; resolved before anything else, since a user namespace belongs to
  * the uid that creates it); started unprivileged (systemd's DynamicUser=)
  * nothing is needed. The limits only ever lower what the service manager
- * set; RLIMIT_CORE is always 0 (a core would hold guest memory). */
+ * set; RLIMIT_CORE is always 0 (a core would hold guest memory).
+ *
+ * `.keep_root` is for a program whose peers' identity is the point: seen
+ * from inside a user namespace, a peer's uid (SO_PEERCRED, and every
+ * other credential the kernel reports) is translated, and only the uid
+ * that created the namespace reads as itself (as 0); any other, root
+ * included, reads as the overflow uid. A program that must tell root's
+ * connections from anyone else's (qubes-lite-vsock) therefore stays root
+ * outside: its user namespace maps 0 to 0, and it drops its supplementary
+ * groups. It still has no capability (none in the host's namespace ever,
+ * and none left in its own), no_new_privs and its filter, and sees only
+ * its root; what uid 0 outside leaves it is an owner's access to the
+ * root-owned files bound into that root, so its binds should be
+ * directories of its own. Started unprivileged, it changes nothing. */
 #pragma once
 
 #include <stdbool.h>
@@ -89,6 +103,9 @@ typedef struct SandboxLimits {
     rlim_t max_procs; /* RLIMIT_NPROC: our user's processes in the namespace; 0: no fork */
 } SandboxLimits;
 
+/* Descriptors one description may hand to the main process alone. */
+#define SANDBOX_MAX_MAIN_FDS 8
+
 typedef struct SandboxConfig {
     const char *hostname; /* in its own UTS namespace */
     const SandboxBind *binds;
@@ -98,6 +115,14 @@ typedef struct SandboxConfig {
     const FilterTable *filter; /* the sandboxed process's allowlist */
     FilterMode filter_mode;
     const char *user; /* started as root: the user to become; NULL otherwise */
+    /* Started as root: stay root outside (uid and gid 0 map to themselves)
+     * instead of becoming `user` (which must then be NULL). See above. */
+    bool keep_root;
+    /* Descriptors opened before (listening sockets) that only the main
+     * process keeps: the supervisor closes its copies. At most
+     * SANDBOX_MAX_MAIN_FDS. */
+    const int *main_fds;
+    size_t n_main_fds;
 } SandboxConfig;
 
 /* Enters the sandbox c describes, one step per function in this order:
@@ -107,8 +132,8 @@ typedef struct SandboxConfig {
  * filter last. Call it right after option parsing: before any thread,
  * event loop or descriptor other than stdio and those the caller means to
  * keep. Returns 0 in the sandboxed process, under c->filter. Errors (a
- * negative errno: -EPERM started as root without a user, -EINVAL a bad
- * description) are returned before the split, or in the main process
+ * negative errno: -EPERM started as root without a user nor keep_root,
+ * -EINVAL a bad description) are returned before the split, or in the main process
  * before it is sandboxed; the caller logs and exits. */
 int sandbox_enter(const SandboxConfig *c);
 

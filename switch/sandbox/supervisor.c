@@ -212,7 +212,7 @@ static _noreturn_ void supervise(pid_t main_pid, int relay, const sigset_t *mask
     }
 }
 
-int supervisor_split(FilterMode mode) {
+int supervisor_split(FilterMode mode, const int *main_fds, size_t n_main_fds) {
     if (unshare(CLONE_NEWPID) < 0) {
         return -errno;
     }
@@ -241,6 +241,9 @@ int supervisor_split(FilterMode mode) {
     }
     if (pid > 0) {
         close(pair[1]);
+        for (size_t i = 0; i < n_main_fds; i++) {
+            safe_close(main_fds[i]);
+        }
         supervise(pid, pair[0], &mask, mode);
     }
     close(pair[0]);

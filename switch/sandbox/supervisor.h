@@ -11,15 +11,18 @@
  * filter. */
 #pragma once
 
+#include <stddef.h>
+
 #include "filter.h"
 
 /* A new pid namespace: the main process becomes its PID 1, sees only its
  * own children in /proc, cannot signal anything outside, and when it dies
  * the kernel kills every child with it. unshare(CLONE_NEWPID) applies to
  * the next child, so this is where the process splits: the child goes on
- * into the sandbox (0, or a negative errno), the parent supervises under
- * the supervisor's filter in `mode` and never returns. */
-int supervisor_split(FilterMode mode);
+ * into the sandbox (0, or a negative errno), the parent closes its copies
+ * of main_fds (the main process's alone) and supervises under the
+ * supervisor's filter in `mode`, and never returns. */
+int supervisor_split(FilterMode mode, const int *main_fds, size_t n_main_fds);
 
 /* Without a supervisor the process itself tells systemd; its socket is out
  * of reach once the root (a path) or the network namespace (an abstract

@@ -37,6 +37,7 @@ struct VsockHost {
     int listen_fd;
     char *uds_path;
     uid_t euid;
+    uid_t root_alias; /* (uid_t)-1: none */
     VsockMux *mux;
     bool guest_ready;
     SockList clients; /* in deadline order: one timeout for all */
@@ -233,8 +234,9 @@ static void on_accept(VsockHost *h, uint64_t now) {
         /* Root, or the user PATH belongs to (ours): what only a
          * privileged process could do on the kernel's vsock. From inside
          * a user namespace, an unmapped uid reads as the overflow uid,
-         * never as one of these. */
-        s->privileged = uid == 0 || uid == h->euid;
+         * never as one of these unless that can only be root
+         * (vsock_host_set_root_alias()). */
+        s->privileged = uid == 0 || uid == h->euid || uid == h->root_alias;
         s->deadline = now + VSOCK_HOST_LINE_TIMEOUT_USEC;
         if (watch_fd(h, EPOLL_CTL_ADD, s, EPOLLIN | EPOLLRDHUP | EPOLLET) < 0) {
             safe_close(fd);
@@ -370,6 +372,7 @@ int vsock_host_new(int epoll_fd, int listen_fd, const char *uds_path, VsockHost 
     h->epoll_fd = epoll_fd;
     h->listen_fd = listen_fd;
     h->euid = geteuid();
+    h->root_alias = (uid_t)-1;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &h->listen_watch};
     if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, listen_fd, &ev) < 0) {
         int r = -errno;
@@ -379,6 +382,10 @@ int vsock_host_new(int epoll_fd, int listen_fd, const char *uds_path, VsockHost 
     }
     *ret = h;
     return 0;
+}
+
+void vsock_host_set_root_alias(VsockHost *h, uid_t uid) {
+    h->root_alias = uid;
 }
 
 void vsock_host_free(VsockHost *h) {

@@ -64,6 +64,11 @@ void vsock_host_free(VsockHost *h);
 /* The multiplexer's ways to the host side; ctx is the VsockHost. */
 extern const VsockMuxOps vsock_host_ops;
 void vsock_host_set_mux(VsockHost *h, VsockMux *m);
+/* A uid that reads as root too: inside a user namespace its creator made
+ * unprivileged, root is unmapped and reads as the overflow uid; while
+ * PATH is open to nobody but its owner and root, a peer with that uid can
+ * only be root. */
+void vsock_host_set_root_alias(VsockHost *h, uid_t uid);
 /* Whether a guest driver runs: CONNECT is refused at once otherwise. */
 void vsock_host_set_guest_ready(VsockHost *h, bool ready);
 

@@ -1,10 +1,10 @@
 /* qubes-lite-vsock: one VM's virtio-vsock device over vhost-user, its host
- * side behind a unix socket. One process, one thread, one epoll. */
+ * side behind a unix socket. One process, one thread, one epoll, in its
+ * sandbox (confine.h) unless --no-sandbox: the main process below is the
+ * sandbox's PID 1, its supervisor outside is systemd's main PID. */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,25 +12,19 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "addr.h"
+#include "confine.h"
 #include "device.h"
 #include "host.h"
 #include "log.h"
 #include "mux.h"
+#include "options.h"
+#include "sockets.h"
+#include "switch/sandbox/cli.h"
+#include "switch/sandbox/sandbox.h"
 #include "util.h"
 
-#define PROGRAM "qubes-lite-vsock"
-
-enum {
-    EXIT_USAGE = 2,
-};
-
-/* Connections at once, both ways together (each holds one descriptor). */
-#define MAX_CONNS 4096
 /* What the guest may send on a connection before the host side took it:
  * our receive window, and the most a connection ever buffers. */
 #define CONN_BUF_SIZE (64 * 1024)
@@ -39,17 +33,6 @@ enum {
 #define CONNECT_TIMEOUT_USEC (10 * 1000000ull)
 /* The guest's RST after our SHUTDOWN of both ways (Linux's own wait is 8 s). */
 #define CLOSE_TIMEOUT_USEC (10 * 1000000ull)
-/* Descriptors besides the connections': sockets, epoll, eventfds. */
-#define SPARE_FDS 64
-
-typedef struct Options {
-    const char *socket;
-    const char *uds_path;
-    uint64_t guest_cid;
-    const char *log_level;
-    bool no_sandbox;
-    const char *seccomp_mode;
-} Options;
 
 typedef struct Program {
     int epoll_fd;
@@ -59,8 +42,7 @@ typedef struct Program {
     int vhost_listen_fd;
     int vhost_fd; /* the frontend's connection */
     int kick_reg[VSOCK_N_QUEUES];
-    struct stat vhost_bound, uds_bound;
-    const char *vhost_path, *uds_path;
+    const char *vhost_path;
     VsockMux *mux;
     VsockHost *host;
     VsockDevice *dev;
@@ -69,155 +51,24 @@ typedef struct Program {
     uint64_t last_report;
 } Program;
 
-static void usage(FILE *f) {
-    fprintf(f, "Usage: " PROGRAM " --socket VHOST_SOCKET --uds-path PATH --guest-cid CID\n"
-               "                         [--no-sandbox] [--seccomp-mode kill|trap|log|disabled]\n"
-               "                         [--log-level LEVEL]\n"
-               "\n"
-               "One VM's virtio-vsock device over vhost-user: the VMM connects to\n"
-               "VHOST_SOCKET. Host programs reach the guest's port P by connecting to the\n"
-               "unix socket PATH and writing \"CONNECT P\\n\" (answered \"OK <host-port>\\n\");\n"
-               "the guest's connections to the host's port P go to the unix socket PATH_P.\n"
-               "\n"
-               "  --socket VHOST_SOCKET  the vhost-user socket to listen on (mode 0600)\n"
-               "  --uds-path PATH        the host side's unix socket (mode 0600)\n"
-               "  --guest-cid CID        the guest's CID (3 to 4294967294)\n"
-               "  --no-sandbox           run without namespaces and seccomp (debugging)\n"
-               "  --seccomp-mode MODE    kill (default), trap, log or disabled\n"
-               "  --log-level LEVEL      error, warning, info (default) or debug\n"
-               "  --help                 this text\n");
-}
-
-static _noreturn_ void usage_error(const char *fmt, ...) _printf_(1, 2);
-static _noreturn_ void usage_error(const char *fmt, ...) {
-    va_list ap;
-    fputs(PROGRAM ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\nTry '" PROGRAM " --help'.\n", stderr);
-    exit(EXIT_USAGE);
-}
-
-static void parse_options(int argc, char **argv, Options *opt) {
-    enum { OPT_SOCKET = 256, OPT_UDS, OPT_CID, OPT_NO_SANDBOX, OPT_SECCOMP, OPT_LOG, OPT_HELP };
-    static const struct option longopts[] = {
-        {"socket", required_argument, NULL, OPT_SOCKET},
-        {"uds-path", required_argument, NULL, OPT_UDS},
-        {"guest-cid", required_argument, NULL, OPT_CID},
-        {"no-sandbox", no_argument, NULL, OPT_NO_SANDBOX},
-        {"seccomp-mode", required_argument, NULL, OPT_SECCOMP},
-        {"log-level", required_argument, NULL, OPT_LOG},
-        {"help", no_argument, NULL, OPT_HELP},
-        {0},
-    };
-    unsigned long long v;
-
-    *opt = (Options){0};
-    opterr = 0;
-    for (;;) {
-        int c = getopt_long(argc, argv, "", longopts, NULL);
-        if (c < 0) {
-            break;
-        }
-        switch (c) {
-        case OPT_SOCKET:
-            opt->socket = optarg;
-            break;
-        case OPT_UDS:
-            opt->uds_path = optarg;
-            break;
-        case OPT_CID:
-            /* 0, 1 and 2 are the hypervisor, the local CID and the host;
-             * the highest is "any". */
-            if (parse_uint(optarg, 3, UINT32_MAX - 1, &v) < 0) {
-                usage_error("bad --guest-cid '%s' (3 to 4294967294)", optarg);
-            }
-            opt->guest_cid = v;
-            break;
-        case OPT_NO_SANDBOX:
-            opt->no_sandbox = true;
-            break;
-        case OPT_SECCOMP:
-            if (!streq(optarg, "kill") && !streq(optarg, "trap") && !streq(optarg, "log") &&
-                !streq(optarg, "disabled")) {
-                usage_error("unknown seccomp mode '%s' (kill, trap, log, disabled)", optarg);
-            }
-            opt->seccomp_mode = optarg;
-            break;
-        case OPT_LOG:
-            if (log_level_from_string(optarg) < 0) {
-                usage_error("unknown log level '%s' (error, warning, info, debug)", optarg);
-            }
-            opt->log_level = optarg;
-            break;
-        case OPT_HELP:
-            usage(stdout);
-            exit(EXIT_SUCCESS);
-        default:
-            if (optopt) {
-                usage_error("option '%s' needs an argument", argv[optind - 1]);
-            }
-            usage_error("unknown option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind < argc) {
-        usage_error("unexpected argument '%s'", argv[optind]);
-    }
-    if (!opt->socket) {
-        usage_error("--socket is required");
-    }
-    if (!opt->uds_path) {
-        usage_error("--uds-path is required");
-    }
-    if (opt->guest_cid == 0) {
-        usage_error("--guest-cid is required");
-    }
-}
-
 /* ---- set-up ----------------------------------------------------------------------- */
 
-/* A unix socket path born 0600 (umask 0177 around bind): nobody but its
- * owner, and root, may connect, from the first moment. A stale socket of
- * an earlier run (nobody listening) is replaced. */
-static int listen_private(const char *path, int *ret_fd, struct stat *ret_st) {
-    char spec[ADDR_STR_MAX];
-    Addr a;
-    int r;
-
-    snprintf(spec, sizeof(spec), "unix:%s", path);
-    r = addr_parse(spec, &a);
-    if (r < 0) {
-        return -ENAMETOOLONG;
-    }
-    mode_t old = umask(0177);
-    r = addr_listen(&a, ret_fd);
-    umask(old);
-    if (r < 0) {
-        return r;
-    }
-    if (lstat(path, ret_st) < 0) {
-        return -errno;
-    }
-    return 0;
-}
-
 /* One descriptor per connection: a thousand and more need more than the
- * usual soft limit of 1024. */
+ * usual soft limit of 1024 (the sandbox lowers it to what we use). */
 static unsigned raise_fd_limit(void) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-        return 1024 - SPARE_FDS;
+        return 1024 - VSOCK_SPARE_FDS;
     }
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         (void)setrlimit(RLIMIT_NOFILE, &rl);
         (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (rl.rlim_cur <= 2 * SPARE_FDS) {
-        return SPARE_FDS;
+    if (rl.rlim_cur <= 2 * VSOCK_SPARE_FDS) {
+        return VSOCK_SPARE_FDS;
     }
-    return (unsigned)MIN((rlim_t)MAX_CONNS, rl.rlim_cur - SPARE_FDS);
+    return (unsigned)MIN((rlim_t)VSOCK_MAX_CONNS, rl.rlim_cur - VSOCK_SPARE_FDS);
 }
 
 static void epoll_watch(Program *p, int fd, Watch *w) {
@@ -361,6 +212,22 @@ static void report_violations(Program *p, uint64_t now) {
     }
 }
 
+#ifdef VSOCK_TEST_HOOKS
+/* The test build only (never shipped): on SIGUSR2 the device makes a call
+ * its filter forbids, so that the tests see what each --seccomp-mode does
+ * with it. */
+#define TEST_HOOK_SIGNAL SIGUSR2
+static void test_hook_forbidden_call(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_info_errno(-errno, "Test hook: socket(AF_INET) failed: %m");
+        return;
+    }
+    log_info("Test hook: socket(AF_INET) allowed");
+    safe_close(fd);
+}
+#endif
+
 /* 1: go on; 0: asked to stop. */
 static int on_signal(Program *p) {
     struct signalfd_siginfo si;
@@ -369,6 +236,12 @@ static int on_signal(Program *p) {
             report(p);
             continue;
         }
+#ifdef VSOCK_TEST_HOOKS
+        if (si.ssi_signo == TEST_HOOK_SIGNAL) {
+            test_hook_forbidden_call();
+            continue;
+        }
+#endif
         log_info("Got %s, stopping", strsignal((int)si.ssi_signo));
         return 0;
     }
@@ -446,103 +319,174 @@ static int run(Program *p) {
     }
 }
 
-int main(int argc, char **argv) {
-    Options opt;
-    Program p = {.vhost_fd = -EBADF};
-    int r;
-
-    log_setup(PROGRAM);
-    parse_options(argc, argv, &opt);
-    if (opt.log_level) {
-        log_set_max_level(log_level_from_string(opt.log_level));
-    }
-    /* A host program gone while we write to it is an error code. */
-    signal(SIGPIPE, SIG_IGN);
-    unsigned max_conns = raise_fd_limit();
-
-    p.vhost_path = opt.socket;
-    p.uds_path = opt.uds_path;
-    /* Any host program and the VMM may be started by now: both sockets
-     * exist before anything else. */
-    r = listen_private(opt.socket, &p.vhost_listen_fd, &p.vhost_bound);
-    if (r < 0) {
-        die("cannot listen on %s: %s", opt.socket, strerror(-r));
-    }
-    int uds_fd;
-    r = listen_private(opt.uds_path, &uds_fd, &p.uds_bound);
-    if (r < 0) {
-        die("cannot listen on %s: %s", opt.uds_path, strerror(-r));
-    }
-
-    p.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    if (p.epoll_fd < 0) {
-        die("epoll_create1: %m");
-    }
+/* Signals through the event loop: SIGTERM, SIGINT and SIGHUP stop the
+ * device, SIGUSR1 logs its counters. */
+static void take_signals(Program *p) {
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGUSR1);
+#ifdef VSOCK_TEST_HOOKS
+    sigaddset(&mask, TEST_HOOK_SIGNAL);
+#endif
     if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0) {
         die("sigprocmask: %m");
     }
-    p.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (p.signal_fd < 0) {
+    p->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (p->signal_fd < 0) {
         die("signalfd: %m");
     }
-    p.signal_watch.kind = WATCH_SIGNAL;
-    p.vhost_listen_watch.kind = WATCH_VHOST_LISTEN;
-    p.vhost_conn_watch.kind = WATCH_VHOST_CONN;
-    for (unsigned q = 0; q < VSOCK_N_QUEUES; q++) {
-        p.kick_watch[q] = (Watch){.kind = WATCH_KICK, .index = q};
-        p.kick_reg[q] = -EBADF;
-    }
-    epoll_watch(&p, p.signal_fd, &p.signal_watch);
-    epoll_watch(&p, p.vhost_listen_fd, &p.vhost_listen_watch);
+}
 
-    r = vsock_host_new(p.epoll_fd, uds_fd, opt.uds_path, &p.host);
+/* The event loop's epoll set, with the signals and the vhost-user
+ * listener in it (the host side adds its own). */
+static void watch_events(Program *p) {
+    p->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (p->epoll_fd < 0) {
+        die("epoll_create1: %m");
+    }
+    p->signal_watch.kind = WATCH_SIGNAL;
+    p->vhost_listen_watch.kind = WATCH_VHOST_LISTEN;
+    p->vhost_conn_watch.kind = WATCH_VHOST_CONN;
+    for (unsigned q = 0; q < VSOCK_N_QUEUES; q++) {
+        p->kick_watch[q] = (Watch){.kind = WATCH_KICK, .index = q};
+        p->kick_reg[q] = -EBADF;
+    }
+    epoll_watch(p, p->signal_fd, &p->signal_watch);
+    epoll_watch(p, p->vhost_listen_fd, &p->vhost_listen_watch);
+}
+
+/* The host side on PATH, the connections, the device. The source port
+ * rule reads our uid now: inside the sandbox, where peers are seen. */
+static void make_device(Program *p, const Options *opt, const VsockSocket *uds,
+                        unsigned max_conns) {
+    int r = vsock_host_new(p->epoll_fd, uds->fd, uds->path, &p->host);
     if (r < 0) {
         die("cannot set up the host side: %s", strerror(-r));
     }
     VsockMuxConfig cfg = {
-        .guest_cid = opt.guest_cid,
+        .guest_cid = opt->guest_cid,
         .max_conns = max_conns,
         .buf_size = CONN_BUF_SIZE,
         .connect_timeout_usec = CONNECT_TIMEOUT_USEC,
         .close_timeout_usec = CLOSE_TIMEOUT_USEC,
     };
-    r = vsock_mux_new(&cfg, &vsock_host_ops, p.host, &p.mux);
+    r = vsock_mux_new(&cfg, &vsock_host_ops, p->host, &p->mux);
     if (r < 0) {
         die("cannot set up the connections: %s", strerror(-r));
     }
-    vsock_host_set_mux(p.host, p.mux);
-    r = vsock_device_new(p.mux, opt.guest_cid, &p.dev);
+    vsock_host_set_mux(p->host, p->mux);
+    r = vsock_device_new(p->mux, opt->guest_cid, &p->dev);
     if (r < 0) {
         die("cannot set up the device: %s", strerror(-r));
     }
-    if (!opt.no_sandbox) {
-        /* The sandbox (namespaces, seccomp) comes with the shared sandbox
-         * library; until then the device runs as it was started. */
-        log_debug("No sandbox yet: running unconfined");
+}
+
+/* Both sockets, before anything else: any host program and the VMM may be
+ * started by now. */
+static void listen_both(const Options *opt, VsockSocket *vhost, VsockSocket *uds) {
+    int r = vsock_socket_listen(opt->socket, vhost);
+    if (r < 0) {
+        die("cannot listen on %s: %s", opt->socket, strerror(-r));
     }
+    r = vsock_socket_listen(opt->uds_path, uds);
+    if (r < 0) {
+        die("cannot listen on %s: %s", opt->uds_path, strerror(-r));
+    }
+    if (opt->uds_group) {
+        r = vsock_socket_open_to_group(uds, opt->uds_group);
+        if (r < 0) {
+            die("cannot open %s to group '%s': %s", uds->path, opt->uds_group, strerror(-r));
+        }
+    }
+}
+
+/* Who reads as root once sandboxed (host.h's source port rule). Started
+ * as root the sandbox keeps root: root reads as itself. Started as
+ * another user, that user is the namespace's uid 0 and root reads as the
+ * overflow uid, like anyone else: while PATH is 0600 only root can be
+ * that peer. Opened to a group, its members read the same, and root's
+ * connections get ports above 1023 (the README says to start it as root
+ * then). Read before the sandbox: its /proc has no sysctls. */
+static uid_t sandboxed_root_alias(const Options *opt) {
+    if (opt->common.no_sandbox || geteuid() == 0) {
+        return (uid_t)-1;
+    }
+    if (opt->uds_group) {
+        log_warning("Started unprivileged with --uds-group: root's connections get ports "
+                    "above 1023 (start it as root to keep them below)");
+        return (uid_t)-1;
+    }
+    unsigned long long v = 65534;
+    FILE *f = fopen("/proc/sys/kernel/overflowuid", "re");
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1) {
+            v = 65534;
+        }
+        fclose(f);
+    }
+    return (uid_t)v;
+}
+
+/* The sandbox, right after the two sockets: no other descriptor, no
+ * thread exists yet. Returns in the sandboxed main process (PID 1 of its
+ * own namespace), or unsandboxed with --no-sandbox. */
+static void enter_sandbox(const Options *opt, const VsockSocket *vhost, const VsockSocket *uds) {
+    if (opt->common.no_sandbox) {
+        return;
+    }
+    const int fds[2] = {vhost->fd, uds->fd};
+    int r = vsock_confine_enter(vhost->dir, uds->dir, fds, opt->common.seccomp_mode);
+    if (r < 0) {
+        cli_sandbox_failed(r, false);
+    }
+}
+
+/* Set-up in this order: options, the two sockets, the sandbox, then the
+ * event loop's descriptors, the host side, the device, READY=1, and the
+ * loop until a signal. */
+int main(int argc, char **argv) {
+    Options opt;
+    Program p = {.vhost_fd = -EBADF};
+    VsockSocket vhost, uds;
+
+    log_setup(PROGRAM);
+    options_parse(argc, argv, &opt);
+    if (opt.common.print_filter) {
+        filter_print(opt.common.print_filter, stdout);
+        return EXIT_SUCCESS;
+    }
+    /* A host program gone while we write to it is an error code. */
+    signal(SIGPIPE, SIG_IGN);
+    listen_both(&opt, &vhost, &uds);
+    unsigned max_conns = raise_fd_limit();
+    uid_t root_alias = sandboxed_root_alias(&opt);
+    enter_sandbox(&opt, &vhost, &uds);
+
+    p.vhost_path = vhost.path;
+    p.vhost_listen_fd = vhost.fd;
+    take_signals(&p);
+    watch_events(&p);
+    make_device(&p, &opt, &uds, max_conns);
+    vsock_host_set_root_alias(p.host, root_alias);
 
     log_info("Serving guest CID %" PRIu64 ": vhost-user on %s, host side on %s (up to %u "
              "connections)",
-             opt.guest_cid, opt.socket, opt.uds_path, max_conns);
-    (void)sd_notify(0, "READY=1");
+             opt.guest_cid, vhost.path, uds.path, max_conns);
+    cli_notify_ready();
     int ret = run(&p);
-    (void)sd_notify(0, "STOPPING=1");
+    (void)sandbox_notify("STOPPING=1");
 
     frontend_drop(&p, "left as we stop");
     vsock_mux_free(p.mux);
-    vsock_host_free(p.host);
+    vsock_host_free(p.host); /* closes PATH's listener */
     vsock_device_free(p.dev);
     safe_close(p.vhost_listen_fd);
     safe_close(p.signal_fd);
     safe_close(p.epoll_fd);
-    /* Our sockets only: a file another run put there since stays. */
-    (void)addr_unix_unlink_bound(opt.socket, &p.vhost_bound);
-    (void)addr_unix_unlink_bound(opt.uds_path, &p.uds_bound);
+    vsock_socket_remove(&vhost);
+    vsock_socket_remove(&uds);
     return ret;
 }

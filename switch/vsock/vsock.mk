@@ -22,13 +22,36 @@ UNIT_OBJS_test-vsock-mux := $(VSOCK_OBJS)
 # the protocol library (proto/addr.c).
 $(FUZZ_DIR)/fuzz-vsock-mux: $(VSOCK_SRCS:%.c=$(FUZZ_OBJ)/%.o)
 
-# The program: the device (libvhostuser.a), the host side, the loop.
-VSOCK_PROG_OBJS := $(OBJ)/switch/vsock/main.o $(OBJ)/switch/vsock/device.o \
-	$(OBJ)/switch/vsock/host.o
+# The program: the device (libvhostuser.a), the host side, the loop, its
+# command line and sandbox (libvmsandbox.a). It links libc, libseccomp,
+# libcap and the protocol library's own (sandbox.c binds what it is mapped
+# from into its root).
+VSOCK_PROG_SRCS := switch/vsock/main.c switch/vsock/options.c switch/vsock/confine.c \
+	switch/vsock/sockets.c switch/vsock/device.c switch/vsock/host.c
+VSOCK_PROG_OBJS := $(VSOCK_PROG_SRCS:%.c=$(OBJ)/%.o)
+VSOCK_PROG_LIBS := $(VSOCK_LIB) $(VHOSTUSER_LIB) $(SANDBOX_LIB) $(PROTO_LIB)
 
 PROGRAMS += $(BIN)/qubes-lite-vsock
 
-$(BIN)/qubes-lite-vsock: $(VSOCK_PROG_OBJS) $(VSOCK_LIB) $(VHOSTUSER_LIB) $(PROTO_LIB)
+$(BIN)/qubes-lite-vsock: $(VSOCK_PROG_OBJS) $(VSOCK_PROG_LIBS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PROTO_LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS) $(PROTO_LIBS)
+
+# The same program with a test hook (VSOCK_TEST_HOOKS: SIGUSR2 makes the
+# device call what its filter forbids), for tests only: main.c is compiled
+# again with it.
+VSOCK_HOOKED := $(BUILD)/tests/switch/qubes-lite-vsock
+VSOCK_HOOKED_OBJ := $(OBJ)/tests/switch/vsock-main-hooked.o
+TEST_PROGRAMS += $(VSOCK_HOOKED)
+
+$(VSOCK_HOOKED_OBJ): switch/vsock/main.c | $(GEN)/qubes-lite.pb-c.h
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -DVSOCK_TEST_HOOKS -c -o $@ $<
+
+$(VSOCK_HOOKED): $(filter-out $(OBJ)/switch/vsock/main.o,$(VSOCK_PROG_OBJS)) $(VSOCK_HOOKED_OBJ) \
+		$(VSOCK_PROG_LIBS)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(SANDBOX_LIBS) $(PROTO_LIBS)

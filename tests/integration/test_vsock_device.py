@@ -161,9 +161,16 @@ def tmp():
     os.rmdir(d)
 
 
+@pytest.fixture(params=["sandboxed", "no-sandbox"])
+def sandbox(request):
+    """Every test that starts the device runs twice: in its sandbox (as it
+    ships) and with --no-sandbox."""
+    return request.param == "sandboxed"
+
+
 @pytest.fixture
-def dev(tmp):
-    d = Device(tmp)
+def dev(tmp, sandbox):
+    d = Device(tmp, sandbox=sandbox)
     yield d
     assert d.stop() == 0, d.log_text()[-4000:]
 
@@ -215,8 +222,8 @@ def test_command_line(tmp):
     assert os.listdir(tmp) == []
 
 
-def test_sockets_private_and_removed(tmp):
-    d = Device(tmp)
+def test_sockets_private_and_removed(tmp, sandbox):
+    d = Device(tmp, sandbox=sandbox)
     for p in (d.vhost, d.path):
         st = os.lstat(p)
         assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
@@ -241,10 +248,10 @@ def test_sockets_private_and_removed(tmp):
     assert not os.path.exists(d.vhost) and not os.path.exists(d.path)
 
     # Sockets left by a device killed with SIGKILL are taken over.
-    d = Device(tmp)
+    d = Device(tmp, sandbox=sandbox)
     d.kill()
     assert os.path.exists(d.vhost) and os.path.exists(d.path)
-    d = Device(tmp)
+    d = Device(tmp, sandbox=sandbox)
     assert d.stop() == 0
 
 
@@ -379,6 +386,85 @@ def test_unprivileged_client_port(dev):
     os.close(rd)
     os.waitpid(pid, 0)
     g.close()
+
+
+def port_as(dev, guest, uid, groups=()):
+    """The source port the guest sees for a connection to PATH from a
+    forked child with uid (and gid 65534, the supplementary groups), or
+    "EACCES" when PATH's permissions refuse it. The child closes once it
+    read the OK line: the guest's last packet."""
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rd)
+            os.setgroups(list(groups))
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(uid, uid, uid)
+            try:
+                s = dev.client(5200)
+            except PermissionError:
+                os.write(wr, b"EACCES")
+                os._exit(0)
+            os.write(wr, b"+")
+            os.write(wr, read_line(s))
+        finally:
+            os._exit(0)
+    os.close(wr)
+    try:
+        first = os.read(rd, 6)
+        if first == b"EACCES":
+            return "EACCES"
+        assert first == b"+", first
+        req = guest.expect(REQUEST)
+        guest.accept(req)
+        line = os.read(rd, 100)
+        assert line == b"OK %d\n" % req.src_port, line
+        return req.src_port
+    finally:
+        os.close(rd)
+        os.waitpid(pid, 0)
+
+
+def test_uds_group(tmp, sandbox):
+    """PATH opened to a group with --uds-group (a number here): its member
+    connects, from a port above 1023; without it, the same uid is refused
+    at PATH's permissions."""
+    d = Device(tmp, sandbox=sandbox)
+    g = Guest(d.vhost)
+    assert port_as(d, g, 65534, groups=[4242]) == "EACCES"
+    g.close()
+    assert d.stop() == 0
+
+    d = Device(tmp, "--uds-group", "4242", sandbox=sandbox)
+    st = os.lstat(d.path)
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 4242, (oct(st.st_mode), st.st_gid)
+    g = Guest(d.vhost)
+    assert port_as(d, g, 65534) == "EACCES"
+    s, req = host_connects(d, g)
+    assert req.src_port < 1024, req
+    assert port_as(d, g, 65534, groups=[4242]) >= 1024
+    s.close()
+    g.close()
+    assert d.stop() == 0
+
+
+def test_started_unprivileged_ports(tmp, sandbox):
+    """Started as another user (systemd's User=): root's connections and
+    that user's own get ports below 1024, sandboxed too (where root reads
+    as an unmapped uid)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start the device as another user")
+    os.chown(tmp, 65534, 65534)
+    d = Device(tmp, sandbox=sandbox, user=65534)
+    assert os.lstat(d.path).st_uid == 65534
+    g = Guest(d.vhost)
+    s, req = host_connects(d, g)
+    assert req.src_port < 1024, req
+    assert port_as(d, g, 65534) < 1024
+    s.close()
+    g.close()
+    assert d.stop() == 0
 
 
 def test_host_to_guest_flow_control(dev):

@@ -2,7 +2,8 @@
 host program's connection through it, and a qemu guest whose
 vhost-user-vsock device it is, with the real agents on both sides.
 
-    dev = Device(tmp)                  tmp/vhost.sock (the frontend's), tmp/vsock.sock (PATH)
+    dev = Device(tmp)                  tmp/vhost.sock (the frontend's), tmp/vsock.sock (PATH),
+                                       sandboxed (sandbox=False: --no-sandbox)
     s = dev.client(5200, b"early")     a host program: its CONNECT line sent, nothing read
     s, port = dev.connect(5200)        ... and the device's "OK <port>" line read
     dev.stop()                         SIGTERM: exit 0 and no sanitizer report, or it fails
@@ -13,6 +14,9 @@ vhost-user-vsock device it is, with the real agents on both sides.
     vm.host.vm_run("test", "true")
     failures = vm.stop()
 
+    parts, why = ssh_image_parts(keydir)   binaries and files for vm.image(): an sshd
+    vm.start_sshd()                    ... on the guest's vsock port 22 (socat, sshd -i)
+
 qemu 7.2's vhost-user-vsock sets itself up only when its chardev is
 connected, and never again after: the guest starts paused (-S) with the
 chardev on `reconnect=1`, the device is added over QMP once the chardev
@@ -22,11 +26,14 @@ started again, `device_del` and add_device() attach the new one.
 import os
 import re
 import socket
+import subprocess
 
-from qltest import initramfs, program, qemu, sanitizer_reports
+from qltest import BUILD, initramfs, program, qemu, sanitizer_reports
 from qltest.host import VM, VM_ID, HostStack
-from qltest.procs import Daemon, wait_for
+from qltest.procs import Daemon, children_of, wait_for
 
+# The test build of the device: on SIGUSR2 it makes a call its filter forbids.
+HOOKED = os.path.join(BUILD, "tests", "switch", "qubes-lite-vsock")
 # The VM's id is its CID; the guest agent listens on its vsock port.
 GUEST_CID = VM_ID
 AGENT_PORT = 5200
@@ -48,19 +55,33 @@ def read_line(s):
 
 
 class Device(Daemon):
-    """qubes-lite-vsock (--no-sandbox, debug log) for guest CID cid on
-    workdir/vhost.sock and workdir/vsock.sock; its log is
-    workdir/device.N.log, one per start. Ready once it logs Serving."""
+    """qubes-lite-vsock (debug log) for guest CID cid on workdir/vhost.sock
+    and workdir/vsock.sock, in its sandbox or with --no-sandbox; its log is
+    workdir/device.N.log, one per start. Ready once it logs Serving.
+    binary: another build of it (the test build with its hook, HOOKED);
+    user: a uid to start it as (as systemd's User= would)."""
 
-    def __init__(self, workdir, *extra, cid=GUEST_CID):
+    def __init__(self, workdir, *extra, cid=GUEST_CID, sandbox=True, binary=None, user=None):
         self.vhost = os.path.join(workdir, "vhost.sock")
         self.path = os.path.join(workdir, "vsock.sock")
+        self.sandbox = sandbox
         n = sum(1 for f in os.listdir(workdir) if f.startswith("device."))
         super().__init__("qubes-lite-vsock", [
-            program("qubes-lite-vsock"), "--socket", self.vhost, "--uds-path", self.path,
-            "--guest-cid", str(cid), "--log-level", "debug", "--no-sandbox", *extra],
-            os.path.join(workdir, f"device.{n}.log"), "Serving")
+            binary or program("qubes-lite-vsock"), "--socket", self.vhost,
+            "--uds-path", self.path, "--guest-cid", str(cid), "--log-level", "debug",
+            *([] if sandbox else ["--no-sandbox"]), *extra],
+            os.path.join(workdir, f"device.{n}.log"), "Serving", user=user)
         self.killed = False
+
+    @property
+    def main_pid(self):
+        """The device itself: sandboxed, the supervisor's one child (PID 1
+        of its own namespace); otherwise the process started."""
+        if not self.sandbox:
+            return self.pid
+        kids = children_of(self.pid)
+        assert len(kids) == 1, f"the supervisor's children: {kids}"
+        return kids[0]
 
     def kill(self):
         """SIGKILL (by pid), as a crash would end it: its sockets stay."""
@@ -90,16 +111,56 @@ class Device(Daemon):
         return s, int(m.group(1))
 
 
-class VsockGuest:
-    """A guest (qemu.Guest, 256 MiB) whose vsock device is qubes-lite-vsock,
-    the guest agent inside on AGENT_PORT (without --allow-local-cid: it
-    accepts CID 2 from a reserved port only), and on request the host
-    agent outside reaching it through the device. Everything lives in
-    workdir, which should be short (unix socket paths) and open to others
-    (0755: a test opens PATH to uid 65534)."""
+# An sshd for the guest: what it takes from the host, and its settings.
+SSH_PEERS = {"sshd": "/usr/sbin/sshd", "ssh": "/usr/bin/ssh", "socat": "/usr/bin/socat",
+             "ssh-keygen": "/usr/bin/ssh-keygen"}
+SSHD_CONFIG = """HostKey /etc/ssh/host_ed25519
+AuthorizedKeysFile /etc/ssh/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PidFile none
+UseDNS no
+"""
 
-    def __init__(self, workdir):
+
+def ssh_image_parts(keydir):
+    """(binaries, files, the client's key) that give a VsockGuest image an
+    sshd taking that key for root, keys made in keydir; None (and the
+    reason) when openssh or socat is missing here."""
+    absent = [p for p in SSH_PEERS.values() if not os.access(p, os.X_OK)]
+    if absent:
+        return None, f"openssh-server, openssh-client and socat needed: {', '.join(absent)}"
+    keys = {}
+    for name in ("host_ed25519", "id_ed25519"):
+        keys[name] = os.path.join(keydir, name)
+        subprocess.run([SSH_PEERS["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-C",
+                        "ql-test", "-f", keys[name]], check=True, capture_output=True,
+                       timeout=60)
+    files = {
+        "/etc/passwd": (initramfs.PASSWD + "sshd:x:100:65534::/run/sshd:/bin/false\n").encode(),
+        "/etc/ssh/sshd_config": SSHD_CONFIG.encode(),
+        "/etc/ssh/host_ed25519": keys["host_ed25519"],
+        "/etc/ssh/authorized_keys": keys["id_ed25519"] + ".pub",
+    }
+    return ([SSH_PEERS["sshd"], SSH_PEERS["socat"]], files, keys["id_ed25519"]), None
+
+
+class VsockGuest:
+    """A guest (qemu.Guest, 256 MiB) whose vsock device is qubes-lite-vsock
+    (sandboxed unless sandbox=False), the guest agent inside on AGENT_PORT
+    (without --allow-local-cid: it accepts CID 2 from a reserved port
+    only), and on request the host agent outside reaching it through the
+    device. Everything lives in workdir, which should be short (unix
+    socket paths) and open to others (0755: a test opens PATH to uid
+    65534)."""
+
+    def __init__(self, workdir, sandbox=True):
         self.dir = workdir
+        self.sandbox = sandbox
         self.qmp_path = os.path.join(workdir, "qmp.sock")
         self.devices = []      # every device started, the killed ones too
         self.guest = None
@@ -115,17 +176,35 @@ class VsockGuest:
         """The device's unix socket for host programs (PATH)."""
         return os.path.join(self.dir, "vsock.sock")
 
-    def image(self, kern, modules=(), files=None):
-        """The guest's initramfs: guest-ctl.sh as /test.sh, vmhelper and the
-        guest agent, MODULES and modules; files as initramfs.build takes them."""
+    def image(self, kern, modules=(), files=None, binaries=()):
+        """The guest's initramfs: guest-ctl.sh as /test.sh, vmhelper, the
+        guest agent and binaries, MODULES and modules; files as
+        initramfs.build takes them."""
         out = os.path.join(self.dir, "guest.cpio.gz")
         initramfs.build(out, kern, qemu.GUEST_CTL,
-                        [initramfs.vmhelper(), program("qubes-lite-guest-agent")],
+                        [initramfs.vmhelper(), program("qubes-lite-guest-agent"), *binaries],
                         modules=[*MODULES, *modules], files=files)
         return out
 
+    def start_sshd(self):
+        """sshd in the guest (an image with ssh_image_parts()'), started by
+        socat per connection on vsock port 22, as tests/vm/guest-ssh.sh
+        does (sshd cannot listen on vsock itself)."""
+        self.guest.check("mkdir -p /run/sshd && chmod 755 /run/sshd && "
+                         "(socat VSOCK-LISTEN:22,reuseaddr,fork "
+                         "EXEC:'/bin/sshd -i -e -f /etc/ssh/sshd_config' "
+                         "2>/tmp/sshd.log &)")
+
+        def listening():
+            try:
+                self.hvsock(22)[0].close()
+                return True
+            except (AssertionError, OSError):
+                return False
+        wait_for(listening, timeout=30, interval=0.2, what="socat on the guest's vsock port 22")
+
     def start_device(self):
-        self.devices.append(Device(self.dir))
+        self.devices.append(Device(self.dir, sandbox=self.sandbox))
         return self.device
 
     def add_device(self):

@@ -34,7 +34,7 @@ import pytest
 
 from qltest import KeptOnFailure, program, qemu, qlwire
 from qltest.procs import call_as_nobody
-from qltest.vsock import GUEST_CID, VsockGuest
+from qltest.vsock import GUEST_CID, SSH_PEERS, VsockGuest, ssh_image_parts
 
 MIB = 1 << 20
 
@@ -53,7 +53,10 @@ def vm(request):
     st = VsockGuest(work.path)
     st.error = None
     try:
-        st.boot(kern, st.image(kern))
+        # sshd and socat in the image, for ssh through the proxy.
+        ssh, st.no_ssh = ssh_image_parts(work.path)
+        binaries, files, st.ssh_key = ssh or ((), None, None)
+        st.boot(kern, st.image(kern, files=files, binaries=binaries))
         st.start_host_agent()
     except Exception as e:  # noqa: B902 - every test reports it
         st.error = f"setting up failed: {e}"
@@ -125,6 +128,25 @@ def test_other_users_refused(vm):
     port, names, codes = got
     assert port > 1023
     assert "error" in names and qlwire.pb.ERROR_DENIED in codes, (names, codes)
+
+
+def test_ssh_through_the_proxy(vm):
+    """ssh with `qubes-lite-vsock-proxy hvsock:PATH:22` as its
+    ProxyCommand logs in to the guest's sshd (vsock port 22) through the
+    device: the remote command's output and exit status come back."""
+    up(vm)
+    if vm.no_ssh:
+        pytest.skip(vm.no_ssh)
+    vm.start_sshd()
+    proxy = f"{program('qubes-lite-vsock-proxy')} hvsock:{vm.path}:22"
+    r = subprocess.run(
+        [SSH_PEERS["ssh"], "-F", "/dev/null", "-o", f"ProxyCommand={proxy}",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i", vm.ssh_key, "-l", "root",
+         "qubes-lite-test", 'echo "hi from $(id -un)"; cat; exit 3'],
+        input=b"stdin through\n", capture_output=True, timeout=120)
+    assert r.returncode == 3, (r.returncode, r.stderr, vm.guest.sh("cat /tmp/sshd.log")[1])
+    assert r.stdout == b"hi from root\nstdin through\n", r.stdout
 
 
 def test_guest_connects_to_host(vm):

@@ -23,11 +23,11 @@ import pytest
 
 from qltest import qemu
 from qltest.vmcheck import CheckRun
+from qltest.vsock import SSH_PEERS, SSHD_CONFIG
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAMS = ["qubes-lite-vsock-proxy", "vm-shell"]
-PEERS = {"sshd": "/usr/sbin/sshd", "ssh": "/usr/bin/ssh", "socat": "/usr/bin/socat",
-         "ssh-keygen": "/usr/bin/ssh-keygen"}
+PEERS = SSH_PEERS
 
 CHECKS = [
     "proxy-both-ways",       # a few MiB there and back through cat, checksummed
@@ -45,17 +45,6 @@ CHECKS = [
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 sshd:x:100:65534::/run/sshd:/bin/false
 nobody:x:65534:65534:nobody:/:/bin/sh
-"""
-SSHD_CONFIG = """HostKey /etc/ssh/host_ed25519
-AuthorizedKeysFile /etc/ssh/authorized_keys
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PermitRootLogin prohibit-password
-PidFile none
-UseDNS no
 """
 
 

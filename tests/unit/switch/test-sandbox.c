@@ -112,6 +112,20 @@ static void test_description_refused(void **state) {
     bad.binds = &no_source;
     bad.n_binds = 1;
     assert_int_equal(in_child(enter_refused, &bad), 0);
+    /* Root kept and a user to become; main-only descriptors too many, or
+     * counted without any. */
+    bad = c;
+    bad.keep_root = true;
+    bad.user = "nobody";
+    assert_int_equal(in_child(enter_refused, &bad), 0);
+    int fds[SANDBOX_MAX_MAIN_FDS + 1] = {0};
+    bad = c;
+    bad.main_fds = fds;
+    bad.n_main_fds = ELEMENTSOF(fds);
+    assert_int_equal(in_child(enter_refused, &bad), 0);
+    bad = c;
+    bad.n_main_fds = 1;
+    assert_int_equal(in_child(enter_refused, &bad), 0);
     if (!userns_available()) {
         return;
     }
