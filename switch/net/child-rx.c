@@ -171,8 +171,18 @@ static RxStep rx_frame(Child *c, Vq *rx, unsigned port, const RingFrame *untrust
  * spent or the guest's buffers run out. false when the device broke. */
 static bool drain_ring(Child *c, Vq *rx, unsigned port, unsigned *n, bool *pushed) {
     PeerRing *pr = &c->peer[port].in;
+    unsigned fetched = 0;
     while (pr->ring && *n < BUDGET) {
         RingFrame untrusted;
+        if (fetched < PREFETCH_BATCH) {
+            /* The guest's receive buffers for the frames waiting, up to
+             * two batches ahead (a violation shows again in vq_pop). */
+            unsigned want = MIN(ring_consumer_ready(pr->ring), 2 * PREFETCH_BATCH);
+            if (want > fetched) {
+                (void)vq_prefetch(rx, fetched, want - fetched, true);
+                fetched = want;
+            }
+        }
         int r = ring_consumer_peek(pr->ring, &untrusted);
         if (r == -EBADMSG) {
             /* Counted against the budget like a frame: a producer
@@ -202,6 +212,9 @@ static bool drain_ring(Child *c, Vq *rx, unsigned port, unsigned *n, bool *pushe
         }
         ring_consumer_next(pr->ring);
         (*n)++;
+        if (fetched > 0) {
+            fetched--;
+        }
     }
     if (pr->ring && ring_consumer_release(pr->ring)) {
         efd_signal(pr->space_efd);

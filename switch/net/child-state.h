@@ -28,6 +28,10 @@
  * again (then it comes back at once, without sleeping). Also the most a
  * ring batch holds (ring.h). */
 #define BUDGET 256
+/* Chains (and ring slots) whose memory is asked for at once, ahead of
+ * handling them (vq_prefetch): the other CPU wrote it, and misses that
+ * overlap cost about as much as one. */
+#define PREFETCH_BATCH 32
 /* Receive buffers one frame may take (MRG_RXBUF): a frame needs one or two
  * buffers of any sane driver. More is refused as oversize. */
 #define RX_MAX_BUFS 64

@@ -281,6 +281,16 @@ int ring_consumer_peek(Ring *r, RingFrame *ret) {
     return 1;
 }
 
+unsigned ring_consumer_ready(Ring *r) {
+    if (r->broken || r->role != RING_CONSUMER) {
+        return 0;
+    }
+    if (r->pos == r->peer && refresh_head(r) < 0) {
+        return 0;
+    }
+    return r->peer - r->pos; /* refresh_head kept it within a ring */
+}
+
 void ring_consumer_next(Ring *r) {
     if (r->role == RING_CONSUMER && !r->broken && r->pos != r->peer) {
         r->pos++;

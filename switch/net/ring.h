@@ -81,6 +81,9 @@ typedef struct RingFrame {
  * a slot with an impossible length (call ring_consumer_next to skip it),
  * -EPROTO when broken. */
 int ring_consumer_peek(Ring *r, RingFrame *ret);
+/* Frames published and not yet taken (reading the producer's head again
+ * only when none are left); 0 also when broken. */
+unsigned ring_consumer_ready(Ring *r);
 /* Done with the frame peek returned (or the bad slot). */
 void ring_consumer_next(Ring *r);
 /* Peek, copy the frame into buf (bufsize >= len needed, else -ENOBUFS and

@@ -21,6 +21,7 @@ struct Vq {
     struct vring_avail *avail;
     struct vring_used *used;
     uint16_t last_avail;
+    uint16_t avail_idx;      /* avail->idx as last read and judged (<= num ahead) */
     uint16_t used_idx;       /* next used entry we write (shadow of used->idx) */
     uint16_t signalled_used; /* used_idx when we last decided to notify */
     bool signalled_valid;    /* signalled_used means something */
@@ -69,6 +70,7 @@ int vq_new(const VqConfig *c, unsigned num, Vq **ret) {
         .avail = c->avail,
         .used = c->used,
         .last_avail = c->last_avail,
+        .avail_idx = c->last_avail,
         .used_idx = c->last_avail,
         .event_idx = c->event_idx,
         .indirect = c->indirect,
@@ -228,19 +230,41 @@ static int walk_chain(Vq *vq, uint16_t head, VqElem *elem) {
     }
 }
 
+/* Reads avail->idx again: the chains available beyond last_avail, or
+ * the (sticky) error of an index that is made up. Only when the chains
+ * seen at the last read are all taken: one read of the line the driver
+ * keeps writing per batch, not per chain. */
+static int refresh_avail(Vq *vq) {
+    /* Acquire: the entries the driver published before idx are visible. */
+    uint16_t untrusted_avail_idx = load16_acquire(&vq->avail->idx);
+    uint16_t pending = (uint16_t)(untrusted_avail_idx - vq->last_avail);
+    /* More than a ring's worth of new entries: the index is made up. */
+    if (pending > vq->num) {
+        return vq_break(vq, -EPROTO);
+    }
+    vq->avail_idx = untrusted_avail_idx;
+    return pending;
+}
+
+/* Chains known to be available: those of the last read of avail->idx,
+ * or of a new read when they are all taken. */
+static int avail_pending(Vq *vq) {
+    uint16_t pending = (uint16_t)(vq->avail_idx - vq->last_avail);
+    /* vq_rewind() may have given back chains taken before the last read:
+     * a driver never has more than a ring's worth outstanding. */
+    if (pending == 0 || pending > vq->num) {
+        return refresh_avail(vq);
+    }
+    return pending;
+}
+
 int vq_pop(Vq *vq, VqElem *elem) {
     if (vq->broken) {
         return vq->broken;
     }
-    /* Acquire: the entries the driver published before idx are visible. */
-    uint16_t untrusted_avail_idx = load16_acquire(&vq->avail->idx);
-    uint16_t pending = (uint16_t)(untrusted_avail_idx - vq->last_avail);
-    if (pending == 0) {
-        return 0;
-    }
-    /* More than a ring's worth of new entries: the index is made up. */
-    if (pending > vq->num) {
-        return vq_break(vq, -EPROTO);
+    int pending = avail_pending(vq);
+    if (pending <= 0) {
+        return pending;
     }
     uint16_t untrusted_head = load16(&vq->avail->ring[vq->last_avail & (vq->num - 1)]);
     barrier();
@@ -254,6 +278,59 @@ int vq_pop(Vq *vq, VqElem *elem) {
     }
     vq->last_avail++;
     return 1;
+}
+
+/* Bytes of each buffer vq_prefetch() asks for: a small frame and its
+ * virtio-net header; the hardware prefetcher follows a longer one. */
+#define PREFETCH_BYTES 128
+#define CACHE_LINE 64
+
+static void prefetch_range(const uint8_t *p, uint64_t len, bool write) {
+    const uint8_t *end = p + len;
+    for (p = (const uint8_t *)((uintptr_t)p & ~(uintptr_t)(CACHE_LINE - 1)); p < end;
+         p += CACHE_LINE) {
+        if (write) {
+            __builtin_prefetch(p, 1);
+        } else {
+            __builtin_prefetch(p, 0);
+        }
+    }
+}
+
+int vq_prefetch(Vq *vq, unsigned skip, unsigned n, bool write) {
+    if (vq->broken) {
+        return vq->broken;
+    }
+    int pending = avail_pending(vq);
+    if (pending <= 0 || skip >= (unsigned)pending) {
+        return pending;
+    }
+    n = MIN(n, (unsigned)pending - skip);
+    unsigned mask = vq->num - 1;
+    uint16_t first = (uint16_t)(vq->last_avail + skip);
+    /* What is read here only chooses which lines to fetch: an index is
+     * masked into its table, an address goes through vu_mem like any
+     * other (a prefetch never faults, but it stays in guest memory), and
+     * nothing else is done with it. vq_pop reads and judges it all again.
+     * The descriptors first, all of them in flight at once... */
+    for (unsigned i = 0; i < n; i++) {
+        uint16_t untrusted_head = load16(&vq->avail->ring[(uint16_t)(first + i) & mask]);
+        __builtin_prefetch(&vq->desc[untrusted_head & mask], 0);
+    }
+    /* ...then the first bytes of the buffers they point to. */
+    for (unsigned i = 0; i < n; i++) {
+        uint16_t untrusted_head = load16(&vq->avail->ring[(uint16_t)(first + i) & mask]);
+        Desc untrusted;
+        void *p;
+        uint64_t got;
+        read_desc(vq->desc, untrusted_head & mask, &untrusted);
+        if (untrusted.len == 0 || (untrusted.flags & VRING_DESC_F_INDIRECT) ||
+            vu_mem_gpa(vq->mem, untrusted.addr, MIN(untrusted.len, PREFETCH_BYTES), &p, &got) < 0) {
+            continue;
+        }
+        prefetch_range(p, got, write);
+    }
+    return pending;
 }
 
 int vq_rewind(Vq *vq, unsigned n) {

@@ -70,6 +70,14 @@ void vq_free(Vq *vq);
 /* Takes the next available chain: 1 and *elem filled, 0 when none is
  * available, or the (sticky) negative errno of a violation. */
 int vq_pop(Vq *vq, VqElem *elem);
+/* A hint ahead of vq_pop: brings the descriptors and the first bytes of
+ * the buffers of n available chains, skip chains past the next one vq_pop
+ * takes, into the cache (for writing when write), so that what the guest
+ * wrote on another CPU is fetched for a batch at once rather than one
+ * miss after the other. Reads avail->idx only when the chains seen at the
+ * last read are all taken. The chains available (>= 0, maybe more than
+ * skip + n), or the (sticky) negative errno of a violation. */
+int vq_prefetch(Vq *vq, unsigned skip, unsigned n, bool write);
 /* Gives the last n popped chains back (not yet pushed), e.g. when a frame
  * does not fit the receive buffers the guest offered so far. */
 int vq_rewind(Vq *vq, unsigned n);

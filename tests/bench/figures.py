@@ -17,6 +17,8 @@ def quantile(xs, q):
 
 
 def fmt_time(s):
+    if s < 1e-6:
+        return f"{s * 1e9:.0f} ns"
     if s < 1e-3:
         return f"{s * 1e6:.0f} µs"
     if s < 1:

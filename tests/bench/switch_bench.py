@@ -15,6 +15,9 @@ backend testpmd share CPU 0. Measured:
     so frames circle through the backend as fast as it forwards them;
     counted as the frontend receives them, both directions summed, the two
     backends interleaved round by round;
+  - in the same rounds, the CPU time and the context switches per frame
+    of both children together against the backend testpmd's (all its
+    threads);
   - each vm-switch child's private memory (its mappings that are not
     shared: guest memory and rings are shared mappings, left out) against
     the backend testpmd's, after the traffic;
@@ -40,7 +43,7 @@ import time
 
 from figures import MIB, fmt_mem, fmt_pps, fmt_time, median
 from qltest import qemu, testpmd
-from qltest.procs import ProcError, context_switches, private_memory
+from qltest.procs import ProcError, context_switches, cpu_seconds, private_memory
 from qltest.switch import Switch
 from qltest.testpmd import Testpmd
 from qltest.vhost import get_features
@@ -49,6 +52,7 @@ GOAL_PPS_RATIO = 0.50         # vm-switch at least 50 % of testpmd's frames/s
 GOAL_PRIVATE = 2 * MIB        # per child, beyond guest memory and rings
 GOAL_WAKEUPS = 2.0            # per second, idle child
 GOAL_RESTART = 0.050          # SIGKILL to serving again
+GOAL_CHILD_PPS = 2e6          # frames per second of the children's CPU time
 
 FULL = dict(pps_rounds=5, pps_seconds=3.0, pps_warmup=1.0, idle_seconds=10.0,
             crash_rounds=5, crash_peer_rounds=3, ping_rounds=5, ping_count=50)
@@ -135,10 +139,14 @@ class Pmds:
 
     def rate(self, ports, size, cfg):
         """Frames/s the frontend receives on ports (router's, client's),
-        forwarding through whatever backs them: (both summed,
-        router→client, client→router)."""
+        forwarding through whatever backs them, and what forwarding them
+        cost whatever backs them (both children, or the backend testpmd):
+        (frames/s both summed, router→client, client→router, CPU seconds
+        per frame, context switches per frame)."""
         fe = self.frontend
         peer = ports[0] == 2
+        pids = ([self.backend.proc.pid] if peer
+                else list(child_pids(self.switch, ("router", "client")).values()))
         fe.cmd(f"set portlist {','.join(map(str, ports))}")
         fe.cmd(f"set txpkts {size}")
         if peer:
@@ -156,8 +164,10 @@ class Pmds:
                 time.sleep(cfg["pps_warmup"])
                 fe.cmd("clear port stats all")
                 t0 = time.monotonic()
+                cost0 = process_cost(pids)
                 time.sleep(cfg["pps_seconds"])
                 st = fe.port_stats()
+                cost1 = process_cost(pids)
                 dt = time.monotonic() - t0
             finally:
                 fe.cmd("stop")
@@ -171,13 +181,20 @@ class Pmds:
         if frames and abs(octets / frames - size) > 4:
             raise SwitchBenchError(f"ports {ports}: frames of {octets / frames:.0f} B "
                                    f"on average in a {size} B round")
-        return frames / dt, st[ports[1]]["rx"] / dt, st[ports[0]]["rx"] / dt
+        per = max(frames, 1)
+        return (frames / dt, st[ports[1]]["rx"] / dt, st[ports[0]]["rx"] / dt,
+                (cost1[0] - cost0[0]) / per, (cost1[1] - cost0[1]) / per)
 
     def stop(self):
         for p in (self.frontend, self.backend):
             if p:
                 p.stop()
         self.switch.stop(check=False)
+
+
+def process_cost(pids):
+    """(CPU seconds, context switches) of the processes pids, summed."""
+    return (sum(cpu_seconds(p) for p in pids), sum(context_switches(p) for p in pids))
 
 
 def wait_path(path, timeout):
@@ -215,6 +232,10 @@ def bench_pps(pmds, cfg, rows, details, notes):
             for i, what in ((0, ""), (1, " router→client"), (2, " client→router")):
                 details.append((f"{side} {size} B{what} frames/s",
                                 [x[i] for x in res[side, size]]))
+            details.append((f"{side} {size} B CPU time per frame (s)",
+                            [x[3] for x in res[side, size]]))
+            details.append((f"{side} {size} B context switches/s",
+                            [x[4] * x[0] for x in res[side, size]]))
         ours[size] = [x[0] for x in res["vm-switch", size]]
         peer[size] = [x[0] for x in res["testpmd vhost io", size]]
         m_ours, m_peer = median(ours[size]), median(peer[size])
@@ -226,8 +247,35 @@ def bench_pps(pmds, cfg, rows, details, notes):
                          ours=fmt_pps(m_ours), peer=fmt_pps(m_peer), ratio=f"{100 * ratio:.0f} %",
                          goal=goal, met=ratio >= GOAL_PPS_RATIO,
                          raw=dict(ours_pps=m_ours, peer_pps=m_peer)))
+    bench_cost(res, rows)
     if any(v for k, v in drops.items() if "spoofed" in k or "client_to_client" in k):
         raise SwitchBenchError(f"vm-switch dropped the load by policy: {drops}")
+
+
+def bench_cost(res, rows):
+    """From bench_pps's rounds at 64 B: CPU time (user + system, from
+    /proc/PID/stat) and context switches (every thread) per frame
+    forwarded, both children summed against the backend testpmd, medians
+    of the rounds. The testpmd backend busy-polls a whole CPU however
+    many frames come, so its CPU time per frame is the inverse of its
+    rate. Goal: at least 2 Mpps per CPU the children use, i.e. at most
+    500 ns of their CPU time per frame; the context switches have none."""
+    ours = res["vm-switch", 64]
+    peer = res["testpmd vhost io", 64]
+    cpu_ours, cpu_peer = median([x[3] for x in ours]), median([x[3] for x in peer])
+    cs_ours, cs_peer = median([x[4] for x in ours]), median([x[4] for x in peer])
+    goal_cpu = 1 / GOAL_CHILD_PPS
+    rows.append(dict(figure="CPU time per frame, 64 B: vm-switch's two children vs testpmd "
+                            "backend",
+                     ours=fmt_time(cpu_ours), peer=fmt_time(cpu_peer),
+                     ratio=f"{cpu_ours / cpu_peer:.2f}×" if cpu_peer else "—",
+                     goal=f"≤ {fmt_time(goal_cpu)} (≥ {fmt_pps(GOAL_CHILD_PPS)} per core)",
+                     met=cpu_ours <= goal_cpu,
+                     raw=dict(ours_s=cpu_ours, peer_s=cpu_peer)))
+    rows.append(dict(figure="context switches per frame, 64 B: vm-switch's two children vs "
+                            "testpmd backend",
+                     ours=f"{cs_ours:.4f}", peer=f"{cs_peer:.4f}", ratio="—", goal="—",
+                     met=None, raw=dict(ours_per_frame=cs_ours, peer_per_frame=cs_peer)))
 
 
 def child_pids(switch, vms):
@@ -434,11 +482,16 @@ def bench_ping(binary, tmp, cfg, rows, details, notes):
 
 # ------------------------------------------------------------------ entry
 
-def run(binary, quick, rows, details, notes, rounds=None):
-    """Appends the vm-switch rows; raises SwitchBenchError."""
+def run(binary, quick, rows, details, notes, rounds=None, frames_only=False, seconds=None,
+        guests=True):
+    """Appends the vm-switch rows; raises SwitchBenchError. frames_only:
+    the frames/s and per-frame rows only (no memory, idle, crash or guest
+    figures); seconds: of each frames/s round; guests: part two."""
     cfg = dict(QUICK if quick else FULL)
     if rounds:
         cfg["pps_rounds"] = cfg["crash_rounds"] = cfg["ping_rounds"] = rounds
+    if seconds:
+        cfg["pps_seconds"] = seconds
     if not os.access(binary, os.X_OK):
         raise SwitchBenchError(f"{binary} not built (run make)")
     if not testpmd.available():
@@ -448,19 +501,62 @@ def run(binary, quick, rows, details, notes, rounds=None):
     load0 = os.getloadavg()[0]
     tmp = tempfile.mkdtemp(prefix="ql-switch-bench.")
     try:
-        pmds = Pmds(binary, tmp, cfg["crash_rounds"] - 1)
+        pmds = Pmds(binary, tmp, 0 if frames_only else cfg["crash_rounds"] - 1)
         try:
             pmds.start()
             bench_pps(pmds, cfg, rows, details, notes)
-            bench_memory(pmds, rows, details)
-            bench_wakeups(pmds, cfg, rows, details)
-            bench_crash(pmds, cfg, rows, details)
+            if not frames_only:
+                bench_memory(pmds, rows, details)
+                bench_wakeups(pmds, cfg, rows, details)
+                bench_crash(pmds, cfg, rows, details)
         except (ProcError, RuntimeError, OSError) as e:
             raise SwitchBenchError(str(e))
         finally:
             pmds.stop()
-        bench_ping(binary, tmp, cfg, rows, details, notes)
+        if guests and not frames_only:
+            bench_ping(binary, tmp, cfg, rows, details, notes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     notes.append(f"load average {load0:.2f} before the vm-switch figures, "
                  f"{os.getloadavg()[0]:.2f} after (other work on the machine shows here)")
+
+
+def main():
+    """The vm-switch figures alone, printed as bench.py prints them."""
+    import argparse
+    import json
+    import sys
+
+    import bench
+    from qltest import BIN
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one short round of each figure")
+    ap.add_argument("--rounds", type=int, help="rounds of every figure")
+    ap.add_argument("--seconds", type=float, help="seconds of each frames/s round")
+    ap.add_argument("--frames-only", action="store_true",
+                    help="only the frames/s and per-frame figures (part one's first)")
+    ap.add_argument("--no-guests", action="store_true", help="skip part two (qemu guests)")
+    ap.add_argument("--binary", default=os.path.join(BIN, "vm-switch"),
+                    help="the vm-switch to measure (default: BUILD's)")
+    ap.add_argument("--json", metavar="FILE", help="also write rows and samples as JSON")
+    args = ap.parse_args()
+    rows, details, notes = [], [], []
+    print(f"vm-switch bench: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
+    try:
+        run(args.binary, args.quick, rows, details, notes, args.rounds, args.frames_only,
+            args.seconds, not args.no_guests)
+    except SwitchBenchError as e:
+        print(f"switch_bench: {e}", file=sys.stderr)
+        return 1
+    bench.print_table(rows)
+    for n in notes:
+        print(f"note: {n}")
+    bench.print_details(details)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(rows=rows, samples={name: xs for name, xs in details}), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -38,7 +38,15 @@ static void drain(Ring *c) {
     volatile uint8_t sink = 0;
     for (int i = 0; i < 2 * (int)RING_SLOTS; i++) {
         RingFrame f;
+        /* Never more than a ring, and nothing once broken. */
+        unsigned ready = ring_consumer_ready(c);
+        if (ready > RING_SLOTS || (ready > 0 && ring_broken(c))) {
+            abort();
+        }
         int k = ring_consumer_peek(c, &f);
+        if (ready > 0 && k == 0) {
+            abort();
+        }
         if (k == -EBADMSG) {
             ring_consumer_next(c);
             continue;

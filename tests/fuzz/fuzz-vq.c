@@ -91,7 +91,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     unsigned taken = 0;
     for (unsigned round = 0; round < num + 2; round++) {
+        /* A hint over whatever the guest wrote: it may fail only as
+         * vq_pop then fails, and never takes anything. */
+        uint16_t before = vq_last_avail(vq);
+        int pf = vq_prefetch(vq, round % 3, num, round & 1);
+        if (vq_last_avail(vq) != before || (pf < 0 && vq_broken(vq) != pf)) {
+            abort();
+        }
         int k = vq_pop(vq, &e);
+        if (pf > 0 && k == 0) {
+            abort();
+        }
         if (k < 0) {
             /* Broken stays broken. */
             if (vq_pop(vq, &e) != k || vq_broken(vq) != k) {

@@ -231,6 +231,34 @@ static void test_consumer_head_too_far(void **state) {
     assert_false(ring_consumer_release(f->c));
 }
 
+static void test_consumer_ready(void **state) {
+    Fixture *f = *state;
+    RingFrame fr;
+    assert_int_equal(ring_consumer_ready(f->c), 0);
+    produce(f->p, "a", 1);
+    produce(f->p, "b", 1);
+    assert_int_equal(ring_consumer_ready(f->c), 0); /* committed, not published */
+    ring_producer_publish(f->p);
+    assert_int_equal(ring_consumer_ready(f->c), 2);
+    /* The head is read again only once the frames seen are taken. */
+    produce(f->p, "c", 1);
+    ring_producer_publish(f->p);
+    assert_int_equal(ring_consumer_ready(f->c), 2);
+    assert_int_equal(ring_consumer_peek(f->c, &fr), 1);
+    ring_consumer_next(f->c);
+    assert_int_equal(ring_consumer_ready(f->c), 1);
+    ring_consumer_next(f->c);
+    assert_int_equal(ring_consumer_ready(f->c), 1);
+    assert_int_equal(ring_consumer_peek(f->c, &fr), 1);
+    assert_memory_equal(fr.data, "c", 1);
+    assert_int_equal(ring_consumer_ready(f->p), 0); /* not the producer's */
+    /* A made-up head breaks the ring, as peek would. */
+    ring_consumer_next(f->c);
+    *u32_at(f, OFF_HEAD) = 3 + RING_SLOTS + 1;
+    assert_int_equal(ring_consumer_ready(f->c), 0);
+    assert_int_equal(ring_broken(f->c), -EPROTO);
+}
+
 static void test_consumer_head_backwards(void **state) {
     Fixture *f = *state;
     RingFrame fr;
@@ -613,6 +641,7 @@ int main(void) {
         T(test_wakeups),
         T(test_consumer_head_too_far),
         T(test_consumer_head_backwards),
+        T(test_consumer_ready),
         T(test_consumer_head_wraps_back),
         T(test_consumer_bad_len),
         T(test_producer_tail_beyond_head),

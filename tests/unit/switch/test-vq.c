@@ -552,6 +552,65 @@ static void test_mem_check_table(void **state) {
     assert_int_equal(vu_mem_check_table(r, 1), -EINVAL);
 }
 
+/* ---- prefetch: a hint that judges nothing and breaks nothing ----------------- */
+
+static void test_prefetch(void **state) {
+    Fixture *f = *state;
+    assert_int_equal(vq_prefetch(f->vq, 0, 4, false), 0);
+    for (unsigned i = 0; i < 3; i++) {
+        set_desc(f, i, BUF + 100 * i, 60, VRING_DESC_F_WRITE, 0);
+        offer(f, (uint16_t)i);
+    }
+    assert_int_equal(vq_prefetch(f->vq, 0, 8, true), 3);
+    assert_int_equal(vq_prefetch(f->vq, 2, 8, false), 3);
+    assert_int_equal(vq_prefetch(f->vq, 3, 8, false), 3); /* nothing past the last */
+    assert_int_equal(vq_last_avail(f->vq), 0);
+    assert_int_equal(vq_pop(f->vq, &f->e), 1);
+    assert_int_equal(f->e.head, 0);
+    /* avail->idx is read again only when the chains seen are all taken. */
+    set_desc(f, 3, BUF + 300, 60, VRING_DESC_F_WRITE, 0);
+    offer(f, 3);
+    assert_int_equal(vq_prefetch(f->vq, 0, 8, false), 2);
+    assert_int_equal(vq_pop(f->vq, &f->e), 1);
+    assert_int_equal(vq_pop(f->vq, &f->e), 1);
+    assert_int_equal(vq_prefetch(f->vq, 0, 8, false), 1);
+    assert_int_equal(vq_pop(f->vq, &f->e), 1);
+    assert_int_equal(f->e.head, 3);
+    assert_int_equal(vq_pop(f->vq, &f->e), 0);
+    assert_int_equal(vq_broken(f->vq), 0);
+}
+
+static void test_prefetch_hostile(void **state) {
+    Fixture *f = *state;
+    /* Heads out of the table, buffers outside guest memory, huge, empty,
+     * indirect: only hints, nothing is judged, nothing breaks... */
+    set_desc(f, 1, MEM_SIZE, 10, 0, 0);
+    set_desc(f, 2, 0xfffffffffffff000ull, 0xffffffff, VRING_DESC_F_WRITE, 0);
+    set_desc(f, 3, BUF, 0, 0, 0);
+    set_desc(f, 4, IND, 16, VRING_DESC_F_INDIRECT, 0);
+    set_desc(f, 5, HALF - 64, 4096, 0, 0); /* straddles two regions */
+    offer(f, N + 3);
+    offer(f, 0xffff);
+    for (uint16_t i = 1; i <= 5; i++) {
+        offer(f, i);
+    }
+    assert_int_equal(vq_prefetch(f->vq, 0, N, false), 7);
+    assert_int_equal(vq_prefetch(f->vq, 1, 100, true), 7);
+    assert_int_equal(vq_broken(f->vq), 0);
+    assert_int_equal(vq_last_avail(f->vq), 0);
+    /* ...until vq_pop judges the first chain. */
+    expect_broken(f, -EPROTO);
+    assert_int_equal(vq_prefetch(f->vq, 0, N, false), -EPROTO);
+}
+
+static void test_prefetch_avail_idx_too_far(void **state) {
+    Fixture *f = *state;
+    avail(f)->idx = N + 1;
+    assert_int_equal(vq_prefetch(f->vq, 0, N, false), -EPROTO);
+    assert_int_equal(vq_broken(f->vq), -EPROTO);
+    expect_broken(f, -EPROTO);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define TE(name) cmocka_unit_test_setup_teardown(name, setup_event_idx, teardown)
 #define TI(name) cmocka_unit_test_setup_teardown(name, setup_indirect, teardown)
@@ -589,6 +648,9 @@ int main(void) {
         TE(test_event_idx_after_rewind),
         T(test_new_rejects),
         T(test_mem_translate),
+        T(test_prefetch),
+        T(test_prefetch_hostile),
+        T(test_prefetch_avail_idx_too_far),
         cmocka_unit_test(test_mem_check_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
