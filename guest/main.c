@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
@@ -19,6 +20,7 @@
 #include "idle.h"
 #include "log.h"
 #include "power.h"
+#include "secret-file.h"
 #include "session.h"
 #include "util.h"
 #include "wire.h"
@@ -35,6 +37,10 @@ static void help(void) {
            "  --poweroff-command CMD    run CMD with /bin/sh -c instead of asking systemd\n"
            "  --allow-uid UID           also accept this uid on unix sockets (root always)\n"
            "  --allow-local-cid         accept vsock peers on the local CID (tests)\n"
+           "  --secret-file FILE        the VM's secret, which every connection's Hello must\n"
+           "                            carry (read once; a file only we may read; missing:\n"
+           "                            every connection is refused)\n"
+           "  --no-secret               ask no secret, even with --secret-file (tests only)\n"
            "  --default-user NAME       user for an Exec without one (default: our own)\n"
            "  --wayland-timeout SECONDS how long wait_wayland waits (default 30)\n"
            "  --kill-grace SECONDS      SIGHUP to SIGKILL delay after a client is gone\n"
@@ -55,6 +61,8 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
         OPT_WAYLAND_TIMEOUT,
         OPT_KILL_GRACE,
         OPT_LOG_LEVEL,
+        OPT_SECRET_FILE,
+        OPT_NO_SECRET,
         OPT_HELP,
     };
     static const struct option options[] = {
@@ -67,6 +75,8 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
         {"wayland-timeout", required_argument, NULL, OPT_WAYLAND_TIMEOUT},
         {"kill-grace", required_argument, NULL, OPT_KILL_GRACE},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+        {"no-secret", no_argument, NULL, OPT_NO_SECRET},
         {"help", no_argument, NULL, OPT_HELP},
         {},
     };
@@ -120,6 +130,12 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
                 die("--log-level: unknown level: %s", optarg);
             }
             log_set_max_level(r);
+            break;
+        case OPT_SECRET_FILE:
+            o->secret_file = optarg;
+            break;
+        case OPT_NO_SECRET:
+            o->no_secret = true;
             break;
         case OPT_HELP:
             help();
@@ -255,7 +271,7 @@ static int agent_check_peer(Agent *a, int fd, uint64_t *ret_peer, ErrorText *err
  * agent. One Error frame goes into the fresh socket's empty buffer (the fd
  * is non-blocking, so this never waits), then the connection is closed.
  * The warning is rate-limited for the same reason. */
-static void agent_refuse(int fd, const char *why) {
+static void agent_log_refusal(const char *why) {
     static uint64_t window_start;
     static unsigned logged, suppressed;
     uint64_t now = now_usec(CLOCK_MONOTONIC);
@@ -273,7 +289,70 @@ static void agent_refuse(int fd, const char *why) {
     } else {
         suppressed++;
     }
+}
+
+static void agent_refuse(int fd, const char *why) {
+    agent_log_refusal(why);
     conn_refuse_fd(fd, WIRE_ERR_DENIED, "permission denied");
+}
+
+/* The second check, on the first Hello: the peer passed agent_check_peer()
+ * (which any host process with CAP_NET_BIND_SERVICE can), and now proves
+ * it is the host agent with the VM's secret. The secret is never logged
+ * and never sent back. */
+int agent_check_hello(Agent *a, const Msg *m, unsigned id) {
+    char why[128];
+    const char *reason;
+
+    if (a->opt.no_secret || !a->opt.secret_file) {
+        return 0;
+    }
+    if (!a->have_secret) {
+        reason = "the VM has no secret (--secret-file is missing), so no peer can prove it is "
+                 "the host agent";
+    } else if (!m->hello.secret) {
+        reason = "its Hello carries no secret";
+    } else if (!secret_equal(a->secret, m->hello.secret)) {
+        reason = "its Hello carries a wrong secret";
+    } else {
+        return 0;
+    }
+    a->refused_secret++;
+    snprintf(why, sizeof(why), "session %u: %s (%llu refused so far)", id, reason,
+             a->refused_secret);
+    agent_log_refusal(why);
+    return -EPERM;
+}
+
+/* --secret-file, read once; a file others may read is refused: it would
+ * prove nothing. */
+static void agent_load_secret(Agent *a) {
+    if (a->opt.no_secret) {
+        log_warning("--no-secret: any peer that passes the peer check is served");
+        return;
+    }
+    if (!a->opt.secret_file) {
+        return;
+    }
+    int r = secret_read_file(a->opt.secret_file, a->secret);
+    if (r == -ENOENT) {
+        /* Fail closed: the VM was started without a secret. */
+        log_error("--secret-file %s: missing; every connection will be refused",
+                  a->opt.secret_file);
+        return;
+    }
+    if (r == -EPERM) {
+        die("--secret-file %s: must be owned by uid %u and readable by nobody else",
+            a->opt.secret_file, (unsigned)geteuid());
+    }
+    if (r == -EBADMSG) {
+        die("--secret-file %s: not a regular file of %u bytes", a->opt.secret_file,
+            WIRE_SECRET_SIZE);
+    }
+    if (r < 0) {
+        die("--secret-file %s: %s", a->opt.secret_file, strerror(-r));
+    }
+    a->have_secret = true;
 }
 
 static void on_accept(void *userdata, int fd) {
@@ -358,6 +437,7 @@ int main(int argc, char **argv) {
     log_use_journal(); /* sessions' records carry their fields */
     parse_args(argc, argv, &a.opt);
     ensure_std_fds();
+    agent_load_secret(&a);
 
     /* Writing to a program that closed its stdin is an EPIPE, not death;
      * sockets use MSG_NOSIGNAL. Children restore the default. */
@@ -414,5 +494,6 @@ int main(int argc, char **argv) {
     a.acceptor = acceptor_free(a.acceptor);
     a.idle_timer = sd_event_source_disable_unref(a.idle_timer);
     a.event = sd_event_unref(a.event);
+    explicit_bzero(a.secret, sizeof(a.secret));
     return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -22,6 +22,8 @@
  *   --serial type=stdout,hardware=serial,num=1,console,stdin
  *                                           (bare keys are booleans set to true)
  *   --socket PATH                           (-s; the control socket)
+ *   --fw-cfg name=NAME,path=PATH            (a fw_cfg file from PATH, read at start;
+ *                                            FwCfgParameters, crosvm since mid-2023)
  *   --initrd PATH                           (-i)
  *   --params STRING                         (-p; repeatable, appended to the kernel
  *                                            command line)
@@ -36,9 +38,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "secret.h"
+
 #define CROSVM_GPU_DEFAULT "context-types=cross-domain:virgl2"
 #define CROSVM_SOUND_DEFAULT "backend=pulse"
 #define CROSVM_SERIAL "type=stdout,hardware=serial,num=1,console,stdin"
+/* crosvm's fw_cfg device: selector at 0x510, data at 0x511, 4 ports. */
+#define CROSVM_FW_CFG_PARAM "qemu_fw_cfg.ioport=0x4@0x510"
 
 typedef struct Argv {
     char **v;
@@ -180,6 +186,21 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
     argv_add_owned(&a, vmm_crosvm_control_socket(vm));
     argv_add(&a, "--serial");
     argv_add(&a, CROSVM_SERIAL);
+    /* The VM's secret (secret.h): only its path is on the command line.
+     * crosvm's fw_cfg is at I/O port 0x510 with no ACPI entry, so the
+     * guest kernel is told where (qemu_fw_cfg.ioport, which needs
+     * CONFIG_FW_CFG_SYSFS_CMDLINE; qemu's is found through ACPI). */
+    argv_add(&a, "--fw-cfg");
+    {
+        _cleanup_free_ char *secret = vm_secret_path(vm->name);
+        if (secret) {
+            argv_addf(&a, "name=" VM_SECRET_FW_CFG_NAME ",path=%s", secret);
+        } else {
+            a.oom = true;
+        }
+    }
+    argv_add(&a, "--params");
+    argv_add(&a, CROSVM_FW_CFG_PARAM);
 
     if (vm->root_disk) {
         /* First block device, so /dev/vda; root= makes crosvm say so on
