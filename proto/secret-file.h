@@ -3,8 +3,8 @@
  * processes").
  *
  * The host agent makes it (host/agent/secret.c), the VMM hands it to the
- * guest through fw_cfg, the guest's init copies it to a root-only file,
- * and both agents read it here, once. A secret file must be a regular
+ * guest through fw_cfg (rootfs/fwcfg.h reads it there), the guest's init
+ * copies it to a root-only file, and both agents read it here, once. A secret file must be a regular
  * file of exactly WIRE_SECRET_SIZE bytes, owned by whoever reads it and
  * readable by nobody else: a secret others could read would prove
  * nothing. */
@@ -14,6 +14,9 @@
 #include <stdint.h>
 
 #include "msg.h"
+
+/* The fw_cfg file the VMM gives the guest the secret in. */
+#define SECRET_FW_CFG_NAME "opt/qubes-lite/secret"
 
 /* Reads the secret in `path` into ret (WIRE_SECRET_SIZE bytes): 0, or
  * -ENOENT, -ELOOP (a symlink), -EPERM (another owner, or group or others

@@ -43,8 +43,6 @@
 #define CROSVM_GPU_DEFAULT "context-types=cross-domain:virgl2"
 #define CROSVM_SOUND_DEFAULT "backend=pulse"
 #define CROSVM_SERIAL "type=stdout,hardware=serial,num=1,console,stdin"
-/* crosvm's fw_cfg device: selector at 0x510, data at 0x511, 4 ports. */
-#define CROSVM_FW_CFG_PARAM "qemu_fw_cfg.ioport=0x4@0x510"
 
 typedef struct Argv {
     char **v;
@@ -187,9 +185,8 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
     argv_add(&a, "--serial");
     argv_add(&a, CROSVM_SERIAL);
     /* The VM's secret (secret.h): only its path is on the command line.
-     * crosvm's fw_cfg is at I/O port 0x510 with no ACPI entry, so the
-     * guest kernel is told where (qemu_fw_cfg.ioport, which needs
-     * CONFIG_FW_CFG_SYSFS_CMDLINE; qemu's is found through ACPI). */
+     * crosvm's fw_cfg is at I/O port 0x510 with no ACPI entry; the guest
+     * reads it there itself (rootfs/fwcfg.h), no kernel driver needed. */
     argv_add(&a, "--fw-cfg");
     {
         _cleanup_free_ char *secret = vm_secret_path(vm->name);
@@ -199,8 +196,6 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
             a.oom = true;
         }
     }
-    argv_add(&a, "--params");
-    argv_add(&a, CROSVM_FW_CFG_PARAM);
 
     if (vm->root_disk) {
         /* First block device, so /dev/vda; root= makes crosvm say so on

@@ -6,7 +6,6 @@
  *     --socket RUNTIME/<name>-crosvm.sock
  *     --serial type=stdout,hardware=serial,num=1,console,stdin
  *     --fw-cfg name=opt/qubes-lite/secret,path=RUNTIME/<name>.secret
- *     --params qemu_fw_cfg.ioport=0x4@0x510
  *     [--block ROOTDISK[,pairs…],ro=true|false,root=true] [--initrd INITRAMFS]
  *     [--params P]… [--net tap-name=vm-<name>]
  *     [--block …]… [--shared-dir …]… [--vfio …]… [--vhost-user …]…

@@ -12,10 +12,10 @@
 #include <stdint.h>
 
 #include "msg.h"
+#include "secret-file.h"
 
-/* The fw_cfg file name the guest's init reads
- * (/sys/firmware/qemu_fw_cfg/by_name/<this>/raw). */
-#define VM_SECRET_FW_CFG_NAME "opt/qubes-lite/secret"
+/* The fw_cfg file name the guest reads (rootfs/fwcfg.h). */
+#define VM_SECRET_FW_CFG_NAME SECRET_FW_CFG_NAME
 
 /* RUNTIME_DIR/<vm>.secret, malloc'ed; NULL when out of memory. This is
  * what a VMM's command line names (crosvm's --fw-cfg, qemu's -fw_cfg). */

@@ -324,10 +324,8 @@ static void test_root_disk(void **state) {
 static void test_kernel_params_and_log_level(void **state) {
     char **argv = build_vm("kp", "{'id': 3, 'kernel': '/k', 'kernelParams': ['quiet', "
                                  "'systemd.unit=multi-user.target']}");
-    /* Where the guest finds crosvm's fw_cfg (the VM's secret), then the
-     * VM's own, in order. */
-    const char *params[] = {"qemu_fw_cfg.ioport=0x4@0x510", "quiet",
-                            "systemd.unit=multi-user.target"};
+    /* The VM's own, in order, and nothing else. */
+    const char *params[] = {"quiet", "systemd.unit=multi-user.target"};
     size_t n = 0;
     for (size_t i = 0; argv[i]; i++) {
         if (streq(argv[i], "--params")) {
@@ -409,7 +407,6 @@ static void test_whole_banking(void **state) {
         "--socket",      "/run/qubes-lite/banking-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/banking.secret",
-        "--params",      "qemu_fw_cfg.ioport=0x4@0x510",
         "--block",       "/var/lib/qubes-lite/banking.img,ro=true,root=true",
         "--net",         "tap-name=vm-banking",
         "--gpu",         "context-types=cross-domain:virgl2",
@@ -432,7 +429,6 @@ static void test_whole_vault(void **state) {
         "--socket",      "/run/qubes-lite/vault-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/vault.secret",
-        "--params",      "qemu_fw_cfg.ioport=0x4@0x510",
         "--initrd",      "/boot/initrd",
         "--gpu",         "context-types=cross-domain:virgl2",
         "/boot/bzImage", NULL,
@@ -480,8 +476,6 @@ static void test_whole_everything(void **state) {
         "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",
         "name=opt/qubes-lite/secret,path=/run/qubes-lite/sys-usb.secret",
-        "--params",
-        "qemu_fw_cfg.ioport=0x4@0x510",
         "--block",
         "/img/sys-usb.qcow2,ro=false,root=true",
         "--initrd",
@@ -553,7 +547,6 @@ static void test_whole_shopping_personal(void **state) {
         "--socket",      "/run/qubes-lite/shopping-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/shopping.secret",
-        "--params",      "qemu_fw_cfg.ioport=0x4@0x510",
         "--net",         "tap-name=vm-shopping",
         "--gpu",         "context-types=cross-domain:virgl2",
         "/boot/bzImage", NULL,
@@ -573,7 +566,6 @@ static void test_whole_shopping_personal(void **state) {
         "--socket",      "/run/qubes-lite/personal-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/personal.secret",
-        "--params",      "qemu_fw_cfg.ioport=0x4@0x510",
         "--gpu",         "context-types=cross-domain:virgl2",
         "/boot/bzImage", NULL,
     };
@@ -597,7 +589,6 @@ static void test_whole_pci_passthrough(void **state) {
         "--socket",      "/run/qubes-lite/sys-net-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/sys-net.secret",
-        "--params",      "qemu_fw_cfg.ioport=0x4@0x510",
         "--vfio",        "/sys/bus/pci/devices/0000:02:00.0/",
         "--gpu",         "context-types=cross-domain:virgl2",
         "/boot/bzImage", NULL,
