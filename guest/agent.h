@@ -28,8 +28,9 @@ typedef struct AgentOptions {
     const char *default_user;
     unsigned wayland_timeout_s;
     unsigned kill_grace_s;
-    const char *secret_file; /* the VM's secret (proto/secret-file.h): asked when set */
-    bool no_secret;          /* ask none all the same (tests only) */
+    const char *secret_file; /* the VM's secret (proto/secret-file.h) */
+    bool secret_fw_cfg;      /* or from fw_cfg (rootfs/fwcfg.h) */
+    bool no_secret;          /* ask none (tests only); none of the three: refuse everyone */
 } AgentOptions;
 
 typedef struct Agent {
@@ -42,9 +43,9 @@ typedef struct Agent {
     Session *sessions;
     bool powering_off;
     UserCache *users; /* root only: the users programs run as */
-    /* What the first Hello of every connection must carry with
-     * --secret-file, read once at start; that file missing, every
-     * connection is refused. */
+    /* What the first Hello of every connection must carry, read once at
+     * start; without it (and without --no-secret) every connection is
+     * refused. */
     uint8_t secret[WIRE_SECRET_SIZE];
     bool have_secret;
     unsigned long long refused_secret; /* connections refused for their secret */

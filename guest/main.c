@@ -24,6 +24,7 @@
 #include "session.h"
 #include "util.h"
 #include "wire.h"
+#include "rootfs/fwcfg.h"
 
 #define PROGRAM "qubes-lite-guest-agent"
 
@@ -40,7 +41,10 @@ static void help(void) {
            "  --secret-file FILE        the VM's secret, which every connection's Hello must\n"
            "                            carry (read once; a file only we may read; missing:\n"
            "                            every connection is refused)\n"
-           "  --no-secret               ask no secret, even with --secret-file (tests only)\n"
+           "  --secret-fw-cfg           the VM's secret from the VMM's fw_cfg file\n"
+           "                            " SECRET_FW_CFG_NAME " (read once, as root)\n"
+           "  --no-secret               ask no secret (tests only); without it and without\n"
+           "                            either of the above, every connection is refused\n"
            "  --default-user NAME       user for an Exec without one (default: our own)\n"
            "  --wayland-timeout SECONDS how long wait_wayland waits (default 30)\n"
            "  --kill-grace SECONDS      SIGHUP to SIGKILL delay after a client is gone\n"
@@ -62,6 +66,7 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
         OPT_KILL_GRACE,
         OPT_LOG_LEVEL,
         OPT_SECRET_FILE,
+        OPT_SECRET_FW_CFG,
         OPT_NO_SECRET,
         OPT_HELP,
     };
@@ -76,6 +81,7 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
         {"kill-grace", required_argument, NULL, OPT_KILL_GRACE},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+        {"secret-fw-cfg", no_argument, NULL, OPT_SECRET_FW_CFG},
         {"no-secret", no_argument, NULL, OPT_NO_SECRET},
         {"help", no_argument, NULL, OPT_HELP},
         {},
@@ -134,6 +140,9 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
         case OPT_SECRET_FILE:
             o->secret_file = optarg;
             break;
+        case OPT_SECRET_FW_CFG:
+            o->secret_fw_cfg = true;
+            break;
         case OPT_NO_SECRET:
             o->no_secret = true;
             break;
@@ -147,6 +156,9 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
     }
     if (optind < argc) {
         die("Unexpected argument: %s", argv[optind]);
+    }
+    if (o->secret_file && o->secret_fw_cfg) {
+        die("--secret-file and --secret-fw-cfg: one secret only");
     }
 }
 
@@ -304,12 +316,11 @@ int agent_check_hello(Agent *a, const Msg *m, unsigned id) {
     char why[128];
     const char *reason;
 
-    if (a->opt.no_secret || !a->opt.secret_file) {
+    if (a->opt.no_secret) {
         return 0;
     }
     if (!a->have_secret) {
-        reason = "the VM has no secret (--secret-file is missing), so no peer can prove it is "
-                 "the host agent";
+        reason = "the VM has no secret, so no peer can prove it is the host agent";
     } else if (!m->hello.secret) {
         reason = "its Hello carries no secret";
     } else if (!secret_equal(a->secret, m->hello.secret)) {
@@ -324,14 +335,35 @@ int agent_check_hello(Agent *a, const Msg *m, unsigned id) {
     return -EPERM;
 }
 
-/* --secret-file, read once; a file others may read is refused: it would
- * prove nothing. */
+/* --secret-fw-cfg: the VM's secret straight from the VMM (a guest whose
+ * init does not copy it to a file, as the NixOS guest's systemd). */
+static void agent_load_fw_cfg_secret(Agent *a) {
+    int r = fwcfg_read_file(SECRET_FW_CFG_NAME, a->secret, sizeof(a->secret));
+    if (r < 0) {
+        explicit_bzero(a->secret, sizeof(a->secret));
+        log_error("--secret-fw-cfg: no secret: fw_cfg file %s: %s; every connection will be "
+                  "refused", SECRET_FW_CFG_NAME, fwcfg_strerror(r));
+        return;
+    }
+    a->have_secret = true;
+}
+
+/* The VM's secret, read once. Fail closed: whatever goes wrong, or when
+ * no secret is named at all, every connection is refused (--no-secret,
+ * for tests, is the only way to ask none). A file others may read is
+ * refused at start: it would prove nothing. */
 static void agent_load_secret(Agent *a) {
     if (a->opt.no_secret) {
         log_warning("--no-secret: any peer that passes the peer check is served");
         return;
     }
+    if (a->opt.secret_fw_cfg) {
+        agent_load_fw_cfg_secret(a);
+        return;
+    }
     if (!a->opt.secret_file) {
+        log_error("No --secret-file, --secret-fw-cfg or --no-secret: every connection will be "
+                  "refused");
         return;
     }
     int r = secret_read_file(a->opt.secret_file, a->secret);

@@ -56,6 +56,19 @@ int fwcfg_dir_find(const uint8_t *untrusted_dir, size_t len, const char *name,
     return 0;
 }
 
+const char *fwcfg_strerror(int r) {
+    switch (r) {
+    case -ENODEV:
+        return "the VM has no fw_cfg device";
+    case -ENOENT:
+        return "the VMM gave no such file";
+    case -EBADMSG:
+        return "its size is wrong, or the file directory is broken";
+    default:
+        return strerror(-r);
+    }
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 
 /* The thin layer over the ports: choose an item, read its next bytes. */

@@ -51,3 +51,6 @@ int fwcfg_dir_find(const uint8_t *untrusted_dir, size_t len, const char *name,
  * (or another errno of ioperm) when the ports cannot be had. The
  * process's port access is given up again before returning. */
 int fwcfg_read_file(const char *name, void *ret, size_t size);
+
+/* What a failure of fwcfg_read_file() means, for a log line. */
+const char *fwcfg_strerror(int r);

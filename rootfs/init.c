@@ -599,36 +599,19 @@ static int write_secret(const uint8_t *secret) {
  * refuses every connection (its file is missing). */
 static void setup_secret(void) {
     uint8_t secret[WIRE_SECRET_SIZE];
-    const char *why;
 
     int r = fwcfg_read_file(SECRET_FW_CFG_NAME, secret, sizeof(secret));
-    if (r >= 0) {
-        r = write_secret(secret);
-        explicit_bzero(secret, sizeof(secret));
-        if (r >= 0) {
-            return;
-        }
+    if (r < 0) {
+        log_error("No VM secret: fw_cfg file %s: %s; the guest agent will refuse every "
+                  "connection", SECRET_FW_CFG_NAME, fwcfg_strerror(r));
+        return;
+    }
+    r = write_secret(secret);
+    explicit_bzero(secret, sizeof(secret));
+    if (r < 0) {
         log_error_errno(r, "Failed to write the VM's secret to %s: %m; the guest agent will "
                            "refuse every connection", SECRET_PATH);
-        return;
     }
-    switch (r) {
-    case -ENODEV:
-        why = "the VM has no fw_cfg device";
-        break;
-    case -ENOENT:
-        why = "the VMM gave no fw_cfg file " SECRET_FW_CFG_NAME;
-        break;
-    case -EBADMSG:
-        why = "fw_cfg's " SECRET_FW_CFG_NAME " is not 32 bytes, or its file directory is "
-              "broken";
-        break;
-    default:
-        log_error_errno(r, "No VM secret: cannot read fw_cfg (%m); the guest agent will refuse "
-                           "every connection");
-        return;
-    }
-    log_error("No VM secret: %s; the guest agent will refuse every connection", why);
 }
 
 static void setup_user(const InitParams *p) {

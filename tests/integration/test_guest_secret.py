@@ -6,12 +6,14 @@ one) but lacks the secret, or has a wrong one, is refused in its Hello;
 the host agent, which made the secret and handed it to its VMM, is served.
 """
 import os
+import re
 import stat
 import subprocess
 
 import pytest
 
 from qltest import program, qlwire
+from qltest.guest import without_port_access
 from qltest.host import VM
 from qltest.procs import wait_for
 from qltest.qlwire import pb
@@ -119,6 +121,43 @@ def test_missing_secret_file_refuses_everyone(guest_agent, tmp_path):
     hello(c, None)
     c.send("ping", nonce=2)
     assert c.recv()[0] == "pong"
+
+
+def refused_with_any_secret(agent):
+    c = agent.connect(hello=False)
+    hello(c, os.urandom(SECRET_SIZE))
+    c.send("ping", nonce=1)
+    c.expect_error(pb.ERROR_DENIED)
+    c = agent.connect(hello=False)
+    hello(c, None)
+    c.send("ping", nonce=2)
+    c.expect_error(pb.ERROR_DENIED)
+
+
+def test_no_secret_option_refuses_everyone(guest_agent):
+    """Fail closed: an agent told nothing of a secret serves no one."""
+    agent = guest_agent(no_secret=False)
+    assert ("No --secret-file, --secret-fw-cfg or --no-secret: every connection will be "
+            "refused") in agent.log_text()
+    refused_with_any_secret(agent)
+
+
+def test_secret_fw_cfg_without_ports_refuses_everyone(guest_agent):
+    """--secret-fw-cfg where fw_cfg cannot be read (here: no I/O ports for
+    us, or a kernel without ioperm; this machine is not the VM) finds no
+    secret: everyone is refused."""
+    agent = guest_agent("--secret-fw-cfg", preexec=without_port_access)
+    assert re.search(r"--secret-fw-cfg: no secret: fw_cfg file opt/qubes-lite/secret: "
+                     r"(Operation not permitted|Function not implemented); every "
+                     r"connection will be refused", agent.log_text())
+    refused_with_any_secret(agent)
+
+
+def test_one_secret_only(tmp_path):
+    p = subprocess.run([program("qubes-lite-guest-agent"), "--listen",
+                        "unix:" + str(tmp_path / "s"), "--secret-fw-cfg", "--secret-file",
+                        str(tmp_path / "absent")], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "one secret only" in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("mode,size,why", [

@@ -423,8 +423,8 @@ def test_bad_parameters_and_no_secret(payload_image):
         text = vm.text()
         lines = [l for l in text.splitlines() if "No VM secret" in l]
         assert len(lines) == 1 and lines[0].endswith(
-            "qubes-lite-init: No VM secret: the VMM gave no fw_cfg file opt/qubes-lite/secret; "
-            "the guest agent will refuse every connection"), lines
+            "qubes-lite-init: No VM secret: fw_cfg file opt/qubes-lite/secret: the VMM gave no "
+            "such file; the guest agent will refuse every connection"), lines
         assert "every connection will be refused" in text, vm.tail()
         for word, report in BAD.items():
             lines = [l for l in text.splitlines() if report in l]
