@@ -77,3 +77,6 @@ FUZZ_HOST_CONFIG_OBJS := $(HOST_CONFIG_OBJS:$(OBJ)/%=$(FUZZ_OBJ)/%) $(FUZZ_OBJ)/
 $(FUZZ_DIR)/fuzz-host-config: $(FUZZ_HOST_CONFIG_OBJS)
 $(FUZZ_DIR)/fuzz-host-config: PROTO_LIBS += $(call pc_libs,jansson)
 $(FUZZ_OBJ)/tests/fuzz/fuzz-host-config.o $(FUZZ_HOST_CONFIG_OBJS): FUZZ_CFLAGS += $(call pc_cflags,jansson)
+
+# fuzz-fwcfg: the fw_cfg file directory of the guest's init and agent.
+$(FUZZ_DIR)/fuzz-fwcfg: $(FUZZ_OBJ)/rootfs/fwcfg.o
