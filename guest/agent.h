@@ -10,6 +10,7 @@
 
 #include "acceptor.h"
 #include "idle.h"
+#include "msg.h"
 #include "users.h"
 
 #define AGENT_ALLOW_UID_MAX 64
@@ -27,6 +28,9 @@ typedef struct AgentOptions {
     const char *default_user;
     unsigned wayland_timeout_s;
     unsigned kill_grace_s;
+    const char *secret_file; /* the VM's secret (proto/secret-file.h) */
+    bool secret_fw_cfg;      /* or from fw_cfg (rootfs/fwcfg.h) */
+    bool no_secret;          /* ask none (tests only); none of the three: refuse everyone */
 } AgentOptions;
 
 typedef struct Agent {
@@ -39,6 +43,12 @@ typedef struct Agent {
     Session *sessions;
     bool powering_off;
     UserCache *users; /* root only: the users programs run as */
+    /* What the first Hello of every connection must carry, read once at
+     * start; without it (and without --no-secret) every connection is
+     * refused. */
+    uint8_t secret[WIRE_SECRET_SIZE];
+    bool have_secret;
+    unsigned long long refused_secret; /* connections refused for their secret */
 } Agent;
 
 /* A session's Exec began / ended being live (idle tracking). */
@@ -48,5 +58,8 @@ void agent_live_end(Agent *a);
 void agent_conn_closed(Agent *a);
 /* Powers the VM off (once). */
 int agent_power_off(Agent *a, const char *why);
+/* The first Hello of session `id`: 0 when it carries the VM's secret (or
+ * no secret is asked for), else -EPERM, logged and counted. */
+int agent_check_hello(Agent *a, const Msg *m, unsigned id);
 /* The clock idle time and uptime are measured on. */
 uint64_t agent_now(void);

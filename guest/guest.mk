@@ -3,7 +3,8 @@
 GUEST_SRCS := guest/main.c guest/session.c guest/child.c guest/stdin-queue.c guest/output.c \
 	guest/spawn.c guest/idle.c guest/power.c \
 	guest/wayland.c guest/users.c
-GUEST_OBJS := $(GUEST_SRCS:%.c=$(OBJ)/%.o)
+# --secret-fw-cfg reads fw_cfg with the guest image's reader.
+GUEST_OBJS := $(GUEST_SRCS:%.c=$(OBJ)/%.o) $(OBJ)/rootfs/fwcfg.o
 GUEST_AGENT := $(BIN)/qubes-lite-guest-agent
 
 CFLAGS_guest := $(call pc_cflags,wayland-client)

@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
@@ -19,9 +20,11 @@
 #include "idle.h"
 #include "log.h"
 #include "power.h"
+#include "secret-file.h"
 #include "session.h"
 #include "util.h"
 #include "wire.h"
+#include "rootfs/fwcfg.h"
 
 #define PROGRAM "qubes-lite-guest-agent"
 
@@ -35,6 +38,13 @@ static void help(void) {
            "  --poweroff-command CMD    run CMD with /bin/sh -c instead of asking systemd\n"
            "  --allow-uid UID           also accept this uid on unix sockets (root always)\n"
            "  --allow-local-cid         accept vsock peers on the local CID (tests)\n"
+           "  --secret-file FILE        the VM's secret, which every connection's Hello must\n"
+           "                            carry (read once; a file only we may read; missing:\n"
+           "                            every connection is refused)\n"
+           "  --secret-fw-cfg           the VM's secret from the VMM's fw_cfg file\n"
+           "                            " SECRET_FW_CFG_NAME " (read once, as root)\n"
+           "  --no-secret               ask no secret (tests only); without it and without\n"
+           "                            either of the above, every connection is refused\n"
            "  --default-user NAME       user for an Exec without one (default: our own)\n"
            "  --wayland-timeout SECONDS how long wait_wayland waits (default 30)\n"
            "  --kill-grace SECONDS      SIGHUP to SIGKILL delay after a client is gone\n"
@@ -55,6 +65,9 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
         OPT_WAYLAND_TIMEOUT,
         OPT_KILL_GRACE,
         OPT_LOG_LEVEL,
+        OPT_SECRET_FILE,
+        OPT_SECRET_FW_CFG,
+        OPT_NO_SECRET,
         OPT_HELP,
     };
     static const struct option options[] = {
@@ -67,6 +80,9 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
         {"wayland-timeout", required_argument, NULL, OPT_WAYLAND_TIMEOUT},
         {"kill-grace", required_argument, NULL, OPT_KILL_GRACE},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+        {"secret-fw-cfg", no_argument, NULL, OPT_SECRET_FW_CFG},
+        {"no-secret", no_argument, NULL, OPT_NO_SECRET},
         {"help", no_argument, NULL, OPT_HELP},
         {},
     };
@@ -121,6 +137,15 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
             }
             log_set_max_level(r);
             break;
+        case OPT_SECRET_FILE:
+            o->secret_file = optarg;
+            break;
+        case OPT_SECRET_FW_CFG:
+            o->secret_fw_cfg = true;
+            break;
+        case OPT_NO_SECRET:
+            o->no_secret = true;
+            break;
         case OPT_HELP:
             help();
             exit(EXIT_SUCCESS);
@@ -131,6 +156,9 @@ static void parse_args(int argc, char **argv, AgentOptions *o) {
     }
     if (optind < argc) {
         die("Unexpected argument: %s", argv[optind]);
+    }
+    if (o->secret_file && o->secret_fw_cfg) {
+        die("--secret-file and --secret-fw-cfg: one secret only");
     }
 }
 
@@ -255,7 +283,7 @@ static int agent_check_peer(Agent *a, int fd, uint64_t *ret_peer, ErrorText *err
  * agent. One Error frame goes into the fresh socket's empty buffer (the fd
  * is non-blocking, so this never waits), then the connection is closed.
  * The warning is rate-limited for the same reason. */
-static void agent_refuse(int fd, const char *why) {
+static void agent_log_refusal(const char *why) {
     static uint64_t window_start;
     static unsigned logged, suppressed;
     uint64_t now = now_usec(CLOCK_MONOTONIC);
@@ -273,7 +301,90 @@ static void agent_refuse(int fd, const char *why) {
     } else {
         suppressed++;
     }
+}
+
+static void agent_refuse(int fd, const char *why) {
+    agent_log_refusal(why);
     conn_refuse_fd(fd, WIRE_ERR_DENIED, "permission denied");
+}
+
+/* The second check, on the first Hello: the peer passed agent_check_peer()
+ * (which any host process with CAP_NET_BIND_SERVICE can), and now proves
+ * it is the host agent with the VM's secret. The secret is never logged
+ * and never sent back. */
+int agent_check_hello(Agent *a, const Msg *m, unsigned id) {
+    char why[128];
+    const char *reason;
+
+    if (a->opt.no_secret) {
+        return 0;
+    }
+    if (!a->have_secret) {
+        reason = "the VM has no secret, so no peer can prove it is the host agent";
+    } else if (!m->hello.secret) {
+        reason = "its Hello carries no secret";
+    } else if (!secret_equal(a->secret, m->hello.secret)) {
+        reason = "its Hello carries a wrong secret";
+    } else {
+        return 0;
+    }
+    a->refused_secret++;
+    snprintf(why, sizeof(why), "session %u: %s (%llu refused so far)", id, reason,
+             a->refused_secret);
+    agent_log_refusal(why);
+    return -EPERM;
+}
+
+/* --secret-fw-cfg: the VM's secret straight from the VMM (a guest whose
+ * init does not copy it to a file, as the NixOS guest's systemd). */
+static void agent_load_fw_cfg_secret(Agent *a) {
+    int r = fwcfg_read_file(SECRET_FW_CFG_NAME, a->secret, sizeof(a->secret));
+    if (r < 0) {
+        explicit_bzero(a->secret, sizeof(a->secret));
+        log_error("--secret-fw-cfg: no secret: fw_cfg file %s: %s; every connection will be "
+                  "refused", SECRET_FW_CFG_NAME, fwcfg_strerror(r));
+        return;
+    }
+    a->have_secret = true;
+}
+
+/* The VM's secret, read once. Fail closed: whatever goes wrong, or when
+ * no secret is named at all, every connection is refused (--no-secret,
+ * for tests, is the only way to ask none). A file others may read is
+ * refused at start: it would prove nothing. */
+static void agent_load_secret(Agent *a) {
+    if (a->opt.no_secret) {
+        log_warning("--no-secret: any peer that passes the peer check is served");
+        return;
+    }
+    if (a->opt.secret_fw_cfg) {
+        agent_load_fw_cfg_secret(a);
+        return;
+    }
+    if (!a->opt.secret_file) {
+        log_error("No --secret-file, --secret-fw-cfg or --no-secret: every connection will be "
+                  "refused");
+        return;
+    }
+    int r = secret_read_file(a->opt.secret_file, a->secret);
+    if (r == -ENOENT) {
+        /* Fail closed: the VM was started without a secret. */
+        log_error("--secret-file %s: missing; every connection will be refused",
+                  a->opt.secret_file);
+        return;
+    }
+    if (r == -EPERM) {
+        die("--secret-file %s: must be owned by uid %u and readable by nobody else",
+            a->opt.secret_file, (unsigned)geteuid());
+    }
+    if (r == -EBADMSG) {
+        die("--secret-file %s: not a regular file of %u bytes", a->opt.secret_file,
+            WIRE_SECRET_SIZE);
+    }
+    if (r < 0) {
+        die("--secret-file %s: %s", a->opt.secret_file, strerror(-r));
+    }
+    a->have_secret = true;
 }
 
 static void on_accept(void *userdata, int fd) {
@@ -358,6 +469,7 @@ int main(int argc, char **argv) {
     log_use_journal(); /* sessions' records carry their fields */
     parse_args(argc, argv, &a.opt);
     ensure_std_fds();
+    agent_load_secret(&a);
 
     /* Writing to a program that closed its stdin is an EPIPE, not death;
      * sockets use MSG_NOSIGNAL. Children restore the default. */
@@ -414,5 +526,6 @@ int main(int argc, char **argv) {
     a.acceptor = acceptor_free(a.acceptor);
     a.idle_timer = sd_event_source_disable_unref(a.idle_timer);
     a.event = sd_event_unref(a.event);
+    explicit_bzero(a.secret, sizeof(a.secret));
     return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -78,6 +78,7 @@ struct Session {
     uint8_t untrusted_key[WIRE_STREAM_KEY_SIZE]; /* the peer's: only ever compared */
     Msg exec;
     bool stream;
+    bool client_hello; /* the handed-over client's Hello came (below) */
 };
 
 static unsigned session_next_id;
@@ -615,9 +616,28 @@ static int handle_shutdown(void *userdata, Msg *m) {
     return 0;
 }
 
-/* Which message is accepted in which state (Hello is the engine's):
- * checked before any handler. */
+/* The first Hello is the one that made the connection: the engine checks
+ * its version and agent_check_hello() its secret. A client the host
+ * agent handed the connection to (vm-run) then sends a Hello of its own,
+ * without a secret: its version is checked here, once. */
+static int session_on_hello(void *userdata, const Msg *m) {
+    Session *s = userdata;
+    return agent_check_hello(s->agent, m, s->id);
+}
+
+static int handle_client_hello(void *userdata, Msg *m) {
+    Session *s = userdata;
+    if (s->client_hello || wire_check_hello(m) < 0) {
+        return s->client_hello ? -EPROTO : -EPROTONOSUPPORT;
+    }
+    s->client_hello = true;
+    return 0;
+}
+
+/* Which message is accepted in which state (the first Hello is the
+ * engine's): checked before any handler. */
 static const ConnHandler session_handlers[] = {
+    {MSG_HELLO, S_REQUEST, handle_client_hello},
     {MSG_EXEC, S_REQUEST, handle_exec},
     {MSG_ATTACH, S_REQUEST, handle_attach},
     {MSG_STATUS_REQUEST, S_REQUEST, handle_status},
@@ -690,6 +710,7 @@ static const ConnOps session_ops = {
     .n_handlers = ELEMENTSOF(session_handlers),
     .closed = session_closed,
     .failing = session_failing,
+    .hello = session_on_hello,
     .input = session_input,
     .before_flush = session_before_flush,
     .settled = session_settled,

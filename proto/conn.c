@@ -73,6 +73,7 @@ int conn_new(sd_event *e, int fd, const ConnOptions *o, const ConnOps *ops, void
     r = 0;
     if (o->software) {
         Msg hello = msg_hello(o->software);
+        hello.hello.secret = o->hello_secret;
         r = wire_writer_queue(&c->wr, &hello);
     }
     if (r >= 0) {
@@ -430,6 +431,14 @@ static int conn_hello(Conn *c, const Msg *m) {
         ConnFailure f = {.error = -EPROTONOSUPPORT, .code = WIRE_ERR_VERSION, .message = buf};
         conn_refuse(c, &f);
         return 0;
+    }
+    if (c->ops->hello) {
+        int r = c->ops->hello(c->userdata, m);
+        if (r < 0) {
+            ConnFailure f = {.error = r, .code = WIRE_ERR_DENIED, .message = "permission denied"};
+            conn_refuse(c, &f);
+            return 0;
+        }
     }
     c->state = c->opt.after_hello;
     return 0;

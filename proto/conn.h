@@ -105,6 +105,10 @@ typedef struct ConnOps {
     /* Optional: called before each flush, to queue what depends on what
      * went out (one acknowledgement in flight at a time). */
     void (*before_flush)(void *userdata);
+    /* Optional: the peer's Hello passed the version check. 0 goes on to
+     * the after_hello state; a negative errno refuses the peer with
+     * Error(DENIED) (the owner logs why). */
+    int (*hello)(void *userdata, const Msg *m);
     /* Optional: called after each event the engine handled (the socket,
      * its timer, conn_settle()) while the connection is not closed, to
      * re-arm the owner's other sources. */
@@ -124,6 +128,9 @@ typedef enum ConnCloseMode {
 typedef struct ConnOptions {
     ConnRole role;
     const char *software; /* our Hello's software */
+    /* Our Hello's secret (WIRE_SECRET_SIZE bytes), or NULL: the host
+     * agent's proof towards the guest agent (proto/secret-file.h). */
+    const uint8_t *hello_secret;
     unsigned after_hello; /* the owner's state once the peer's Hello came */
     size_t out_max;       /* queueing is refused (-ENOBUFS) beyond this; 0: the default */
     ConnCloseMode close_mode;

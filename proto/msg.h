@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define WIRE_VERSION_MAJOR 1
-#define WIRE_VERSION_MINOR 1
+#define WIRE_VERSION_MINOR 2
 #define WIRE_FRAME_MAX (1024u * 1024u) /* body bytes, header excluded */
 #define WIRE_HEADER_SIZE 4u
 #define WIRE_DATA_MAX (64u * 1024u) /* one Data chunk */
@@ -18,6 +18,7 @@
 #define WIRE_ENV_MAX 4096u
 #define WIRE_STRING_MAX 4096u                      /* an Error's message */
 #define WIRE_SOFTWARE_MAX 256u                     /* Hello's software */
+#define WIRE_SECRET_SIZE 32u                       /* Hello's secret, when present */
 #define WIRE_PATH_MAX 4095u                        /* Exec's cwd, bytes */
 #define WIRE_HOST_STATUS_VM_MAX 64u                /* HostStatus's vm */
 #define WIRE_STDIN_WINDOW_MAX (4u * 1024u * 1024u) /* queued stdin costs about this */
@@ -85,6 +86,9 @@ typedef enum ExitKind {
 typedef struct MsgHello {
     uint32_t major, minor;
     const char *software; /* printable, may be "" */
+    /* The VM's secret (host agent -> guest agent): NULL when absent, else
+     * WIRE_SECRET_SIZE bytes. */
+    const uint8_t *secret;
 } MsgHello;
 
 /* The key pairing an Exec with its stream connection (Attach). */

@@ -2,7 +2,7 @@
 
 PROTO_SRCS := proto/msg.c proto/validate.c proto/wire.c proto/wire-data.c proto/wire-io.c \
 	proto/wire-stream.c proto/conn.c proto/addr.c proto/log.c proto/log-journal.c proto/util.c proto/rules.c proto/vmconf.c \
-	proto/acceptor.c
+	proto/acceptor.c proto/secret-file.c
 PROTO_OBJS := $(PROTO_SRCS:%.c=$(OBJ)/%.o) $(OBJ)/gen/qubes-lite.pb-c.o
 PROTO_LIB := $(LIB)/libqlproto.a
 PROTO_LIBS := $(call pc_libs,libprotobuf-c libsystemd)

@@ -242,6 +242,12 @@ static int validate_fields(const Envelope *untrusted_env, Msg *m) {
         m->hello.major = u->hello->major;
         m->hello.minor = u->hello->minor;
         m->hello.software = u->hello->software;
+        /* Either no secret or one of exactly the size the host makes:
+         * nothing else could ever match. */
+        if (u->hello->secret.len != 0 && u->hello->secret.len != WIRE_SECRET_SIZE) {
+            return -EINVAL;
+        }
+        m->hello.secret = u->hello->secret.len ? u->hello->secret.data : NULL;
         return 0;
     case MSG_EXEC:
         return validate_exec(u->exec, m);

@@ -167,6 +167,10 @@ int wire_encode(const Msg *m, uint8_t **ret_buf, size_t *ret_size) {
         hello.major = m->hello.major;
         hello.minor = m->hello.minor;
         hello.software = (char *)(m->hello.software ? m->hello.software : "");
+        if (m->hello.secret) {
+            hello.secret.data = (uint8_t *)m->hello.secret;
+            hello.secret.len = WIRE_SECRET_SIZE;
+        }
         env.msg_case = QUBESLITE__ENVELOPE__MSG_HELLO;
         env.hello = &hello;
         break;

@@ -165,10 +165,15 @@ in
       # The PATH the commands get: the system's programs, guestPrograms
       # among them.
       path = [ "/run/wrappers" "/run/current-system/sw" ];
+      # The VM's secret, which the host agent proves itself with, straight
+      # from the VMM's fw_cfg over its I/O ports (as root; the kernel's
+      # qemu_fw_cfg cannot find crosvm's): no copy of it on disk. Without
+      # it the agent refuses every connection.
       serviceConfig = {
         Type = "notify";
         ExecStart = lib.escapeShellArgs ([ "${cfg.package}/bin/qubes-lite-guest-agent" "--default-user" cfg.user.name ]
-          ++ lib.optionals (cfg.idleTimeout > 0) [ "--idle-timeout" (toString cfg.idleTimeout) ]);
+          ++ lib.optionals (cfg.idleTimeout > 0) [ "--idle-timeout" (toString cfg.idleTimeout) ]
+          ++ [ "--secret-fw-cfg" ]);
         Restart = "on-failure";
       };
     };

@@ -1,7 +1,8 @@
 /* qubes-lite-init: PID 1 of the guest image (/init in its initramfs).
  *
  * It sets the VM up from the kernel command line (params.h): file
- * systems, modules, host name, network address, default user. Then it
+ * systems, modules, host name, network address, default user, and the
+ * VM's secret from fw_cfg (fwcfg.h) into a root-only file. Then it
  * starts the guest agent and a root shell on the console and restarts
  * either when it dies, runs the image's services once, and reaps every
  * orphan. It powers the VM off when asked: SIGUSR2 (busybox poweroff, the
@@ -28,9 +29,11 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "fwcfg.h"
 #include "log.h"
 #include "net.h"
 #include "params.h"
+#include "secret-file.h"
 #include "sysinit.h"
 #include "util.h"
 
@@ -38,6 +41,10 @@
 #define AGENT_PATH "/usr/bin/qubes-lite-guest-agent"
 #define AGENT_LISTEN "vsock::5200"
 #define AGENT_ARGS_FILE "/etc/qubes-lite/guest-agent.args"
+/* The VM's secret, for the guest agent's --secret-file: on /run's tmpfs,
+ * root's alone. */
+#define SECRET_DIR "/run/qubes-lite"
+#define SECRET_PATH SECRET_DIR "/secret"
 #define MODULE_LIST "/etc/qubes-lite/modules"
 #define MODULE_DIR "/lib/modules"
 #define SERVICE_DIR "/etc/qubes-lite/init.d"
@@ -268,6 +275,10 @@ static char **agent_argv(const InitParams *p) {
         argv[n++] = "--default-user";
         argv[n++] = (char *)p->user;
     }
+    /* Always: without the file (no secret came) the agent refuses every
+     * connection instead of serving whoever passes the peer check. */
+    argv[n++] = "--secret-file";
+    argv[n++] = SECRET_PATH;
     FILE *f = fopen(AGENT_ARGS_FILE, "re");
     for (size_t i = 0; f && i < AGENT_EXTRA_MAX && fgets(extra[i], sizeof(extra[i]), f);) {
         extra[i][strcspn(extra[i], "\n")] = '\0';
@@ -557,6 +568,52 @@ static void setup_network(const InitParams *p) {
     }
 }
 
+static int write_secret(const uint8_t *secret) {
+    /* 0700 and 0400, whatever was there: only root may ever read it. */
+    if (mkdir(SECRET_DIR, 0700) < 0 && errno != EEXIST) {
+        return -errno;
+    }
+    if (chmod(SECRET_DIR, 0700) < 0) {
+        return -errno;
+    }
+    if (unlink(SECRET_PATH) < 0 && errno != ENOENT) {
+        return -errno;
+    }
+    _cleanup_close_ int fd =
+        open(SECRET_PATH, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+    if (fd < 0) {
+        return -errno;
+    }
+    int r = loop_write(fd, secret, WIRE_SECRET_SIZE);
+    if (r < 0) {
+        (void)unlink(SECRET_PATH);
+    }
+    return r;
+}
+
+/* The VM's secret: what the host agent proves itself with (the project
+ * README, "Threat: local host processes"). The VMM gives it in the fw_cfg
+ * file SECRET_FW_CFG_NAME; we read it over the I/O ports ourselves
+ * (fwcfg.h says why not through the kernel) and leave a root-only copy
+ * for the guest agent's --secret-file. No secret: one line, and the agent
+ * refuses every connection (its file is missing). */
+static void setup_secret(void) {
+    uint8_t secret[WIRE_SECRET_SIZE];
+
+    int r = fwcfg_read_file(SECRET_FW_CFG_NAME, secret, sizeof(secret));
+    if (r < 0) {
+        log_error("No VM secret: fw_cfg file %s: %s; the guest agent will refuse every "
+                  "connection", SECRET_FW_CFG_NAME, fwcfg_strerror(r));
+        return;
+    }
+    r = write_secret(secret);
+    explicit_bzero(secret, sizeof(secret));
+    if (r < 0) {
+        log_error_errno(r, "Failed to write the VM's secret to %s: %m; the guest agent will "
+                           "refuse every connection", SECRET_PATH);
+    }
+}
+
 static void setup_user(const InitParams *p) {
     uid_t uid;
     gid_t gid;
@@ -654,6 +711,7 @@ int main(int argc, char **argv) {
         sysinit_resolv_conf(p.dns, p.n_dns);
     }
     setup_user(&p);
+    setup_secret();
     open_power_buttons(&in);
     log_debug("Set up at %.2f s", uptime_s());
 

@@ -2,7 +2,7 @@
 # program; `make image` assembles $(BUILD)/rootfs/vmlinux and initrd.img
 # around it and the guest agent (rootfs/mkimage.py).
 
-INIT_SRCS := rootfs/init.c rootfs/params.c rootfs/sysinit.c rootfs/net.c
+INIT_SRCS := rootfs/init.c rootfs/params.c rootfs/sysinit.c rootfs/net.c rootfs/fwcfg.c
 INIT_OBJS := $(INIT_SRCS:%.c=$(OBJ)/%.o)
 INIT := $(BIN)/qubes-lite-init
 IMAGE_DIR := $(BUILD)/rootfs
@@ -32,3 +32,4 @@ image:
 	$(Q)$(PYTHON) rootfs/mkimage.py --bin $(BIN) --out $(IMAGE_DIR)
 
 UNIT_OBJS_test-params := $(OBJ)/rootfs/params.o
+UNIT_OBJS_test-fwcfg := $(OBJ)/rootfs/fwcfg.o

@@ -87,15 +87,24 @@ wait_socket() {   # path pid what
 #
 # The binary is copied into the temporary directory so that nobody can run
 # it even when this checkout lives under a private home directory.
+#
+# The VM's secret: what the host agent proves itself with in every Hello
+# (on a host, it makes one at each VM start and crosvm hands it to the
+# guest through fw_cfg). Here it is made once: the host agent's copy where
+# it keeps it (RUNTIME_DIR/<vm>.secret), the guest agent's beside its
+# socket; each owned by its agent's uid (inside the namespace the agent's
+# is 0), mode 0600.
 overflow=$(cat /proc/sys/kernel/overflowuid 2>/dev/null || echo 65534)
 chmod 0711 "$tmp"
-mkdir -m 0700 "$tmp/guest"
+mkdir -m 0700 "$tmp/guest" "$tmp/run"
 install -m 0755 "$BIN/qubes-lite-guest-agent" "$tmp/guest/"
+(umask 077 && head -c 32 /dev/urandom >"$tmp/run/$VM.secret" &&
+    cp "$tmp/run/$VM.secret" "$tmp/guest/secret")
 drop=()
 if [ "$(id -u)" -eq 0 ]; then
     nobody=$(id -u nobody 2>/dev/null || echo 65534)
     nogroup=$(id -g nobody 2>/dev/null || echo 65534)
-    chown "$nobody:$nogroup" "$tmp/guest"
+    chown "$nobody:$nogroup" "$tmp/guest" "$tmp/guest/secret"
     drop=(setpriv --reuid="$nobody" --regid="$nogroup" --clear-groups --)
 fi
 guest_sock=$tmp/guest/guest.sock
@@ -106,7 +115,8 @@ guest_sock=$tmp/guest/guest.sock
         "${drop[@]}" \
         unshare --user --map-root-user --pid --fork --kill-child --mount-proc --uts --ipc -- \
         /bin/sh -c 'hostname "$0" && exec "$@"' "$VM" \
-        "$tmp/guest/qubes-lite-guest-agent" --listen "unix:$guest_sock" --allow-uid "$overflow"
+        "$tmp/guest/qubes-lite-guest-agent" --listen "unix:$guest_sock" --allow-uid "$overflow" \
+        --secret-file "$tmp/guest/secret"
 ) >"$tmp/guest-agent.log" 2>&1 &
 unshare_pid=$!
 pids+=("$unshare_pid")
@@ -176,13 +186,15 @@ show "vm-run --timing $VM true"
 vm-run --timing "$VM" true 2>&1
 
 if [ -x /usr/bin/python3 ]; then
-    say "The guest agent's Status (what vm-list will show), asked while one session runs"
+    say "The guest agent's Status (what vm-list will show), asked while one session runs, with the VM's secret"
     vm-run "$VM" sleep 2 &
     pids+=("$!")
     sleep 0.3
-    /usr/bin/python3 - "$guest_sock" <<'PY'
+    /usr/bin/python3 - "$guest_sock" "$QUBES_LITE_RUNTIME_DIR/$VM.secret" <<'PY'
 # A Status request by hand: the protocol is small enough to speak without a
 # protobuf library (Envelope field 1 = Hello, 12 = StatusRequest, 13 = Status).
+# Hello {major 1, minor 0, secret (field 4)}: without the VM's secret the
+# agent would answer Error(DENIED).
 import socket, struct, sys
 
 def varint(n):
@@ -219,7 +231,9 @@ def frame(num, payload):
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(5)
 s.connect(sys.argv[1])
-s.sendall(frame(1, b"\x08\x01\x10\x00") + frame(12, b""))
+with open(sys.argv[2], "rb") as f:
+    secret = f.read()
+s.sendall(frame(1, b"\x08\x01\x10\x00\x22" + varint(len(secret)) + secret) + frame(12, b""))
 f = s.makefile("rb")
 while True:
     n = struct.unpack(">I", f.read(4))[0]

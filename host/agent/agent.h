@@ -18,6 +18,7 @@
 #include <systemd/sd-event.h>
 
 #include "addr.h"
+#include "msg.h"
 #include "vmm.h"
 #include "vmmproc.h"
 #include "host/common/config.h"
@@ -63,11 +64,21 @@ typedef struct Agent {
     bool guest_up;
     uint64_t guest_up_since;
     int exit_code;
+    /* The VM's secret (secret.h), which every Hello to the guest agent
+     * carries: made at each start of the VM; with --no-vmm, read from the
+     * runtime directory when a file is there. */
+    uint8_t secret[WIRE_SECRET_SIZE];
+    bool have_secret;
 
     Clients *clients;
     Lifecycle *life;
     Idle *idle;
 } Agent;
+
+/* What our Hello to the guest agent carries: the secret, or NULL. */
+static inline const uint8_t *agent_secret(const Agent *a) {
+    return a->have_secret ? a->secret : NULL;
+}
 
 static inline uint64_t now_mono(void) {
     return now_usec(CLOCK_MONOTONIC);

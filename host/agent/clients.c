@@ -259,8 +259,8 @@ static int client_request_status(Client *c) {
         return client_send_status(c, 0);
     }
     conn_set_state(c->conn, CLIENT_STATUS);
-    int r = guest_call_start(a->event, &a->guest, MSG_STATUS_REQUEST, CLIENT_STATUS_TIMEOUT_USEC,
-                             on_status_done, c, &c->status_call);
+    int r = guest_call_start(a->event, &a->guest, agent_secret(a), MSG_STATUS_REQUEST,
+                             CLIENT_STATUS_TIMEOUT_USEC, on_status_done, c, &c->status_call);
     if (r < 0) {
         return client_send_status(c, 0);
     }

@@ -22,6 +22,8 @@
  *   --serial type=stdout,hardware=serial,num=1,console,stdin
  *                                           (bare keys are booleans set to true)
  *   --socket PATH                           (-s; the control socket)
+ *   --fw-cfg name=NAME,path=PATH            (a fw_cfg file from PATH, read at start;
+ *                                            FwCfgParameters, crosvm since mid-2023)
  *   --initrd PATH                           (-i)
  *   --params STRING                         (-p; repeatable, appended to the kernel
  *                                            command line)
@@ -35,6 +37,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "secret.h"
 
 #define CROSVM_GPU_DEFAULT "context-types=cross-domain:virgl2"
 #define CROSVM_SOUND_DEFAULT "backend=pulse"
@@ -180,6 +184,18 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
     argv_add_owned(&a, vmm_crosvm_control_socket(vm));
     argv_add(&a, "--serial");
     argv_add(&a, CROSVM_SERIAL);
+    /* The VM's secret (secret.h): only its path is on the command line.
+     * crosvm's fw_cfg is at I/O port 0x510 with no ACPI entry; the guest
+     * reads it there itself (rootfs/fwcfg.h), no kernel driver needed. */
+    argv_add(&a, "--fw-cfg");
+    {
+        _cleanup_free_ char *secret = vm_secret_path(vm->name);
+        if (secret) {
+            argv_addf(&a, "name=" VM_SECRET_FW_CFG_NAME ",path=%s", secret);
+        } else {
+            a.oom = true;
+        }
+    }
 
     if (vm->root_disk) {
         /* First block device, so /dev/vda; root= makes crosvm say so on

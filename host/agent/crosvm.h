@@ -5,6 +5,7 @@
  *     --cpus num-cores=N --mem size=MIB --vsock cid=ID
  *     --socket RUNTIME/<name>-crosvm.sock
  *     --serial type=stdout,hardware=serial,num=1,console,stdin
+ *     --fw-cfg name=opt/qubes-lite/secret,path=RUNTIME/<name>.secret
  *     [--block ROOTDISK[,pairs…],ro=true|false,root=true] [--initrd INITRAMFS]
  *     [--params P]… [--net tap-name=vm-<name>]
  *     [--block …]… [--shared-dir …]… [--vfio …]… [--vhost-user …]…

@@ -82,8 +82,9 @@ static int on_timeout(void *userdata) {
     return -ETIMEDOUT;
 }
 
-int guest_call_start(sd_event *e, const Addr *guest, MsgType request, uint64_t timeout_usec,
-                     GuestCallDone done, void *userdata, GuestCall **ret) {
+int guest_call_start(sd_event *e, const Addr *guest, const uint8_t *secret, MsgType request,
+                     uint64_t timeout_usec, GuestCallDone done, void *userdata,
+                     GuestCall **ret) {
     static const struct {
         MsgType request, reply;
     } pairs[] = {
@@ -118,6 +119,7 @@ int guest_call_start(sd_event *e, const Addr *guest, MsgType request, uint64_t t
     ConnOptions o = {
         .role = CONN_CLIENT,
         .software = SOFTWARE,
+        .hello_secret = secret,
         .after_hello = GC_REPLY,
         .close_mode = CONN_CLOSE_FLUSHED,
         .connecting = r == -EINPROGRESS,

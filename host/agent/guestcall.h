@@ -20,7 +20,10 @@ typedef struct GuestCall GuestCall;
  * guest's Error as -EREMOTEIO). The call may be freed from the callback. */
 typedef void (*GuestCallDone)(GuestCall *call, int r, const Msg *reply, void *userdata);
 
-int guest_call_start(sd_event *e, const Addr *guest, MsgType request, uint64_t timeout_usec,
-                     GuestCallDone done, void *userdata, GuestCall **ret);
+/* `secret` (WIRE_SECRET_SIZE bytes, or NULL) goes in our Hello: the VM's
+ * secret, which the guest agent asks of the host agent (agent_secret()). */
+int guest_call_start(sd_event *e, const Addr *guest, const uint8_t *secret, MsgType request,
+                     uint64_t timeout_usec, GuestCallDone done, void *userdata,
+                     GuestCall **ret);
 /* Cancels a call in progress (the callback is not called). NULL is fine. */
 void guest_call_free(GuestCall *call);

@@ -12,6 +12,8 @@
 #include "log.h"
 #include "wire.h"
 
+#define HANDOFF_SOFTWARE "qubes-lite-host-agent 0.1"
+
 _Static_assert(1 + WIRE_CONNECT_STREAMS_MAX <= WIRE_WRITER_FDS_MAX,
                "a Connected carries every guest connection");
 
@@ -64,15 +66,31 @@ static int finish(Handoff *h, int error) {
 }
 
 static int try_connect(Handoff *h);
+static int failed(Handoff *h, int r);
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 /* The steps below return 1 when the hand-off is over, 0 while it goes
  * on, a negative errno when it failed. */
 
+/* Our Hello goes first on every guest connection we hand over: it carries
+ * the VM's secret, which the client never sees (its own Hello follows,
+ * without one). The socket was just connected and its send buffer is
+ * empty: a frame this small is written at once, never waited for. */
+static int send_hello(Handoff *h, int fd) {
+    Msg hello = msg_hello(HANDOFF_SOFTWARE);
+    hello.hello.secret = agent_secret(h->agent);
+    return wire_send(fd, &hello);
+}
+
 static int connected(Handoff *h, int fd) {
     uint64_t now = now_mono();
+    int r = send_hello(h, fd);
 
+    if (r < 0) {
+        safe_close(fd);
+        return failed(h, r);
+    }
     guest_seen(h->agent, true);
     assert(h->n < h->want && h->want <= ELEMENTSOF(h->fds));
     if (h->n == 0) {

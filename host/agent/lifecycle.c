@@ -42,6 +42,7 @@
 #include "console.h"
 #include "guestcall.h"
 #include "log.h"
+#include "secret.h"
 #include "tap.h"
 #include "vfio.h"
 
@@ -74,6 +75,7 @@ struct Lifecycle {
     GuestCall *shutdown_call;
     bool vmm_unkillable; /* still there after SIGKILL and --kill-timeout */
     bool tap_created;    /* hostNetworking's TAP is ours to remove (tap.c) */
+    char *secret_path;   /* the VM's secret while the VM has one (secret.h) */
 };
 
 int lifecycle_new(Agent *a, const LifecycleEvents *events, void *userdata, Lifecycle **ret) {
@@ -164,8 +166,8 @@ static void on_probe_done(GuestCall *call, int r, const Msg *reply, void *userda
 
 static void probe(Lifecycle *l) {
     Agent *a = l->agent;
-    int r = guest_call_start(a->event, &a->guest, MSG_PING, PROBE_TIMEOUT_USEC, on_probe_done, l,
-                             &l->probe);
+    int r = guest_call_start(a->event, &a->guest, agent_secret(a), MSG_PING, PROBE_TIMEOUT_USEC,
+                             on_probe_done, l, &l->probe);
     if (r < 0) {
         probe_retry(l, r);
     }
@@ -229,6 +231,29 @@ static int start_check_runtime_dir(Lifecycle *l, ErrorText *err) {
     ErrorText derr;
     int r = agent_runtime_dir_check(config_runtime_dir(), &derr);
     return r < 0 ? start_failed(l, err, r, "%s", derr.message) : 0;
+}
+
+/* A fresh secret for every start of the VM, in the checked runtime
+ * directory, for the VMM's fw_cfg (secret.h). */
+static int start_secret(Lifecycle *l, ErrorText *err) {
+    Agent *a = l->agent;
+    free(l->secret_path);
+    l->secret_path = vm_secret_path(a->vm_name);
+    if (!l->secret_path) {
+        return start_failed(l, err, -ENOMEM, "out of memory");
+    }
+    int r = vm_secret_create(l->secret_path, a->secret);
+    if (r < 0) {
+        free(TAKE_PTR(l->secret_path));
+        return start_failed(l, err, r, "cannot create the VM's secret: %s", strerror(-r));
+    }
+    a->have_secret = true;
+    return 0;
+}
+
+static void remove_secret(Lifecycle *l) {
+    vm_secret_remove(l->secret_path);
+    free(TAKE_PTR(l->secret_path));
 }
 
 /* hostNetworking: the TAP vm-<name> the VMM opens by name, with the
@@ -380,6 +405,9 @@ int lifecycle_start(Lifecycle *l, ErrorText *err) {
         r = start_check_runtime_dir(l, err);
     }
     if (r >= 0) {
+        r = start_secret(l, err);
+    }
+    if (r >= 0) {
         r = start_tap(l, err);
     }
     if (r >= 0) {
@@ -394,6 +422,7 @@ int lifecycle_start(Lifecycle *l, ErrorText *err) {
     if (r < 0) {
         console_free(TAKE_PTR(l->console));
         remove_tap(l);
+        remove_secret(l);
         return r;
     }
     start_wait_guest(l);
@@ -494,7 +523,7 @@ static void stop_by_guest(Lifecycle *l) {
         return;
     }
     stop_timer_arm(l, a->shutdown_timeout);
-    int r = guest_call_start(a->event, &a->guest, MSG_SHUTDOWN,
+    int r = guest_call_start(a->event, &a->guest, agent_secret(a), MSG_SHUTDOWN,
                              MIN(a->shutdown_timeout, SHUTDOWN_CALL_TIMEOUT_USEC), on_shutdown_done,
                              l, &l->shutdown_call);
     if (r < 0) {
@@ -763,6 +792,7 @@ static void on_vmm_exit(void *userdata, const siginfo_t *si) {
     unsigned restart = l->events->exited(l->userdata, &e);
     console_free(TAKE_PTR(l->console));
     remove_control_socket(l, group_killed);
+    remove_secret(l);
     if (restart > 0 && restart_for(l, restart) == 0) {
         return;
     }
@@ -785,6 +815,7 @@ void lifecycle_free(Lifecycle *l) {
         remove_control_socket(l, vmm_proc_own_group(l->vmm));
     }
     console_free(l->console);
+    remove_secret(l);
     guest_call_free(l->probe);
     guest_call_free(l->shutdown_call);
     vmm_proc_free(l->vmm);

@@ -33,6 +33,7 @@
 #include "idle.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "secret.h"
 #include "switchconf.h"
 #include "vfio.h"
 
@@ -638,6 +639,15 @@ static int setup_signals(Agent *a) {
  * agent of a started VM answers, and lingering begins. */
 static int serve_begin(Agent *a) {
     if (a->no_vmm) {
+        /* A guest agent someone else started: its VM's secret, when they
+         * left it where we would have (secret.h). */
+        _cleanup_free_ char *path = vm_secret_path(a->vm_name);
+        int r = path ? vm_secret_load(path, a->secret) : -ENOMEM;
+        if (r < 0 && r != -ENOENT) {
+            return log_error_errno(r, "Cannot use the VM's secret %s: %m", path ? path : "");
+        }
+        a->have_secret = r >= 0;
+        log_debug("Guest connections %s the VM's secret", r >= 0 ? "carry" : "without");
         sd_notify(0, "READY=1");
         return 0;
     }

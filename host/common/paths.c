@@ -28,6 +28,11 @@ const char *config_runtime_dir(void) {
     return env_dir("QUBES_LITE_RUNTIME_DIR", DEFAULT_RUNTIME_DIR);
 }
 
+char *config_runtime_file(const char *vm, const char *suffix) {
+    char *p;
+    return asprintf(&p, "%s/%s.%s", config_runtime_dir(), vm, suffix) < 0 ? NULL : p;
+}
+
 char *config_host_file(const char *dir) {
     char *p;
     return asprintf(&p, "%s/host.json", dir) < 0 ? NULL : p;

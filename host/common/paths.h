@@ -13,6 +13,10 @@ const char *config_dir(void);
 /* $QUBES_LITE_RUNTIME_DIR when set and non-empty, else DEFAULT_RUNTIME_DIR. */
 const char *config_runtime_dir(void);
 
+/* A VM's runtime file: <runtime dir>/<vm>.<suffix>, newly allocated; NULL
+ * when out of memory. `vm` is not checked here. */
+char *config_runtime_file(const char *vm, const char *suffix);
+
 /* <dir>/host.json, <dir>/vms and <dir>/vms/<name>.json, newly allocated;
  * NULL when out of memory. `name` is not checked here. */
 char *config_host_file(const char *dir);

@@ -73,7 +73,10 @@ fuzz: fuzz-build
 # fuzz-host-config: the host's JSON configuration and the crosvm command
 # line built from it (clang objects of host/, and jansson).
 FUZZ_HOST_CONFIG_OBJS := $(HOST_CONFIG_OBJS:$(OBJ)/%=$(FUZZ_OBJ)/%) $(FUZZ_OBJ)/host/agent/crosvm.o \
-	$(FUZZ_OBJ)/host/agent/vmm.o
+	$(FUZZ_OBJ)/host/agent/vmm.o $(FUZZ_OBJ)/host/agent/secret.o
 $(FUZZ_DIR)/fuzz-host-config: $(FUZZ_HOST_CONFIG_OBJS)
 $(FUZZ_DIR)/fuzz-host-config: PROTO_LIBS += $(call pc_libs,jansson)
 $(FUZZ_OBJ)/tests/fuzz/fuzz-host-config.o $(FUZZ_HOST_CONFIG_OBJS): FUZZ_CFLAGS += $(call pc_cflags,jansson)
+
+# fuzz-fwcfg: the fw_cfg file directory of the guest's init and agent.
+$(FUZZ_DIR)/fuzz-fwcfg: $(FUZZ_OBJ)/rootfs/fwcfg.o

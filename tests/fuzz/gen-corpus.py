@@ -53,9 +53,9 @@ def cat(*parts):
 
 # ---- messages (field numbers from proto/qubes-lite.proto) -------------------
 
-def hello(major=1, minor=0, software="qubes-lite-test 0.1"):
+def hello(major=1, minor=0, software="qubes-lite-test 0.1", secret=None):
     return cat(vi(1, major) if major else b"", vi(2, minor) if minor else b"",
-               ld(3, software) if software else b"")
+               ld(3, software) if software else b"", ld(4, secret) if secret is not None else b"")
 
 
 def pty(rows=24, cols=80, term="xterm-256color"):
@@ -191,6 +191,9 @@ HELLO_SEEDS = {
     "software-utf8": hello(software="agent ✓"),
     "big-version": hello(0xFFFFFFFF, 0xFFFFFFFF),
     "nonminimal-varint": cat(key(1, 0), b"\x81\x80\x80\x00"),
+    "secret": hello(1, 2, "qubes-lite-host-agent 0.1", bytes(range(32))),
+    "secret-short": hello(1, 2, secret=bytes(31)),
+    "secret-long": hello(1, 2, secret=bytes(33)),
 }
 
 DATA_SEEDS = {

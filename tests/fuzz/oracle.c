@@ -59,7 +59,10 @@ bool msg_equal(const Msg *a, const Msg *b) {
     switch (a->type) {
     case MSG_HELLO:
         return a->hello.major == b->hello.major && a->hello.minor == b->hello.minor &&
-               str_equal(a->hello.software, b->hello.software);
+               str_equal(a->hello.software, b->hello.software) &&
+               !a->hello.secret == !b->hello.secret &&
+               (!a->hello.secret ||
+                memcmp(a->hello.secret, b->hello.secret, WIRE_SECRET_SIZE) == 0);
     case MSG_EXEC:
         return exec_equal(&a->exec, &b->exec);
     case MSG_STARTED:

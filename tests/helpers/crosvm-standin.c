@@ -9,8 +9,10 @@
  *     listening on unix:$QL_STANDIN_GUEST_SOCKET) whose poweroff command
  *     makes this process exit 0 as a VM powering off does, listens on the
  *     control socket given by --socket, and echoes what it reads on stdin
- *     (the serial console's input). A console line "flood N" writes N
- *     bytes and then "FLOOD-END" (and says "flood done" on stderr), "size"
+ *     (the serial console's input). The fw_cfg file opt/qubes-lite/secret
+ *     (--fw-cfg name=...,path=FILE) reaches that guest agent as its
+ *     --secret-file, as the guest's init hands it over. A console line
+ *     "flood N" writes N bytes and then "FLOOD-END" (and says "flood done" on stderr), "size"
  *     prints the console's window size as "SIZE ROWS COLS". Its pid goes
  *     to $QL_STANDIN_PIDFILE, the fds it was given (one number a line) to
  *     $QL_STANDIN_FDS, its environment (one variable a line) to
@@ -149,6 +151,10 @@ static void stop_guest(void) {
     }
 }
 
+/* What the VM's fw_cfg would show as opt/qubes-lite/secret: the path= of
+ * that --fw-cfg, or NULL. */
+static const char *fw_cfg_secret;
+
 static void start_guest(void) {
     const char *agent = getenv("QL_STANDIN_GUEST_AGENT");
     const char *sock = getenv("QL_STANDIN_GUEST_SOCKET");
@@ -180,8 +186,13 @@ static void start_guest(void) {
         int null = open("/dev/null", O_RDONLY);
         dup2(null, STDIN_FILENO);
         dup2(STDERR_FILENO, STDOUT_FILENO);
-        execl(agent, agent, "--listen", listen, "--poweroff-command", poweroff, "--log-level",
-              "debug", "--kill-grace", "2", (char *)NULL);
+        if (fw_cfg_secret) {
+            execl(agent, agent, "--listen", listen, "--poweroff-command", poweroff, "--log-level",
+                  "debug", "--kill-grace", "2", "--secret-file", fw_cfg_secret, (char *)NULL);
+        } else {
+            execl(agent, agent, "--listen", listen, "--poweroff-command", poweroff, "--log-level",
+                  "debug", "--kill-grace", "2", (char *)NULL);
+        }
         fprintf(stderr, "crosvm-standin: cannot execute %s: %s\n", agent, strerror(errno));
         _exit(127);
     }
@@ -329,6 +340,11 @@ static int cmd_run(int argc, char **argv, int run_at) {
         }
         if (strcmp(argv[i], "--serial") == 0 && strstr(argv[i + 1], "stdin")) {
             serial_stdin = true;
+        }
+        static const char secret_cfg[] = "name=opt/qubes-lite/secret,path=";
+        if (strcmp(argv[i], "--fw-cfg") == 0 &&
+            strncmp(argv[i + 1], secret_cfg, sizeof(secret_cfg) - 1) == 0) {
+            fw_cfg_secret = argv[i + 1] + sizeof(secret_cfg) - 1;
         }
     }
     if (!control) {

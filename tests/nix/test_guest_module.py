@@ -3,8 +3,10 @@ module system with the stub NixOS options: alone, and as the host module
 builds it for each VM (its settings, guestPrograms, guestConfig last). The
 agent's command line is run for real."""
 import json
+import re
 
 from qltest import program
+from qltest.guest import without_port_access
 from qltest.procs import Daemon, wait_for
 from qltest.nix import host_example, nix_eval
 
@@ -32,26 +34,33 @@ def test_agent_on_vsock_through_a_socket_unit():
     assert svc["serviceConfig"]["Type"] == "notify"
     exe, *args = svc["serviceConfig"]["ExecStart"].split(" ")
     assert exe.endswith("-qubes-lite-0.1.0/bin/qubes-lite-guest-agent")
-    assert args == ["--default-user", "david", "--idle-timeout", "120"]
+    assert args == ["--default-user", "david", "--idle-timeout", "120", "--secret-fw-cfg"]
     # The commands' PATH: the system's programs (guestPrograms among them).
     assert svc["path"] == ["/run/wrappers", "/run/current-system/sw"]
     # Not disposable: no idle timeout.
     g = guest(idleTimeout=0)
     args = g["services"]["qubes-lite-guest-agent"]["serviceConfig"]["ExecStart"].split(" ")[1:]
-    assert args == ["--default-user", "david"]
+    assert args == ["--default-user", "david", "--secret-fw-cfg"]
 
 
 def test_agent_takes_those_options(tmp_path):
     """The real guest agent, with the unit's options (and a unix socket
-    instead of systemd's vsock one), comes up listening."""
+    instead of systemd's vsock one), comes up listening. This machine is
+    no VM with fw_cfg: without I/O ports, --secret-fw-cfg finds no secret
+    and the agent refuses everyone (fail closed) but runs."""
     g = guest()
     args = g["services"]["qubes-lite-guest-agent"]["serviceConfig"]["ExecStart"].split(" ")[1:]
     sock = tmp_path / "agent.sock"
     d = Daemon("guest agent", [program("qubes-lite-guest-agent"), *args, "--listen",
-                               f"unix:{sock}"], str(tmp_path / "log"))
+                               f"unix:{sock}"], str(tmp_path / "log"),
+               preexec=without_port_access)
     try:
         wait_for(lambda: sock.exists() or not d.alive(), timeout=30, what="the agent's socket")
         assert d.alive() and sock.exists(), d.log_text()
+        assert re.search(r"--secret-fw-cfg: no secret: fw_cfg file opt/qubes-lite/secret: "
+                         r"(Operation not permitted|Function not implemented); every "
+                         r"connection will be refused", d.log_text()), \
+            d.log_text()
     finally:
         d.stop()
 
@@ -163,11 +172,11 @@ def test_as_the_host_builds_it():
     # the /31, the gpu.
     q = host_example("quick-start")["guests"]
     assert q["banking"]["services"]["qubes-lite-guest-agent"]["serviceConfig"][
-        "ExecStart"].endswith("--default-user david --idle-timeout 120")
+        "ExecStart"].endswith("--default-user david --idle-timeout 120 --secret-fw-cfg")
     assert q["shopping"]["services"]["qubes-lite-guest-agent"]["serviceConfig"][
-        "ExecStart"].endswith("--default-user david --idle-timeout 60")
+        "ExecStart"].endswith("--default-user david --idle-timeout 60 --secret-fw-cfg")
     assert q["personal"]["services"]["qubes-lite-guest-agent"]["serviceConfig"][
-        "ExecStart"].endswith("--default-user david")
+        "ExecStart"].endswith("--default-user david --secret-fw-cfg")
     assert q["personal"]["network"]["networks"] == {}
     assert q["shopping"]["network"]["networks"]["20-qubes-lite-host"]["address"] == [
         "172.16.200.5/31"]

@@ -2,7 +2,9 @@
 
 `guest_agent(*args)` starts an agent listening on a unix socket in a fresh
 temporary directory, with the extra command-line arguments given, and
-returns a GuestAgent. On teardown every agent started is terminated by pid
+returns a GuestAgent. It asks no VM secret (`--no-secret`) unless the
+arguments say how it gets one, or `no_secret=False` leaves the agent's
+default: refusing everyone. On teardown every agent started is terminated by pid
 and must exit cleanly (no crash, no sanitizer report).
 """
 import hashlib
@@ -19,9 +21,32 @@ from qltest.procs import Daemon, children_of, fd_count, proc_status, wait_for
 from qltest.qlwire import pb
 
 
+SECRET_OPTIONS = ("--secret-file", "--secret-fw-cfg", "--no-secret")
+PR_CAPBSET_DROP = 24
+CAP_SYS_RAWIO = 17
+
+
+def without_port_access():
+    """A preexec for an agent with --secret-fw-cfg on this machine, which
+    is no VM of ours: even as root it gets no I/O ports (ioperm fails with
+    EPERM) instead of poking at whatever sits at 0x510."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_CAPBSET_DROP, CAP_SYS_RAWIO, 0, 0, 0) != 0 and os.geteuid() == 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_SYS_RAWIO)")
+
+
+def no_secret_unless_chosen(args):
+    """`--no-secret` unless args choose how the agent gets the VM's secret:
+    a test that is not about the secret plays a host agent without one."""
+    return [] if any(a in SECRET_OPTIONS for a in args) else ["--no-secret"]
+
+
 class GuestAgent:
-    def __init__(self, args, preexec=None, dir_mode=0o700):
+    def __init__(self, args, preexec=None, dir_mode=0o700, no_secret=True):
         agent = program("qubes-lite-guest-agent")
+        if no_secret:
+            args = list(args) + no_secret_unless_chosen(args)
         # Short path: unix socket paths are limited to 108 bytes.
         self.dir = tempfile.mkdtemp(prefix="qlg-")
         os.chmod(self.dir, dir_mode)
@@ -173,5 +198,6 @@ def stream(conn, source_size, block, window, timeout=300, on_data=None, read_del
 
 @pytest.fixture
 def guest_agent():
-    """guest_agent(*args, preexec=None, dir_mode=0o700): a GuestAgent."""
+    """guest_agent(*args, preexec=None, dir_mode=0o700, no_secret=True): a
+    GuestAgent."""
     yield from made(lambda *args, **kw: GuestAgent(args, **kw))

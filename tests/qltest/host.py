@@ -32,6 +32,7 @@ import time
 import pytest
 
 from qltest import made, program, qlwire
+from qltest.guest import no_secret_unless_chosen
 from qltest.procs import Daemon, wait_for
 
 VM = "test"
@@ -186,6 +187,7 @@ class HostStack(StackDir):
     def start_guest(self):
         args = [self.program("qubes-lite-guest-agent"), "--listen", "unix:" + self.guest_sock,
                 *self.log_args, "--kill-grace", "2"] + self.guest_args
+        args += no_secret_unless_chosen(self.guest_args)
         self.guest = Daemon("guest agent", args, os.path.join(self.dir, "guest.log"),
                             "Listening on", env=self.env, user=self.run_as)
 

@@ -8,7 +8,7 @@ vhost-user-vsock device it is, with the real agents on both sides.
     s, port = dev.connect(5200)        ... and the device's "OK <port>" line read
     dev.stop()                         SIGTERM: exit 0 and no sanitizer report, or it fails
 
-    vm = VsockGuest(workdir)
+    vm = VsockGuest(workdir, secret=s) secret: the VM's (32 bytes), or None: none asked
     vm.boot(kern, vm.image(kern))      the device, the guest with it, the guest agent in it
     vm.start_host_agent()              vm.host: a qltest.host.HostStack on hvsock:PATH:5200
     vm.host.vm_run("test", "true")
@@ -22,6 +22,11 @@ connected, and never again after: the guest starts paused (-S) with the
 chardev on `reconnect=1`, the device is added over QMP once the chardev
 has connected, then the guest runs. After the device is killed and
 started again, `device_del` and add_device() attach the new one.
+
+With a secret, it reaches the guest as the host agent hands it to its
+VMM, as qemu's `-fw_cfg name=opt/qubes-lite/secret,file=FILE`, and the
+guest agent reads it there itself (`--secret-fw-cfg`); the host agent
+finds it where it keeps a VM's secret, RUNTIME_DIR/<vm>.secret.
 """
 import os
 import re
@@ -37,6 +42,7 @@ HOOKED = os.path.join(BUILD, "tests", "switch", "qubes-lite-vsock")
 # The VM's id is its CID; the guest agent listens on its vsock port.
 GUEST_CID = VM_ID
 AGENT_PORT = 5200
+FW_CFG_SECRET = "opt/qubes-lite/secret"
 # The guest's side: its own virtio vsock driver on a PCI device.
 MODULES = ["virtio_pci", "vsock", "vmw_vsock_virtio_transport"]
 OK_LINE = re.compile(rb"OK (\d+)\n")
@@ -158,9 +164,10 @@ class VsockGuest:
     socket paths) and open to others (0755: a test opens PATH to uid
     65534)."""
 
-    def __init__(self, workdir, sandbox=True):
+    def __init__(self, workdir, sandbox=True, secret=None):
         self.dir = workdir
         self.sandbox = sandbox
+        self.secret = secret
         self.qmp_path = os.path.join(workdir, "qmp.sock")
         self.devices = []      # every device started, the killed ones too
         self.guest = None
@@ -215,6 +222,11 @@ class VsockGuest:
         then the guest agent in it, answering through the device.
         extra: more qemu options."""
         vhost = self.start_device().vhost
+        secret_args = "--no-secret"
+        if self.secret is not None:
+            path = self.write_secret(os.path.join(self.dir, "fw_cfg.secret"))
+            extra = ["-fw_cfg", f"name={FW_CFG_SECRET},file={path}", *extra]
+            secret_args = "--secret-fw-cfg"
         self.guest = qemu.Guest("guest", kern.vmlinux, initrd, self.dir, memory=256, extra=[
             "-S", "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-chardev", f"socket,id=vs,path={vhost},reconnect=1", *extra])
@@ -224,7 +236,7 @@ class VsockGuest:
         self.qmp.cmd("cont")
         self.guest.wait_ready(timeout or float(os.environ.get("QL_VM_TIMEOUT", "120")))
         self.guest.check(f"qubes-lite-guest-agent --listen vsock::{AGENT_PORT} --kill-grace 2 "
-                         "--log-level debug >/tmp/guest-agent.log 2>&1 &")
+                         f"{secret_args} --log-level debug >/tmp/guest-agent.log 2>&1 &")
 
         def answers():
             try:
@@ -237,9 +249,20 @@ class VsockGuest:
     def start_host_agent(self):
         """The host agent (--no-vmm) for VM "test" with --guest
         hvsock:PATH:AGENT_PORT, configured user root; vm-run through it."""
+        if self.secret is not None:
+            run = os.path.join(self.dir, "run")
+            os.makedirs(run, mode=0o700, exist_ok=True)
+            self.write_secret(os.path.join(run, f"{VM}.secret"))
         self.host = HostStack(user="root", start_guest=False, vm=VM, base=self.dir,
                               guest_addr=f"hvsock:{self.path}:{AGENT_PORT}")
         return self.host
+
+    def write_secret(self, path):
+        """The secret in a new file at path, 0600; returns path."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.secret)
+        return path
 
     def hvsock(self, port=AGENT_PORT):
         """A host program's connection to the guest's port: (socket, host port)."""

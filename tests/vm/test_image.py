@@ -16,10 +16,15 @@ settings as qubes_lite.* parameters on the kernel command line.
     through the host agent over vsock on CID 1; host name, default user,
     home, the agent's command line, address, route and DNS are those of
     the command line; an orphan is adopted and reaped by PID 1, no zombie
-    is left; a killed agent is started again. Then nothing runs, and the
-    agent's idle timeout powers the VM off: qemu exits 0, no panic.
-  - Bad parameters: one line each on the console, and the VM still boots
-    and answers.
+    is left; a killed agent is started again. The VM's secret comes as
+    qemu's `-fw_cfg name=opt/qubes-lite/secret,file=F` (as the host agent
+    gives it to its VMM): /init reads it over fw_cfg's I/O ports into a
+    root-only file, the same bytes, and the guest agent asks for it; host
+    agents without it or with a wrong one are refused. Then nothing runs,
+    and the agent's idle timeout powers the VM off: qemu exits 0, no panic.
+  - Bad parameters: one line each on the console, and the VM still boots.
+    That VM has no secret (no fw_cfg file): /init says so in one line, and
+    its guest agent refuses every connection (fail closed).
 
 Boot to "guest agent answers" (host wall clock from qemu's start to the
 payload's line, and guest uptime) is printed, not asserted. Skipped (with
@@ -28,6 +33,7 @@ failed when the programs are not built. Consoles stay in $BUILD/rootfs-test/.
 Environment: BUILD (default build), QL_VM_TIMEOUT (seconds per guest, 120).
 """
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -86,12 +92,21 @@ class Vm:
     the guest prints arrives line by line with the time it arrived; what
     we write is typed on the console) and QMP on a unix socket."""
 
-    def __init__(self, name, image, append, nic=False):
+    def __init__(self, name, image, append, nic=False, secret=None):
         os.makedirs(WORK, exist_ok=True)
         self.name = name
         self.qmp_path = os.path.join(WORK, f"{name}.qmp")
         self.log = os.path.join(WORK, f"{name}.console.log")
         extra = ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        if secret is not None:
+            # What the host agent gives its VMM: only the file's path.
+            path = os.path.join(WORK, f"{name}.secret")
+            if os.path.exists(path):
+                os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secret)
+            extra += ["-fw_cfg", f"name=opt/qubes-lite/secret,file={path}"]
         if nic:
             # A NIC on a hub of its own: nothing it sends goes anywhere.
             extra += ["-netdev", "hubport,id=n0,hubid=0",
@@ -313,8 +328,9 @@ class Settled:
 @pytest.fixture(scope="module")
 def settings_vm(payload_image):
     """A VM with every setting, left to its idle poweroff."""
-    vm = Vm("settings", payload_image, SETTINGS, nic=True).start()
     s = Settled()
+    s.secret = os.urandom(32)
+    vm = Vm("settings", payload_image, SETTINGS, nic=True, secret=s.secret).start()
     s.vm = vm
     try:
         s.answered = _boot_report(vm)
@@ -354,7 +370,26 @@ def test_settings(settings_vm, fact):
 def test_agent_command_line(settings_vm):
     got = settings_vm.facts.get("agent-cmdline", "")
     assert got == ("/usr/bin/qubes-lite-guest-agent --listen vsock::5200 --poweroff-command "
-                   "/sbin/poweroff --idle-timeout 2 --default-user alice --allow-local-cid"), got
+                   "/sbin/poweroff --idle-timeout 2 --default-user alice --secret-file "
+                   "/run/qubes-lite/secret --allow-local-cid"), got
+
+
+def test_secret_from_fw_cfg(settings_vm):
+    """/init's copy of the fw_cfg file: the host's bytes, root's alone."""
+    facts = settings_vm.facts
+    assert facts.get("secret-sha256") == hashlib.sha256(settings_vm.secret).hexdigest(), \
+        settings_vm.vm.tail()
+    assert facts.get("secret-modes") == "400 root 700 root", facts.get("secret-modes")
+    assert settings_vm.secret.hex() not in settings_vm.vm.text()
+
+
+@pytest.mark.parametrize("host_agent", ["nosecret", "wrong"])
+def test_host_agent_without_the_secret_refused(settings_vm, host_agent):
+    """A host agent that passes the guest agent's peer check (vsock, a
+    reserved port) without the VM's secret, or with a wrong one, gets
+    nothing: vm-run through it is denied by the guest agent."""
+    got = settings_vm.facts.get(f"{host_agent}-refused", "")
+    assert got.startswith("yes: vm-run: the guest agent of VM ") and "(DENIED)" in got, got
 
 
 def test_agent_restarted(settings_vm):
@@ -374,12 +409,23 @@ def test_idle_poweroff(settings_vm):
     assert "killing them" not in vm.text(), vm.tail()      # everyone went on SIGTERM
 
 
-def test_bad_parameters(payload_image):
+def test_bad_parameters_and_no_secret(payload_image):
+    """Bad parameters; and no fw_cfg file with the secret, so the guest
+    agent refuses every connection (which is also its answer that it
+    runs), and the console says why."""
     vm = Vm("bad-params", payload_image, " ".join(BAD)).start()
     try:
-        _boot_report(vm)
+        vm.wait_for(r"QL-IMAGE no-secret$")
+        t, m = vm.wait_for(r"QL-IMAGE agent-refuses uptime=[\d.]+ tries=\d+: (.*)$")
+        assert m.group(1).startswith("vm-run: the guest agent of VM 'image' denied access"), \
+            m.group(1)
         vm.wait_for(r"QL-IMAGE done")
         text = vm.text()
+        lines = [l for l in text.splitlines() if "No VM secret" in l]
+        assert len(lines) == 1 and lines[0].endswith(
+            "qubes-lite-init: No VM secret: fw_cfg file opt/qubes-lite/secret: the VMM gave no "
+            "such file; the guest agent will refuse every connection"), lines
+        assert "every connection will be refused" in text, vm.tail()
         for word, report in BAD.items():
             lines = [l for l in text.splitlines() if report in l]
             assert len(lines) == 1, f"{word}: {lines}\n{vm.tail()}"

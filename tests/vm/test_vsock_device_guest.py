@@ -9,6 +9,13 @@ reserved port only). Outside, the real host agent reaches it with
 `--no-vmm --guest hvsock:PATH:5200`, and vm-run goes through the host
 agent as it would to a VM with the kernel's vhost-vsock.
 
+The VM has its secret as the host agent gives it to a VMM (qemu's
+`-fw_cfg name=opt/qubes-lite/secret,file=F`); the guest agent reads it
+from fw_cfg itself (`--secret-fw-cfg`, the I/O ports) and the host agent
+from its runtime directory. A root program on PATH passes the peer check
+(a reserved port), as a host process holding CAP_NET_BIND_SERVICE would
+on the kernel's vsock, and still gets nothing without the secret.
+
 The guest, its device and the agents are qltest.vsock's VsockGuest (how
 qemu's vhost-user-vsock is attached, over QMP, is told there).
 
@@ -50,7 +57,7 @@ def vm(request):
     # Short, and open to uid 65534, who is refused at PATH's permissions.
     work = KeptOnFailure(request, "ql-vsock-dev.", "vsock device VM", dir="/tmp")
     os.chmod(work.path, 0o755)
-    st = VsockGuest(work.path)
+    st = VsockGuest(work.path, secret=os.urandom(32))
     st.error = None
     try:
         # sshd and socat in the image, for ssh through the proxy.
@@ -84,18 +91,46 @@ def test_guest_driver_on_the_device(vm):
     assert re.search(r"PCI-MSI.*virtio\d+-(virtqueues|input|output)", irqs), irqs
 
 
+def hello(c, secret):
+    """Our Hello, with `secret` when not None, and the guest agent's."""
+    fields = dict(major=qlwire.VERSION_MAJOR, minor=qlwire.VERSION_MINOR, software="test")
+    if secret is not None:
+        fields["secret"] = secret
+    c.send("hello", **fields)
+    name, msg = c.recv(timeout=30)
+    assert name == "hello" and not msg.secret, (name, msg)
+
+
 def test_guest_agent_through_the_device(vm):
     """A root program on PATH reaches the guest agent from a port below
-    1024: the agent answers Ping."""
+    1024, with the VM's secret: the agent answers Ping."""
     up(vm)
     s, port = vm.hvsock()
     assert port < 1024
     c = qlwire.Conn(s)
-    c.hello()
+    hello(c, vm.secret)
     c.send("ping", nonce=7)
     name, msg = c.recv(timeout=30)
     assert name == "pong" and msg.nonce == 7, (name, msg)
     c.close()
+
+
+@pytest.mark.parametrize("offered", ["none", "wrong"])
+def test_reserved_port_without_the_secret_refused(vm, offered):
+    """From a port below 1024 (the peer check passed) but without the
+    secret fw_cfg gave the guest, or with a wrong one: Error(DENIED)."""
+    up(vm)
+    s, port = vm.hvsock()
+    assert port < 1024
+    c = qlwire.Conn(s)
+    hello(c, None if offered == "none" else bytes(b ^ 0x5a for b in vm.secret))
+    c.send("ping", nonce=9)
+    frames = c.expect_closed(timeout=30)
+    assert [n for n, _ in frames] == ["error"], frames
+    assert frames[0][1].code == qlwire.pb.ERROR_DENIED, frames
+    reason = "no secret" if offered == "none" else "a wrong secret"
+    log = vm.guest.check("cat /tmp/guest-agent.log")
+    assert f"its Hello carries {reason}" in log, log
 
 
 def test_other_users_refused(vm):
@@ -300,7 +335,7 @@ def test_device_killed_and_restarted(vm):
     # one of vm-run through the host agent.
     s, _ = vm.hvsock()
     direct = qlwire.Conn(s)
-    direct.hello()
+    hello(direct, vm.secret)
     direct.send("exec", argv=[b"sleep", b"1202"])
     assert direct.recv(timeout=30)[0] == "started"
     p = vm.host.popen("test", "sh", "-c", "echo ready; exec sleep 1203",
@@ -333,7 +368,7 @@ def test_device_killed_and_restarted(vm):
         time.sleep(0.5)
     # New sessions work: straight, and through the same host agent.
     c = qlwire.Conn(vm.hvsock()[0])
-    c.hello()
+    hello(c, vm.secret)
     c.send("ping", nonce=8)
     assert c.recv(timeout=30)[0] == "pong"
     c.close()

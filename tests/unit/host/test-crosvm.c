@@ -324,14 +324,17 @@ static void test_root_disk(void **state) {
 static void test_kernel_params_and_log_level(void **state) {
     char **argv = build_vm("kp", "{'id': 3, 'kernel': '/k', 'kernelParams': ['quiet', "
                                  "'systemd.unit=multi-user.target']}");
+    /* The VM's own, in order, and nothing else. */
+    const char *params[] = {"quiet", "systemd.unit=multi-user.target"};
     size_t n = 0;
     for (size_t i = 0; argv[i]; i++) {
         if (streq(argv[i], "--params")) {
-            assert_string_equal(argv[i + 1], n == 0 ? "quiet" : "systemd.unit=multi-user.target");
+            assert_true(n < ELEMENTSOF(params));
+            assert_string_equal(argv[i + 1], params[n]);
             n++;
         }
     }
-    assert_int_equal(n, 2);
+    assert_int_equal(n, ELEMENTSOF(params));
     /* The global default, before run. */
     assert_string_equal(argv[1], "--log-level");
     assert_string_equal(argv[2], "info");
@@ -369,6 +372,8 @@ static void test_overrides(void **state) {
     char **argv = build_vm("o", "{'id': 9, 'kernel': '/k'}");
     assert_string_equal(argv[0], "/opt/fake-crosvm");
     expect_option(argv, "--socket", "/tmp/rt/o-crosvm.sock");
+    /* The secret's path follows the runtime directory; only its path. */
+    expect_option(argv, "--fw-cfg", "name=opt/qubes-lite/secret,path=/tmp/rt/o.secret");
     strv_free(argv);
 
     VmConfig *vm = load_vm("o", "{'id': 9}");
@@ -401,6 +406,7 @@ static void test_whole_banking(void **state) {
         "--vsock",       "cid=3",
         "--socket",      "/run/qubes-lite/banking-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
+        "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/banking.secret",
         "--block",       "/var/lib/qubes-lite/banking.img,ro=true,root=true",
         "--net",         "tap-name=vm-banking",
         "--gpu",         "context-types=cross-domain:virgl2",
@@ -422,6 +428,7 @@ static void test_whole_vault(void **state) {
         "--vsock",       "cid=13",
         "--socket",      "/run/qubes-lite/vault-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
+        "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/vault.secret",
         "--initrd",      "/boot/initrd",
         "--gpu",         "context-types=cross-domain:virgl2",
         "/boot/bzImage", NULL,
@@ -467,6 +474,8 @@ static void test_whole_everything(void **state) {
         "/run/qubes-lite/sys-usb-crosvm.sock",
         "--serial",
         "type=stdout,hardware=serial,num=1,console,stdin",
+        "--fw-cfg",
+        "name=opt/qubes-lite/secret,path=/run/qubes-lite/sys-usb.secret",
         "--block",
         "/img/sys-usb.qcow2,ro=false,root=true",
         "--initrd",
@@ -537,6 +546,7 @@ static void test_whole_shopping_personal(void **state) {
         "--vsock",       "cid=5",
         "--socket",      "/run/qubes-lite/shopping-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
+        "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/shopping.secret",
         "--net",         "tap-name=vm-shopping",
         "--gpu",         "context-types=cross-domain:virgl2",
         "/boot/bzImage", NULL,
@@ -555,6 +565,7 @@ static void test_whole_shopping_personal(void **state) {
         "--vsock",       "cid=7",
         "--socket",      "/run/qubes-lite/personal-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
+        "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/personal.secret",
         "--gpu",         "context-types=cross-domain:virgl2",
         "/boot/bzImage", NULL,
     };
@@ -577,6 +588,7 @@ static void test_whole_pci_passthrough(void **state) {
         "--vsock",       "cid=5",
         "--socket",      "/run/qubes-lite/sys-net-crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
+        "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/sys-net.secret",
         "--vfio",        "/sys/bus/pci/devices/0000:02:00.0/",
         "--gpu",         "context-types=cross-domain:virgl2",
         "/boot/bzImage", NULL,

@@ -110,6 +110,8 @@ static void test_all_handed_over(void **state) {
     Conn *conn = NULL;
 
     guest_listen(f);
+    memset(f->agent.secret, 0xa5, sizeof(f->agent.secret));
+    f->agent.have_secret = true;
     Handoff *h = run_handoff(f, 2);
     ErrorText err;
     assert_int_equal(handoff_result(h, &err), 0);
@@ -149,6 +151,12 @@ static void test_all_handed_over(void **state) {
     for (size_t i = 0; i < n; i++) {
         int g = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         assert_true(g >= 0);
+        /* Our Hello came first, with the VM's secret; then the client's. */
+        assert_int_equal(wire_recv(g, &m, NULL), 0);
+        assert_int_equal(m.type, MSG_HELLO);
+        assert_non_null(m.hello.secret);
+        assert_memory_equal(m.hello.secret, f->agent.secret, WIRE_SECRET_SIZE);
+        msg_done(&m);
         c = (char)('a' + i);
         assert_int_equal(write(fds[i], &c, 1), 1);
         assert_int_equal(read(g, &c, 1), 1);

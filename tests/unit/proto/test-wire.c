@@ -222,6 +222,8 @@ static void test_roundtrip_all(void **state) {
     const Msg msgs[] = {
         msg_hello("qubes-lite test"),
         {.type = MSG_HELLO, .hello = {.major = 9, .minor = 3, .software = ""}},
+        {.type = MSG_HELLO,
+         .hello = {.major = 1, .minor = 2, .software = "h", .secret = bytes}},
         {.type = MSG_EXEC,
          .exec = {.argc = 4,
                   .argv = argv,
