@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include "log.h"
 #include "wire.h"
@@ -83,11 +84,19 @@ static int send_hello(Handoff *h, int fd) {
     return wire_send(fd, &hello);
 }
 
+/* Our Hello could not be sent because the guest agent had already closed:
+ * if it said why first (an Error, e.g. a refused peer), the client gets
+ * the connection to read it, as it would have without our Hello. */
+static bool refused_with_words(int fd, int r) {
+    char c;
+    return (r == -EPIPE || r == -ECONNRESET) && recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+}
+
 static int connected(Handoff *h, int fd) {
     uint64_t now = now_mono();
     int r = send_hello(h, fd);
 
-    if (r < 0) {
+    if (r < 0 && !refused_with_words(fd, r)) {
         safe_close(fd);
         return failed(h, r);
     }
