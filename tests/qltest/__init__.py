@@ -16,7 +16,7 @@ a test drives:
     vhost      a vhost-user frontend written in Python, guest memory in a memfd
     child      one vm-switch child driven over its control socket
     qemu       qemu TCG guests (the one check of whether qemu can run), their
-               kernel (kernel.py) and initramfs (initramfs.py)
+               initramfs (initramfs.py, on rootfs/mkimage.py's kernel and archive)
     vmcheck    a guest that runs a check script and reports QL-CHECK lines
     vsock      qubes-lite-vsock on a directory's sockets, and a qemu guest with
                it as its vsock device and the real agents on both sides

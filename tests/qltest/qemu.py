@@ -34,7 +34,8 @@ import sys
 import threading
 import time
 
-from qltest import TESTS, initramfs, kernel
+import mkimage
+from qltest import TESTS, initramfs
 from qltest.procs import tail
 
 GUEST_CTL = os.path.join(TESTS, "vm", "guest-ctl.sh")
@@ -73,8 +74,8 @@ def guest_kernel():
     try:
         qemu_binary()
         initramfs.static_busybox()
-        return kernel.ensure_kernel()
-    except (QemuUnavailable, initramfs.BusyboxUnavailable, kernel.KernelUnavailable) as e:
+        return mkimage.ensure_kernel()
+    except (QemuUnavailable, mkimage.ImageError) as e:
         raise Unavailable(f"VM tests need qemu, busybox-static and the Debian kernel: {e}")
 
 
