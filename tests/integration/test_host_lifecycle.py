@@ -6,9 +6,11 @@ the idle backstop of disposable VMs, and --foreground.
 The tests on `lifecycle_stack` run twice: against the stand-in and against
 a real VM under qemu booting the guest image (each [qemu] test boots its
 own VM); the tests only for qemu are its stop steps (system_powerdown,
-quit), a disposable guest powering itself off, and qemu killed before and
-after its guest answered."""
+quit, SIGKILL when qemu answers nothing), a disposable guest powering
+itself off, qemu killed before its guest answered, and its vsock device
+(qubes-lite-vsock) dying under a running VM."""
 import os
+import re
 import signal
 import subprocess
 import time
@@ -236,6 +238,23 @@ def test_crash_while_running(lifecycle_stack):
     else:
         assert "VM 'test': qemu was killed by signal 9 (Killed)" in s.log()
     assert runtime_files(s) == []
+
+
+def test_qemu_vsock_device_restarted(vmm_stack):
+    # qubes-lite-vsock dies under a running VM: the host agent starts it
+    # again and replaces qemu's device over QMP, and commands run again.
+    s = vmm_stack(vmm="qemu")
+    p = s.vm_run(VM, "echo", "before")
+    assert p.returncode == 0 and p.stdout == "before\n", p.stderr
+    pids = [int(m) for m in re.findall(r"started \S*qubes-lite-vsock \(pid (\d+)\)", s.log())]
+    assert len(pids) == 1, s.log()
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: s.log().count("vsock device attached") == 2, timeout=60,
+             what="the vsock device added again")
+    assert "starting qubes-lite-vsock again" in s.log()
+    p = s.vm_run(VM, "echo", "after")
+    assert p.returncode == 0 and p.stdout == "after\n", (p.stderr, s.log())
+    assert s.host_status().state == pb.VM_STATE_RUNNING and len(s.vmm_pids()) == 1
 
 
 def test_qemu_killed_before_the_guest_answers(vmm_stack):
