@@ -14,7 +14,8 @@ HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/agent/agent.o \
 	$(OBJ)/host/agent/vmmproc.o $(OBJ)/host/agent/idle.o $(HOST_CONFIG_OBJS) \
 	$(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/agent/vfio.o \
 	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o \
-	$(OBJ)/host/agent/tap.o $(OBJ)/host/agent/secret.o
+	$(OBJ)/host/agent/tap.o $(OBJ)/host/agent/secret.o $(OBJ)/host/agent/qemu.o \
+	$(OBJ)/host/agent/qemurun.o $(OBJ)/host/agent/qmp.o
 VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-session.o \
 	$(OBJ)/host/cli/vmrun-stream.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
 	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o
@@ -72,6 +73,13 @@ UNIT_LIBS_test-crosvm := $(HOST_LIBS)
 # The VM's secret file: its creation rules, and reading it back.
 UNIT_OBJS_test-secret := $(OBJ)/host/agent/secret.o $(OBJ)/host/common/paths.o
 UNIT_LIBS_test-secret :=
+# The qemu command line against golden argv lists; the QMP client against
+# a fake qemu.
+UNIT_OBJS_test-qemu := $(OBJ)/host/agent/qemu.o $(OBJ)/host/agent/vmm.o \
+	$(OBJ)/host/agent/secret.o $(HOST_CONFIG_OBJS)
+UNIT_LIBS_test-qemu := $(HOST_LIBS)
+UNIT_OBJS_test-qmp := $(OBJ)/host/agent/qmp.o
+UNIT_LIBS_test-qmp := $(HOST_LIBS)
 UNIT_OBJS_test-vfio := $(OBJ)/host/agent/vfio.o $(HOST_CONFIG_OBJS)
 UNIT_LIBS_test-vfio := $(HOST_LIBS)
 # A Connect's guest connections, against a unix listener.

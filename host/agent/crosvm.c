@@ -34,7 +34,6 @@
 #include "crosvm.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,90 +43,6 @@
 #define CROSVM_SOUND_DEFAULT "backend=pulse"
 #define CROSVM_SERIAL "type=stdout,hardware=serial,num=1,console,stdin"
 
-typedef struct Argv {
-    char **v;
-    size_t n, cap;
-    bool oom;
-} Argv;
-
-static void argv_add_owned(Argv *a, char *s) {
-    if (!s) {
-        a->oom = true;
-        return;
-    }
-    if (a->oom) {
-        free(s);
-        return;
-    }
-    if (a->n + 2 > a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 32;
-        char **v = reallocarray(a->v, cap, sizeof(char *));
-        if (!v) {
-            free(s);
-            a->oom = true;
-            return;
-        }
-        a->v = v;
-        a->cap = cap;
-    }
-    a->v[a->n++] = s;
-    a->v[a->n] = NULL;
-}
-
-static void argv_add(Argv *a, const char *s) {
-    argv_add_owned(a, strdup(s));
-}
-
-_printf_(2, 3) static void argv_addf(Argv *a, const char *fmt, ...) {
-    char *s;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0) {
-        s = NULL;
-    }
-    va_end(ap);
-    argv_add_owned(a, s);
-}
-
-static void argv_add_strv(Argv *a, const ConfigStrv *s) {
-    for (size_t i = 0; i < s->n; i++) {
-        argv_add(a, s->v[i]);
-    }
-}
-
-/* `head` then sep+key=value for each pair; `head` may be NULL (no
- * leading separator then). */
-static char *join_opts(const char *head, const ConfigKvList *opts, char sep) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) {
-        return NULL;
-    }
-    bool first = true;
-    if (head) {
-        fputs(head, f);
-        first = false;
-    }
-    for (size_t i = 0; i < opts->n; i++) {
-        if (!first) {
-            fputc(sep, f);
-        }
-        fprintf(f, "%s=%s", opts->v[i].key, opts->v[i].value);
-        first = false;
-    }
-    if (fclose(f) != 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
-static const char *env_or(const char *var, const char *fallback) {
-    const char *e = getenv(var);
-    return (e && *e) ? e : fallback;
-}
-
 char *vmm_crosvm_control_socket(const VmConfig *vm) {
     char *s;
     if (asprintf(&s, "%s/%s-crosvm.sock", config_runtime_dir(), vm->name) < 0) {
@@ -136,15 +51,15 @@ char *vmm_crosvm_control_socket(const VmConfig *vm) {
     return s;
 }
 
-static void add_feature(Argv *a, const char *flag, const ConfigFeature *f, const char *def) {
+static void add_feature(VmmArgv *a, const char *flag, const ConfigFeature *f, const char *def) {
     if (f->mode == CONFIG_FEATURE_OFF) {
         return;
     }
-    argv_add(a, flag);
+    vmm_argv_add(a, flag);
     if (f->mode == CONFIG_FEATURE_DEFAULT) {
-        argv_add(a, def);
+        vmm_argv_add(a, def);
     } else {
-        argv_add_owned(a, join_opts(NULL, &f->opts, ','));
+        vmm_argv_add_owned(a, vmm_join_opts(NULL, &f->opts, ','));
     }
 }
 
@@ -152,7 +67,7 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
     _cleanup_(host_config_freep) HostConfig *defaults = NULL;
     _cleanup_free_ ConfigDevice *vhost = NULL;
     size_t n_vhost = 0;
-    Argv a = {0};
+    VmmArgv a = {0};
     int r;
 
     if (!vm->kernel) {
@@ -167,31 +82,31 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
         h = defaults;
     }
 
-    argv_add(&a, env_or("QUBES_LITE_CROSVM", "crosvm"));
-    argv_add(&a, "--log-level");
-    argv_add(&a, vm->crosvm_log_level ? vm->crosvm_log_level : h->crosvm_log_level);
-    argv_add_strv(&a, &h->crosvm_extra_args);
-    argv_add_strv(&a, &vm->crosvm_extra_args);
-    argv_add(&a, "run");
+    vmm_argv_add(&a, vmm_env_or("QUBES_LITE_CROSVM", "crosvm"));
+    vmm_argv_add(&a, "--log-level");
+    vmm_argv_add(&a, vm->crosvm_log_level ? vm->crosvm_log_level : h->crosvm_log_level);
+    vmm_argv_add_strv(&a, &h->crosvm_extra_args);
+    vmm_argv_add_strv(&a, &vm->crosvm_extra_args);
+    vmm_argv_add(&a, "run");
 
-    argv_add(&a, "--cpus");
-    argv_addf(&a, "num-cores=%u", vm->cpus);
-    argv_add(&a, "--mem");
-    argv_addf(&a, "size=%u", vm->memory_mib);
-    argv_add(&a, "--vsock");
-    argv_addf(&a, "cid=%u", vm->id);
-    argv_add(&a, "--socket");
-    argv_add_owned(&a, vmm_crosvm_control_socket(vm));
-    argv_add(&a, "--serial");
-    argv_add(&a, CROSVM_SERIAL);
+    vmm_argv_add(&a, "--cpus");
+    vmm_argv_addf(&a, "num-cores=%u", vm->cpus);
+    vmm_argv_add(&a, "--mem");
+    vmm_argv_addf(&a, "size=%u", vm->memory_mib);
+    vmm_argv_add(&a, "--vsock");
+    vmm_argv_addf(&a, "cid=%u", vm->id);
+    vmm_argv_add(&a, "--socket");
+    vmm_argv_add_owned(&a, vmm_crosvm_control_socket(vm));
+    vmm_argv_add(&a, "--serial");
+    vmm_argv_add(&a, CROSVM_SERIAL);
     /* The VM's secret (secret.h): only its path is on the command line.
      * crosvm's fw_cfg is at I/O port 0x510 with no ACPI entry; the guest
      * reads it there itself (rootfs/fwcfg.h), no kernel driver needed. */
-    argv_add(&a, "--fw-cfg");
+    vmm_argv_add(&a, "--fw-cfg");
     {
         _cleanup_free_ char *secret = vm_secret_path(vm->name);
         if (secret) {
-            argv_addf(&a, "name=" VM_SECRET_FW_CFG_NAME ",path=%s", secret);
+            vmm_argv_addf(&a, "name=" VM_SECRET_FW_CFG_NAME ",path=%s", secret);
         } else {
             a.oom = true;
         }
@@ -200,31 +115,32 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
     if (vm->root_disk) {
         /* First block device, so /dev/vda; root= makes crosvm say so on
          * the kernel command line. */
-        _cleanup_free_ char *head = join_opts(vm->root_disk->path, &vm->root_disk->opts, ',');
-        argv_add(&a, "--block");
+        _cleanup_free_ char *head = vmm_join_opts(vm->root_disk->path, &vm->root_disk->opts, ',');
+        vmm_argv_add(&a, "--block");
         if (head) {
-            argv_addf(&a, "%s,ro=%s,root=true", head, vm->root_disk_readonly ? "true" : "false");
+            vmm_argv_addf(&a, "%s,ro=%s,root=true", head,
+                          vm->root_disk_readonly ? "true" : "false");
         } else {
             a.oom = true;
         }
     }
     if (vm->initramfs) {
-        argv_add(&a, "--initrd");
-        argv_add(&a, vm->initramfs);
+        vmm_argv_add(&a, "--initrd");
+        vmm_argv_add(&a, vm->initramfs);
     }
     for (size_t i = 0; i < vm->kernel_params.n; i++) {
-        argv_add(&a, "--params");
-        argv_add(&a, vm->kernel_params.v[i]);
+        vmm_argv_add(&a, "--params");
+        vmm_argv_add(&a, vm->kernel_params.v[i]);
     }
     if (vm->host_networking) {
-        argv_add(&a, "--net");
-        argv_addf(&a, "tap-name=%s", vm->tap_name);
+        vmm_argv_add(&a, "--net");
+        vmm_argv_addf(&a, "tap-name=%s", vm->tap_name);
     }
 
     for (size_t i = 0; i < vm->additional_disks.n; i++) {
         const ConfigDevice *d = &vm->additional_disks.v[i];
-        argv_add(&a, "--block");
-        argv_add_owned(&a, join_opts(d->path, &d->opts, ','));
+        vmm_argv_add(&a, "--block");
+        vmm_argv_add_owned(&a, vmm_join_opts(d->path, &d->opts, ','));
     }
     for (size_t i = 0; i < vm->shared_directories.n; i++) {
         const ConfigDevice *d = &vm->shared_directories.v[i];
@@ -234,30 +150,30 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
             a.oom = true;
             continue;
         }
-        argv_add(&a, "--shared-dir");
-        argv_add_owned(&a, join_opts(head, &d->opts, ':'));
+        vmm_argv_add(&a, "--shared-dir");
+        vmm_argv_add_owned(&a, vmm_join_opts(head, &d->opts, ':'));
     }
     for (size_t i = 0; i < vm->pci_devices.n; i++) {
         const ConfigDevice *d = &vm->pci_devices.v[i];
         _cleanup_free_ char *head = NULL;
-        if (asprintf(&head, "%s/bus/pci/devices/%s/", env_or("QUBES_LITE_SYSFS_ROOT", "/sys"),
+        if (asprintf(&head, "%s/bus/pci/devices/%s/", vmm_env_or("QUBES_LITE_SYSFS_ROOT", "/sys"),
                      d->path) < 0) {
             head = NULL;
             a.oom = true;
             continue;
         }
-        argv_add(&a, "--vfio");
-        argv_add_owned(&a, join_opts(head, &d->opts, ','));
+        vmm_argv_add(&a, "--vfio");
+        vmm_argv_add_owned(&a, vmm_join_opts(head, &d->opts, ','));
     }
     if (config_vm_vhost_user(vm, &vhost, &n_vhost) < 0) {
         goto oom;
     }
     for (size_t i = 0; i < n_vhost; i++) {
-        argv_add(&a, "--vhost-user");
+        vmm_argv_add(&a, "--vhost-user");
         if (vhost[i].path) {
-            argv_addf(&a, "type=net,socket=%s", vhost[i].path);
+            vmm_argv_addf(&a, "type=net,socket=%s", vhost[i].path);
         } else {
-            argv_add_owned(&a, join_opts(NULL, &vhost[i].opts, ','));
+            vmm_argv_add_owned(&a, vmm_join_opts(NULL, &vhost[i].opts, ','));
         }
     }
     add_feature(&a, "--gpu", &vm->gpu, CROSVM_GPU_DEFAULT);
@@ -265,15 +181,15 @@ int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, E
         /* The cross-domain context shows the guest's windows through the
          * configured user's compositor: crosvm runs as root and would
          * otherwise look for a socket in its own (absent) session. */
-        argv_add(&a, "--wayland-sock");
-        argv_addf(&a, CONFIG_USER_RUNTIME_DIR_FMT "/" CONFIG_WAYLAND_DISPLAY,
-                  (unsigned)h->user_uid);
+        vmm_argv_add(&a, "--wayland-sock");
+        vmm_argv_addf(&a, CONFIG_USER_RUNTIME_DIR_FMT "/" CONFIG_WAYLAND_DISPLAY,
+                      (unsigned)h->user_uid);
     }
     add_feature(&a, "--virtio-snd", &vm->sound, CROSVM_SOUND_DEFAULT);
 
-    argv_add_strv(&a, &h->crosvm_extra_run_args);
-    argv_add_strv(&a, &vm->crosvm_extra_run_args);
-    argv_add(&a, vm->kernel);
+    vmm_argv_add_strv(&a, &h->crosvm_extra_run_args);
+    vmm_argv_add_strv(&a, &vm->crosvm_extra_run_args);
+    vmm_argv_add(&a, vm->kernel);
 
     if (a.oom) {
         goto oom;
@@ -289,10 +205,10 @@ oom:
 }
 
 int vmm_crosvm_stop_argv(const VmConfig *vm, char ***ret_argv) {
-    Argv a = {0};
-    argv_add(&a, env_or("QUBES_LITE_CROSVM", "crosvm"));
-    argv_add(&a, "stop");
-    argv_add_owned(&a, vmm_crosvm_control_socket(vm));
+    VmmArgv a = {0};
+    vmm_argv_add(&a, vmm_env_or("QUBES_LITE_CROSVM", "crosvm"));
+    vmm_argv_add(&a, "stop");
+    vmm_argv_add_owned(&a, vmm_crosvm_control_socket(vm));
     if (a.oom) {
         strv_free(a.v);
         return -ENOMEM;

@@ -49,7 +49,7 @@
 typedef enum StopPhase {
     STOP_PHASE_NONE,
     STOP_PHASE_SHUTDOWN, /* the guest agent was asked to power off */
-    STOP_PHASE_VMM_STOP, /* the VMM's stop command */
+    STOP_PHASE_VMM_STOP, /* the VMM's stop command, or its stop steps (VmmOps.run_stop) */
     STOP_PHASE_KILL,     /* SIGKILL */
 } StopPhase;
 
@@ -72,6 +72,8 @@ struct Lifecycle {
     uint64_t stop_start;
     sd_event_source *stop_timer;
     VmmProc *stop_cmd; /* the VMM's stop command while it runs */
+    unsigned stop_step; /* which of VmmOps.stop_steps */
+    VmmRun *run;        /* what runs beside the VMM (VmmOps.run_new) */
     GuestCall *shutdown_call;
     bool vmm_unkillable; /* still there after SIGKILL and --kill-timeout */
     bool tap_created;    /* hostNetworking's TAP is ours to remove (tap.c) */
@@ -312,6 +314,40 @@ static int start_control_socket(Lifecycle *l, ErrorText *err) {
     return 0;
 }
 
+/* Something the VM cannot run without failed (VmmRunContext.failed). */
+static void on_run_failed(void *userdata, const char *message) {
+    Lifecycle *l = userdata;
+    lifecycle_stop(l, message);
+}
+
+/* What runs beside the VMM and must be there before it starts
+ * (VmmOps.run_new: qemu's virtiofsd and vsock device). */
+static int start_run(Lifecycle *l, ErrorText *err) {
+    Agent *a = l->agent;
+    ErrorText rerr;
+
+    if (!a->vmm->run_new) {
+        return 0;
+    }
+    VmmRunContext ctx = {
+        .event = a->event,
+        .host = a->host,
+        .vm = a->vm,
+        .env_extra = a->vmm_env,
+        .n_env_extra = a->n_vmm_env,
+        .failed = on_run_failed,
+        .userdata = l,
+    };
+    int r = a->vmm->run_new(&ctx, &l->run, &rerr);
+    return r < 0 ? start_failed(l, err, r, "%s", rerr.message) : 0;
+}
+
+static void run_free(Lifecycle *l) {
+    if (l->run) {
+        l->agent->vmm->run_free(TAKE_PTR(l->run));
+    }
+}
+
 /* Somebody at the serial console is using the VM as much as a command
  * is: the clients' side counts a lease. */
 static void on_console_attach(void *userdata, bool attached) {
@@ -393,6 +429,7 @@ static void start_wait_guest(Lifecycle *l) {
 /* The steps in order; the console only without --foreground (then the
  * serial console is our terminal). */
 int lifecycle_start(Lifecycle *l, ErrorText *err) {
+    Agent *a = l->agent;
     _cleanup_strv_free_ char **argv = NULL;
     _cleanup_close_ int console_fd = -EBADF;
     int r;
@@ -417,9 +454,13 @@ int lifecycle_start(Lifecycle *l, ErrorText *err) {
         r = start_console(l, &console_fd, err);
     }
     if (r >= 0) {
+        r = start_run(l, err);
+    }
+    if (r >= 0) {
         r = start_vmm(l, argv, console_fd, err);
     }
     if (r < 0) {
+        run_free(l);
         console_free(TAKE_PTR(l->console));
         remove_tap(l);
         remove_secret(l);
@@ -427,12 +468,17 @@ int lifecycle_start(Lifecycle *l, ErrorText *err) {
     }
     start_wait_guest(l);
     l->events->started(l->userdata);
+    /* Last: what it does may stop the VM already (on_run_failed). */
+    if (l->run && a->vmm->run_started) {
+        a->vmm->run_started(l->run);
+    }
     return 0;
 }
 
 /* ---- stopping it ------------------------------------------------------------ */
 
 static void stop_phase(Lifecycle *l, StopPhase phase);
+static bool stop_next_step(Lifecycle *l);
 
 /* The stop command (its own session) did not finish in its time, or is
  * of no use any more: it goes, with whatever it started. */
@@ -475,6 +521,9 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         stop_phase(l, STOP_PHASE_VMM_STOP);
         break;
     case STOP_PHASE_VMM_STOP:
+        if (stop_next_step(l)) {
+            break;
+        }
         log_warning("VM '%s': %s did not stop within %" PRIu64 " s, killing it", a->vm_name,
                     a->vmm->name, a->vmm_stop_timeout / USEC_PER_SEC);
         kill_stop_command(l, true);
@@ -580,12 +629,55 @@ static int spawn_stop_command(Lifecycle *l) {
     return 0;
 }
 
-/* Phase 2: the VMM's stop command, and --stop-timeout for the VMM to exit
- * (0: straight to phase 3). */
+/* One of the VMM's stop steps (VmmOps.run_stop), and --stop-timeout for
+ * the VMM to exit; one that cannot be asked goes on to the next at once.
+ * False when there is no step left. */
+static bool stop_by_step(Lifecycle *l) {
+    Agent *a = l->agent;
+
+    for (; l->run && l->stop_step < a->vmm->n_stop_steps; l->stop_step++) {
+        const char *step = a->vmm->stop_steps[l->stop_step];
+        int r = a->vmm->run_stop(l->run, l->stop_step);
+        if (r >= 0) {
+            log_info("VM '%s': asked %s to stop (%s)", a->vm_name, a->vmm->name, step);
+            stop_timer_arm(l, a->vmm_stop_timeout);
+            return true;
+        }
+        log_warning_errno(r, "VM '%s': cannot ask %s to stop (%s): %m", a->vm_name, a->vmm->name,
+                          step);
+    }
+    return false;
+}
+
+/* The VMM's stop step's time is up: the next one, if any. */
+static bool stop_next_step(Lifecycle *l) {
+    Agent *a = l->agent;
+
+    if (a->vmm->stop_argv || l->stop_step + 1 >= a->vmm->n_stop_steps) {
+        return false;
+    }
+    log_warning("VM '%s': %s did not stop within %" PRIu64 " s after %s", a->vm_name, a->vmm->name,
+                a->vmm_stop_timeout / USEC_PER_SEC, a->vmm->stop_steps[l->stop_step]);
+    l->stop_step++;
+    if (!stop_by_step(l)) {
+        stop_phase(l, STOP_PHASE_KILL);
+    }
+    return true;
+}
+
+/* Phase 2: the VMM's stop command, or its stop steps one after the other,
+ * each with --stop-timeout for the VMM to exit (0: straight to phase 3). */
 static void stop_by_command(Lifecycle *l) {
     Agent *a = l->agent;
 
     guest_call_free(TAKE_PTR(l->shutdown_call));
+    if (!a->vmm->stop_argv) {
+        l->stop_step = 0;
+        if (a->vmm_stop_timeout == 0 || !stop_by_step(l)) {
+            stop_phase(l, STOP_PHASE_KILL);
+        }
+        return;
+    }
     stop_timer_arm(l, a->vmm_stop_timeout);
     int r = spawn_stop_command(l);
     if (r < 0) {
@@ -717,6 +809,7 @@ static bool vm_stopped(Lifecycle *l) {
     kill_stop_command(l, false);
     vmm_proc_drain(l->vmm);
     vmm_proc_free(TAKE_PTR(l->vmm));
+    run_free(l);
     if (l->console) {
         console_drain(l->console);
     }
@@ -814,6 +907,7 @@ void lifecycle_free(Lifecycle *l) {
         vmm_proc_reap(l->vmm, !l->vmm_unkillable);
         remove_control_socket(l, vmm_proc_own_group(l->vmm));
     }
+    run_free(l);
     console_free(l->console);
     remove_secret(l);
     guest_call_free(l->probe);

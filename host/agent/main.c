@@ -32,6 +32,7 @@
 #include "crosvm.h"
 #include "idle.h"
 #include "lifecycle.h"
+#include "qemurun.h"
 #include "log.h"
 #include "secret.h"
 #include "switchconf.h"
@@ -77,7 +78,7 @@ static void help(void) {
            "\n"
            "  --check               validate host.json and every vms/*.json, one line\n"
            "                        per problem; exit 1 if there is any\n"
-           "  --print-command       print the VM's crosvm command line, one argument\n"
+           "  --print-command       print the VM's VMM command line, one argument\n"
            "                        per line, and exit\n"
            "  --bind-vfio           bind host.json's isolatedPciDevices to vfio-pci\n"
            "  --write-switch-config NET DIR\n"
@@ -319,6 +320,12 @@ static void load_vm_or_die(const char *name, VmConfig **ret) {
     }
 }
 
+/* The VM's VMM: its "vmm", else host.json's, crosvm by default. */
+static const VmmOps *choose_vmm(const HostConfig *h, const VmConfig *vm) {
+    ConfigVmm which = vm->vmm != CONFIG_VMM_UNSET ? vm->vmm : h ? h->vmm : CONFIG_VMM_CROSVM;
+    return which == CONFIG_VMM_QEMU ? &vmm_qemu : &vmm_crosvm;
+}
+
 /* --print-command: the VMM's argv, one argument per line. */
 static int run_print_command(const char *name) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
@@ -329,7 +336,7 @@ static int run_print_command(const char *name) {
         die("%s", err.message);
     }
     load_vm_or_die(name, &vm);
-    if (vmm_print_command(&vmm_crosvm, host, vm, stdout, &err) < 0) {
+    if (vmm_print_command(choose_vmm(host, vm), host, vm, stdout, &err) < 0) {
         die("%s", err.message);
     }
     return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
@@ -597,10 +604,19 @@ static void load_configuration(Agent *a) {
     } else if (r < 0) {
         die("%s", err.message);
     }
+    a->vmm = choose_vmm(a->host, a->vm);
 }
 
-/* --guest ADDR, else the guest agent's vsock port at the VM's CID. */
+/* --guest ADDR, else where the VMM puts the guest agent (qemu with
+ * qubes-lite-vsock: hvsock:PATH:5200), else its vsock port at the VM's
+ * CID. */
 static void set_guest_address(Agent *a, const char *guest_arg) {
+    char vmm_guest[ADDR_STR_MAX];
+
+    if (!guest_arg && a->vmm->guest_address &&
+        a->vmm->guest_address(a->host, a->vm, vmm_guest, sizeof(vmm_guest)) == 0) {
+        guest_arg = vmm_guest;
+    }
     if (guest_arg) {
         if (addr_parse(guest_arg, &a->guest) < 0) {
             die("Invalid --guest address '%s' (vsock:CID:PORT, hvsock:PATH:PORT or unix:PATH)",

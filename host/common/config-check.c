@@ -120,10 +120,112 @@ static void check_one_router(Report *rep, VmConfig *const *vms, size_t n) {
     }
 }
 
+/* ---- what qemu cannot do ------------------------------------------------------------------ */
+
+static bool key_in(const char *key, const char *const *keys) {
+    for (; *keys; keys++) {
+        if (streq(key, *keys)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* crosvm's block options that have a qemu equivalent. */
+static int check_qemu_disk(const VmConfig *vm, const ConfigDevice *d, const char *key,
+                           ErrorText *err) {
+    static const char *const mapped[] = {"ro", "sparse", "direct", "block-size", "id", NULL};
+    for (size_t k = 0; k < d->opts.n; k++) {
+        if (!key_in(d->opts.v[k].key, mapped)) {
+            return error_set(err, -EINVAL,
+                             "%.200s: key '%s.%.40s': a crosvm block option that qemu does not "
+                             "take (ro, sparse, direct, block-size and id do)",
+                             vm->path, key, d->opts.v[k].key);
+        }
+    }
+    return 0;
+}
+
+/* crosvm's shared-dir options that virtiofsd has an equivalent of. */
+static int check_qemu_shared_dir(const VmConfig *vm, size_t i, ErrorText *err) {
+    const ConfigDevice *d = &vm->shared_directories.v[i];
+    for (size_t k = 0; k < d->opts.n; k++) {
+        const char *key = d->opts.v[k].key, *v = d->opts.v[k].value;
+        if ((streq(key, "type") && streq(v, "fs")) || streq(key, "writeback") ||
+            (streq(key, "cache") &&
+             (streq(v, "auto") || streq(v, "always") || streq(v, "never")))) {
+            continue;
+        }
+        return error_set(err, -EINVAL,
+                         "%.200s: key 'sharedDirectories[%zu].%.40s': '%.40s' has no equivalent "
+                         "for qemu's virtiofsd (type=fs, cache and writeback do)",
+                         vm->path, i, key, v);
+    }
+    return 0;
+}
+
+int config_vm_qemu_check(const VmConfig *vm, ErrorText *err) {
+    char key[48];
+    int r = 0;
+
+    if (vm->gpu.mode != CONFIG_FEATURE_OFF) {
+        return error_set(err, -EINVAL,
+                         "%.200s: key 'gpu': qemu cannot show the guest's windows as crosvm does "
+                         "(no cross-domain Wayland in qemu 7.2); set \"gpu\": false, or \"vmm\": "
+                         "\"crosvm\"",
+                         vm->path);
+    }
+    if (vm->sound.mode != CONFIG_FEATURE_OFF) {
+        return error_set(err, -EINVAL,
+                         "%.200s: key 'sound': qemu 7.2 has no virtio-snd device; set \"sound\": "
+                         "false, or \"vmm\": \"crosvm\"",
+                         vm->path);
+    }
+    for (size_t i = 0; i < vm->pci_devices.n; i++) {
+        if (vm->pci_devices.v[i].opts.n > 0) {
+            return error_set(err, -EINVAL,
+                             "%.200s: key 'pciDevices[%zu].%s': a crosvm vfio option, which "
+                             "qemu does not take",
+                             vm->path, i, vm->pci_devices.v[i].opts.v[0].key);
+        }
+    }
+    for (size_t i = 0; i < vm->vhost_user.n; i++) {
+        for (size_t k = 0; k < vm->vhost_user.v[i].opts.n; k++) {
+            const ConfigKv *kv = &vm->vhost_user.v[i].opts.v[k];
+            if (streq(kv->key, "type") && !streq(kv->value, "net")) {
+                return error_set(err, -EINVAL,
+                                 "%.200s: key 'vhostUser[%zu].type': '%.40s' under qemu: only "
+                                 "net devices are given to qemu",
+                                 vm->path, i, kv->value);
+            }
+        }
+    }
+    if (vm->root_disk) {
+        r = check_qemu_disk(vm, vm->root_disk, "rootDisk", err);
+    }
+    for (size_t i = 0; r >= 0 && i < vm->additional_disks.n; i++) {
+        snprintf(key, sizeof(key), "additionalDisks[%zu]", i);
+        r = check_qemu_disk(vm, &vm->additional_disks.v[i], key, err);
+    }
+    for (size_t i = 0; r >= 0 && i < vm->shared_directories.n; i++) {
+        r = check_qemu_shared_dir(vm, i, err);
+    }
+    return r;
+}
+
+/* A VM that runs under qemu asks nothing of it that it cannot do. */
+static void check_qemu(Report *rep, const HostConfig *h, const VmConfig *vm) {
+    ErrorText err;
+    ConfigVmm vmm = vm->vmm != CONFIG_VMM_UNSET ? vm->vmm : h ? h->vmm : CONFIG_VMM_CROSVM;
+    if (vmm == CONFIG_VMM_QEMU && config_vm_qemu_check(vm, &err) < 0) {
+        report(rep, "%s", err.message);
+    }
+}
+
 typedef void (*PairCheck)(Report *rep, const VmConfig *a, const VmConfig *b);
 
 /* The rules across files, over the VMs that loaded (NULL: did not). */
-static void check_across(Report *rep, VmConfig *const *vms, size_t n) {
+static void check_across(Report *rep, const HostConfig *h, VmConfig *const *vms, size_t n) {
     static const PairCheck pair_checks[] = {check_unique_id, check_pci_once, check_unique_macs};
 
     for (size_t i = 0; i < n; i++) {
@@ -131,6 +233,7 @@ static void check_across(Report *rep, VmConfig *const *vms, size_t n) {
             continue;
         }
         check_kernel(rep, vms[i]);
+        check_qemu(rep, h, vms[i]);
         for (size_t j = 0; j < i; j++) {
             for (size_t k = 0; vms[j] && k < ELEMENTSOF(pair_checks); k++) {
                 pair_checks[k](rep, vms[i], vms[j]);
@@ -192,7 +295,7 @@ int config_check_all(const char *dir, FILE *errors) {
     }
     /* Out of memory half way: what loaded is still checked, as before. */
     (void)load_vms(dir, files, n, &rep, vms);
-    check_across(&rep, vms, n);
+    check_across(&rep, host, vms, n);
     for (size_t i = 0; i < n; i++) {
         vm_config_free(vms[i]);
     }

@@ -94,8 +94,7 @@ typedef struct ConfigVmNet {
     char *socket; /* <switch dir>/<network>/<vm>.sock */
 } ConfigVmNet;
 
-/* Which VMM runs a VM ("vmm"). Validated and stored; the host agent drives
- * crosvm only for now. */
+/* Which VMM runs a VM ("vmm"). */
 typedef enum ConfigVmm {
     CONFIG_VMM_UNSET, /* a VM without "vmm": host.json's */
     CONFIG_VMM_CROSVM,
@@ -184,10 +183,17 @@ int config_load_vm_report(const char *dir, const char *name, FILE *report, VmCon
 /* Validates host.json (a missing one is fine) and every vms/NAME.json at
  * once, then what only the set of files can show: unique ids, exactly one
  * router per vmNetwork, unique MACs on a network, a PCI device given to
- * one VM only, and a kernel for every VM (config-check.c). Prints one line
+ * one VM only, a kernel for every VM, and nothing asked of qemu that it
+ * cannot do (config-check.c). Prints one line
  * per problem to `errors` (when not NULL) and returns how many there were,
  * or a negative errno when the directory cannot be read. */
 int config_check_all(const char *dir, FILE *errors);
+
+/* What a VM asks of qemu that qemu cannot do as crosvm does (gpu, sound,
+ * crosvm options without a qemu equivalent): 0, or -EINVAL with err
+ * naming the file, the key and why. --check reports it for every VM that
+ * runs under qemu (config-check.c). */
+int config_vm_qemu_check(const VmConfig *vm, ErrorText *err);
 
 /* ---- derived values (config-derived.c) ---- */
 

@@ -68,6 +68,49 @@ def test_print_command(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_print_command_of_a_qemu_vm(tmp_path):
+    # host.json chooses qemu for every VM; one VM chooses crosvm again.
+    vault = {"id": 5, "name": "vault", "kernel": "/k/vmlinux", "vmm": "crosvm"}
+    write_config(tmp_path, {"user": "root", "vmm": "qemu", "qemu": {"extraArgs": ["-s"]}},
+                 {"banking": dict(BANKING, gpu=False, rootDisk=None), "vault": vault})
+    p = run(tmp_path, "--vm", "banking", "--print-command")
+    assert p.returncode == 0, p.stderr
+    argv = p.stdout.splitlines()
+    assert argv[0] == "qemu-system-x86_64" and argv[-1] == "-s"
+    assert argv[argv.index("-m") + 1] == "2048"
+    assert argv[argv.index("-object") + 1] == "memory-backend-memfd,id=mem,size=2048M,share=on"
+    assert argv[argv.index("-netdev") + 1] == "tap,id=tap0,ifname=vm-banking,script=no,downscript=no"
+    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path}/run/banking-qmp.sock,server=on,wait=off"
+    append = argv[argv.index("-append") + 1]
+    assert append.startswith("console=ttyS0 panic=-1 quiet no_timer_check qubes_lite.name=banking ")
+    assert "qubes_lite.ip=172.16.200.3/31 qubes_lite.gw=172.16.200.2" in append
+    assert append.endswith(" quiet")
+    p = run(tmp_path, "--vm", "vault", "--print-command")
+    assert p.returncode == 0 and p.stdout.splitlines()[0] == "crosvm", p
+    assert not (tmp_path / "run").exists()
+
+
+def test_qemu_refuses_what_it_cannot_do(tmp_path):
+    # gpu is on by default: a qemu VM must say gpu = false; --check,
+    # --print-command and a start all say why in the same words.
+    write_config(tmp_path, {"user": "root"},
+                 {"banking": dict(BANKING, vmm="qemu"),
+                  "vault": {"id": 5, "name": "vault", "kernel": "/k", "vmm": "qemu", "gpu": False,
+                            "sound": True}})
+    p = run(tmp_path, "--check")
+    assert p.returncode == 1
+    lines = p.stderr.splitlines()
+    etc = str(tmp_path / "etc")
+    assert (f"{etc}/vms/banking.json: key 'gpu': qemu cannot show the guest's windows as crosvm "
+            f"does (no cross-domain Wayland in qemu 7.2); set \"gpu\": false, or \"vmm\": "
+            f"\"crosvm\"") in lines, lines
+    assert any(l.startswith(f"{etc}/vms/vault.json: key 'sound': qemu 7.2 has no virtio-snd")
+               for l in lines), lines
+    p = run(tmp_path, "--vm", "banking", "--print-command")
+    assert p.returncode == 1 and p.stdout == ""
+    assert "key 'gpu': qemu cannot show" in p.stderr
+
+
 def test_print_command_unknown_vm(tmp_path):
     write_config(tmp_path, {"user": "root"}, {"banking": BANKING})
     p = run(tmp_path, "--vm", "nosuch", "--print-command")

@@ -1,7 +1,9 @@
 """The serial console relay of the host agent: the pty it owns for the
 VMM (the crosvm stand-in echoes what it reads there), the 64 KiB
 scrollback, one interactive client at a time, window sizes, and a client
-that does not read."""
+that does not read. Then the same relay in front of a real VM's serial
+console under qemu: the boot replayed, the guest image's root shell
+answering what is typed."""
 import os
 import pwd
 import stat
@@ -82,6 +84,26 @@ def test_input_is_echoed_and_resize_reaches_the_pty(vmm_stack):
     c, replay = attach(s)
     c.close()
     assert b"hello console" in replay and b"SIZE 50 160" in replay
+
+
+def test_qemu_console_replay_and_input(vmm_stack):
+    s = started(vmm_stack, vmm="qemu")
+    c, replay = attach(s, rows=33, cols=111)
+    try:
+        # The boot as the guest printed it, before anyone attached.
+        assert b"qubes-lite-init" in replay, replay[-2000:]
+        c.send("data", stream=pb.STREAM_STDIN, data=b"\recho console-$((6*7))\r")
+        console_read_until(c, b"console-42", timeout=60)
+        # A serial line carries no window size: a resize changes the
+        # relay's pty only, and the shell goes on.
+        c.send("resize", rows=50, cols=160)
+        c.send("data", stream=pb.STREAM_STDIN, data=b"echo again-$((6*8))\r")
+        console_read_until(c, b"again-48", timeout=60)
+    finally:
+        c.close()
+    c, replay = attach(s)
+    c.close()
+    assert b"console-42" in replay and b"again-48" in replay
 
 
 def test_second_client_is_refused(vmm_stack):

@@ -1,8 +1,16 @@
 """The host agent supervising its VMM: the real host agent, the crosvm
 stand-in and the real guest agent it starts (qltest.vmm). Start on the
 first connection and on HostStart, READY=1, each way of stopping, a crash,
-the idle backstop of disposable VMs, and --foreground."""
+the idle backstop of disposable VMs, and --foreground.
+
+The tests on `lifecycle_stack` run twice: against the stand-in and against
+a real VM under qemu booting the guest image (each [qemu] test boots its
+own VM); the tests only for qemu are its stop steps (system_powerdown,
+quit, SIGKILL when qemu answers nothing), a disposable guest powering
+itself off, qemu killed before its guest answered, and its vsock device
+(qubes-lite-vsock) dying under a running VM."""
 import os
+import re
 import signal
 import subprocess
 import time
@@ -22,8 +30,16 @@ def runtime_files(stack):
     return sorted(os.listdir(stack.run_dir)) if os.path.isdir(stack.run_dir) else []
 
 
-def test_first_connection_starts_the_vm(vmm_stack):
-    s = vmm_stack()
+# What a running VM has in the runtime directory, by VMM.
+RUNNING_FILES = {
+    "standin": [f"{VM}-console", f"{VM}-crosvm.sock", f"{VM}.secret", f"{VM}.sock"],
+    "qemu": [f"{VM}-console", f"{VM}-qmp.sock", f"{VM}-vsock-vhost.sock", f"{VM}-vsock.sock",
+             f"{VM}.secret", f"{VM}.sock"],
+}
+
+
+def test_first_connection_starts_the_vm(lifecycle_stack):
+    s = lifecycle_stack()
     st = s.host_status()
     assert st.state == pb.VM_STATE_STOPPED and not st.running and st.leases == 0
     assert not any("READY=1" in text for _, text in s.notifications())
@@ -31,12 +47,18 @@ def test_first_connection_starts_the_vm(vmm_stack):
     assert p.returncode == 0, (p.stderr, s.log())
     assert p.stdout == "hello from the guest\n"
     assert "VM start" in p.stderr and "VM start took" in p.stderr
-    # The stand-in got crosvm's command line as the host agent builds it.
-    argv = s.argv()
-    assert argv[0] == STANDIN and argv[-1] == KERNEL
-    assert argv[argv.index("--socket") + 1] == s.control_sock
-    assert argv[argv.index("--vsock") + 1] == "cid=3"
-    assert argv[argv.index("--serial") + 1] == "type=stdout,hardware=serial,num=1,console,stdin"
+    if s.vmm == "standin":
+        # The stand-in got crosvm's command line as the host agent builds it.
+        argv = s.argv()
+        assert argv[0] == STANDIN and argv[-1] == KERNEL
+        assert argv[argv.index("--socket") + 1] == s.control_sock
+        assert argv[argv.index("--vsock") + 1] == "cid=3"
+        assert argv[argv.index("--serial") + 1] == "type=stdout,hardware=serial,num=1,console,stdin"
+    else:
+        # The guest image: the VM's name and user from the kernel command
+        # line, reached through qubes-lite-vsock.
+        p = s.vm_run(VM, "sh", "-c", "hostname; id -un")
+        assert p.returncode == 0 and p.stdout == f"{VM}\ndaemon\n", (p.stdout, p.stderr)
     st = s.host_status()
     assert st.state == pb.VM_STATE_RUNNING and st.running and st.uptime_ms > 0
     assert st.idle_timeout_s == 0
@@ -50,7 +72,7 @@ def test_first_connection_starts_the_vm(vmm_stack):
     # A second command finds it running: no start this time.
     p = s.vm_run("--timing", VM, "true")
     assert p.returncode == 0 and "VM start took" not in p.stderr, p.stderr
-    assert runtime_files(s) == [f"{VM}-console", f"{VM}-crosvm.sock", f"{VM}.secret", f"{VM}.sock"]
+    assert runtime_files(s) == RUNNING_FILES[s.vmm]
 
 
 def test_vmm_stderr_reaches_the_log(vmm_stack):
@@ -63,15 +85,15 @@ def test_vmm_stderr_reaches_the_log(vmm_stack):
     assert "crosvm: qubes-lite-guest-agent: Listening on" in s.log()
 
 
-def test_host_start_then_stop_by_guest_poweroff(vmm_stack):
-    s = vmm_stack()
+def test_host_start_then_stop_by_guest_poweroff(lifecycle_stack):
+    s = lifecycle_stack()
     name, msg = s.request("host_start")
     assert name == "host_status", (name, msg)
     assert msg.state == pb.VM_STATE_RUNNING and msg.running and msg.vm == VM
     # Starting a running VM is no error.
     name, msg = s.request("host_start")
     assert name == "host_status" and msg.state == pb.VM_STATE_RUNNING
-    pid = s.standin_pid()
+    pid = s.vmm_pid()
     name, msg = s.request("host_stop")
     assert name == "host_stopped", (name, msg)
     assert msg.method == pb.STOP_GUEST_POWEROFF
@@ -89,16 +111,58 @@ def test_stop_when_not_running(vmm_stack):
     assert s.host.proc.poll() is None
 
 
-def test_stop_on_the_control_socket_when_the_guest_ignores_shutdown(vmm_stack):
-    s = vmm_stack(standin={"ignore_poweroff": 1}, agent_args=["--shutdown-timeout", "1"])
+def test_stop_on_the_control_socket_when_the_guest_ignores_shutdown(lifecycle_stack):
+    # qemu: QMP system_powerdown, which the guest image takes as its ACPI
+    # power button.
+    s = lifecycle_stack(standin={"ignore_poweroff": 1}, guest={"ignore_poweroff": 1},
+                        agent_args=["--shutdown-timeout", "1"])
     assert s.request("host_start")[0] == "host_status"
     t = time.monotonic()
     name, msg = s.request("host_stop")
     assert name == "host_stopped", (name, msg)
     assert msg.method == pb.STOP_VMM_STOP
-    assert 900 <= msg.stop_ms < 5000 and time.monotonic() - t >= 0.9
+    assert 900 <= msg.stop_ms < 10000 and time.monotonic() - t >= 0.9
     assert s.wait_agent_exit() == 0
-    assert "stopping on the control socket" in s.log()
+    if s.vmm == "standin":
+        assert "stopping on the control socket" in s.log()
+    else:
+        assert "asked qemu to stop (system_powerdown)" in s.log()
+        assert "asked qemu to stop (quit)" not in s.log()
+        assert "qemu exited with status 0" in s.log()
+    assert runtime_files(s) == []
+
+
+def test_qemu_quit_when_the_guest_ignores_the_power_button(vmm_stack):
+    s = vmm_stack(vmm="qemu", guest={"ignore_poweroff": 1, "ignore_powerdown": 1},
+                  agent_args=["--shutdown-timeout", "1", "--stop-timeout", "1"])
+    assert s.request("host_start")[0] == "host_status"
+    name, msg = s.request("host_stop")
+    assert name == "host_stopped", (name, msg)
+    assert msg.method == pb.STOP_VMM_STOP
+    assert 1900 <= msg.stop_ms < 10000, msg.stop_ms
+    assert s.wait_agent_exit() == 0
+    log = s.log()
+    assert "qemu did not stop within 1 s after system_powerdown" in log
+    assert "asked qemu to stop (quit)" in log
+    assert runtime_files(s) == []
+
+
+def test_qemu_killed_when_it_does_not_answer(vmm_stack):
+    # A qemu that is stopped (SIGSTOP) answers neither the guest's
+    # Shutdown nor QMP: each step's time runs out, then SIGKILL.
+    s = vmm_stack(vmm="qemu", agent_args=["--shutdown-timeout", "1", "--stop-timeout", "1"])
+    assert s.request("host_start")[0] == "host_status"
+    pid = s.vmm_pid()
+    os.kill(pid, signal.SIGSTOP)
+    name, msg = s.request("host_stop")
+    assert name == "host_stopped", (name, msg)
+    assert msg.method == pb.STOP_KILLED
+    assert msg.stop_ms >= 2900, msg.stop_ms
+    assert s.wait_agent_exit() == 0
+    assert not pid_alive(pid)
+    assert "qemu was killed by signal 9" in s.log()
+    # qubes-lite-vsock went with it, and every socket of the VM.
+    assert runtime_files(s) == []
 
 
 def test_kill_when_the_vmm_ignores_stop(vmm_stack):
@@ -154,19 +218,57 @@ def test_crash_before_the_guest_answers(vmm_stack):
     assert "crosvm was killed by signal 11" in ready[0][1]
 
 
-def test_crash_while_running(vmm_stack):
-    s = vmm_stack(standin={"crash_ms": 3000})
-    # vm-run's Connect starts the VM; its command runs when the VMM crashes.
+def test_crash_while_running(lifecycle_stack):
+    s = lifecycle_stack(standin={"crash_ms": 3000})
+    # vm-run's Connect starts the VM; its command runs when the VMM crashes
+    # (qemu: killed with SIGKILL).
     p = s.popen("vm-run", VM, "sleep", "30", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True)
-    wait_for(lambda: s.host_status().live_sessions == 1, timeout=30, what="the session")
+    wait_for(lambda: s.host_status().live_sessions == 1, timeout=60, what="the session")
+    if s.vmm == "qemu":
+        os.kill(s.vmm_pid(), signal.SIGKILL)
     assert s.wait_agent_exit(timeout=30) == 0
     out, err = p.communicate(timeout=30)
     # The guest connection went with the VM: vm-run's own error.
     assert p.returncode == 255, (p.returncode, err)
     assert out == ""
     assert err.splitlines()[-1] == ERR_CRASH, err
-    assert "VM 'test': crosvm was killed by signal 11 (Segmentation fault)" in s.log()
+    if s.vmm == "standin":
+        assert "VM 'test': crosvm was killed by signal 11 (Segmentation fault)" in s.log()
+    else:
+        assert "VM 'test': qemu was killed by signal 9 (Killed)" in s.log()
+    assert runtime_files(s) == []
+
+
+def test_qemu_vsock_device_restarted(vmm_stack):
+    # qubes-lite-vsock dies under a running VM: the host agent starts it
+    # again and replaces qemu's device over QMP, and commands run again.
+    s = vmm_stack(vmm="qemu")
+    p = s.vm_run(VM, "echo", "before")
+    assert p.returncode == 0 and p.stdout == "before\n", p.stderr
+    pids = [int(m) for m in re.findall(r"started \S*qubes-lite-vsock \(pid (\d+)\)", s.log())]
+    assert len(pids) == 1, s.log()
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: s.log().count("vsock device attached") == 2, timeout=60,
+             what="the vsock device added again")
+    assert "starting qubes-lite-vsock again" in s.log()
+    p = s.vm_run(VM, "echo", "after")
+    assert p.returncode == 0 and p.stdout == "after\n", (p.stderr, s.log())
+    assert s.host_status().state == pb.VM_STATE_RUNNING and len(s.vmm_pids()) == 1
+
+
+def test_qemu_killed_before_the_guest_answers(vmm_stack):
+    s = vmm_stack(vmm="qemu")
+    p = s.popen("vm-run", VM, "true", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: s.vmm_pids(), timeout=30, what="qemu to start")
+    assert s.host_status().state == pb.VM_STATE_STARTING
+    os.kill(s.vmm_pid(), signal.SIGKILL)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 255
+    assert "stopped before its guest agent answered" in err.splitlines()[-1], err
+    assert "qemu was killed by signal 9" in err.splitlines()[-1], err
+    assert s.wait_agent_exit() == 0
+    assert runtime_files(s) == []
 
 
 def test_start_failure_is_reported(vmm_stack):
@@ -190,8 +292,12 @@ def test_connect_no_start_does_not_start(vmm_stack):
     assert s.host_status().state == pb.VM_STATE_STOPPED
 
 
-def test_idle_backstop_stops_a_disposable_vm(vmm_stack):
-    s = vmm_stack(vm={"disposable": True, "idleTimeout": 1}, agent_args=["--idle-grace", "1"])
+def test_idle_backstop_stops_a_disposable_vm(lifecycle_stack):
+    # The guest image's agent would power the VM off by itself when idle:
+    # told to ignore that (and Shutdown), the VM is stopped with qemu's
+    # system_powerdown.
+    s = lifecycle_stack(vm={"disposable": True, "idleTimeout": 1}, guest={"ignore_poweroff": 1},
+                        agent_args=["--idle-grace", "1", "--shutdown-timeout", "1"])
     # A lease held longer than idleTimeout + grace keeps the VM up.
     p = s.popen("vm-run", VM, "sleep", "4", stdout=subprocess.PIPE)
     # The guest session exists only once the guest connection is handed
@@ -207,10 +313,28 @@ def test_idle_backstop_stops_a_disposable_vm(vmm_stack):
     # stops it (the guest agent here has no idle timeout of its own).
     assert s.wait_agent_exit(timeout=30) == 0
     waited = time.monotonic() - ended
-    assert 1.5 <= waited < 10, waited
+    assert 1.5 <= waited < 15, waited
     log = s.log()
     assert "no lease for" in log and "stopping" in log
-    assert "the guest powered off" in log
+    if s.vmm == "standin":
+        assert "the guest powered off" in log
+    else:
+        assert "asked qemu to stop (system_powerdown)" in log
+
+
+def test_qemu_disposable_guest_powers_itself_off(vmm_stack):
+    # The guest agent's own idle timeout (qubes_lite.idle) powers the VM
+    # off, long before the host agent's backstop (--idle-grace 30).
+    s = vmm_stack(vmm="qemu", vm={"disposable": True, "idleTimeout": 1})
+    p = s.vm_run(VM, "echo", "once")
+    assert p.returncode == 0 and p.stdout == "once\n", p.stderr
+    ended = time.monotonic()
+    assert s.wait_agent_exit(timeout=30) == 0
+    assert time.monotonic() - ended < 15
+    log = s.log()
+    assert "no lease for" not in log
+    assert "qemu exited with status 0 (the guest powered off)" in log, log
+    assert runtime_files(s) == []
 
 
 def test_not_disposable_stays_up(vmm_stack):

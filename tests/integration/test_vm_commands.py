@@ -1,5 +1,6 @@
 """vm-start, vm-stop, vm-list and vm-start-debug against the real host
-agent supervising the crosvm stand-in (qltest.vmm)."""
+agent supervising the crosvm stand-in (qltest.vmm); vm-list's states and
+vm-start-debug also against a real VM under qemu."""
 import json
 import re
 import os
@@ -75,8 +76,8 @@ def test_vm_start_reports_the_failure(vmm_stack):
     assert last.startswith(f"vm-start: VM '{VM}': ") and "killed by signal 11" in last, p.stderr
 
 
-def test_vm_list(vmm_stack):
-    s = vmm_stack(vm={"disposable": True, "idleTimeout": 300})
+def test_vm_list(lifecycle_stack):
+    s = lifecycle_stack(vm={"disposable": True, "idleTimeout": 300})
     s.write_json("vms/other.json", {"id": 5, "name": "other", "kernel": "/k"})
     p = s.run_tool("vm-list")
     assert p.returncode == 0, p.stderr
@@ -85,8 +86,9 @@ def test_vm_list(vmm_stack):
     rows = {l.split()[0]: l.split() for l in lines[1:]}
     assert rows["other"][1] == "stopped" and rows[VM][1] == "stopped"
 
-    assert s.run_tool("vm-start", VM).returncode == 0
-    held = s.popen("vm-run", VM, "sleep", "30")
+    p = s.run_tool("vm-start", VM)
+    assert p.returncode == 0, p.stderr
+    held = s.popen("vm-run", VM, "sleep", "60")
     wait_for(lambda: s.host_status().live_sessions == 1, timeout=30, what="the session")
     p = s.run_tool("vm-list", "--json")
     assert p.returncode == 0, p.stderr
@@ -142,9 +144,9 @@ def test_exit_statuses_of_failures(vmm_stack):
     assert p.returncode == 255 and p.stderr.startswith("vm-start-debug: unknown option '-x'"), p
 
 
-def test_vm_start_debug_clean_exit_and_vm_run(vmm_stack):
-    s = vmm_stack(start=False)
-    p = subprocess.Popen([program("vm-start-debug"), VM, "--guest", "unix:" + s.guest_sock, *VMM_ENV_ARGS],
+def test_vm_start_debug_clean_exit_and_vm_run(lifecycle_stack):
+    s = lifecycle_stack(start=False)
+    p = subprocess.Popen([program("vm-start-debug"), VM, *s.guest_args(), *VMM_ENV_ARGS],
                          env=s.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     try:
@@ -156,8 +158,11 @@ def test_vm_start_debug_clean_exit_and_vm_run(vmm_stack):
         assert q.returncode == 255
         assert q.stderr == f"vm-start-debug: VM '{VM}' is running: stop it first (vm-stop {VM})\n"
         assert s.run_tool("vm-stop", VM).returncode == 0
-        p.wait(timeout=30)
-        assert p.returncode == 0
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        if s.vmm == "qemu":
+            # qemu in the foreground: its serial console on our stdout.
+            assert b"qubes-lite-init" in out, out[-2000:]
     finally:
         if p.poll() is None:
             p.kill()

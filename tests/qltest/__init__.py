@@ -9,14 +9,15 @@ a test drives:
     qlwire     the agent protocol from Python, schema compiled by protoc
     guest      qubes-lite-guest-agent in a temporary directory (guest_agent fixture)
     host       the host agent --no-vmm on a guest agent, and vm-run (host_stack, stack)
-    vmm        the host agent supervising the crosvm stand-in (vmm_stack)
+    vmm        the host agent supervising the crosvm stand-in or qemu (vmm_stack,
+               lifecycle_stack)
     switch     vm-switch in a temporary directory, its counters, and a dpdk-testpmd
                port per VM (switch_run)
     testpmd    an interactive dpdk-testpmd driven through its prompt
     vhost      a vhost-user frontend written in Python, guest memory in a memfd
     child      one vm-switch child driven over its control socket
     qemu       qemu TCG guests (the one check of whether qemu can run), their
-               kernel (kernel.py) and initramfs (initramfs.py)
+               initramfs (initramfs.py, on rootfs/mkimage.py's kernel and archive)
     vmcheck    a guest that runs a check script and reports QL-CHECK lines
     vsock      qubes-lite-vsock on a directory's sockets, and a qemu guest with
                it as its vsock device and the real agents on both sides
@@ -33,6 +34,11 @@ import tempfile
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(TESTS)
 # BUILD (environment, relative to the repository) names the build under test.
+# The image builder (rootfs/mkimage.py) is the VM helpers' kernel and
+# archive: importable wherever this package is (pytest.ini also puts it on
+# the path; `make bench` sets only PYTHONPATH=tests).
+if os.path.join(ROOT, "rootfs") not in sys.path:
+    sys.path.append(os.path.join(ROOT, "rootfs"))
 BUILD_REL = os.environ.get("BUILD", "build")
 BUILD = os.path.join(ROOT, BUILD_REL)
 BIN = os.path.join(BUILD, "bin")

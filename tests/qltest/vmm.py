@@ -17,8 +17,23 @@ a fresh temporary directory:
 and starts the host agent (without --no-vmm). On teardown the host agent
 is stopped (SIGTERM stops the VM) and must exit 0 without a sanitizer
 report; a stand-in still running after that fails the test.
+
+`vmm_stack(vmm="qemu", guest={...})` is the same stack with a real VM:
+host.json says "vmm": "qemu", the VM boots the guest image under qemu
+(TCG here), its vsock device is qubes-lite-vsock started by the host
+agent, which reaches the guest agent at its default hvsock address. The
+image (`qemu_image()`, built once per run into $BUILD/qemu-vm) is `make
+image`'s with a poweroff command that a VM's kernel command line can turn
+off; `guest` asks the VM to misbehave as `standin` asks the stand-in:
+
+    ignore_poweroff    the guest agent's Shutdown (and idle poweroff) do nothing
+    ignore_powerdown   no ACPI power button: qemu's system_powerdown does nothing
+
+`lifecycle_stack` is `vmm_stack` parametrised: each test that uses it runs
+against the stand-in and against qemu.
 """
 import os
+import re
 import signal
 import socket
 import struct
@@ -27,7 +42,7 @@ import time
 
 import pytest
 
-from qltest import BUILD, made, program, qlwire
+from qltest import BUILD, made, program, qlwire, qemu
 from qltest.host import VM, StackDir
 from qltest.procs import Daemon, pid_alive, wait_for
 
@@ -39,13 +54,60 @@ VMM_ENV_ARGS = ("--vmm-env", "QL_STANDIN_*", "--vmm-env", "ASAN_OPTIONS", "--vmm
 KERNEL = "/boot/vmlinuz-standin"
 
 
+# The test image's poweroff command: the image's own, unless the VM's
+# kernel command line says to ignore it.
+IGNORE_POWEROFF = "qltest.ignore_poweroff=1"
+POWEROFF_SCRIPT = f"""case " $(cat /proc/cmdline) " in
+*" {IGNORE_POWEROFF} "*) echo "qltest: ignoring poweroff as asked"; exit 0 ;;
+esac
+exec /sbin/poweroff
+""".encode()
+GUEST_PARAMS = {"ignore_poweroff": IGNORE_POWEROFF,
+                # The image's init reads the power button of the ACPI
+                # button driver; without the driver no button is pressed.
+                "ignore_powerdown": "module_blacklist=button"}
+_image = []
+
+
+def qemu_image():
+    """The test image (an mkimage.Image), built on first use; the test is
+    skipped, with the reason, where qemu or the kernel cannot be had."""
+    import mkimage
+    if not _image:
+        try:
+            qemu.qemu_binary()
+            mkimage.static_busybox()
+            kernel = mkimage.ensure_kernel()
+        except (qemu.QemuUnavailable, mkimage.ImageError) as e:
+            _image.append(e)
+        else:
+            _image.append(mkimage.build_image(
+                os.path.join(BUILD, "qemu-vm"), os.path.join(BUILD, "bin"), kernel,
+                files={"/etc/qltest-poweroff": POWEROFF_SCRIPT},
+                agent_args=["--poweroff-command", "/bin/sh /etc/qltest-poweroff"],
+                compress="none"))
+    if isinstance(_image[0], Exception):
+        pytest.skip(f"a qemu VM needs qemu, busybox-static and the Debian kernel: {_image[0]}")
+    return _image[0]
+
+
 class VmmStack(StackDir):
-    def __init__(self, vm=None, agent_args=(), standin=None, user="daemon", start=True):
-        if not os.access(STANDIN, os.X_OK):
+    def __init__(self, vm=None, agent_args=(), standin=None, user="daemon", start=True,
+                 vmm="standin", guest=None):
+        self.vmm = vmm
+        if vmm == "qemu":
+            img = qemu_image()
+            params = [GUEST_PARAMS[k] for k, v in (guest or {}).items() if v]
+            vm = dict({"kernel": img.vmlinux, "initramfs": img.initrd, "gpu": False,
+                       "memory": 256, "cpus": 1, "kernelParams": params}, **(vm or {}))
+        elif not os.access(STANDIN, os.X_OK):
             raise FileNotFoundError(f"{STANDIN} not built (run make tests)")
         super().__init__("qlv-", user, dict({"kernel": KERNEL}, **(vm or {})))
         self.console_sock = os.path.join(self.run_dir, VM + "-console")
         self.control_sock = os.path.join(self.run_dir, VM + "-crosvm.sock")
+        if vmm == "qemu":
+            self.write_json("host.json", {"user": user, "vmm": "qemu"})
+            self.control_sock = os.path.join(self.run_dir, VM + "-qmp.sock")
         self.argv_file = os.path.join(self.dir, "argv")
         self.pid_file = os.path.join(self.dir, "standin.pid")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -63,6 +125,7 @@ class VmmStack(StackDir):
             "QL_STANDIN_PIDFILE": self.pid_file,
             "QL_STANDIN_FDS": os.path.join(self.dir, "fds"),
             "QL_STANDIN_ENVIRON": os.path.join(self.dir, "environ"),
+            "QUBES_LITE_VSOCK": program("qubes-lite-vsock"),
         })
         for k, v in (standin or {}).items():
             self.env["QL_STANDIN_" + k.upper()] = str(v)
@@ -73,8 +136,13 @@ class VmmStack(StackDir):
 
     def agent_argv(self, *extra):
         return [program("qubes-lite-host-agent"), "--vm", VM, "--listen", "unix:" + self.sock,
-                "--guest", "unix:" + self.guest_sock, "--log-level", "debug",
-                *VMM_ENV_ARGS, *self.agent_args, *extra]
+                *self.guest_args(), "--log-level", "debug", *VMM_ENV_ARGS, *self.agent_args,
+                *extra]
+
+    def guest_args(self):
+        """The host agent's --guest: the stand-in's guest agent's socket; none
+        for qemu, whose guest agent is where the host agent says."""
+        return ["--guest", "unix:" + self.guest_sock] if self.vmm == "standin" else []
 
     def start_agent(self, *extra):
         env = dict(self.env, NOTIFY_SOCKET=self.notify_path)
@@ -101,6 +169,23 @@ class VmmStack(StackDir):
     def standin_pid(self):
         with open(self.pid_file) as f:
             return int(f.read())
+
+    def vmm_pids(self):
+        """The pids of every VMM the host agent started so far, in order."""
+        if self.vmm == "standin":
+            return [self.standin_pid()] if os.path.exists(self.pid_file) else []
+        log = os.path.join(self.dir, "host.log")
+        if not os.path.exists(log):
+            return []
+        with open(log, errors="replace") as f:
+            return [int(m) for m in re.findall(r"started \S*qemu-system-x86_64 \(pid (\d+)\)",
+                                               f.read())]
+
+    def vmm_pid(self):
+        """The pid of the VMM the host agent started last."""
+        pids = self.vmm_pids()
+        assert pids, self.log()
+        return pids[-1]
 
     def argv(self):
         with open(self.argv_file) as f:
@@ -139,13 +224,12 @@ class VmmStack(StackDir):
 
     def stop(self):
         errors = self.stop_processes(self.host)
-        if os.path.exists(self.pid_file):
-            pid = self.standin_pid()
+        for pid in self.vmm_pids():
             try:
-                wait_for(lambda: not pid_alive(pid), timeout=10, what="the stand-in to exit")
+                wait_for(lambda: not pid_alive(pid), timeout=10, what="the VMM to exit")
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
-                errors.append(f"the stand-in (pid {pid}) outlived the host agent")
+                errors.append(f"the VMM (pid {pid}) outlived the host agent")
         self.notify.close()
         self.finish(errors)
 
@@ -166,3 +250,16 @@ def console_read_until(conn, marker, timeout=30):
 def vmm_stack():
     """vmm_stack(vm={...}, agent_args=[...], standin={...}): a VmmStack."""
     yield from made(VmmStack)
+
+
+@pytest.fixture(params=["standin", "qemu"])
+def lifecycle_stack(request):
+    """vmm_stack on the stand-in, then on qemu: lifecycle_stack(standin={...},
+    guest={...}, ...) passes each VMM only its own misbehaviours."""
+    kind = request.param
+
+    def make_one(standin=None, guest=None, **kw):
+        if kind == "standin":
+            return VmmStack(standin=standin, **kw)
+        return VmmStack(vmm="qemu", guest=guest, **kw)
+    yield from made(make_one)

@@ -53,10 +53,6 @@ WORK = os.path.join(BUILD, "rootfs-test")
 TIMEOUT = float(os.environ.get("QL_VM_TIMEOUT", "120"))
 PROGRAMS = ["qubes-lite-init", "qubes-lite-guest-agent", "qubes-lite-host-agent", "vm-run"]
 
-# What the host agent writes besides console=ttyS0 panic=-1 quiet (which
-# qemu.command gives): no_timer_check, or a TCG guest on a loaded machine
-# may panic in its IO-APIC timer check.
-KERNEL_ARGS = "no_timer_check"
 MAC = "52:54:00:3c:00:03"
 # What the host agent writes for VM id 3 on 172.16.200.0/24 (DESIGN.md's
 # derived values: the VM is <base>.<id>, the host's TAP <base>.<id-1>, /31).
@@ -111,7 +107,7 @@ class Vm:
             # A NIC on a hub of its own: nothing it sends goes anywhere.
             extra += ["-netdev", "hubport,id=n0,hubid=0",
                       "-device", f"virtio-net-pci,netdev=n0,mac={MAC}"]
-        self.argv = qemuvm.command(image.vmlinux, image.initrd, f"{KERNEL_ARGS} {append}", 512,
+        self.argv = qemuvm.command(image.vmlinux, image.initrd, append, 512,
                                    extra)
         self.lines = []                  # (seconds since start, line)
         self.cond = threading.Condition()
