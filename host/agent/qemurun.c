@@ -374,8 +374,10 @@ static void qemu_run_free(VmmRun *run) {
         companion_end(run->fs[i]);
     }
     free(run->fs);
+    /* Ours alone, and the VM is over: removed even when a sandboxed
+     * companion's inner process is still on its way out and listening. */
     for (char **p = run->sockets; p && *p; p++) {
-        (void)addr_unix_remove_stale(*p);
+        (void)unlink(*p);
     }
     strv_free(run->sockets);
     free(run);
