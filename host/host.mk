@@ -93,7 +93,10 @@ UNIT_LIBS_test-vmshell-opts :=
 # client.c's session opening against a peer on a socketpair.
 UNIT_OBJS_test-client := $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o
 UNIT_LIBS_test-client :=
-UNIT_OBJS_test-units := $(OBJ)/host/tools/units.o
+UNIT_OBJS_test-units := $(OBJ)/host/tools/units.o $(OBJ)/host/common/paths.o
+# A VM's runtime files: no name gives another VM's.
+UNIT_OBJS_test-paths := $(OBJ)/host/common/paths.o
+UNIT_LIBS_test-paths :=
 UNIT_LIBS_test-units :=
 
 # vm-shell: the serial console client, and ssh over vsock through the proxy.

@@ -295,7 +295,7 @@ static void on_console_attach(void *userdata, bool attached) {
 }
 
 /* The serial console: a fresh pty whose slave (*ret_slave) is the VMM's
- * stdin and stdout, relayed on RUNTIME_DIR/<vm>-console (console.c),
+ * stdin and stdout, relayed on RUNTIME_DIR/<vm>.console (console.c),
  * owned by the configured user like the command socket. */
 static int start_console(Lifecycle *l, int *ret_slave, ErrorText *err) {
     Agent *a = l->agent;
@@ -308,8 +308,7 @@ static int start_console(Lifecycle *l, int *ret_slave, ErrorText *err) {
     if (r < 0) {
         return start_failed(l, err, r, "no pty for its console: %s", strerror(-r));
     }
-    if (asprintf(&path, "%s/%s-console", config_runtime_dir(), a->vm_name) < 0) {
-        path = NULL;
+    if (!(path = config_vm_runtime_file(a->vm_name, CONFIG_RUNTIME_CONSOLE))) {
         return start_failed(l, err, -ENOMEM, "out of memory");
     }
     r = console_new(a->event, a->vm_name, TAKE_FD(master), path,

@@ -361,7 +361,8 @@ static int run_write_switch_config(const char *net, const char *dir) {
 
 /* ---- the listening socket ----------------------------------------------------- */
 
-/* A unix socket we create: the default <runtime dir>/<vm>.sock or
+/* A unix socket we create: the default <runtime dir>/<vm>.sock (its
+ * CONFIG_RUNTIME_COMMAND file) or
  * --listen unix:PATH. Its directory is checked (agent_runtime_dir_check)
  * and created when missing. A file at the path is replaced only when it
  * is a stale socket; one somebody listens on (another host agent, the
@@ -452,7 +453,11 @@ static int listen_open(Agent *a, const char *listen_arg, Listener *l) {
     if (r != -ENOENT) {
         return log_error_errno(r, "Cannot use the socket passed by systemd: %m");
     }
-    snprintf(buf, sizeof(buf), "unix:%s/%s.sock", config_runtime_dir(), a->vm_name);
+    _cleanup_free_ char *path = config_vm_runtime_file(a->vm_name, CONFIG_RUNTIME_COMMAND);
+    if (!path) {
+        return log_error_errno(-ENOMEM, "Out of memory");
+    }
+    snprintf(buf, sizeof(buf), "unix:%s", path);
     r = addr_parse(buf, &addr);
     if (r < 0) {
         return log_error_errno(r, "The socket path %s is too long", buf + 5);

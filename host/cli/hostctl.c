@@ -89,7 +89,11 @@ int hostctl_list_vms(char ***ret_names, size_t *ret_n) {
 }
 
 int hostctl_socket_path(const char *vm, char *buf, size_t size) {
-    int n = snprintf(buf, size, "%s/%s.sock", config_runtime_dir(), vm);
+    _cleanup_free_ char *path = config_vm_runtime_file(vm, CONFIG_RUNTIME_COMMAND);
+    if (!path) {
+        return -EINVAL;
+    }
+    int n = snprintf(buf, size, "%s", path);
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 

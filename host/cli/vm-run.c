@@ -181,11 +181,8 @@ static void parse_command_line(int argc, char **argv, VmRunOptions *ret) {
 /* The VM's command socket, once the VM is known to exist: a configured
  * VM, or one whose socket exists (a configuration this user cannot read). */
 static char *known_vm_socket(const char *vm) {
-    char *sock_path;
-    if (asprintf(&sock_path, "%s/%s.sock", config_runtime_dir(), vm) < 0) {
-        client_fail("out of memory");
-    }
-    if (!client_vm_known(vm, sock_path)) {
+    char *sock_path = config_vm_runtime_file(vm, CONFIG_RUNTIME_COMMAND);
+    if (!sock_path || !client_vm_known(vm, sock_path)) {
         client_fail("no VM named '%s'", vm);
     }
     return sock_path;

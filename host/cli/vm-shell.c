@@ -1,7 +1,7 @@
 /* vm-shell: the serial console of a running VM, or ssh to it over vsock.
  *
  * The console: connects to the host agent's console relay
- * (<runtime dir>/<vm>-console), attaches with the window size, prints the
+ * (<runtime dir>/<vm>.console), attaches with the window size, prints the
  * replayed scrollback and the live output, and sends keystrokes until
  * Ctrl-] (or, when stdin is not a terminal, until its end and a short
  * drain). --ssh: execs ssh with qubes-lite-vsock-proxy as its
@@ -396,10 +396,8 @@ int main(int argc, char **argv) {
     }
     /* Broken connections are errors we report, not signals. */
     signal(SIGPIPE, SIG_IGN);
-    if (asprintf(&path, "%s/%s-console", config_runtime_dir(), opts.vm) < 0) {
-        client_fail("out of memory");
-    }
-    if (!client_vm_known(opts.vm, path)) {
+    path = config_vm_runtime_file(opts.vm, CONFIG_RUNTIME_CONSOLE);
+    if (!path || !client_vm_known(opts.vm, path)) {
         client_fail("no VM named '%s'", opts.vm);
     }
 

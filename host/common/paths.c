@@ -28,6 +28,26 @@ const char *config_runtime_dir(void) {
     return env_dir("QUBES_LITE_RUNTIME_DIR", DEFAULT_RUNTIME_DIR);
 }
 
+/* What follows a VM's name in its runtime files: each starts with the
+ * one character no VM name holds. */
+static const char *const runtime_suffixes[_CONFIG_RUNTIME_MAX] = {
+    [CONFIG_RUNTIME_COMMAND] = ".sock",
+    [CONFIG_RUNTIME_CONSOLE] = ".console",
+    [CONFIG_RUNTIME_CROSVM] = ".crosvm.sock",
+};
+
+char *config_runtime_file(const char *dir, const char *vm, ConfigRuntimeFile kind) {
+    char *p;
+    if (!vm_name_valid(vm) || (unsigned)kind >= _CONFIG_RUNTIME_MAX) {
+        return NULL;
+    }
+    return asprintf(&p, "%s/%s%s", dir, vm, runtime_suffixes[kind]) < 0 ? NULL : p;
+}
+
+char *config_vm_runtime_file(const char *vm, ConfigRuntimeFile kind) {
+    return config_runtime_file(config_runtime_dir(), vm, kind);
+}
+
 char *config_host_file(const char *dir) {
     char *p;
     return asprintf(&p, "%s/host.json", dir) < 0 ? NULL : p;

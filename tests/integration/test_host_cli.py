@@ -62,7 +62,7 @@ def test_print_command(tmp_path):
     assert argv[argv.index("--vsock") + 1] == "cid=3"
     assert argv[argv.index("--mem") + 1] == "size=2048"
     assert argv[argv.index("--net") + 1] == "tap-name=vm-banking"
-    assert argv[argv.index("--socket") + 1] == str(tmp_path / "run" / "banking-crosvm.sock")
+    assert argv[argv.index("--socket") + 1] == str(tmp_path / "run" / "banking.crosvm.sock")
     assert argv[-1] == "/k/bzImage"
     # Nothing was started or created.
     assert not (tmp_path / "run").exists()

@@ -50,7 +50,7 @@ def test_first_connection_starts_the_vm(vmm_stack):
     # A second command finds it running: no start this time.
     p = s.vm_run("--timing", VM, "true")
     assert p.returncode == 0 and "VM start took" not in p.stderr, p.stderr
-    assert runtime_files(s) == [f"{VM}-console", f"{VM}-crosvm.sock", f"{VM}.sock"]
+    assert runtime_files(s) == [f"{VM}.console", f"{VM}.crosvm.sock", f"{VM}.sock"]
 
 
 def test_vmm_stderr_reaches_the_log(vmm_stack):

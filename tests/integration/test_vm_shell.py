@@ -238,11 +238,11 @@ def test_ssh_without_a_user(tmp_path):
 # ---- a console that misbehaves (the test plays it) ---------------------------
 
 def hostile_console(tmp_path, script):
-    """Listens on <run>/work-console and runs script(conn) for the first
+    """Listens on <run>/work.console and runs script(conn) for the first
     client; returns the qlwire.FakePeer."""
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
-    return qlwire.FakePeer(str(run / "work-console"), script, once=True, timeout=10)
+    return qlwire.FakePeer(str(run / "work.console"), script, once=True, timeout=10)
 
 
 def attached(c):
