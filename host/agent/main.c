@@ -30,6 +30,7 @@
 #include "agent.h"
 #include "clients.h"
 #include "crosvm.h"
+#include "host/common/opts.h"
 #include "idle.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -181,7 +182,7 @@ static void check_arguments(int argc, char **argv, const Agent *a, Options *o) {
         return;
     }
     if (optind < argc) {
-        die("Unexpected argument '%s'", argv[optind]);
+        die("Unexpected argument '%s' (see --help)", argv[optind]);
     }
     if (o->mode == MODE_PRINT_COMMAND && !a->vm_name) {
         die("--print-command needs --vm NAME");
@@ -192,7 +193,7 @@ static void check_arguments(int argc, char **argv, const Agent *a, Options *o) {
 }
 
 /* Fills a and o from the command line; dies on a bad value. 0 to go on,
- * 1 when --help was shown, -1 for an unknown option (after a hint). */
+ * 1 when --help was shown, -1 for a refused option (after one line). */
 static int parse_options(int argc, char **argv, Agent *a, Options *o) {
     static const struct option longopts[] = {
         {"check", no_argument, NULL, ARG_CHECK},
@@ -215,9 +216,12 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
         {0},
     };
     unsigned long long v;
+    ErrorText err;
     int c, r;
 
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+    /* Our words for a refused option, not getopt's (host/common/opts.h). */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
         switch (c) {
         case ARG_VM:
             a->vm_name = optarg;
@@ -277,7 +281,8 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
             help();
             return 1;
         default:
-            fprintf(stderr, "Try 'qubes-lite-host-agent --help'.\n");
+            opts_error(&err, c, argv);
+            log_error("%s", err.message);
             return -1;
         }
     }
@@ -294,7 +299,13 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
 
 /* --check: every problem of every file, one line each. */
 static int run_check(void) {
-    int n = config_check_all(config_dir(), stderr);
+    FILE *report = config_report_open(stderr, "qubes-lite-host-agent");
+    if (!report) {
+        log_error("Out of memory");
+        return EXIT_FAILURE;
+    }
+    int n = config_check_all(config_dir(), report);
+    fclose(report);
     if (n < 0) {
         log_error_errno(n, "Cannot read %s: %m", config_dir());
         return EXIT_FAILURE;
@@ -334,15 +345,25 @@ static int run_print_command(const char *name) {
     return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-/* --bind-vfio: host.json's isolatedPciDevices to vfio-pci. */
+/* --bind-vfio: host.json's isolatedPciDevices to vfio-pci, each device
+ * that fails one line. */
 static int run_bind_vfio(void) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
+    const ConfigStrv *bdfs;
     ErrorText err;
+    int failed = 0;
 
     if (config_load_host_or_defaults(config_dir(), &host, &err) < 0) {
         die("%s", err.message);
     }
-    return vfio_bind_all(&host->isolated_pci_devices, stderr) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    bdfs = &host->isolated_pci_devices;
+    for (size_t i = 0; i < bdfs->n; i++) {
+        if (vfio_bind(bdfs->v[i], &err) < 0) {
+            log_error("%s", err.message);
+            failed++;
+        }
+    }
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 /* --write-switch-config NET DIR: vm-switch's <vm>.conf files for NET

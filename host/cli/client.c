@@ -17,6 +17,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "host/common/opts.h"
 #include "host/common/paths.h"
 #include "rules.h"
 #include "util.h"
@@ -61,9 +62,20 @@ void client_warn(const char *fmt, ...) {
     va_end(ap);
 }
 
-void client_usage_error(void) {
-    fprintf(stderr, "Try '%s --help'.\n", program);
-    exit(EXIT_FAILURE);
+void client_bad_option(int c, char **argv) {
+    ErrorText err;
+    opts_error(&err, c, argv);
+    client_fail("%s", err.message);
+}
+
+void client_fail_unknown_vm(const char *vm) {
+    char name[64];
+    str_sanitize(vm, strlen(vm), name, sizeof(name));
+    if (!vm_name_valid(vm)) {
+        client_fail("no VM named '%s' (a VM name is [a-z][a-z0-9-], at most %u characters)", name,
+                    VM_NAME_MAX);
+    }
+    client_fail("no VM named '%s' (no %s/vms/%s.json)", name, config_dir(), name);
 }
 
 const char *client_program(void) {

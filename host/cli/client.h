@@ -23,9 +23,13 @@ void client_setup(const char *program, int failure_status);
 /* One line "PROGRAM: ..." on stderr, the terminal restored first, then
  * exit with the status set above (1 by default). */
 _noreturn_ _printf_(1, 2) void client_fail(const char *fmt, ...);
-/* A bad command line that getopt has already told about: "Try 'PROGRAM
- * --help'." and exit 1. */
-_noreturn_ void client_usage_error(void);
+/* getopt_long() refused an option (c is '?' or ':', opterr was 0): one
+ * line in our words (host/common/opts.h), and the failure status. */
+_noreturn_ void client_bad_option(int c, char **argv);
+/* Fails with one line for a VM that does not exist: "no VM named 'x' (no
+ * <config dir>/vms/x.json)", or for a word that is no VM name at all, what
+ * a name is. The word is sanitised and bounded. */
+_noreturn_ void client_fail_unknown_vm(const char *vm);
 /* The name given to client_setup(). */
 const char *client_program(void);
 /* A peer's text as we print it: control characters escaped, at most this

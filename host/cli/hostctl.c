@@ -28,8 +28,7 @@ const char *hostctl_state_name(VmState s) {
 
 void hostctl_require_vm(const char *vm) {
     if (!client_vm_configured(vm)) {
-        client_fail("no VM named '%s' (no %s/vms/%s.json)", vm, config_dir(),
-                    vm_name_valid(vm) ? vm : "NAME");
+        client_fail_unknown_vm(vm);
     }
 }
 

@@ -154,7 +154,8 @@ int main(int argc, char **argv) {
     int c, r;
 
     client_setup("vm-list", EXIT_FAILURE);
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
         switch (c) {
         case ARG_JSON:
             json = true;
@@ -163,7 +164,7 @@ int main(int argc, char **argv) {
             help();
             return EXIT_SUCCESS;
         default:
-            client_usage_error();
+            client_bad_option(c, argv);
         }
     }
     if (optind < argc) {

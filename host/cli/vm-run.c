@@ -183,7 +183,7 @@ static void parse_command_line(int argc, char **argv, VmRunOptions *ret) {
 static char *known_vm_socket(const char *vm) {
     char *sock_path = config_vm_runtime_file(vm, CONFIG_RUNTIME_COMMAND);
     if (!sock_path || !client_vm_known(vm, sock_path)) {
-        client_fail("no VM named '%s'", vm);
+        client_fail_unknown_vm(vm);
     }
     return sock_path;
 }

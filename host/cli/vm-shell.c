@@ -58,11 +58,11 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     int r;
 
     if (!vm_name_valid(o->vm)) {
-        client_fail("no VM named '%s'", o->vm);
+        client_fail_unknown_vm(o->vm);
     }
     r = config_load_vm(config_dir(), o->vm, &vm, &err);
     if (r == -ENOENT) {
-        client_fail("no VM named '%s'", o->vm);
+        client_fail_unknown_vm(o->vm);
     }
     if (r < 0) {
         client_fail("%s", err.message);
@@ -398,7 +398,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     path = config_vm_runtime_file(opts.vm, CONFIG_RUNTIME_CONSOLE);
     if (!path || !client_vm_known(opts.vm, path)) {
-        client_fail("no VM named '%s'", opts.vm);
+        client_fail_unknown_vm(opts.vm);
     }
 
     Console c = {.tty = isatty(STDIN_FILENO) == 1};

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "opts.h"
+#include "host/common/opts.h"
 #include "util.h"
 
 const char vmrun_usage[] =
@@ -104,12 +104,9 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, ErrorText *err) {
             o.help = true;
             *ret = o;
             return 0;
-        case ':':
-            vmrun_options_done(&o);
-            return error_set(err, -EINVAL, "option '%s' needs an argument", argv[optind - 1]);
         default:
             vmrun_options_done(&o);
-            return opts_unknown(err, argv);
+            return opts_error(err, c, argv);
         }
     }
     if (optind >= argc) {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "opts.h"
+#include "host/common/opts.h"
 #include "util.h"
 
 const char vmshell_usage[] =
@@ -56,7 +56,7 @@ int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, ErrorText *er
             *ret = o;
             return 0;
         default:
-            return opts_unknown(err, argv);
+            return opts_error(err, c, argv);
         }
     }
     if (o.root && !o.ssh) {

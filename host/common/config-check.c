@@ -166,6 +166,49 @@ static int load_vms(const char *dir, const ConfigVmFile *files, size_t n, Report
     return 0;
 }
 
+/* ---- the report's stream ------------------------------------------------------------------ */
+
+typedef struct ReportStream {
+    FILE *to;
+    const char *program;
+    bool line_start;
+} ReportStream;
+
+static ssize_t report_write(void *cookie, const char *buf, size_t n) {
+    ReportStream *s = cookie;
+    for (size_t i = 0; i < n; i++) {
+        if (s->line_start) {
+            fprintf(s->to, "%s: ", s->program);
+        }
+        fputc(buf[i], s->to);
+        s->line_start = buf[i] == '\n';
+    }
+    return (ssize_t)n;
+}
+
+static int report_close(void *cookie) {
+    ReportStream *s = cookie;
+    int r = fflush(s->to);
+    free(s);
+    return r;
+}
+
+FILE *config_report_open(FILE *to, const char *program) {
+    static const cookie_io_functions_t io = {.write = report_write, .close = report_close};
+    ReportStream *s = malloc(sizeof(*s));
+    if (!s) {
+        return NULL;
+    }
+    *s = (ReportStream){.to = to, .program = program, .line_start = true};
+    FILE *f = fopencookie(s, "w", io);
+    if (!f) {
+        free(s);
+    }
+    return f;
+}
+
+/* ---- every file, then the set ---------------------------------------------------------------- */
+
 int config_check_all(const char *dir, FILE *errors) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
     Report rep = {.errors = errors};

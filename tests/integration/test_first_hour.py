@@ -1,6 +1,13 @@
 """The first hour: what a new user runs into first, each mistake answered
 with one clear line and the documented exit status (the README's vm-run,
 vm-list, --check, systemd and Configuration sections)."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from qltest import program
 from qltest.host import VM
 
 
@@ -21,3 +28,123 @@ def test_vm_run_missing_program_stays_127(stack):
     assert r.returncode == 127, r
     r = stack.vm_run("-w", "/", VM, "/no/such/program")
     assert r.returncode == 127, r
+
+
+# ---- one convention for errors ----------------------------------------------
+#
+# Every program: a bad command line is one line "program: what is wrong" on
+# stderr and its documented status; --help prints the usage on stdout.
+
+# Each program's status for a bad command line (the README's tables).
+USAGE_STATUS = {
+    "vm-run": 255, "vm-shell": 255, "vm-start-debug": 255,
+    "vm-start": 1, "vm-stop": 1, "vm-list": 1,
+    "qubes-lite-host-agent": 1, "qubes-lite-generator": 2, "qubes-lite-vsock-proxy": 2,
+}
+BAD_COMMAND_LINES = [(p, a) for p in USAGE_STATUS for a in (["--bogus"], ["-Z"])] + [
+    ("vm-stop", ["--timeout"]),
+    ("vm-stop", ["--timeout", "soon", "x"]),
+    ("vm-run", ["-u"]),
+    ("vm-start", ["a", "b"]),
+    ("vm-list", ["extra"]),
+    ("qubes-lite-host-agent", ["--vm"]),
+    ("qubes-lite-host-agent", ["--check", "extra"]),
+    ("qubes-lite-generator", []),
+    ("qubes-lite-generator", ["a", "b"]),
+    ("qubes-lite-vsock-proxy", []),
+    ("qubes-lite-vsock-proxy", ["1", "2", "3"]),
+    ("qubes-lite-vsock-proxy", ["one", "22"]),
+]
+
+
+def config_env(tmp_path, vms=None, host=None):
+    """A configuration directory (etc/, with vms/) and the environment that
+    points every program at it."""
+    etc = tmp_path / "etc"
+    (etc / "vms").mkdir(parents=True, exist_ok=True)
+    if host is not None:
+        (etc / "host.json").write_text(json.dumps(host))
+    for name, vm in (vms or {}).items():
+        (etc / "vms" / f"{name}.json").write_text(vm if isinstance(vm, str) else json.dumps(vm))
+    env = dict(os.environ, QUBES_LITE_CONFIG_DIR=str(etc),
+               QUBES_LITE_RUNTIME_DIR=str(tmp_path / "run"))
+    env.pop("QUBES_LITE_LOG_LEVEL", None)
+    return env
+
+
+def run(name, *args, env=None, timeout=30, cwd=None):
+    return subprocess.run([program(name), *args], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout, cwd=cwd)
+
+
+def one_line(p, name):
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{name}: "), p.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("name,args", BAD_COMMAND_LINES,
+                         ids=[f"{p}{''.join(' ' + a for a in args)}" for p, args in BAD_COMMAND_LINES])
+def test_bad_command_line_is_one_line(tmp_path, name, args):
+    env = config_env(tmp_path)
+    p = run(name, *args, env=env, cwd=tmp_path)
+    line = one_line(p, name)
+    assert p.returncode == USAGE_STATUS[name], (p.returncode, line)
+    assert p.stdout == ""
+    # Not getopt's words, nor our path.
+    assert program(name) not in line and "invalid option --" not in line
+
+
+@pytest.mark.parametrize("name", list(USAGE_STATUS))
+def test_help_is_usage_on_stdout(tmp_path, name):
+    p = run(name, "--help", env=config_env(tmp_path))
+    assert p.returncode == 0 and p.stderr == "", p
+    assert p.stdout.startswith("Usage: "), p.stdout
+
+
+@pytest.mark.parametrize("name,status", [("vm-start", 1), ("vm-stop", 1), ("vm-run", 255),
+                                         ("vm-shell", 255), ("vm-start-debug", 255)])
+@pytest.mark.parametrize("vm", ["../x", "Bad", "nosuch"])
+def test_unknown_vm_names_what_a_name_is(tmp_path, name, status, vm):
+    args = [vm, "true"] if name == "vm-run" else [vm]
+    p = run(name, *args, env=config_env(tmp_path))
+    line = one_line(p, name)
+    assert p.returncode == status
+    assert f"no VM named '{vm}'" in line and "NAME" not in line, line
+    if vm == "nosuch":
+        assert f"{tmp_path}/etc/vms/nosuch.json" in line, line
+    else:
+        assert "[a-z][a-z0-9-]" in line, line
+
+
+def test_bind_vfio_errors_are_prefixed(tmp_path):
+    env = config_env(tmp_path, host={"isolatedPciDevices": ["01:00.0", "02:00.0"]})
+    env["QUBES_LITE_SYSFS_ROOT"] = str(tmp_path / "sys")
+    p = run("qubes-lite-host-agent", "--bind-vfio", env=env)
+    assert p.returncode == 1
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2, p.stderr
+    assert all(l.startswith("qubes-lite-host-agent: ") for l in lines), lines
+
+
+def test_check_lines_are_prefixed(tmp_path):
+    env = config_env(tmp_path, vms={"a": {"id": 4, "kernel": "/k"}})
+    p = run("qubes-lite-host-agent", "--check", env=env)
+    assert p.returncode == 1
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2 and "'id'" in lines[0], lines
+    assert all(l.startswith("qubes-lite-host-agent: ") for l in lines), lines
+
+
+def test_generator_bad_directory_is_one_line(tmp_path):
+    env = config_env(tmp_path, vms={"a": {"id": 3, "kernel": "/k"}, "b": {"id": 5, "kernel": "/k"},
+                                    "c": {"id": 7, "kernel": "/k", "vmNetwork": {"n": {"router": True}}}})
+    p = run("qubes-lite-generator", str(tmp_path / "no" / "such" / "dir"), env=env)
+    line = one_line(p, "qubes-lite-generator")
+    assert p.returncode == 1
+    assert str(tmp_path / "no" / "such" / "dir") in line
+    f = tmp_path / "afile"
+    f.write_text("")
+    p = run("qubes-lite-generator", str(f), env=env)
+    one_line(p, "qubes-lite-generator")
+    assert p.returncode == 1

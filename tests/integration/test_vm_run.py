@@ -154,10 +154,11 @@ def test_env_workdir_and_user(stack):
 def test_unknown_vm(stack):
     r = stack.vm_run("nosuchvm", "true")
     assert r.returncode == 255
-    assert lines(r.stderr) == ["vm-run: no VM named 'nosuchvm'"]
+    assert lines(r.stderr) == [f"vm-run: no VM named 'nosuchvm' (no {stack.etc}/vms/nosuchvm.json)"]
     r = stack.vm_run("../etc/x", "true")
     assert r.returncode == 255
-    assert lines(r.stderr) == ["vm-run: no VM named '../etc/x'"]
+    assert lines(r.stderr) == ["vm-run: no VM named '../etc/x' (a VM name is [a-z][a-z0-9-], "
+                               "at most 12 characters)"]
 
 
 def test_usage_errors(stack):

@@ -207,7 +207,9 @@ def test_unknown_vm(tmp_path):
     for args in (["nosuch"], ["--ssh", "nosuch"], ["--ssh", "--root", "Bad/Name"]):
         p = run_plain(tmp_path, *args)
         assert p.returncode == 255, args
-        assert p.stderr == f"vm-shell: no VM named '{args[-1]}'\n", args
+        why = (f"no {tmp_path}/etc/vms/nosuch.json" if args[-1] == "nosuch" else
+               "a VM name is [a-z][a-z0-9-], at most 12 characters")
+        assert p.stderr == f"vm-shell: no VM named '{args[-1]}' ({why})\n", args
 
 
 def test_known_vm_not_running_without_an_agent(tmp_path):
