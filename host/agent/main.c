@@ -299,6 +299,11 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
 
 /* --check: every problem of every file, one line each. */
 static int run_check(void) {
+    ErrorText err;
+    if (config_dir_check(&err) < 0) {
+        log_error("%s", err.message);
+        return EXIT_FAILURE;
+    }
     FILE *report = config_report_open(stderr, "qubes-lite-host-agent");
     if (!report) {
         log_error("Out of memory");

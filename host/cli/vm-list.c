@@ -170,6 +170,10 @@ int main(int argc, char **argv) {
     if (optind < argc) {
         client_fail("unexpected argument '%s' (see --help)", argv[optind]);
     }
+    ErrorText err;
+    if (config_dir_check(&err) < 0) {
+        client_fail("%s", err.message);
+    }
     r = hostctl_list_vms(&names, &n);
     if (r == -ENOENT) {
         names = NULL;

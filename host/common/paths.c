@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -46,6 +47,28 @@ char *config_runtime_file(const char *dir, const char *vm, ConfigRuntimeFile kin
 
 char *config_vm_runtime_file(const char *vm, ConfigRuntimeFile kind) {
     return config_runtime_file(config_runtime_dir(), vm, kind);
+}
+
+int config_dir_check(ErrorText *err) {
+    const char *dir = config_dir();
+    const char *e = getenv("QUBES_LITE_CONFIG_DIR");
+    struct stat st;
+    int r = 0;
+
+    if (stat(dir, &st) < 0) {
+        r = -errno;
+    } else if (!S_ISDIR(st.st_mode)) {
+        r = -ENOTDIR;
+    } else if (access(dir, R_OK | X_OK) < 0) {
+        r = -errno;
+    }
+    if (r == 0) {
+        return 0;
+    }
+    return error_set(err, r, "cannot read the configuration directory %s: %s (%s)", dir,
+                     strerror(-r),
+                     e && *e ? "set by QUBES_LITE_CONFIG_DIR"
+                             : "the default; QUBES_LITE_CONFIG_DIR chooses another");
 }
 
 char *config_host_file(const char *dir) {

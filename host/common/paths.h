@@ -7,11 +7,17 @@
 #include <stddef.h>
 
 #include "rules.h"
+#include "util.h"
 
 /* $QUBES_LITE_CONFIG_DIR when set and non-empty, else DEFAULT_CONFIG_DIR. */
 const char *config_dir(void);
 /* $QUBES_LITE_RUNTIME_DIR when set and non-empty, else DEFAULT_RUNTIME_DIR. */
 const char *config_runtime_dir(void);
+/* Whether config_dir() is a directory we can read: 0, or a negative errno
+ * with one line for the user in err ("cannot read the configuration
+ * directory DIR: REASON", and where DIR came from). A program that would
+ * otherwise see no VM in a directory that is not there says so instead. */
+int config_dir_check(ErrorText *err);
 
 /* A VM's files in the runtime directory. Each is <dir>/<vm>.<suffix>:
  * a VM name holds no '.', so a file's name ends at its first '.' and no

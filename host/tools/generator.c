@@ -327,6 +327,11 @@ int main(int argc, char **argv) {
     int r;
 
     const char *dir = parse_command_line(argc, argv);
+    if (config_dir_check(&err) < 0) {
+        /* No configuration is not "no VMs": say so, write nothing. */
+        problem("%s", err.message);
+        return 1;
+    }
     if (!output_dir_usable(dir) || !units_env(&env, &agent, &vm_switch)) {
         return 1;
     }

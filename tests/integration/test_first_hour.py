@@ -9,6 +9,7 @@ import pytest
 
 from qltest import program
 from qltest.host import VM
+from qltest.procs import drop_to
 
 
 # ---- vm-run -w ----------------------------------------------------------------
@@ -148,3 +149,38 @@ def test_generator_bad_directory_is_one_line(tmp_path):
     p = run("qubes-lite-generator", str(f), env=env)
     one_line(p, "qubes-lite-generator")
     assert p.returncode == 1
+
+
+# ---- a configuration directory that is not there ------------------------------
+
+@pytest.mark.parametrize("what", ["missing", "a file"])
+@pytest.mark.parametrize("name,args,status", [
+    ("qubes-lite-host-agent", ["--check"], 1),
+    ("vm-list", [], 1),
+    ("qubes-lite-generator", ["OUT"], 1),
+])
+def test_missing_configuration_directory_fails(tmp_path, what, name, args, status):
+    env = config_env(tmp_path)
+    etc = tmp_path / "nosuch"
+    if what == "a file":
+        etc.write_text("")
+    env["QUBES_LITE_CONFIG_DIR"] = str(etc)
+    (tmp_path / "out").mkdir()
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    p = run(name, *args, env=env)
+    line = one_line(p, name)
+    assert p.returncode == status, p
+    assert str(etc) in line and "QUBES_LITE_CONFIG_DIR" in line, line
+    assert p.stdout == ""
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_unreadable_configuration_directory_fails(tmp_path):
+    """Unreadable for the user who runs the command (nobody here)."""
+    env = config_env(tmp_path, vms={"a": {"id": 3, "kernel": "/k"}})
+    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path / "etc", 0o700)
+    p = subprocess.run([program("vm-list")], env=env, capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=30, preexec_fn=drop_to)
+    line = one_line(p, "vm-list")
+    assert p.returncode == 1 and str(tmp_path / "etc") in line, line
