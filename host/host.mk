@@ -22,7 +22,7 @@ VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-session.o \
 HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o \
 	$(OBJ)/host/common/opts.o
 HOSTCTL_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
-VM_COMMANDS := vm-start vm-stop vm-list vm-start-debug
+VM_COMMANDS := vm-start vm-stop vm-start-debug
 HOST_LIBS := $(call pc_libs,jansson)
 # The host agent's rtnetlink (tap.c), and only the host agent's.
 TAP_LIBS := $(call pc_libs,libmnl)
@@ -62,6 +62,16 @@ $(VM_COMMANDS:%=$(BIN)/%): $(BIN)/%: $(OBJ)/host/cli/%.o $(HOSTCTL_OBJS) $(PROTO
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(HOSTCTL_OBJS) $(PROTO_LIB) $(HOSTCTL_LIBS)
+
+# vm-list also loads each VM's file (a broken one is listed as invalid).
+VM_LIST_OBJS := $(OBJ)/host/cli/vm-list.o $(filter-out $(OBJ)/host/common/paths.o,$(HOSTCTL_OBJS)) \
+	$(HOST_CONFIG_OBJS)
+PROGRAMS += $(BIN)/vm-list
+
+$(BIN)/vm-list: $(VM_LIST_OBJS) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS) $(PROTO_LIBS)
 
 # Unit tests (tests/unit/test-<module>.c, built by the generic rule).
 UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/common/opts.o

@@ -184,3 +184,22 @@ def test_unreadable_configuration_directory_fails(tmp_path):
                        stdin=subprocess.DEVNULL, timeout=30, preexec_fn=drop_to)
     line = one_line(p, "vm-list")
     assert p.returncode == 1 and str(tmp_path / "etc") in line, line
+
+
+# ---- vm-list and a VM whose file is broken -------------------------------------
+
+@pytest.mark.parametrize("json_flag", [False, True])
+def test_vm_list_reports_a_broken_vm(tmp_path, json_flag):
+    env = config_env(tmp_path, vms={"good": {"id": 3, "kernel": "/k"}, "broken": '{"id": 5,',
+                                    "wrong": {"id": 4, "kernel": "/k"}})
+    p = run("vm-list", *(["--json"] if json_flag else []), env=env)
+    assert p.returncode == 1, p
+    lines = p.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert all(l.startswith("vm-list: ") for l in lines), lines
+    assert any("broken.json" in l for l in lines) and any("wrong.json" in l for l in lines)
+    if json_flag:
+        rows = {r["name"]: r["state"] for r in json.loads(p.stdout)}
+    else:
+        rows = dict(l.split()[:2] for l in p.stdout.splitlines()[1:])
+    assert rows == {"broken": "invalid", "good": "stopped", "wrong": "invalid"}, p.stdout
