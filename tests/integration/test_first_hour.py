@@ -203,3 +203,26 @@ def test_vm_list_reports_a_broken_vm(tmp_path, json_flag):
     else:
         rows = dict(l.split()[:2] for l in p.stdout.splitlines()[1:])
     assert rows == {"broken": "invalid", "good": "stopped", "wrong": "invalid"}, p.stdout
+
+
+# ---- two routers ----------------------------------------------------------------
+
+def test_second_router_is_reported_at_the_router(tmp_path):
+    """A network with two routers is reported at the second router's file
+    (in file order), naming the first; not at a client's that comes first."""
+    env = config_env(tmp_path, vms={
+        "a-client": {"id": 3, "kernel": "/k", "vmNetwork": {"lan": {}}},
+        "r1": {"id": 5, "kernel": "/k", "vmNetwork": {"lan": {"router": True}}},
+        "r2": {"id": 7, "kernel": "/k", "vmNetwork": {"lan": {"router": True}}},
+        "r3": {"id": 9, "kernel": "/k", "vmNetwork": {"lan": {"router": True}}},
+    })
+    p = run("qubes-lite-host-agent", "--check", env=env)
+    assert p.returncode == 1
+    lines = [l for l in p.stderr.splitlines() if "key '" in l]
+    etc = tmp_path / "etc" / "vms"
+    assert lines == [
+        f"qubes-lite-host-agent: {etc}/r2.json: key 'vmNetwork.lan.router': network 'lan' "
+        f"already has a router, VM 'r1' ({etc}/r1.json)",
+        f"qubes-lite-host-agent: {etc}/r3.json: key 'vmNetwork.lan.router': network 'lan' "
+        f"already has a router, VM 'r1' ({etc}/r1.json)",
+    ], p.stderr
