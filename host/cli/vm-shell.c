@@ -71,9 +71,10 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     if (r < 0) {
         client_fail("%s", err.message[0] ? err.message : strerror(-r));
     }
-    const char *user = o->root ? "root" : host->user;
+    const char *user = o->root ? "root" : o->user ? o->user : host->user;
     if (!user) {
-        client_fail("no user is configured (\"user\" in %s/host.json); use --root", config_dir());
+        client_fail("no user is configured (\"user\" in %s/host.json); use --user or --root",
+                    config_dir());
     }
     cid = vm->id;
     /* Tests run the guest side in one VM over the loopback CID (1). */
