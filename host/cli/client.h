@@ -91,6 +91,23 @@ typedef enum ClientHelloFailure {
 int client_hello(int fd, const char *software, const Msg *request, int timeout_ms,
                  ClientHelloFailure *ret_failure, Msg *ret_untrusted_reply);
 
+/* What the host agent's Connected brought: the guest agent connection,
+ * the stream connection (or -EBADF), and the times it reported. */
+typedef struct ClientConnected {
+    int guest_fd;
+    int stream_fd;
+    uint64_t vm_start_us;
+    uint64_t guest_wait_us;
+} ClientConnected;
+
+/* Takes a lease on fd, a connected socket to VM's host agent: Hello and
+ * Connect {streams} (0 or 1) go out, then the host agent's Hello and
+ * Connected are read and checked (saying once on stderr, after a second,
+ * that it waits for the VM to start). The host agent holds the VM in use
+ * for as long as fd stays open. Fails with one line otherwise. */
+void client_lease(int fd, const char *vm, const char *software, unsigned streams,
+                  ClientConnected *ret);
+
 /* Whether VM names a configured VM: a valid name whose regular file
  * <config dir>/vms/VM.json exists. */
 bool client_vm_configured(const char *vm);

@@ -4,8 +4,9 @@
  * (<runtime dir>/<vm>.console), attaches with the window size, prints the
  * replayed scrollback and the live output, and sends keystrokes until
  * Ctrl-] (or, when stdin is not a terminal, until its end and a short
- * drain). --ssh: execs ssh with qubes-lite-vsock-proxy as its
- * ProxyCommand, to the VM's CID, port 22. */
+ * drain). --ssh: runs ssh with qubes-lite-vsock-proxy as its
+ * ProxyCommand, to the VM's CID, port 22, holding a lease on the VM
+ * (its host agent's connection) until ssh ends. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -49,12 +51,86 @@ static char *proxy_path(void) {
     return p ? p : strdup(PROXY_NAME);
 }
 
-_noreturn_ static void run_ssh(const VmShellOptions *o) {
+/* The lease: a connection to the VM's host agent that asked for a guest
+ * connection (starting the VM if need be), kept open while ssh runs, so
+ * that the host agent counts the VM in use (a disposable VM is not
+ * stopped under an ssh session). The guest connection itself is not
+ * needed: ssh goes through the proxy. */
+static int ssh_lease(const char *vm) {
+    _cleanup_free_ char *path = config_vm_runtime_file(vm, CONFIG_RUNTIME_COMMAND);
+    _cleanup_close_ int fd = -EBADF;
+    ClientConnected c;
+    int r;
+
+    if (!path) {
+        client_fail("out of memory");
+    }
+    r = client_unix_connect(path, &fd);
+    if (r == -ENOENT || r == -ECONNREFUSED) {
+        client_fail("VM '%s' is not running; start it with vm-start %s", vm, vm);
+    }
+    if (r < 0) {
+        errno = -r;
+        client_fail("cannot reach the host agent of VM '%s' at %s: %m", vm, path);
+    }
+    client_lease(fd, vm, SOFTWARE, 0, &c);
+    safe_close(c.guest_fd);
+    safe_close(c.stream_fd);
+    return TAKE_FD(fd);
+}
+
+static volatile pid_t ssh_pid;
+
+/* SIGTERM and SIGHUP for vm-shell are for ssh: it ends the session. */
+static void ssh_forward_signal(int sig) {
+    if (ssh_pid > 0) {
+        kill(ssh_pid, sig);
+    }
+}
+
+/* Runs ssh and waits for it: its exit status, or 128+N when signal N
+ * killed it. The terminal's SIGINT and SIGQUIT reach ssh as they reach
+ * us, and ssh decides (as with system(), we ignore them). */
+static int ssh_run(char **argv) {
+    struct sigaction fwd = {.sa_handler = ssh_forward_signal};
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    int status;
+    pid_t pid;
+
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        client_fail("cannot run ssh: %m");
+    }
+    if (pid == 0) {
+        execvp("ssh", argv);
+        client_warn("cannot run ssh: %m");
+        _exit(CLIENT_EXIT_OWN_ERROR);
+    }
+    ssh_pid = pid;
+    sigemptyset(&fwd.sa_mask);
+    sigaction(SIGTERM, &fwd, NULL);
+    sigaction(SIGHUP, &fwd, NULL);
+    sigaction(SIGINT, &ign, NULL);
+    sigaction(SIGQUIT, &ign, NULL);
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            client_fail("cannot wait for ssh: %m");
+        }
+    }
+    if (WIFSIGNALED(status)) {
+        return 128 + WTERMSIG(status);
+    }
+    return WEXITSTATUS(status);
+}
+
+/* Returns ssh's status once it ended (or execs it, without a lease). */
+static int run_ssh(const VmShellOptions *o) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
     _cleanup_(vm_config_freep) VmConfig *vm = NULL;
     ErrorText err = {{0}};
     unsigned cid;
-    char **argv = NULL;
+    _cleanup_strv_free_ char **argv = NULL;
     int r;
 
     if (!vm_name_valid(o->vm)) {
@@ -94,9 +170,15 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     if (r < 0) {
         client_fail("out of memory");
     }
-    fflush(NULL);
-    execvp("ssh", argv);
-    client_fail("cannot run ssh: %m");
+    /* With another CID (tests over the loopback CID) the guest is not the
+     * VM this host agent runs: there is nothing to hold in use. */
+    if (e && *e) {
+        fflush(NULL);
+        execvp("ssh", argv);
+        client_fail("cannot run ssh: %m");
+    }
+    _cleanup_close_ int lease = ssh_lease(o->vm);
+    return ssh_run(argv);
 }
 
 /* ---- the console -------------------------------------------------------- */
@@ -393,7 +475,7 @@ int main(int argc, char **argv) {
     }
     vm_name = opts.vm;
     if (opts.ssh) {
-        run_ssh(&opts);
+        return run_ssh(&opts);
     }
     /* Broken connections are errors we report, not signals. */
     signal(SIGPIPE, SIG_IGN);

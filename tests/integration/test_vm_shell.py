@@ -15,6 +15,7 @@ import pytest
 
 from qltest import program, qlwire
 from qltest.host import VM
+from qltest.procs import wait_for
 from qltest.qlwire import pb
 
 VM_SHELL = program("vm-shell")
@@ -281,3 +282,40 @@ def test_misbehaving_console(tmp_path, script, want):
     assert p.returncode == 255, (p.stdout, p.stderr)
     assert len(p.stderr.splitlines()) == 1, p.stderr
     assert want in p.stderr if not want.endswith("\n") else p.stderr == want, p.stderr
+
+
+# ---- --ssh: a lease, and nothing of the host forwarded -------------------------
+
+FAKE_SSH = """#!/bin/sh
+printf '%s\\n' "$@" >"$QL_SSH_DIR/argv"
+while [ ! -e "$QL_SSH_DIR/go" ]; do sleep 0.05; done
+exit 7
+"""
+
+
+def test_ssh_holds_a_lease_and_forwards_nothing(stack, tmp_path):
+    """vm-shell --ssh holds a lease on the VM while ssh runs (a disposable
+    VM is not stopped under it), and ssh gets no agent, X11 or port
+    forwarding whatever ssh_config says; ssh's exit status is vm-shell's."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    env = dict(stack.env, PATH=f"{bin_dir}:{os.environ['PATH']}", QL_SSH_DIR=str(tmp_path))
+    env.pop("QUBES_LITE_VSOCK_CID", None)
+    p = subprocess.Popen([VM_SHELL, "--ssh", VM, "true"], env=env, stdin=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "argv").exists(), what="ssh to run")
+        assert stack.host_status().leases == 1
+        argv = (tmp_path / "argv").read_text().splitlines()
+        opts = {argv[i + 1] for i, a in enumerate(argv) if a == "-o"}
+        assert {"ForwardAgent=no", "ForwardX11=no", "ClearAllForwardings=yes",
+                "ControlMaster=no", "ControlPath=none", "PermitLocalCommand=no"} <= opts, argv
+        (tmp_path / "go").touch()
+        assert p.wait(timeout=30) == 7, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    wait_for(lambda: stack.host_status().leases == 0, what="the lease to end")
