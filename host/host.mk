@@ -17,7 +17,7 @@ HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/agent/agent.o \
 	$(OBJ)/host/agent/tap.o $(OBJ)/host/common/opts.o
 VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-session.o \
 	$(OBJ)/host/cli/vmrun-stream.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/common/opts.o \
-	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o
+	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o $(OBJ)/host/cli/termfilter.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
 HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o \
 	$(OBJ)/host/common/opts.o
@@ -99,6 +99,9 @@ UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
 PEER_OBJS_host-tap := $(OBJ)/host/agent/tap.o
 $(BUILD)/tests/integration/host-tap: CMOCKA_LIBS += $(TAP_LIBS)
 
+# The terminal filter vm-run puts before a terminal.
+UNIT_OBJS_test-termfilter := $(OBJ)/host/cli/termfilter.o
+UNIT_LIBS_test-termfilter :=
 UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/common/opts.o
 UNIT_LIBS_test-vmshell-opts :=
 # client.c's session opening against a peer on a socketpair.

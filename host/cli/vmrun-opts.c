@@ -20,6 +20,8 @@ const char vmrun_usage[] =
     "  -w, --workdir DIR    run CMD in DIR (absolute; default: the user's home)\n"
     "      --wait-wayland   start CMD once the VM's Wayland display answers\n"
     "                       (graphical programs right after the VM starts)\n"
+    "      --raw-output     pass CMD's output to a terminal as it is, control\n"
+    "                       sequences included (without -t they are filtered)\n"
     "      --timing         print afterwards where the time went\n"
     "  -h, --help           show this help\n"
     "\n"
@@ -46,6 +48,7 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, ErrorText *err) {
         {"workdir", required_argument, NULL, 'w'},
         {"timing", no_argument, NULL, 'T'},
         {"wait-wayland", no_argument, NULL, 'W'},
+        {"raw-output", no_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -99,6 +102,9 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, ErrorText *err) {
             break;
         case 'W':
             o.wait_wayland = true;
+            break;
+        case 'R':
+            o.raw_output = true;
             break;
         case 'h':
             o.help = true;

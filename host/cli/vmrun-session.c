@@ -30,6 +30,8 @@
 #define OUT_HIGH (4u * WIRE_DATA_MAX)
 #define STDIN_CHUNKS_PER_ROUND 4
 #define EXIT_ACK_TIMEOUT_MS 5000
+/* Output is filtered for a terminal this much at a time (on the stack). */
+#define FILTER_PIECE 4096
 /* The window size a pty gets when no terminal of ours tells. */
 #define DEFAULT_ROWS 24
 #define DEFAULT_COLS 80
@@ -134,7 +136,7 @@ void session_first_byte(Session *s) {
 
 /* Blocking, so that the socket is not read meanwhile (backpressure);
  * signals still interrupt the write and are forwarded. */
-void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
+static void output_raw(Session *s, int fd, const uint8_t *p, size_t n) {
     while (n > 0) {
         if (client_signal_seen()) {
             session_signals(s);
@@ -163,6 +165,47 @@ void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
         }
         p += k;
         n -= (size_t)k;
+    }
+}
+
+void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
+    if (!s->filter_on[fd]) {
+        output_raw(s, fd, p, n);
+        return;
+    }
+    /* Filtered a piece at a time: what is held of a cut UTF-8 sequence
+     * comes out first, hence the room beyond the piece. */
+    uint8_t buf[FILTER_PIECE + TERM_FILTER_HELD_MAX];
+    while (n > 0) {
+        size_t k = MIN(n, (size_t)FILTER_PIECE);
+        output_raw(s, fd, buf, term_filter(&s->filter[fd], p, k, buf));
+        p += k;
+        n -= k;
+    }
+}
+
+/* The output ended: a UTF-8 sequence cut short is replaced too. */
+static void session_output_end(Session *s) {
+    for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++) {
+        uint8_t buf[TERM_FILTER_HELD_MAX];
+        if (s->filter_on[fd]) {
+            output_raw(s, fd, buf, term_filter_end(&s->filter[fd], buf));
+        }
+    }
+}
+
+/* Without -t a terminal gets the command's output through the filter
+ * (termfilter.h), unless --raw-output; -t is a terminal session, raw. */
+static void session_filter_setup(Session *s) {
+    if (s->opts->tty || s->opts->raw_output) {
+        return;
+    }
+    for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++) {
+        s->filter_on[fd] = isatty(fd) == 1;
+    }
+    /* The stream connection then goes through our buffer, not splice(). */
+    if (s->filter_on[STDOUT_FILENO]) {
+        s->st.splice_out = false;
     }
 }
 
@@ -415,6 +458,7 @@ void session_run(Session *s) {
             session_signals(s);
         }
         if (s->exited && !stream_busy(s)) {
+            session_output_end(s);
             break;
         }
         session_poll_build(s, &ps);
@@ -504,6 +548,7 @@ void session_start(Session *s, const VmRunOptions *opts, const char *vm, int soc
     if (!s->untrusted_buf) {
         client_fail("out of memory");
     }
+    session_filter_setup(s);
     int r = fd_nonblock(sock, true);
     if (r >= 0 && stream_fd >= 0) {
         r = fd_nonblock(stream_fd, true);

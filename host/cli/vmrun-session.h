@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "termfilter.h"
 #include "vmrun-opts.h"
 #include "vmrun-stream.h"
 #include "wire.h"
@@ -50,6 +51,10 @@ typedef struct Session {
     int give_up_signo;
     MsgExited result;
     VmRunTiming *timing;
+    /* Without -t, output to a terminal goes through a filter: fd 1's and
+     * fd 2's, each on when that fd is a terminal (and not --raw-output). */
+    bool filter_on[3];
+    TermFilter filter[3];
 } Session;
 
 /* The fds one round of the loop waits for, and where each is in pf

@@ -77,3 +77,6 @@ FUZZ_HOST_CONFIG_OBJS := $(HOST_CONFIG_OBJS:$(OBJ)/%=$(FUZZ_OBJ)/%) $(FUZZ_OBJ)/
 $(FUZZ_DIR)/fuzz-host-config: $(FUZZ_HOST_CONFIG_OBJS)
 $(FUZZ_DIR)/fuzz-host-config: PROTO_LIBS += $(call pc_libs,jansson)
 $(FUZZ_OBJ)/tests/fuzz/fuzz-host-config.o $(FUZZ_HOST_CONFIG_OBJS): FUZZ_CFLAGS += $(call pc_cflags,jansson)
+
+# fuzz-termfilter: vm-run's filter of a guest's output to a terminal.
+$(FUZZ_DIR)/fuzz-termfilter: $(FUZZ_OBJ)/host/cli/termfilter.o

@@ -46,6 +46,7 @@ def test_vm_name_after_options(tmp_path):
 
 def test_options(tmp_path):
     assert "--timing" in complete(["vm-run", "--ti"], tmp_path)
+    assert complete(["vm-run", "--ra"], tmp_path) == ["--raw-output"]
 
 
 def test_command_after_vm(tmp_path):

@@ -112,6 +112,35 @@ def test_without_tty_there_is_no_terminal(stack):
     assert b"not a tty" in r.stdout
 
 
+# A title change, a clear screen and a colour, on stdout and stderr, around
+# text (é in UTF-8) that must pass.
+HOSTILE_OUTPUT = ["sh", "-c", r"printf '\033]0;pwned\007A\033[2J\303\251\n'; "
+                  r"printf '\033[31mE\233\n' >&2"]
+
+
+def test_control_sequences_to_a_terminal_are_filtered(stack):
+    """Without -t, a guest's output to a terminal has its control
+    sequences replaced (ESC and the C1 CSI become '_'), as qvm-run does;
+    stdout and stderr each."""
+    status, out = stack.run_on_pty([VM, *HOSTILE_OUTPUT])
+    assert status == 0, out
+    assert b"\x1b" not in out and b"\x9b" not in out and b"\x07" not in out, out
+    assert b"_]0;pwned_A_[2J\xc3\xa9\r\n" in out, out
+    assert b"_[31mE_\r\n" in out, out
+
+
+def test_control_sequences_pass_with_raw_output_or_tty_or_a_pipe(stack):
+    """--raw-output and -t pass them as they are, and so does a pipe."""
+    for args in (["--raw-output"], ["-t"]):
+        status, out = stack.run_on_pty([*args, VM, *HOSTILE_OUTPUT])
+        assert status == 0, out
+        assert b"\x1b]0;pwned\x07A\x1b[2J\xc3\xa9" in out, (args, out)
+        assert b"\x1b[31mE\x9b" in out, (args, out)
+    r = stack.vm_run(VM, *HOSTILE_OUTPUT)
+    assert r.stdout == b"\x1b]0;pwned\x07A\x1b[2J\xc3\xa9\n", r
+    assert r.stderr == b"\x1b[31mE\x9b\n", r
+
+
 def test_tty_restores_the_terminal(stack):
     master, slave = os.openpty()
     before = termios.tcgetattr(slave)
