@@ -92,7 +92,11 @@ static int session_give_up_timeout(const Session *s) {
 /* One caught signal: SIGWINCH resizes the pty, any other goes to the
  * command (or waits for Started). SIGHUP and SIGTERM, and any signal
  * before Started, also start the give-up deadline: a hung or hostile
- * guest must not keep us (and our lease) alive for ever. */
+ * guest must not keep us (and our lease) alive for ever. After Exited,
+ * only output the command left keeps us (a process still holding its
+ * stdout, or a guest that keeps the stream open): any of them is
+ * forwarded and ends that wait within VMRUN_EXITED_GIVE_UP_MS, a second
+ * one at once; the guest agent hangs up what is left when we go. */
 static void session_signal(Session *s, int signo) {
     if (signo == SIGWINCH) {
         if (s->opts->tty && s->started) {
@@ -100,6 +104,19 @@ static void session_signal(Session *s, int signo) {
             window_size(&m.resize.rows, &m.resize.cols);
             session_queue(s, &m);
         }
+        return;
+    }
+    if (s->exited) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        uint64_t end = now + VMRUN_EXITED_GIVE_UP_MS * 1000ULL;
+        if (!s->sock_gone) {
+            session_send_signal(s, signo);
+        }
+        if (s->give_up_at == 0 || s->give_up_at > end || s->exited_signalled) {
+            s->give_up_at = s->exited_signalled ? now : end;
+            s->give_up_signo = signo;
+        }
+        s->exited_signalled = true;
         return;
     }
     if (s->started) {

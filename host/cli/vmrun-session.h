@@ -26,6 +26,10 @@
  * guest has to end the command before we give up on it: the guest
  * agent's kill grace (5 s) and a margin. */
 #define VMRUN_GIVE_UP_MS 8000
+/* After Exited, what is left is output of the command's (a process it
+ * left holding its stdout): such a signal is forwarded, and the wait
+ * ends within this time (a second signal ends it at once). */
+#define VMRUN_EXITED_GIVE_UP_MS 2000
 
 /* When each step happened (CLOCK_MONOTONIC usec; 0: it did not), for
  * --timing. */
@@ -44,6 +48,7 @@ typedef struct Session {
     size_t rstart, rend;
     bool got_hello, started, exited, acked;
     bool sock_gone;           /* after Exited: the connection hung up */
+    bool exited_signalled;    /* a signal came after Exited */
     bool stdin_done;          /* EOF seen and StdinClose queued */
     uint32_t credit;          /* stdin bytes we may still send */
     uint32_t pending_signals; /* arrived before Started */
