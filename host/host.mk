@@ -17,7 +17,8 @@ HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/agent/agent.o \
 	$(OBJ)/host/agent/tap.o $(OBJ)/host/common/opts.o
 VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-session.o \
 	$(OBJ)/host/cli/vmrun-stream.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/common/opts.o \
-	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o $(OBJ)/host/cli/termfilter.o
+	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o $(OBJ)/host/cli/termfilter.o \
+	$(OBJ)/host/cli/ttyescape.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
 HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o \
 	$(OBJ)/host/common/opts.o
@@ -102,6 +103,9 @@ $(BUILD)/tests/integration/host-tap: CMOCKA_LIBS += $(TAP_LIBS)
 # The terminal filter vm-run puts before a terminal.
 UNIT_OBJS_test-termfilter := $(OBJ)/host/cli/termfilter.o
 UNIT_LIBS_test-termfilter :=
+# vm-run -t's ~. escape.
+UNIT_OBJS_test-ttyescape := $(OBJ)/host/cli/ttyescape.o
+UNIT_LIBS_test-ttyescape :=
 UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/common/opts.o
 UNIT_LIBS_test-vmshell-opts :=
 # client.c's session opening against a peer on a socketpair.

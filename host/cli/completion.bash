@@ -69,7 +69,7 @@ _vm_run() {
         case ${COMP_WORDS[COMP_CWORD - 1]} in
             -u|--user|-e|--env|-w|--workdir) return ;;
         esac
-        _qubes_lite_option_or_vm "-t -u -e -w --tty --user --env --workdir --wait-wayland --raw-output --timing --help"
+        _qubes_lite_option_or_vm "-t -u -e -w --tty --user --env --workdir --wait-wayland --raw-output --no-escape --timing --help"
         return
     fi
     _qubes_lite_command "$vm_at"

@@ -14,7 +14,9 @@ const char vmrun_usage[] =
     "Usage: vm-run [OPTION]... VM CMD [ARG]...\n"
     "Run CMD in the VM named VM, starting the VM first when needed.\n"
     "\n"
-    "  -t, --tty            run CMD on a pseudo-terminal (interactive programs)\n"
+    "  -t, --tty            run CMD on a pseudo-terminal (interactive programs);\n"
+    "                       ~. at the start of a line ends the session\n"
+    "      --no-escape      with -t: ~. is sent as typed\n"
     "  -u, --user USER      run CMD as USER (default: the VM's user)\n"
     "  -e, --env KEY=VALUE  set an environment variable for CMD (repeatable)\n"
     "  -w, --workdir DIR    run CMD in DIR (absolute; default: the user's home)\n"
@@ -27,7 +29,7 @@ const char vmrun_usage[] =
     "\n"
     "Options after VM belong to CMD. The exit status is CMD's, 128+N when it\n"
     "was killed by signal N, 127 when CMD was not found, 126 when it could\n"
-    "not be started, 255 for vm-run's own errors.\n";
+    "not be started, 255 for vm-run's own errors and after ~.\n";
 
 static bool env_entry_valid(const char *s) {
     const char *eq = strchr(s, '=');
@@ -42,15 +44,11 @@ void vmrun_options_done(VmRunOptions *o) {
 
 int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, ErrorText *err) {
     static const struct option longopts[] = {
-        {"tty", no_argument, NULL, 't'},
-        {"user", required_argument, NULL, 'u'},
-        {"env", required_argument, NULL, 'e'},
-        {"workdir", required_argument, NULL, 'w'},
-        {"timing", no_argument, NULL, 'T'},
-        {"wait-wayland", no_argument, NULL, 'W'},
-        {"raw-output", no_argument, NULL, 'R'},
-        {"help", no_argument, NULL, 'h'},
-        {0},
+        {"tty", no_argument, NULL, 't'},        {"user", required_argument, NULL, 'u'},
+        {"env", required_argument, NULL, 'e'},  {"workdir", required_argument, NULL, 'w'},
+        {"timing", no_argument, NULL, 'T'},     {"wait-wayland", no_argument, NULL, 'W'},
+        {"raw-output", no_argument, NULL, 'R'}, {"no-escape", no_argument, NULL, 'E'},
+        {"help", no_argument, NULL, 'h'},       {0},
     };
     VmRunOptions o = {0};
     int c;
@@ -105,6 +103,9 @@ int vmrun_parse_args(int argc, char **argv, VmRunOptions *ret, ErrorText *err) {
             break;
         case 'R':
             o.raw_output = true;
+            break;
+        case 'E':
+            o.no_escape = true;
             break;
         case 'h':
             o.help = true;

@@ -30,6 +30,11 @@
 #define OUT_HIGH (4u * WIRE_DATA_MAX)
 #define STDIN_CHUNKS_PER_ROUND 4
 #define EXIT_ACK_TIMEOUT_MS 5000
+/* -t: keystrokes held while the guest may not take them, read at most
+ * this much at once, and how long those before ~. may take to go. */
+#define KEYS_HOLD (64u * 1024u)
+#define KEYS_READ_MAX 4096u
+#define ESCAPE_FLUSH_MS 500
 /* Output is filtered for a terminal this much at a time (on the stack). */
 #define FILTER_PIECE 4096
 /* The window size a pty gets when no terminal of ours tells. */
@@ -413,6 +418,68 @@ static void session_read_stdin(Session *s) {
     }
 }
 
+/* ---- -t: keystrokes and the escape --------------------------------------------------------- */
+
+/* Leaves on ~.: what was typed before it goes first (bounded: the guest
+ * may take nothing), the connections close (the guest agent hangs the
+ * command up) and vm-run exits with 255, as ssh does. */
+_noreturn_ static void session_escape_leave(Session *s) {
+    if (s->started && s->n_keys > 0 && s->credit > 0) {
+        Msg m = {
+            .type = MSG_DATA,
+            .data = {.stream = WIRE_STDIN, .data = s->keys, .size = MIN(s->n_keys, s->credit)}};
+        session_queue(s, &m);
+    }
+    client_flush_bounded(&s->out, s->sock, ESCAPE_FLUSH_MS);
+    client_terminal_restore();
+    fputs("\r\n", stderr);
+    client_warn("left the session of VM '%s' (~.)", s->vm);
+    exit(CLIENT_EXIT_OWN_ERROR);
+}
+
+/* Keystrokes held to the guest, as its window and our queue allow. */
+static void session_keys_push(Session *s) {
+    while (s->started && s->n_keys > 0 && s->credit > 0 &&
+           wire_writer_pending(&s->out) < OUT_HIGH) {
+        size_t k = MIN(MIN(s->n_keys, (size_t)s->credit), (size_t)CHUNK);
+        Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDIN, .data = s->keys, .size = k}};
+        session_queue(s, &m);
+        s->credit -= (uint32_t)k;
+        s->n_keys -= k;
+        memmove(s->keys, s->keys + k, s->n_keys);
+    }
+    if (s->stdin_eof && s->n_keys == 0 && !s->stdin_done) {
+        session_stdin_close(s);
+    }
+}
+
+/* The terminal has keystrokes: read whatever the guest does (so that ~.
+ * is always seen), held while it may not take them. When the hold is
+ * full, keystrokes are only watched for the escape. */
+static void session_read_keys(Session *s) {
+    uint8_t in[KEYS_READ_MAX], keys[KEYS_READ_MAX + 1];
+    bool leave;
+    ssize_t k = read(STDIN_FILENO, in, sizeof(in));
+
+    if (k < 0 && (errno == EINTR || errno == EAGAIN)) {
+        return;
+    }
+    if (k <= 0) {
+        /* EOF, or an error (a hung-up terminal): no more input. */
+        s->stdin_eof = true;
+        session_keys_push(s);
+        return;
+    }
+    size_t n = tty_escape_scan(&s->escape, in, (size_t)k, keys, &leave);
+    n = MIN(n, KEYS_HOLD - s->n_keys);
+    memcpy(s->keys + s->n_keys, keys, n);
+    s->n_keys += n;
+    if (leave) {
+        session_escape_leave(s);
+    }
+    session_keys_push(s);
+}
+
 /* ---- the loop ------------------------------------------------------------------------------ */
 
 /* What this round waits for: the guest agent connection (to read until
@@ -430,8 +497,9 @@ static void session_poll_build(const Session *s, SessionPoll *ps) {
     ps->pf[ps->n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
     if (s->st.fd >= 0) {
         stream_poll_add(s, ps);
-    } else if (s->started && !s->stdin_done && s->credit > 0 &&
-               wire_writer_pending(&s->out) < OUT_HIGH) {
+    } else if (s->escape_on ? !s->stdin_eof
+                            : s->started && !s->stdin_done && s->credit > 0 &&
+                                  wire_writer_pending(&s->out) < OUT_HIGH) {
         ps->i_in = (int)ps->n;
         ps->pf[ps->n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
     }
@@ -442,7 +510,14 @@ static void session_stdin(Session *s, short revents) {
     if (s->st.fd >= 0) {
         stream_stdin(s, revents);
     } else if (revents & POLLNVAL) {
-        session_stdin_close(s);
+        s->stdin_eof = true;
+        if (s->escape_on) {
+            session_keys_push(s);
+        } else {
+            session_stdin_close(s);
+        }
+    } else if (s->escape_on) {
+        session_read_keys(s);
     } else {
         session_read_stdin(s);
     }
@@ -494,6 +569,9 @@ void session_run(Session *s) {
         }
         if (s->st.fd >= 0) {
             stream_events(s, &ps);
+        }
+        if (s->escape_on) {
+            session_keys_push(s);
         }
         if (wire_writer_pending(&s->out)) {
             session_flush(s);
@@ -566,6 +644,13 @@ void session_start(Session *s, const VmRunOptions *opts, const char *vm, int soc
         client_fail("out of memory");
     }
     session_filter_setup(s);
+    if (opts->tty && !opts->no_escape) {
+        s->escape_on = true;
+        s->keys = malloc(KEYS_HOLD);
+        if (!s->keys) {
+            client_fail("out of memory");
+        }
+    }
     int r = fd_nonblock(sock, true);
     if (r >= 0 && stream_fd >= 0) {
         r = fd_nonblock(stream_fd, true);
@@ -619,6 +704,7 @@ void session_done(Session *s) {
     s->st.fd = safe_close(s->st.fd);
     wire_writer_done(&s->out);
     free(s->untrusted_buf);
+    free(s->keys);
     free(s->st.buf);
     free(s->st.obuf);
 }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "termfilter.h"
+#include "ttyescape.h"
 #include "vmrun-opts.h"
 #include "vmrun-stream.h"
 #include "wire.h"
@@ -50,6 +51,7 @@ typedef struct Session {
     bool sock_gone;           /* after Exited: the connection hung up */
     bool exited_signalled;    /* a signal came after Exited */
     bool stdin_done;          /* EOF seen and StdinClose queued */
+    bool stdin_eof;           /* -t with the escape: EOF seen (keys may still be held) */
     uint32_t credit;          /* stdin bytes we may still send */
     uint32_t pending_signals; /* arrived before Started */
     uint64_t give_up_at;      /* CLOCK_MONOTONIC usec; 0: no deadline */
@@ -60,6 +62,13 @@ typedef struct Session {
      * fd 2's, each on when that fd is a terminal (and not --raw-output). */
     bool filter_on[3];
     TermFilter filter[3];
+    /* With -t (unless --no-escape): keystrokes are read whatever the
+     * guest does, watched for ~., and held here until the guest may take
+     * them (as many as fit; more are only watched). */
+    bool escape_on;
+    TtyEscape escape;
+    uint8_t *keys;
+    size_t n_keys;
 } Session;
 
 /* The fds one round of the loop waits for, and where each is in pf

@@ -357,6 +357,59 @@ def test_window_size_changes_are_forwarded(stack):
         os.close(master)
 
 
+def pty_session(stack, args):
+    """vm-run ARGS on a pty: (process, master fd, read_until(needle))."""
+    master, slave = os.openpty()
+    p = subprocess.Popen(stack.vm_run_args(*args), stdin=slave, stdout=slave, stderr=slave,
+                         env=stack.env, start_new_session=True)
+    stack.clients.append(p)
+    os.close(slave)
+    out = bytearray()
+
+    def read_until(needle, timeout=60):
+        deadline = time.monotonic() + timeout
+        while needle not in out:
+            assert time.monotonic() < deadline, out
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    out.extend(os.read(master, 65536))
+                except OSError:
+                    assert needle in out, out
+        return bytes(out)
+
+    return p, master, read_until
+
+
+def test_tty_escape_ends_the_session(stack):
+    """With -t, '~.' after Enter ends the session whatever the command
+    does (here: one that ignores every signal), with 255."""
+    p, master, read_until = pty_session(
+        stack, ["-t", VM, "sh", "-c", "trap '' INT HUP TERM QUIT; echo ready; exec sleep 1000"])
+    try:
+        read_until(b"ready")
+        os.write(master, b"\r~.")
+        assert p.wait(timeout=5) == 255
+        assert b"vm-run: left the session of VM 'test' (~.)" in read_until(b"(~.)")
+    finally:
+        os.close(master)
+    stack.wait_live_sessions(0)
+
+
+def test_tty_escape_off_and_mid_line(stack):
+    """'~.' mid-line is sent as typed; with --no-escape at a line start too."""
+    script = "echo ready; read x; echo \"got:$x\"; read y; echo \"got:$y\""
+    p, master, read_until = pty_session(stack, ["-t", "--no-escape", VM, "sh", "-c", script])
+    try:
+        read_until(b"ready")
+        os.write(master, b"a~.b\r")
+        read_until(b"got:a~.b")
+        os.write(master, b"~.c\r")
+        read_until(b"got:~.c")
+        assert p.wait(timeout=30) == 0
+    finally:
+        os.close(master)
+
+
 def test_guest_agent_gone_before_exit(stack):
     p = stack.popen(VM, "sleep", "100", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stack.wait_live_sessions(1)

@@ -119,6 +119,28 @@ def test_signal_ends_the_wait_after_exited(host_stack, signals):
         guest.close()
 
 
+def test_tty_escape_works_against_a_guest_that_takes_nothing(host_stack):
+    """With -t the terminal is raw: Ctrl-C is a byte for the guest, not a
+    signal. A guest that never sends Started (nor takes a byte of stdin)
+    still cannot hold vm-run: '~.' ends it, 255, and the lease."""
+    import os
+    s = host_stack(start_guest=False)
+    guest = FakeGuest(s.guest_sock, started=False)
+    master, slave = os.openpty()
+    p = subprocess.Popen(s.vm_run_args("-t", VM, "sh"), stdin=slave, stdout=slave, stderr=slave,
+                         env=s.env, start_new_session=True)
+    s.clients.append(p)
+    os.close(slave)
+    try:
+        assert guest.got_exec.wait(60)
+        os.write(master, b"\x03\r~.")      # Ctrl-C: nothing; Enter, ~.: leaves
+        assert p.wait(timeout=5) == 255
+        wait_for(lambda: s.host_status().leases == 0, what="the lease released")
+    finally:
+        os.close(master)
+        guest.close()
+
+
 def test_tty_input_left_unread_is_flushed_at_exit(host_stack):
     """Input vm-run did not read before the command exited (such as a
     terminal's answers to queries the guest sent last) is discarded when
