@@ -39,6 +39,8 @@
 /* Stop reading stdin while this much is queued for the console. */
 #define OUT_HIGH (4u * WIRE_DATA_MAX)
 #define PROXY_NAME "qubes-lite-vsock-proxy"
+/* The console's output is written this much at a time (PIPE_BUF). */
+#define OUTPUT_PIECE 4096
 
 static const char *vm_name = "?";
 
@@ -191,6 +193,11 @@ typedef struct Console {
     uint64_t quiet_end; /* ... or once the console is quiet until then */
     WireReader in;
     WireWriter out;
+    /* The console's output not yet written to our stdout: while there is
+     * some, the console is not read (backpressure), but signals, stdin
+     * (Ctrl-]) and the drain's deadline still are. */
+    uint8_t *pending;
+    size_t pending_off, pending_len;
 } Console;
 
 /* A frame did not come (r): the console closed, or sent garbage. */
@@ -290,33 +297,32 @@ _noreturn_ static void console_leave(Console *c, int status, const char *why) {
     }
     wire_reader_done(&c->in);
     wire_writer_done(&c->out);
+    free(c->pending);
     safe_close(c->sock);
     exit(status);
 }
 
-/* Writes all of n bytes to stdout, blocking: the socket is not read
- * meanwhile (backpressure). */
-static void console_output(Console *c, const uint8_t *p, size_t n) {
-    while (n > 0) {
-        ssize_t k = write(STDOUT_FILENO, p, n);
-        if (k < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN) {
-                struct pollfd pf = {.fd = STDOUT_FILENO, .events = POLLOUT};
-                (void)poll(&pf, 1, -1);
-                continue;
-            }
-            if (errno == EPIPE) {
-                /* Whoever read our output is gone: end as a program in a
-                 * pipeline would. */
-                client_stdout_gone();
-            }
-            client_fail("cannot write the console's output: %m");
+/* Writes some of the pending output, at most a pipe's atomic size once
+ * poll() said stdout has room: a write of that much does not block on a
+ * pipe, and a signal interrupts one to a terminal. */
+static void console_write_pending(Console *c) {
+    size_t n = MIN(c->pending_len - c->pending_off, (size_t)OUTPUT_PIECE);
+    ssize_t k = write(STDOUT_FILENO, c->pending + c->pending_off, n);
+
+    if (k < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            return;
         }
-        p += k;
-        n -= (size_t)k;
+        if (errno == EPIPE) {
+            /* Whoever read our output is gone: end as a program in a
+             * pipeline would. */
+            client_stdout_gone();
+        }
+        client_fail("cannot write the console's output: %m");
+    }
+    c->pending_off += (size_t)k;
+    if (c->pending_off == c->pending_len) {
+        c->pending_off = c->pending_len = 0;
     }
     if (c->stdin_done) {
         c->quiet_end = now_usec(CLOCK_MONOTONIC) + QUIET_MS * 1000ULL;
@@ -324,9 +330,10 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
 }
 
 /* The console's frames: only Data(stdout) is the console's output; its
- * closing is the VM stopping. */
+ * closing is the VM stopping. Reads until a frame brings output (written
+ * from the main loop, as stdout takes it) or nothing more is there. */
 static void console_read_socket(Console *c) {
-    for (;;) {
+    while (c->pending_len == 0) {
         Msg untrusted;
         int r = wire_reader_read(&c->in, c->sock, &untrusted);
         if (r == 0) {
@@ -352,7 +359,9 @@ static void console_read_socket(Console *c) {
             client_fail("protocol error: unexpected %s from the console",
                         msg_type_name(untrusted.type));
         }
-        console_output(c, untrusted.data.data, untrusted.data.size);
+        memcpy(c->pending, untrusted.data.data, untrusted.data.size);
+        c->pending_len = untrusted.data.size;
+        c->pending_off = 0;
         msg_done(&untrusted);
     }
 }
@@ -408,16 +417,18 @@ static void console_signals(Console *c) {
 
 _noreturn_ static void console_run(Console *c) {
     for (;;) {
-        struct pollfd pf[3];
+        struct pollfd pf[4];
         nfds_t n = 0;
         int i_in = -1, timeout = -1;
         uint64_t now;
 
+        /* Output waiting for stdout: stdout instead of the console. */
         pf[n++] = (struct pollfd){
             .fd = c->sock,
-            .events = POLLIN | (wire_writer_pending(&c->out) ? POLLOUT : 0),
+            .events = (c->pending_len ? 0 : POLLIN) | (wire_writer_pending(&c->out) ? POLLOUT : 0),
         };
         pf[n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
+        pf[n++] = (struct pollfd){.fd = c->pending_len ? STDOUT_FILENO : -1, .events = POLLOUT};
         if (!c->stdin_done && wire_writer_pending(&c->out) < OUT_HIGH) {
             i_in = (int)n;
             pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
@@ -453,7 +464,10 @@ _noreturn_ static void console_run(Console *c) {
         if (wire_writer_pending(&c->out)) {
             client_flush(&c->out, c->sock, "the console", vm_name);
         }
-        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (c->pending_len && pf[2].revents) {
+            console_write_pending(c);
+        }
+        if (!c->pending_len && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             console_read_socket(c);
         }
     }
@@ -484,7 +498,10 @@ int main(int argc, char **argv) {
         client_fail_unknown_vm(opts.vm);
     }
 
-    Console c = {.tty = isatty(STDIN_FILENO) == 1};
+    Console c = {.tty = isatty(STDIN_FILENO) == 1, .pending = malloc(WIRE_DATA_MAX)};
+    if (!c.pending) {
+        client_fail("out of memory");
+    }
     if (c.tty) {
         client_window_size(&rows, &cols);
     }

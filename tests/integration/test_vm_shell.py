@@ -284,6 +284,81 @@ def test_misbehaving_console(tmp_path, script, want):
     assert want in p.stderr if not want.endswith("\n") else p.stderr == want, p.stderr
 
 
+# ---- a console faster than our stdout -------------------------------------------
+
+def flood(c):
+    """A console that sends output as fast as it is taken, until vm-shell
+    goes."""
+    attached(c)
+    c.send("console_attached", scrollback=0)
+    chunk = b"x" * 60000
+    while True:
+        c.send("data", stream=pb.STREAM_STDOUT, data=chunk)
+
+
+def flooded_shell(tmp_path, stdin):
+    """vm-shell work against a flooding console, its stdout a pipe nobody
+    reads: (the process, the pipe's read end, kept open)."""
+    flood_peer = hostile_console(tmp_path, flood)
+    r, w = os.pipe()
+    etc = tmp_path / "etc"
+    (etc / "vms").mkdir(parents=True, exist_ok=True)
+    (etc / "vms" / "work.json").write_text('{"id": 3}')
+    env = dict(os.environ, QUBES_LITE_CONFIG_DIR=str(etc),
+               QUBES_LITE_RUNTIME_DIR=str(tmp_path / "run"))
+    p = subprocess.Popen([VM_SHELL, "work"], env=env, stdin=stdin, stdout=w,
+                         stderr=subprocess.PIPE)
+    os.close(w)
+    return p, r, flood_peer
+
+
+def test_console_flood_does_not_overrun_the_drain(tmp_path):
+    """stdin at its end, the console never quiet and our stdout never read:
+    vm-shell still leaves after the 5 s drain at most."""
+    p, r, peer = flooded_shell(tmp_path, subprocess.DEVNULL)
+    try:
+        assert p.wait(timeout=5 + 4) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+        peer.close()
+
+
+def test_console_flood_does_not_hide_sigterm_or_ctrl_bracket(tmp_path):
+    """While output waits for our stdout, SIGTERM is still handled (128+N),
+    and so is Ctrl-] on a terminal (0)."""
+    p, r, peer = flooded_shell(tmp_path, subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        assert p.poll() is None
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=3) == 128 + signal.SIGTERM
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+        peer.close()
+    os.unlink(tmp_path / "run" / "work.console")
+    master, slave = os.openpty()
+    p, r, peer = flooded_shell(tmp_path, slave)
+    os.close(slave)
+    try:
+        time.sleep(0.5)
+        assert p.poll() is None
+        os.write(master, CTRL_BRACKET)
+        assert p.wait(timeout=3) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+        os.close(master)
+        peer.close()
+
+
 # ---- --ssh: a lease, and nothing of the host forwarded -------------------------
 
 FAKE_SSH = """#!/bin/sh
