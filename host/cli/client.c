@@ -243,6 +243,21 @@ bool client_vm_configured(const char *vm) {
     return stat(cfg, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+void client_unreachable_text(const char *vm, const char *path, int r, char *buf, size_t size) {
+    if (r == -ENOENT || r == -ECONNREFUSED) {
+        /* The socket unit is not active (or the agent run by hand is
+         * gone): say what starts it. */
+        snprintf(buf, size,
+                 "cannot reach the host agent of VM '%s' at %s: nothing listens there (%s); "
+                 "start its socket unit (systemctl start qubes-lite-%s.socket) or run it with "
+                 "vm-start-debug %s",
+                 vm, path, strerror(-r), vm, vm);
+        return;
+    }
+    snprintf(buf, size, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
+             strerror(-r));
+}
+
 /* How long a lease waits for Connected before it says it waits for the VM. */
 #define LEASE_NOTICE_MS 1000
 /* Connected brings the Exec's connection and, when asked for, a stream

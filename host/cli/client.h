@@ -46,6 +46,11 @@ _noreturn_ void client_fail_error(const char *vm, const Msg *untrusted);
  * problem that does not end the command. */
 _printf_(1, 2) void client_warn(const char *fmt, ...);
 
+/* Why VM's host agent at path could not be reached (r, a negative errno
+ * from client_unix_connect()), in one line without the program's prefix;
+ * when nothing listens there, how to start it. */
+void client_unreachable_text(const char *vm, const char *path, int r, char *buf, size_t size);
+
 /* A blocking, close-on-exec connection to the unix socket at path. */
 int client_unix_connect(const char *path, int *ret_fd);
 

@@ -133,8 +133,9 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err)
         return error_set(err, r, "the socket path of VM '%s' is too long", vm);
     }
     if (r < 0) {
-        return error_set(err, r, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
-                         strerror(-r));
+        char why[PATH_MAX + 256];
+        client_unreachable_text(vm, path, r, why, sizeof(why));
+        return error_set(err, r, "%s", why);
     }
     r = client_hello(fd, SOFTWARE, NULL, timeout_ms, &failure, &untrusted);
     if (r < 0) {

@@ -14,6 +14,7 @@
  * attached) before their connections are used. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,8 +45,9 @@ static int host_connect(const char *sock_path, VmRunTiming *t, bool stream, int 
     int r = client_unix_connect(sock_path, &fd);
 
     if (r < 0) {
-        errno = -r;
-        client_fail("cannot reach the host agent of VM '%s' at %s: %m", vm_name, sock_path);
+        char why[PATH_MAX + 256];
+        client_unreachable_text(vm_name, sock_path, r, why, sizeof(why));
+        client_fail("%s", why);
     }
     t->host = now_usec(CLOCK_MONOTONIC);
     client_lease(fd, vm_name, VMRUN_SOFTWARE, stream ? 1 : 0, &c);

@@ -9,6 +9,7 @@
  * (its host agent's connection) until ssh ends. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -68,12 +69,10 @@ static int ssh_lease(const char *vm) {
         client_fail("out of memory");
     }
     r = client_unix_connect(path, &fd);
-    if (r == -ENOENT || r == -ECONNREFUSED) {
-        client_fail("VM '%s' is not running; start it with vm-start %s", vm, vm);
-    }
     if (r < 0) {
-        errno = -r;
-        client_fail("cannot reach the host agent of VM '%s' at %s: %m", vm, path);
+        char why[PATH_MAX + 256];
+        client_unreachable_text(vm, path, r, why, sizeof(why));
+        client_fail("%s", why);
     }
     client_lease(fd, vm, SOFTWARE, 0, &c);
     safe_close(c.guest_fd);

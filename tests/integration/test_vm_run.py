@@ -213,6 +213,10 @@ def test_host_agent_not_running(host_stack):
     err = lines(r.stderr)
     assert len(err) == 1, err
     assert err[0].startswith("vm-run: cannot reach the host agent of VM 'test'"), err
+    # What to do about it, not only "No such file or directory".
+    assert err[0].endswith(": nothing listens there (No such file or directory); start its "
+                           "socket unit (systemctl start qubes-lite-test.socket) or run it "
+                           "with vm-start-debug test"), err
 
 
 def test_guest_agent_down(host_stack):
