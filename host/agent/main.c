@@ -377,6 +377,11 @@ static int run_bind_vfio(void) {
  * one broken VM does not stop its network. */
 static int run_write_switch_config(const char *net, const char *dir) {
     int r = switchconf_write(config_dir(), net, dir, stderr);
+    if (r == -ENXIO) {
+        log_error("No VM is on network '%s' (no vmNetwork.%s in %s/vms/*.json); %s not made", net,
+                  net, config_dir(), dir);
+        return EXIT_FAILURE;
+    }
     if (r < 0) {
         log_error_errno(r, "Cannot write the configuration of network '%s' to %s: %m", net, dir);
         return EXIT_FAILURE;
