@@ -41,6 +41,7 @@
 
 #include "console.h"
 #include "guestcall.h"
+#include "host/common/paths.h"
 #include "log.h"
 #include "tap.h"
 #include "vfio.h"
@@ -366,12 +367,47 @@ static void start_wait_guest(Lifecycle *l) {
 
 /* The steps in order; the console only without --foreground (then the
  * serial console is our terminal). */
+int lifecycle_reload_config(Lifecycle *l, ErrorText *err) {
+    Agent *a = l->agent;
+    _cleanup_(vm_config_freep) VmConfig *vm = NULL;
+    _cleanup_(host_config_freep) HostConfig *host = NULL;
+
+    if (lifecycle_up(l)) {
+        return -EBUSY;
+    }
+    int r = config_load_vm(config_dir(), a->vm_name, &vm, err);
+    if (r == -ENOENT) {
+        return error_set(err, r, "%s/vms/%s.json: no longer exists", config_dir(), a->vm_name);
+    }
+    if (r >= 0) {
+        r = config_load_host(config_dir(), &host, err);
+    }
+    if (r < 0 && r != -ENOENT) {
+        return r;
+    }
+    /* The guest agent's address derived from the id (no --guest) follows
+     * it: the id is the VM's vsock CID. */
+    if (a->guest.family == AF_VSOCK && a->guest.vm.svm_cid == a->vm->id && vm->id != a->vm->id) {
+        a->guest.vm.svm_cid = vm->id;
+        addr_format(&a->guest, a->guest_str, sizeof(a->guest_str));
+    }
+    vm_config_free(a->vm);
+    host_config_free(a->host);
+    a->vm = TAKE_PTR(vm);
+    a->host = TAKE_PTR(host);
+    return 0;
+}
+
 int lifecycle_start(Lifecycle *l, ErrorText *err) {
     _cleanup_strv_free_ char **argv = NULL;
     _cleanup_close_ int console_fd = -EBADF;
     int r;
 
-    r = start_check_vfio(l, err);
+    /* What the administrator last wrote, not what we read at our start. */
+    r = lifecycle_reload_config(l, err);
+    if (r >= 0) {
+        r = start_check_vfio(l, err);
+    }
     if (r >= 0) {
         r = start_argv(l, &argv, err);
     }
