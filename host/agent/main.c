@@ -620,6 +620,30 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
     return 0;
 }
 
+/* SIGHUP: the configuration read again now, its problems reported as
+ * --check words them; a start reads it again in any case. A running VM
+ * keeps what it started with until its next start. */
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+    Agent *a = userdata;
+    ErrorText err = {{0}};
+    (void)s;
+    (void)si;
+
+    if (!a->life) {
+        return 0;
+    }
+    int r = lifecycle_reload_config(a->life, &err);
+    if (r == -EBUSY) {
+        log_info("VM '%s' is running: its configuration is read again at its next start",
+                 a->vm_name);
+    } else if (r < 0) {
+        log_error("%s", err.message);
+    } else {
+        log_info("Configuration of VM '%s' read again", a->vm_name);
+    }
+    return 0;
+}
+
 /* vms/<vm>.json (required) and host.json (optional: without it only root
  * may connect); dies on errors. */
 static void load_configuration(Agent *a) {
@@ -651,8 +675,8 @@ static void set_guest_address(Agent *a, const char *guest_arg) {
     addr_format(&a->guest, a->guest_str, sizeof(a->guest_str));
 }
 
-/* SIGTERM and SIGINT come through the event loop, and so do the exits of
- * the VMM and its stop command (SIGCHLD). */
+/* SIGTERM, SIGINT and SIGHUP come through the event loop, and so do the
+ * exits of the VMM and its stop command (SIGCHLD). */
 static int setup_signals(Agent *a) {
     sigset_t mask;
 
@@ -660,6 +684,7 @@ static int setup_signals(Agent *a) {
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     int r = sd_event_default(&a->event);
@@ -708,6 +733,9 @@ static int run_serve(Agent *a, const Options *o) {
         }
         if (r >= 0) {
             r = sd_event_add_signal(a->event, NULL, SIGINT, on_signal, a);
+        }
+        if (r >= 0) {
+            r = sd_event_add_signal(a->event, NULL, SIGHUP, on_reload, a);
         }
         if (r < 0) {
             log_error_errno(r, "Cannot set up the event loop: %m");

@@ -457,7 +457,6 @@ def test_a_start_rereads_the_configuration(vmm_stack):
     """The VM's file is read again at every start: an edit after the host
     agent started is what the VM starts with, and a file that no longer
     loads refuses the start with its reason, as --check words it."""
-    from qltest.vmm import KERNEL
     s = vmm_stack()
     s.write_json(f"vms/{VM}.json", {"id": 3, "name": VM, "kernel": KERNEL, "memory": 0})
     name, msg = s.request("host_start")
@@ -468,3 +467,17 @@ def test_a_start_rereads_the_configuration(vmm_stack):
     name, msg = s.request("host_start")
     assert name == "host_status" and msg.state == pb.VM_STATE_RUNNING, (name, msg)
     assert "size=777" in s.argv(), s.argv()
+
+
+def test_sighup_rereads_the_configuration(vmm_stack):
+    """SIGHUP reads the configuration again and reports a broken file in
+    --check's words; the agent goes on serving (it used to die of it)."""
+    s = vmm_stack()
+    s.write_json(f"vms/{VM}.json", {"id": 3, "name": VM, "kernel": KERNEL, "memory": 0})
+    s.host.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: f"{VM}.json: key 'memory'" in s.log(), what="the problem in the log")
+    s.write_json(f"vms/{VM}.json", {"id": 3, "name": VM, "kernel": KERNEL, "memory": 555})
+    s.host.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: f"Configuration of VM '{VM}' read again" in s.log(), what="the reload")
+    assert s.host.proc.poll() is None
+    assert s.host_status().state == pb.VM_STATE_STOPPED
