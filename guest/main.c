@@ -358,6 +358,12 @@ int main(int argc, char **argv) {
     log_use_journal(); /* sessions' records carry their fields */
     parse_args(argc, argv, &a.opt);
     ensure_std_fds();
+    /* A connection or two and a few pipes per session: 1,000 sessions at
+     * once need more fds than a service manager's default soft limit. */
+    r = fd_limit_raise();
+    if (r < 0) {
+        log_warning_errno(r, "Cannot raise the fd limit: %m");
+    }
 
     /* Writing to a program that closed its stdin is an EPIPE, not death;
      * sockets use MSG_NOSIGNAL. Children restore the default. */

@@ -288,6 +288,10 @@ _noreturn_ static void child_run(const ChildArgs *a) {
 
     child_reset_signals();
     child_setup_fds(a->stdio, a->err_fd);
+    /* The agent's own fd limit is raised for its many sessions; the
+     * program gets the one the agent was started with (after the fds
+     * above it were closed). */
+    fd_limit_restore();
     if (setsid() < 0) {
         child_fail(errno, "qubes-lite: setsid: %s", strerror(errno));
     }

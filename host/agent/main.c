@@ -720,6 +720,12 @@ static int run_serve(Agent *a, const Options *o) {
     Listener l = {.fd = -EBADF};
     int r;
 
+    /* A lease is a connection: 1,000 clients at once need more fds than a
+     * service manager's default soft limit. */
+    r = fd_limit_raise();
+    if (r < 0) {
+        log_warning_errno(r, "Cannot raise the fd limit: %m");
+    }
     load_configuration(a);
     set_guest_address(a, o->guest);
     r = setup_signals(a);

@@ -459,3 +459,20 @@ def test_whole_stack_unprivileged(host_stack):
     assert r.returncode == 5, r
     assert r.stdout == b"65534\n"
     assert r.stderr == b"err\n"
+
+
+def test_200_concurrent_sessions_under_a_low_fd_limit(host_stack):
+    """200 sessions live at once through one host agent and one guest
+    agent started, as a service manager would, with a soft limit of 256
+    fds: each gets its own output and status, and both agents' fd counts
+    return to what they were (memory: make bench)."""
+    from qltest.load import concurrent_sessions, fd_limit
+    with fd_limit(256):
+        s = host_stack()
+    res = concurrent_sessions(s, 200)
+    assert res.failures == [], res.failures[:5]
+    for name, (fds, _) in res.baseline.items():
+        assert res.after[name][0] == fds, (name, res.baseline, res.after)
+    # The agent raised its own limit, not its programs'.
+    r = s.vm_run(VM, "sh", "-c", "ulimit -Sn")
+    assert r.stdout == b"256\n", r
