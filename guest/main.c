@@ -5,6 +5,7 @@
  * socket, peer authentication, idle poweroff and Status. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -206,6 +207,11 @@ static void agent_update_listen(Agent *a) {
 void agent_conn_closed(Agent *a) {
     if (a->n_conns > 0) {
         a->n_conns--;
+    }
+    /* The last connection gone: what a crowd of sessions took goes back
+     * to the system (glibc keeps freed heap pages for itself otherwise). */
+    if (a->n_conns == 0) {
+        (void)malloc_trim(0);
     }
     agent_update_listen(a);
 }
