@@ -5,7 +5,8 @@ guest agent counts them all), then each must print its own line and exit
 with its own status; the agents' fd count and memory are sampled
 throughout and after.
 
-`concurrent_sessions(stack, n)` returns a LoadResult; `fd_limit(n)` lowers
+`concurrent_sessions(stack, n)` returns a LoadResult, `local_sessions(n)`
+the same commands run here (a benchmark's peer); `fd_limit(n)` lowers
 the soft RLIMIT_NOFILE of the processes started within it (the daemons
 of a stack), as a service manager's default would."""
 import contextlib
@@ -51,6 +52,49 @@ def _sample(pids):
     return out
 
 
+def _crowd(n, argv_of, env, all_live, res):
+    """Starts n commands (argv_of(i)), waits until all_live() (or one
+    ended: it failed), gives each its line, checks its output and status
+    into res; returns when all have exited."""
+    procs = []
+    t0 = time.monotonic()
+    try:
+        for i in range(n):
+            procs.append(subprocess.Popen(argv_of(i), env=env, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        deadline = time.monotonic() + 300
+        while not all_live():
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for i, p in enumerate(procs):
+            try:
+                p.stdin.write(f"session {i}\n".encode())
+                p.stdin.close()
+            except BrokenPipeError:
+                pass  # it ended already: reported below
+            p.stdin = None
+        for i, p in enumerate(procs):
+            out, err = p.communicate(timeout=300)
+            if p.returncode != i % 200 or out != f"session {i}\n".encode():
+                res.failures.append((i, f"exit {p.returncode}, stdout {out[:80]!r}, "
+                                        f"stderr {err[:200]!r}"))
+        res.seconds = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def local_sessions(n, env=None):
+    """The same n commands run here, all at once: the peer of a load
+    figure. Returns a LoadResult (no agents: no samples)."""
+    res = LoadResult()
+    _crowd(n, lambda i: ["sh", "-c", SCRIPT, "sh", str(i % 200)], env, lambda: True, res)
+    return res
+
+
 def concurrent_sessions(stack, n, settle=30):
     """n sessions at once (see the module's docstring). The stack's guest
     agent must count live sessions (stack.guest_status())."""
@@ -74,41 +118,12 @@ def concurrent_sessions(stack, n, settle=30):
 
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
-    procs = []
-    t0 = time.monotonic()
     try:
-        for i in range(n):
-            procs.append(subprocess.Popen(
-                stack.vm_run_args(stack.vm, "sh", "-c", SCRIPT, "sh", str(i % 200)),
-                env=stack.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE))
-        # All live at once (a session that ended already failed), then
-        # each gets its line.
-        deadline = time.monotonic() + 300
-        while stack.guest_status().live_sessions != n:
-            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        for i, p in enumerate(procs):
-            try:
-                p.stdin.write(f"session {i}\n".encode())
-                p.stdin.close()
-            except BrokenPipeError:
-                pass  # it ended already: reported below
-            p.stdin = None
-        for i, p in enumerate(procs):
-            out, err = p.communicate(timeout=300)
-            if p.returncode != i % 200 or out != f"session {i}\n".encode():
-                res.failures.append((i, f"exit {p.returncode}, stdout {out[:80]!r}, "
-                                        f"stderr {err[:200]!r}"))
-        res.seconds = time.monotonic() - t0
+        _crowd(n, lambda i: stack.vm_run_args(stack.vm, "sh", "-c", SCRIPT, "sh", str(i % 200)),
+               stack.env, lambda: stack.guest_status().live_sessions == n, res)
     finally:
         stop.set()
         th.join()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     # Settled: every session's fds closed again.
     want = {name: fds for name, (fds, _) in res.baseline.items()}
     deadline = time.monotonic() + settle
