@@ -3,7 +3,6 @@ all real programs, over unix sockets in a temporary directory."""
 import fcntl
 import hashlib
 import os
-import select
 import signal
 import struct
 import subprocess
@@ -334,22 +333,8 @@ def test_signal_is_forwarded_while_stdout_is_blocked(stack):
 
 
 def test_window_size_changes_are_forwarded(stack):
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
     script = "trap 'stty size' WINCH; echo ready; while :; do sleep 0.1; done"
-    p = subprocess.Popen(stack.vm_run_args("-t", VM, "sh", "-c", script), stdin=slave,
-                         stdout=slave, stderr=slave, env=stack.env, start_new_session=True)
-    stack.clients.append(p)
-    os.close(slave)
-    out = bytearray()
-
-    def read_until(needle, timeout=60):
-        deadline = time.monotonic() + timeout
-        while needle not in out:
-            assert time.monotonic() < deadline, out
-            if select.select([master], [], [], 0.5)[0]:
-                out.extend(os.read(master, 65536))
-
+    p, master, read_until = stack.pty_session(["-t", VM, "sh", "-c", script], size=(20, 70))
     try:
         read_until(b"ready")
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 132, 0, 0))
@@ -361,34 +346,11 @@ def test_window_size_changes_are_forwarded(stack):
         os.close(master)
 
 
-def pty_session(stack, args):
-    """vm-run ARGS on a pty: (process, master fd, read_until(needle))."""
-    master, slave = os.openpty()
-    p = subprocess.Popen(stack.vm_run_args(*args), stdin=slave, stdout=slave, stderr=slave,
-                         env=stack.env, start_new_session=True)
-    stack.clients.append(p)
-    os.close(slave)
-    out = bytearray()
-
-    def read_until(needle, timeout=60):
-        deadline = time.monotonic() + timeout
-        while needle not in out:
-            assert time.monotonic() < deadline, out
-            if select.select([master], [], [], 0.2)[0]:
-                try:
-                    out.extend(os.read(master, 65536))
-                except OSError:
-                    assert needle in out, out
-        return bytes(out)
-
-    return p, master, read_until
-
-
 def test_tty_escape_ends_the_session(stack):
     """With -t, '~.' after Enter ends the session whatever the command
     does (here: one that ignores every signal), with 255."""
-    p, master, read_until = pty_session(
-        stack, ["-t", VM, "sh", "-c", "trap '' INT HUP TERM QUIT; echo ready; exec sleep 1000"])
+    p, master, read_until = stack.pty_session(
+        ["-t", VM, "sh", "-c", "trap '' INT HUP TERM QUIT; echo ready; exec sleep 1000"])
     try:
         read_until(b"ready")
         os.write(master, b"\r~.")
@@ -402,7 +364,7 @@ def test_tty_escape_ends_the_session(stack):
 def test_tty_escape_off_and_mid_line(stack):
     """'~.' mid-line is sent as typed; with --no-escape at a line start too."""
     script = "echo ready; read x; echo \"got:$x\"; read y; echo \"got:$y\""
-    p, master, read_until = pty_session(stack, ["-t", "--no-escape", VM, "sh", "-c", script])
+    p, master, read_until = stack.pty_session(["-t", "--no-escape", VM, "sh", "-c", script])
     try:
         read_until(b"ready")
         os.write(master, b"a~.b\r")

@@ -126,11 +126,7 @@ def test_tty_escape_works_against_a_guest_that_takes_nothing(host_stack):
     import os
     s = host_stack(start_guest=False)
     guest = FakeGuest(s.guest_sock, started=False)
-    master, slave = os.openpty()
-    p = subprocess.Popen(s.vm_run_args("-t", VM, "sh"), stdin=slave, stdout=slave, stderr=slave,
-                         env=s.env, start_new_session=True)
-    s.clients.append(p)
-    os.close(slave)
+    p, master, _ = s.pty_session(["-t", VM, "sh"])
     try:
         assert guest.got_exec.wait(60)
         os.write(master, b"\x03\r~.")      # Ctrl-C: nothing; Enter, ~.: leaves

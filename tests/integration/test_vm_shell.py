@@ -2,6 +2,7 @@
 console relay (the crosvm stand-in behind it echoes what it reads and
 answers "size" with the window size it sees), run under a pseudo-terminal
 from Python where a terminal matters; and the client's own errors."""
+import contextlib
 import fcntl
 import os
 import select
@@ -296,10 +297,14 @@ def flood(c):
         c.send("data", stream=pb.STREAM_STDOUT, data=chunk)
 
 
+@contextlib.contextmanager
 def flooded_shell(tmp_path, stdin):
     """vm-shell work against a flooding console, its stdout a pipe nobody
-    reads: (the process, the pipe's read end, kept open)."""
-    flood_peer = hostile_console(tmp_path, flood)
+    reads (kept open): yields the process, killed at the end if need be."""
+    sock = tmp_path / "run" / "work.console"
+    if sock.exists():
+        sock.unlink()
+    peer = hostile_console(tmp_path, flood)
     r, w = os.pipe()
     etc = tmp_path / "etc"
     (etc / "vms").mkdir(parents=True, exist_ok=True)
@@ -309,54 +314,41 @@ def flooded_shell(tmp_path, stdin):
     p = subprocess.Popen([VM_SHELL, "work"], env=env, stdin=stdin, stdout=w,
                          stderr=subprocess.PIPE)
     os.close(w)
-    return p, r, flood_peer
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+        peer.close()
 
 
 def test_console_flood_does_not_overrun_the_drain(tmp_path):
     """stdin at its end, the console never quiet and our stdout never read:
     vm-shell still leaves after the 5 s drain at most."""
-    p, r, peer = flooded_shell(tmp_path, subprocess.DEVNULL)
-    try:
+    with flooded_shell(tmp_path, subprocess.DEVNULL) as p:
         assert p.wait(timeout=5 + 4) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        os.close(r)
-        peer.close()
 
 
 def test_console_flood_does_not_hide_sigterm_or_ctrl_bracket(tmp_path):
     """While output waits for our stdout, SIGTERM is still handled (128+N),
     and so is Ctrl-] on a terminal (0)."""
-    p, r, peer = flooded_shell(tmp_path, subprocess.PIPE)
-    try:
+    with flooded_shell(tmp_path, subprocess.PIPE) as p:
         time.sleep(0.5)
         assert p.poll() is None
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=3) == 128 + signal.SIGTERM
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        os.close(r)
-        peer.close()
-    os.unlink(tmp_path / "run" / "work.console")
     master, slave = os.openpty()
-    p, r, peer = flooded_shell(tmp_path, slave)
-    os.close(slave)
     try:
-        time.sleep(0.5)
-        assert p.poll() is None
-        os.write(master, CTRL_BRACKET)
-        assert p.wait(timeout=3) == 0
+        with flooded_shell(tmp_path, slave) as p:
+            os.close(slave)
+            time.sleep(0.5)
+            assert p.poll() is None
+            os.write(master, CTRL_BRACKET)
+            assert p.wait(timeout=3) == 0
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        os.close(r)
         os.close(master)
-        peer.close()
 
 
 # ---- --ssh: a lease, and nothing of the host forwarded -------------------------
