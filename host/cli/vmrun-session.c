@@ -644,7 +644,8 @@ void session_start(Session *s, const VmRunOptions *opts, const char *vm, int soc
         client_fail("out of memory");
     }
     session_filter_setup(s);
-    if (opts->tty && !opts->no_escape) {
+    /* As ssh's: only for keys typed at a terminal, never in piped data. */
+    if (opts->tty && !opts->no_escape && isatty(STDIN_FILENO) == 1) {
         s->escape_on = true;
         s->keys = malloc(KEYS_HOLD);
         if (!s->keys) {

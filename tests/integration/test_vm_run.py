@@ -361,6 +361,13 @@ def test_tty_escape_ends_the_session(stack):
     stack.wait_live_sessions(0)
 
 
+def test_tty_escape_is_for_a_terminal_only(stack):
+    """With -t but stdin a pipe, '~.' is data like any other, as with ssh."""
+    r = stack.vm_run("-t", VM, "sh", "-c", "read x; echo \"got:$x\"", input=b"~.x\n")
+    assert r.returncode == 0, r
+    assert b"got:~.x" in r.stdout, r
+
+
 def test_tty_escape_off_and_mid_line(stack):
     """'~.' mid-line is sent as typed; with --no-escape at a line start too."""
     script = "echo ready; read x; echo \"got:$x\"; read y; echo \"got:$y\""
