@@ -14,7 +14,10 @@
 #include "users.h"
 
 #define AGENT_ALLOW_UID_MAX 64
-#define AGENT_CONN_MAX 1024u
+/* Connections served at once: 1,000 sessions with a stream connection
+ * each are 2,000 (a raised fd limit holds them; accept() failing for
+ * want of fds only pauses accepting). */
+#define AGENT_CONN_MAX 4096u
 
 typedef struct Session Session;
 

@@ -5,6 +5,7 @@
  * socket, peer authentication, idle poweroff and Status. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -234,6 +235,11 @@ static void agent_update_listen(Agent *a) {
 void agent_conn_closed(Agent *a) {
     if (a->n_conns > 0) {
         a->n_conns--;
+    }
+    /* The last connection gone: what a crowd of sessions took goes back
+     * to the system (glibc keeps freed heap pages for itself otherwise). */
+    if (a->n_conns == 0) {
+        (void)malloc_trim(0);
     }
     agent_update_listen(a);
 }
@@ -470,6 +476,12 @@ int main(int argc, char **argv) {
     parse_args(argc, argv, &a.opt);
     ensure_std_fds();
     agent_load_secret(&a);
+    /* A connection or two and a few pipes per session: 1,000 sessions at
+     * once need more fds than a service manager's default soft limit. */
+    r = fd_limit_raise();
+    if (r < 0) {
+        log_warning_errno(r, "Cannot raise the fd limit: %m");
+    }
 
     /* Writing to a program that closed its stdin is an EPIPE, not death;
      * sockets use MSG_NOSIGNAL. Children restore the default. */

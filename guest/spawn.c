@@ -288,6 +288,10 @@ _noreturn_ static void child_run(const ChildArgs *a) {
 
     child_reset_signals();
     child_setup_fds(a->stdio, a->err_fd);
+    /* The agent's own fd limit is raised for its many sessions; the
+     * program gets the one the agent was started with (after the fds
+     * above it were closed). */
+    fd_limit_restore();
     if (setsid() < 0) {
         child_fail(errno, "qubes-lite: setsid: %s", strerror(errno));
     }
@@ -312,7 +316,11 @@ _noreturn_ static void child_run(const ChildArgs *a) {
     if (x->cwd) {
         if (chdir(x->cwd) < 0) {
             int e = errno;
-            child_fail(e, "qubes-lite: cd: %s: %s", x->cwd, strerror(e));
+            /* The start_errno tells a missing program (ENOENT, 127) from
+             * one that could not be started (126): a directory that does
+             * not exist is the latter, so it goes as ENOTDIR; the line on
+             * stderr keeps the real reason. */
+            child_fail(e == ENOENT ? ENOTDIR : e, "qubes-lite: cd: %s: %s", x->cwd, strerror(e));
         }
     } else if (!pw->pw_dir || chdir(pw->pw_dir) < 0) {
         (void)!chdir("/"); /* as login does without a home */

@@ -15,14 +15,16 @@ HOST_AGENT_OBJS := $(OBJ)/host/agent/main.o $(OBJ)/host/agent/agent.o \
 	$(OBJ)/host/agent/crosvm.o $(OBJ)/host/agent/vmm.o $(OBJ)/host/agent/vfio.o \
 	$(OBJ)/host/agent/console.o $(OBJ)/host/agent/guestcall.o $(OBJ)/host/agent/switchconf.o \
 	$(OBJ)/host/agent/tap.o $(OBJ)/host/agent/secret.o $(OBJ)/host/agent/qemu.o \
-	$(OBJ)/host/agent/qemurun.o $(OBJ)/host/agent/qmp.o
+	$(OBJ)/host/agent/qemurun.o $(OBJ)/host/agent/qmp.o $(OBJ)/host/common/opts.o
 VM_RUN_OBJS := $(OBJ)/host/cli/vm-run.o $(OBJ)/host/cli/vmrun-session.o \
-	$(OBJ)/host/cli/vmrun-stream.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o \
-	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o
+	$(OBJ)/host/cli/vmrun-stream.o $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/common/opts.o \
+	$(OBJ)/host/common/paths.o $(OBJ)/host/cli/client.o $(OBJ)/host/cli/termfilter.o \
+	$(OBJ)/host/cli/ttyescape.o
 # vm-start, vm-stop, vm-list, vm-start-debug: one client module between them.
-HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o
+HOSTCTL_OBJS := $(OBJ)/host/cli/hostctl.o $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o \
+	$(OBJ)/host/common/opts.o
 HOSTCTL_LIBS := -Wl,--as-needed $(call pc_libs,libprotobuf-c)
-VM_COMMANDS := vm-start vm-stop vm-list vm-start-debug
+VM_COMMANDS := vm-start vm-stop vm-start-debug
 HOST_LIBS := $(call pc_libs,jansson)
 # The host agent's rtnetlink (tap.c), and only the host agent's.
 TAP_LIBS := $(call pc_libs,libmnl)
@@ -60,8 +62,18 @@ $(VM_COMMANDS:%=$(BIN)/%): $(BIN)/%: $(OBJ)/host/cli/%.o $(HOSTCTL_OBJS) $(PROTO
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(HOSTCTL_OBJS) $(PROTO_LIB) $(HOSTCTL_LIBS)
 
+# vm-list also loads each VM's file (a broken one is listed as invalid).
+VM_LIST_OBJS := $(OBJ)/host/cli/vm-list.o $(filter-out $(OBJ)/host/common/paths.o,$(HOSTCTL_OBJS)) \
+	$(HOST_CONFIG_OBJS)
+PROGRAMS += $(BIN)/vm-list
+
+$(BIN)/vm-list: $(VM_LIST_OBJS) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS) $(PROTO_LIBS)
+
 # Unit tests (tests/unit/test-<module>.c, built by the generic rule).
-UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/cli/opts.o
+UNIT_OBJS_test-vmrun-opts := $(OBJ)/host/cli/vmrun-opts.o $(OBJ)/host/common/opts.o
 UNIT_LIBS_test-vmrun-opts :=
 UNIT_OBJS_test-config := $(HOST_CONFIG_OBJS)
 UNIT_LIBS_test-config := $(HOST_LIBS)
@@ -97,16 +109,26 @@ UNIT_LIBS_test-console := $(call pc_libs,libsystemd)
 PEER_OBJS_host-tap := $(OBJ)/host/agent/tap.o
 $(BUILD)/tests/integration/host-tap: CMOCKA_LIBS += $(TAP_LIBS)
 
-UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/cli/opts.o
+# The terminal filter vm-run puts before a terminal.
+UNIT_OBJS_test-termfilter := $(OBJ)/host/cli/termfilter.o
+UNIT_LIBS_test-termfilter :=
+# vm-run -t's ~. escape.
+UNIT_OBJS_test-ttyescape := $(OBJ)/host/cli/ttyescape.o
+UNIT_LIBS_test-ttyescape :=
+UNIT_OBJS_test-vmshell-opts := $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/common/opts.o
 UNIT_LIBS_test-vmshell-opts :=
 # client.c's session opening against a peer on a socketpair.
-UNIT_OBJS_test-client := $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o
+UNIT_OBJS_test-client := $(OBJ)/host/cli/client.o $(OBJ)/host/common/paths.o \
+	$(OBJ)/host/common/opts.o
 UNIT_LIBS_test-client :=
-UNIT_OBJS_test-units := $(OBJ)/host/tools/units.o
+UNIT_OBJS_test-units := $(OBJ)/host/tools/units.o $(OBJ)/host/common/paths.o
+# A VM's runtime files: no name gives another VM's.
+UNIT_OBJS_test-paths := $(OBJ)/host/common/paths.o
+UNIT_LIBS_test-paths :=
 UNIT_LIBS_test-units :=
 
 # vm-shell: the serial console client, and ssh over vsock through the proxy.
-VM_SHELL_OBJS := $(OBJ)/host/cli/vm-shell.o $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/cli/opts.o \
+VM_SHELL_OBJS := $(OBJ)/host/cli/vm-shell.o $(OBJ)/host/cli/vmshell-opts.o $(OBJ)/host/common/opts.o \
 	$(OBJ)/host/cli/client.o $(HOST_CONFIG_OBJS)
 PROGRAMS += $(BIN)/vm-shell $(BIN)/qubes-lite-vsock-proxy
 
@@ -124,7 +146,8 @@ $(BIN)/qubes-lite-vsock-proxy: $(OBJ)/host/tools/vsock-proxy.o $(PROTO_LIB)
 # The systemd generator: units for every configured VM. The host agent is
 # looked for beside the generator's real path, else in BINDIR.
 BINDIR ?= /usr/bin
-GENERATOR_OBJS := $(OBJ)/host/tools/generator.o $(OBJ)/host/tools/units.o $(HOST_CONFIG_OBJS)
+GENERATOR_OBJS := $(OBJ)/host/tools/generator.o $(OBJ)/host/tools/units.o $(HOST_CONFIG_OBJS) \
+	$(OBJ)/host/common/opts.o
 PROGRAMS += $(BIN)/qubes-lite-generator
 $(OBJ)/host/tools/generator.o: CFLAGS_host += -DQUBES_LITE_BINDIR='"$(BINDIR)"'
 

@@ -380,15 +380,25 @@ let
 
   # Networks with a valid name (the others are reported as such).
   networks = filter ql.netNameValid (lib.unique (concatLists (map (vm: lib.attrNames vm.vmNetwork) vms)));
-  routerAssertions = map
+  # A router after the first is reported at itself, naming the first (in
+  # the order of the files' names, as --check reads them); a network
+  # without one at its first member.
+  byFileName = lib.sort (a: b: "${a.name}.json" < "${b.name}.json");
+  routerAssertions = concatLists (map
     (net:
       let
         members = filter (vm: builtins.hasAttr net vm.vmNetwork) vms;
-        routers = length (filter (vm: vm.vmNetwork.${net}.router) members);
+        routers = byFileName (filter (vm: vm.vmNetwork.${net}.router) members);
       in
-      check (routers == 1) (vmProblem (head members) "vmNetwork.${net}"
-        "network '${net}' has ${toString routers} routers; it needs exactly one (router = true)"))
-    networks;
+      [
+        (check (routers != [ ]) (vmProblem (head members) "vmNetwork.${net}"
+          "network '${net}' has 0 routers; it needs exactly one (router = true)"))
+      ]
+      ++ map
+        (vm: check false (vmProblem vm "vmNetwork.${net}.router"
+          "network '${net}' already has a router, VM '${(head routers).name}'"))
+        (lib.drop 1 routers))
+    networks);
 
   nat = cfg.hostNetworking.nat;
   hostAssertions =

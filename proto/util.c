@@ -291,6 +291,31 @@ int error_set(ErrorText *e, int r, const char *fmt, ...) {
     return r;
 }
 
+static struct rlimit fd_limit_saved;
+static bool fd_limit_raised;
+
+int fd_limit_raise(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        return -errno;
+    }
+    fd_limit_saved = rl;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) < 0) {
+            return -errno;
+        }
+        fd_limit_raised = true;
+    }
+    return 0;
+}
+
+void fd_limit_restore(void) {
+    if (fd_limit_raised) {
+        (void)setrlimit(RLIMIT_NOFILE, &fd_limit_saved);
+    }
+}
+
 int fd_close_from(int first) {
     if (close_range((unsigned)first, ~0U, 0) == 0) {
         return 0;

@@ -117,6 +117,15 @@ int fd_cloexec(int fd, bool cloexec);
  * Async-signal-safe and allocates nothing (a CLONE_VM child shares its
  * parent's heap). 0 or a negative errno. */
 int fd_close_from(int first);
+/* A daemon that serves many peers raises its soft RLIMIT_NOFILE to the
+ * hard limit (a service manager starts it at 1024, systemd's default,
+ * for the sake of select(), which we never use), remembering the soft
+ * limit it had; its children get that back before they exec
+ * (fd_limit_restore(): async-signal-safe, allocates nothing), so that a
+ * program of theirs that uses select() is not surprised. 0 or a negative
+ * errno; the limit is left as it was on failure. */
+int fd_limit_raise(void);
+void fd_limit_restore(void);
 /* Writes all of buf, retrying on EINTR and partial writes (blocking fd). */
 int loop_write(int fd, const void *buf, size_t n);
 /* Reads exactly n bytes; -EPIPE on EOF before n bytes (0 bytes: returns 0

@@ -27,6 +27,7 @@
 #include "clients.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,7 @@ static void client_free(Client *c) {
         return;
     }
     Agent *a = c->agent;
+    Clients *cl = c->clients;
     bool leased = c->leased;
     if (leased) {
         idle_lease_end(a->idle);
@@ -112,6 +114,11 @@ static void client_free(Client *c) {
     handoff_free(c->handoff);
     guest_call_free(c->status_call);
     free(c);
+    /* The last client gone: what a crowd of them took goes back to the
+     * system (glibc keeps freed heap pages for itself otherwise). */
+    if (!cl->list) {
+        (void)malloc_trim(0);
+    }
     if (leased) {
         idle_update(a->idle);
     }

@@ -44,11 +44,7 @@
 #define CROSVM_SERIAL "type=stdout,hardware=serial,num=1,console,stdin"
 
 char *vmm_crosvm_control_socket(const VmConfig *vm) {
-    char *s;
-    if (asprintf(&s, "%s/%s-crosvm.sock", config_runtime_dir(), vm->name) < 0) {
-        return NULL;
-    }
-    return s;
+    return config_vm_runtime_file(vm->name, CONFIG_RUNTIME_CROSVM);
 }
 
 static void add_feature(VmmArgv *a, const char *flag, const ConfigFeature *f, const char *def) {

@@ -3,7 +3,7 @@
  * The argv is
  *   crosvm --log-level L [crosvm.extraArgs, global then per VM] run
  *     --cpus num-cores=N --mem size=MIB --vsock cid=ID
- *     --socket RUNTIME/<name>-crosvm.sock
+ *     --socket RUNTIME/<name>.crosvm.sock
  *     --serial type=stdout,hardware=serial,num=1,console,stdin
  *     --fw-cfg name=opt/qubes-lite/secret,path=RUNTIME/<name>.secret
  *     [--block ROOTDISK[,pairs…],ro=true|false,root=true] [--initrd INITRAMFS]
@@ -25,7 +25,8 @@ extern const VmmOps vmm_crosvm;
  * $QUBES_LITE_CROSVM when set and non-empty, else "crosvm" (from PATH).
  * PCI devices are under $QUBES_LITE_SYSFS_ROOT (default /sys). */
 int vmm_crosvm_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ErrorText *err);
-/* crosvm stop RUNTIME/<name>-crosvm.sock */
+/* crosvm stop RUNTIME/<name>.crosvm.sock */
 int vmm_crosvm_stop_argv(const VmConfig *vm, char ***ret_argv);
-/* RUNTIME/<name>-crosvm.sock, malloc'ed; NULL when out of memory. */
+/* RUNTIME/<name>.crosvm.sock (config_vm_runtime_file()), malloc'ed; NULL
+ * when out of memory. */
 char *vmm_crosvm_control_socket(const VmConfig *vm);

@@ -41,6 +41,7 @@
 
 #include "console.h"
 #include "guestcall.h"
+#include "host/common/paths.h"
 #include "log.h"
 #include "secret.h"
 #include "tap.h"
@@ -356,7 +357,7 @@ static void on_console_attach(void *userdata, bool attached) {
 }
 
 /* The serial console: a fresh pty whose slave (*ret_slave) is the VMM's
- * stdin and stdout, relayed on RUNTIME_DIR/<vm>-console (console.c),
+ * stdin and stdout, relayed on RUNTIME_DIR/<vm>.console (console.c),
  * owned by the configured user like the command socket. */
 static int start_console(Lifecycle *l, int *ret_slave, ErrorText *err) {
     Agent *a = l->agent;
@@ -369,8 +370,7 @@ static int start_console(Lifecycle *l, int *ret_slave, ErrorText *err) {
     if (r < 0) {
         return start_failed(l, err, r, "no pty for its console: %s", strerror(-r));
     }
-    if (asprintf(&path, "%s/%s-console", config_runtime_dir(), a->vm_name) < 0) {
-        path = NULL;
+    if (!(path = config_vm_runtime_file(a->vm_name, CONFIG_RUNTIME_CONSOLE))) {
         return start_failed(l, err, -ENOMEM, "out of memory");
     }
     r = console_new(a->event, a->vm_name, TAKE_FD(master), path,
@@ -428,13 +428,48 @@ static void start_wait_guest(Lifecycle *l) {
 
 /* The steps in order; the console only without --foreground (then the
  * serial console is our terminal). */
+int lifecycle_reload_config(Lifecycle *l, ErrorText *err) {
+    Agent *a = l->agent;
+    _cleanup_(vm_config_freep) VmConfig *vm = NULL;
+    _cleanup_(host_config_freep) HostConfig *host = NULL;
+
+    if (lifecycle_up(l)) {
+        return -EBUSY;
+    }
+    int r = config_load_vm(config_dir(), a->vm_name, &vm, err);
+    if (r == -ENOENT) {
+        return error_set(err, r, "%s/vms/%s.json: no longer exists", config_dir(), a->vm_name);
+    }
+    if (r >= 0) {
+        r = config_load_host(config_dir(), &host, err);
+    }
+    if (r < 0 && r != -ENOENT) {
+        return r;
+    }
+    /* The guest agent's address derived from the id (no --guest) follows
+     * it: the id is the VM's vsock CID. */
+    if (a->guest.family == AF_VSOCK && a->guest.vm.svm_cid == a->vm->id && vm->id != a->vm->id) {
+        a->guest.vm.svm_cid = vm->id;
+        addr_format(&a->guest, a->guest_str, sizeof(a->guest_str));
+    }
+    vm_config_free(a->vm);
+    host_config_free(a->host);
+    a->vm = TAKE_PTR(vm);
+    a->host = TAKE_PTR(host);
+    return 0;
+}
+
 int lifecycle_start(Lifecycle *l, ErrorText *err) {
     Agent *a = l->agent;
     _cleanup_strv_free_ char **argv = NULL;
     _cleanup_close_ int console_fd = -EBADF;
     int r;
 
-    r = start_check_vfio(l, err);
+    /* What the administrator last wrote, not what we read at our start. */
+    r = lifecycle_reload_config(l, err);
+    if (r >= 0) {
+        r = start_check_vfio(l, err);
+    }
     if (r >= 0) {
         r = start_argv(l, &argv, err);
     }

@@ -73,6 +73,11 @@ bool lifecycle_killing(const Lifecycle *l);
 /* Starts the VM. On failure err says why, in one line ("cannot start VM
  * 'x': …", logged), and nothing of the attempt stays. */
 int lifecycle_start(Lifecycle *l, ErrorText *err);
+/* Reads the VM's file and host.json again (a start does first): the agent
+ * takes them when both load, else keeps what it has and err says why, as
+ * --check would. -EBUSY while the VM is up: a running VM keeps the
+ * configuration it started with. */
+int lifecycle_reload_config(Lifecycle *l, ErrorText *err);
 /* Begins stopping a VM that is up; `why` goes to the log and to clients
  * waiting for the start. */
 void lifecycle_stop(Lifecycle *l, const char *why);

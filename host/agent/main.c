@@ -30,6 +30,7 @@
 #include "agent.h"
 #include "clients.h"
 #include "crosvm.h"
+#include "host/common/opts.h"
 #include "idle.h"
 #include "lifecycle.h"
 #include "qemurun.h"
@@ -183,7 +184,7 @@ static void check_arguments(int argc, char **argv, const Agent *a, Options *o) {
         return;
     }
     if (optind < argc) {
-        die("Unexpected argument '%s'", argv[optind]);
+        die("Unexpected argument '%s' (see --help)", argv[optind]);
     }
     if (o->mode == MODE_PRINT_COMMAND && !a->vm_name) {
         die("--print-command needs --vm NAME");
@@ -194,7 +195,7 @@ static void check_arguments(int argc, char **argv, const Agent *a, Options *o) {
 }
 
 /* Fills a and o from the command line; dies on a bad value. 0 to go on,
- * 1 when --help was shown, -1 for an unknown option (after a hint). */
+ * 1 when --help was shown, -1 for a refused option (after one line). */
 static int parse_options(int argc, char **argv, Agent *a, Options *o) {
     static const struct option longopts[] = {
         {"check", no_argument, NULL, ARG_CHECK},
@@ -217,9 +218,12 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
         {0},
     };
     unsigned long long v;
+    ErrorText err;
     int c, r;
 
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+    /* Our words for a refused option, not getopt's (host/common/opts.h). */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
         switch (c) {
         case ARG_VM:
             a->vm_name = optarg;
@@ -279,7 +283,8 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
             help();
             return 1;
         default:
-            fprintf(stderr, "Try 'qubes-lite-host-agent --help'.\n");
+            opts_error(&err, c, argv);
+            log_error("%s", err.message);
             return -1;
         }
     }
@@ -296,7 +301,18 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
 
 /* --check: every problem of every file, one line each. */
 static int run_check(void) {
-    int n = config_check_all(config_dir(), stderr);
+    ErrorText err;
+    if (config_dir_check(&err) < 0) {
+        log_error("%s", err.message);
+        return EXIT_FAILURE;
+    }
+    FILE *report = config_report_open(stderr, "qubes-lite-host-agent");
+    if (!report) {
+        log_error("Out of memory");
+        return EXIT_FAILURE;
+    }
+    int n = config_check_all(config_dir(), report);
+    fclose(report);
     if (n < 0) {
         log_error_errno(n, "Cannot read %s: %m", config_dir());
         return EXIT_FAILURE;
@@ -342,15 +358,25 @@ static int run_print_command(const char *name) {
     return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-/* --bind-vfio: host.json's isolatedPciDevices to vfio-pci. */
+/* --bind-vfio: host.json's isolatedPciDevices to vfio-pci, each device
+ * that fails one line. */
 static int run_bind_vfio(void) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
+    const ConfigStrv *bdfs;
     ErrorText err;
+    int failed = 0;
 
     if (config_load_host_or_defaults(config_dir(), &host, &err) < 0) {
         die("%s", err.message);
     }
-    return vfio_bind_all(&host->isolated_pci_devices, stderr) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    bdfs = &host->isolated_pci_devices;
+    for (size_t i = 0; i < bdfs->n; i++) {
+        if (vfio_bind(bdfs->v[i], &err) < 0) {
+            log_error("%s", err.message);
+            failed++;
+        }
+    }
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 /* --write-switch-config NET DIR: vm-switch's <vm>.conf files for NET
@@ -359,6 +385,11 @@ static int run_bind_vfio(void) {
  * one broken VM does not stop its network. */
 static int run_write_switch_config(const char *net, const char *dir) {
     int r = switchconf_write(config_dir(), net, dir, stderr);
+    if (r == -ENXIO) {
+        log_error("No VM is on network '%s' (no vmNetwork.%s in %s/vms/*.json); %s not made", net,
+                  net, config_dir(), dir);
+        return EXIT_FAILURE;
+    }
     if (r < 0) {
         log_error_errno(r, "Cannot write the configuration of network '%s' to %s: %m", net, dir);
         return EXIT_FAILURE;
@@ -369,7 +400,8 @@ static int run_write_switch_config(const char *net, const char *dir) {
 
 /* ---- the listening socket ----------------------------------------------------- */
 
-/* A unix socket we create: the default <runtime dir>/<vm>.sock or
+/* A unix socket we create: the default <runtime dir>/<vm>.sock (its
+ * CONFIG_RUNTIME_COMMAND file) or
  * --listen unix:PATH. Its directory is checked (agent_runtime_dir_check)
  * and created when missing. A file at the path is replaced only when it
  * is a stale socket; one somebody listens on (another host agent, the
@@ -460,7 +492,11 @@ static int listen_open(Agent *a, const char *listen_arg, Listener *l) {
     if (r != -ENOENT) {
         return log_error_errno(r, "Cannot use the socket passed by systemd: %m");
     }
-    snprintf(buf, sizeof(buf), "unix:%s/%s.sock", config_runtime_dir(), a->vm_name);
+    _cleanup_free_ char *path = config_vm_runtime_file(a->vm_name, CONFIG_RUNTIME_COMMAND);
+    if (!path) {
+        return log_error_errno(-ENOMEM, "Out of memory");
+    }
+    snprintf(buf, sizeof(buf), "unix:%s", path);
     r = addr_parse(buf, &addr);
     if (r < 0) {
         return log_error_errno(r, "The socket path %s is too long", buf + 5);
@@ -592,6 +628,30 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
     return 0;
 }
 
+/* SIGHUP: the configuration read again now, its problems reported as
+ * --check words them; a start reads it again in any case. A running VM
+ * keeps what it started with until its next start. */
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+    Agent *a = userdata;
+    ErrorText err = {{0}};
+    (void)s;
+    (void)si;
+
+    if (!a->life) {
+        return 0;
+    }
+    int r = lifecycle_reload_config(a->life, &err);
+    if (r == -EBUSY) {
+        log_info("VM '%s' is running: its configuration is read again at its next start",
+                 a->vm_name);
+    } else if (r < 0) {
+        log_error("%s", err.message);
+    } else {
+        log_info("Configuration of VM '%s' read again", a->vm_name);
+    }
+    return 0;
+}
+
 /* vms/<vm>.json (required) and host.json (optional: without it only root
  * may connect); dies on errors. */
 static void load_configuration(Agent *a) {
@@ -632,8 +692,8 @@ static void set_guest_address(Agent *a, const char *guest_arg) {
     addr_format(&a->guest, a->guest_str, sizeof(a->guest_str));
 }
 
-/* SIGTERM and SIGINT come through the event loop, and so do the exits of
- * the VMM and its stop command (SIGCHLD). */
+/* SIGTERM, SIGINT and SIGHUP come through the event loop, and so do the
+ * exits of the VMM and its stop command (SIGCHLD). */
 static int setup_signals(Agent *a) {
     sigset_t mask;
 
@@ -641,6 +701,7 @@ static int setup_signals(Agent *a) {
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     int r = sd_event_default(&a->event);
@@ -685,6 +746,12 @@ static int run_serve(Agent *a, const Options *o) {
     Listener l = {.fd = -EBADF};
     int r;
 
+    /* A lease is a connection: 1,000 clients at once need more fds than a
+     * service manager's default soft limit. */
+    r = fd_limit_raise();
+    if (r < 0) {
+        log_warning_errno(r, "Cannot raise the fd limit: %m");
+    }
     load_configuration(a);
     set_guest_address(a, o->guest);
     r = setup_signals(a);
@@ -698,6 +765,9 @@ static int run_serve(Agent *a, const Options *o) {
         }
         if (r >= 0) {
             r = sd_event_add_signal(a->event, NULL, SIGINT, on_signal, a);
+        }
+        if (r >= 0) {
+            r = sd_event_add_signal(a->event, NULL, SIGHUP, on_reload, a);
         }
         if (r < 0) {
             log_error_errno(r, "Cannot set up the event loop: %m");

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "rules.h"
 #include "secret.h"
 
 #define QEMU_DEFAULT "qemu-system-x86_64"
@@ -165,9 +166,12 @@ const QemuHost *qemu_host_probe(void) {
 
 /* ---- paths ------------------------------------------------------------------- */
 
+/* <vm>.<what>.sock: the '.' no VM name holds keeps every VM's companion
+ * sockets apart from every other VM's files (paths.h). */
 char *vmm_qemu_socket(const VmConfig *vm, const char *what) {
     char *s;
-    if (asprintf(&s, "%s/%s-%s.sock", config_runtime_dir(), vm->name, what) < 0) {
+    if (!vm_name_valid(vm->name) ||
+        asprintf(&s, "%s/%s.%s.sock", config_runtime_dir(), vm->name, what) < 0) {
         return NULL;
     }
     return s;

@@ -7,7 +7,7 @@
  *     -m MIB -smp N -object memory-backend-memfd,id=mem,size=MIBM,share=on
  *     -nodefaults -no-user-config -display none -no-reboot
  *     -chardev stdio,id=console,signal=off -serial chardev:console
- *     -qmp unix:RUNTIME/<name>-qmp.sock,server=on,wait=off
+ *     -qmp unix:RUNTIME/<name>.qmp.sock,server=on,wait=off
  *     -kernel KERNEL [-initrd INITRAMFS] -append CMDLINE
  *     [root disk, additionalDisks: -drive …,if=none -device virtio-blk-pci,…]
  *     [hostNetworking: -netdev tap,ifname=vm-<name>,… -device virtio-net-pci,…]
@@ -15,7 +15,7 @@
  *     [pciDevices: -device vfio-pci,host=BDF]
  *     [sharedDirectories: -chardev socket,… -device vhost-user-fs-pci,…]
  *     -device vhost-vsock-pci,guest-cid=ID
- *       | -chardev socket,id=vsock,path=RUNTIME/<name>-vsock-vhost.sock,reconnect=1 -S
+ *       | -chardev socket,id=vsock,path=RUNTIME/<name>.vsock-vhost.sock,reconnect=1 -S
  *     [qemu.extraArgs, global then per VM]
  * - Memory is a shared memfd: vhost-user backends (vm-switch,
  *   qubes-lite-vsock, virtiofsd) map the guest's memory.
@@ -36,7 +36,7 @@
  *   vhost-user-vsock device qemu 7.2 sets up only once its socket is
  *   connected: qemu starts paused (-S), the device is added over QMP, then
  *   the guest runs (qemurun.c). The guest agent is then reached at
- *   hvsock:RUNTIME/<name>-vsock.sock:5200.
+ *   hvsock:RUNTIME/<name>.vsock.sock:5200.
  * - What qemu cannot do as crosvm does is refused, in --check's words
  *   (config_vm_qemu_check()): gpu and sound (qemu 7.2 has neither
  *   crosvm's cross-domain Wayland nor virtio-snd), crosvm's vfio options,
@@ -59,7 +59,7 @@ const QemuHost *qemu_host_probe(void);
 
 /* VmmOps.argv: vmm_qemu_argv_on() for this machine. */
 int vmm_qemu_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv, ErrorText *err);
-/* VmmOps.guest_address: hvsock:RUNTIME/<name>-vsock.sock:5200 when
+/* VmmOps.guest_address: hvsock:RUNTIME/<name>.vsock.sock:5200 when
  * qubes-lite-vsock is the VM's vsock device. */
 int vmm_qemu_guest_address(const HostConfig *h, const VmConfig *vm, char *buf, size_t size);
 /* The argv for a given host (unit tests); argv[0] is $QUBES_LITE_QEMU when

@@ -15,7 +15,7 @@
 #include "util.h"
 
 char *vm_secret_path(const char *vm) {
-    return config_runtime_file(vm, "secret");
+    return config_vm_runtime_file(vm, CONFIG_RUNTIME_SECRET);
 }
 
 static int secret_random(uint8_t ret[WIRE_SECRET_SIZE]) {

@@ -160,6 +160,16 @@ int switchconf_write(const char *config_dir, const char *net, const char *dir, F
     if (r < 0) {
         return r;
     }
+    /* No VM names the network (none on it, none whose file may): a
+     * network nobody configured, unless its directory is there already
+     * (its last VM left: its files go below). */
+    bool named = false;
+    for (size_t i = 0; i < n; i++) {
+        named = named || v[i].on_net || v[i].keep;
+    }
+    if (!named && access(dir, F_OK) < 0) {
+        return errno == ENOENT ? -ENXIO : -errno;
+    }
     r = mkdir_p(dir);
     if (r < 0) {
         return r;

@@ -12,6 +12,8 @@
  * running switch restarts only the VMs that changed), and removes the
  * <vm>.conf of VMs no longer on it. Other files are left alone, as is the
  * file of a VM whose configuration does not load (reported to `errors`).
- * Creates `dir` (0755) when missing. Returns the number of VMs written,
- * or a negative errno when the directory cannot be read or written. */
+ * Creates `dir` (0755) when missing. Returns the number of VMs written;
+ * -ENXIO, with nothing made, when no VM names the network and `dir` does
+ * not exist (a network nobody configured); or a negative errno when the
+ * directory cannot be read or written. */
 int switchconf_write(const char *config_dir, const char *net, const char *dir, FILE *errors);

@@ -17,6 +17,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "host/common/opts.h"
 #include "host/common/paths.h"
 #include "rules.h"
 #include "util.h"
@@ -61,9 +62,20 @@ void client_warn(const char *fmt, ...) {
     va_end(ap);
 }
 
-void client_usage_error(void) {
-    fprintf(stderr, "Try '%s --help'.\n", program);
-    exit(EXIT_FAILURE);
+void client_bad_option(int c, char **argv) {
+    ErrorText err;
+    opts_error(&err, c, argv);
+    client_fail("%s", err.message);
+}
+
+void client_fail_unknown_vm(const char *vm) {
+    char name[64];
+    str_sanitize(vm, strlen(vm), name, sizeof(name));
+    if (!vm_name_valid(vm)) {
+        client_fail("no VM named '%s' (a VM name is [a-z][a-z0-9-], at most %u characters)", name,
+                    VM_NAME_MAX);
+    }
+    client_fail("no VM named '%s' (no %s/vms/%s.json)", name, config_dir(), name);
 }
 
 const char *client_program(void) {
@@ -229,6 +241,102 @@ bool client_vm_configured(const char *vm) {
         return false;
     }
     return stat(cfg, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void client_unreachable_text(const char *vm, const char *path, int r, char *buf, size_t size) {
+    if (r == -ENOENT || r == -ECONNREFUSED) {
+        /* The socket unit is not active (or the agent run by hand is
+         * gone): say what starts it. */
+        snprintf(buf, size,
+                 "cannot reach the host agent of VM '%s' at %s: nothing listens there (%s); "
+                 "start its socket unit (systemctl start qubes-lite-%s.socket) or run it with "
+                 "vm-start-debug %s",
+                 vm, path, strerror(-r), vm, vm);
+        return;
+    }
+    snprintf(buf, size, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
+             strerror(-r));
+}
+
+/* How long a lease waits for Connected before it says it waits for the VM. */
+#define LEASE_NOTICE_MS 1000
+/* Connected brings the Exec's connection and, when asked for, a stream
+ * connection. */
+#define CONNECTED_FDS_MAX 2
+
+/* Fails with one line telling the host agent's Error. */
+_noreturn_ static void host_error(const char *vm, const Msg *untrusted) {
+    char text[CLIENT_PEER_TEXT_MAX];
+    if (untrusted->error.code == WIRE_ERR_DENIED) {
+        client_fail("the host agent of VM '%s' denied access: %s (DENIED)", vm,
+                    client_peer_message(untrusted, text));
+    }
+    client_fail_error(vm, untrusted);
+}
+
+/* Hello and Connect go out together, and the host agent's Hello must
+ * come back; fails with one line otherwise. */
+static void host_hello(int fd, const char *vm, const char *software, unsigned streams) {
+    Msg connect = {.type = MSG_CONNECT, .connect = {.streams = streams}};
+    ClientHelloFailure failure;
+    Msg untrusted;
+    int r = client_hello(fd, software, &connect, -1, &failure, &untrusted);
+
+    if (r >= 0) {
+        return;
+    }
+    errno = -r;
+    switch (failure) {
+    case CLIENT_HELLO_SEND:
+        client_fail("cannot write to the host agent of VM '%s': %m", vm);
+    case CLIENT_HELLO_TIMEOUT:
+    case CLIENT_HELLO_RECV:
+        client_fail("the host agent of VM '%s' closed the connection: %m", vm);
+    case CLIENT_HELLO_ERROR:
+        host_error(vm, &untrusted);
+    case CLIENT_HELLO_NOT_HELLO:
+        client_fail("protocol error: the host agent sent %s instead of Hello",
+                    msg_type_name(untrusted.type));
+    case CLIENT_HELLO_VERSION:
+        client_fail("the host agent speaks protocol version %u, %s %u", untrusted.hello.major,
+                    client_program(), WIRE_VERSION_MAJOR);
+    }
+    client_fail("the host agent of VM '%s' closed the connection: %m", vm);
+}
+
+void client_lease(int fd, const char *vm, const char *software, unsigned streams,
+                  ClientConnected *ret) {
+    int fds[CONNECTED_FDS_MAX] = {-EBADF, -EBADF};
+    char notice[128];
+    size_t n_fds = 0;
+    Msg untrusted;
+    int r;
+
+    host_hello(fd, vm, software, streams);
+    snprintf(notice, sizeof(notice), "waiting for VM '%s' to start...", vm);
+    (void)client_wait_readable(fd, -1, notice, LEASE_NOTICE_MS);
+    r = wire_recv_fds(fd, &untrusted, fds, streams ? 2 : 1, &n_fds);
+    if (r < 0) {
+        errno = -r;
+        client_fail("the host agent of VM '%s' closed the connection: %m", vm);
+    }
+    if (untrusted.type == MSG_ERROR) {
+        host_error(vm, &untrusted);
+    }
+    if (untrusted.type != MSG_CONNECTED) {
+        client_fail("protocol error: the host agent sent %s instead of Connected",
+                    msg_type_name(untrusted.type));
+    }
+    if (n_fds == 0) {
+        client_fail("protocol error: the host agent sent no connection with Connected");
+    }
+    *ret = (ClientConnected){
+        .guest_fd = fds[0],
+        .stream_fd = fds[1],
+        .vm_start_us = untrusted.connected.vm_start_us,
+        .guest_wait_us = untrusted.connected.guest_wait_us,
+    };
+    msg_done(&untrusted);
 }
 
 bool client_vm_known(const char *vm, const char *sock_path) {

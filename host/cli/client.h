@@ -23,9 +23,13 @@ void client_setup(const char *program, int failure_status);
 /* One line "PROGRAM: ..." on stderr, the terminal restored first, then
  * exit with the status set above (1 by default). */
 _noreturn_ _printf_(1, 2) void client_fail(const char *fmt, ...);
-/* A bad command line that getopt has already told about: "Try 'PROGRAM
- * --help'." and exit 1. */
-_noreturn_ void client_usage_error(void);
+/* getopt_long() refused an option (c is '?' or ':', opterr was 0): one
+ * line in our words (host/common/opts.h), and the failure status. */
+_noreturn_ void client_bad_option(int c, char **argv);
+/* Fails with one line for a VM that does not exist: "no VM named 'x' (no
+ * <config dir>/vms/x.json)", or for a word that is no VM name at all, what
+ * a name is. The word is sanitised and bounded. */
+_noreturn_ void client_fail_unknown_vm(const char *vm);
 /* The name given to client_setup(). */
 const char *client_program(void);
 /* A peer's text as we print it: control characters escaped, at most this
@@ -41,6 +45,11 @@ _noreturn_ void client_fail_error(const char *vm, const Msg *untrusted);
 /* One line "PROGRAM: ..." on stderr, and carry on: a notice, or a
  * problem that does not end the command. */
 _printf_(1, 2) void client_warn(const char *fmt, ...);
+
+/* Why VM's host agent at path could not be reached (r, a negative errno
+ * from client_unix_connect()), in one line without the program's prefix;
+ * when nothing listens there, how to start it. */
+void client_unreachable_text(const char *vm, const char *path, int r, char *buf, size_t size);
 
 /* A blocking, close-on-exec connection to the unix socket at path. */
 int client_unix_connect(const char *path, int *ret_fd);
@@ -86,6 +95,23 @@ typedef enum ClientHelloFailure {
  * (free it with msg_done()). The caller words the failure. */
 int client_hello(int fd, const char *software, const Msg *request, int timeout_ms,
                  ClientHelloFailure *ret_failure, Msg *ret_untrusted_reply);
+
+/* What the host agent's Connected brought: the guest agent connection,
+ * the stream connection (or -EBADF), and the times it reported. */
+typedef struct ClientConnected {
+    int guest_fd;
+    int stream_fd;
+    uint64_t vm_start_us;
+    uint64_t guest_wait_us;
+} ClientConnected;
+
+/* Takes a lease on fd, a connected socket to VM's host agent: Hello and
+ * Connect {streams} (0 or 1) go out, then the host agent's Hello and
+ * Connected are read and checked (saying once on stderr, after a second,
+ * that it waits for the VM to start). The host agent holds the VM in use
+ * for as long as fd stays open. Fails with one line otherwise. */
+void client_lease(int fd, const char *vm, const char *software, unsigned streams,
+                  ClientConnected *ret);
 
 /* Whether VM names a configured VM: a valid name whose regular file
  * <config dir>/vms/VM.json exists. */

@@ -69,7 +69,7 @@ _vm_run() {
         case ${COMP_WORDS[COMP_CWORD - 1]} in
             -u|--user|-e|--env|-w|--workdir) return ;;
         esac
-        _qubes_lite_option_or_vm "-t -u -e -w --tty --user --env --workdir --wait-wayland --timing --help"
+        _qubes_lite_option_or_vm "-t -u -e -w --tty --user --env --workdir --wait-wayland --raw-output --no-escape --timing --help"
         return
     fi
     _qubes_lite_command "$vm_at"
@@ -91,16 +91,20 @@ _vm_name_only() {
     _qubes_lite_option_or_vm "$opts"
 }
 
-# vm-shell [--ssh [--root]] VM [COMMAND...]: with --ssh, a command after VM.
+# vm-shell [--ssh [--root | --user USER]] VM [COMMAND...]: with --ssh, a command after VM.
 _vm_shell() {
     local i vm_at ssh=0
     COMPREPLY=()
-    vm_at=$(_qubes_lite_vm_at)
+    vm_at=$(_qubes_lite_vm_at -u --user)
     for ((i = 1; i < COMP_CWORD && (vm_at == 0 || i < vm_at); i++)); do
         [[ ${COMP_WORDS[i]} == --ssh ]] && ssh=1
     done
     if ((vm_at == 0 || vm_at == COMP_CWORD)); then
-        _qubes_lite_option_or_vm "--ssh --root --help"
+        # --user's argument: a user in the VM, nothing to offer.
+        case ${COMP_WORDS[COMP_CWORD - 1]} in
+            -u|--user) return ;;
+        esac
+        _qubes_lite_option_or_vm "--ssh --root -u --user --help"
         return
     fi
     ((ssh)) || return

@@ -28,8 +28,7 @@ const char *hostctl_state_name(VmState s) {
 
 void hostctl_require_vm(const char *vm) {
     if (!client_vm_configured(vm)) {
-        client_fail("no VM named '%s' (no %s/vms/%s.json)", vm, config_dir(),
-                    vm_name_valid(vm) ? vm : "NAME");
+        client_fail_unknown_vm(vm);
     }
 }
 
@@ -89,7 +88,11 @@ int hostctl_list_vms(char ***ret_names, size_t *ret_n) {
 }
 
 int hostctl_socket_path(const char *vm, char *buf, size_t size) {
-    int n = snprintf(buf, size, "%s/%s.sock", config_runtime_dir(), vm);
+    _cleanup_free_ char *path = config_vm_runtime_file(vm, CONFIG_RUNTIME_COMMAND);
+    if (!path) {
+        return -EINVAL;
+    }
+    int n = snprintf(buf, size, "%s", path);
     return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
@@ -130,8 +133,9 @@ int hostctl_connect(const char *vm, int timeout_ms, int *ret_fd, ErrorText *err)
         return error_set(err, r, "the socket path of VM '%s' is too long", vm);
     }
     if (r < 0) {
-        return error_set(err, r, "cannot reach the host agent of VM '%s' at %s: %s", vm, path,
-                         strerror(-r));
+        char why[PATH_MAX + 256];
+        client_unreachable_text(vm, path, r, why, sizeof(why));
+        return error_set(err, r, "%s", why);
     }
     r = client_hello(fd, SOFTWARE, NULL, timeout_ms, &failure, &untrusted);
     if (r < 0) {

@@ -37,7 +37,8 @@ const char *hostctl_vm_operand(int argc, char **argv);
 int hostctl_list_vms(char ***ret_names, size_t *ret_n);
 void hostctl_names_free(char **names, size_t n);
 
-/* RUNTIME_DIR/VM.sock. */
+/* RUNTIME_DIR/VM.sock (config_vm_runtime_file()); -EINVAL for a name
+ * that is not a VM's. */
 int hostctl_socket_path(const char *vm, char *buf, size_t size);
 
 /* Connects to the VM's host agent and exchanges Hello. -ENOENT or

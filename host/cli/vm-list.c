@@ -1,6 +1,8 @@
 /* vm-list: every configured VM with its state, uptime, leases, live
  * sessions and, for disposable VMs, the idle countdown. A VM whose host
- * agent does not listen is stopped. */
+ * agent does not listen is stopped; one whose file does not load is
+ * invalid (unless its host agent still runs it), with the reason on
+ * stderr and exit status 1. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -8,12 +10,14 @@
 #include <stdlib.h>
 
 #include "hostctl.h"
+#include "host/common/config.h"
 #include "host/common/paths.h"
 #include "util.h"
 
 typedef struct Row {
     const char *name;
-    const char *state; /* stopped, starting, running, stopping, no answer */
+    const char *state; /* stopped, starting, running, stopping, no answer, invalid */
+    bool invalid;      /* its file does not load */
     bool have_status;
     MsgHostStatus st; /* with have_status; st.vm is not kept */
 } Row;
@@ -27,8 +31,21 @@ static void help(void) {
            "  --json       one JSON array of objects instead of the table\n"
            "  -h, --help   show this help\n"
            "\n"
-           "Exit status: 0, or 1 with one line on stderr (a bad argument, an\n"
-           "unreadable configuration directory, output that could not be written).\n");
+           "Exit status: 0, or 1 with one line on stderr for each problem (a bad\n"
+           "argument, a configuration directory that cannot be read, a VM whose\n"
+           "file does not load, listed as invalid, output that could not be written).\n");
+}
+
+/* Whether the VM's file loads, as its host agent would load it; the
+ * reason on stderr when it does not. */
+static void load(Row *row) {
+    _cleanup_(vm_config_freep) VmConfig *vm = NULL;
+    ErrorText err = {{0}};
+
+    if (config_load_vm(config_dir(), row->name, &vm, &err) < 0) {
+        row->invalid = true;
+        client_warn("%s", err.message[0] ? err.message : "cannot load the VM's file");
+    }
 }
 
 static void query(Row *row) {
@@ -36,7 +53,7 @@ static void query(Row *row) {
     int fd, r;
     Msg untrusted_reply;
 
-    row->state = "stopped";
+    row->state = row->invalid ? "invalid" : "stopped";
     r = hostctl_connect(row->name, HOSTCTL_STATUS_TIMEOUT_MS, &fd, &err);
     if (r == -ENOENT || r == -ECONNREFUSED) {
         return;
@@ -62,7 +79,10 @@ static void query(Row *row) {
     /* Checked: a HostStatus; the decoder bounded its state. */
     row->st = untrusted_reply.host_status;
     row->st.vm = NULL;
-    row->state = hostctl_state_name(row->st.state);
+    /* A host agent that still runs the VM from its file as it was. */
+    if (!row->invalid || row->st.state != VM_STOPPED) {
+        row->state = hostctl_state_name(row->st.state);
+    }
     msg_done(&untrusted_reply);
 }
 
@@ -154,7 +174,8 @@ int main(int argc, char **argv) {
     int c, r;
 
     client_setup("vm-list", EXIT_FAILURE);
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
         switch (c) {
         case ARG_JSON:
             json = true;
@@ -163,11 +184,15 @@ int main(int argc, char **argv) {
             help();
             return EXIT_SUCCESS;
         default:
-            client_usage_error();
+            client_bad_option(c, argv);
         }
     }
     if (optind < argc) {
         client_fail("unexpected argument '%s' (see --help)", argv[optind]);
+    }
+    ErrorText err;
+    if (config_dir_check(&err) < 0) {
+        client_fail("%s", err.message);
     }
     r = hostctl_list_vms(&names, &n);
     if (r == -ENOENT) {
@@ -181,9 +206,12 @@ int main(int argc, char **argv) {
     if (!rows) {
         client_fail("out of memory");
     }
+    bool any_invalid = false;
     for (size_t i = 0; i < n; i++) {
         rows[i].name = names[i];
+        load(&rows[i]);
         query(&rows[i]);
+        any_invalid = any_invalid || rows[i].invalid;
     }
     if (json) {
         print_json(rows, n);
@@ -192,5 +220,5 @@ int main(int argc, char **argv) {
     }
     free(rows);
     hostctl_names_free(names, n);
-    return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return fflush(stdout) == 0 && !any_invalid ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -14,6 +14,7 @@
  * attached) before their connections are used. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,90 +29,9 @@
 #include "vmrun-stream.h"
 #include "wire.h"
 
-/* How long vm-run waits for Connected before it says it waits for the VM. */
-#define WAIT_NOTICE_MS 1000
-/* Connected brings the Exec's connection and, when asked for, a stream
- * connection. */
-#define CONNECTED_FDS_MAX 2
-
 static const char *vm_name = "?";
 
 /* ---- the host agent ------------------------------------------------------------------------ */
-
-/* Fails with one line telling the host agent's Error. */
-_noreturn_ static void host_error(const Msg *untrusted) {
-    char text[CLIENT_PEER_TEXT_MAX];
-    if (untrusted->error.code == WIRE_ERR_DENIED) {
-        client_fail("the host agent of VM '%s' denied access: %s (DENIED)", vm_name,
-                    client_peer_message(untrusted, text));
-    }
-    client_fail_error(vm_name, untrusted);
-}
-
-/* Hello and Connect go out together, and the host agent's Hello must
- * come back; fails with one line otherwise. */
-static void host_hello(int fd, bool stream) {
-    Msg connect = {.type = MSG_CONNECT, .connect = {.streams = stream ? 1 : 0}};
-    ClientHelloFailure failure;
-    Msg untrusted;
-    int r = client_hello(fd, VMRUN_SOFTWARE, &connect, -1, &failure, &untrusted);
-
-    if (r >= 0) {
-        return;
-    }
-    errno = -r;
-    switch (failure) {
-    case CLIENT_HELLO_SEND:
-        client_fail("cannot write to the host agent of VM '%s': %m", vm_name);
-    case CLIENT_HELLO_TIMEOUT:
-    case CLIENT_HELLO_RECV:
-        client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
-    case CLIENT_HELLO_ERROR:
-        host_error(&untrusted);
-    case CLIENT_HELLO_NOT_HELLO:
-        client_fail("protocol error: the host agent sent %s instead of Hello",
-                    msg_type_name(untrusted.type));
-    case CLIENT_HELLO_VERSION:
-        client_fail("the host agent speaks protocol version %u, vm-run %u", untrusted.hello.major,
-                    WIRE_VERSION_MAJOR);
-    }
-    client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
-}
-
-/* Waits for Connected (saying so after a second: the VM is starting) and
- * takes the connections it brings: the Exec's, and the stream connection
- * or -EBADF (a host agent without stream connections: all is relayed). */
-static void host_connected(int fd, bool stream, VmRunTiming *t, int *ret_guest, int *ret_stream) {
-    int fds[CONNECTED_FDS_MAX] = {-EBADF, -EBADF};
-    char notice[128];
-    size_t n_fds = 0;
-    Msg untrusted;
-    int r;
-
-    snprintf(notice, sizeof(notice), "waiting for VM '%s' to start...", vm_name);
-    (void)client_wait_readable(fd, -1, notice, WAIT_NOTICE_MS);
-    r = wire_recv_fds(fd, &untrusted, fds, stream ? 2 : 1, &n_fds);
-    if (r < 0) {
-        errno = -r;
-        client_fail("the host agent of VM '%s' closed the connection: %m", vm_name);
-    }
-    if (untrusted.type == MSG_ERROR) {
-        host_error(&untrusted);
-    }
-    if (untrusted.type != MSG_CONNECTED) {
-        client_fail("protocol error: the host agent sent %s instead of Connected",
-                    msg_type_name(untrusted.type));
-    }
-    if (n_fds == 0) {
-        client_fail("protocol error: the host agent sent no connection with Connected");
-    }
-    t->connected = now_usec(CLOCK_MONOTONIC);
-    t->vm_start_us = untrusted.connected.vm_start_us;
-    t->guest_wait_us = untrusted.connected.guest_wait_us;
-    msg_done(&untrusted);
-    *ret_guest = fds[0];
-    *ret_stream = fds[1];
-}
 
 /* Connects to the host agent and returns the guest agent connection (and
  * the stream connection, or -EBADF); *ret_host is the lease, kept open
@@ -121,18 +41,22 @@ static void host_connected(int fd, bool stream, VmRunTiming *t, int *ret_guest, 
 static int host_connect(const char *sock_path, VmRunTiming *t, bool stream, int *ret_host,
                         int *ret_stream) {
     _cleanup_close_ int fd = -EBADF;
-    int guest_fd;
+    ClientConnected c;
     int r = client_unix_connect(sock_path, &fd);
 
     if (r < 0) {
-        errno = -r;
-        client_fail("cannot reach the host agent of VM '%s' at %s: %m", vm_name, sock_path);
+        char why[PATH_MAX + 256];
+        client_unreachable_text(vm_name, sock_path, r, why, sizeof(why));
+        client_fail("%s", why);
     }
     t->host = now_usec(CLOCK_MONOTONIC);
-    host_hello(fd, stream);
-    host_connected(fd, stream, t, &guest_fd, ret_stream);
+    client_lease(fd, vm_name, VMRUN_SOFTWARE, stream ? 1 : 0, &c);
+    t->connected = now_usec(CLOCK_MONOTONIC);
+    t->vm_start_us = c.vm_start_us;
+    t->guest_wait_us = c.guest_wait_us;
     *ret_host = TAKE_FD(fd);
-    return guest_fd;
+    *ret_stream = c.stream_fd;
+    return c.guest_fd;
 }
 
 /* ---- --timing ------------------------------------------------------------------------------ */
@@ -181,12 +105,9 @@ static void parse_command_line(int argc, char **argv, VmRunOptions *ret) {
 /* The VM's command socket, once the VM is known to exist: a configured
  * VM, or one whose socket exists (a configuration this user cannot read). */
 static char *known_vm_socket(const char *vm) {
-    char *sock_path;
-    if (asprintf(&sock_path, "%s/%s.sock", config_runtime_dir(), vm) < 0) {
-        client_fail("out of memory");
-    }
-    if (!client_vm_known(vm, sock_path)) {
-        client_fail("no VM named '%s'", vm);
+    char *sock_path = config_vm_runtime_file(vm, CONFIG_RUNTIME_COMMAND);
+    if (!sock_path || !client_vm_known(vm, sock_path)) {
+        client_fail_unknown_vm(vm);
     }
     return sock_path;
 }

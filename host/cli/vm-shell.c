@@ -1,18 +1,21 @@
 /* vm-shell: the serial console of a running VM, or ssh to it over vsock.
  *
  * The console: connects to the host agent's console relay
- * (<runtime dir>/<vm>-console), attaches with the window size, prints the
+ * (<runtime dir>/<vm>.console), attaches with the window size, prints the
  * replayed scrollback and the live output, and sends keystrokes until
  * Ctrl-] (or, when stdin is not a terminal, until its end and a short
- * drain). --ssh: execs ssh with qubes-lite-vsock-proxy as its
- * ProxyCommand, to the VM's CID, port 22. */
+ * drain). --ssh: runs ssh with qubes-lite-vsock-proxy as its
+ * ProxyCommand, to the VM's CID, port 22, holding a lease on the VM
+ * (its host agent's connection) until ssh ends. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -37,6 +40,8 @@
 /* Stop reading stdin while this much is queued for the console. */
 #define OUT_HIGH (4u * WIRE_DATA_MAX)
 #define PROXY_NAME "qubes-lite-vsock-proxy"
+/* The console's output is written this much at a time (PIPE_BUF). */
+#define OUTPUT_PIECE 4096
 
 static const char *vm_name = "?";
 
@@ -49,20 +54,92 @@ static char *proxy_path(void) {
     return p ? p : strdup(PROXY_NAME);
 }
 
-_noreturn_ static void run_ssh(const VmShellOptions *o) {
+/* The lease: a connection to the VM's host agent that asked for a guest
+ * connection (starting the VM if need be), kept open while ssh runs, so
+ * that the host agent counts the VM in use (a disposable VM is not
+ * stopped under an ssh session). The guest connection itself is not
+ * needed: ssh goes through the proxy. */
+static int ssh_lease(const char *vm) {
+    _cleanup_free_ char *path = config_vm_runtime_file(vm, CONFIG_RUNTIME_COMMAND);
+    _cleanup_close_ int fd = -EBADF;
+    ClientConnected c;
+    int r;
+
+    if (!path) {
+        client_fail("out of memory");
+    }
+    r = client_unix_connect(path, &fd);
+    if (r < 0) {
+        char why[PATH_MAX + 256];
+        client_unreachable_text(vm, path, r, why, sizeof(why));
+        client_fail("%s", why);
+    }
+    client_lease(fd, vm, SOFTWARE, 0, &c);
+    safe_close(c.guest_fd);
+    safe_close(c.stream_fd);
+    return TAKE_FD(fd);
+}
+
+static volatile pid_t ssh_pid;
+
+/* SIGTERM and SIGHUP for vm-shell are for ssh: it ends the session. */
+static void ssh_forward_signal(int sig) {
+    if (ssh_pid > 0) {
+        kill(ssh_pid, sig);
+    }
+}
+
+/* Runs ssh and waits for it: its exit status, or 128+N when signal N
+ * killed it. The terminal's SIGINT and SIGQUIT reach ssh as they reach
+ * us, and ssh decides (as with system(), we ignore them). */
+static int ssh_run(char **argv) {
+    struct sigaction fwd = {.sa_handler = ssh_forward_signal};
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    int status;
+    pid_t pid;
+
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        client_fail("cannot run ssh: %m");
+    }
+    if (pid == 0) {
+        execvp("ssh", argv);
+        client_warn("cannot run ssh: %m");
+        _exit(CLIENT_EXIT_OWN_ERROR);
+    }
+    ssh_pid = pid;
+    sigemptyset(&fwd.sa_mask);
+    sigaction(SIGTERM, &fwd, NULL);
+    sigaction(SIGHUP, &fwd, NULL);
+    sigaction(SIGINT, &ign, NULL);
+    sigaction(SIGQUIT, &ign, NULL);
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            client_fail("cannot wait for ssh: %m");
+        }
+    }
+    if (WIFSIGNALED(status)) {
+        return 128 + WTERMSIG(status);
+    }
+    return WEXITSTATUS(status);
+}
+
+/* Returns ssh's status once it ended (or execs it, without a lease). */
+static int run_ssh(const VmShellOptions *o) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
     _cleanup_(vm_config_freep) VmConfig *vm = NULL;
     ErrorText err = {{0}};
     unsigned cid;
-    char **argv = NULL;
+    _cleanup_strv_free_ char **argv = NULL;
     int r;
 
     if (!vm_name_valid(o->vm)) {
-        client_fail("no VM named '%s'", o->vm);
+        client_fail_unknown_vm(o->vm);
     }
     r = config_load_vm(config_dir(), o->vm, &vm, &err);
     if (r == -ENOENT) {
-        client_fail("no VM named '%s'", o->vm);
+        client_fail_unknown_vm(o->vm);
     }
     if (r < 0) {
         client_fail("%s", err.message);
@@ -71,9 +148,10 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     if (r < 0) {
         client_fail("%s", err.message[0] ? err.message : strerror(-r));
     }
-    const char *user = o->root ? "root" : host->user;
+    const char *user = o->root ? "root" : o->user ? o->user : host->user;
     if (!user) {
-        client_fail("no user is configured (\"user\" in %s/host.json); use --root", config_dir());
+        client_fail("no user is configured (\"user\" in %s/host.json); use --user or --root",
+                    config_dir());
     }
     cid = vm->id;
     /* Tests run the guest side in one VM over the loopback CID (1). */
@@ -93,9 +171,15 @@ _noreturn_ static void run_ssh(const VmShellOptions *o) {
     if (r < 0) {
         client_fail("out of memory");
     }
-    fflush(NULL);
-    execvp("ssh", argv);
-    client_fail("cannot run ssh: %m");
+    /* With another CID (tests over the loopback CID) the guest is not the
+     * VM this host agent runs: there is nothing to hold in use. */
+    if (e && *e) {
+        fflush(NULL);
+        execvp("ssh", argv);
+        client_fail("cannot run ssh: %m");
+    }
+    _cleanup_close_ int lease = ssh_lease(o->vm);
+    return ssh_run(argv);
 }
 
 /* ---- the console -------------------------------------------------------- */
@@ -108,6 +192,11 @@ typedef struct Console {
     uint64_t quiet_end; /* ... or once the console is quiet until then */
     WireReader in;
     WireWriter out;
+    /* The console's output not yet written to our stdout: while there is
+     * some, the console is not read (backpressure), but signals, stdin
+     * (Ctrl-]) and the drain's deadline still are. */
+    uint8_t *pending;
+    size_t pending_off, pending_len;
 } Console;
 
 /* A frame did not come (r): the console closed, or sent garbage. */
@@ -207,33 +296,32 @@ _noreturn_ static void console_leave(Console *c, int status, const char *why) {
     }
     wire_reader_done(&c->in);
     wire_writer_done(&c->out);
+    free(c->pending);
     safe_close(c->sock);
     exit(status);
 }
 
-/* Writes all of n bytes to stdout, blocking: the socket is not read
- * meanwhile (backpressure). */
-static void console_output(Console *c, const uint8_t *p, size_t n) {
-    while (n > 0) {
-        ssize_t k = write(STDOUT_FILENO, p, n);
-        if (k < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN) {
-                struct pollfd pf = {.fd = STDOUT_FILENO, .events = POLLOUT};
-                (void)poll(&pf, 1, -1);
-                continue;
-            }
-            if (errno == EPIPE) {
-                /* Whoever read our output is gone: end as a program in a
-                 * pipeline would. */
-                client_stdout_gone();
-            }
-            client_fail("cannot write the console's output: %m");
+/* Writes some of the pending output, at most a pipe's atomic size once
+ * poll() said stdout has room: a write of that much does not block on a
+ * pipe, and a signal interrupts one to a terminal. */
+static void console_write_pending(Console *c) {
+    size_t n = MIN(c->pending_len - c->pending_off, (size_t)OUTPUT_PIECE);
+    ssize_t k = write(STDOUT_FILENO, c->pending + c->pending_off, n);
+
+    if (k < 0) {
+        if (errno == EINTR || errno == EAGAIN) {
+            return;
         }
-        p += k;
-        n -= (size_t)k;
+        if (errno == EPIPE) {
+            /* Whoever read our output is gone: end as a program in a
+             * pipeline would. */
+            client_stdout_gone();
+        }
+        client_fail("cannot write the console's output: %m");
+    }
+    c->pending_off += (size_t)k;
+    if (c->pending_off == c->pending_len) {
+        c->pending_off = c->pending_len = 0;
     }
     if (c->stdin_done) {
         c->quiet_end = now_usec(CLOCK_MONOTONIC) + QUIET_MS * 1000ULL;
@@ -241,9 +329,10 @@ static void console_output(Console *c, const uint8_t *p, size_t n) {
 }
 
 /* The console's frames: only Data(stdout) is the console's output; its
- * closing is the VM stopping. */
+ * closing is the VM stopping. Reads until a frame brings output (written
+ * from the main loop, as stdout takes it) or nothing more is there. */
 static void console_read_socket(Console *c) {
-    for (;;) {
+    while (c->pending_len == 0) {
         Msg untrusted;
         int r = wire_reader_read(&c->in, c->sock, &untrusted);
         if (r == 0) {
@@ -269,7 +358,9 @@ static void console_read_socket(Console *c) {
             client_fail("protocol error: unexpected %s from the console",
                         msg_type_name(untrusted.type));
         }
-        console_output(c, untrusted.data.data, untrusted.data.size);
+        memcpy(c->pending, untrusted.data.data, untrusted.data.size);
+        c->pending_len = untrusted.data.size;
+        c->pending_off = 0;
         msg_done(&untrusted);
     }
 }
@@ -325,16 +416,18 @@ static void console_signals(Console *c) {
 
 _noreturn_ static void console_run(Console *c) {
     for (;;) {
-        struct pollfd pf[3];
+        struct pollfd pf[4];
         nfds_t n = 0;
         int i_in = -1, timeout = -1;
         uint64_t now;
 
+        /* Output waiting for stdout: stdout instead of the console. */
         pf[n++] = (struct pollfd){
             .fd = c->sock,
-            .events = POLLIN | (wire_writer_pending(&c->out) ? POLLOUT : 0),
+            .events = (c->pending_len ? 0 : POLLIN) | (wire_writer_pending(&c->out) ? POLLOUT : 0),
         };
         pf[n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
+        pf[n++] = (struct pollfd){.fd = c->pending_len ? STDOUT_FILENO : -1, .events = POLLOUT};
         if (!c->stdin_done && wire_writer_pending(&c->out) < OUT_HIGH) {
             i_in = (int)n;
             pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
@@ -370,7 +463,10 @@ _noreturn_ static void console_run(Console *c) {
         if (wire_writer_pending(&c->out)) {
             client_flush(&c->out, c->sock, "the console", vm_name);
         }
-        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (c->pending_len && pf[2].revents) {
+            console_write_pending(c);
+        }
+        if (!c->pending_len && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             console_read_socket(c);
         }
     }
@@ -392,18 +488,19 @@ int main(int argc, char **argv) {
     }
     vm_name = opts.vm;
     if (opts.ssh) {
-        run_ssh(&opts);
+        return run_ssh(&opts);
     }
     /* Broken connections are errors we report, not signals. */
     signal(SIGPIPE, SIG_IGN);
-    if (asprintf(&path, "%s/%s-console", config_runtime_dir(), opts.vm) < 0) {
-        client_fail("out of memory");
-    }
-    if (!client_vm_known(opts.vm, path)) {
-        client_fail("no VM named '%s'", opts.vm);
+    path = config_vm_runtime_file(opts.vm, CONFIG_RUNTIME_CONSOLE);
+    if (!path || !client_vm_known(opts.vm, path)) {
+        client_fail_unknown_vm(opts.vm);
     }
 
-    Console c = {.tty = isatty(STDIN_FILENO) == 1};
+    Console c = {.tty = isatty(STDIN_FILENO) == 1, .pending = malloc(WIRE_DATA_MAX)};
+    if (!c.pending) {
+        client_fail("out of memory");
+    }
     if (c.tty) {
         client_window_size(&rows, &cols);
     }

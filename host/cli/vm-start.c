@@ -25,12 +25,13 @@ int main(int argc, char **argv) {
     Msg untrusted_reply;
 
     client_setup("vm-start", EXIT_FAILURE);
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
         if (c == 'h') {
             help();
             return EXIT_SUCCESS;
         }
-        client_usage_error();
+        client_bad_option(c, argv);
     }
     const char *vm = hostctl_vm_operand(argc, argv);
     r = hostctl_connect(vm, HOSTCTL_HELLO_TIMEOUT_MS, &fd, &err);

@@ -46,7 +46,8 @@ int main(int argc, char **argv) {
     Msg untrusted_reply;
 
     client_setup("vm-stop", EXIT_FAILURE);
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) >= 0) {
         if (c == 'h') {
             help();
             return EXIT_SUCCESS;
@@ -58,7 +59,7 @@ int main(int argc, char **argv) {
             }
             continue;
         }
-        client_usage_error();
+        client_bad_option(c, argv);
     }
     const char *vm = hostctl_vm_operand(argc, argv);
     r = hostctl_connect(vm, HOSTCTL_HELLO_TIMEOUT_MS, &fd, &err);

@@ -13,6 +13,8 @@ typedef struct VmRunOptions {
     bool tty;         /* -t: run on a pty */
     bool timing;      /* --timing */
     bool wait_wayland; /* --wait-wayland: start once the VM's Wayland display answers */
+    bool raw_output;  /* --raw-output: no filter before a terminal */
+    bool no_escape;   /* --no-escape: no ~. with -t */
     const char *user; /* -u, NULL: the agent's default */
     const char *cwd;  /* -w, NULL: the user's home */
     char **env;       /* -e K=V entries, NULL-terminated */

@@ -30,6 +30,13 @@
 #define OUT_HIGH (4u * WIRE_DATA_MAX)
 #define STDIN_CHUNKS_PER_ROUND 4
 #define EXIT_ACK_TIMEOUT_MS 5000
+/* -t: keystrokes held while the guest may not take them, read at most
+ * this much at once, and how long those before ~. may take to go. */
+#define KEYS_HOLD (64u * 1024u)
+#define KEYS_READ_MAX 4096u
+#define ESCAPE_FLUSH_MS 500
+/* Output is filtered for a terminal this much at a time (on the stack). */
+#define FILTER_PIECE 4096
 /* The window size a pty gets when no terminal of ours tells. */
 #define DEFAULT_ROWS 24
 #define DEFAULT_COLS 80
@@ -90,7 +97,11 @@ static int session_give_up_timeout(const Session *s) {
 /* One caught signal: SIGWINCH resizes the pty, any other goes to the
  * command (or waits for Started). SIGHUP and SIGTERM, and any signal
  * before Started, also start the give-up deadline: a hung or hostile
- * guest must not keep us (and our lease) alive for ever. */
+ * guest must not keep us (and our lease) alive for ever. After Exited,
+ * only output the command left keeps us (a process still holding its
+ * stdout, or a guest that keeps the stream open): any of them is
+ * forwarded and ends that wait within VMRUN_EXITED_GIVE_UP_MS, a second
+ * one at once; the guest agent hangs up what is left when we go. */
 static void session_signal(Session *s, int signo) {
     if (signo == SIGWINCH) {
         if (s->opts->tty && s->started) {
@@ -98,6 +109,19 @@ static void session_signal(Session *s, int signo) {
             window_size(&m.resize.rows, &m.resize.cols);
             session_queue(s, &m);
         }
+        return;
+    }
+    if (s->exited) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        uint64_t end = now + VMRUN_EXITED_GIVE_UP_MS * 1000ULL;
+        if (!s->sock_gone) {
+            session_send_signal(s, signo);
+        }
+        if (s->give_up_at == 0 || s->give_up_at > end || s->exited_signalled) {
+            s->give_up_at = s->exited_signalled ? now : end;
+            s->give_up_signo = signo;
+        }
+        s->exited_signalled = true;
         return;
     }
     if (s->started) {
@@ -134,7 +158,7 @@ void session_first_byte(Session *s) {
 
 /* Blocking, so that the socket is not read meanwhile (backpressure);
  * signals still interrupt the write and are forwarded. */
-void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
+static void output_raw(Session *s, int fd, const uint8_t *p, size_t n) {
     while (n > 0) {
         if (client_signal_seen()) {
             session_signals(s);
@@ -163,6 +187,47 @@ void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
         }
         p += k;
         n -= (size_t)k;
+    }
+}
+
+void session_output(Session *s, int fd, const uint8_t *p, size_t n) {
+    if (!s->filter_on[fd]) {
+        output_raw(s, fd, p, n);
+        return;
+    }
+    /* Filtered a piece at a time: what is held of a cut UTF-8 sequence
+     * comes out first, hence the room beyond the piece. */
+    uint8_t buf[FILTER_PIECE + TERM_FILTER_HELD_MAX];
+    while (n > 0) {
+        size_t k = MIN(n, (size_t)FILTER_PIECE);
+        output_raw(s, fd, buf, term_filter(&s->filter[fd], p, k, buf));
+        p += k;
+        n -= k;
+    }
+}
+
+/* The output ended: a UTF-8 sequence cut short is replaced too. */
+static void session_output_end(Session *s) {
+    for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++) {
+        uint8_t buf[TERM_FILTER_HELD_MAX];
+        if (s->filter_on[fd]) {
+            output_raw(s, fd, buf, term_filter_end(&s->filter[fd], buf));
+        }
+    }
+}
+
+/* Without -t a terminal gets the command's output through the filter
+ * (termfilter.h), unless --raw-output; -t is a terminal session, raw. */
+static void session_filter_setup(Session *s) {
+    if (s->opts->tty || s->opts->raw_output) {
+        return;
+    }
+    for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++) {
+        s->filter_on[fd] = isatty(fd) == 1;
+    }
+    /* The stream connection then goes through our buffer, not splice(). */
+    if (s->filter_on[STDOUT_FILENO]) {
+        s->st.splice_out = false;
     }
 }
 
@@ -353,6 +418,68 @@ static void session_read_stdin(Session *s) {
     }
 }
 
+/* ---- -t: keystrokes and the escape --------------------------------------------------------- */
+
+/* Leaves on ~.: what was typed before it goes first (bounded: the guest
+ * may take nothing), the connections close (the guest agent hangs the
+ * command up) and vm-run exits with 255, as ssh does. */
+_noreturn_ static void session_escape_leave(Session *s) {
+    if (s->started && s->n_keys > 0 && s->credit > 0) {
+        Msg m = {
+            .type = MSG_DATA,
+            .data = {.stream = WIRE_STDIN, .data = s->keys, .size = MIN(s->n_keys, s->credit)}};
+        session_queue(s, &m);
+    }
+    client_flush_bounded(&s->out, s->sock, ESCAPE_FLUSH_MS);
+    client_terminal_restore();
+    fputs("\r\n", stderr);
+    client_warn("left the session of VM '%s' (~.)", s->vm);
+    exit(CLIENT_EXIT_OWN_ERROR);
+}
+
+/* Keystrokes held to the guest, as its window and our queue allow. */
+static void session_keys_push(Session *s) {
+    while (s->started && s->n_keys > 0 && s->credit > 0 &&
+           wire_writer_pending(&s->out) < OUT_HIGH) {
+        size_t k = MIN(MIN(s->n_keys, (size_t)s->credit), (size_t)CHUNK);
+        Msg m = {.type = MSG_DATA, .data = {.stream = WIRE_STDIN, .data = s->keys, .size = k}};
+        session_queue(s, &m);
+        s->credit -= (uint32_t)k;
+        s->n_keys -= k;
+        memmove(s->keys, s->keys + k, s->n_keys);
+    }
+    if (s->stdin_eof && s->n_keys == 0 && !s->stdin_done) {
+        session_stdin_close(s);
+    }
+}
+
+/* The terminal has keystrokes: read whatever the guest does (so that ~.
+ * is always seen), held while it may not take them. When the hold is
+ * full, keystrokes are only watched for the escape. */
+static void session_read_keys(Session *s) {
+    uint8_t in[KEYS_READ_MAX], keys[KEYS_READ_MAX + 1];
+    bool leave;
+    ssize_t k = read(STDIN_FILENO, in, sizeof(in));
+
+    if (k < 0 && (errno == EINTR || errno == EAGAIN)) {
+        return;
+    }
+    if (k <= 0) {
+        /* EOF, or an error (a hung-up terminal): no more input. */
+        s->stdin_eof = true;
+        session_keys_push(s);
+        return;
+    }
+    size_t n = tty_escape_scan(&s->escape, in, (size_t)k, keys, &leave);
+    n = MIN(n, KEYS_HOLD - s->n_keys);
+    memcpy(s->keys + s->n_keys, keys, n);
+    s->n_keys += n;
+    if (leave) {
+        session_escape_leave(s);
+    }
+    session_keys_push(s);
+}
+
 /* ---- the loop ------------------------------------------------------------------------------ */
 
 /* What this round waits for: the guest agent connection (to read until
@@ -370,8 +497,9 @@ static void session_poll_build(const Session *s, SessionPoll *ps) {
     ps->pf[ps->n++] = (struct pollfd){.fd = client_signal_fd(), .events = POLLIN};
     if (s->st.fd >= 0) {
         stream_poll_add(s, ps);
-    } else if (s->started && !s->stdin_done && s->credit > 0 &&
-               wire_writer_pending(&s->out) < OUT_HIGH) {
+    } else if (s->escape_on ? !s->stdin_eof
+                            : s->started && !s->stdin_done && s->credit > 0 &&
+                                  wire_writer_pending(&s->out) < OUT_HIGH) {
         ps->i_in = (int)ps->n;
         ps->pf[ps->n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
     }
@@ -382,7 +510,14 @@ static void session_stdin(Session *s, short revents) {
     if (s->st.fd >= 0) {
         stream_stdin(s, revents);
     } else if (revents & POLLNVAL) {
-        session_stdin_close(s);
+        s->stdin_eof = true;
+        if (s->escape_on) {
+            session_keys_push(s);
+        } else {
+            session_stdin_close(s);
+        }
+    } else if (s->escape_on) {
+        session_read_keys(s);
     } else {
         session_read_stdin(s);
     }
@@ -415,6 +550,7 @@ void session_run(Session *s) {
             session_signals(s);
         }
         if (s->exited && !stream_busy(s)) {
+            session_output_end(s);
             break;
         }
         session_poll_build(s, &ps);
@@ -433,6 +569,9 @@ void session_run(Session *s) {
         }
         if (s->st.fd >= 0) {
             stream_events(s, &ps);
+        }
+        if (s->escape_on) {
+            session_keys_push(s);
         }
         if (wire_writer_pending(&s->out)) {
             session_flush(s);
@@ -504,6 +643,15 @@ void session_start(Session *s, const VmRunOptions *opts, const char *vm, int soc
     if (!s->untrusted_buf) {
         client_fail("out of memory");
     }
+    session_filter_setup(s);
+    /* As ssh's: only for keys typed at a terminal, never in piped data. */
+    if (opts->tty && !opts->no_escape && isatty(STDIN_FILENO) == 1) {
+        s->escape_on = true;
+        s->keys = malloc(KEYS_HOLD);
+        if (!s->keys) {
+            client_fail("out of memory");
+        }
+    }
     int r = fd_nonblock(sock, true);
     if (r >= 0 && stream_fd >= 0) {
         r = fd_nonblock(stream_fd, true);
@@ -557,6 +705,7 @@ void session_done(Session *s) {
     s->st.fd = safe_close(s->st.fd);
     wire_writer_done(&s->out);
     free(s->untrusted_buf);
+    free(s->keys);
     free(s->st.buf);
     free(s->st.obuf);
 }

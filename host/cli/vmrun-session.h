@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "termfilter.h"
+#include "ttyescape.h"
 #include "vmrun-opts.h"
 #include "vmrun-stream.h"
 #include "wire.h"
@@ -25,6 +27,10 @@
  * guest has to end the command before we give up on it: the guest
  * agent's kill grace (5 s) and a margin. */
 #define VMRUN_GIVE_UP_MS 8000
+/* After Exited, what is left is output of the command's (a process it
+ * left holding its stdout): such a signal is forwarded, and the wait
+ * ends within this time (a second signal ends it at once). */
+#define VMRUN_EXITED_GIVE_UP_MS 2000
 
 /* When each step happened (CLOCK_MONOTONIC usec; 0: it did not), for
  * --timing. */
@@ -43,13 +49,26 @@ typedef struct Session {
     size_t rstart, rend;
     bool got_hello, started, exited, acked;
     bool sock_gone;           /* after Exited: the connection hung up */
+    bool exited_signalled;    /* a signal came after Exited */
     bool stdin_done;          /* EOF seen and StdinClose queued */
+    bool stdin_eof;           /* -t with the escape: EOF seen (keys may still be held) */
     uint32_t credit;          /* stdin bytes we may still send */
     uint32_t pending_signals; /* arrived before Started */
     uint64_t give_up_at;      /* CLOCK_MONOTONIC usec; 0: no deadline */
     int give_up_signo;
     MsgExited result;
     VmRunTiming *timing;
+    /* Without -t, output to a terminal goes through a filter: fd 1's and
+     * fd 2's, each on when that fd is a terminal (and not --raw-output). */
+    bool filter_on[3];
+    TermFilter filter[3];
+    /* With -t (unless --no-escape): keystrokes are read whatever the
+     * guest does, watched for ~., and held here until the guest may take
+     * them (as many as fit; more are only watched). */
+    bool escape_on;
+    TtyEscape escape;
+    uint8_t *keys;
+    size_t n_keys;
 } Session;
 
 /* The fds one round of the loop waits for, and where each is in pf

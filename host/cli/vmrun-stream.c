@@ -13,15 +13,48 @@
 #include "vmrun-session.h"
 #include "wire.h"
 
-bool stream_hello(int fd) {
-    Msg untrusted;
-    /* The host agent's non-blocking socket: wait for the frame here. */
-    int r = fd_nonblock(fd, false);
-    if (r >= 0) {
-        r = wire_recv(fd, &untrusted, NULL);
+/* Reads exactly n more bytes into buf by the deadline (CLOCK_MONOTONIC
+ * usec): nothing beyond what is asked for is taken from the socket. */
+static int read_by(int fd, uint8_t *buf, size_t n, uint64_t deadline) {
+    while (n > 0) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        if (now >= deadline) {
+            return -ETIMEDOUT;
+        }
+        int r = client_wait_readable(fd, (int)((deadline - now + 999) / 1000), NULL, 0);
+        if (r < 0) {
+            return r;
+        }
+        ssize_t k = read(fd, buf, n);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN)) {
+            continue;
+        }
+        if (k <= 0) {
+            return k < 0 ? -errno : -ECONNRESET;
+        }
+        buf += k;
+        n -= (size_t)k;
     }
-    if (r < 0) {
-        return false; /* closed or refused: the Exec's connection says why */
+    return 0;
+}
+
+bool stream_hello(int fd) {
+    uint8_t untrusted_frame[VMRUN_STREAM_HEAD_MAX];
+    uint64_t deadline = now_usec(CLOCK_MONOTONIC) + VMRUN_STREAM_HELLO_MS * 1000ULL;
+    Msg untrusted;
+    uint32_t n;
+
+    /* The guest is not trusted to send its Hello, nor all of it: the
+     * whole frame must be here by the deadline (SIGINT and SIGTERM keep
+     * their default action meanwhile: no handler exists yet). A frame
+     * larger than a Hello can be is refused. What follows it (Attached,
+     * the command's output) stays in the socket for stream_head(). */
+    if (read_by(fd, untrusted_frame, WIRE_HEADER_SIZE, deadline) < 0 ||
+        wire_header_parse(untrusted_frame, &n) < 0 ||
+        n > sizeof(untrusted_frame) - WIRE_HEADER_SIZE ||
+        read_by(fd, untrusted_frame + WIRE_HEADER_SIZE, n, deadline) < 0 ||
+        wire_decode(untrusted_frame + WIRE_HEADER_SIZE, n, &untrusted) < 0) {
+        return false; /* closed, refused or silent: the Exec's connection says why */
     }
     bool ok = untrusted.type == MSG_HELLO && wire_check_hello(&untrusted) == 0 &&
               untrusted.hello.minor >= 1;

@@ -15,6 +15,10 @@
 
 /* The guest agent's frames on a stream connection (Hello, Attached) fit. */
 #define VMRUN_STREAM_HEAD_MAX 1024u
+/* How long the guest agent's Hello may take on the stream connection. It
+ * writes it as it accepts, before reading anything, and the host agent
+ * hands the connection over only once connected: it is on its way. */
+#define VMRUN_STREAM_HELLO_MS 3000
 /* The stream connection's read/write buffers (where splice() cannot go). */
 #define VMRUN_STREAM_BUF_SIZE (64u * 1024u)
 /* Bytes per splice() or read() on a stream connection. */
@@ -43,9 +47,11 @@ typedef struct VmRunStream {
     uint8_t *obuf; /* ... and stdout's */
 } VmRunStream;
 
-/* The guest agent's Hello on a fresh stream connection, read before
- * Attach is sent: true when it knows stream connections (protocol 1.1
- * on). An older agent gets none and the session relays all stdio. */
+/* The guest agent's Hello on a fresh (non-blocking) stream connection,
+ * read before Attach is sent, within VMRUN_STREAM_HELLO_MS: true when it
+ * knows stream connections (protocol 1.1 on). An older agent, or one
+ * whose Hello does not come in time, gets none and the session relays
+ * all stdio on the Exec's connection. */
 bool stream_hello(int fd);
 
 /* The stream connection's part of the session's loop: whether it still

@@ -7,12 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "opts.h"
+#include "host/common/opts.h"
+#include "rules.h"
 #include "util.h"
 
 const char vmshell_usage[] =
     "Usage: vm-shell VM\n"
-    "       vm-shell --ssh [--root] VM [COMMAND [ARG]...]\n"
+    "       vm-shell --ssh [--root | --user USER] VM [COMMAND [ARG]...]\n"
     "Attach to the serial console of the running VM named VM, or log in to it\n"
     "with ssh over vsock.\n"
     "\n"
@@ -20,11 +21,16 @@ const char vmshell_usage[] =
     "                running COMMAND when given (parsed by the remote shell,\n"
     "                as with ssh)\n"
     "      --root    with --ssh: log in as root\n"
+    "  -u, --user USER  with --ssh: log in as USER (the VM's user by default:\n"
+    "                the configured user)\n"
     "  -h, --help    show this help\n"
     "\n"
     "On the console, Ctrl-] leaves. When stdin is not a terminal, it is sent\n"
     "to the console as it is, and vm-shell leaves at its end once the console\n"
     "has been quiet for half a second (after 5 s at most).\n"
+    "With --ssh, nothing is forwarded to the VM whatever ssh_config says (no\n"
+    "agent, X11, ports or environment), and the VM is held in use while ssh\n"
+    "runs.\n"
     "Exit status: 0 when leaving the console, ssh's with --ssh, 128+N when\n"
     "a signal N ends it, 255 for vm-shell's own errors.\n";
 
@@ -33,6 +39,7 @@ int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, ErrorText *er
     static const struct option longopts[] = {
         {"ssh", no_argument, NULL, ARG_SSH},
         {"root", no_argument, NULL, ARG_ROOT},
+        {"user", required_argument, NULL, 'u'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -43,7 +50,7 @@ int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, ErrorText *er
      * options after VM belong to the remote command. */
     opterr = 0;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) >= 0) {
+    while ((c = getopt_long(argc, argv, "+:hu:", longopts, NULL)) >= 0) {
         switch (c) {
         case ARG_SSH:
             o.ssh = true;
@@ -51,16 +58,28 @@ int vmshell_parse_args(int argc, char **argv, VmShellOptions *ret, ErrorText *er
         case ARG_ROOT:
             o.root = true;
             break;
+        case 'u':
+            if (!user_name_valid(optarg)) {
+                return error_set(err, -EINVAL, "--user: '%.32s' is not a user name", optarg);
+            }
+            o.user = optarg;
+            break;
         case 'h':
             o.help = true;
             *ret = o;
             return 0;
         default:
-            return opts_unknown(err, argv);
+            return opts_error(err, c, argv);
         }
     }
     if (o.root && !o.ssh) {
         return error_set(err, -EINVAL, "--root goes with --ssh (the console has no user)");
+    }
+    if (o.user && !o.ssh) {
+        return error_set(err, -EINVAL, "--user goes with --ssh (the console has no user)");
+    }
+    if (o.root && o.user) {
+        return error_set(err, -EINVAL, "--root and --user exclude each other");
     }
     if (optind >= argc) {
         return error_set(err, -EINVAL, "no VM given (see --help)");
@@ -122,8 +141,8 @@ int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const ch
     if (!quoted) {
         return -ENOMEM;
     }
-    /* ssh, 8 * (-o VALUE), -l USER, the host, --, the command, NULL. */
-    if (__builtin_add_overflow(cmdc, 1 + 16 + 2 + 1 + 1 + 1, &max)) {
+    /* ssh, 18 * (-o VALUE), -l USER, the host, --, the command, NULL. */
+    if (__builtin_add_overflow(cmdc, 1 + 36 + 2 + 1 + 1 + 1, &max)) {
         return -ENOMEM;
     }
     v = calloc(max, sizeof(char *));
@@ -161,6 +180,30 @@ int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const ch
     /* Not "Permanently added ... to the list of known hosts" every time. */
     ADD("-o");
     ADD("LogLevel=ERROR");
+    /* The VM is not trusted: whatever the user's ssh_config says (options
+     * on the command line come first, and ssh keeps the first value it
+     * gets), it gets nothing of the host. No agent (it could sign with
+     * the user's keys for as long as the session lasts), no X11, no port
+     * forwarding of any kind (ClearAllForwardings drops the configured
+     * ones), no tunnel device, no environment (SendEnv=-* drops the
+     * configured patterns); no ControlMaster socket that would let later
+     * sessions ride this one, and no LocalCommand run on the host. */
+    static const char *const forced[] = {
+        "ForwardAgent=no",
+        "ForwardX11=no",
+        "ForwardX11Trusted=no",
+        "ClearAllForwardings=yes",
+        "Tunnel=no",
+        "ControlMaster=no",
+        "ControlPath=none",
+        "ControlPersist=no",
+        "PermitLocalCommand=no",
+        "SendEnv=-*",
+    };
+    for (size_t i = 0; i < ELEMENTSOF(forced); i++) {
+        ADD("-o");
+        ADD("%s", forced[i]);
+    }
     ADD("-l");
     ADD("%s", user);
     ADD("qubes-lite-%s", vm);

@@ -18,6 +18,7 @@ typedef struct VmShellOptions {
     bool help;
     bool ssh;  /* --ssh: ssh over vsock instead of the serial console */
     bool root; /* --root: as root instead of the configured user */
+    const char *user; /* --user: the guest's user, when not the configured one */
     const char *vm;
     char **argv; /* with --ssh: the remote command (may be empty); into argv */
     size_t argc;
@@ -34,7 +35,10 @@ ssize_t vmshell_find_escape(const uint8_t *buf, size_t n);
  * its own allocation; free with strv_free()): the connection goes
  * through `proxy CID 22` (the proxy's path quoted for the shell ssh runs
  * it with, and '%' doubled for ssh's own expansion), logs in as user, and
- * runs the remote command when cmdc > 0. */
+ * runs the remote command when cmdc > 0. Nothing of the user's is
+ * forwarded to the VM, whatever their ssh_config says: no agent, X11,
+ * port forwarding, tunnel or environment, no connection sharing, no
+ * local command. */
 int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const char *vm,
                      char *const *cmd, size_t cmdc, char ***ret_argv);
 

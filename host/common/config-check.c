@@ -103,18 +103,38 @@ static bool network_routers(VmConfig *const *vms, size_t n, size_t i, size_t x,
     return first;
 }
 
-/* Exactly one router per network (the switch's policy has one hub):
- * reported at the network's first member, in file order. */
+/* The network's first router in file order, or NULL. */
+static const VmConfig *first_router(VmConfig *const *vms, size_t n, const char *net) {
+    for (size_t j = 0; j < n; j++) {
+        for (size_t y = 0; vms[j] && y < vms[j]->n_vm_networks; y++) {
+            if (vms[j]->vm_networks[y].router && streq(vms[j]->vm_networks[y].network, net)) {
+                return vms[j];
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Exactly one router per network (the switch's policy has one hub): a
+ * router after the first is reported at its own file, naming the first;
+ * a network without one at its first member, in file order. */
 static void check_one_router(Report *rep, VmConfig *const *vms, size_t n) {
     for (size_t i = 0; i < n; i++) {
         for (size_t x = 0; vms[i] && x < vms[i]->n_vm_networks; x++) {
             unsigned routers;
             const char *net = vms[i]->vm_networks[x].network;
-            if (network_routers(vms, n, i, x, &routers) && routers != 1) {
+            if (network_routers(vms, n, i, x, &routers) && routers == 0) {
                 report(rep,
-                       "%s: key 'vmNetwork.%s': network '%s' has %u routers; it needs exactly "
+                       "%s: key 'vmNetwork.%s': network '%s' has 0 routers; it needs exactly "
                        "one (router = true)",
-                       vms[i]->path, net, net, routers);
+                       vms[i]->path, net, net);
+            }
+            const VmConfig *first = first_router(vms, n, net);
+            if (vms[i]->vm_networks[x].router && first != vms[i]) {
+                report(rep,
+                       "%s: key 'vmNetwork.%s.router': network '%s' already has a router, VM "
+                       "'%s' (%s)",
+                       vms[i]->path, net, net, first->name, first->path);
             }
         }
     }
@@ -268,6 +288,49 @@ static int load_vms(const char *dir, const ConfigVmFile *files, size_t n, Report
     }
     return 0;
 }
+
+/* ---- the report's stream ------------------------------------------------------------------ */
+
+typedef struct ReportStream {
+    FILE *to;
+    const char *program;
+    bool line_start;
+} ReportStream;
+
+static ssize_t report_write(void *cookie, const char *buf, size_t n) {
+    ReportStream *s = cookie;
+    for (size_t i = 0; i < n; i++) {
+        if (s->line_start) {
+            fprintf(s->to, "%s: ", s->program);
+        }
+        fputc(buf[i], s->to);
+        s->line_start = buf[i] == '\n';
+    }
+    return (ssize_t)n;
+}
+
+static int report_close(void *cookie) {
+    ReportStream *s = cookie;
+    int r = fflush(s->to);
+    free(s);
+    return r;
+}
+
+FILE *config_report_open(FILE *to, const char *program) {
+    static const cookie_io_functions_t io = {.write = report_write, .close = report_close};
+    ReportStream *s = malloc(sizeof(*s));
+    if (!s) {
+        return NULL;
+    }
+    *s = (ReportStream){.to = to, .program = program, .line_start = true};
+    FILE *f = fopencookie(s, "w", io);
+    if (!f) {
+        free(s);
+    }
+    return f;
+}
+
+/* ---- every file, then the set ---------------------------------------------------------------- */
 
 int config_check_all(const char *dir, FILE *errors) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;

@@ -188,6 +188,10 @@ int config_load_vm_report(const char *dir, const char *name, FILE *report, VmCon
  * per problem to `errors` (when not NULL) and returns how many there were,
  * or a negative errno when the directory cannot be read. */
 int config_check_all(const char *dir, FILE *errors);
+/* A stream for such a report: each line written to it goes to `to` with
+ * "<program>: " in front, as every message of ours has. Close it with
+ * fclose(); NULL when out of memory. */
+FILE *config_report_open(FILE *to, const char *program);
 
 /* What a VM asks of qemu that qemu cannot do as crosvm does (gpu, sound,
  * crosvm options without a qemu equivalent): 0, or -EINVAL with err

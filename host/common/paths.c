@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -28,9 +29,47 @@ const char *config_runtime_dir(void) {
     return env_dir("QUBES_LITE_RUNTIME_DIR", DEFAULT_RUNTIME_DIR);
 }
 
-char *config_runtime_file(const char *vm, const char *suffix) {
+/* What follows a VM's name in its runtime files: each starts with the
+ * one character no VM name holds. */
+static const char *const runtime_suffixes[_CONFIG_RUNTIME_MAX] = {
+    [CONFIG_RUNTIME_COMMAND] = ".sock",
+    [CONFIG_RUNTIME_CONSOLE] = ".console",
+    [CONFIG_RUNTIME_CROSVM] = ".crosvm.sock",
+    [CONFIG_RUNTIME_SECRET] = ".secret",
+};
+
+char *config_runtime_file(const char *dir, const char *vm, ConfigRuntimeFile kind) {
     char *p;
-    return asprintf(&p, "%s/%s.%s", config_runtime_dir(), vm, suffix) < 0 ? NULL : p;
+    if (!vm_name_valid(vm) || (unsigned)kind >= _CONFIG_RUNTIME_MAX) {
+        return NULL;
+    }
+    return asprintf(&p, "%s/%s%s", dir, vm, runtime_suffixes[kind]) < 0 ? NULL : p;
+}
+
+char *config_vm_runtime_file(const char *vm, ConfigRuntimeFile kind) {
+    return config_runtime_file(config_runtime_dir(), vm, kind);
+}
+
+int config_dir_check(ErrorText *err) {
+    const char *dir = config_dir();
+    const char *e = getenv("QUBES_LITE_CONFIG_DIR");
+    struct stat st;
+    int r = 0;
+
+    if (stat(dir, &st) < 0) {
+        r = -errno;
+    } else if (!S_ISDIR(st.st_mode)) {
+        r = -ENOTDIR;
+    } else if (access(dir, R_OK | X_OK) < 0) {
+        r = -errno;
+    }
+    if (r == 0) {
+        return 0;
+    }
+    return error_set(err, r, "cannot read the configuration directory %s: %s (%s)", dir,
+                     strerror(-r),
+                     e && *e ? "set by QUBES_LITE_CONFIG_DIR"
+                             : "the default; QUBES_LITE_CONFIG_DIR chooses another");
 }
 
 char *config_host_file(const char *dir) {

@@ -7,15 +7,36 @@
 #include <stddef.h>
 
 #include "rules.h"
+#include "util.h"
 
 /* $QUBES_LITE_CONFIG_DIR when set and non-empty, else DEFAULT_CONFIG_DIR. */
 const char *config_dir(void);
 /* $QUBES_LITE_RUNTIME_DIR when set and non-empty, else DEFAULT_RUNTIME_DIR. */
 const char *config_runtime_dir(void);
+/* Whether config_dir() is a directory we can read: 0, or a negative errno
+ * with one line for the user in err ("cannot read the configuration
+ * directory DIR: REASON", and where DIR came from). A program that would
+ * otherwise see no VM in a directory that is not there says so instead. */
+int config_dir_check(ErrorText *err);
 
-/* A VM's runtime file: <runtime dir>/<vm>.<suffix>, newly allocated; NULL
- * when out of memory. `vm` is not checked here. */
-char *config_runtime_file(const char *vm, const char *suffix);
+/* A VM's files in the runtime directory. Each is <dir>/<vm>.<suffix>:
+ * a VM name holds no '.', so a file's name ends at its first '.' and no
+ * VM's file can be another VM's, whatever the names (VM 'a-crosvm''s
+ * command socket is a-crosvm.sock, VM 'a''s crosvm socket a.crosvm.sock).
+ * Every producer and consumer of these paths asks here. */
+typedef enum ConfigRuntimeFile {
+    CONFIG_RUNTIME_COMMAND, /* <vm>.sock: the host agent's command socket */
+    CONFIG_RUNTIME_CONSOLE, /* <vm>.console: the serial console relay */
+    CONFIG_RUNTIME_CROSVM,  /* <vm>.crosvm.sock: crosvm's control socket */
+    CONFIG_RUNTIME_SECRET,  /* <vm>.secret: the VM's secret (host/agent/secret.h) */
+    _CONFIG_RUNTIME_MAX,
+} ConfigRuntimeFile;
+
+/* <dir>/<vm>.<suffix of kind>, newly allocated; NULL when vm is not a
+ * valid VM name, kind is not one, or out of memory. */
+char *config_runtime_file(const char *dir, const char *vm, ConfigRuntimeFile kind);
+/* The same in config_runtime_dir(). */
+char *config_vm_runtime_file(const char *vm, ConfigRuntimeFile kind);
 
 /* <dir>/host.json, <dir>/vms and <dir>/vms/<name>.json, newly allocated;
  * NULL when out of memory. `name` is not checked here. */

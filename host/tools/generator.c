@@ -265,6 +265,58 @@ static void generate_vms(const char *dir, const HostConfig *host, const UnitsEnv
     networks_done(&nets);
 }
 
+/* The command line: DIR, or systemd's three directories (the first is
+ * where units go); --help. A bad one is one line and exit 2. */
+static const char *parse_command_line(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (streq(argv[i], "--help") || streq(argv[i], "-h")) {
+            fputs(usage, stdout);
+            exit(EXIT_SUCCESS);
+        }
+        if (argv[i][0] == '-') {
+            fprintf(stderr, "qubes-lite-generator: unknown option '%.64s' (see --help)\n", argv[i]);
+            exit(2);
+        }
+    }
+    if (argc != 2 && argc != 4) {
+        fprintf(stderr, "qubes-lite-generator: wants DIR, or systemd's NORMAL_DIR EARLY_DIR "
+                        "LATE_DIR (see --help)\n");
+        exit(2);
+    }
+    return argv[1];
+}
+
+/* The directory the units go to: one line, rather than one per unit,
+ * when it is not a directory we can write. */
+static bool output_dir_usable(const char *dir) {
+    struct stat st;
+    int e = 0;
+
+    if (stat(dir, &st) < 0) {
+        e = errno;
+    } else if (!S_ISDIR(st.st_mode)) {
+        e = ENOTDIR;
+    } else if (access(dir, W_OK | X_OK) < 0) {
+        e = errno;
+    }
+    if (e) {
+        problem("cannot write units to %s: %s", dir, strerror(e));
+        return false;
+    }
+    return true;
+}
+
+/* The configuration's problems, every one, in --check's words. */
+static int check_configuration(void) {
+    FILE *report = config_report_open(stderr, "qubes-lite-generator");
+    if (!report) {
+        return -ENOMEM;
+    }
+    int r = config_check_all(config_dir(), report);
+    fclose(report);
+    return r;
+}
+
 /* The command line; the units' environment; every problem of the
  * configuration, once, in --check's words; then the units. */
 int main(int argc, char **argv) {
@@ -274,20 +326,16 @@ int main(int argc, char **argv) {
     UnitsEnv env;
     int r;
 
-    if (argc == 2 && (streq(argv[1], "--help") || streq(argv[1], "-h"))) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc != 2 && argc != 4) {
-        fputs(usage, stderr);
-        return 2;
-    }
-    const char *dir = argv[1];
-
-    if (!units_env(&env, &agent, &vm_switch)) {
+    const char *dir = parse_command_line(argc, argv);
+    if (config_dir_check(&err) < 0) {
+        /* No configuration is not "no VMs": say so, write nothing. */
+        problem("%s", err.message);
         return 1;
     }
-    r = config_check_all(config_dir(), stderr);
+    if (!output_dir_usable(dir) || !units_env(&env, &agent, &vm_switch)) {
+        return 1;
+    }
+    r = check_configuration();
     if (r < 0) {
         problem("cannot read %s: %s", config_dir(), strerror(-r));
         return 1;

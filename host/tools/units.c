@@ -60,12 +60,17 @@ int units_write_socket(FILE *f, const HostConfig *h, const VmConfig *vm, const U
     if (r < 0) {
         return r;
     }
+    _cleanup_free_ char *sock = config_runtime_file(env->runtime_dir, vm->name,
+                                                    CONFIG_RUNTIME_COMMAND);
+    if (!sock) {
+        return -ENOMEM;
+    }
     fprintf(f,
             "Description=qubes-lite VM %s: command socket\n"
             "\n"
             "[Socket]\n"
-            "ListenStream=%s/%s.sock\n",
-            vm->name, env->runtime_dir, vm->name);
+            "ListenStream=%s\n",
+            vm->name, sock);
     /* Root may always connect; without a user, only root may. */
     if (h->user) {
         fprintf(f, "SocketUser=%s\n", h->user);

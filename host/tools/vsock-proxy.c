@@ -263,9 +263,11 @@ int main(int argc, char **argv) {
         fputs(usage, stdout);
         return 0;
     }
+    if (argc > 1 && argv[1][0] == '-' && argv[1][1] != '\0') {
+        fail(2, "unknown option '%.64s' (see --help)", argv[1]);
+    }
     if (argc != 2 && argc != 3) {
-        fputs(usage, stderr);
-        return 2;
+        fail(2, "wants ADDRESS, or CID PORT (see --help)");
     }
     parse_address(argc, argv);
     /* A reader that went away is the end of that direction, not a signal. */

@@ -11,7 +11,10 @@ then measures:
   - the throughput of `vm-run bench cat` against a local `cat`, both fed by
     `head -c SIZE /dev/zero` and read by the same byte-counting sink;
   - the guest agent's memory (VmRSS, VmHWM) while it streams SIZE bytes to
-    a reader that is slower than the producer, against its idle memory.
+    a reader that is slower than the producer, against its idle memory;
+  - 1,000 `vm-run` sessions live at once (all must succeed), against the
+    same commands run here at once, and both agents' peak fds and memory,
+    and whether they came back to their baseline.
 
 Timings on a small VM are noisy: every figure is a median over several
 rounds with the two sides interleaved, and no goal fails the run; the table
@@ -26,6 +29,7 @@ import json
 import os
 import platform
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -41,6 +45,7 @@ from figures import (GIB, KIB, MIB, fmt_mem, fmt_rate, fmt_size, fmt_time, media
                      quantile)
 from qltest import BIN
 from qltest.host import HostStack
+from qltest.load import concurrent_sessions, fd_limit, local_sessions
 from qltest.procs import Daemon, memory, tail
 
 VM = "bench"
@@ -54,13 +59,14 @@ GOAL_SSH_SPEEDUP = 30.0       # vm-run true at least 30x faster than ssh true
 GOAL_THROUGHPUT = 0.50        # vm-run cat at least 50 % of a local cat
 GOAL_RSS_MAX = 4 * MIB        # guest agent RSS during a bulk transfer
 GOAL_RSS_SPREAD = 512 * KIB   # "flat": RSS varies by at most this much
+GOAL_LOAD_RSS_BACK = 512 * KIB  # after the crowd, VmRSS within this of the baseline
 
 FULL = dict(spawn_rounds=5, spawn_per_round=60, ssh_per_round=8,
             cat_rounds=3, cat_size=2 * GIB,
-            rss_size=2 * GIB, idle_seconds=1.0)
+            rss_size=2 * GIB, idle_seconds=1.0, load_sessions=1000)
 QUICK = dict(spawn_rounds=2, spawn_per_round=10, ssh_per_round=3,
              cat_rounds=1, cat_size=64 * MIB,
-             rss_size=32 * MIB, idle_seconds=0.3)
+             rss_size=32 * MIB, idle_seconds=0.3, load_sessions=50)
 
 SLOW_READ = 64 * KIB          # the slow reader reads this much ...
 SLOW_SLEEP = 0.001            # ... then sleeps this long
@@ -411,6 +417,44 @@ def bench_rss(stack, cfg, rows, details):
                               samples=len(rss), seconds=dt)))
 
 
+def bench_load(stack, cfg, rows, details):
+    """N `vm-run` sessions live at once through the one host agent and
+    guest agent (qltest.load: each command waits for its line on stdin
+    until the guest agent counts all N, then prints it and exits with a
+    status of its own), against the same N commands run here at once with
+    the same harness. Rows: the time from the first spawn to the last exit
+    (every session must have its own output and status); for each agent,
+    its peak fds and VmRSS against its baseline (taken after one session),
+    and whether both came back (fds equal, VmRSS within
+    GOAL_LOAD_RSS_BACK) once the crowd was gone. The agents were started
+    at a soft limit of 1,024 fds, a service manager's default."""
+    n = cfg["load_sessions"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * n + 64 and hard >= 4 * n + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    peer = local_sessions(n, env=stack.env)
+    res = concurrent_sessions(stack, n)
+    if res.failures or peer.failures:
+        raise BenchError(f"{n} concurrent sessions: {len(res.failures)} failed, e.g. "
+                         f"{res.failures[:3]}; locally {len(peer.failures)}")
+    details.append((f"{n} concurrent vm-run sessions (s)", [res.seconds]))
+    rows.append(dict(figure=f"{n:,} concurrent `vm-run` sessions, all exited, vs the same "
+                            f"run here",
+                     ours=fmt_time(res.seconds), peer=fmt_time(peer.seconds),
+                     ratio=f"{res.seconds / peer.seconds:.2f}×", goal="all succeed",
+                     met=True, raw=dict(ours_s=res.seconds, peer_s=peer.seconds, sessions=n)))
+    for name in ("host agent", "guest agent"):
+        (bf, br), (pf, pr), (af, ar) = res.baseline[name], res.peak[name], res.after[name]
+        back = af == bf and ar <= br + GOAL_LOAD_RSS_BACK
+        rows.append(dict(figure=f"{name} peak fds, VmRSS during {n:,} sessions vs its baseline; "
+                                f"after: {af} fds, {fmt_mem(ar)}",
+                         ours=f"{pf} fds, {fmt_mem(pr)}", peer=f"{bf} fds, {fmt_mem(br)}",
+                         ratio=f"{pr / br:.2f}×",
+                         goal=f"back: = fds, ≤ +{fmt_mem(GOAL_LOAD_RSS_BACK)}", met=back,
+                         raw=dict(ours_B=pr, peer_B=br, fds_peak=pf, fds_baseline=bf,
+                                  after_fds=af, after_B=ar)))
+
+
 # ------------------------------------------------------------------ output
 
 def print_table(rows):
@@ -471,7 +515,9 @@ def main():
         raise KeyboardInterrupt(f"signal {signo}")
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        stack = start_stack(tmp)
+        # As a service manager starts them: a soft limit of 1,024 fds.
+        with fd_limit(min(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])):
+            stack = start_stack(tmp)
         if args.no_ssh:
             notes.append("ssh peer skipped (--no-ssh)")
         else:
@@ -487,7 +533,8 @@ def main():
               f"(load {os.getloadavg()[0]:.2f}), "
               f"{cfg['spawn_rounds']}×{cfg['spawn_per_round']} spawns, "
               f"{cfg['cat_rounds']}× {fmt_size(cfg['cat_size'])} cat, "
-              f"{fmt_size(cfg['rss_size'])} slow stream", flush=True)
+              f"{fmt_size(cfg['rss_size'])} slow stream, "
+              f"{cfg['load_sessions']} concurrent sessions", flush=True)
         bench_spawn(stack, sshd, cfg, rows, details)
         if sshd is None:
             rows.append(dict(figure=f"`vm-run {VM} true` vs `ssh 127.0.0.1 true`",
@@ -495,6 +542,7 @@ def main():
                              goal=f"≥ {GOAL_SSH_SPEEDUP:g}× faster", met=None))
         bench_cat(stack, cfg, rows, details)
         bench_rss(stack, cfg, rows, details)
+        bench_load(stack, cfg, rows, details)
         if args.no_switch:
             notes.append("vm-switch figures skipped (--no-switch)")
         else:

@@ -24,7 +24,7 @@ def test_bench_quick(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "| figure" in p.stdout
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 20, rows                 # 6 agents, 8 vm-switch, 6 vsock device
+    assert len(rows) == 23, rows                 # 9 agents, 8 vm-switch, 6 vsock device
     for r in rows:
         if r["figure"].startswith("vsock device") and "raw" not in r:
             # No guest here: every vsock row says skipped, and why.

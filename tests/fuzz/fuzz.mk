@@ -80,3 +80,5 @@ $(FUZZ_OBJ)/tests/fuzz/fuzz-host-config.o $(FUZZ_HOST_CONFIG_OBJS): FUZZ_CFLAGS 
 
 # fuzz-fwcfg: the fw_cfg file directory of the guest's init and agent.
 $(FUZZ_DIR)/fuzz-fwcfg: $(FUZZ_OBJ)/rootfs/fwcfg.o
+# fuzz-termfilter: vm-run's filter of a guest's output to a terminal.
+$(FUZZ_DIR)/fuzz-termfilter: $(FUZZ_OBJ)/host/cli/termfilter.o

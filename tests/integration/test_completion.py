@@ -46,6 +46,7 @@ def test_vm_name_after_options(tmp_path):
 
 def test_options(tmp_path):
     assert "--timing" in complete(["vm-run", "--ti"], tmp_path)
+    assert complete(["vm-run", "--ra"], tmp_path) == ["--raw-output"]
 
 
 def test_command_after_vm(tmp_path):
@@ -62,8 +63,10 @@ def test_vm_name_commands(cmd, tmp_path):
 
 
 def test_vm_shell_options(tmp_path):
-    assert complete(["vm-shell", "--"], tmp_path) == ["--help", "--root", "--ssh"]
+    assert complete(["vm-shell", "--"], tmp_path) == ["--help", "--root", "--ssh", "--user"]
     assert complete(["vm-shell", "--ssh", "--root", "b"], tmp_path) == ["bank2", "banking"]
+    assert complete(["vm-shell", "--ssh", "--user", "b"], tmp_path) == []
+    assert complete(["vm-shell", "--ssh", "-u", "bob", "b"], tmp_path) == ["bank2", "banking"]
 
 
 def test_vm_shell_ssh_command(tmp_path):

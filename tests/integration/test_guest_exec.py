@@ -93,8 +93,10 @@ def test_not_executable_126(guest_agent, tmp_path):
 def test_bad_cwd(guest_agent):
     g = guest_agent()
     out, err, ex, _ = g.run(["true"], cwd=b"/nonexistent-ql-dir")
-    assert ex.WhichOneof("result") == "start_errno" and ex.start_errno == errno.ENOENT
-    assert err.startswith(b"qubes-lite: cd: /nonexistent-ql-dir:")
+    # A directory that is not there goes as ENOTDIR (ENOENT is a missing
+    # program, 127); the line keeps the real reason.
+    assert ex.WhichOneof("result") == "start_errno" and ex.start_errno == errno.ENOTDIR
+    assert err.startswith(b"qubes-lite: cd: /nonexistent-ql-dir: No such file or directory")
 
 
 def test_path_lookup_uses_request_path(guest_agent, tmp_path):

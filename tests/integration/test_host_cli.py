@@ -62,7 +62,7 @@ def test_print_command(tmp_path):
     assert argv[argv.index("--vsock") + 1] == "cid=3"
     assert argv[argv.index("--mem") + 1] == "size=2048"
     assert argv[argv.index("--net") + 1] == "tap-name=vm-banking"
-    assert argv[argv.index("--socket") + 1] == str(tmp_path / "run" / "banking-crosvm.sock")
+    assert argv[argv.index("--socket") + 1] == str(tmp_path / "run" / "banking.crosvm.sock")
     assert argv[-1] == "/k/bzImage"
     # Nothing was started or created.
     assert not (tmp_path / "run").exists()
@@ -80,7 +80,7 @@ def test_print_command_of_a_qemu_vm(tmp_path):
     assert argv[argv.index("-m") + 1] == "2048"
     assert argv[argv.index("-object") + 1] == "memory-backend-memfd,id=mem,size=2048M,share=on"
     assert argv[argv.index("-netdev") + 1] == "tap,id=tap0,ifname=vm-banking,script=no,downscript=no"
-    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path}/run/banking-qmp.sock,server=on,wait=off"
+    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path}/run/banking.qmp.sock,server=on,wait=off"
     append = argv[argv.index("-append") + 1]
     assert append.startswith("console=ttyS0 panic=-1 quiet no_timer_check qubes_lite.name=banking ")
     assert "qubes_lite.ip=172.16.200.3/31 qubes_lite.gw=172.16.200.2" in append

@@ -32,9 +32,9 @@ def runtime_files(stack):
 
 # What a running VM has in the runtime directory, by VMM.
 RUNNING_FILES = {
-    "standin": [f"{VM}-console", f"{VM}-crosvm.sock", f"{VM}.secret", f"{VM}.sock"],
-    "qemu": [f"{VM}-console", f"{VM}-qmp.sock", f"{VM}-vsock-vhost.sock", f"{VM}-vsock.sock",
-             f"{VM}.secret", f"{VM}.sock"],
+    "standin": [f"{VM}.console", f"{VM}.crosvm.sock", f"{VM}.secret", f"{VM}.sock"],
+    "qemu": [f"{VM}.console", f"{VM}.qmp.sock", f"{VM}.secret", f"{VM}.sock",
+             f"{VM}.vsock-vhost.sock", f"{VM}.vsock.sock"],
 }
 
 
@@ -575,3 +575,33 @@ def test_sigterm_fails_commands_that_wait_on_a_stopping_vm(vmm_stack):
     assert p.stderr.splitlines()[-1] == (f"vm-run: VM '{VM}': VM '{VM}' is stopping and its host "
                                          f"agent exits (SHUTTING_DOWN)"), p.stderr
     assert s.wait_agent_exit() == 0
+
+
+def test_a_start_rereads_the_configuration(vmm_stack):
+    """The VM's file is read again at every start: an edit after the host
+    agent started is what the VM starts with, and a file that no longer
+    loads refuses the start with its reason, as --check words it."""
+    s = vmm_stack()
+    s.write_json(f"vms/{VM}.json", {"id": 3, "name": VM, "kernel": KERNEL, "memory": 0})
+    name, msg = s.request("host_start")
+    assert name == "error" and msg.code == pb.ERROR_UNAVAILABLE, (name, msg)
+    assert f"{VM}.json: key 'memory'" in msg.message, msg.message
+    assert s.host_status().state == pb.VM_STATE_STOPPED
+    s.write_json(f"vms/{VM}.json", {"id": 3, "name": VM, "kernel": KERNEL, "memory": 777})
+    name, msg = s.request("host_start")
+    assert name == "host_status" and msg.state == pb.VM_STATE_RUNNING, (name, msg)
+    assert "size=777" in s.argv(), s.argv()
+
+
+def test_sighup_rereads_the_configuration(vmm_stack):
+    """SIGHUP reads the configuration again and reports a broken file in
+    --check's words; the agent goes on serving (it used to die of it)."""
+    s = vmm_stack()
+    s.write_json(f"vms/{VM}.json", {"id": 3, "name": VM, "kernel": KERNEL, "memory": 0})
+    s.host.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: f"{VM}.json: key 'memory'" in s.log(), what="the problem in the log")
+    s.write_json(f"vms/{VM}.json", {"id": 3, "name": VM, "kernel": KERNEL, "memory": 555})
+    s.host.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: f"Configuration of VM '{VM}' read again" in s.log(), what="the reload")
+    assert s.host.proc.poll() is None
+    assert s.host_status().state == pb.VM_STATE_STOPPED

@@ -107,6 +107,18 @@ def test_stale_files_removed_others_left_alone(tmp_path):
     assert sorted(os.listdir(d)) == ["Not-A-VM.conf", "README"]
 
 
+def test_unknown_network_is_an_error(tmp_path):
+    """A network no VM names: one line, exit 1, and no directory made (it
+    exited 0 with an empty directory, which a typo looked like)."""
+    etc = setup_config(tmp_path, VMS)
+    d = tmp_path / "out" / "ofice"
+    p = write(etc, "ofice", d)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr == (f"qubes-lite-host-agent: No VM is on network 'ofice' (no vmNetwork.ofice "
+                        f"in {etc}/vms/*.json); {d} not made\n"), p.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_usage_errors(tmp_path):
     etc = setup_config(tmp_path, VMS)
     p = subprocess.run([AGENT, "--write-switch-config", "office"], capture_output=True,

@@ -3,7 +3,6 @@ all real programs, over unix sockets in a temporary directory."""
 import fcntl
 import hashlib
 import os
-import select
 import signal
 import struct
 import subprocess
@@ -112,6 +111,35 @@ def test_without_tty_there_is_no_terminal(stack):
     assert b"not a tty" in r.stdout
 
 
+# A title change, a clear screen and a colour, on stdout and stderr, around
+# text (é in UTF-8) that must pass.
+HOSTILE_OUTPUT = ["sh", "-c", r"printf '\033]0;pwned\007A\033[2J\303\251\n'; "
+                  r"printf '\033[31mE\233\n' >&2"]
+
+
+def test_control_sequences_to_a_terminal_are_filtered(stack):
+    """Without -t, a guest's output to a terminal has its control
+    sequences replaced (ESC and the C1 CSI become '_'), as qvm-run does;
+    stdout and stderr each."""
+    status, out = stack.run_on_pty([VM, *HOSTILE_OUTPUT])
+    assert status == 0, out
+    assert b"\x1b" not in out and b"\x9b" not in out and b"\x07" not in out, out
+    assert b"_]0;pwned_A_[2J\xc3\xa9\r\n" in out, out
+    assert b"_[31mE_\r\n" in out, out
+
+
+def test_control_sequences_pass_with_raw_output_or_tty_or_a_pipe(stack):
+    """--raw-output and -t pass them as they are, and so does a pipe."""
+    for args in (["--raw-output"], ["-t"]):
+        status, out = stack.run_on_pty([*args, VM, *HOSTILE_OUTPUT])
+        assert status == 0, out
+        assert b"\x1b]0;pwned\x07A\x1b[2J\xc3\xa9" in out, (args, out)
+        assert b"\x1b[31mE\x9b" in out, (args, out)
+    r = stack.vm_run(VM, *HOSTILE_OUTPUT)
+    assert r.stdout == b"\x1b]0;pwned\x07A\x1b[2J\xc3\xa9\n", r
+    assert r.stderr == b"\x1b[31mE\x9b\n", r
+
+
 def test_tty_restores_the_terminal(stack):
     master, slave = os.openpty()
     before = termios.tcgetattr(slave)
@@ -154,10 +182,11 @@ def test_env_workdir_and_user(stack):
 def test_unknown_vm(stack):
     r = stack.vm_run("nosuchvm", "true")
     assert r.returncode == 255
-    assert lines(r.stderr) == ["vm-run: no VM named 'nosuchvm'"]
+    assert lines(r.stderr) == [f"vm-run: no VM named 'nosuchvm' (no {stack.etc}/vms/nosuchvm.json)"]
     r = stack.vm_run("../etc/x", "true")
     assert r.returncode == 255
-    assert lines(r.stderr) == ["vm-run: no VM named '../etc/x'"]
+    assert lines(r.stderr) == ["vm-run: no VM named '../etc/x' (a VM name is [a-z][a-z0-9-], "
+                               "at most 12 characters)"]
 
 
 def test_usage_errors(stack):
@@ -183,6 +212,10 @@ def test_host_agent_not_running(host_stack):
     err = lines(r.stderr)
     assert len(err) == 1, err
     assert err[0].startswith("vm-run: cannot reach the host agent of VM 'test'"), err
+    # What to do about it, not only "No such file or directory".
+    assert err[0].endswith(": nothing listens there (No such file or directory); start its "
+                           "socket unit (systemctl start qubes-lite-test.socket) or run it "
+                           "with vm-start-debug test"), err
 
 
 def test_guest_agent_down(host_stack):
@@ -300,22 +333,8 @@ def test_signal_is_forwarded_while_stdout_is_blocked(stack):
 
 
 def test_window_size_changes_are_forwarded(stack):
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
     script = "trap 'stty size' WINCH; echo ready; while :; do sleep 0.1; done"
-    p = subprocess.Popen(stack.vm_run_args("-t", VM, "sh", "-c", script), stdin=slave,
-                         stdout=slave, stderr=slave, env=stack.env, start_new_session=True)
-    stack.clients.append(p)
-    os.close(slave)
-    out = bytearray()
-
-    def read_until(needle, timeout=60):
-        deadline = time.monotonic() + timeout
-        while needle not in out:
-            assert time.monotonic() < deadline, out
-            if select.select([master], [], [], 0.5)[0]:
-                out.extend(os.read(master, 65536))
-
+    p, master, read_until = stack.pty_session(["-t", VM, "sh", "-c", script], size=(20, 70))
     try:
         read_until(b"ready")
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 41, 132, 0, 0))
@@ -323,6 +342,43 @@ def test_window_size_changes_are_forwarded(stack):
         read_until(b"41 132")
         os.kill(p.pid, signal.SIGTERM)
         assert p.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        os.close(master)
+
+
+def test_tty_escape_ends_the_session(stack):
+    """With -t, '~.' after Enter ends the session whatever the command
+    does (here: one that ignores every signal), with 255."""
+    p, master, read_until = stack.pty_session(
+        ["-t", VM, "sh", "-c", "trap '' INT HUP TERM QUIT; echo ready; exec sleep 1000"])
+    try:
+        read_until(b"ready")
+        os.write(master, b"\r~.")
+        assert p.wait(timeout=5) == 255
+        assert b"vm-run: left the session of VM 'test' (~.)" in read_until(b"(~.)")
+    finally:
+        os.close(master)
+    stack.wait_live_sessions(0)
+
+
+def test_tty_escape_is_for_a_terminal_only(stack):
+    """With -t but stdin a pipe, '~.' is data like any other, as with ssh."""
+    r = stack.vm_run("-t", VM, "sh", "-c", "read x; echo \"got:$x\"", input=b"~.x\n")
+    assert r.returncode == 0, r
+    assert b"got:~.x" in r.stdout, r
+
+
+def test_tty_escape_off_and_mid_line(stack):
+    """'~.' mid-line is sent as typed; with --no-escape at a line start too."""
+    script = "echo ready; read x; echo \"got:$x\"; read y; echo \"got:$y\""
+    p, master, read_until = stack.pty_session(["-t", "--no-escape", VM, "sh", "-c", script])
+    try:
+        read_until(b"ready")
+        os.write(master, b"a~.b\r")
+        read_until(b"got:a~.b")
+        os.write(master, b"~.c\r")
+        read_until(b"got:~.c")
+        assert p.wait(timeout=30) == 0
     finally:
         os.close(master)
 
@@ -372,3 +428,20 @@ def test_whole_stack_unprivileged(host_stack):
     assert r.returncode == 5, r
     assert r.stdout == b"65534\n"
     assert r.stderr == b"err\n"
+
+
+def test_200_concurrent_sessions_under_a_low_fd_limit(host_stack):
+    """200 sessions live at once through one host agent and one guest
+    agent started, as a service manager would, with a soft limit of 256
+    fds: each gets its own output and status, and both agents' fd counts
+    return to what they were (memory: make bench)."""
+    from qltest.load import concurrent_sessions, fd_limit
+    with fd_limit(256):
+        s = host_stack()
+    res = concurrent_sessions(s, 200)
+    assert res.failures == [], res.failures[:5]
+    for name, (fds, _) in res.baseline.items():
+        assert res.after[name][0] == fds, (name, res.baseline, res.after)
+    # The agent raised its own limit, not its programs'.
+    r = s.vm_run(VM, "sh", "-c", "ulimit -Sn")
+    assert r.stdout == b"256\n", r

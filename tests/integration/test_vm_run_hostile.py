@@ -22,18 +22,29 @@ class FakeGuest(qlwire.FakePeer):
     asked) for an Exec and Attached for an Attach, then ignores everything
     it is sent."""
 
-    def __init__(self, path, started):
+    def __init__(self, path, started, exited=False):
         self.started = started
+        self.exited = exited
         self.got_exec = threading.Event()
+        self.signals = []
         super().__init__(path)
 
     def talk(self, conn):
         conn.send_hello(software="fake guest")
         while True:
-            name, _ = conn.recv(timeout=3600)
+            name, msg = conn.recv(timeout=3600)
+            if name == "signal":
+                self.signals.append(msg)
             if name == "exec":
                 if self.started:
                     conn.send("started", pid=4242)
+                if self.exited:
+                    # The command is over, but the stream stays open. A
+                    # line on stderr in the same write: once vm-run printed
+                    # it, it has read Exited too.
+                    conn.sock.sendall(qlwire.encode("data", stream=pb.STREAM_STDERR,
+                                                    data=b"over\n") +
+                                      qlwire.encode("exited", code=0))
                 self.got_exec.set()
             elif name == "attach":
                 # A stream connection: taken, then never written to.
@@ -64,6 +75,65 @@ def test_vm_run_gives_up_on_a_guest_that_ignores_signals(host_stack, signo, star
         assert time.monotonic() - t0 >= GIVE_UP_S - 1
         wait_for(lambda: s.host_status().leases == 0, what="the lease released")
     finally:
+        guest.close()
+
+
+EXITED_GIVE_UP_S = 2   # vm-run's EXITED_GIVE_UP_MS
+
+
+@pytest.mark.parametrize("signals", [
+    [signal.SIGINT],
+    [signal.SIGQUIT],
+    [signal.SIGTERM, signal.SIGTERM],   # the second ends it at once
+])
+def test_signal_ends_the_wait_after_exited(host_stack, signals):
+    """After Exited, a guest that keeps the stream connection open keeps
+    vm-run waiting for the rest of the output, as a pipe would; SIGINT,
+    SIGQUIT, SIGTERM or SIGHUP ends that wait within 2 s (a second one at
+    once) with 128+N, and the lease with it."""
+    s = host_stack(start_guest=False)
+    guest = FakeGuest(s.guest_sock, started=True, exited=True)
+    p = None
+    try:
+        p = s.popen(VM, "true", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert guest.got_exec.wait(60)
+        assert p.stderr.readline() == b"over\n"
+        time.sleep(0.1)
+        assert p.poll() is None
+        for k, signo in enumerate(signals):
+            p.send_signal(signo)
+            # Two signals sent at once may be delivered as one: the next
+            # goes once vm-run forwarded this one.
+            wait_for(lambda: len(guest.signals) > k, what="the signal forwarded")
+        wait = 1 if len(signals) > 1 else EXITED_GIVE_UP_S + 3
+        try:
+            p.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pytest.fail("vm-run still waits after the signal")
+        assert p.returncode == 128 + signals[-1]
+        wait_for(lambda: s.host_status().leases == 0, what="the lease released")
+    finally:
+        if p and p.poll() is None:
+            p.kill()
+            p.wait()
+        guest.close()
+
+
+def test_tty_escape_works_against_a_guest_that_takes_nothing(host_stack):
+    """With -t the terminal is raw: Ctrl-C is a byte for the guest, not a
+    signal. A guest that never sends Started (nor takes a byte of stdin)
+    still cannot hold vm-run: '~.' ends it, 255, and the lease."""
+    import os
+    s = host_stack(start_guest=False)
+    guest = FakeGuest(s.guest_sock, started=False)
+    p, master, _ = s.pty_session(["-t", VM, "sh"])
+    try:
+        assert guest.got_exec.wait(60)
+        os.write(master, b"\x03\r~.")      # Ctrl-C: nothing; Enter, ~.: leaves
+        assert p.wait(timeout=5) == 255
+        wait_for(lambda: s.host_status().leases == 0, what="the lease released")
+    finally:
+        os.close(master)
         guest.close()
 
 

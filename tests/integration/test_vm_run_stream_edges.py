@@ -128,3 +128,51 @@ def test_guest_agent_older_than_streams_gets_everything_relayed(host_stack):
         assert len(guest.execs) == 1 and guest.execs[0].stream_key == b""
     finally:
         guest.close()
+
+
+class SilentStreamGuest(qlwire.FakePeer):
+    """A guest that says Hello on the Exec's connection (the host agent's
+    first) and nothing on the stream connection; an Exec gets Started,
+    one Data(stdout) and Exited(3)."""
+
+    def __init__(self, path):
+        self.n, self.execs = 0, []
+        self.lock = threading.Lock()
+        super().__init__(path)
+
+    def talk(self, c):
+        with self.lock:
+            first, self.n = self.n == 0, self.n + 1
+        try:
+            if not first:
+                c.recv(timeout=60)  # whatever comes; never a Hello
+                return
+            c.send_hello(software="silent stream")
+            while True:
+                name, msg = c.recv(timeout=60)
+                if name == "exec":
+                    self.execs.append(msg)
+                    c.send("started", pid=4242)
+                    c.send("data", stream=pb.STREAM_STDOUT, data=b"relayed\n")
+                    c.send("exited", code=3)
+                elif name == "exit_ack":
+                    return
+        finally:
+            c.close()
+
+
+def test_no_hello_on_the_stream_connection_is_bounded(host_stack):
+    """The stream connection's Hello is waited for 3 s at most (it was a
+    blocking read without a limit): then that connection is dropped and
+    everything relayed on the Exec's."""
+    s = host_stack(start_guest=False)
+    guest = SilentStreamGuest(s.guest_sock)
+    try:
+        t0 = time.monotonic()
+        r = s.vm_run(VM, "true", timeout=8)
+        assert r.returncode == 3, r
+        assert r.stdout == b"relayed\n"
+        assert len(guest.execs) == 1 and guest.execs[0].stream_key == b""
+        assert time.monotonic() - t0 < 7
+    finally:
+        guest.close()

@@ -2,6 +2,7 @@
 console relay (the crosvm stand-in behind it echoes what it reads and
 answers "size" with the window size it sees), run under a pseudo-terminal
 from Python where a terminal matters; and the client's own errors."""
+import contextlib
 import fcntl
 import os
 import select
@@ -15,6 +16,7 @@ import pytest
 
 from qltest import program, qlwire
 from qltest.host import VM
+from qltest.procs import wait_for
 from qltest.qlwire import pb
 
 VM_SHELL = program("vm-shell")
@@ -207,7 +209,9 @@ def test_unknown_vm(tmp_path):
     for args in (["nosuch"], ["--ssh", "nosuch"], ["--ssh", "--root", "Bad/Name"]):
         p = run_plain(tmp_path, *args)
         assert p.returncode == 255, args
-        assert p.stderr == f"vm-shell: no VM named '{args[-1]}'\n", args
+        why = (f"no {tmp_path}/etc/vms/nosuch.json" if args[-1] == "nosuch" else
+               "a VM name is [a-z][a-z0-9-], at most 12 characters")
+        assert p.stderr == f"vm-shell: no VM named '{args[-1]}' ({why})\n", args
 
 
 def test_known_vm_not_running_without_an_agent(tmp_path):
@@ -238,11 +242,11 @@ def test_ssh_without_a_user(tmp_path):
 # ---- a console that misbehaves (the test plays it) ---------------------------
 
 def hostile_console(tmp_path, script):
-    """Listens on <run>/work-console and runs script(conn) for the first
+    """Listens on <run>/work.console and runs script(conn) for the first
     client; returns the qlwire.FakePeer."""
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
-    return qlwire.FakePeer(str(run / "work-console"), script, once=True, timeout=10)
+    return qlwire.FakePeer(str(run / "work.console"), script, once=True, timeout=10)
 
 
 def attached(c):
@@ -279,3 +283,106 @@ def test_misbehaving_console(tmp_path, script, want):
     assert p.returncode == 255, (p.stdout, p.stderr)
     assert len(p.stderr.splitlines()) == 1, p.stderr
     assert want in p.stderr if not want.endswith("\n") else p.stderr == want, p.stderr
+
+
+# ---- a console faster than our stdout -------------------------------------------
+
+def flood(c):
+    """A console that sends output as fast as it is taken, until vm-shell
+    goes."""
+    attached(c)
+    c.send("console_attached", scrollback=0)
+    chunk = b"x" * 60000
+    while True:
+        c.send("data", stream=pb.STREAM_STDOUT, data=chunk)
+
+
+@contextlib.contextmanager
+def flooded_shell(tmp_path, stdin):
+    """vm-shell work against a flooding console, its stdout a pipe nobody
+    reads (kept open): yields the process, killed at the end if need be."""
+    sock = tmp_path / "run" / "work.console"
+    if sock.exists():
+        sock.unlink()
+    peer = hostile_console(tmp_path, flood)
+    r, w = os.pipe()
+    etc = tmp_path / "etc"
+    (etc / "vms").mkdir(parents=True, exist_ok=True)
+    (etc / "vms" / "work.json").write_text('{"id": 3}')
+    env = dict(os.environ, QUBES_LITE_CONFIG_DIR=str(etc),
+               QUBES_LITE_RUNTIME_DIR=str(tmp_path / "run"))
+    p = subprocess.Popen([VM_SHELL, "work"], env=env, stdin=stdin, stdout=w,
+                         stderr=subprocess.PIPE)
+    os.close(w)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
+        peer.close()
+
+
+def test_console_flood_does_not_overrun_the_drain(tmp_path):
+    """stdin at its end, the console never quiet and our stdout never read:
+    vm-shell still leaves after the 5 s drain at most."""
+    with flooded_shell(tmp_path, subprocess.DEVNULL) as p:
+        assert p.wait(timeout=5 + 4) == 0
+
+
+def test_console_flood_does_not_hide_sigterm_or_ctrl_bracket(tmp_path):
+    """While output waits for our stdout, SIGTERM is still handled (128+N),
+    and so is Ctrl-] on a terminal (0)."""
+    with flooded_shell(tmp_path, subprocess.PIPE) as p:
+        time.sleep(0.5)
+        assert p.poll() is None
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=3) == 128 + signal.SIGTERM
+    master, slave = os.openpty()
+    try:
+        with flooded_shell(tmp_path, slave) as p:
+            os.close(slave)
+            time.sleep(0.5)
+            assert p.poll() is None
+            os.write(master, CTRL_BRACKET)
+            assert p.wait(timeout=3) == 0
+    finally:
+        os.close(master)
+
+
+# ---- --ssh: a lease, and nothing of the host forwarded -------------------------
+
+FAKE_SSH = """#!/bin/sh
+printf '%s\\n' "$@" >"$QL_SSH_DIR/argv"
+while [ ! -e "$QL_SSH_DIR/go" ]; do sleep 0.05; done
+exit 7
+"""
+
+
+def test_ssh_holds_a_lease_and_forwards_nothing(stack, tmp_path):
+    """vm-shell --ssh holds a lease on the VM while ssh runs (a disposable
+    VM is not stopped under it), and ssh gets no agent, X11 or port
+    forwarding whatever ssh_config says; ssh's exit status is vm-shell's."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    env = dict(stack.env, PATH=f"{bin_dir}:{os.environ['PATH']}", QL_SSH_DIR=str(tmp_path))
+    env.pop("QUBES_LITE_VSOCK_CID", None)
+    p = subprocess.Popen([VM_SHELL, "--ssh", VM, "true"], env=env, stdin=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "argv").exists(), what="ssh to run")
+        assert stack.host_status().leases == 1
+        argv = (tmp_path / "argv").read_text().splitlines()
+        opts = {argv[i + 1] for i, a in enumerate(argv) if a == "-o"}
+        assert {"ForwardAgent=no", "ForwardX11=no", "ClearAllForwardings=yes",
+                "ControlMaster=no", "ControlPath=none", "PermitLocalCommand=no"} <= opts, argv
+        (tmp_path / "go").touch()
+        assert p.wait(timeout=30) == 7, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    wait_for(lambda: stack.host_status().leases == 0, what="the lease to end")

@@ -219,6 +219,33 @@ class HostStack(StackDir):
         self.clients.append(p)
         return p
 
+    def pty_session(self, args, size=None):
+        """Starts vm-run ARGS with a pty as its stdin/stdout/stderr (of
+        size (rows, cols) when given): (process, the master fd, which the
+        caller closes, and read_until(needle, timeout) returning all read
+        so far once needle is in it)."""
+        master, slave = os.openpty()
+        if size:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
+        p = subprocess.Popen(self.vm_run_args(*args), stdin=slave, stdout=slave, stderr=slave,
+                             env=self.env, start_new_session=True)
+        self.clients.append(p)
+        os.close(slave)
+        out = bytearray()
+
+        def read_until(needle, timeout=60):
+            deadline = time.monotonic() + timeout
+            while needle not in out:
+                assert time.monotonic() < deadline, out
+                if select.select([master], [], [], 0.2)[0]:
+                    try:
+                        out.extend(os.read(master, 65536))
+                    except OSError:
+                        assert needle in out, out
+            return bytes(out)
+
+        return p, master, read_until
+
     def run_on_pty(self, args, rows=33, cols=101, timeout=60):
         """Runs vm-run with a pty as its stdin/stdout/stderr; returns (status, output)."""
         master, slave = os.openpty()

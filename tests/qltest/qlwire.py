@@ -145,8 +145,11 @@ class Conn:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no frame from peer")
-            r, _, _ = select.select([self.sock], [], [], left)
-            if not r:
+            # poll, not select: a load test's process holds more than
+            # FD_SETSIZE fds.
+            p = select.poll()
+            p.register(self.sock, select.POLLIN)
+            if not p.poll(left * 1000):
                 continue
             chunk = self.sock.recv(1 << 20)
             if not chunk:

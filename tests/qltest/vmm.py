@@ -8,7 +8,7 @@ a fresh temporary directory:
 
     etc/host.json, etc/vms/test.json   (kernel set, so that it can start)
     run/test.sock                      the host agent's socket (--listen)
-    run/test-console, run/test-crosvm.sock   while the VMM runs
+    run/test.console, run/test.crosvm.sock   while the VMM runs
     guest.sock                         the guest agent, started by the stand-in
     notify.sock                        NOTIFY_SOCKET, read by the test
     argv, standin.pid                  what the stand-in records
@@ -103,11 +103,11 @@ class VmmStack(StackDir):
         elif not os.access(STANDIN, os.X_OK):
             raise FileNotFoundError(f"{STANDIN} not built (run make tests)")
         super().__init__("qlv-", user, dict({"kernel": KERNEL}, **(vm or {})))
-        self.console_sock = os.path.join(self.run_dir, VM + "-console")
-        self.control_sock = os.path.join(self.run_dir, VM + "-crosvm.sock")
+        self.console_sock = os.path.join(self.run_dir, VM + ".console")
+        self.control_sock = os.path.join(self.run_dir, VM + ".crosvm.sock")
         if vmm == "qemu":
             self.write_json("host.json", {"user": user, "vmm": "qemu"})
-            self.control_sock = os.path.join(self.run_dir, VM + "-qmp.sock")
+            self.control_sock = os.path.join(self.run_dir, VM + ".qmp.sock")
         self.argv_file = os.path.join(self.dir, "argv")
         self.pid_file = os.path.join(self.dir, "standin.pid")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -120,7 +120,7 @@ fi
 
 timeout $T vm-shell --ssh nosuch true >/dev/null 2>$L/ssh-unknown.err
 rc=$?
-[ $rc = 255 ] && [ "$(cat $L/ssh-unknown.err)" = "vm-shell: no VM named 'nosuch'" ] \
+[ $rc = 255 ] && [ "$(cat $L/ssh-unknown.err)" = "vm-shell: no VM named 'nosuch' (no /etc/qubes-lite/vms/nosuch.json)" ] \
     && check ssh-unknown-vm PASS "255: $(firstline $L/ssh-unknown.err)" \
     || check ssh-unknown-vm FAIL "rc=$rc stderr '$(firstline $L/ssh-unknown.err)'"
 kill $SSHD 2>/dev/null

@@ -680,7 +680,8 @@ static void test_check_all_problems(void **state) {
     expect_in(out, "vms/b.json: key 'pciDevices[0].path': 0000:02:00.0 is already given to VM 'a'");
     expect_in(out, "vms/b.json: key 'vmNetwork.wan.macAddress': 52:00:00:00:00:01 is already the "
                    "MAC of VM 'a'");
-    expect_in(out, "vms/a.json: key 'vmNetwork.lan': network 'lan' has 2 routers");
+    expect_in(out, "vms/b.json: key 'vmNetwork.lan.router': network 'lan' already has a router, "
+                   "VM 'a'");
     /* wan has one router (b): fine. */
     assert_null(strstr(out, "network 'wan'"));
     /* c.json failed to load: its kernel is not reported on top. */

@@ -267,20 +267,20 @@ static void test_overrides(void **state) {
     setenv("QUBES_LITE_RUNTIME_DIR", "/tmp/rt", 1);
     char **argv = build_vm("o", "{'id': 9, 'kernel': '/k'}");
     assert_string_equal(argv[0], "/opt/fake-crosvm");
-    expect_option(argv, "--socket", "/tmp/rt/o-crosvm.sock");
+    expect_option(argv, "--socket", "/tmp/rt/o.crosvm.sock");
     /* The secret's path follows the runtime directory; only its path. */
     expect_option(argv, "--fw-cfg", "name=opt/qubes-lite/secret,path=/tmp/rt/o.secret");
     strv_free(argv);
 
     VmConfig *vm = load_vm("o", "{'id': 9}");
     assert_int_equal(vmm_crosvm_stop_argv(vm, &argv), 0);
-    const char *stop[] = {"/opt/fake-crosvm", "stop", "/tmp/rt/o-crosvm.sock", NULL};
+    const char *stop[] = {"/opt/fake-crosvm", "stop", "/tmp/rt/o.crosvm.sock", NULL};
     expect_argv(argv, stop);
     strv_free(argv);
     clean_env();
 
     assert_int_equal(vmm_crosvm.stop_argv(vm, &argv), 0);
-    const char *stop2[] = {"crosvm", "stop", "/run/qubes-lite/o-crosvm.sock", NULL};
+    const char *stop2[] = {"crosvm", "stop", "/run/qubes-lite/o.crosvm.sock", NULL};
     expect_argv(argv, stop2);
     strv_free(argv);
     vm_config_free(vm);
@@ -300,7 +300,7 @@ static void test_whole_banking(void **state) {
         "--cpus",        "num-cores=4",
         "--mem",         "size=4096",
         "--vsock",       "cid=3",
-        "--socket",      "/run/qubes-lite/banking-crosvm.sock",
+        "--socket",      "/run/qubes-lite/banking.crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/banking.secret",
         "--block",       "/var/lib/qubes-lite/banking.img,ro=true,root=true",
@@ -322,7 +322,7 @@ static void test_whole_vault(void **state) {
         "--cpus",        "num-cores=2",
         "--mem",         "size=2048",
         "--vsock",       "cid=13",
-        "--socket",      "/run/qubes-lite/vault-crosvm.sock",
+        "--socket",      "/run/qubes-lite/vault.crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/vault.secret",
         "--initrd",      "/boot/initrd",
@@ -367,7 +367,7 @@ static void test_whole_everything(void **state) {
         "--vsock",
         "cid=21",
         "--socket",
-        "/run/qubes-lite/sys-usb-crosvm.sock",
+        "/run/qubes-lite/sys-usb.crosvm.sock",
         "--serial",
         "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",
@@ -440,7 +440,7 @@ static void test_whole_shopping_personal(void **state) {
         "--cpus",        "num-cores=2",
         "--mem",         "size=2048",
         "--vsock",       "cid=5",
-        "--socket",      "/run/qubes-lite/shopping-crosvm.sock",
+        "--socket",      "/run/qubes-lite/shopping.crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/shopping.secret",
         "--net",         "tap-name=vm-shopping",
@@ -459,7 +459,7 @@ static void test_whole_shopping_personal(void **state) {
         "--cpus",        "num-cores=4",
         "--mem",         "size=4096",
         "--vsock",       "cid=7",
-        "--socket",      "/run/qubes-lite/personal-crosvm.sock",
+        "--socket",      "/run/qubes-lite/personal.crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/personal.secret",
         "--gpu",         "context-types=cross-domain:virgl2",
@@ -482,7 +482,7 @@ static void test_whole_pci_passthrough(void **state) {
         "--cpus",        "num-cores=2",
         "--mem",         "size=1024",
         "--vsock",       "cid=5",
-        "--socket",      "/run/qubes-lite/sys-net-crosvm.sock",
+        "--socket",      "/run/qubes-lite/sys-net.crosvm.sock",
         "--serial",      "type=stdout,hardware=serial,num=1,console,stdin",
         "--fw-cfg",      "name=opt/qubes-lite/secret,path=/run/qubes-lite/sys-net.secret",
         "--vfio",        "/sys/bus/pci/devices/0000:02:00.0/",

@@ -73,7 +73,7 @@ static const char *append_of(char **argv) {
     "-m", mem, "-smp", cpus, "-object", "memory-backend-memfd,id=mem,size=" mem "M,share=on",      \
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-chardev",            \
         "stdio,id=console,signal=off", "-serial", "chardev:console", "-qmp",                       \
-        "unix:/run/ql/t-qmp.sock,server=on,wait=off", "-fw_cfg",                                   \
+        "unix:/run/ql/t.qmp.sock,server=on,wait=off", "-fw_cfg",                                   \
         "name=opt/qubes-lite/secret,file=/run/ql/t.secret"
 
 static void test_whole_vm_under_tcg(void **state) {
@@ -93,7 +93,7 @@ static void test_whole_vm_under_tcg(void **state) {
         "-append",
         "console=ttyS0 panic=-1 quiet no_timer_check qubes_lite.name=t",
         "-chardev",
-        "socket,id=vsock,path=/run/ql/t-vsock-vhost.sock,reconnect=1",
+        "socket,id=vsock,path=/run/ql/t.vsock-vhost.sock,reconnect=1",
         "-S",
         NULL,
     };
@@ -253,9 +253,9 @@ static void test_shared_directories(void **state) {
                                 "{'path': '/srv/b,c', 'tag': 'b', 'cache': 'never', "
                                 "'writeback': true}]}");
     char **argv = build_on(&tcg, NULL, vm);
-    static const char *const expected[] = {"-chardev", "socket,id=fs0,path=/run/ql/t-fs-0.sock",
+    static const char *const expected[] = {"-chardev", "socket,id=fs0,path=/run/ql/t.fs-0.sock",
                                            "-device",  "vhost-user-fs-pci,chardev=fs0,tag=a",
-                                           "-chardev", "socket,id=fs1,path=/run/ql/t-fs-1.sock",
+                                           "-chardev", "socket,id=fs1,path=/run/ql/t.fs-1.sock",
                                            "-device",  "vhost-user-fs-pci,chardev=fs1,tag=b"};
     size_t i = 0;
     while (argv[i] && !(streq(argv[i], "-chardev") && startswith(argv[i + 1], "socket,id=fs0"))) {
@@ -271,7 +271,7 @@ static void test_shared_directories(void **state) {
     char **fs = NULL;
     assert_int_equal(vmm_qemu_virtiofsd_argv(vm, 1, &fs, &err), 0);
     static const char *const fs_expected[] = {"/usr/lib/qemu/virtiofsd",
-                                              "--socket-path=/run/ql/t-fs-1.sock",
+                                              "--socket-path=/run/ql/t.fs-1.sock",
                                               "-o",
                                               "source=/srv/b,,c",
                                               "-o",
@@ -301,9 +301,9 @@ static void test_vsock_device_command(void **state) {
     assert_int_equal(vmm_qemu_vsock_argv(vm, &argv), 0);
     static const char *const expected[] = {"qubes-lite-vsock",
                                            "--socket",
-                                           "/run/ql/t-vsock-vhost.sock",
+                                           "/run/ql/t.vsock-vhost.sock",
                                            "--uds-path",
-                                           "/run/ql/t-vsock.sock",
+                                           "/run/ql/t.vsock.sock",
                                            "--guest-cid",
                                            "9",
                                            NULL};

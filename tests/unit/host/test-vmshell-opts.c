@@ -43,6 +43,19 @@ static void test_ssh(void **state) {
 
     assert_int_equal(PARSE(&o, err, "--root", "--ssh", "vault"), 0);
     assert_true(o.root);
+    assert_null(o.user);
+
+    /* The guest's user, when it is not the configured one. */
+    assert_int_equal(PARSE(&o, err, "--ssh", "--user", "bob", "vault"), 0);
+    assert_string_equal(o.user, "bob");
+    assert_int_equal(PARSE(&o, err, "--ssh", "-u", "bob", "vault"), 0);
+    assert_string_equal(o.user, "bob");
+    assert_int_equal(PARSE(&o, err, "--ssh", "--root", "-u", "bob", "vault"), -EINVAL);
+    assert_non_null(strstr(err.message, "--root and --user"));
+    assert_int_equal(PARSE(&o, err, "-u", "bob", "vault"), -EINVAL);
+    assert_non_null(strstr(err.message, "--user goes with --ssh"));
+    assert_int_equal(PARSE(&o, err, "--ssh", "-u", "Bad/User", "vault"), -EINVAL);
+    assert_non_null(strstr(err.message, "not a user name"));
 }
 
 static void test_ssh_command_keeps_its_options(void **state) {
@@ -130,6 +143,16 @@ static void test_ssh_argv(void **state) {
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "CheckHostIP=no",
         "-o", "LogLevel=ERROR",
+        "-o", "ForwardAgent=no",
+        "-o", "ForwardX11=no",
+        "-o", "ForwardX11Trusted=no",
+        "-o", "ClearAllForwardings=yes",
+        "-o", "Tunnel=no",
+        "-o", "ControlMaster=no",
+        "-o", "ControlPath=none",
+        "-o", "ControlPersist=no",
+        "-o", "PermitLocalCommand=no",
+        "-o", "SendEnv=-*",
         "-l", "alice",
         "qubes-lite-work",
         "--", "uname", "-a",
