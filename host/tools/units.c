@@ -152,10 +152,12 @@ int units_write_service(FILE *f, const HostConfig *h, const VmConfig *vm, const 
          * namespace and seccomp sandbox per device (so no
          * RestrictNamespaces= nor SystemCallFilter=), reads disks and
          * shared directories anywhere (so no ProtectHome=) and may use
-         * real-time vCPUs (so no RestrictRealtime=). */
+         * real-time vCPUs (so no RestrictRealtime=). No ProtectHostname=
+         * either: its seccomp filter refuses sethostname() even in a UTS
+         * namespace of the process's own, which qubes-lite-vsock's sandbox
+         * (a qemu VM's vsock device) names, and fails to start. */
         "NoNewPrivileges=yes\n"
         "ProtectSystem=full\n"
-        "ProtectHostname=yes\n"
         "ProtectKernelModules=yes\n"
         "ProtectKernelLogs=yes\n"
         "LockPersonality=yes\n"

@@ -101,9 +101,10 @@ WantedBy=sockets.target
                  f"Environment=QUBES_LITE_CONFIG_DIR={etc}", "Restart=no", "KillMode=mixed"):
         assert line in service, (line, service)
     # Nothing that would take /dev/kvm, /dev/vfio or /dev/net/tun away
-    # from crosvm, nor its own namespaces and seccomp.
+    # from crosvm, nor its own namespaces and seccomp, nor the hostname of
+    # qubes-lite-vsock's own UTS namespace.
     for key in ("PrivateDevices", "DevicePolicy", "DeviceAllow", "ProtectClock",
-                "RestrictNamespaces", "SystemCallFilter", "PrivateNetwork"):
+                "RestrictNamespaces", "SystemCallFilter", "PrivateNetwork", "ProtectHostname"):
         assert not any(l.startswith(key + "=") for l in service), key
 
     vault = (out / "qubes-lite-vault-vm.service").read_text().splitlines()
