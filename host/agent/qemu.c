@@ -573,7 +573,19 @@ int vmm_qemu_vsock_argv(const VmConfig *vm, char ***ret_argv) {
     _cleanup_free_ char *path = vmm_qemu_socket(vm, "vsock");
     VmmArgv a = {0};
 
-    vmm_argv_add(&a, vmm_env_or("QUBES_LITE_VSOCK", "qubes-lite-vsock"));
+    /* $QUBES_LITE_VSOCK, else the one beside the host agent (a package's
+     * bin directory, which a service's PATH need not hold), else PATH. */
+    const char *env = getenv("QUBES_LITE_VSOCK");
+    if (env && *env) {
+        vmm_argv_add(&a, env);
+    } else {
+        char *beside = config_program_beside_self("qubes-lite-vsock");
+        if (beside) {
+            vmm_argv_add_owned(&a, beside);
+        } else {
+            vmm_argv_add(&a, "qubes-lite-vsock");
+        }
+    }
     vmm_argv_add(&a, "--socket");
     vmm_argv_add(&a, vhost ? vhost : "");
     vmm_argv_add(&a, "--uds-path");
