@@ -101,10 +101,11 @@ def test_qemu_refuses_what_it_cannot_do(tmp_path):
     assert p.returncode == 1
     lines = p.stderr.splitlines()
     etc = str(tmp_path / "etc")
-    assert (f"{etc}/vms/banking.json: key 'gpu': qemu cannot show the guest's windows as crosvm "
+    assert (f"qubes-lite-host-agent: {etc}/vms/banking.json: key 'gpu': qemu cannot show the guest's windows as crosvm "
             f"does (no cross-domain Wayland in qemu 7.2); set \"gpu\": false, or \"vmm\": "
             f"\"crosvm\"") in lines, lines
-    assert any(l.startswith(f"{etc}/vms/vault.json: key 'sound': qemu 7.2 has no virtio-snd")
+    assert any(l.startswith(f"qubes-lite-host-agent: {etc}/vms/vault.json: key 'sound': "
+                            "qemu 7.2 has no virtio-snd")
                for l in lines), lines
     p = run(tmp_path, "--vm", "banking", "--print-command")
     assert p.returncode == 1 and p.stdout == ""
