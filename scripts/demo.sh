@@ -87,6 +87,16 @@ expect() {   # what got expected
 expect_in() {   # what text extended-regex
     grep -qE -- "$3" <<<"$2" || fail "$1: no match for '$3'"
 }
+vm_list_shows() {   # comment pattern...: vm-list shown, each line pattern checked
+    local out pattern
+    show "vm-list${1:+   # $1}"
+    out=$(vm-list) || fail "vm-list exited $?"
+    echo "$out"
+    shift
+    for pattern in "$@"; do
+        expect_in "vm-list" "$out" "$pattern"
+    done
+}
 
 # --- The configuration --------------------------------------------------------
 #
@@ -142,11 +152,7 @@ start_agent "$VM"
 start_agent "$DISPOSABLE"
 
 say "Both VMs are stopped; their host agents (pids ${agent[$VM]} and ${agent[$DISPOSABLE]}) wait for a request"
-show "vm-list"
-out=$(vm-list) || fail "vm-list exited $?"
-echo "$out"
-expect_in "vm-list" "$out" "^$VM +stopped"
-expect_in "vm-list" "$out" "^$DISPOSABLE +stopped"
+vm_list_shows "" "^$VM +stopped" "^$DISPOSABLE +stopped"
 
 say "vm-run on a stopped VM starts it first; --timing says where the time went"
 show "vm-run --timing $VM uname -a"
@@ -192,11 +198,7 @@ echo "$rc"
 expect "exit status (128 + SIGINT)" "$rc" 130
 
 say "vm-list: $VM runs, $DISPOSABLE is still stopped"
-show "vm-list"
-out=$(vm-list) || fail "vm-list exited $?"
-echo "$out"
-expect_in "vm-list" "$out" "^$VM +running"
-expect_in "vm-list" "$out" "^$DISPOSABLE +stopped"
+vm_list_shows "" "^$VM +running" "^$DISPOSABLE +stopped"
 
 say "vm-shell attaches to the serial console and replays its recent output (stdin not a terminal: it leaves at once)"
 show "vm-shell $VM </dev/null | tail -6   # the terminal's control sequences left out here"
@@ -214,10 +216,7 @@ out=$(vm-run "$DISPOSABLE" echo 'used once') || rc=$?
 echo "$out"
 expect "exit status" "$rc" 0
 expect "output" "$out" "used once"
-show "vm-list"
-out=$(vm-list) || fail "vm-list exited $?"
-echo "$out"
-expect_in "vm-list" "$out" "^$DISPOSABLE +(running|stopping|stopped)"
+vm_list_shows "" "^$DISPOSABLE +(running|stopping|stopped)"
 # Its host agent exits once qemu has: the guest powered off by itself.
 if wait_gone "${agent[$DISPOSABLE]}" 60; then
     expect "host agent of $DISPOSABLE exit status" "$agent_rc" 0
@@ -226,20 +225,14 @@ if wait_gone "${agent[$DISPOSABLE]}" 60; then
 else
     fail "$DISPOSABLE still running a minute after its last command"
 fi
-show "vm-list   # a few seconds later"
-out=$(vm-list) || fail "vm-list exited $?"
-echo "$out"
-expect_in "vm-list" "$out" "^$DISPOSABLE +stopped"
+vm_list_shows "a few seconds later" "^$DISPOSABLE +stopped"
 
 say "vm-stop shuts $VM down cleanly"
 show "vm-stop $VM"
 rc=0
 vm-stop "$VM" || rc=$?
 expect "exit status" "$rc" 0
-show "vm-list"
-out=$(vm-list) || fail "vm-list exited $?"
-echo "$out"
-expect_in "vm-list" "$out" "^$VM +stopped"
+vm_list_shows "" "^$VM +stopped"
 if wait_gone "${agent[$VM]}" 30; then
     expect "host agent of $VM exit status" "$agent_rc" 0
 else
