@@ -4,9 +4,11 @@
 # Two VMs boot the project's image (`make image`: build/rootfs/vmlinux and
 # initrd.img) under qemu, TCG where KVM does not work: "work", persistent,
 # and "scratch", disposable with a short idle timeout. Each has its own host
-# agent, as its systemd unit would run it: one per VM, root, its command
-# socket in the runtime directory, starting qemu (and qemu's vsock device,
-# qubes-lite-vsock) on the first request and exiting once the VM is over.
+# agent, as its systemd unit runs it: one per VM, as root, its command
+# socket in the runtime directory (made by the agent itself, --listen,
+# where systemd would hand it one), starting qemu (and qemu's vsock device,
+# qubes-lite-vsock) on the first request and exiting once the VM is over,
+# where systemd's socket would wait for the next.
 # The configuration, the runtime directory and the logs live in one
 # temporary directory; nothing is installed.
 #
@@ -25,8 +27,8 @@ BIN=$(cd "$BUILD/bin" 2>/dev/null && pwd) || die "$BUILD/bin missing (run make f
 for p in qubes-lite-host-agent qubes-lite-vsock vm-run vm-list vm-shell vm-stop; do
     [ -x "$BIN/$p" ] || die "$BIN/$p not built (run make first)"
 done
-IMAGE=$(cd "${IMAGE:-$BUILD/rootfs}" 2>/dev/null && pwd) ||
-    die "${IMAGE:-$BUILD/rootfs} missing (run make image first)"
+image_dir=${IMAGE:-$BUILD/rootfs}
+IMAGE=$(cd "$image_dir" 2>/dev/null && pwd) || die "$image_dir missing (run make image first)"
 for f in vmlinux initrd.img; do
     [ -f "$IMAGE/$f" ] || die "$IMAGE/$f missing (run make image first)"
 done
