@@ -35,7 +35,8 @@ def test_demo_runs():
     step(4, r"^/dev/pts/[0-9]+$")
     step(5, r"^130$")
     step(6, r"^work +running ", r"^scratch +stopped")
-    step(7, r"^BusyBox v", r"qubes-lite-guest-agent: Listening on vsock")
+    step(7, r"^BusyBox v", r"qubes-lite-guest-agent: Listening on vsock",
+         r"^\([0-9]+ bytes replayed\)$")
     step(8, r"^used once$", r"^scratch +running .* off in [0-9]+s$",
          r"a few seconds later\n(.*\n)*scratch +stopped")
     step(9, r"^VM 'work' stopped", r"^work +stopped")
