@@ -5,7 +5,7 @@
 #   make check      the same tests against an ASan+UBSan build (build/san/)
 #   make fuzz       fuzz each target for FUZZ_SECONDS (default 60)
 #   make bench      benchmarks, each beside its peer measured in the same run
-#   make demo       the agents at work on this machine
+#   make demo       vm-run and friends on real VMs under qemu
 #   make install    the programs, the systemd generator and bash completion
 #   make image      the guest image: build/rootfs/vmlinux and initrd.img
 #
@@ -102,8 +102,11 @@ bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BUILD=$(BUILD) PYTHONPATH=tests $(PYTHON) tests/bench/bench.py
 
+# The image after the programs, not beside them: both would build the
+# guest agent's objects at once under -j.
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory image
 	$(Q)BUILD=$(BUILD) scripts/demo.sh
 
 # The generator is a relative link to the program in BINDIR, so that it

@@ -1,41 +1,64 @@
 #!/bin/bash
-# make demo: vm-run at work against a live guest agent, on this machine.
+# make demo: vm-run and friends against real VMs, on this machine.
 #
-# There is no VM yet: the guest agent runs as an unprivileged process in its
-# own user, PID, mount, UTS and IPC namespaces (uid 0 and PID 1 inside, as in
-# a VM, and nobody outside), listening on a unix socket instead of vsock.
-# The host agent runs beside it with --no-vmm, exactly as it runs on a host,
-# and vm-run talks to the host agent. Works started as root (the agent
-# drops to nobody) or as an ordinary user (it stays that user); either way
-# nothing is installed and everything lives in one temporary directory.
+# Two VMs boot the project's image (`make image`: build/rootfs/vmlinux and
+# initrd.img) under qemu, TCG where KVM does not work: "work", persistent,
+# and "scratch", disposable with a short idle timeout. Each has its own host
+# agent, as its systemd unit runs it: one per VM, as root, its command
+# socket in the runtime directory (made by the agent itself, --listen,
+# where systemd would hand it one), starting qemu (and qemu's vsock device,
+# qubes-lite-vsock) on the first request and exiting once the VM is over,
+# where systemd's socket would wait for the next.
+# The configuration, the runtime directory and the logs live in one
+# temporary directory; nothing is installed.
 #
-#   scripts/demo.sh            BUILD (environment) names the build dir
+# Every step checks what it shows; the exit status is 0 only when each did
+# what it should, and a step that did not says so in a line of its own.
+#
+#   scripts/demo.sh            BUILD (environment) names the build dir,
+#                              IMAGE the image's (default: BUILD/rootfs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-BIN=$(cd "$BUILD/bin" 2>/dev/null && pwd) || {
-    echo "demo: $BUILD/bin missing (run make first)" >&2
-    exit 1
-}
-for p in qubes-lite-guest-agent qubes-lite-host-agent vm-run; do
-    [ -x "$BIN/$p" ] || { echo "demo: $BIN/$p not built (run make first)" >&2; exit 1; }
+
+die() { echo "demo: $*" >&2; exit 1; }
+
+BIN=$(cd "$BUILD/bin" 2>/dev/null && pwd) || die "$BUILD/bin missing (run make first)"
+for p in qubes-lite-host-agent qubes-lite-vsock vm-run vm-list vm-shell vm-stop; do
+    [ -x "$BIN/$p" ] || die "$BIN/$p not built (run make first)"
 done
-for t in unshare setpriv script hostname; do
-    command -v "$t" >/dev/null || { echo "demo: $t not found (util-linux, hostname)" >&2; exit 1; }
+image_dir=${IMAGE:-$BUILD/rootfs}
+IMAGE=$(cd "$image_dir" 2>/dev/null && pwd) || die "$image_dir missing (run make image first)"
+for f in vmlinux initrd.img; do
+    [ -f "$IMAGE/$f" ] || die "$IMAGE/$f missing (run make image first)"
+done
+QEMU=${QUBES_LITE_QEMU:-qemu-system-x86_64}
+command -v "$QEMU" >/dev/null ||
+    die "$QEMU not found: the demo boots real VMs (apt-get install qemu-system-x86)"
+# TCG is what runs a VM where KVM does not; a qemu built without it (and
+# no KVM) cannot run the demo at all.
+if [ ! -w /dev/kvm ] && ! "$QEMU" -accel help 2>/dev/null | grep -qx tcg; then
+    die "$QEMU has no TCG and there is no usable /dev/kvm: it cannot run a VM here"
+fi
+for t in script timeout; do
+    command -v "$t" >/dev/null || die "$t not found (bsdutils, coreutils)"
 done
 
-VM=demo
+VM=work
+DISPOSABLE=scratch
+IDLE=2
 tmp=$(mktemp -d -t qubes-lite-demo.XXXXXX)
 pids=()
 
 cleanup() {
     local pid
     trap - EXIT INT TERM HUP PIPE
-    # Only what this script started, by pid, newest first.
+    # Only what this script started, by pid, newest first. A host agent
+    # stops its VM on SIGTERM and exits once qemu has.
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         pid=${pids[i]}
         kill -TERM "$pid" 2>/dev/null || continue
-        for _ in $(seq 50); do
+        for _ in $(seq 150); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
@@ -50,203 +73,181 @@ trap 'exit 129' HUP
 trap 'exit 141' PIPE
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
-say() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
+step=""
+failed=()
+say() { step=$1; printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
 show() { printf '$ %s\n' "$*"; }
-
-wait_socket() {   # path pid what
-    for _ in $(seq 100); do
-        [ -S "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || { echo "demo: $3 exited:" >&2; cat "$tmp/$3.log" >&2; exit 1; }
-        sleep 0.05
+# fail REASON: the current step did not do what it should; the demo goes
+# on with the next and exits 1 at the end.
+fail() {
+    printf '%sdemo: step "%s" failed: %s%s\n' "$bold" "$step" "$*" "$plain"
+    failed+=("$step")
+}
+expect() {   # what got expected
+    [ "$2" = "$3" ] || fail "$1: expected '$3', got '$2'"
+}
+expect_in() {   # what text extended-regex
+    grep -qE -- "$3" <<<"$2" || fail "$1: no match for '$3'"
+}
+vm_list_shows() {   # comment pattern...: vm-list shown, each line pattern checked
+    local out pattern
+    show "vm-list${1:+   # $1}"
+    out=$(vm-list) || fail "vm-list exited $?"
+    echo "$out"
+    shift
+    for pattern in "$@"; do
+        expect_in "vm-list" "$out" "$pattern"
     done
-    echo "demo: $3 did not listen on $1:" >&2
-    cat "$tmp/$3.log" >&2
-    exit 1
 }
 
-# --- The guest agent, in its namespaces ------------------------------------
+# --- The configuration --------------------------------------------------------
 #
-# Who runs it: as root we drop to nobody first (setpriv), so that the agent
-# is unprivileged outside; as anyone else it simply stays that user. Then
-# `unshare --map-root-user` maps that one uid to 0 in a new user namespace:
-# inside, the agent is root (it may set the hostname of its own UTS
-# namespace, mount its own /proc) and PID 1 of its own PID namespace, as in
-# a VM. Outside it holds no privilege at all.
-#
-# Who may connect: the guest agent checks SO_PEERCRED against --allow-uid
-# (root only by default). The kernel translates the peer's uid into the
-# agent's user namespace, and that namespace maps only the agent's own uid.
-# Started as root, the host agent stays root outside and is therefore seen
-# as the overflow uid (/proc/sys/kernel/overflowuid, 65534) — as would be
-# any other outside uid but nobody's. We allow that uid and let the file
-# system be the gate: the socket lives in a 0700 directory owned by the
-# agent's uid, which only that uid and root can enter. (Started as an
-# ordinary user, the host agent has the agent's own uid, which is 0 inside
-# and accepted anyway.) In a VM there is no such ambiguity: the agent
-# listens on vsock and accepts only the host's CID from a port below 1024.
-#
-# The binary is copied into the temporary directory so that nobody can run
-# it even when this checkout lives under a private home directory.
-#
-# The VM's secret: what the host agent proves itself with in every Hello
-# (on a host, it makes one at each VM start and crosvm hands it to the
-# guest through fw_cfg). Here it is made once: the host agent's copy where
-# it keeps it (RUNTIME_DIR/<vm>.secret), the guest agent's beside its
-# socket; each owned by its agent's uid (inside the namespace the agent's
-# is 0), mode 0600.
-overflow=$(cat /proc/sys/kernel/overflowuid 2>/dev/null || echo 65534)
-chmod 0711 "$tmp"
-mkdir -m 0700 "$tmp/guest" "$tmp/run"
-install -m 0755 "$BIN/qubes-lite-guest-agent" "$tmp/guest/"
-(umask 077 && head -c 32 /dev/urandom >"$tmp/run/$VM.secret" &&
-    cp "$tmp/run/$VM.secret" "$tmp/guest/secret")
-drop=()
-if [ "$(id -u)" -eq 0 ]; then
-    nobody=$(id -u nobody 2>/dev/null || echo 65534)
-    nogroup=$(id -g nobody 2>/dev/null || echo 65534)
-    chown "$nobody:$nogroup" "$tmp/guest" "$tmp/guest/secret"
-    drop=(setpriv --reuid="$nobody" --regid="$nogroup" --clear-groups --)
-fi
-guest_sock=$tmp/guest/guest.sock
-(
-    cd "$tmp/guest"
-    # --kill-child: should the unshare parent die, the agent dies with it.
-    exec env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
-        "${drop[@]}" \
-        unshare --user --map-root-user --pid --fork --kill-child --mount-proc --uts --ipc -- \
-        /bin/sh -c 'hostname "$0" && exec "$@"' "$VM" \
-        "$tmp/guest/qubes-lite-guest-agent" --listen "unix:$guest_sock" --allow-uid "$overflow" \
-        --secret-file "$tmp/guest/secret"
-) >"$tmp/guest-agent.log" 2>&1 &
-unshare_pid=$!
-pids+=("$unshare_pid")
-wait_socket "$guest_sock" "$unshare_pid" guest-agent
-# unshare --fork waits for its child and ignores SIGTERM; the child (the
-# agent, PID 1 inside) is what we stop. A PID 1 gets from outside only the
-# signals it handles, and SIGKILL: cleanup() falls back to that.
-guest_pid=$(cat "/proc/$unshare_pid/task/$unshare_pid/children")
-guest_pid=${guest_pid%% *}
-pids+=("$guest_pid")
-
-# --- The host agent, as on a host ---------------------------------------------
-#
-# It runs as we do and accepts root and the configured user (SO_PEERCRED of
-# vm-run, which runs as we do too: no namespace in between, no ambiguity).
-export QUBES_LITE_CONFIG_DIR=$tmp/config QUBES_LITE_RUNTIME_DIR=$tmp/run
-mkdir -p "$QUBES_LITE_CONFIG_DIR/vms" "$QUBES_LITE_RUNTIME_DIR"
-printf '{"user": "%s"}\n' "$(id -un)" >"$QUBES_LITE_CONFIG_DIR/host.json"
-printf '{"id": 3, "name": "%s"}\n' "$VM" >"$QUBES_LITE_CONFIG_DIR/vms/$VM.json"
-"$BIN/qubes-lite-host-agent" --vm "$VM" --no-vmm \
-    --listen "unix:$QUBES_LITE_RUNTIME_DIR/$VM.sock" --guest "unix:$guest_sock" \
-    </dev/null >"$tmp/host-agent.log" 2>&1 &
-host_pid=$!
-pids+=("$host_pid")
-wait_socket "$QUBES_LITE_RUNTIME_DIR/$VM.sock" "$host_pid" host-agent
+# host.json names the VMM; each VM boots the built image. The configured
+# user is whoever runs the demo (root here): the host agent lets root and
+# that user in.
+export QUBES_LITE_CONFIG_DIR=$tmp/etc QUBES_LITE_RUNTIME_DIR=$tmp/run
+export QUBES_LITE_VSOCK=$BIN/qubes-lite-vsock QUBES_LITE_QEMU=$QEMU
 export PATH=$BIN:$PATH
+mkdir -p "$QUBES_LITE_CONFIG_DIR/vms"
+mkdir -m 0755 "$QUBES_LITE_RUNTIME_DIR"
+printf '{"user": "%s", "vmm": "qemu"}\n' "$(id -un)" >"$QUBES_LITE_CONFIG_DIR/host.json"
+vm_json() {   # name id extra-json
+    printf '{"id": %s, "name": "%s", "kernel": "%s", "initramfs": "%s",\n' \
+        "$2" "$1" "$IMAGE/vmlinux" "$IMAGE/initrd.img"
+    printf ' "memory": 256, "cpus": 1, "gpu": false%s}\n' "$3"
+}
+vm_json "$VM" 3 "" >"$QUBES_LITE_CONFIG_DIR/vms/$VM.json"
+vm_json "$DISPOSABLE" 5 ", \"disposable\": true, \"idleTimeout\": $IDLE" \
+    >"$QUBES_LITE_CONFIG_DIR/vms/$DISPOSABLE.json"
 
-say "The guest agent is pid $guest_pid, user $(stat -c %U "/proc/$guest_pid") outside and root inside its namespaces; the host agent is pid $host_pid"
-show "vm-run $VM uname -a"
-vm-run "$VM" uname -a
+# --- One host agent per VM ------------------------------------------------------
+declare -A agent
+start_agent() {   # vm
+    local sock=$QUBES_LITE_RUNTIME_DIR/$1.sock
+    qubes-lite-host-agent --vm "$1" --listen "unix:$sock" </dev/null >"$tmp/$1-agent.log" 2>&1 &
+    agent[$1]=$!
+    pids+=("$!")
+    for _ in $(seq 100); do
+        [ -S "$sock" ] && return 0
+        kill -0 "${agent[$1]}" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "demo: the host agent of $1 did not listen on $sock:" >&2
+    cat "$tmp/$1-agent.log" >&2
+    exit 1
+}
+# wait_gone pid seconds: whether pid ended (it is our child: its status
+# is then in $agent_rc).
+wait_gone() {
+    agent_rc=
+    for _ in $(seq $(($2 * 10))); do
+        if ! kill -0 "$1" 2>/dev/null; then
+            agent_rc=0
+            wait "$1" || agent_rc=$?
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+start_agent "$VM"
+start_agent "$DISPOSABLE"
 
-say "Inside, the agent's user namespace makes the command root; its PID namespace makes the agent PID 1"
-show "vm-run $VM id"
-vm-run "$VM" id
-if command -v ps >/dev/null; then
-    show "vm-run $VM ps -o pid,user,comm"
-    vm-run "$VM" ps -o pid,user,comm
-fi
+say "Both VMs are stopped; their host agents (pids ${agent[$VM]} and ${agent[$DISPOSABLE]}) wait for a request"
+vm_list_shows "" "^$VM +stopped" "^$DISPOSABLE +stopped"
 
-say "Exit status comes back as the command's own"
-show "vm-run $VM sh -c 'exit 3'; echo \$?"
+say "vm-run on a stopped VM starts it first; --timing says where the time went"
+show "vm-run --timing $VM uname -a"
 rc=0
-vm-run "$VM" sh -c 'exit 3' || rc=$?
-echo "$rc"
+out=$(vm-run --timing "$VM" uname -a 2>"$tmp/err") || rc=$?
+echo "$out"
+cat "$tmp/err"
+expect "exit status" "$rc" 0
+expect_in "uname" "$out" "^Linux "
+expect_in "--timing" "$(cat "$tmp/err")" "VM start +[0-9.]+ ms \(VM start took [0-9.]+ ms\)"
 
-say "stdin and stdout stream both ways, on a stream connection past the agent"
-show "seq 1 100000 | vm-run $VM sort -rn | head -3"
-# head leaves after three lines; what that does to the writers is not the point.
-seq 1 100000 | vm-run "$VM" sort -rn | head -3 || true
+say "stdin and stdout pass through"
+show "printf 'hello from the host\\n' | vm-run $VM tr a-z A-Z"
+rc=0
+out=$(printf 'hello from the host\n' | vm-run "$VM" tr a-z A-Z) || rc=$?
+echo "$out"
+expect "exit status" "$rc" 0
+expect "output" "$out" "HELLO FROM THE HOST"
+
+say "The exit status is the command's"
+show "vm-run $VM sh -c 'exit 7'; echo \$?"
+rc=0
+vm-run "$VM" sh -c 'exit 7' || rc=$?
+echo "$rc"
+expect "exit status" "$rc" 7
 
 say "With -t the command gets a terminal of its own (script gives us one here)"
-show "vm-run -t $VM sh -c 'tty; stty size'"
-# script(1) provides the terminal vm-run passes on (24x80). vm-run's stdin
-# stays off it: script turns the EOF of its own stdin into an EOF character
-# typed on that terminal, which would race into the command's input.
-script -qec "stty rows 24 cols 80; vm-run -t $VM sh -c 'tty; stty size' </dev/null" \
-    /dev/null </dev/null | tr -d '\r'
-
-say "Signals are forwarded: Ctrl-C (SIGINT) reaches the command, which dies of it"
-show "vm-run $VM sleep 30   # SIGINT after half a second"
+show "vm-run -t $VM tty"
+# vm-run's stdin stays off script's terminal: script turns the end of its
+# own stdin into an end-of-file character typed there, which would race
+# into the command's input.
 rc=0
-timeout --preserve-status -s INT 0.5 vm-run "$VM" sleep 30 || rc=$?
-echo "exit status $rc (128 + SIGINT)"
+out=$(script -qec "vm-run -t $VM tty </dev/null" /dev/null </dev/null | tr -d '\r') || rc=$?
+echo "$out"
+expect "exit status" "$rc" 0
+expect_in "tty" "$out" "^/dev/pts/[0-9]+$"
 
-say "--timing says where the time went (on stderr)"
-show "vm-run --timing $VM true"
-vm-run --timing "$VM" true 2>&1
+say "Ctrl-C (SIGINT) is forwarded: the command dies of it, and its status says so"
+show "vm-run $VM sleep 100   # SIGINT after 2 s; echo \$?"
+rc=0
+timeout --preserve-status -s INT 2 vm-run "$VM" sleep 100 || rc=$?
+echo "$rc"
+expect "exit status (128 + SIGINT)" "$rc" 130
 
-if [ -x /usr/bin/python3 ]; then
-    say "The guest agent's Status (what vm-list will show), asked while one session runs, with the VM's secret"
-    vm-run "$VM" sleep 2 &
-    pids+=("$!")
-    sleep 0.3
-    /usr/bin/python3 - "$guest_sock" "$QUBES_LITE_RUNTIME_DIR/$VM.secret" <<'PY'
-# A Status request by hand: the protocol is small enough to speak without a
-# protobuf library (Envelope field 1 = Hello, 12 = StatusRequest, 13 = Status).
-# Hello {major 1, minor 0, secret (field 4)}: without the VM's secret the
-# agent would answer Error(DENIED).
-import socket, struct, sys
+say "vm-list: $VM runs, $DISPOSABLE is still stopped"
+vm_list_shows "" "^$VM +running" "^$DISPOSABLE +stopped"
 
-def varint(n):
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
+say "vm-shell attaches to the serial console and replays its recent output (stdin not a terminal: it leaves at once)"
+show "vm-shell $VM </dev/null | grep -aE 'BusyBox|qubes-lite'   # the boot log: the shell, the agent"
+rc=0
+vm-shell "$VM" </dev/null >"$tmp/console" 2>"$tmp/err" || rc=$?
+grep -aE 'BusyBox|qubes-lite' "$tmp/console" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' || true
+echo "($(wc -c <"$tmp/console") bytes replayed)"
+expect "exit status" "$rc" 0
+expect_in "console replay" "$(cat "$tmp/console")" "BusyBox v[0-9.]+"
+expect_in "console replay" "$(cat "$tmp/console")" "qubes-lite-guest-agent: Listening on vsock"
 
-def fields(buf):
-    i = 0
-    while i < len(buf):
-        key = shift = 0
-        while True:
-            b = buf[i]; i += 1; key |= (b & 0x7F) << shift; shift += 7
-            if b < 0x80:
-                break
-        num, wtype = key >> 3, key & 7
-        val = shift = 0
-        while True:
-            b = buf[i]; i += 1; val |= (b & 0x7F) << shift; shift += 7
-            if b < 0x80:
-                break
-        if wtype == 2:
-            yield num, buf[i:i + val]; i += val
-        else:
-            yield num, val
+say "A disposable VM powers itself off once idle for its idleTimeout ($IDLE s)"
+show "vm-run $DISPOSABLE echo 'used once'"
+rc=0
+out=$(vm-run "$DISPOSABLE" echo 'used once') || rc=$?
+echo "$out"
+expect "exit status" "$rc" 0
+expect "output" "$out" "used once"
+vm_list_shows "" "^$DISPOSABLE +(running|stopping|stopped)"
+# Its host agent exits once qemu has: the guest powered off by itself.
+if wait_gone "${agent[$DISPOSABLE]}" 60; then
+    expect "host agent of $DISPOSABLE exit status" "$agent_rc" 0
+    grep -q "the guest powered off" "$tmp/$DISPOSABLE-agent.log" ||
+        fail "$DISPOSABLE did not power itself off (its host agent stopped it)"
+else
+    fail "$DISPOSABLE still running a minute after its last command"
+fi
+vm_list_shows "a few seconds later" "^$DISPOSABLE +stopped"
 
-def frame(num, payload):
-    body = varint(num << 3 | 2) + varint(len(payload)) + payload
-    return struct.pack(">I", len(body)) + body
-
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(5)
-s.connect(sys.argv[1])
-with open(sys.argv[2], "rb") as f:
-    secret = f.read()
-s.sendall(frame(1, b"\x08\x01\x10\x00\x22" + varint(len(secret)) + secret) + frame(12, b""))
-f = s.makefile("rb")
-while True:
-    n = struct.unpack(">I", f.read(4))[0]
-    (num, payload), = fields(f.read(n))
-    if num == 13:
-        st = dict(fields(payload))
-        print(f"uptime (of the machine, in a VM the VM's) {st.get(1, 0) / 1000:.1f} s, live sessions {st.get(2, 0)}, "
-              f"idle {st.get(3, 0) / 1000:.1f} s, idle timeout {st.get(4, 0)} s (0: not disposable)")
-        break
-    if num == 11:
-        sys.exit(f"error: {dict(fields(payload)).get(2, b'').decode()}")
-PY
-    wait "$!" 2>/dev/null || true
+say "vm-stop shuts $VM down cleanly"
+show "vm-stop $VM"
+rc=0
+vm-stop "$VM" || rc=$?
+expect "exit status" "$rc" 0
+vm_list_shows "" "^$VM +stopped"
+if wait_gone "${agent[$VM]}" 30; then
+    expect "host agent of $VM exit status" "$agent_rc" 0
+else
+    fail "the host agent of $VM did not exit after vm-stop"
 fi
 
-say "Done; stopping the agents"
+if [ ${#failed[@]} -ne 0 ]; then
+    printf '\n%sdemo: FAILED: %s%s\n' "$bold" "$(printf '"%s" ' "${failed[@]}")" "$plain"
+    for f in "$tmp"/*-agent.log; do
+        echo "--- $(basename "$f")" >&2
+        tail -20 "$f" >&2
+    done
+    exit 1
+fi
+say "Done: every step did what it should"

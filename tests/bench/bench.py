@@ -40,9 +40,11 @@ import threading
 import time
 
 import switch_bench
+import vm_bench
 import vsock_bench
 from figures import (GIB, KIB, MIB, fmt_mem, fmt_rate, fmt_size, fmt_time, median,
                      quantile)
+from measure import MeasureError, kill, timed_pipe, timed_run
 from qltest import BIN
 from qltest.host import HostStack
 from qltest.load import concurrent_sessions, fd_limit, local_sessions
@@ -73,8 +75,8 @@ SLOW_SLEEP = 0.001            # ... then sleeps this long
 SAMPLE_PERIOD = 0.1           # memory sampling period
 
 
-class BenchError(Exception):
-    pass
+# What a measurement raises when the measured command fails.
+BenchError = MeasureError
 
 
 # ------------------------------------------------------------------- stack
@@ -107,20 +109,6 @@ def start_stack(tmp):
 
 def vm_cmd(stack, *argv):
     return stack.vm_run_args(VM, *argv)
-
-
-def kill(*procs):
-    """Kills what is still running of the processes we started, by pid, and
-    closes our ends of their pipes."""
-    for p in procs:
-        if p is None:
-            continue
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        for f in (p.stdout, p.stderr):
-            if f:
-                f.close()
 
 
 class Sshd:
@@ -206,25 +194,6 @@ LogLevel ERROR
 
 # ------------------------------------------------------------ measurements
 
-def timed_run(argv, env):
-    """Wall time of one posix_spawn-and-wait of argv, stdio on /dev/null:
-    the least a launcher can pay, the same for every side."""
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        actions = [(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)]
-        t0 = time.perf_counter()
-        pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions)
-        _, status = os.waitpid(pid, 0)
-        dt = time.perf_counter() - t0
-    finally:
-        os.close(null)
-    if os.waitstatus_to_exitcode(status) != 0:
-        p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
-        raise BenchError(f"{' '.join(argv)}: exit {os.waitstatus_to_exitcode(status)}: "
-                         f"{p.stderr.decode(errors='replace').strip()}")
-    return dt
-
-
 def bench_spawn(stack, sshd, cfg, rows, details):
     """Round trip of `true`: locally, through vm-run, through ssh, each
     timed by timed_run and looked up along the same ordinary PATH. Through
@@ -262,39 +231,6 @@ def bench_spawn(stack, sshd, cfg, rows, details):
                          goal=f"≥ {GOAL_SSH_SPEEDUP:g}× faster",
                          met=m_ssh / m_ours >= GOAL_SSH_SPEEDUP,
                          raw=dict(ours_s=m_ours, peer_s=m_ssh)))
-
-
-def count_sink(fd, bufsize=1 * MIB):
-    """Reads fd to EOF; returns the number of bytes."""
-    buf = bytearray(bufsize)
-    total = 0
-    while True:
-        n = os.readv(fd, [buf])
-        if n == 0:
-            return total
-        total += n
-
-
-def timed_pipe(middle, size, env):
-    """`head -c size /dev/zero | middle | sink`: (seconds, bytes counted)."""
-    t0 = time.perf_counter()
-    gen = subprocess.Popen(["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE)
-    mid = None
-    try:
-        mid = subprocess.Popen(middle, stdin=gen.stdout, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env)
-        gen.stdout.close()
-        n = count_sink(mid.stdout.fileno())
-        err = mid.stderr.read()
-        mid.wait()
-        gen.wait()
-        dt = time.perf_counter() - t0
-    finally:
-        kill(mid, gen)
-    if mid.returncode != 0 or gen.returncode != 0 or n != size:
-        raise BenchError(f"{' '.join(middle)}: exit {mid.returncode}, {n} of {size} bytes: "
-                         f"{err.decode(errors='replace').strip()}")
-    return dt, n
 
 
 def bench_cat(stack, cfg, rows, details):
@@ -498,6 +434,8 @@ def main():
     ap.add_argument("--no-ssh", action="store_true", help="skip the ssh peer")
     ap.add_argument("--no-switch", action="store_true",
                     help="skip the vm-switch figures (switch_bench.py)")
+    ap.add_argument("--no-vm", action="store_true",
+                    help="skip the qemu VM figures (vm_bench.py)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
@@ -555,6 +493,13 @@ def main():
             vsock_bench.run(args.quick, rows, details, notes, args.rounds)
         except vsock_bench.VsockBenchError as e:
             raise BenchError(f"qubes-lite-vsock: {e}")
+        if args.no_vm:
+            notes.append("qemu VM figures skipped (--no-vm)")
+        else:
+            try:
+                vm_bench.run(args.quick, rows, details, notes, args.rounds)
+            except vm_bench.VmBenchError as e:
+                raise BenchError(f"qemu VM: {e}")
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1
