@@ -147,6 +147,8 @@ class Conn:
                 raise TimeoutError("no frame from peer")
             # poll, not select: a load test's process holds more than
             # FD_SETSIZE fds.
+            if self.sock.fileno() < 0:
+                raise Closed()      # closed under us (a server shutting down)
             p = select.poll()
             p.register(self.sock, select.POLLIN)
             if not p.poll(left * 1000):
