@@ -579,12 +579,7 @@ int vmm_qemu_vsock_argv(const VmConfig *vm, char ***ret_argv) {
     if (env && *env) {
         vmm_argv_add(&a, env);
     } else {
-        char *beside = config_program_beside_self("qubes-lite-vsock");
-        if (beside) {
-            vmm_argv_add_owned(&a, beside);
-        } else {
-            vmm_argv_add(&a, "qubes-lite-vsock");
-        }
+        vmm_argv_add_owned(&a, config_program_or_path("qubes-lite-vsock"));
     }
     vmm_argv_add(&a, "--socket");
     vmm_argv_add(&a, vhost ? vhost : "");

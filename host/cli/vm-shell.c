@@ -50,8 +50,7 @@ static const char *vm_name = "?";
 /* The proxy beside our own executable (a build tree, a package's bin
  * directory), else the one in PATH. */
 static char *proxy_path(void) {
-    char *p = config_program_beside_self(PROXY_NAME);
-    return p ? p : strdup(PROXY_NAME);
+    return config_program_or_path(PROXY_NAME);
 }
 
 /* The lease: a connection to the VM's host agent that asked for a guest

@@ -74,14 +74,13 @@ int main(int argc, char **argv) {
 
     /* The host agent beside this program (a build tree, or an installed
      * prefix), else from PATH. */
-    char *beside = config_program_beside_self(HOST_AGENT);
-    const char *agent = beside ? beside : HOST_AGENT;
+    char *agent = config_program_or_path(HOST_AGENT);
     size_t extra = (size_t)argc - 2;
     char **args = calloc(extra + 5, sizeof(char *));
-    if (!args) {
+    if (!agent || !args) {
         client_fail("out of memory");
     }
-    args[0] = (char *)agent;
+    args[0] = agent;
     args[1] = "--vm";
     args[2] = (char *)vm;
     args[3] = "--foreground";

@@ -152,3 +152,8 @@ char *config_program_beside_self(const char *name) {
     }
     return p;
 }
+
+char *config_program_or_path(const char *name) {
+    char *p = config_program_beside_self(name);
+    return p ? p : strdup(name);
+}

@@ -60,3 +60,6 @@ void config_vm_files_free(ConfigVmFile *v, size_t n);
  * bin directory), when it is there and executable; NULL otherwise (and
  * when out of memory). Callers fall back to PATH or a fixed directory. */
 char *config_program_beside_self(const char *name);
+/* The same, else `name` itself for execvp() to find in PATH; newly
+ * allocated, NULL only when out of memory. */
+char *config_program_or_path(const char *name);
