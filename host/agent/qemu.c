@@ -575,12 +575,8 @@ int vmm_qemu_vsock_argv(const VmConfig *vm, char ***ret_argv) {
 
     /* $QUBES_LITE_VSOCK, else the one beside the host agent (a package's
      * bin directory, which a service's PATH need not hold), else PATH. */
-    const char *env = getenv("QUBES_LITE_VSOCK");
-    if (env && *env) {
-        vmm_argv_add(&a, env);
-    } else {
-        vmm_argv_add_owned(&a, config_program_or_path("qubes-lite-vsock"));
-    }
+    const char *env = vmm_env_or("QUBES_LITE_VSOCK", NULL);
+    vmm_argv_add_owned(&a, env ? strdup(env) : config_program_or_path("qubes-lite-vsock"));
     vmm_argv_add(&a, "--socket");
     vmm_argv_add(&a, vhost ? vhost : "");
     vmm_argv_add(&a, "--uds-path");
