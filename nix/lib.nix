@@ -36,6 +36,11 @@ let
     [ (lib.mod r0 65536) (lib.mod r1 65536) (lib.mod r2 65536) (lib.mod r3 65536) ];
   fnv1a64 = s: lib.foldl' fnvStep fnvOffset (map ord (lib.stringToCharacters s));
 
+  pow2 = n: lib.foldl' (acc: _: acc * 2) 1 (genList (x: x) n);
+  # An integer below 2^32 as a.b.c.d.
+  ipv4 = a: lib.concatMapStringsSep "." (i: toString (lib.mod (a / pow2 (8 * (3 - i))) 256))
+    (genList (x: x) 4);
+
   render = v: if builtins.isBool v then lib.boolToString v else toString v;
   hasControl = s: match "[^[:cntrl:]]*" s == null;
 in
@@ -54,19 +59,34 @@ rec {
   absolutePath = s: builtins.isString s && match "/.*" s != null && !hasControl s;
   inherit hasControl render;
 
-  # "172.16.200.0/24" -> "172.16.200"; null unless an IPv4 /24 written as
-  # the C side reads it (no leading zeros, host part 0).
-  networkBase = s:
-    let octet = "(0|[1-9][0-9]{0,2})";
-        m = match "${octet}\\.${octet}\\.${octet}\\.0/24" s;
-        octets = if m == null then [ ] else map lib.toInt m;
-    in
-    if m == null || lib.any (o: o > 255) octets then null
-    else lib.concatMapStringsSep "." toString octets;
+  # hostNetworking.network's prefix, as host/common/config.h bounds it.
+  networkPrefixMin = 1;
+  networkPrefixMax = 30;
 
-  # The VM's address and its gateway, the host end of its /31.
-  vmAddress = base: id: "${base}.${toString id}";
-  hostAddress = base: id: "${base}.${toString (id - 1)}";
+  # "172.16.200.0/24" -> { addr = <the address as an integer>; prefix = 24; };
+  # null unless an IPv4 network written as the C side reads it (no leading
+  # zeros, prefix networkPrefixMin to networkPrefixMax, host part 0).
+  parseNetwork = s:
+    let octet = "(0|[1-9][0-9]{0,2})";
+        m = match "${octet}\\.${octet}\\.${octet}\\.${octet}/(0|[1-9][0-9]?)" s;
+        n = if m == null then [ ] else map lib.toInt m;
+        octets = lib.take 4 n;
+        prefix = elemAt n 4;
+        addr = lib.foldl' (acc: o: acc * 256 + o) 0 octets;
+        size = pow2 (32 - prefix);
+    in
+    if m == null || lib.any (o: o > 255) octets || prefix < networkPrefixMin
+      || prefix > networkPrefixMax || lib.mod addr size != 0 then null
+    else { inherit addr prefix; };
+
+  # The highest id whose /31 is in the network (parseNetwork's): its last
+  # address.
+  networkIdMax = net: pow2 (32 - net.prefix) - 1;
+
+  # The VM's address and its gateway, the host end of its /31: the
+  # network's address plus the id, and minus one.
+  vmAddress = net: id: ipv4 (net.addr + id);
+  hostAddress = net: id: ipv4 (net.addr + id - 1);
 
   # "01:00.0" or "0000:01:00.0" -> "0000:01:00.0" (lower case); null when
   # neither.

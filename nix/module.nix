@@ -203,7 +203,7 @@ let
   };
 
   vms = cfg.nixosVms;
-  base = ql.networkBase cfg.hostNetworking.network;
+  hostNet = ql.parseNetwork cfg.hostNetworking.network;
   userEntry = config.users.users.${cfg.user} or null;
   userUid = if userEntry == null then null else userEntry.uid;
 
@@ -318,6 +318,8 @@ let
         "'${vm.name}' is not a valid VM name ([a-z][a-z0-9-], at most ${toString ql.vmNameMax}: the TAP is vm-<name>)"))
       (check (vm.id >= 3 && vm.id <= 255 && lib.mod vm.id 2 == 1) (vmProblem vm "id"
         "must be odd and from 3 to 255, not ${toString vm.id}"))
+      (check (!vm.hostNetworking || hostNet == null || vm.id <= ql.networkIdMax hostNet) (vmProblem vm "id"
+        "${toString vm.id} has no /31 in hostNetworking.network ${cfg.hostNetworking.network}, which holds ids up to ${toString (if hostNet == null then 0 else ql.networkIdMax hostNet)}"))
       (range vm "memory" 1 16777216 vm.memory)
       (range vm "cpus" 1 1024 vm.cpus)
       (range vm "idleTimeout" 1 31622400 vm.idleTimeout)
@@ -408,8 +410,9 @@ let
         "no such user '${cfg.user}' (declare users.users.${cfg.user}, with an explicit uid)"))
       (check (userEntry == null || userUid != null) (hostProblem "user"
         "users.users.${cfg.user}.uid must be set: the VMs' files, Wayland socket and guest user follow the uid"))
-      (check (base != null) (hostProblem "hostNetworking.network"
-        "'${cfg.hostNetworking.network}' is not an IPv4 /24 network such as 172.16.200.0/24"))
+      (check (hostNet != null) (hostProblem "hostNetworking.network"
+        ("'${cfg.hostNetworking.network}' is not an IPv4 network a.b.c.d/N (N from ${toString ql.networkPrefixMin} "
+          + "to ${toString ql.networkPrefixMax}, host part 0) such as 172.16.200.0/24")))
       # An interface that is not valid counts as none, as in --check.
       (check (!nat.enable || (nat.interface != "" && ql.ifnameValid nat.interface))
         (hostProblem "hostNetworking.nat.interface"
@@ -473,7 +476,7 @@ in
       network = mkOption {
         type = types.str;
         default = "172.16.200.0/24";
-        description = "Network CIDR for host networking: VM <base>.<id>, host end of its /31 <base>.<id-1>.";
+        description = "Network CIDR for host networking, a prefix from /1 to /30 that holds every hostNetworking VM's /31: VM <base>+<id>, host end of its /31 <base>+<id-1>.";
       };
       nat = {
         enable = mkOption { type = types.bool; default = false; description = "Enable NAT for VM internet access."; };
@@ -579,23 +582,23 @@ in
         vms);
     }
 
-    (mkIf (base != null) {
+    (mkIf (hostNet != null) {
       networking.interfaces = lib.listToAttrs (map
         (vm: lib.nameValuePair "vm-${vm.name}" {
           virtual = true;
           virtualType = "tap";
           virtualOwner = cfg.user;
-          ipv4.addresses = [{ address = ql.hostAddress base vm.id; prefixLength = 31; }];
+          ipv4.addresses = [{ address = ql.hostAddress hostNet vm.id; prefixLength = 31; }];
         })
         hostNetVms);
     })
 
-    (mkIf (cfg.hostNetworking.nat.enable && base != null) {
+    (mkIf (cfg.hostNetworking.nat.enable && hostNet != null) {
       boot.kernel.sysctl."net.ipv4.ip_forward" = 1;
       networking.nat = {
         enable = true;
         externalInterface = cfg.hostNetworking.nat.interface;
-        internalIPs = map (vm: "${ql.vmAddress base vm.id}/32") hostNetVms;
+        internalIPs = map (vm: "${ql.vmAddress hostNet vm.id}/32") hostNetVms;
       };
     })
 

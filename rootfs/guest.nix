@@ -17,7 +17,7 @@ let
   inherit (lib) mkOption mkIf mkDefault types optionalAttrs;
   cfg = config.qubes-lite.guest;
   ql = import ../nix/lib.nix { inherit lib; };
-  base = ql.networkBase cfg.hostNetworking.network;
+  net = ql.parseNetwork cfg.hostNetworking.network;
   ssh = config.services.openssh;
 in
 {
@@ -62,7 +62,7 @@ in
       network = mkOption {
         type = types.str;
         default = "172.16.200.0/24";
-        description = "The /24 the VM's /31 is in.";
+        description = "The network the VM's /31 is in (the host's hostNetworking.network).";
       };
     };
 
@@ -107,8 +107,13 @@ in
           + "sshd is socket-activated, on vsock port 22 too (vm-shell --ssh)";
       }
       {
-        assertion = !cfg.hostNetworking.enable || base != null;
-        message = "qubes-lite guest '${cfg.name}': '${cfg.hostNetworking.network}' is not an IPv4 /24 network";
+        assertion = !cfg.hostNetworking.enable || net != null;
+        message = "qubes-lite guest '${cfg.name}': '${cfg.hostNetworking.network}' is not an IPv4 network a.b.c.d/N "
+          + "(N from ${toString ql.networkPrefixMin} to ${toString ql.networkPrefixMax}, host part 0)";
+      }
+      {
+        assertion = !cfg.hostNetworking.enable || net == null || cfg.id <= ql.networkIdMax net;
+        message = "qubes-lite guest '${cfg.name}': id ${toString cfg.id} has no /31 in ${cfg.hostNetworking.network}";
       }
       {
         assertion = lib.length (lib.unique (lib.mapAttrsToList (_: n: n.interface) cfg.vmNetwork))
@@ -237,11 +242,11 @@ in
         linkConfig.RequiredForOnline = "no";
       })
       cfg.vmNetwork
-    // optionalAttrs (cfg.hostNetworking.enable && base != null) {
+    // optionalAttrs (cfg.hostNetworking.enable && net != null) {
       "20-qubes-lite-host" = {
         matchConfig = { Type = "ether"; Driver = "virtio_net"; };
-        address = [ "${ql.vmAddress base cfg.id}/31" ];
-        gateway = [ (ql.hostAddress base cfg.id) ];
+        address = [ "${ql.vmAddress net cfg.id}/31" ];
+        gateway = [ (ql.hostAddress net cfg.id) ];
       };
     };
   };

@@ -72,7 +72,7 @@ struct Lifecycle {
     StopPhase stop_phase;
     uint64_t stop_start;
     sd_event_source *stop_timer;
-    VmmProc *stop_cmd; /* the VMM's stop command while it runs */
+    VmmProc *stop_cmd;  /* the VMM's stop command while it runs */
     unsigned stop_step; /* which of VmmOps.stop_steps */
     VmmRun *run;        /* what runs beside the VMM (VmmOps.run_new) */
     GuestCall *shutdown_call;
@@ -272,10 +272,13 @@ static int start_tap(Lifecycle *l, ErrorText *err) {
     if (!a->vm->host_networking) {
         return 0;
     }
+    int r = config_vm_host_link_check(a->host, a->vm, &terr);
+    if (r < 0) {
+        return start_failed(l, err, r, "%s", terr.message);
+    }
     config_vm_addresses(a->host, a->vm, &ad);
-    int r = tap_ensure(a->vm->tap_name, user ? a->host->user_uid : (uid_t)-1,
-                       user ? a->host->user_gid : (gid_t)-1, ad.host_ip, ad.prefix, &created,
-                       &terr);
+    r = tap_ensure(a->vm->tap_name, user ? a->host->user_uid : (uid_t)-1,
+                   user ? a->host->user_gid : (gid_t)-1, ad.host_ip, ad.prefix, &created, &terr);
     if (r < 0) {
         return start_failed(l, err, r, "%s", terr.message);
     }

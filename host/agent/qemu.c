@@ -416,6 +416,12 @@ int vmm_qemu_argv_on(const QemuHost *qh, const HostConfig *h, const VmConfig *vm
     if (r < 0) {
         return r;
     }
+    if (vm->host_networking) {
+        r = config_vm_host_link_check(h, vm, err);
+        if (r < 0) {
+            return r;
+        }
+    }
     for (size_t i = 0; i < vm->shared_directories.n; i++) {
         _cleanup_strv_free_ char **fs = NULL;
         r = vmm_qemu_virtiofsd_argv(vm, i, &fs, err);

@@ -40,6 +40,14 @@ static void check_kernel(Report *rep, const VmConfig *a) {
     }
 }
 
+/* A VM with host networking has its /31 in hostNetworking.network. */
+static void check_host_link(Report *rep, const HostConfig *h, const VmConfig *a) {
+    ErrorText err;
+    if (a->host_networking && config_vm_host_link_check(h, a, &err) < 0) {
+        report(rep, "%s", err.message);
+    }
+}
+
 /* Ids are unique: the id is the vsock CID and the host link's address. */
 static void check_unique_id(Report *rep, const VmConfig *a, const VmConfig *b) {
     if (a->id == b->id) {
@@ -253,6 +261,7 @@ static void check_across(Report *rep, const HostConfig *h, VmConfig *const *vms,
             continue;
         }
         check_kernel(rep, vms[i]);
+        check_host_link(rep, h, vms[i]);
         check_qemu(rep, h, vms[i]);
         for (size_t j = 0; j < i; j++) {
             for (size_t k = 0; vms[j] && k < ELEMENTSOF(pair_checks); k++) {

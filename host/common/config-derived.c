@@ -11,8 +11,9 @@
 
 /* The VM's host link is a /31: <base>.<id-1> and <base>.<id>. */
 #define HOST_LINK_PREFIX 31u
-/* hostNetworking.network's default, CONFIG_DEFAULT_NETWORK, as bytes. */
-static const uint8_t default_network_base[3] = {172, 16, 200};
+/* hostNetworking.network's default, CONFIG_DEFAULT_NETWORK. */
+#define DEFAULT_NETWORK_ADDR (172u << 24 | 16u << 16 | 200u << 8)
+#define DEFAULT_NETWORK_PREFIX 24u
 
 /* The derived MAC's first octet: locally administered, unicast. */
 #define DERIVED_MAC_FIRST 0x52
@@ -43,10 +44,31 @@ void config_mac_derive(const char *network, const char *vm, uint8_t ret[6]) {
     }
 }
 
+/* The highest id whose /31 is in the network: its last address. */
+static unsigned network_id_max(unsigned prefix) {
+    return (unsigned)((UINT64_C(1) << (32 - prefix)) - 1);
+}
+
+int config_vm_host_link_check(const HostConfig *h, const VmConfig *vm, ErrorText *err) {
+    unsigned prefix = h ? h->network_prefix : DEFAULT_NETWORK_PREFIX;
+    if (vm->id <= network_id_max(prefix)) {
+        return 0;
+    }
+    return error_set(err, -ERANGE,
+                     "%.200s: key 'id': %u has no /31 in hostNetworking.network %.64s, which "
+                     "holds ids up to %u",
+                     vm->path, vm->id, h ? h->network : CONFIG_DEFAULT_NETWORK,
+                     network_id_max(prefix));
+}
+
+static void format_ipv4(char buf[static 16], uint32_t a) {
+    snprintf(buf, 16, "%u.%u.%u.%u", a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff, a & 0xff);
+}
+
 void config_vm_addresses(const HostConfig *h, const VmConfig *vm, ConfigAddresses *ret) {
-    const uint8_t *b = h ? h->network_base : default_network_base;
-    snprintf(ret->vm_ip, sizeof(ret->vm_ip), "%u.%u.%u.%u", b[0], b[1], b[2], vm->id);
-    snprintf(ret->host_ip, sizeof(ret->host_ip), "%u.%u.%u.%u", b[0], b[1], b[2], vm->id - 1);
+    uint32_t base = h ? h->network_addr : DEFAULT_NETWORK_ADDR;
+    format_ipv4(ret->vm_ip, base + vm->id);
+    format_ipv4(ret->host_ip, base + vm->id - 1);
     ret->prefix = HOST_LINK_PREFIX;
 }
 

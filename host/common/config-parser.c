@@ -323,23 +323,27 @@ bool config_pci_valid(const char *s) {
     return config_pci_canonical(s, buf);
 }
 
-bool config_network_parse(const char *s, uint8_t base[3]) {
+bool config_network_parse(const char *s, uint32_t *ret_addr, unsigned *ret_prefix) {
     unsigned a, b, c, d, prefix;
     char tail;
     if (sscanf(s, "%3u.%3u.%3u.%3u/%2u%c", &a, &b, &c, &d, &prefix, &tail) != 5) {
         return false;
     }
-    if (a > 255 || b > 255 || c > 255 || d != 0 || prefix != 24) {
+    if (a > 255 || b > 255 || c > 255 || d > 255 || prefix < CONFIG_NETWORK_PREFIX_MIN ||
+        prefix > CONFIG_NETWORK_PREFIX_MAX) {
         return false;
     }
     /* Reject what sscanf tolerates: signs, spaces, leading zeros. */
-    char canon[20];
-    snprintf(canon, sizeof(canon), "%u.%u.%u.0/24", a, b, c);
+    char canon[24];
+    snprintf(canon, sizeof(canon), "%u.%u.%u.%u/%u", a, b, c, d, prefix);
     if (!streq(canon, s)) {
         return false;
     }
-    base[0] = (uint8_t)a;
-    base[1] = (uint8_t)b;
-    base[2] = (uint8_t)c;
+    uint32_t addr = (uint32_t)a << 24 | (uint32_t)b << 16 | (uint32_t)c << 8 | (uint32_t)d;
+    if (addr & ~(UINT32_MAX << (32 - prefix))) {
+        return false; /* a host part: an address, not a network */
+    }
+    *ret_addr = addr;
+    *ret_prefix = prefix;
     return true;
 }

@@ -87,5 +87,7 @@ bool config_has_control(const char *s);
 bool config_path_valid(const char *s);
 /* "01:00.0" or "0000:01:00.0" (config_pci_canonical()). */
 bool config_pci_valid(const char *s);
-/* "a.b.c.0/24", canonical, into base. */
-bool config_network_parse(const char *s, uint8_t base[3]);
+/* "a.b.c.d/N", canonical (no leading zeros), N from
+ * CONFIG_NETWORK_PREFIX_MIN to CONFIG_NETWORK_PREFIX_MAX and the host part
+ * 0, into the address (host order) and N. */
+bool config_network_parse(const char *s, uint32_t *ret_addr, unsigned *ret_prefix);

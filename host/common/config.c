@@ -153,7 +153,7 @@ static int host_defaults(HostConfig *c) {
     if (!c->network || !c->nat_interface || !c->crosvm_log_level || !c->switch_log_level) {
         return -ENOMEM;
     }
-    config_network_parse(CONFIG_DEFAULT_NETWORK, c->network_base);
+    config_network_parse(CONFIG_DEFAULT_NETWORK, &c->network_addr, &c->network_prefix);
     return 0;
 }
 
@@ -203,10 +203,11 @@ static void parse_host_networking(ConfigParser *p, json_t *root, HostConfig *c) 
             }
         }
     }
-    if (!config_network_parse(c->network, c->network_base)) {
+    if (!config_network_parse(c->network, &c->network_addr, &c->network_prefix)) {
         parser_problem(p, -EINVAL, "hostNetworking.network",
-                       "'%.64s' is not an IPv4 /24 network such as " CONFIG_DEFAULT_NETWORK,
-                       c->network);
+                       "'%.64s' is not an IPv4 network a.b.c.d/N (N from %u to %u, host part "
+                       "0) such as " CONFIG_DEFAULT_NETWORK,
+                       c->network, CONFIG_NETWORK_PREFIX_MIN, CONFIG_NETWORK_PREFIX_MAX);
     }
     if (c->nat_enable && !*c->nat_interface) {
         parser_problem(p, -EINVAL, "hostNetworking.nat.interface",

@@ -31,6 +31,10 @@
 #define CONFIG_DEFAULT_CPUS 2u
 #define CONFIG_DEFAULT_IDLE_TIMEOUT 60u
 #define CONFIG_DEFAULT_NETWORK "172.16.200.0/24"
+/* hostNetworking.network's prefix: a /30 holds one VM's /31 (id 3),
+ * anything wider more; /0 would have no network part at all. */
+#define CONFIG_NETWORK_PREFIX_MIN 1u
+#define CONFIG_NETWORK_PREFIX_MAX 30u
 #define CONFIG_DEFAULT_LOG_LEVEL "info"
 /* The configured user's runtime directory and Wayland display there: a VM
  * with gpu gets crosvm's --wayland-sock on that socket, and its unit the
@@ -106,8 +110,9 @@ typedef struct HostConfig {
     char *user; /* NULL: no user besides root */
     uid_t user_uid;
     gid_t user_gid;
-    char *network; /* hostNetworking.network, an IPv4 /24 */
-    uint8_t network_base[3];
+    char *network;           /* hostNetworking.network, "a.b.c.d/N" */
+    uint32_t network_addr;   /* its address, host order, host part 0 */
+    unsigned network_prefix; /* N, CONFIG_NETWORK_PREFIX_MIN to _MAX */
     bool nat_enable;
     char *nat_interface; /* "" unless set */
     bool enable_bash_integration;
@@ -206,7 +211,11 @@ int config_vm_qemu_check(const VmConfig *vm, ErrorText *err);
 const char *config_switch_dir(void);
 /* A vmNetwork MAC not given as macAddress: 52:xx:xx:xx:xx:xx. */
 void config_mac_derive(const char *network, const char *vm, uint8_t ret[6]);
-/* The VM's addresses on hostNetworking.network. */
+/* Whether the VM's /31 lies in hostNetworking.network (h NULL: the
+ * default); -ERANGE with err naming the VM when it does not. */
+int config_vm_host_link_check(const HostConfig *h, const VmConfig *vm, ErrorText *err);
+/* The VM's addresses on hostNetworking.network: base + id and base + id - 1
+ * (config_vm_host_link_check() says whether they are in it). */
 void config_vm_addresses(const HostConfig *h, const VmConfig *vm, ConfigAddresses *ret);
 /* The vhost-user devices to give the VM: one per vmNetwork entry, then
  * the vhostUser items whose socket is not already among them (the NixOS

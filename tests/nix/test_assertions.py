@@ -40,11 +40,18 @@ CASES = [
     ("cpus", config([V(3, "a", cpus=0)]), ["key 'cpus': must be from 1 to 1024, not 0"], True),
     ("idle timeout", config([V(3, "a", idleTimeout=0)]),
      ["key 'idleTimeout': must be from 1 to 31622400, not 0"], True),
-    ("network", config([V(3, "a")], hostNetworking={"network": "10.0.0.0/16"}),
-     ["programs.qubes-lite: key 'hostNetworking.network': '10.0.0.0/16' is not an IPv4 /24 "
-      "network such as 172.16.200.0/24"], True),
+    ("network", config([V(3, "a")], hostNetworking={"network": "10.0.0.1/24"}),
+     ["programs.qubes-lite: key 'hostNetworking.network': '10.0.0.1/24' is not an IPv4 network "
+      "a.b.c.d/N (N from 1 to 30, host part 0) such as 172.16.200.0/24"], True),
     ("network zeros", config([V(3, "a")], hostNetworking={"network": "010.0.0.0/24"}),
-     ["key 'hostNetworking.network': '010.0.0.0/24' is not an IPv4 /24"], True),
+     ["key 'hostNetworking.network': '010.0.0.0/24' is not an IPv4 network"], True),
+    ("network prefix", config([V(3, "a")], hostNetworking={"network": "10.0.0.0/31"}),
+     ["key 'hostNetworking.network': '10.0.0.0/31' is not an IPv4 network"], True),
+    ("id outside the network", config([V(15, "a", hostNetworking=True),
+                                       V(17, "b", hostNetworking=True), V(19, "c")],
+                                      hostNetworking={"network": "10.7.0.16/28"}),
+     ["VM 'b'): key 'id': 17 has no /31 in hostNetworking.network 10.7.0.16/28, which holds "
+      "ids up to 15"], True),
     ("nat without interface", config([V(3, "a")], hostNetworking={"nat": {"enable": True}}),
      ["programs.qubes-lite: key 'hostNetworking.nat.interface': missing (required when "
       "hostNetworking.nat.enable is true)"], True),

@@ -343,18 +343,18 @@ def test_tap_interfaces_and_nat():
     data = host_example("vm-to-vm")
     assert list(data["interfaces"]) == ["vm-router"]
     assert data["nat"]["enable"] is False and data["sysctl"] == {}
-    # Another network: addresses follow it.
+    # Another network, not a /24: addresses are its address plus the id.
     web = {"id": 21, "name": "web", "hostNetworking": True}
     data = nix_eval("host", strs={"example": "disposable", "configJSON": json.dumps({
-        "programs": {"qubes-lite": {"hostNetworking": {"network": "10.9.8.0/24"},
+        "programs": {"qubes-lite": {"hostNetworking": {"network": "10.9.8.224/27"},
                                     "nixosVms": [web]}}})})
     assert data["interfaces"]["vm-web"]["ipv4"]["addresses"] == [
-        {"address": "10.9.8.20", "prefixLength": 31}]
+        {"address": "10.9.8.244", "prefixLength": 31}]
     assert "vm-untrusted" not in data["interfaces"]
     assert data["guests"]["web"]["network"]["networks"]["20-qubes-lite-host"]["address"] == [
-        "10.9.8.21/31"]
+        "10.9.8.245/31"]
     assert data["guests"]["web"]["network"]["networks"]["20-qubes-lite-host"]["gateway"] == [
-        "10.9.8.20"]
+        "10.9.8.244"]
 
 
 def fake_sysfs(root):

@@ -115,9 +115,20 @@ static void test_host_errors(void **state) {
                       "key 'crosvm.logLevel': 'loud' is not a log level");
     expect_host_error("{\"vm-switch\": {\"logLevel\": \"verbose\"}}", -EINVAL,
                       "key 'vm-switch.logLevel': 'verbose' is not a log level");
-    expect_host_error("{\"hostNetworking\": {\"network\": \"10.0.0.0/16\"}}", -EINVAL,
-                      "key 'hostNetworking.network': '10.0.0.0/16' is not an IPv4 /24");
     expect_host_error("{\"hostNetworking\": {\"network\": \"10.0.0.1/24\"}}", -EINVAL,
+                      "key 'hostNetworking.network': '10.0.0.1/24' is not an IPv4 network "
+                      "a.b.c.d/N (N from 1 to 30, host part 0)");
+    expect_host_error("{\"hostNetworking\": {\"network\": \"10.0.0.128/24\"}}", -EINVAL,
+                      "key 'hostNetworking.network'");
+    expect_host_error("{\"hostNetworking\": {\"network\": \"10.1.0.0/15\"}}", -EINVAL,
+                      "key 'hostNetworking.network'");
+    expect_host_error("{\"hostNetworking\": {\"network\": \"10.0.0.0/31\"}}", -EINVAL,
+                      "key 'hostNetworking.network'");
+    expect_host_error("{\"hostNetworking\": {\"network\": \"0.0.0.0/0\"}}", -EINVAL,
+                      "key 'hostNetworking.network'");
+    expect_host_error("{\"hostNetworking\": {\"network\": \"10.0.0.0/024\"}}", -EINVAL,
+                      "key 'hostNetworking.network'");
+    expect_host_error("{\"hostNetworking\": {\"network\": \"10.0.0.0\"}}", -EINVAL,
                       "key 'hostNetworking.network'");
     expect_host_error("{\"hostNetworking\": {\"network\": \"10.0.256.0/24\"}}", -EINVAL,
                       "key 'hostNetworking.network'");
@@ -144,8 +155,8 @@ static void test_host_defaults_and_values(void **state) {
     write_file("host.json", "{}");
     assert_int_equal(config_load_host(dir, &c, &err), 0);
     assert_string_equal(c->network, "172.16.200.0/24");
-    assert_int_equal(c->network_base[0], 172);
-    assert_int_equal(c->network_base[2], 200);
+    assert_int_equal(c->network_addr, 0xac10c800); /* 172.16.200.0 */
+    assert_int_equal(c->network_prefix, 24);
     assert_false(c->nat_enable);
     assert_string_equal(c->nat_interface, "");
     assert_true(c->enable_bash_integration);
@@ -173,9 +184,8 @@ static void test_host_defaults_and_values(void **state) {
     assert_int_equal(config_load_host(dir, &c, &err), 0);
     assert_null(c->user);
     assert_string_equal(c->network, "10.9.8.0/24");
-    assert_int_equal(c->network_base[0], 10);
-    assert_int_equal(c->network_base[1], 9);
-    assert_int_equal(c->network_base[2], 8);
+    assert_int_equal(c->network_addr, 0x0a090800);
+    assert_int_equal(c->network_prefix, 24);
     assert_true(c->nat_enable);
     assert_string_equal(c->nat_interface, "eth0");
     assert_false(c->enable_bash_integration);
@@ -545,8 +555,37 @@ static void test_vm_derived(void **state) {
     config_vm_addresses(h, c, &a);
     assert_string_equal(a.vm_ip, "10.1.2.5");
     assert_string_equal(a.host_ip, "10.1.2.4");
+    host_config_free(h);
+    /* Any prefix: the VM's /31 is the network's address plus the id. */
+    write_file("host.json", "{\"hostNetworking\": {\"network\": \"10.20.0.0/16\"}}");
+    assert_int_equal(config_load_host(dir, &h, &err), 0);
+    assert_int_equal(h->network_prefix, 16);
+    config_vm_addresses(h, c, &a);
+    assert_string_equal(a.vm_ip, "10.20.0.5");
+    assert_string_equal(a.host_ip, "10.20.0.4");
+    assert_int_equal(config_vm_host_link_check(h, c, &err), 0);
+    host_config_free(h);
+    write_file("host.json", "{\"hostNetworking\": {\"network\": \"192.168.7.248/29\"}}");
+    assert_int_equal(config_load_host(dir, &h, &err), 0);
+    config_vm_addresses(h, c, &a);
+    assert_string_equal(a.vm_ip, "192.168.7.253");
+    assert_string_equal(a.host_ip, "192.168.7.252");
+    assert_int_equal(config_vm_host_link_check(h, c, &err), 0);
+    vm_config_free(c);
+    /* A /29 holds ids up to 7: VM 9 does not fit, and is named. */
+    c = load_vmj("shop", "{'id': 9}");
+    assert_int_equal(config_vm_host_link_check(h, c, &err), -ERANGE);
+    assert_non_null(strstr(err.message, "vms/shop.json: key 'id': 9 has no /31 in "
+                                        "hostNetworking.network 192.168.7.248/29, which holds "
+                                        "ids up to 7"));
     vm_config_free(c);
     host_config_free(h);
+    /* The default /24 holds every id. */
+    c = load_vmj("last", "{'id': 255}");
+    assert_int_equal(config_vm_host_link_check(NULL, c, &err), 0);
+    config_vm_addresses(NULL, c, &a);
+    assert_string_equal(a.vm_ip, "172.16.200.255");
+    vm_config_free(c);
 }
 
 static void test_vm_vhost_user_merge(void **state) {
@@ -650,6 +689,23 @@ static void test_check_all_good(void **state) {
     cdir_new();
     out = check(&n);
     assert_int_equal(n, 0);
+    free(out);
+    cdir_remove();
+}
+
+/* A narrower hostNetworking.network: the VMs with host networking whose
+ * /31 is outside it are named, one line each; the others need no address. */
+static void test_check_all_host_link(void **state) {
+    int n;
+    cdir_new();
+    cwrite("host.json", "{'hostNetworking': {'network': '10.7.0.16/28'}}");
+    cwrite("vms/a.json", "{'id': 15, 'kernel': '/k', 'hostNetworking': true}");
+    cwrite("vms/b.json", "{'id': 17, 'kernel': '/k', 'hostNetworking': true}");
+    cwrite("vms/c.json", "{'id': 19, 'kernel': '/k'}");
+    char *out = check(&n);
+    expect_in(out, "vms/b.json: key 'id': 17 has no /31 in hostNetworking.network "
+                   "10.7.0.16/28, which holds ids up to 15\n");
+    assert_int_equal(n, 1);
     free(out);
     cdir_remove();
 }
@@ -870,6 +926,7 @@ int main(void) {
         cmocka_unit_test(test_pci_canonical),
         cmocka_unit_test(test_check_all_good),
         cmocka_unit_test(test_check_all_problems),
+        cmocka_unit_test(test_check_all_host_link),
         cmocka_unit_test(test_check_all_readme_examples),
         cmocka_unit_test(test_vmm),
         cmocka_unit_test(test_vm_files),

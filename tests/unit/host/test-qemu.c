@@ -138,6 +138,25 @@ static void test_kernel_command_line(void **state) {
     vm_config_free(vm);
     host_config_free(h);
 
+    /* A network that is not a /24: its address plus the id; a VM whose /31
+     * is outside it is refused before anything starts. */
+    h = load_host("{'hostNetworking': {'network': '192.168.0.0/26'}}");
+    vm = load_vm("t", "{'id': 61, 'kernel': '/k', 'gpu': false, 'hostNetworking': true}");
+    argv = build_on(&tcg, h, vm);
+    assert_non_null(
+        strstr(append_of(argv), " qubes_lite.ip=192.168.0.61/31 qubes_lite.gw=192.168.0.60 "));
+    strv_free(argv);
+    vm_config_free(vm);
+    vm = load_vm("t", "{'id': 65, 'kernel': '/k', 'gpu': false, 'hostNetworking': true}");
+    ErrorText err = {{0}};
+    argv = NULL;
+    assert_int_equal(vmm_qemu_argv_on(&tcg, h, vm, &argv, &err), -ERANGE);
+    assert_null(argv);
+    assert_non_null(strstr(err.message, "key 'id': 65 has no /31 in hostNetworking.network "
+                                        "192.168.0.0/26, which holds ids up to 63"));
+    vm_config_free(vm);
+    host_config_free(h);
+
     /* Not disposable, no user, no host link: the name only. */
     argv = build_vm(&tcg, "{'id': 7, 'kernel': '/k', 'gpu': false, 'idleTimeout': 90}");
     assert_string_equal(append_of(argv),
