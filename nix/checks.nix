@@ -1,7 +1,8 @@
 # The flake's checks: the package, and each example of the README (the
 # ones in tests/nix/examples.nix) evaluated as a whole NixOS system with
 # the host module; the JSON files it writes must pass the programs' own
-# `--check`, give every VM a crosvm command line and the generator its
+# `--check` (`--config-only`: the build has the configuration, not the
+# machine's kernels and disks), give every VM a crosvm command line and the generator its
 # units. The user is made known to the programs through nss_wrapper (the
 # build sandbox has no such account). The guest images themselves are not
 # built here: only the configuration is checked.
@@ -42,7 +43,7 @@ let
       export LD_PRELOAD=${pkgs.nss_wrapper}/lib/libnss_wrapper.so
       export NSS_WRAPPER_PASSWD=$PWD/passwd NSS_WRAPPER_GROUP=$PWD/group
       export QUBES_LITE_CONFIG_DIR=$PWD/etc
-      qubes-lite-host-agent --check
+      qubes-lite-host-agent --check --config-only
       for vm in ${lib.escapeShellArgs vms}; do
         qubes-lite-host-agent --vm "$vm" --print-command > "$vm.argv"
         grep -qx 'run' "$vm.argv"

@@ -60,6 +60,7 @@ typedef struct Options {
     const char *listen;                  /* --listen */
     const char *guest;                   /* --guest */
     const char *switch_net, *switch_dir; /* --write-switch-config NET DIR */
+    bool config_only;                    /* --check --config-only */
 } Options;
 
 /* The listening socket. */
@@ -71,14 +72,18 @@ typedef struct Listener {
 
 static void help(void) {
     printf("Usage: qubes-lite-host-agent --vm NAME [OPTION]...\n"
-           "       qubes-lite-host-agent --check\n"
+           "       qubes-lite-host-agent --check [--config-only]\n"
            "       qubes-lite-host-agent --vm NAME --print-command\n"
            "       qubes-lite-host-agent --bind-vfio\n"
            "       qubes-lite-host-agent --write-switch-config NET DIR\n"
            "Broker between vm-run and friends and the guest agent of one VM.\n"
            "\n"
            "  --check               validate host.json and every vms/*.json, one line\n"
-           "                        per problem; exit 1 if there is any\n"
+           "                        per problem, and that the kernels, initramfs,\n"
+           "                        disks and shared directories they name are here;\n"
+           "                        exit 1 if there is any\n"
+           "  --config-only         with --check: the files alone, not what they name\n"
+           "                        (checking a configuration for another machine)\n"
            "  --print-command       print the VM's VMM command line, one argument\n"
            "                        per line, and exit\n"
            "  --bind-vfio           bind host.json's isolatedPciDevices to vfio-pci\n"
@@ -126,6 +131,7 @@ enum {
     ARG_FOREGROUND,
     ARG_LOG_LEVEL,
     ARG_CHECK,
+    ARG_CONFIG_ONLY,
     ARG_PRINT_COMMAND,
     ARG_BIND_VFIO,
     ARG_WRITE_SWITCH_CONFIG,
@@ -186,6 +192,9 @@ static void check_arguments(int argc, char **argv, const Agent *a, Options *o) {
     if (optind < argc) {
         die("Unexpected argument '%s' (see --help)", argv[optind]);
     }
+    if (o->config_only && o->mode != MODE_CHECK) {
+        die("--config-only goes with --check");
+    }
     if (o->mode == MODE_PRINT_COMMAND && !a->vm_name) {
         die("--print-command needs --vm NAME");
     }
@@ -199,6 +208,7 @@ static void check_arguments(int argc, char **argv, const Agent *a, Options *o) {
 static int parse_options(int argc, char **argv, Agent *a, Options *o) {
     static const struct option longopts[] = {
         {"check", no_argument, NULL, ARG_CHECK},
+        {"config-only", no_argument, NULL, ARG_CONFIG_ONLY},
         {"print-command", no_argument, NULL, ARG_PRINT_COMMAND},
         {"bind-vfio", no_argument, NULL, ARG_BIND_VFIO},
         {"write-switch-config", required_argument, NULL, ARG_WRITE_SWITCH_CONFIG},
@@ -266,6 +276,9 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
         case ARG_CHECK:
             set_mode(o, MODE_CHECK);
             break;
+        case ARG_CONFIG_ONLY:
+            o->config_only = true;
+            break;
         case ARG_PRINT_COMMAND:
             set_mode(o, MODE_PRINT_COMMAND);
             break;
@@ -300,7 +313,7 @@ static int parse_options(int argc, char **argv, Agent *a, Options *o) {
 /* ---- the one-shot modes ------------------------------------------------------- */
 
 /* --check: every problem of every file, one line each. */
-static int run_check(void) {
+static int run_check(bool config_only) {
     ErrorText err;
     if (config_dir_check(&err) < 0) {
         log_error("%s", err.message);
@@ -311,7 +324,7 @@ static int run_check(void) {
         log_error("Out of memory");
         return EXIT_FAILURE;
     }
-    int n = config_check_all(config_dir(), report);
+    int n = config_check_all(config_dir(), report, config_only ? 0 : CONFIG_CHECK_FILES);
     fclose(report);
     if (n < 0) {
         log_error_errno(n, "Cannot read %s: %m", config_dir());
@@ -815,7 +828,7 @@ int main(int argc, char **argv) {
     }
     switch (o.mode) {
     case MODE_CHECK:
-        return run_check();
+        return run_check(o.config_only);
     case MODE_PRINT_COMMAND:
         return run_print_command(a.vm_name);
     case MODE_BIND_VFIO:

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct Report {
     FILE *errors; /* may be NULL: count only */
@@ -148,6 +149,64 @@ static void check_one_router(Report *rep, VmConfig *const *vms, size_t n) {
     }
 }
 
+/* ---- the files a VM names ------------------------------------------------------------------ */
+
+typedef enum FileKind {
+    FILE_REGULAR,   /* kernel, initramfs */
+    FILE_DISK,      /* a regular file or a block device */
+    FILE_DIRECTORY, /* a shared directory */
+} FileKind;
+
+/* path is on this machine, of its kind: a mistyped path is one line here
+ * rather than the VMM's error at the VM's start. */
+static void check_file(Report *rep, const VmConfig *vm, const char *key, const char *path,
+                       FileKind kind) {
+    static const char *const wanted[] = {
+        [FILE_REGULAR] = "a file",
+        [FILE_DISK] = "a file or a block device",
+        [FILE_DIRECTORY] = "a directory",
+    };
+    struct stat st;
+
+    if (stat(path, &st) < 0) {
+        if (errno == ENOENT) {
+            report(rep, "%s: key '%s': %s does not exist", vm->path, key, path);
+        } else {
+            report(rep, "%s: key '%s': cannot look at %s: %s", vm->path, key, path,
+                   strerror(errno));
+        }
+        return;
+    }
+    bool ok = kind == FILE_DIRECTORY ? S_ISDIR(st.st_mode)
+              : kind == FILE_DISK    ? S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)
+                                     : S_ISREG(st.st_mode);
+    if (!ok) {
+        report(rep, "%s: key '%s': %s is not %s", vm->path, key, path, wanted[kind]);
+    }
+}
+
+static void check_files(Report *rep, const VmConfig *vm) {
+    char key[48];
+
+    if (vm->kernel) {
+        check_file(rep, vm, "kernel", vm->kernel, FILE_REGULAR);
+    }
+    if (vm->initramfs) {
+        check_file(rep, vm, "initramfs", vm->initramfs, FILE_REGULAR);
+    }
+    if (vm->root_disk) {
+        check_file(rep, vm, "rootDisk", vm->root_disk->path, FILE_DISK);
+    }
+    for (size_t i = 0; i < vm->additional_disks.n; i++) {
+        snprintf(key, sizeof(key), "additionalDisks[%zu].path", i);
+        check_file(rep, vm, key, vm->additional_disks.v[i].path, FILE_DISK);
+    }
+    for (size_t i = 0; i < vm->shared_directories.n; i++) {
+        snprintf(key, sizeof(key), "sharedDirectories[%zu].path", i);
+        check_file(rep, vm, key, vm->shared_directories.v[i].path, FILE_DIRECTORY);
+    }
+}
+
 /* ---- what qemu cannot do ------------------------------------------------------------------ */
 
 static bool key_in(const char *key, const char *const *keys) {
@@ -253,7 +312,8 @@ static void check_qemu(Report *rep, const HostConfig *h, const VmConfig *vm) {
 typedef void (*PairCheck)(Report *rep, const VmConfig *a, const VmConfig *b);
 
 /* The rules across files, over the VMs that loaded (NULL: did not). */
-static void check_across(Report *rep, const HostConfig *h, VmConfig *const *vms, size_t n) {
+static void check_across(Report *rep, const HostConfig *h, VmConfig *const *vms, size_t n,
+                         unsigned flags) {
     static const PairCheck pair_checks[] = {check_unique_id, check_pci_once, check_unique_macs};
 
     for (size_t i = 0; i < n; i++) {
@@ -261,6 +321,9 @@ static void check_across(Report *rep, const HostConfig *h, VmConfig *const *vms,
             continue;
         }
         check_kernel(rep, vms[i]);
+        if (flags & CONFIG_CHECK_FILES) {
+            check_files(rep, vms[i]);
+        }
         check_host_link(rep, h, vms[i]);
         check_qemu(rep, h, vms[i]);
         for (size_t j = 0; j < i; j++) {
@@ -341,7 +404,7 @@ FILE *config_report_open(FILE *to, const char *program) {
 
 /* ---- every file, then the set ---------------------------------------------------------------- */
 
-int config_check_all(const char *dir, FILE *errors) {
+int config_check_all(const char *dir, FILE *errors, unsigned flags) {
     _cleanup_(host_config_freep) HostConfig *host = NULL;
     Report rep = {.errors = errors};
     ConfigVmFile *files = NULL;
@@ -367,7 +430,7 @@ int config_check_all(const char *dir, FILE *errors) {
     }
     /* Out of memory half way: what loaded is still checked, as before. */
     (void)load_vms(dir, files, n, &rep, vms);
-    check_across(&rep, host, vms, n);
+    check_across(&rep, host, vms, n, flags);
     for (size_t i = 0; i < n; i++) {
         vm_config_free(vms[i]);
     }

@@ -189,10 +189,13 @@ int config_load_vm_report(const char *dir, const char *name, FILE *report, VmCon
  * once, then what only the set of files can show: unique ids, exactly one
  * router per vmNetwork, unique MACs on a network, a PCI device given to
  * one VM only, a kernel for every VM, and nothing asked of qemu that it
- * cannot do (config-check.c). Prints one line
- * per problem to `errors` (when not NULL) and returns how many there were,
- * or a negative errno when the directory cannot be read. */
-int config_check_all(const char *dir, FILE *errors);
+ * cannot do (config-check.c); with CONFIG_CHECK_FILES also that the
+ * kernel, initramfs, disks and shared directories each VM names are here,
+ * of the right type. Prints one line per problem to `errors` (when not
+ * NULL) and returns how many there were, or a negative errno when the
+ * directory cannot be read. */
+#define CONFIG_CHECK_FILES (1u << 0)
+int config_check_all(const char *dir, FILE *errors, unsigned flags);
 /* A stream for such a report: each line written to it goes to `to` with
  * "<program>: " in front, as every message of ours has. Close it with
  * fclose(); NULL when out of memory. */

@@ -306,13 +306,15 @@ static bool output_dir_usable(const char *dir) {
     return true;
 }
 
-/* The configuration's problems, every one, in --check's words. */
+/* The configuration's problems, every one, in --check's words; not the
+ * files it names, which may be on a file system not mounted this early
+ * (the VM's start then says what is missing). */
 static int check_configuration(void) {
     FILE *report = config_report_open(stderr, "qubes-lite-generator");
     if (!report) {
         return -ENOMEM;
     }
-    int r = config_check_all(config_dir(), report);
+    int r = config_check_all(config_dir(), report, 0);
     fclose(report);
     return r;
 }

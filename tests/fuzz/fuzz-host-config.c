@@ -125,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!null) {
         abort();
     }
-    if (config_check_all(dir, null) < 0) {
+    if (config_check_all(dir, null, CONFIG_CHECK_FILES) < 0) {
         abort();
     }
     fclose(null);

@@ -30,11 +30,48 @@ BANKING = {"id": 3, "name": "banking", "kernel": "/k/bzImage", "rootDisk": "/v/b
 
 
 def test_check_passes_a_good_configuration(tmp_path):
-    write_config(tmp_path, {"user": "root"}, {"banking": BANKING,
-                                               "vault": {"id": 5, "name": "vault", "kernel": "/k/bzImage"}})
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "bzImage").write_text("")
+    (tmp_path / "banking.img").write_text("")
+    banking = dict(BANKING, kernel=str(tmp_path / "k" / "bzImage"),
+                   rootDisk=str(tmp_path / "banking.img"))
+    write_config(tmp_path, {"user": "root"}, {
+        "banking": banking,
+        "vault": {"id": 5, "name": "vault", "kernel": banking["kernel"],
+                  "sharedDirectories": [{"path": str(tmp_path / "k"), "tag": "k"}]}})
     p = run(tmp_path, "--check")
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
+
+
+def test_check_reports_what_is_not_on_this_machine(tmp_path):
+    """A mistyped kernel, disk or shared directory is a line of --check,
+    not the VMM's error at the start; --config-only leaves them out (a
+    configuration checked where it was built, not where it runs)."""
+    (tmp_path / "k").mkdir()
+    vault = {"id": 5, "name": "vault", "kernel": str(tmp_path / "k"),
+             "additionalDisks": [{"path": "/dev/null"}],
+             "sharedDirectories": [{"path": str(tmp_path / "nowhere"), "tag": "n"}]}
+    write_config(tmp_path, {"user": "root"}, {"banking": BANKING, "vault": vault})
+    p = run(tmp_path, "--check")
+    assert p.returncode == 1
+    vms = tmp_path / "etc" / "vms"
+    assert p.stderr.splitlines() == [
+        f"qubes-lite-host-agent: {vms}/banking.json: key 'kernel': /k/bzImage does not exist",
+        f"qubes-lite-host-agent: {vms}/banking.json: key 'rootDisk': /v/banking.img does not "
+        "exist",
+        f"qubes-lite-host-agent: {vms}/vault.json: key 'kernel': {tmp_path}/k is not a file",
+        f"qubes-lite-host-agent: {vms}/vault.json: key 'additionalDisks[0].path': /dev/null is "
+        "not a file or a block device",
+        f"qubes-lite-host-agent: {vms}/vault.json: key 'sharedDirectories[0].path': "
+        f"{tmp_path}/nowhere does not exist",
+        f"qubes-lite-host-agent: 5 problems in {tmp_path}/etc"]
+    p = run(tmp_path, "--check", "--config-only")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""
+    p = run(tmp_path, "--vm", "vault", "--print-command", "--config-only")
+    assert p.returncode == 1
+    assert p.stderr == "qubes-lite-host-agent: --config-only goes with --check\n"
 
 
 def test_check_reports_every_problem(tmp_path):

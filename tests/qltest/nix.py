@@ -4,7 +4,7 @@ as its user (made known through nss_wrapper).
 
     data = nix_eval("host", strs={"example": "quick-start"})
     write_etc(etc, data["etc"])
-    run_as_configured([program("qubes-lite-host-agent"), "--check"], etc, tmp)
+    run_as_configured([program("qubes-lite-host-agent"), "--check", "--config-only"], etc, tmp)
 
 nixpkgs' lib is looked for as <nixpkgs/lib> in NIX_PATH, else in
 ../shared/nixpkgs-lib beside the repository (a copy of nixpkgs' lib/); a

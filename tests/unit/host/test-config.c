@@ -654,15 +654,20 @@ static void cdir_remove(void) {
     assert_int_equal(system(cmd), 0);
 }
 
-/* Runs the check; returns its output (free it) and the count. */
-static char *check(int *ret_count) {
+/* Runs the check with flags; returns its output (free it) and the count. */
+static char *check_with(unsigned flags, int *ret_count) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     assert_non_null(f);
-    *ret_count = config_check_all(cdir, f);
+    *ret_count = config_check_all(cdir, f, flags);
     fclose(f);
     return buf;
+}
+
+/* The configuration alone, not the files it names. */
+static char *check(int *ret_count) {
+    return check_with(0, ret_count);
 }
 
 static void expect_in(const char *out, const char *needle) {
@@ -706,6 +711,47 @@ static void test_check_all_host_link(void **state) {
     expect_in(out, "vms/b.json: key 'id': 17 has no /31 in hostNetworking.network "
                    "10.7.0.16/28, which holds ids up to 15\n");
     assert_int_equal(n, 1);
+    free(out);
+    cdir_remove();
+}
+
+/* With CONFIG_CHECK_FILES: each kernel, initramfs, disk and shared
+ * directory is there and of its kind, one line per one that is not. */
+static void test_check_all_files(void **state) {
+    char json[2048], path[256];
+    int n;
+    cdir_new();
+    snprintf(path, sizeof(path), "%s/img", cdir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/share", cdir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    cwrite("img/vmlinuz", "k");
+    cwrite("img/root.img", "r");
+    cwrite("share/x", "");
+    snprintf(json, sizeof(json),
+             "{'id': 3, 'kernel': '%s/img/vmlinuz', 'initramfs': '%s/img/initrd', "
+             "'rootDisk': '%s/img/root.img', 'additionalDisks': [{'path': '/dev/null'}, "
+             "{'path': '%s/share'}, {'path': '%s/img/root.img', 'ro': true}], "
+             "'sharedDirectories': [{'path': '%s/share', 'tag': 's'}, "
+             "{'path': '%s/img/vmlinuz', 'tag': 't'}]}",
+             cdir, cdir, cdir, cdir, cdir, cdir, cdir);
+    cwrite("vms/a.json", json);
+    char *out = check_with(CONFIG_CHECK_FILES, &n);
+    expect_in(out, "vms/a.json: key 'initramfs': ");
+    expect_in(out, "/img/initrd does not exist\n");
+    /* /dev/null is a character device: neither a file nor a disk. */
+    expect_in(out, "vms/a.json: key 'additionalDisks[0].path': /dev/null is not a file or a "
+                   "block device\n");
+    expect_in(out, "vms/a.json: key 'additionalDisks[1].path': ");
+    expect_in(out, "/share is not a file or a block device\n");
+    expect_in(out, "vms/a.json: key 'sharedDirectories[1].path': ");
+    expect_in(out, "/img/vmlinuz is not a directory\n");
+    assert_int_equal(n, 4);
+    free(out);
+    /* The configuration alone has nothing to say of them. */
+    out = check(&n);
+    assert_string_equal(out, "");
+    assert_int_equal(n, 0);
     free(out);
     cdir_remove();
 }
@@ -770,7 +816,7 @@ static void test_check_all_problems(void **state) {
     assert_int_equal(n, 1);
     free(out);
     /* No output stream: just the count. */
-    assert_int_equal(config_check_all(cdir, NULL), 1);
+    assert_int_equal(config_check_all(cdir, NULL, 0), 1);
     cdir_remove();
 }
 
@@ -927,6 +973,7 @@ int main(void) {
         cmocka_unit_test(test_check_all_good),
         cmocka_unit_test(test_check_all_problems),
         cmocka_unit_test(test_check_all_host_link),
+        cmocka_unit_test(test_check_all_files),
         cmocka_unit_test(test_check_all_readme_examples),
         cmocka_unit_test(test_vmm),
         cmocka_unit_test(test_vm_files),
