@@ -234,6 +234,8 @@ static int fork_exec(char **argv, char **env, int in, int out, int err, bool new
             _exit(127);
         }
         (void)fd_close_from(3);
+        /* Our raised fd limit is for our many clients, not the VMM's. */
+        fd_limit_restore();
         /* execvpe searches our PATH, the one the VMM gets too. */
         execvpe(argv[0], argv, env);
         fprintf(stderr, "cannot execute %s: %s\n", argv[0], strerror(errno));

@@ -466,12 +466,22 @@ def test_exit_leaves_a_socket_that_replaced_ours(vmm_stack):
         other.close()
 
 
+def soft_fd_limit(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError(f"no fd limit in /proc/{pid}/limits")
+
+
 def test_vmm_gets_no_fd_nor_variable_of_ours(vmm_stack):
     # The host agent holds an fd that is not close-on-exec (fd 7, from a
-    # shell) and variables of its own, systemd's among them.
+    # shell) and variables of its own, systemd's among them; it raises its
+    # soft fd limit (started at 256 here) for its clients.
     s = vmm_stack(start=False)
     s.env["QL_PRIVATE_SECRET"] = "agent only"
-    argv = ["/bin/sh", "-c", 'exec 7</dev/null; exec "$@"', "sh", *s.agent_argv()]
+    argv = ["/bin/sh", "-c", 'exec 7</dev/null; ulimit -Sn 256; exec "$@"', "sh",
+            *s.agent_argv()]
     s.host = Daemon("host agent", argv, os.path.join(s.dir, "host.log"), "serving",
                     env=dict(s.env, NOTIFY_SOCKET=s.notify_path, LISTEN_FDNAMES="x",
                              JOURNAL_STREAM="1:2", WATCHDOG_USEC="1000000"))
@@ -480,6 +490,9 @@ def test_vmm_gets_no_fd_nor_variable_of_ours(vmm_stack):
     assert name == "host_status", (name, msg)
     with open(os.path.join(s.dir, "fds")) as f:
         assert sorted(int(x) for x in f.read().split()) == [0, 1, 2]
+    # Nor our raised fd limit: the VMM has the one we were started with.
+    assert soft_fd_limit(s.host.pid) > 256
+    assert soft_fd_limit(s.standin_pid()) == 256
     with open(os.path.join(s.dir, "environ")) as f:
         env = dict(line.split("=", 1) for line in f.read().splitlines())
     assert env["PATH"] == os.environ["PATH"]
