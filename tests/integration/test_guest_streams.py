@@ -482,16 +482,10 @@ def test_keys_pair_only_their_own(guest_agent):
 
 # ---- giving up on the other side -------------------------------------------------
 
-def test_exec_without_attach_fails_unavailable(guest_agent, tmp_path):
-    g = guest_agent()
-    marker = tmp_path / "ran"
-    a = g.start(["touch", str(marker)], stream_key=new_key())
-    a.expect_error(pb.ERROR_UNAVAILABLE, timeout=PAIR_WAIT_BOUND)
-    assert not marker.exists()
-    assert status(g).live_sessions == 0
-
-
-def test_attach_without_exec_is_closed(guest_agent):
+def test_unpaired_sides_give_up(guest_agent, tmp_path):
+    """An Exec whose Attach never comes fails with UNAVAILABLE without
+    running its program, and an Attach whose Exec never comes is closed:
+    each after the agent's wait, both waiting it out side by side."""
     g = guest_agent()
     g.run(["true"])
     before = g.settled_fd_count()
@@ -500,9 +494,15 @@ def test_attach_without_exec_is_closed(guest_agent):
     # Parked: a connection, not a live session; its key is taken.
     assert status(g).live_sessions == 0
     attach(g, key).expect_error(pb.ERROR_PROTOCOL)
+    marker = tmp_path / "ran"
+    a = g.start(["touch", str(marker)], stream_key=new_key())
+    a.expect_error(pb.ERROR_UNAVAILABLE, timeout=PAIR_WAIT_BOUND)
+    assert not marker.exists()
     frames = b.expect_closed(timeout=PAIR_WAIT_BOUND)
     names = [n for n, _ in frames]
     assert names in ([], ["error"]), frames
+    assert status(g).live_sessions == 0
+    a.close()
     b.close()
     wait_for(lambda: g.fd_count() == before, timeout=30, what=f"fd count back to {before}")
 
