@@ -574,9 +574,9 @@ int vmm_qemu_virtiofsd_argv(const VmConfig *vm, size_t i, char ***ret_argv, Erro
     return 0;
 }
 
-int vmm_qemu_vsock_argv(const VmConfig *vm, char ***ret_argv) {
+int vmm_qemu_vsock_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv) {
     _cleanup_free_ char *vhost = vmm_qemu_socket(vm, "vsock-vhost");
-    _cleanup_free_ char *path = vmm_qemu_socket(vm, "vsock");
+    _cleanup_free_ char *path = config_vm_runtime_file(vm->name, CONFIG_RUNTIME_VSOCK);
     VmmArgv a = {0};
 
     /* $QUBES_LITE_VSOCK, else the one beside the host agent (a package's
@@ -589,6 +589,13 @@ int vmm_qemu_vsock_argv(const VmConfig *vm, char ***ret_argv) {
     vmm_argv_add(&a, path ? path : "");
     vmm_argv_add(&a, "--guest-cid");
     vmm_argv_addf(&a, "%u", vm->id);
+    /* The configured user reaches the VM's vsock ports as a vhost-vsock
+     * host lets any user (vm-shell --ssh); the guest agent's port asks
+     * for the VM's secret, which only root holds. */
+    if (h && h->user) {
+        vmm_argv_add(&a, "--uds-group");
+        vmm_argv_addf(&a, "%u", (unsigned)h->user_gid);
+    }
     if (a.oom || !vhost || !path) {
         if (a.v) {
             strv_free(a.v);
@@ -603,7 +610,7 @@ int vmm_qemu_guest_address(const HostConfig *h, const VmConfig *vm, char *buf, s
     if (qemu_host_probe()->vhost_vsock) {
         return -ENOENT;
     }
-    _cleanup_free_ char *path = vmm_qemu_socket(vm, "vsock");
+    _cleanup_free_ char *path = config_vm_runtime_file(vm->name, CONFIG_RUNTIME_VSOCK);
     if (!path) {
         return -ENOMEM;
     }

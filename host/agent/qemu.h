@@ -75,5 +75,7 @@ char *vmm_qemu_socket(const VmConfig *vm, const char *what);
  * qemu-system-common), whichever exists, else virtiofsd from PATH. Its
  * own sandbox (namespaces, pivot_root into the directory, seccomp). */
 int vmm_qemu_virtiofsd_argv(const VmConfig *vm, size_t i, char ***ret_argv, ErrorText *err);
-/* qubes-lite-vsock for the VM: $QUBES_LITE_VSOCK, else from PATH. */
-int vmm_qemu_vsock_argv(const VmConfig *vm, char ***ret_argv);
+/* qubes-lite-vsock for the VM: $QUBES_LITE_VSOCK, else beside us, else
+ * from PATH; its socket <vm>.vsock.sock open to the configured user's
+ * group (h NULL: the defaults, root only). */
+int vmm_qemu_vsock_argv(const HostConfig *h, const VmConfig *vm, char ***ret_argv);

@@ -141,7 +141,7 @@ static void on_vsock_exit(void *userdata, const siginfo_t *si) {
 
 static int vsock_start(VmmRun *run, ErrorText *err) {
     _cleanup_strv_free_ char **argv = NULL;
-    int r = vmm_qemu_vsock_argv(run->ctx.vm, &argv);
+    int r = vmm_qemu_vsock_argv(run->ctx.host, run->ctx.vm, &argv);
     if (r < 0) {
         return error_set(err, r, "out of memory");
     }

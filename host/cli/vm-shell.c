@@ -163,21 +163,30 @@ static int run_ssh(const VmShellOptions *o) {
         cid = (unsigned)v;
     }
     _cleanup_free_ char *proxy = proxy_path();
-    if (!proxy) {
-        client_fail("out of memory");
-    }
-    r = vmshell_ssh_argv(proxy, cid, user, o->vm, o->argv, o->argc, &argv);
-    if (r < 0) {
+    _cleanup_free_ char *device = config_vm_runtime_file(o->vm, CONFIG_RUNTIME_VSOCK);
+    if (!proxy || !device) {
         client_fail("out of memory");
     }
     /* With another CID (tests over the loopback CID) the guest is not the
      * VM this host agent runs: there is nothing to hold in use. */
     if (e && *e) {
+        r = vmshell_ssh_argv(proxy, NULL, cid, user, o->vm, o->argv, o->argc, &argv);
+        if (r < 0) {
+            client_fail("out of memory");
+        }
         fflush(NULL);
         execvp("ssh", argv);
         client_fail("cannot run ssh: %m");
     }
+    /* The VM runs once the lease is ours. A qemu VM on a host without
+     * vhost-vsock has the qubes-lite-vsock device as its vsock, reached
+     * through its socket rather than the kernel's CID. */
     _cleanup_close_ int lease = ssh_lease(o->vm);
+    r = vmshell_ssh_argv(proxy, access(device, F_OK) == 0 ? device : NULL, cid, user, o->vm,
+                         o->argv, o->argc, &argv);
+    if (r < 0) {
+        client_fail("out of memory");
+    }
     return ssh_run(argv);
 }
 

@@ -107,6 +107,9 @@ ssize_t vmshell_find_escape(const uint8_t *buf, size_t n) {
 /* 'path' for sh -c, with ' as '\'', and every % doubled: ssh expands
  * %-tokens in ProxyCommand before the shell sees it. */
 static char *proxy_quote(const char *path) {
+    if (!path) {
+        return NULL;
+    }
     size_t n = 2;
     for (const char *p = path; *p; p++) {
         n += *p == '\'' ? 4 : *p == '%' ? 2 : 1;
@@ -132,13 +135,21 @@ static char *proxy_quote(const char *path) {
     return q;
 }
 
-int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const char *vm,
-                     char *const *cmd, size_t cmdc, char ***ret_argv) {
-    _cleanup_free_ char *quoted = proxy_quote(proxy);
+int vmshell_ssh_argv(const char *proxy, const char *device, unsigned cid, const char *user,
+                     const char *vm, char *const *cmd, size_t cmdc, char ***ret_argv) {
+    _cleanup_free_ char *quoted = proxy_quote(proxy), *address = NULL, *target = NULL;
     char **v;
     size_t n = 0, max;
 
-    if (!quoted) {
+    if (device) {
+        if (asprintf(&address, "hvsock:%s:%u", device, VMSHELL_SSH_PORT) < 0) {
+            return -ENOMEM;
+        }
+        target = proxy_quote(address);
+    } else if (asprintf(&target, "%u %u", cid, VMSHELL_SSH_PORT) < 0) {
+        target = NULL;
+    }
+    if (!quoted || !target) {
         return -ENOMEM;
     }
     /* ssh, 18 * (-o VALUE), -l USER, the host, --, the command, NULL. */
@@ -160,7 +171,7 @@ int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const ch
     } while (0)
     ADD("ssh");
     ADD("-o");
-    ADD("ProxyCommand=%s %u %u", quoted, cid, VMSHELL_SSH_PORT);
+    ADD("ProxyCommand=%s %s", quoted, target);
     /* The host name ssh shows and would look keys up under. */
     ADD("-o");
     ADD("HostKeyAlias=qubes-lite-%s", vm);

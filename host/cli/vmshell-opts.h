@@ -16,8 +16,8 @@
 
 typedef struct VmShellOptions {
     bool help;
-    bool ssh;  /* --ssh: ssh over vsock instead of the serial console */
-    bool root; /* --root: as root instead of the configured user */
+    bool ssh;         /* --ssh: ssh over vsock instead of the serial console */
+    bool root;        /* --root: as root instead of the configured user */
     const char *user; /* --user: the guest's user, when not the configured one */
     const char *vm;
     char **argv; /* with --ssh: the remote command (may be empty); into argv */
@@ -33,13 +33,15 @@ ssize_t vmshell_find_escape(const uint8_t *buf, size_t n);
 
 /* ssh's command line for VM (argv[0] "ssh", NULL-terminated, every string
  * its own allocation; free with strv_free()): the connection goes
- * through `proxy CID 22` (the proxy's path quoted for the shell ssh runs
- * it with, and '%' doubled for ssh's own expansion), logs in as user, and
+ * through `proxy CID 22`, or `proxy hvsock:DEVICE:22` when the VM's vsock
+ * is the qubes-lite-vsock device whose socket is DEVICE (paths quoted for
+ * the shell ssh runs it with, and '%' doubled for ssh's own expansion),
+ * logs in as user, and
  * runs the remote command when cmdc > 0. Nothing of the user's is
  * forwarded to the VM, whatever their ssh_config says: no agent, X11,
  * port forwarding, tunnel or environment, no connection sharing, no
  * local command. */
-int vmshell_ssh_argv(const char *proxy, unsigned cid, const char *user, const char *vm,
-                     char *const *cmd, size_t cmdc, char ***ret_argv);
+int vmshell_ssh_argv(const char *proxy, const char *device, unsigned cid, const char *user,
+                     const char *vm, char *const *cmd, size_t cmdc, char ***ret_argv);
 
 extern const char vmshell_usage[];

@@ -32,10 +32,9 @@ const char *config_runtime_dir(void) {
 /* What follows a VM's name in its runtime files: each starts with the
  * one character no VM name holds. */
 static const char *const runtime_suffixes[_CONFIG_RUNTIME_MAX] = {
-    [CONFIG_RUNTIME_COMMAND] = ".sock",
-    [CONFIG_RUNTIME_CONSOLE] = ".console",
-    [CONFIG_RUNTIME_CROSVM] = ".crosvm.sock",
-    [CONFIG_RUNTIME_SECRET] = ".secret",
+    [CONFIG_RUNTIME_COMMAND] = ".sock",       [CONFIG_RUNTIME_CONSOLE] = ".console",
+    [CONFIG_RUNTIME_CROSVM] = ".crosvm.sock", [CONFIG_RUNTIME_SECRET] = ".secret",
+    [CONFIG_RUNTIME_VSOCK] = ".vsock.sock",
 };
 
 char *config_runtime_file(const char *dir, const char *vm, ConfigRuntimeFile kind) {

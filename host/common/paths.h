@@ -29,6 +29,7 @@ typedef enum ConfigRuntimeFile {
     CONFIG_RUNTIME_CONSOLE, /* <vm>.console: the serial console relay */
     CONFIG_RUNTIME_CROSVM,  /* <vm>.crosvm.sock: crosvm's control socket */
     CONFIG_RUNTIME_SECRET,  /* <vm>.secret: the VM's secret (host/agent/secret.h) */
+    CONFIG_RUNTIME_VSOCK,   /* <vm>.vsock.sock: a qemu VM's qubes-lite-vsock (hvsock:) */
     _CONFIG_RUNTIME_MAX,
 } ConfigRuntimeFile;
 

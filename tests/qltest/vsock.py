@@ -119,7 +119,8 @@ class Device(Daemon):
 
 # An sshd for the guest: what it takes from the host, and its settings.
 SSH_PEERS = {"sshd": "/usr/sbin/sshd", "ssh": "/usr/bin/ssh", "socat": "/usr/bin/socat",
-             "ssh-keygen": "/usr/bin/ssh-keygen"}
+             "ssh-keygen": "/usr/bin/ssh-keygen", "ssh-agent": "/usr/bin/ssh-agent",
+             "ssh-add": "/usr/bin/ssh-add"}
 SSHD_CONFIG = """HostKey /etc/ssh/host_ed25519
 AuthorizedKeysFile /etc/ssh/authorized_keys
 PubkeyAuthentication yes

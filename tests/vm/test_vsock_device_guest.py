@@ -40,7 +40,7 @@ import time
 import pytest
 
 from qltest import KeptOnFailure, program, qemu, qlwire
-from qltest.procs import call_as_nobody
+from qltest.procs import call_as_nobody, wait_for
 from qltest.vsock import GUEST_CID, SSH_PEERS, VsockGuest, ssh_image_parts
 
 MIB = 1 << 20
@@ -182,6 +182,43 @@ def test_ssh_through_the_proxy(vm):
         input=b"stdin through\n", capture_output=True, timeout=120)
     assert r.returncode == 3, (r.returncode, r.stderr, vm.guest.sh("cat /tmp/sshd.log")[1])
     assert r.stdout == b"hi from root\nstdin through\n", r.stdout
+
+
+def test_vm_shell_ssh_through_the_device(vm, tmp_path):
+    """vm-shell --ssh to a VM whose vsock is the device: ssh goes through
+    the proxy to hvsock:<runtime dir>/<vm>.vsock.sock:22 (where the host
+    agent has qemu's device put its socket) while vm-shell holds a lease;
+    the key comes from the user's ssh-agent, which the VM does not get."""
+    up(vm)
+    if vm.no_ssh:
+        pytest.skip(vm.no_ssh)
+    vm.start_sshd()
+    runtime_sock = os.path.join(vm.host.run_dir, "test.vsock.sock")
+    os.symlink(vm.path, runtime_sock)
+    agent_sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen([SSH_PEERS["ssh-agent"], "-D", "-a", agent_sock],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(agent_sock), timeout=30, what="ssh-agent's socket")
+        env = dict(vm.host.env, SSH_AUTH_SOCK=agent_sock)
+        subprocess.run([SSH_PEERS["ssh-add"], "-q", vm.ssh_key], env=env, check=True,
+                       capture_output=True, timeout=30)
+        # One word: ssh hands the remote shell its words joined by spaces.
+        p = subprocess.Popen([program("vm-shell"), "--ssh", "test",
+                              'echo "hi from $(id -un) ${SSH_AUTH_SOCK:-without an agent}";'
+                              " cat; exit 4"],
+                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        # The lease is held while ssh runs.
+        wait_for(lambda: vm.host.host_status().leases >= 1, timeout=60, what="vm-shell's lease")
+        out, err = p.communicate(b"stdin through\n", timeout=120)
+        assert p.returncode == 4, (p.returncode, err, vm.guest.sh("cat /tmp/sshd.log")[1])
+        assert out == b"hi from root without an agent\nstdin through\n", (out, err)
+        wait_for(lambda: vm.host.host_status().leases == 0, timeout=30, what="the lease released")
+    finally:
+        os.unlink(runtime_sock)
+        agent.terminate()
+        agent.wait(timeout=30)
 
 
 def test_guest_connects_to_host(vm):

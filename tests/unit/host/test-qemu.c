@@ -317,7 +317,7 @@ static void test_shared_directories(void **state) {
 static void test_vsock_device_command(void **state) {
     VmConfig *vm = load_vm("t", "{'id': 9, 'kernel': '/k', 'gpu': false}");
     char **argv = NULL;
-    assert_int_equal(vmm_qemu_vsock_argv(vm, &argv), 0);
+    assert_int_equal(vmm_qemu_vsock_argv(NULL, vm, &argv), 0);
     static const char *const expected[] = {"qubes-lite-vsock",
                                            "--socket",
                                            "/run/ql/t.vsock-vhost.sock",
@@ -328,6 +328,24 @@ static void test_vsock_device_command(void **state) {
                                            NULL};
     expect_argv(argv, expected);
     strv_free(argv);
+    /* With a user, its group may connect (vm-shell --ssh). */
+    HostConfig *h = load_host("{'user': 'daemon'}");
+    assert_int_equal(vmm_qemu_vsock_argv(h, vm, &argv), 0);
+    char gid[16];
+    snprintf(gid, sizeof(gid), "%u", (unsigned)h->user_gid);
+    const char *const with_user[] = {"qubes-lite-vsock",
+                                     "--socket",
+                                     "/run/ql/t.vsock-vhost.sock",
+                                     "--uds-path",
+                                     "/run/ql/t.vsock.sock",
+                                     "--guest-cid",
+                                     "9",
+                                     "--uds-group",
+                                     gid,
+                                     NULL};
+    expect_argv(argv, with_user);
+    strv_free(argv);
+    host_config_free(h);
     vm_config_free(vm);
 }
 

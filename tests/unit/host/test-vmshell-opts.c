@@ -161,7 +161,8 @@ static void test_ssh_argv(void **state) {
     size_t i;
 
     assert_int_equal(
-        vmshell_ssh_argv("/usr/bin/qubes-lite-vsock-proxy", 5, "alice", "work", cmd, 2, &v), 0);
+        vmshell_ssh_argv("/usr/bin/qubes-lite-vsock-proxy", NULL, 5, "alice", "work", cmd, 2, &v),
+        0);
     for (i = 0; i < ELEMENTSOF(want); i++) {
         assert_non_null(v[i]);
         assert_string_equal(v[i], want[i]);
@@ -170,12 +171,18 @@ static void test_ssh_argv(void **state) {
     strv_free(v);
 
     /* No command: an interactive login, no "--". */
-    assert_int_equal(vmshell_ssh_argv("/p", 255, "root", "x", NULL, 0, &v), 0);
+    assert_int_equal(vmshell_ssh_argv("/p", NULL, 255, "root", "x", NULL, 0, &v), 0);
     for (i = 0; v[i]; i++) {
         assert_string_not_equal(v[i], "--");
     }
     assert_string_equal(v[i - 1], "qubes-lite-x");
     assert_string_equal(v[2], "ProxyCommand='/p' 255 22");
+    strv_free(v);
+
+    /* A qemu VM whose vsock is the qubes-lite-vsock device: its socket. */
+    assert_int_equal(
+        vmshell_ssh_argv("/p", "/run/qubes-lite/x.vsock.sock", 3, "root", "x", NULL, 0, &v), 0);
+    assert_string_equal(v[2], "ProxyCommand='/p' 'hvsock:/run/qubes-lite/x.vsock.sock:22'");
     strv_free(v);
 }
 
@@ -183,8 +190,12 @@ static void test_ssh_proxy_quoting(void **state) {
     char **v = NULL;
     /* A quote ends the shell's quoting for one escaped quote; a percent
      * sign is doubled so that ssh does not take it for a token. */
-    assert_int_equal(vmshell_ssh_argv("/opt/it's 100%/proxy", 3, "u", "vm", NULL, 0, &v), 0);
+    assert_int_equal(vmshell_ssh_argv("/opt/it's 100%/proxy", NULL, 3, "u", "vm", NULL, 0, &v), 0);
     assert_string_equal(v[2], "ProxyCommand='/opt/it'\\''s 100%%/proxy' 3 22");
+    strv_free(v);
+    assert_int_equal(vmshell_ssh_argv("/p", "/r'un/1%/vm.vsock.sock", 3, "u", "vm", NULL, 0, &v),
+                     0);
+    assert_string_equal(v[2], "ProxyCommand='/p' 'hvsock:/r'\\''un/1%%/vm.vsock.sock:22'");
     strv_free(v);
     strv_free(NULL);
 }
