@@ -8,6 +8,16 @@
 #include "main-ctl.h"
 #include "main-stats.h"
 
+/* Whether a ping of this round is still unanswered. */
+static bool pings_outstanding(const Switch *s) {
+    for (unsigned i = 0; i < CTL_MAX_PORTS; i++) {
+        if (vm_running(&s->vm[i]) && s->vm[i].ping_outstanding) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void on_pong(Switch *s, Vm *v, const CtlPong *p) {
     uint64_t now = now_usec(CLOCK_MONOTONIC);
     if (p->seq > v->ping_seq) {
@@ -32,6 +42,11 @@ void on_pong(Switch *s, Vm *v, const CtlPong *p) {
         }
     }
     s->stats_dirty = true;
+    /* The round's last answer: the counters file now, not a second later
+     * at the next tick, so that it shows each child as its pong did. */
+    if (!pings_outstanding(s)) {
+        write_stats(s);
+    }
 }
 
 static void ping_send(Switch *s, Vm *v, uint64_t now) {
@@ -43,8 +58,9 @@ static void ping_send(Switch *s, Vm *v, uint64_t now) {
     (void)vm_send(s, v, &m, NULL, 0);
 }
 
-/* Once a second: the counters file when it changed, a ping to every child
- * past its start-up grace. */
+/* Once a second: the counters file when it changed since (a child that
+ * did not answer, a child started or gone), a ping to every child past
+ * its start-up grace. */
 static void tick(Switch *s, uint64_t now) {
     if (s->stats_dirty) {
         write_stats(s);

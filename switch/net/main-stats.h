@@ -1,6 +1,6 @@
 /* The counters file: `<socket dir>/STATS_FILE`, one line per VM, rewritten
- * (STATS_TMP, then a rename) at most once a second from the children's
- * PONGs, and what `vm-switch --stats` prints. The line format and what
+ * (STATS_TMP, then a rename) once a second, as soon as every child has
+ * answered that second's PING, and what `vm-switch --stats` prints. The line format and what
  * each counter means are the project README's (vm-switch).
  *
  * Counters add up over a VM's children (they survive restarts) up to the
