@@ -105,7 +105,9 @@ static int connected(Handoff *h, int fd) {
     if (h->n == 0) {
         h->connected = (MsgConnected){
             .vm_start_us = h->vm_wait_start ? now - h->vm_wait_start : 0,
-            .guest_wait_us = now - (h->vm_wait_start ? h->vm_wait_start : h->start),
+            /* Once the VM was up (or at once, when it ran): what the
+             * guest agent itself took, not the VM start again. */
+            .guest_wait_us = now - h->start,
         };
     }
     h->fds[h->n++] = fd;
