@@ -348,7 +348,8 @@ static void agent_load_fw_cfg_secret(Agent *a) {
     if (r < 0) {
         explicit_bzero(a->secret, sizeof(a->secret));
         log_error("--secret-fw-cfg: no secret: fw_cfg file %s: %s; every connection will be "
-                  "refused", SECRET_FW_CFG_NAME, fwcfg_strerror(r));
+                  "refused",
+                  SECRET_FW_CFG_NAME, fwcfg_strerror(r));
         return;
     }
     a->have_secret = true;
@@ -468,7 +469,6 @@ int main(int argc, char **argv) {
         .opt = {.wayland_timeout_s = 30, .kill_grace_s = 5},
     };
     _cleanup_close_ int lfd = -EBADF;
-    sigset_t mask;
     int r;
 
     log_setup(PROGRAM);
@@ -485,11 +485,7 @@ int main(int argc, char **argv) {
 
     /* Writing to a program that closed its stdin is an EPIPE, not death;
      * sockets use MSG_NOSIGNAL. Children restore the default. */
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signals_take((const int[]){SIGTERM, SIGINT, 0}, NULL);
 
     r = sd_event_default(&a.event);
     if (r < 0) {

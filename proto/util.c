@@ -294,6 +294,20 @@ int error_set(ErrorText *e, int r, const char *fmt, ...) {
 static struct rlimit fd_limit_saved;
 static bool fd_limit_raised;
 
+void signals_take(const int *signals, sigset_t *ret) {
+    sigset_t mask;
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&mask);
+    for (; *signals; signals++) {
+        sigaddset(&mask, *signals);
+    }
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    if (ret) {
+        *ret = mask;
+    }
+}
+
 int fd_limit_raise(void) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {

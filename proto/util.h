@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -126,6 +127,11 @@ int fd_close_from(int first);
  * errno; the limit is left as it was on failure. */
 int fd_limit_raise(void);
 void fd_limit_restore(void);
+/* A daemon's signals: SIGPIPE ignored (a peer gone is an error code; its
+ * children restore the default) and `signals` (0-terminated) blocked, to
+ * be taken through its event loop (sd-event, signalfd); their set in
+ * *ret when ret is not NULL. */
+void signals_take(const int *signals, sigset_t *ret);
 /* Writes all of buf, retrying on EINTR and partial writes (blocking fd). */
 int loop_write(int fd, const void *buf, size_t n);
 /* Reads exactly n bytes; -EPIPE on EOF before n bytes (0 bytes: returns 0

@@ -708,15 +708,7 @@ static void set_guest_address(Agent *a, const char *guest_arg) {
 /* SIGTERM, SIGINT and SIGHUP come through the event loop, and so do the
  * exits of the VMM and its stop command (SIGCHLD). */
 static int setup_signals(Agent *a) {
-    sigset_t mask;
-
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signals_take((const int[]){SIGTERM, SIGINT, SIGHUP, SIGCHLD, 0}, NULL);
     int r = sd_event_default(&a->event);
     if (r < 0) {
         return log_error_errno(r, "Cannot create the event loop: %m");

@@ -82,12 +82,7 @@ static void open_directories(Switch *s) {
 /* Signals through the event loop; a peer gone is an error code. */
 static void take_signals(Switch *s) {
     sigset_t mask;
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signals_take((const int[]){SIGTERM, SIGINT, SIGHUP, 0}, &mask);
     s->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (s->signal_fd < 0) {
         die("signalfd: %m");
