@@ -35,7 +35,7 @@ import subprocess
 
 from qltest import BUILD, initramfs, program, qemu, sanitizer_reports
 from qltest.host import VM, VM_ID, HostStack
-from qltest.procs import Daemon, children_of, wait_for
+from qltest.procs import Daemon, children_of, pid_alive, wait_for
 
 # The test build of the device: on SIGUSR2 it makes a call its filter forbids.
 HOOKED = os.path.join(BUILD, "tests", "switch", "qubes-lite-vsock")
@@ -90,10 +90,17 @@ class Device(Daemon):
         return kids[0]
 
     def kill(self):
-        """SIGKILL (by pid), as a crash would end it: its sockets stay."""
+        """SIGKILL (by pid), as a crash would end it: its sockets stay.
+        Sandboxed, that is the supervisor's; the device, its child, is
+        killed by the kernel as its parent goes (PR_SET_PDEATHSIG), a
+        moment later: the sockets are left once it is gone too."""
+        device = self.main_pid if self.sandbox and self.proc.poll() is None else None
         self.proc.kill()
         self.proc.wait()
         self.killed = True
+        if device is not None:
+            wait_for(lambda: not pid_alive(device), timeout=30,
+                     what="the sandboxed device killed with its supervisor")
         self.stop(check=False)
 
     def client(self, port, data=b"", timeout=10):
