@@ -130,10 +130,10 @@ static bool route_chain(Child *c, size_t hdr) {
     if (k == 0) {
         c->counters.drops[reason]++;
     }
-    for (unsigned d = 0; k > 0 && d < CTL_MAX_PORTS; d++) {
-        if (!(mask & (1ull << d))) {
-            continue;
-        }
+    /* The destinations' bits only: a frame has one or a few of them, and
+     * testing all CTL_MAX_PORTS bits took a tenth of a child's time at 64 B. */
+    for (; k > 0 && mask != 0; mask &= mask - 1) {
+        unsigned d = (unsigned)__builtin_ctzll(mask);
         if (forward_to(c, d, (size_t)len) == -EAGAIN) {
             /* Only a client blocks, and a client has one destination:
              * nothing was queued for this frame. */
