@@ -30,7 +30,12 @@
 
 /* A batch can be as large as a round's budget (child.c): the two children
  * of a pair often share a CPU, and each hand-over between them is a
- * context switch, so the fewer the better. */
+ * context switch, so the fewer the better. Measured with the bench's load
+ * (64-byte frames, both children on one CPU), context switches per frame
+ * and the children's CPU time per frame: 64 slots 0.017 and 133-141 ns,
+ * 128 slots 0.008-0.010 and 116-119 ns, 256 slots 0.004-0.006 and
+ * 108-114 ns, 512 slots the same as 256. 256 slots: 528 KiB of shared
+ * memory per ring, two rings per router-client pair. */
 #define RING_SLOTS 256u
 #define RING_SLOT_HDR 8u
 /* Largest frame a slot holds (an Ethernet frame with a VLAN tag fits). */
