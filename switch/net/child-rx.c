@@ -27,10 +27,28 @@ static size_t scatter(const VqElem *e, size_t off, const uint8_t *src, size_t le
     return done;
 }
 
-/* Delivers one frame (len bytes at data) into the guest's receive buffers.
- * 1: delivered; 0: not enough buffers (nothing consumed); -EMSGSIZE: the
- * frame can never fit; < 0 otherwise: broken. */
-static int deliver(Child *c, Vq *rx, const uint8_t *data, size_t len) {
+/* Copies the frame's bytes [from, from + len) into e's writable segments
+ * at off: those of the Ethernet header from our judged copy (c->eth_hdr),
+ * the rest from the ring's slot (untrusted_data). */
+static void scatter_frame(Child *c, const VqElem *e, size_t off, const uint8_t *untrusted_data,
+                          size_t from, size_t len) {
+    if (from < POLICY_HDR_LEN) {
+        size_t k = MIN(len, POLICY_HDR_LEN - from);
+        (void)scatter(e, off, c->eth_hdr + from, k);
+        off += k;
+        from += k;
+        len -= k;
+    }
+    if (len > 0) {
+        (void)scatter(e, off, untrusted_data + from, len);
+    }
+}
+
+/* Delivers one frame (len bytes: its Ethernet header in c->eth_hdr, the
+ * rest at untrusted_data + POLICY_HDR_LEN) into the guest's receive
+ * buffers. 1: delivered; 0: not enough buffers (nothing consumed);
+ * -EMSGSIZE: the frame can never fit; < 0 otherwise: broken. */
+static int deliver(Child *c, Vq *rx, const uint8_t *untrusted_data, size_t len) {
     size_t hdr = net_hdr_len(c);
     bool mrg = vu_dev_features(c->dev) & (1ull << VIRTIO_NET_F_MRG_RXBUF);
     size_t total = hdr + len, off = 0;
@@ -67,7 +85,7 @@ static int deliver(Child *c, Vq *rx, const uint8_t *data, size_t len) {
         size_t k = MIN(room, total - off);
         size_t start = MAX(off, hdr);
         if (start < off + k) {
-            (void)scatter(e, start - off, data + (start - hdr), off + k - start);
+            scatter_frame(c, e, start - off, untrusted_data, start - hdr, off + k - start);
         }
         lens[n - 1] = (uint32_t)k;
         off += k;
@@ -127,13 +145,16 @@ typedef enum RxStep {
 static RxStep rx_frame(Child *c, Vq *rx, unsigned port, const RingFrame *untrusted, bool *pushed) {
     PeerRing *pr = &c->peer[port].in;
     /* The peer's child may be compromised: what it wrote is judged again,
-     * on our own copy (it could change the bytes after the check), as the
-     * policy would judge it from the peer's guest. */
+     * on our own copy of the Ethernet header (it could change the bytes
+     * after the check), as the policy would judge it from the peer's
+     * guest, and the guest gets that copy as the frame's header. The rest
+     * goes from the slot to the guest in one copy: the payload is the
+     * sender's to choose anyway. */
     size_t len = untrusted->len;
-    memcpy(c->rx_frame, untrusted->data, len);
+    memcpy(c->eth_hdr, untrusted->data, MIN(len, POLICY_HDR_LEN));
     uint64_t mask = 0;
     PolicyDrop reason = POLICY_DROP_UNKNOWN_UNICAST;
-    int k = policy_route(c->policy, port, c->rx_frame, len, &mask, &reason);
+    int k = policy_route(c->policy, port, c->eth_hdr, len, &mask, &reason);
     if (k <= 0 || !(mask & (UINT64_C(1) << c->port))) {
         if (k < 0) {
             reason = POLICY_DROP_UNKNOWN_UNICAST; /* a peer we do not know */
@@ -141,7 +162,7 @@ static RxStep rx_frame(Child *c, Vq *rx, unsigned port, const RingFrame *untrust
         c->refused_from[port][reason]++;
         return RX_NEXT;
     }
-    int r = deliver(c, rx, c->rx_frame, len);
+    int r = deliver(c, rx, untrusted->data, len);
     if (r < 0 && r != -EMSGSIZE) {
         device_broken(c, "receive", r);
         return RX_BROKEN;

@@ -98,10 +98,9 @@ typedef struct Child {
     uint64_t ring_full_to[CTL_MAX_PORTS];
     uint64_t refused_from[CTL_MAX_PORTS][POLICY_DROP_MAX];
 
-    VqElem elem;                      /* the chain in hand */
-    VqElem rx_first;                  /* first receive buffer of a frame (holds its header) */
-    uint8_t frame[RING_FRAME_MAX];    /* guest TX: our copy of the frame being routed */
-    uint8_t rx_frame[RING_FRAME_MAX]; /* from a ring: our own copy */
+    VqElem elem;                     /* the chain in hand */
+    VqElem rx_first;                 /* first receive buffer of a frame (holds its header) */
+    uint8_t eth_hdr[POLICY_HDR_LEN]; /* our copy of the Ethernet header the policy judges */
 } Child;
 
 /* Watches fd for input; dies when it cannot (a bug of ours). */

@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+_Static_assert(POLICY_HDR_LEN == ETH_HLEN, "the policy reads the Ethernet header only");
+
 typedef struct PolicyPort {
     bool present;
     uint8_t mac[6];

@@ -13,6 +13,8 @@
 #include "vmconf.h"
 
 #define POLICY_MAX_PORTS 64
+/* What policy_route() reads of a frame: its Ethernet header. */
+#define POLICY_HDR_LEN 14
 
 typedef enum PolicyDrop {
     POLICY_DROP_RUNT,             /* shorter than an Ethernet header */
@@ -35,9 +37,11 @@ void policy_free(Policy *p);
 int policy_set_port(Policy *p, unsigned port, const uint8_t mac[6], VmRole role);
 int policy_remove_port(Policy *p, unsigned port);
 
-/* Decides where a frame from port goes: the judge of every frame a guest
- * (or a peer's child) sends. untrusted_frame must be our own copy (not
- * shared memory the sender can still change). 1: forward to every port in
+/* Decides where a frame of len bytes from port goes: the judge of every
+ * frame a guest (or a peer's child) sends. Only the Ethernet header is
+ * read: untrusted_frame holds at least MIN(len, POLICY_HDR_LEN) bytes, our
+ * own copy (not shared memory the sender can still change), and that copy
+ * is what must travel on as the frame's header. 1: forward to every port in
  * *ret_mask (never the sender); 0: dropped, the reason counted and stored
  * in *ret_reason when given; -EINVAL: port is not configured. */
 int policy_route(Policy *p, unsigned port, const uint8_t *untrusted_frame, size_t len,

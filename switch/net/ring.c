@@ -25,6 +25,7 @@ typedef struct RingSlot {
     uint32_t len;
     uint32_t flags;
     uint8_t data[RING_FRAME_MAX];
+    uint8_t unused[RING_SLOT_SIZE - RING_SLOT_HDR - RING_FRAME_MAX]; /* ring.h */
 } RingSlot;
 
 /* Each index and each wait flag alone on its cache line: the producer's

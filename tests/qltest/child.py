@@ -33,9 +33,10 @@ MAX_PORTS = 64
 POLICY_DROPS = 6  # the first six of DROPS
 
 # The ring memfd (switch/net/ring.c): head, tail and the two wait flags on
-# their own cache lines, then 256 slots of {len, flags, 2040 bytes}.
+# their own cache lines, then 256 slots of {len, flags, 2040 bytes}, each
+# followed by one unused cache line.
 RING_HEAD, RING_TAIL, RING_CWAIT, RING_PWAIT, RING_SLOT0 = 0, 64, 128, 192, 256
-RING_SLOTS, RING_SLOT_SIZE = 256, 2048
+RING_SLOTS, RING_SLOT_SIZE = 256, 2048 + 64
 RING_SHM = (256 + RING_SLOTS * RING_SLOT_SIZE + 4095) // 4096 * 4096
 F_ADD_SEALS, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW = 1033, 1, 2, 4
 
