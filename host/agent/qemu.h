@@ -67,8 +67,10 @@ int vmm_qemu_guest_address(const HostConfig *h, const VmConfig *vm, char *buf, s
 int vmm_qemu_argv_on(const QemuHost *qh, const HostConfig *h, const VmConfig *vm, char ***ret_argv,
                      ErrorText *err);
 
-/* The sockets of a VM under qemu, malloc'ed (NULL: out of memory):
- * "qmp", "vsock" (the device's PATH), "vsock-vhost", "fs-<i>". */
+/* The sockets of a VM under qemu, <vm>.<what>.sock in the runtime
+ * directory, malloc'ed (NULL: out of memory): "qmp", "vsock-vhost",
+ * "fs-<i>". The device's PATH, which vm-shell needs too, is
+ * CONFIG_RUNTIME_VSOCK (host/common/paths.h). */
 char *vmm_qemu_socket(const VmConfig *vm, const char *what);
 /* virtiofsd for sharedDirectories[i]: $QUBES_LITE_VIRTIOFSD, else
  * /usr/libexec/virtiofsd or /usr/lib/qemu/virtiofsd (Debian's

@@ -433,7 +433,7 @@ static int qemu_run_new(const VmmRunContext *ctx, VmmRun **ret, ErrorText *err) 
     run->vsock_ours = !qh->vhost_vsock;
     if (run->vsock_ours) {
         char *vhost = vmm_qemu_socket(ctx->vm, "vsock-vhost");
-        char *path = vmm_qemu_socket(ctx->vm, "vsock");
+        char *path = config_vm_runtime_file(ctx->vm->name, CONFIG_RUNTIME_VSOCK);
         r = remember_socket(run, vhost);
         if (r >= 0) {
             r = remember_socket(run, path);

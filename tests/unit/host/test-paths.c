@@ -26,6 +26,8 @@ static void test_names_of_each_kind(void **state) {
         {CONFIG_RUNTIME_COMMAND, DIR "/work.sock"},
         {CONFIG_RUNTIME_CONSOLE, DIR "/work.console"},
         {CONFIG_RUNTIME_CROSVM, DIR "/work.crosvm.sock"},
+        {CONFIG_RUNTIME_SECRET, DIR "/work.secret"},
+        {CONFIG_RUNTIME_VSOCK, DIR "/work.vsock.sock"},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
         _cleanup_free_ char *p = config_runtime_file(DIR, "work", cases[i].kind);
