@@ -88,6 +88,14 @@ def test_closed_stdin_fd_is_empty_stdin(stack):
     assert r.stdout == b"rc=0\n"
 
 
+def answer_exec(c, code):
+    """What both fake guests answer an Exec: Started, one Data(stdout)
+    "relayed", Exited(code)."""
+    c.send("started", pid=4242)
+    c.send("data", stream=pb.STREAM_STDOUT, data=b"relayed\n")
+    c.send("exited", code=code)
+
+
 class OldGuest(qlwire.FakePeer):
     """A guest agent of protocol 1.0: Hello 1.0 first; an Exec gets
     Started, one Data(stdout) and Exited(0); what it does not know (Attach)
@@ -104,9 +112,7 @@ class OldGuest(qlwire.FakePeer):
                 name, msg = c.recv(timeout=60)
                 if name == "exec":
                     self.execs.append(msg)
-                    c.send("started", pid=4242)
-                    c.send("data", stream=pb.STREAM_STDOUT, data=b"relayed\n")
-                    c.send("exited", code=0)
+                    answer_exec(c, 0)
                 elif name == "attach":
                     self.attaches += 1
                     c.send("error", code=pb.ERROR_PROTOCOL, message="undecodable frame")
@@ -152,9 +158,7 @@ class SilentStreamGuest(qlwire.FakePeer):
                 name, msg = c.recv(timeout=60)
                 if name == "exec":
                     self.execs.append(msg)
-                    c.send("started", pid=4242)
-                    c.send("data", stream=pb.STREAM_STDOUT, data=b"relayed\n")
-                    c.send("exited", code=3)
+                    answer_exec(c, 3)
                 elif name == "exit_ack":
                     return
         finally:
